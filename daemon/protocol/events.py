@@ -1,0 +1,41 @@
+"""Events the daemon pushes to subscribed connections, so clients never poll."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegistryEvent(_Event):
+    """Something in the registry changed; clients re-read what they show."""
+
+    topic: Literal["registry"] = "registry"
+    kind: Literal[
+        "version.pushed",
+        "version.removed",
+        "version.tagged",
+        "model.removed",
+        "model.described",
+        "alias.moved",
+    ]
+    model: str
+    version: int | None = None
+    alias: str | None = None
+
+
+class ProgressEvent(_Event):
+    """Progress of a long request, sent only to the connection that made it."""
+
+    topic: Literal["progress"] = "progress"
+    request_id: int
+    done: Annotated[int, Field(ge=0)]
+    total: Annotated[int, Field(ge=0)]
+    path: str = ""
+
+
+Event = Annotated[RegistryEvent | ProgressEvent, Field(discriminator="topic")]

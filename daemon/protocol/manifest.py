@@ -1,0 +1,85 @@
+"""``modeltui.toml``: the manifest that describes a model directory.
+
+The client validates it before pushing (early, readable errors) and the daemon validates it again from the
+bytes it stored (a peer is never trusted). Only TOML parsing happens in the daemon: model files are never
+loaded there.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .names import ModelName, RelPath, TagKey, Text
+
+MANIFEST_FILE = "modeltui.toml"
+MAX_MANIFEST_BYTES = 256 * 1024
+
+Flavor = Literal["sklearn", "onnx", "python"]
+ColumnType = Literal["double", "float", "long", "integer", "boolean", "string"]
+Scalar = bool | int | float | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class ColumnSpec(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    type: ColumnType = "double"
+
+
+class Signature(_Strict):
+    inputs: list[ColumnSpec] = Field(default_factory=list, max_length=10_000)
+    outputs: list[ColumnSpec] = Field(default_factory=list, max_length=1_000)
+
+
+class Evaluation(_Strict):
+    data: RelPath
+    target: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Training(_Strict):
+    command: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class Manifest(_Strict):
+    """The validated content of ``modeltui.toml``."""
+
+    name: ModelName
+    flavor: Flavor
+    model_file: RelPath
+    trusted: bool = False
+    description: Text = ""
+    requirements: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=500
+    )
+    signature: Signature = Field(default_factory=Signature)
+    params: dict[TagKey, Scalar] = Field(default_factory=dict, max_length=1_000)
+    metrics: dict[TagKey, float] = Field(default_factory=dict, max_length=1_000)
+    evaluation: Evaluation | None = None
+    training: Training | None = None
+    maintenance: dict[str, Any] | None = None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse and validate manifest bytes; raises ValueError with one line per problem."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{MANIFEST_FILE} is {len(data)} bytes; the limit is {MAX_MANIFEST_BYTES}")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{MANIFEST_FILE} is not UTF-8: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{MANIFEST_FILE} is not valid TOML: {exc}") from None
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{MANIFEST_FILE}: {_where(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ValueError("\n".join(lines)) from None

@@ -1,0 +1,240 @@
+"""Requests: one frozen pydantic model per operation, discriminated by ``op``.
+
+``RESULT_OF`` names the result type of each request; a test checks that every request type has exactly one
+handler in the daemon.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from . import results as r
+from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
+
+MAX_UPLOAD_FILES = 128
+MAX_PUSH_FILES = 100_000
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @property
+    def fd_count(self) -> int:
+        """How many file descriptors travel with this request (SCM_RIGHTS)."""
+        return 0
+
+
+class Ping(_Request):
+    op: Literal["ping"] = "ping"
+
+
+class DaemonStatusRequest(_Request):
+    op: Literal["daemon.status"] = "daemon.status"
+
+
+class DaemonStop(_Request):
+    op: Literal["daemon.stop"] = "daemon.stop"
+
+
+class Subscribe(_Request):
+    """Start receiving events on this connection for the given topics."""
+
+    op: Literal["subscribe"] = "subscribe"
+    topics: Annotated[list[Literal["registry"]], Field(min_length=1, max_length=8)]
+
+
+class ListModels(_Request):
+    op: Literal["models.list"] = "models.list"
+    query: Annotated[str, Field(max_length=128)] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 200
+    offset: Annotated[int, Field(ge=0)] = 0
+
+
+class DescribeModel(_Request):
+    """Show a model; with ``description``, set it."""
+
+    op: Literal["models.describe"] = "models.describe"
+    name: ModelName
+    description: Text | None = None
+
+
+class RemoveModel(_Request):
+    op: Literal["models.rm"] = "models.rm"
+    name: ModelName
+    force: bool = False
+
+
+class Log(_Request):
+    op: Literal["versions.log"] = "versions.log"
+    name: ModelName
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+    offset: Annotated[int, Field(ge=0)] = 0
+
+
+class Show(_Request):
+    op: Literal["versions.show"] = "versions.show"
+    ref: RefStr
+
+
+class Diff(_Request):
+    op: Literal["versions.diff"] = "versions.diff"
+    a: RefStr
+    b: RefStr
+
+
+class UploadFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: RelPath
+    size: Annotated[int, Field(ge=0)]
+
+
+class Upload(_Request):
+    """Stream files into the object store; one descriptor per file is passed with the frame."""
+
+    op: Literal["objects.upload"] = "objects.upload"
+    files: Annotated[list[UploadFile], Field(min_length=1, max_length=MAX_UPLOAD_FILES)]
+
+    @property
+    def fd_count(self) -> int:
+        return len(self.files)
+
+
+class PushFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: RelPath
+    sha256: Sha256
+    size: Annotated[int, Field(ge=0)]
+    executable: bool = False
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    git_commit: Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")] | None = None
+    git_dirty: bool = False
+    path: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class Push(_Request):
+    """Create a version from uploaded objects. Identical content returns the existing version."""
+
+    op: Literal["versions.push"] = "versions.push"
+    files: Annotated[list[PushFile], Field(min_length=1, max_length=MAX_PUSH_FILES)]
+    name: ModelName | None = None
+    message: Text = ""
+    tags: Annotated[dict[TagKey, TagValue], Field(max_length=100)] = Field(default_factory=dict)
+    alias: AliasName | None = None
+    source: Source | None = None
+
+
+class Checkout(_Request):
+    op: Literal["versions.checkout"] = "versions.checkout"
+    ref: RefStr
+
+
+class Tag(_Request):
+    op: Literal["versions.tag"] = "versions.tag"
+    ref: RefStr
+    set: Annotated[dict[TagKey, TagValue], Field(max_length=100)] = Field(default_factory=dict)
+    unset: Annotated[list[TagKey], Field(max_length=100)] = Field(default_factory=list)
+
+
+class RemoveVersion(_Request):
+    op: Literal["versions.rm"] = "versions.rm"
+    ref: RefStr
+    force: bool = False
+
+
+class AliasSet(_Request):
+    op: Literal["aliases.set"] = "aliases.set"
+    name: ModelName
+    alias: AliasName
+    version: Annotated[int, Field(ge=1)]
+    reason: Line = ""
+
+
+class AliasRemove(_Request):
+    op: Literal["aliases.rm"] = "aliases.rm"
+    name: ModelName
+    alias: AliasName
+    reason: Line = ""
+
+
+class AliasHistoryRequest(_Request):
+    op: Literal["aliases.history"] = "aliases.history"
+    name: ModelName
+    alias: AliasName | None = None
+    at: datetime | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
+
+
+class Rollback(_Request):
+    """Move an alias back to the version it pointed to before its last move."""
+
+    op: Literal["aliases.rollback"] = "aliases.rollback"
+    name: ModelName
+    alias: AliasName
+    reason: Line = ""
+
+
+class Gc(_Request):
+    op: Literal["store.gc"] = "store.gc"
+    dry_run: bool = False
+    grace_seconds: Annotated[int, Field(ge=0)] | None = None
+
+
+Request = Annotated[
+    Ping
+    | DaemonStatusRequest
+    | DaemonStop
+    | Subscribe
+    | ListModels
+    | DescribeModel
+    | RemoveModel
+    | Log
+    | Show
+    | Diff
+    | Upload
+    | Push
+    | Checkout
+    | Tag
+    | RemoveVersion
+    | AliasSet
+    | AliasRemove
+    | AliasHistoryRequest
+    | Rollback
+    | Gc,
+    Field(discriminator="op"),
+]
+
+REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
+
+RESULT_OF: dict[type[_Request], type[r.Result]] = {
+    Ping: r.Pong,
+    DaemonStatusRequest: r.DaemonStatus,
+    DaemonStop: r.Ack,
+    Subscribe: r.Ack,
+    ListModels: r.ModelList,
+    DescribeModel: r.ModelDetail,
+    RemoveModel: r.RemoveResult,
+    Log: r.VersionList,
+    Show: r.VersionDetail,
+    Diff: r.VersionDiff,
+    Upload: r.UploadResult,
+    Push: r.PushResult,
+    Checkout: r.CheckoutResult,
+    Tag: r.VersionSummary,
+    RemoveVersion: r.RemoveResult,
+    AliasSet: r.AliasEventInfo,
+    AliasRemove: r.AliasEventInfo,
+    AliasHistoryRequest: r.AliasHistory,
+    Rollback: r.AliasEventInfo,
+    Gc: r.GcResult,
+}
+
+#: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
+MUTATING: frozenset[type[_Request]] = frozenset(
+    {DaemonStop, DescribeModel, RemoveModel, Upload, Push, Tag, RemoveVersion, AliasSet, AliasRemove, Rollback, Gc}
+)

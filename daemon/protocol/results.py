@@ -1,0 +1,193 @@
+"""Results: what each request returns. Plain, frozen DTOs; database rows never cross the socket."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Ack(Result):
+    ok: bool = True
+
+
+class Pong(Result):
+    daemon_version: str
+    pid: int
+
+
+class DaemonStatus(Result):
+    daemon_version: str
+    protocol: int
+    pid: int
+    mode: Literal["user", "system"]
+    uptime_seconds: float
+    socket: str
+    state_dir: str
+    database: str
+    models: int
+    versions: int
+    objects: int
+    object_bytes: int
+    clients: int
+
+
+class ModelSummary(Result):
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    versions: int
+    latest: int | None
+    aliases: dict[str, int]
+
+
+class ModelList(Result):
+    items: list[ModelSummary]
+    total: int
+
+
+class FileInfo(Result):
+    path: str
+    size: int
+    sha256: str
+    executable: bool = False
+
+
+class SourceInfo(Result):
+    git_commit: str | None = None
+    git_dirty: bool = False
+    path: str | None = None
+
+
+class VersionSummary(Result):
+    model: str
+    number: int
+    digest: str
+    parent: int | None
+    flavor: str
+    message: str
+    tags: dict[str, str]
+    created_by: str
+    created_at: datetime
+    size: int
+    file_count: int
+    aliases: list[str]
+
+
+class VersionList(Result):
+    items: list[VersionSummary]
+    total: int
+
+
+class VersionDetail(Result):
+    version: VersionSummary
+    description: str
+    model_file: str
+    manifest: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    signature: dict[str, Any]
+    requirements: list[str]
+    source: SourceInfo
+    files: list[FileInfo]
+    children: list[int]
+    lineage: list[int] = Field(description="ancestors, nearest first")
+
+
+class PushResult(Result):
+    version: VersionSummary
+    created: bool
+
+
+class UploadedObject(Result):
+    path: str
+    sha256: str
+    size: int
+    copied: bool
+
+
+class UploadResult(Result):
+    items: list[UploadedObject]
+
+
+class CheckoutResult(Result):
+    """The files of a version; the daemon passes one open read-only descriptor per file, in this order."""
+
+    version: VersionSummary
+    files: list[FileInfo]
+
+
+class FileChange(Result):
+    path: str
+    status: Literal["added", "removed", "changed"]
+    size_a: int | None
+    size_b: int | None
+    sha256_a: str | None
+    sha256_b: str | None
+
+
+class ValueChange(Result):
+    key: str
+    a: Any
+    b: Any
+
+
+class MetricChange(Result):
+    key: str
+    a: float | None
+    b: float | None
+    delta: float | None
+
+
+class VersionDiff(Result):
+    a: VersionSummary
+    b: VersionSummary
+    files: list[FileChange]
+    unchanged_files: int
+    params: list[ValueChange]
+    metrics: list[MetricChange]
+    signature: list[ValueChange]
+    requirements_added: list[str]
+    requirements_removed: list[str]
+    flavor: ValueChange | None
+
+
+class AliasEventInfo(Result):
+    model: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    by: str
+    at: datetime
+    reason: str
+
+
+class AliasHistory(Result):
+    model: str
+    events: list[AliasEventInfo]
+    at: datetime | None = None
+    targets_at: dict[str, int] | None = Field(
+        default=None, description="when `at` was asked: what each alias pointed to at that time"
+    )
+
+
+class ModelDetail(Result):
+    model: ModelSummary
+
+
+class RemoveResult(Result):
+    model: str
+    removed_versions: list[int]
+
+
+class GcResult(Result):
+    objects_removed: int
+    bytes_removed: int
+    staging_removed: int
+    dry_run: bool
