@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -172,7 +173,5 @@ class FramedSocket:
 
     def close(self) -> None:
         self.close_queued_fds()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass

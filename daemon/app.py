@@ -1,0 +1,117 @@
+"""Composition root: build every service, then start → serve → stop, like uvicorn's lifecycle.
+
+Signal handlers are installed for the serving phase only and the previous ones restored afterwards, so an
+embedding process (tests, a future supervisor) gets its own handling back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from types import FrameType
+
+from daemon.handlers import Handlers
+from daemon.server import EventHub, Server, acquire_lock
+from daemon.settings import Settings
+from daemon.versions import Registry
+
+log = logging.getLogger("modeltuid")
+
+
+def setup_logging(settings: Settings, *, to_stderr: bool) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = logging.getLogger()
+    root.setLevel(settings.log_level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    old_umask = os.umask(0o077)
+    try:
+        file_handler = logging.handlers.RotatingFileHandler(
+            settings.log_file, maxBytes=10 * 1024 * 1024, backupCount=3
+        )
+    finally:
+        os.umask(old_umask)
+    file_handler.setFormatter(fmt)
+    root.addHandler(file_handler)
+    if to_stderr:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+
+
+class DaemonApp:
+    """The daemon: one asyncio loop, one registry, one socket server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.registry: Registry | None = None
+        self.server: Server | None = None
+        self._lock_fd: int | None = None
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def startup(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if s.mode == "user":
+            os.chmod(s.state_dir, 0o700)
+        self._lock_fd = acquire_lock(s.lock_file)
+        self.registry = await asyncio.to_thread(
+            Registry, s.state_dir, busy_timeout_s=s.busy_timeout_seconds, gc_grace_seconds=s.gc_grace_seconds
+        )
+        hub = EventHub()
+        handlers = Handlers(
+            s, self.registry, hub, client_count=lambda: len(hub.connections), request_stop=self.request_stop
+        )
+        self.server = Server(
+            s.socket,
+            handlers.dispatch,
+            hub,
+            socket_mode=0o600 if s.mode == "user" else 0o660,
+            max_frame=s.max_frame_bytes,
+            max_clients=s.max_clients,
+        )
+        await self.server.start()
+        log.info("modeltuid %d serving on %s (state in %s)", os.getpid(), s.socket, s.state_dir)
+
+    async def shutdown(self) -> None:
+        log.info("shutting down")
+        if self.server is not None:
+            await self.server.stop()
+        if self.registry is not None:
+            await asyncio.to_thread(self.registry.close)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("stopped")
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        previous: dict[int, object] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.startup()
+            await self.stopping.wait()
+        finally:
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+            await self.shutdown()
+
+
+def _sighup_ignored(signum: int, frame: FrameType | None) -> None:  # pragma: no cover - trivial
+    """An embedded daemon outlives the SSH session that started it."""
+
+
+def run(settings: Settings, *, to_stderr: bool = True) -> int:
+    setup_logging(settings, to_stderr=to_stderr)
+    signal.signal(signal.SIGHUP, _sighup_ignored)
+    asyncio.run(DaemonApp(settings).serve())
+    return 0

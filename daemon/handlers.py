@@ -1,0 +1,210 @@
+"""One async handler per request type. No socket code: a handler gets its request and a Context.
+
+Blocking work (SQLite, hashing, file I/O) runs in threads so the event loop keeps serving other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from daemon import __version__
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.events import RegistryEvent
+from daemon.protocol.frames import PROTOCOL_VERSION
+from daemon.server import Context, EventHub, HandlerResult
+from daemon.settings import Settings
+from daemon.versions import Registry
+
+Q = TypeVar("Q")
+Handler = Callable[["Handlers", Any, Context], Awaitable[HandlerResult]]
+
+#: request type → handler; filled by @handles. A test checks it covers every request type exactly once.
+HANDLERS: dict[type[Any], Handler] = {}
+
+
+def handles(kind: type[Q]) -> Callable[[Callable[[Handlers, Q, Context], Awaitable[HandlerResult]]], Handler]:
+    def register(fn: Callable[[Handlers, Q, Context], Awaitable[HandlerResult]]) -> Handler:
+        if kind in HANDLERS:
+            raise RuntimeError(f"two handlers for {kind.__name__}")
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+class Handlers:
+    """The daemon's operations, bound to its services."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        hub: EventHub,
+        *,
+        client_count: Callable[[], int],
+        request_stop: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.hub = hub
+        self.client_count = client_count
+        self.request_stop = request_stop
+        self.started = time.monotonic()
+
+    async def dispatch(self, request: Any, ctx: Context) -> HandlerResult:
+        handler = HANDLERS.get(type(request))
+        if handler is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_OP, f"no handler for {type(request).__name__}")
+        return await handler(self, request, ctx)
+
+    def _event(self, kind: str, model: str, version: int | None = None, alias: str | None = None) -> None:
+        self.hub.publish(RegistryEvent(kind=kind, model=model, version=version, alias=alias))  # type: ignore[arg-type]
+
+    # -- daemon ----------------------------------------------------------------------------------------------
+    @handles(q.Ping)
+    async def ping(self, req: q.Ping, ctx: Context) -> r.Pong:
+        return r.Pong(daemon_version=__version__, pid=os.getpid())
+
+    @handles(q.DaemonStatusRequest)
+    async def status(self, req: q.DaemonStatusRequest, ctx: Context) -> r.DaemonStatus:
+        models, versions, objects, size = await asyncio.to_thread(self.registry.counts)
+        s = self.settings
+        return r.DaemonStatus(
+            daemon_version=__version__,
+            protocol=PROTOCOL_VERSION,
+            pid=os.getpid(),
+            mode=s.mode,
+            uptime_seconds=round(time.monotonic() - self.started, 3),
+            socket=str(s.socket),
+            state_dir=str(s.state_dir),
+            database=str(s.state_dir / "registry.db"),
+            models=models,
+            versions=versions,
+            objects=objects,
+            object_bytes=size,
+            clients=self.client_count(),
+        )
+
+    @handles(q.DaemonStop)
+    async def stop(self, req: q.DaemonStop, ctx: Context) -> r.Ack:
+        asyncio.get_running_loop().call_later(0.05, self.request_stop)
+        return r.Ack()
+
+    @handles(q.Subscribe)
+    async def subscribe(self, req: q.Subscribe, ctx: Context) -> r.Ack:
+        ctx.subscribe(set(req.topics))
+        return r.Ack()
+
+    # -- models ----------------------------------------------------------------------------------------------
+    @handles(q.ListModels)
+    async def list_models(self, req: q.ListModels, ctx: Context) -> r.ModelList:
+        return await asyncio.to_thread(self.registry.list_models, req)
+
+    @handles(q.DescribeModel)
+    async def describe_model(self, req: q.DescribeModel, ctx: Context) -> r.ModelDetail:
+        out = await asyncio.to_thread(self.registry.describe_model, req, ctx.caller.user)
+        if req.description is not None:
+            self._event("model.described", req.name)
+        return out
+
+    @handles(q.RemoveModel)
+    async def remove_model(self, req: q.RemoveModel, ctx: Context) -> r.RemoveResult:
+        out = await asyncio.to_thread(self.registry.remove_model, req, ctx.caller.user)
+        self._event("model.removed", req.name)
+        return out
+
+    # -- versions --------------------------------------------------------------------------------------------
+    @handles(q.Log)
+    async def log(self, req: q.Log, ctx: Context) -> r.VersionList:
+        return await asyncio.to_thread(self.registry.log, req)
+
+    @handles(q.Show)
+    async def show(self, req: q.Show, ctx: Context) -> r.VersionDetail:
+        return await asyncio.to_thread(self.registry.show, req)
+
+    @handles(q.Diff)
+    async def diff(self, req: q.Diff, ctx: Context) -> r.VersionDiff:
+        return await asyncio.to_thread(self.registry.diff, req)
+
+    @handles(q.Upload)
+    async def upload(self, req: q.Upload, ctx: Context) -> r.UploadResult:
+        total = sum(f.size for f in req.files)
+        done = 0
+        items: list[r.UploadedObject] = []
+        last_report = 0.0
+
+        for spec, fd in zip(req.files, ctx.fds, strict=True):
+            base = done
+
+            def report(n: int, base: int = base, path: str = spec.path) -> None:
+                nonlocal last_report
+                now = time.monotonic()
+                if now - last_report >= 0.1:
+                    last_report = now
+                    ctx.progress(base + n, total, path)
+
+            sha, size, copied = await asyncio.to_thread(self.registry.ingest, fd, spec.size, report)
+            done += size
+            items.append(r.UploadedObject(path=spec.path, sha256=sha, size=size, copied=copied))
+        ctx.progress(done, total, "")
+        return r.UploadResult(items=items)
+
+    @handles(q.Push)
+    async def push(self, req: q.Push, ctx: Context) -> r.PushResult:
+        out = await asyncio.to_thread(self.registry.push, req, ctx.caller.user)
+        if out.created:
+            self._event("version.pushed", out.version.model, out.version.number)
+        if req.alias:
+            self._event("alias.moved", out.version.model, out.version.number, req.alias)
+        return out
+
+    @handles(q.Checkout)
+    async def checkout(self, req: q.Checkout, ctx: Context) -> tuple[r.CheckoutResult, list[int]]:
+        return await asyncio.to_thread(self.registry.checkout, req)
+
+    @handles(q.Tag)
+    async def tag(self, req: q.Tag, ctx: Context) -> r.VersionSummary:
+        out = await asyncio.to_thread(self.registry.tag, req, ctx.caller.user)
+        self._event("version.tagged", out.model, out.number)
+        return out
+
+    @handles(q.RemoveVersion)
+    async def remove_version(self, req: q.RemoveVersion, ctx: Context) -> r.RemoveResult:
+        out = await asyncio.to_thread(self.registry.remove_version, req, ctx.caller.user)
+        for number in out.removed_versions:
+            self._event("version.removed", out.model, number)
+        return out
+
+    # -- aliases ---------------------------------------------------------------------------------------------
+    @handles(q.AliasSet)
+    async def alias_set(self, req: q.AliasSet, ctx: Context) -> r.AliasEventInfo:
+        out = await asyncio.to_thread(self.registry.alias_set, req, ctx.caller.user)
+        self._event("alias.moved", req.name, out.to_version, req.alias)
+        return out
+
+    @handles(q.AliasRemove)
+    async def alias_remove(self, req: q.AliasRemove, ctx: Context) -> r.AliasEventInfo:
+        out = await asyncio.to_thread(self.registry.alias_remove, req, ctx.caller.user)
+        self._event("alias.moved", req.name, None, req.alias)
+        return out
+
+    @handles(q.Rollback)
+    async def rollback(self, req: q.Rollback, ctx: Context) -> r.AliasEventInfo:
+        out = await asyncio.to_thread(self.registry.rollback, req, ctx.caller.user)
+        self._event("alias.moved", req.name, out.to_version, req.alias)
+        return out
+
+    @handles(q.AliasHistoryRequest)
+    async def alias_history(self, req: q.AliasHistoryRequest, ctx: Context) -> r.AliasHistory:
+        return await asyncio.to_thread(self.registry.alias_history, req)
+
+    # -- store -----------------------------------------------------------------------------------------------
+    @handles(q.Gc)
+    async def gc(self, req: q.Gc, ctx: Context) -> r.GcResult:
+        return await asyncio.to_thread(self.registry.gc, req)

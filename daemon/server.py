@@ -1,0 +1,394 @@
+"""The Unix-socket server: bind safely, read frames, dispatch requests, push events.
+
+Handlers know nothing of sockets: each gets its validated request and a :class:`Context` (who is calling,
+descriptors that came with the request, a progress callback) and returns a result, optionally with
+descriptors to pass back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import pwd
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from daemon import __version__
+from daemon.protocol import frames
+from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.events import Event, ProgressEvent
+from daemon.protocol.requests import RESULT_OF
+from daemon.protocol.results import Result
+from daemon.protocol.transport import (
+    ConnectionClosed,
+    DescriptorError,
+    FramedSocket,
+    FrameTooLarge,
+    peer_credentials,
+)
+
+log = logging.getLogger("modeltuid.server")
+
+KNOWN_OPS = frozenset(t.model_fields["op"].default for t in RESULT_OF)
+#: Requests one connection may have in flight; more wait (back-pressure, not an error).
+MAX_INFLIGHT_PER_CONNECTION = 8
+#: Events queued for a slow subscriber before it is disconnected.
+MAX_QUEUED_EVENTS = 10_000
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the lock or answers on the socket."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, from SO_PEERCRED: trusted, unlike anything in the frames."""
+
+    uid: int
+    gid: int
+    pid: int
+    user: str
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
+@dataclass
+class Context:
+    """What a handler may know about its request besides its fields."""
+
+    caller: Caller
+    fds: list[int]
+    progress: Callable[[int, int, str], None]
+    subscribe: Callable[[set[str]], None]
+
+
+HandlerResult = Result | tuple[Result, list[int]]
+Dispatch = Callable[[Any, Context], Awaitable[HandlerResult]]
+
+
+@dataclass(eq=False)
+class Connection:
+    conn: FramedSocket
+    caller: Caller
+    topics: set[str] = field(default_factory=set)
+    outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_EVENTS))
+
+    def push(self, data: bytes) -> bool:
+        try:
+            self.outbox.put_nowait(data)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+
+class EventHub:
+    """Fans events out to the connections subscribed to their topic."""
+
+    def __init__(self) -> None:
+        self.connections: set[Connection] = set()
+
+    def publish(self, event: Event) -> None:
+        data = frames.encode(frames.EventFrame(event=event))
+        for c in list(self.connections):
+            if event.topic in c.topics and not c.push(data):
+                log.warning("dropping slow subscriber %s (pid %d)", c.caller.user, c.caller.pid)
+                c.conn.close()
+
+
+def acquire_lock(lock_path: Path) -> int:
+    """Hold an exclusive lock for the daemon's lifetime; a second daemon fails here."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another modeltuid (pid {other}) holds {lock_path}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _socket_answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def bind_socket(path: Path, mode: int) -> socket.socket:
+    """Bind the listening socket. A stale socket (or a symlink, never followed) is replaced; a live
+    socket or any other kind of file makes us refuse."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode):
+            log.warning("removing symlink at the socket path %s (not following it)", path)
+            path.unlink()
+        elif stat.S_ISSOCK(st.st_mode):
+            if _socket_answers(path):
+                raise AlreadyRunning(f"a daemon already answers on {path}")
+            log.info("replacing stale socket %s", path)
+            path.unlink()
+        else:
+            raise AlreadyRunning(f"{path} exists and is not a socket; remove it or choose another path")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode, follow_symlinks=False)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    """Accepts connections and runs one reader task per connection."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        dispatch: Dispatch,
+        hub: EventHub,
+        *,
+        socket_mode: int = 0o600,
+        max_frame: int = frames.MAX_FRAME_BYTES,
+        max_clients: int = 256,
+    ) -> None:
+        self.socket_path = socket_path
+        self.dispatch = dispatch
+        self.hub = hub
+        self.socket_mode = socket_mode
+        self.max_frame = max_frame
+        self.max_clients = max_clients
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inode: tuple[int, int] | None = None
+
+    @property
+    def client_count(self) -> int:
+        return len(self.hub.connections)
+
+    async def start(self) -> None:
+        self._listener = bind_socket(self.socket_path, self.socket_mode)
+        st = os.stat(self.socket_path)
+        self._inode = (st.st_dev, st.st_ino)
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    async def stop(self) -> None:
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+        if self._listener is not None:
+            self._listener.close()
+            self._unlink_own_socket()
+        for c in list(self.hub.connections):
+            c.conn.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+
+    def _unlink_own_socket(self) -> None:
+        """Remove the socket file only if it is still ours (a newer daemon may have replaced it)."""
+        try:
+            st = os.lstat(self.socket_path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self._inode:
+            self.socket_path.unlink()
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _accept_loop(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("out of file descriptors; pausing accepts")
+                    await asyncio.sleep(0.5)
+                    continue
+                raise
+            if len(self.hub.connections) >= self.max_clients:
+                log.warning("refusing a connection: %d clients already", self.max_clients)
+                sock.close()
+                continue
+            self._spawn(self._serve_connection(sock))
+
+    async def _serve_connection(self, sock: socket.socket) -> None:
+        creds = peer_credentials(sock)
+        caller = Caller(creds.uid, creds.gid, creds.pid, user_name(creds.uid))
+        conn = FramedSocket(sock, self.max_frame)
+        c = Connection(conn, caller)
+        writer: asyncio.Task[None] | None = None
+        try:
+            if not await self._handshake(c):
+                return
+            self.hub.connections.add(c)
+            writer = self._spawn(self._write_events(c))
+            await self._read_requests(c)
+        except (ConnectionClosed, ConnectionError):
+            pass
+        except DescriptorError as exc:
+            log.warning("closing connection from %s: %s", caller.user, exc)
+        finally:
+            self.hub.connections.discard(c)
+            if writer is not None:
+                writer.cancel()
+            conn.close()
+
+    async def _send_error(
+        self, c: Connection, req_id: int | None, code: ErrorCode, message: str, data: dict[str, Any] | None = None
+    ) -> None:
+        frame = frames.ErrorFrame(id=req_id, code=code, message=message, data=data or {})
+        await c.conn.write(frames.encode(frame))
+
+    async def _handshake(self, c: Connection) -> bool:
+        try:
+            raw = await asyncio.wait_for(c.conn.read_frame(), 10)
+            hello = frames.CLIENT_FRAME.validate_json(raw)
+        except TimeoutError:
+            return False
+        except FrameTooLarge as exc:
+            await self._send_error(c, None, ErrorCode.FRAME_TOO_LARGE, str(exc))
+            return False
+        except ValidationError:
+            await self._send_error(c, None, ErrorCode.BAD_FRAME, "the first frame must be hello{protocol, client}")
+            return False
+        if not isinstance(hello, frames.Hello):
+            await self._send_error(c, None, ErrorCode.BAD_FRAME, "the first frame must be hello{protocol, client}")
+            return False
+        if hello.protocol != frames.PROTOCOL_VERSION:
+            await self._send_error(
+                c,
+                None,
+                ErrorCode.PROTOCOL_MISMATCH,
+                f"this daemon (modeltuid {__version__}) speaks protocol {frames.PROTOCOL_VERSION}, the client "
+                f"speaks {hello.protocol}: upgrade the older of the two",
+                {"daemon": frames.PROTOCOL_VERSION, "client": hello.protocol},
+            )
+            return False
+        welcome = frames.Welcome(protocol=frames.PROTOCOL_VERSION, daemon_version=__version__, user=c.caller.user)
+        await c.conn.write(frames.encode(welcome))
+        return True
+
+    async def _write_events(self, c: Connection) -> None:
+        with contextlib.suppress(ConnectionClosed, OSError):
+            while True:
+                await c.conn.write(await c.outbox.get())
+
+    async def _read_requests(self, c: Connection) -> None:
+        slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
+        while True:
+            try:
+                raw = await c.conn.read_frame()
+            except FrameTooLarge as exc:
+                await self._send_error(c, None, ErrorCode.FRAME_TOO_LARGE, str(exc))
+                continue
+            parsed = self._parse_request(raw)
+            if isinstance(parsed, frames.ErrorFrame):
+                await c.conn.write(frames.encode(parsed))
+                continue
+            try:
+                fds = c.conn.take_fds(parsed.request.fd_count)
+            except DescriptorError as exc:
+                await self._send_error(c, parsed.id, ErrorCode.INVALID, str(exc))
+                continue
+            await slots.acquire()
+            task = self._spawn(self._handle(c, parsed, fds))
+            task.add_done_callback(lambda _t: slots.release())
+
+    @staticmethod
+    def _parse_request(raw: bytes) -> frames.RequestFrame | frames.ErrorFrame:
+        try:
+            obj = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            return frames.ErrorFrame(id=None, code=ErrorCode.BAD_FRAME, message=f"frame is not JSON: {exc}")
+        req_id = obj.get("id") if isinstance(obj, dict) else None
+        if not isinstance(req_id, int) or isinstance(req_id, bool) or not 0 <= req_id < 2**53:
+            req_id = None
+        if not isinstance(obj, dict) or obj.get("type") != "request":
+            return frames.ErrorFrame(id=req_id, code=ErrorCode.BAD_FRAME, message="expected a request frame")
+        body = obj.get("request")
+        op = body.get("op") if isinstance(body, dict) else None
+        if not isinstance(op, str) or op not in KNOWN_OPS:
+            shown = repr(op)[:64]
+            return frames.ErrorFrame(
+                id=req_id,
+                code=ErrorCode.UNKNOWN_OP,
+                message=f"unknown operation {shown}",
+                data={"known": sorted(KNOWN_OPS)},
+            )
+        try:
+            return frames.RequestFrame.model_validate(obj)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc'][2:]) or op}: {e['msg']}" for e in exc.errors(include_url=False)
+            ]
+            return frames.ErrorFrame(
+                id=req_id, code=ErrorCode.INVALID, message=f"invalid {op} request: " + "; ".join(problems[:10])
+            )
+
+    async def _handle(self, c: Connection, frame: frames.RequestFrame, fds: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int, path: str = "") -> None:
+            event = ProgressEvent(request_id=frame.id, done=done, total=total, path=path)
+            data = frames.encode(frames.EventFrame(event=event))
+            loop.call_soon_threadsafe(c.push, data)
+
+        ctx = Context(c.caller, fds, progress, c.topics.update)
+        out_fds: list[int] = []
+        try:
+            outcome = await self.dispatch(frame.request, ctx)
+            result, out_fds = outcome if isinstance(outcome, tuple) else (outcome, [])
+            data = frames.encode(frames.ResponseFrame(id=frame.id, result=result.model_dump(mode="json")))
+            await c.conn.write(data, out_fds)
+        except ProtocolError as exc:
+            await self._send_error(c, frame.id, exc.code, exc.message, exc.data)
+        except (ConnectionClosed, ConnectionError, BrokenPipeError):
+            pass
+        except Exception:
+            log.exception("request %s from %s failed", frame.request.op, c.caller.user)
+            with contextlib.suppress(OSError, ConnectionClosed):
+                await self._send_error(c, frame.id, ErrorCode.INTERNAL, "internal error; see the daemon log")
+        finally:
+            for fd in fds + out_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)

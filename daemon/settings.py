@@ -1,0 +1,128 @@
+"""Daemon settings: defaults for the mode, then the TOML file, then the environment. No I/O at import."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from daemon.protocol import paths
+from daemon.protocol.frames import MAX_FRAME_BYTES
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DaemonSection(_Section):
+    mode: paths.Mode | None = None
+    socket: Path | None = None
+    state_dir: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_clients: Annotated[int, Field(ge=1, le=10_000)] = 256
+    max_frame_bytes: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024)] = MAX_FRAME_BYTES
+
+
+class StoreSection(_Section):
+    busy_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    gc_grace_seconds: Annotated[int, Field(ge=0)] = 3600
+
+
+class ConfigFile(_Section):
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+
+
+class Settings(BaseModel):
+    """Everything the daemon needs to start, resolved to absolute paths."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: paths.Mode
+    config_path: Path
+    socket: Path
+    state_dir: Path
+    log_level: str
+    max_clients: int
+    max_frame_bytes: int
+    busy_timeout_seconds: float
+    gc_grace_seconds: int
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "daemon.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.socket.with_name(self.socket.name + ".lock")
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def load_settings(
+    config: str | Path | None = None,
+    *,
+    socket: str | None = None,
+    state_dir: str | None = None,
+    log_level: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Flags > environment > TOML file > defaults for the mode."""
+    env = os.environ if environ is None else environ
+    mode: paths.Mode = "system" if env.get(paths.ENV_MODE) == "system" else "user"
+    config_path = Path(config or env.get(paths.ENV_CONFIG) or paths.default_config_path(mode)).absolute()
+    try:
+        raw = paths.read_config(config_path)
+        parsed = ConfigFile.model_validate(raw)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{config_path}: {where}") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read: {exc.strerror}") from None
+    d = parsed.daemon
+    if d.mode is not None and paths.ENV_MODE not in env:
+        mode = d.mode
+    base = config_path.parent
+    state = (
+        Path(state_dir)
+        if state_dir
+        else Path(env[paths.ENV_STATE_DIR])
+        if env.get(paths.ENV_STATE_DIR)
+        else _resolve(base, d.state_dir)
+        if d.state_dir
+        else paths.default_state_dir(mode)
+    )
+    if socket:
+        sock = Path(socket)
+    elif env.get(paths.ENV_SOCKET):
+        sock = Path(env[paths.ENV_SOCKET])
+    elif d.socket:
+        sock = _resolve(base, d.socket)
+    else:
+        runtime = env.get(paths.ENV_RUNTIME_DIR)
+        sock = (Path(runtime) if runtime else paths.default_runtime_dir(mode)) / paths.SOCKET_NAME
+    level = log_level or env.get("MODELTUI_LOG_LEVEL") or d.log_level
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    return Settings(
+        mode=mode,
+        config_path=config_path,
+        socket=sock.absolute(),
+        state_dir=state.absolute(),
+        log_level=level.upper(),
+        max_clients=d.max_clients,
+        max_frame_bytes=d.max_frame_bytes,
+        busy_timeout_seconds=parsed.store.busy_timeout_seconds,
+        gc_grace_seconds=parsed.store.gc_grace_seconds,
+    )

@@ -1,0 +1,254 @@
+"""Async client for modeltuid over its Unix socket, and the embedded-daemon start.
+
+One persistent connection: a reader task routes responses to waiting calls by request id and hands events
+to listeners, so the TUI is pushed changes instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from daemon.protocol import frames, requests, results
+from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.events import Event
+from daemon.protocol.paths import ENV_SOCKET, find_socket
+from daemon.protocol.transport import ConnectionClosed, FramedSocket
+
+R = TypeVar("R", bound=results.Result)
+EventListener = Callable[[Event], None]
+
+
+class DaemonUnavailable(ProtocolError):
+    """No daemon answers on the socket (and none could be started)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, message)
+
+
+@dataclass
+class Reply:
+    """A response: the result and any descriptors the daemon passed with it (the caller closes them)."""
+
+    result: dict[str, Any]
+    fds: list[int] = field(default_factory=list)
+
+
+class DaemonClient:
+    """A connection to modeltuid. Use :func:`connect` to make one."""
+
+    def __init__(self, conn: FramedSocket, welcome: frames.Welcome, socket_path: Path) -> None:
+        self._conn = conn
+        self.welcome = welcome
+        self.socket_path = socket_path
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._fd_counts: dict[int, Callable[[dict[str, Any]], int]] = {}
+        self._listeners: list[EventListener] = []
+        self._progress: dict[int, Callable[[int, int, str], None]] = {}
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        self.closed = asyncio.Event()
+
+    # -- connection ----------------------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        error: ProtocolError = DaemonUnavailable("the daemon closed the connection")
+        try:
+            while True:
+                raw = await self._conn.read_frame()
+                frame = frames.SERVER_FRAME.validate_json(raw)
+                if isinstance(frame, frames.ResponseFrame):
+                    fut = self._pending.pop(frame.id, None)
+                    count = self._fd_counts.pop(frame.id, lambda _r: 0)(frame.result)
+                    fds = self._conn.take_fds(count) if count else []
+                    if fut is not None and not fut.done():
+                        fut.set_result(Reply(frame.result, fds))
+                    else:
+                        for fd in fds:
+                            os.close(fd)
+                elif isinstance(frame, frames.ErrorFrame):
+                    exc = ProtocolError(frame.code, frame.message, frame.data)
+                    if frame.id is None:
+                        error = exc
+                        continue
+                    self._fd_counts.pop(frame.id, None)
+                    fut = self._pending.pop(frame.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(exc)
+                elif isinstance(frame, frames.EventFrame):
+                    self._dispatch_event(frame.event)
+        except (ConnectionClosed, OSError):
+            pass
+        except (ValidationError, ValueError) as exc:
+            error = ProtocolError(ErrorCode.BAD_FRAME, f"unreadable frame from the daemon: {exc}")
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            self._pending.clear()
+            self.closed.set()
+
+    def _dispatch_event(self, event: Event) -> None:
+        if event.topic == "progress":
+            cb = self._progress.get(event.request_id)
+            if cb is not None:
+                cb(event.done, event.total, event.path)
+            return
+        for listener in list(self._listeners):
+            listener(event)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        self._conn.close()
+
+    async def __aenter__(self) -> DaemonClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- requests ------------------------------------------------------------------------------------------
+    async def send(
+        self,
+        request: requests._Request,
+        *,
+        fds: Sequence[int] = (),
+        reply_fds: Callable[[dict[str, Any]], int] | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> Reply:
+        """Send one request (with descriptors) and wait for its raw reply. Raises ProtocolError."""
+        if self.closed.is_set():
+            raise DaemonUnavailable("the connection to the daemon is closed")
+        req_id = next(self._ids)
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        if reply_fds is not None:
+            self._fd_counts[req_id] = reply_fds
+        if progress is not None:
+            self._progress[req_id] = progress
+        data = b'{"type":"request","id":%d,"request":%s}\n' % (req_id, request.model_dump_json().encode())
+        try:
+            await self._conn.write(data, fds)
+            return await fut
+        except OSError as exc:
+            raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from exc
+        finally:
+            self._pending.pop(req_id, None)
+            self._progress.pop(req_id, None)
+
+    async def call(self, request: requests._Request, expect: type[R]) -> R:
+        """Send a request and return its typed result."""
+        declared = requests.RESULT_OF[type(request)]
+        if declared is not expect:
+            raise TypeError(f"{type(request).__name__} returns {declared.__name__}, not {expect.__name__}")
+        reply = await self.send(request)
+        return expect.model_validate(reply.result)
+
+    def add_listener(self, listener: EventListener) -> None:
+        """Call ``listener`` (on the event loop) for every pushed event of the subscribed topics."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: EventListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    async def subscribe(self, *topics: str) -> None:
+        await self.call(requests.Subscribe(topics=list(topics)), results.Ack)  # type: ignore[arg-type]
+
+
+async def connect(socket_path: Path, *, client_name: str = "modeltui", timeout: float = 5.0) -> DaemonClient:  # noqa: ASYNC109
+    """Connect and say hello. Raises DaemonUnavailable when nothing answers."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, str(socket_path)), timeout)
+    except (FileNotFoundError, ConnectionRefusedError, PermissionError, TimeoutError, OSError) as exc:
+        sock.close()
+        raise DaemonUnavailable(f"no daemon answers on {socket_path}: {exc.strerror or exc}") from exc
+    conn = FramedSocket(sock, frames.MAX_FRAME_BYTES)
+    try:
+        hello = frames.Hello(protocol=frames.PROTOCOL_VERSION, client=client_name)
+        await conn.write(frames.encode(hello))
+        raw = await asyncio.wait_for(conn.read_frame(), timeout)
+        reply = frames.SERVER_FRAME.validate_json(raw)
+    except (ConnectionClosed, OSError, TimeoutError, ValidationError) as exc:
+        conn.close()
+        raise DaemonUnavailable(f"the daemon on {socket_path} did not answer hello: {exc}") from exc
+    if isinstance(reply, frames.ErrorFrame):
+        conn.close()
+        raise ProtocolError(reply.code, reply.message, reply.data)
+    if not isinstance(reply, frames.Welcome):
+        conn.close()
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"expected welcome, got {reply.type}")
+    return DaemonClient(conn, reply, socket_path)
+
+
+def spawn_daemon(socket_path: Path, *, config: str | None = None) -> subprocess.Popen[bytes]:
+    """Start modeltuid for the current user in the background, detached from this terminal.
+
+    The daemon writes its own log file in its state directory; nothing goes to our terminal.
+    """
+    env = dict(os.environ)
+    env[ENV_SOCKET] = str(socket_path)
+    cmd = [sys.executable, "-m", "daemon", "run", "--detach-log"]
+    if config:
+        cmd += ["--config", config]
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+async def connect_or_start(
+    socket_flag: str | None = None,
+    *,
+    config: str | None = None,
+    start: bool = True,
+    client_name: str = "modeltui",
+    start_timeout: float = 15.0,
+) -> DaemonClient:
+    """Find the socket (flag > env > config > default), connect, and start an embedded daemon if none
+    answers and ``start`` is true."""
+    path = find_socket(socket_flag, config)
+    try:
+        return await connect(path, client_name=client_name)
+    except DaemonUnavailable:
+        if not start:
+            raise
+    proc = spawn_daemon(path, config=config)
+    deadline = time.monotonic() + start_timeout
+    last: DaemonUnavailable | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and proc.returncode != 0:
+            # Another client may have won the race to start it: try once more before giving up.
+            with contextlib.suppress(DaemonUnavailable):
+                return await connect(path, client_name=client_name)
+            raise DaemonUnavailable(
+                f"the embedded daemon exited with status {proc.returncode}; see its log "
+                "(modeltuid check-config shows where)"
+            )
+        try:
+            return await connect(path, client_name=client_name)
+        except DaemonUnavailable as exc:
+            last = exc
+            await asyncio.sleep(0.05)
+    raise DaemonUnavailable(f"started a daemon but it did not answer within {start_timeout:.0f}s: {last}")

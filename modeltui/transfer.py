@@ -1,0 +1,209 @@
+"""Moving files between a model directory and the daemon without putting bytes in JSON.
+
+Push: the client opens each file and passes the open descriptors over the socket (SCM_RIGHTS), so the
+daemon can store files it could not open itself (it may run as another user); it streams them into its
+store, so memory stays bounded whatever the size. Checkout: the daemon passes read-only descriptors of its
+objects back, and the client copies and verifies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.manifest import MANIFEST_FILE, Manifest, parse_manifest
+from daemon.protocol.names import check_rel_path
+
+from .client import DaemonClient
+
+SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints"})
+UPLOAD_BATCH = 64
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: str  # relative, '/'-separated
+    size: int
+    executable: bool
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID, message)
+
+
+def scan(directory: Path) -> list[LocalFile]:
+    """The regular files of a model directory, sorted. Symlinks and special files are refused, not followed."""
+    if not directory.is_dir():
+        raise _invalid(f"{directory} is not a directory")
+    found: list[LocalFile] = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        for name in files:
+            full = Path(root) / name
+            rel = full.relative_to(directory).as_posix()
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                raise _invalid(f"{rel} is a symlink; model directories must hold regular files")
+            if not stat.S_ISREG(st.st_mode):
+                raise _invalid(f"{rel} is not a regular file")
+            try:
+                check_rel_path(rel)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+            found.append(LocalFile(rel, st.st_size, bool(st.st_mode & stat.S_IXUSR)))
+        for d in dirs:
+            if os.path.islink(Path(root) / d):
+                raise _invalid(f"{(Path(root) / d).relative_to(directory)} is a symlinked directory")
+    found.sort(key=lambda f: f.path)
+    return found
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _invalid(f"{directory} has no {MANIFEST_FILE}; write one with `modeltui init {directory}`") from None
+    try:
+        return parse_manifest(data)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def git_source(directory: Path) -> q.Source:
+    """The git commit of the directory when it is inside a work tree (and whether it has local changes)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None or len(commit) not in (40, 64):
+        return q.Source(path=str(directory.resolve()))
+    dirty = bool(git("status", "--porcelain", "--", "."))
+    return q.Source(git_commit=commit, git_dirty=dirty, path=str(directory.resolve()))
+
+
+def _open_all(directory: Path, files: list[LocalFile]) -> list[int]:
+    fds: list[int] = []
+    try:
+        for f in files:
+            fds.append(os.open(directory / f.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+async def push_directory(
+    client: DaemonClient,
+    directory: Path,
+    *,
+    name: str | None = None,
+    message: str = "",
+    tags: dict[str, str] | None = None,
+    alias: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[r.PushResult, int]:
+    """Upload a directory's files and create a version. Returns the result and the bytes actually copied."""
+    await asyncio.to_thread(read_manifest, directory)
+    files = await asyncio.to_thread(scan, directory)
+    total = sum(f.size for f in files)
+    uploaded: dict[str, r.UploadedObject] = {}
+    done = 0
+    copied = 0
+    for start in range(0, len(files), UPLOAD_BATCH):
+        batch = files[start : start + UPLOAD_BATCH]
+        req = q.Upload(files=[q.UploadFile(path=f.path, size=f.size) for f in batch])
+        base = done
+
+        def on_progress(n: int, _t: int, path: str, base: int = base) -> None:
+            if progress is not None:
+                progress(base + n, total, path)
+
+        fds = await asyncio.to_thread(_open_all, directory, batch)
+        try:
+            reply = await client.send(req, fds=fds, progress=on_progress)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        result = r.UploadResult.model_validate(reply.result)
+        for item in result.items:
+            uploaded[item.path] = item
+            done += item.size
+            copied += item.size if item.copied else 0
+        if progress is not None:
+            progress(done, total, "")
+    push = q.Push(
+        files=[
+            q.PushFile(path=f.path, sha256=uploaded[f.path].sha256, size=uploaded[f.path].size, executable=f.executable)
+            for f in files
+        ],
+        name=name,
+        message=message,
+        tags=tags or {},
+        alias=alias,
+        source=await asyncio.to_thread(git_source, directory),
+    )
+    return await client.call(push, r.PushResult), copied
+
+
+def _not_empty(dest: Path) -> bool:
+    return dest.exists() and any(dest.iterdir())
+
+
+def write_files(result: r.CheckoutResult, fds: list[int], dest: Path) -> None:
+    """Copy each descriptor into ``dest``; a file is renamed into place only after its sha256 matched."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    for info, fd in zip(result.files, fds, strict=True):
+        check_rel_path(info.path)
+        target = (root / info.path).resolve()
+        if root not in target.parents:
+            raise _invalid(f"refusing to write outside {root}: {info.path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.modeltui-tmp")
+        digest = hashlib.sha256()
+        size = 0
+        with open(tmp, "wb") as out:
+            while chunk := os.pread(fd, 1 << 20, size):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        if digest.hexdigest() != info.sha256 or size != info.size:
+            tmp.unlink()
+            raise ProtocolError(
+                ErrorCode.INTEGRITY, f"{info.path}: content does not match its sha256 {info.sha256[:12]}…"
+            )
+        os.chmod(tmp, 0o755 if info.executable else 0o644)
+        os.replace(tmp, target)
+
+
+async def checkout(client: DaemonClient, ref: str, dest: Path, *, force: bool = False) -> r.CheckoutResult:
+    """Write a version's files into ``dest``, byte-exact, verifying every sha256 before it is renamed in."""
+    if not force and await asyncio.to_thread(_not_empty, dest):
+        raise ProtocolError(ErrorCode.CONFLICT, f"{dest} is not empty; use --force to write into it")
+    reply = await client.send(q.Checkout(ref=ref), reply_fds=lambda res: len(res.get("files", [])))
+    try:
+        result = r.CheckoutResult.model_validate(reply.result)
+        await asyncio.to_thread(write_files, result, reply.fds, dest)
+        return result
+    finally:
+        for fd in reply.fds:
+            os.close(fd)
