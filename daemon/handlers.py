@@ -149,9 +149,9 @@ class Handlers:
                     last_report = now
                     ctx.progress(base + n, total, path)
 
-            sha, size, copied = await asyncio.to_thread(self.registry.ingest, fd, spec.size, report)
-            done += size
-            items.append(r.UploadedObject(path=spec.path, sha256=sha, size=size, copied=copied))
+            got = await asyncio.to_thread(self.registry.ingest, fd, spec.size, report)
+            done += got.size
+            items.append(r.UploadedObject(path=spec.path, sha256=got.sha256, size=got.size, copied=got.copied))
         ctx.progress(done, total, "")
         return r.UploadResult(items=items)
 

@@ -1,0 +1,158 @@
+"""Every request, result, event and frame survives JSON both ways, and every request type has one handler."""
+
+from __future__ import annotations
+
+import typing
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from daemon.protocol import events, frames
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.errors import ErrorCode
+
+NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+SHA = "a" * 64
+
+SUMMARY = r.VersionSummary(
+    model="m", number=2, digest=SHA, parent=1, flavor="sklearn", message="x", tags={"k": "v"},
+    created_by="alice", created_at=NOW, size=10, file_count=2, aliases=["production"],
+)
+FILE = r.FileInfo(path="model.skops", size=5, sha256=SHA, executable=False)
+MODEL = r.ModelSummary(name="m", description="d", created_at=NOW, updated_at=NOW, versions=2, latest=2,
+                       aliases={"production": 2})
+ALIAS_EVENT = r.AliasEventInfo(model="m", alias="production", from_version=1, to_version=2, by="alice", at=NOW,
+                               reason="better")
+
+REQUESTS: list[BaseModel] = [
+    q.Ping(),
+    q.DaemonStatusRequest(),
+    q.DaemonStop(),
+    q.Subscribe(topics=["registry"]),
+    q.ListModels(query="churn", limit=10, offset=5),
+    q.DescribeModel(name="m", description="about\nit"),
+    q.RemoveModel(name="m", force=True),
+    q.Log(name="m", limit=5),
+    q.Show(ref="m@production"),
+    q.Diff(a="m:1", b="m"),
+    q.Upload(files=[q.UploadFile(path="a/b.bin", size=3)]),
+    q.Push(files=[q.PushFile(path="modeltui.toml", sha256=SHA, size=9, executable=True)], name="m", message="msg",
+           tags={"team": "risk"}, alias="staging", source=q.Source(git_commit="f" * 40, git_dirty=True, path="/x")),
+    q.Checkout(ref="m:3"),
+    q.Tag(ref="m:3", set={"a": "b"}, unset=["c"]),
+    q.RemoveVersion(ref="m:3", force=True),
+    q.AliasSet(name="m", alias="production", version=3, reason="r"),
+    q.AliasRemove(name="m", alias="production"),
+    q.AliasHistoryRequest(name="m", alias="production", at=NOW),
+    q.Rollback(name="m", alias="production", reason="bad"),
+    q.Gc(dry_run=True, grace_seconds=0),
+]
+
+RESULTS: list[r.Result] = [
+    r.Ack(),
+    r.Pong(daemon_version="0.1", pid=1),
+    r.DaemonStatus(daemon_version="0.1", protocol=1, pid=1, mode="user", uptime_seconds=1.5, socket="/s",
+                   state_dir="/d", database="/d/r.db", models=1, versions=2, objects=3, object_bytes=4, clients=1),
+    r.ModelList(items=[MODEL], total=1),
+    r.ModelDetail(model=MODEL),
+    r.VersionList(items=[SUMMARY], total=1),
+    r.VersionDetail(version=SUMMARY, description="d", model_file="model.skops", manifest="name='m'",
+                    params={"C": 1.0, "kernel": "rbf"}, metrics={"f1": 0.9}, signature={"inputs": []},
+                    requirements=["scikit-learn"], source=r.SourceInfo(git_commit="f" * 40), files=[FILE],
+                    children=[3], lineage=[1]),
+    r.PushResult(version=SUMMARY, created=True),
+    r.UploadResult(items=[r.UploadedObject(path="a", sha256=SHA, size=1, copied=False)]),
+    r.CheckoutResult(version=SUMMARY, files=[FILE]),
+    r.VersionDiff(a=SUMMARY, b=SUMMARY,
+                  files=[r.FileChange(path="a", status="changed", size_a=1, size_b=2, sha256_a=SHA, sha256_b=SHA)],
+                  unchanged_files=1, params=[r.ValueChange(key="C", a=1.0, b=2.0)],
+                  metrics=[r.MetricChange(key="f1", a=0.8, b=0.9, delta=0.1)],
+                  signature=[r.ValueChange(key="inputs.x", a="double", b=None)],
+                  requirements_added=["numpy"], requirements_removed=[], flavor=None),
+    ALIAS_EVENT,
+    SUMMARY,
+    r.AliasHistory(model="m", events=[ALIAS_EVENT], at=NOW, targets_at={"production": 2}),
+    r.RemoveResult(model="m", removed_versions=[3]),
+    r.GcResult(objects_removed=1, bytes_removed=2, staging_removed=0, dry_run=False),
+]
+
+EVENTS: list[BaseModel] = [
+    events.RegistryEvent(kind="version.pushed", model="m", version=3),
+    events.ProgressEvent(request_id=7, done=5, total=10, path="model.skops"),
+]
+
+
+def _union_members(annotated: object) -> set[type]:
+    union = typing.get_args(annotated)[0]
+    return set(typing.get_args(union))
+
+
+def test_samples_cover_every_request_result_and_event() -> None:
+    assert {type(x) for x in REQUESTS} == _union_members(q.Request) == set(q.RESULT_OF)
+    assert {type(x) for x in RESULTS} == set(q.RESULT_OF.values())
+    assert {type(x) for x in EVENTS} == _union_members(events.Event)
+
+
+@pytest.mark.parametrize("request_obj", REQUESTS, ids=lambda x: type(x).__name__)
+def test_request_frames_roundtrip(request_obj: BaseModel) -> None:
+    frame = frames.RequestFrame(id=42, request=request_obj)  # type: ignore[arg-type]
+    back = frames.CLIENT_FRAME.validate_json(frames.encode(frame))
+    assert back == frame
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=lambda x: type(x).__name__)
+def test_results_roundtrip_through_response_frames(result: r.Result) -> None:
+    frame = frames.ResponseFrame(id=1, result=result.model_dump(mode="json"))
+    back = frames.SERVER_FRAME.validate_json(frames.encode(frame))
+    assert isinstance(back, frames.ResponseFrame)
+    assert type(result).model_validate(back.result) == result
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda x: type(x).__name__)
+def test_event_frames_roundtrip(event: BaseModel) -> None:
+    frame = frames.EventFrame(event=event)  # type: ignore[arg-type]
+    assert frames.SERVER_FRAME.validate_json(frames.encode(frame)) == frame
+
+
+def test_other_frames_roundtrip() -> None:
+    for frame in (
+        frames.Hello(protocol=1, client="t"),
+        frames.Welcome(protocol=1, daemon_version="0.1", user="alice"),
+        frames.ErrorFrame(id=None, code=ErrorCode.NOT_FOUND, message="no", data={"x": 1}),
+    ):
+        adapter = frames.CLIENT_FRAME if isinstance(frame, frames.Hello) else frames.SERVER_FRAME
+        assert adapter.validate_json(frames.encode(frame)) == frame
+
+
+def test_every_request_type_has_exactly_one_handler() -> None:
+    from daemon.handlers import HANDLERS
+
+    assert set(HANDLERS) == set(q.RESULT_OF)
+    assert len(set(HANDLERS.values())) == len(HANDLERS)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"op": "versions.show", "ref": "../etc"},
+        {"op": "versions.show", "ref": "a/b"},
+        {"op": "versions.show", "ref": "a\x00b"},
+        {"op": "versions.show", "ref": "a\x1b[31m"},
+        {"op": "versions.show", "ref": "x" * 10_000},
+        {"op": "versions.show", "ref": "m:0"},
+        {"op": "versions.log", "name": "ok", "limit": 0},
+        {"op": "versions.log", "name": "ok", "extra": 1},
+        {"op": "aliases.set", "name": "m", "alias": "Prod", "version": 1},
+        {"op": "aliases.set", "name": "m", "alias": "latest", "version": 1},
+        {"op": "objects.upload", "files": [{"path": "../x", "size": 1}]},
+        {"op": "objects.upload", "files": [{"path": "/etc/passwd", "size": 1}]},
+        {"op": "versions.push", "files": [{"path": "a", "sha256": "zz", "size": 1}]},
+        {"op": "versions.tag", "ref": "m:1", "set": {"k": "line\nbreak"}},
+        {"op": "models.describe", "name": "m", "description": "bell\x07"},
+    ],
+)
+def test_bad_requests_are_rejected(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        q.REQUEST_ADAPTER.validate_python(bad)
