@@ -191,7 +191,7 @@ def push(ctx: click.Context, directory: Path, name: str | None, message: str, ta
         if alias:
             out.print(f"{v.model}@{alias} -> {v.number}")
 
-    emit(result, as_json, human)
+    emit({**result.model_dump(mode="json"), "bytes_copied": copied}, as_json, human)
 
 
 @main.command("checkout")

@@ -69,6 +69,8 @@ def scan(directory: Path) -> list[LocalFile]:
 
 
 def read_manifest(directory: Path) -> Manifest:
+    if not directory.is_dir():
+        raise _invalid(f"{directory} is not a directory")
     path = directory / MANIFEST_FILE
     try:
         data = path.read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,7 +57,17 @@ class DaemonProcess:
         raise RuntimeError("modeltuid did not start in time")
 
     def ping(self) -> bool:
-        return self.cli("daemon", "status", "--no-start").returncode == 0
+        """True when the daemon answers hello on its socket."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2)
+        try:
+            sock.connect(str(self.socket))
+            sock.sendall(b'{"type": "hello", "protocol": 1, "client": "conftest"}\n')
+            return b'"welcome"' in sock.recv(4096)
+        except OSError:
+            return False
+        finally:
+            sock.close()
 
     def cli(self, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``modeltui ARGS`` against this daemon and capture its output."""

@@ -1,0 +1,211 @@
+"""The Textual App: connects to modeltuid, runs every daemon call in a worker, pushes live updates.
+
+Screens and widgets never touch the client: screens post :class:`~modeltui.screens.base.RegistryScreen.Call`
+messages, this App sends them in workers and hands the typed results back. Worker errors are handled in one
+place (:meth:`ModelTuiApp.on_worker_state_changed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Literal
+
+from textual import on
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.reactive import reactive
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState
+
+from daemon.protocol.errors import ProtocolError
+from daemon.protocol.events import Event, RegistryEvent
+
+from .client import DaemonClient, DaemonUnavailable
+from .screens import HelpScreen, ModelsScreen, RegistryScreen
+from .screens.base import AnyCall
+
+ConnectionState = Literal["connecting", "connected", "disconnected"]
+ClientFactory = Callable[[], Awaitable[DaemonClient]]
+
+#: Registry events arriving within this many seconds cause one refresh.
+DEBOUNCE_SECONDS = 0.1
+CONNECT_WORKER = "connect"
+
+
+class ModelTuiApp(App[None]):
+    """The modeltui terminal UI."""
+
+    TITLE = "modeltui"
+    CSS_PATH = "app.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+r", "reconnect", "Reconnect"),
+    ]
+
+    connection: reactive[ConnectionState] = reactive("connecting", init=False)
+    """State of the connection to the daemon, shown in the header."""
+
+    class RegistryChanged(Message):
+        """The daemon pushed a registry event (posted from the client's listener, on the event loop)."""
+
+        def __init__(self, event: RegistryEvent) -> None:
+            super().__init__()
+            self.event = event
+
+    def __init__(self, client_factory: ClientFactory, *, readonly: bool = False) -> None:
+        super().__init__()
+        self.client_factory = client_factory
+        self.readonly = readonly
+        """Hide and block the actions that change the registry."""
+        self.client: DaemonClient | None = None
+        self._connected = asyncio.Event()
+        self._pending: list[RegistryEvent] = []
+        self._debounce: Timer | None = None
+        self._lost_reason = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self._update_subtitle()
+        self.push_screen(ModelsScreen())
+        self._start_connect()
+
+    async def on_unmount(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.remove_listener(self._on_daemon_event)
+            await client.close()
+
+    def _start_connect(self) -> None:
+        self._connected.clear()
+        self.connection = "connecting"
+        self.run_worker(self._connect(), name=CONNECT_WORKER, group=CONNECT_WORKER, exclusive=True,
+                        exit_on_error=False)
+
+    async def _connect(self) -> None:
+        """Connect, subscribe, then wait: the worker fails with DaemonUnavailable when the connection drops."""
+        try:
+            client = await self.client_factory()
+            try:
+                await client.subscribe("registry")
+            except BaseException:
+                await client.close()
+                raise
+        finally:
+            self._connected.set()  # waiting calls go on (and find no client if this failed)
+        self.client = client
+        client.add_listener(self._on_daemon_event)
+        self.connection = "connected"
+        self._reload_all(None)
+        await client.closed.wait()
+        if self.client is client:
+            self.client = None
+            raise DaemonUnavailable("lost the connection to the daemon")
+
+    async def _client(self) -> DaemonClient | None:
+        await self._connected.wait()
+        return self.client
+
+    # -- calls from screens ----------------------------------------------------------------------------
+    @on(RegistryScreen.Call)
+    def _on_call(self, message: AnyCall) -> None:
+        message.stop()
+        group = f"call-{id(message.screen)}-{message.group}" if message.group else "call"
+
+        async def send() -> None:  # a callable, not a coroutine: a worker cancelled before it starts
+            await self._call(message)  # leaves no never-awaited coroutine behind
+
+        _worker: Worker[None] = self.run_worker(
+            send, group=group, exclusive=message.group is not None, exit_on_error=False,
+            name=type(message.request).__name__,
+        )
+
+    async def _call(self, message: AnyCall) -> None:
+        client = await self._client()
+        if client is None:
+            return
+        result = await client.call(message.request, message.expect)
+        if message.success:
+            self.notify(message.success)
+        if message.reply is not None and message.screen.is_attached:
+            message.reply(result)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors are handled."""
+        worker: Worker[Any] = event.worker
+        if event.state != WorkerState.ERROR or worker.error is None:
+            return
+        error = worker.error
+        if isinstance(error, DaemonUnavailable) or worker.name == CONNECT_WORKER:
+            self._disconnected(error)
+        elif isinstance(error, ProtocolError):
+            if self.client is None or self.client.closed.is_set():
+                self._disconnected(error)
+            else:
+                self.notify(error.message, title=error.code.value, severity="error", timeout=8)
+        else:
+            self.notify(f"{type(error).__name__}: {error}", title="unexpected error", severity="error",
+                        timeout=8)
+
+    def _disconnected(self, error: BaseException) -> None:
+        reason = error.message if isinstance(error, ProtocolError) else str(error)
+        if self.connection == "disconnected" and reason == self._lost_reason:
+            return
+        self._lost_reason = reason
+        self.connection = "disconnected"
+        self.notify(f"{reason}\nPress ctrl+r to reconnect.", title="daemon unavailable", severity="error",
+                    timeout=30)
+
+    # -- live updates ----------------------------------------------------------------------------------
+    def _on_daemon_event(self, event: Event) -> None:
+        if isinstance(event, RegistryEvent):
+            self.post_message(self.RegistryChanged(event))
+
+    @on(RegistryChanged)
+    def _on_registry_changed(self, message: RegistryChanged) -> None:
+        self._pending.append(message.event)
+        if self._debounce is None:
+            self._debounce = self.set_timer(DEBOUNCE_SECONDS, self._flush_events)
+
+    def _flush_events(self) -> None:
+        events, self._pending, self._debounce = self._pending, [], None
+        self._reload_all(events)
+
+    def _reload_all(self, events: list[RegistryEvent] | None) -> None:
+        """Re-read every registry screen in the stack that the events concern (all of them for None)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, RegistryScreen) and (events is None or screen.wants(events)):
+                screen.reload()
+
+    # -- header ----------------------------------------------------------------------------------------
+    def watch_connection(self) -> None:
+        self._update_subtitle()
+        self.refresh_bindings()
+
+    def _update_subtitle(self) -> None:
+        parts = {
+            "connecting": "connecting to the daemon…",
+            "connected": "",
+            "disconnected": "DISCONNECTED from the daemon (ctrl+r reconnects)",
+        }
+        text = parts[self.connection]
+        if self.readonly:
+            text = f"read-only {text}".strip()
+        self.sub_title = text
+        self.set_class(self.connection == "disconnected", "-disconnected")
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "reconnect":
+            return self.connection == "disconnected"
+        return True
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_reconnect(self) -> None:
+        if self.connection == "disconnected":
+            self._start_connect()

@@ -1,0 +1,24 @@
+"""Screens of the TUI, one per view. They post :class:`RegistryScreen.Call` messages; the App talks to the daemon."""
+
+from .base import RegistryScreen
+from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog
+from .diff import DiffScreen
+from .help import HelpScreen
+from .history import HistoryScreen
+from .model import ModelScreen
+from .models import ModelsScreen
+from .version import VersionScreen
+
+__all__ = [
+    "AliasChoice",
+    "AliasDialog",
+    "ConfirmDialog",
+    "DiffScreen",
+    "HelpScreen",
+    "HistoryScreen",
+    "ModelScreen",
+    "ModelsScreen",
+    "RegistryScreen",
+    "RollbackDialog",
+    "VersionScreen",
+]

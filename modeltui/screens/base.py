@@ -1,0 +1,88 @@
+"""The base of every registry view: how a screen asks the App for data, and how it is told to refresh.
+
+Screens never hold a client. They post :class:`RegistryScreen.Call` messages; the App sends the request in a
+worker and calls ``reply`` with the typed result while the screen is still mounted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
+
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+
+from daemon.protocol import requests, results
+from daemon.protocol.events import RegistryEvent
+
+R = TypeVar("R", bound=results.Result)
+
+
+class TuiHost(Protocol):
+    """What screens may know about the App (kept as a protocol so screens never import the App)."""
+
+    readonly: bool
+
+
+class RegistryScreen(Screen[None]):
+    """A view of registry data that can be re-read on demand and on live registry events."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
+
+    class Call(Message, Generic[R]):
+        """Ask the App to send ``request`` to the daemon and hand the ``expect`` result to ``reply``."""
+
+        def __init__(
+            self,
+            screen: RegistryScreen,
+            request: requests._Request,
+            expect: type[R],
+            reply: Callable[[R], None] | None = None,
+            *,
+            group: str | None = None,
+            success: str | None = None,
+        ) -> None:
+            super().__init__()
+            self.screen = screen
+            self.request = request
+            self.expect = expect
+            self.reply = reply
+            self.group = group
+            """Calls of one screen in the same group cancel each other (the newest wins)."""
+            self.success = success
+            """Notification shown when the call succeeds (for actions)."""
+
+    @property
+    def readonly(self) -> bool:
+        """True when the App was started read-only: actions that change the registry are hidden."""
+        return bool(cast(TuiHost, self.app).readonly)
+
+    def call(
+        self,
+        request: requests._Request,
+        expect: type[R],
+        reply: Callable[[R], None] | None = None,
+        *,
+        group: str | None = None,
+        success: str | None = None,
+    ) -> None:
+        """Post a :class:`Call` (to the App)."""
+        self.post_message(self.Call(self, request, expect, reply, group=group, success=success))
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read everything the screen shows (subclasses post their Calls here)."""
+
+    def wants(self, events: Sequence[RegistryEvent]) -> bool:
+        """Whether any of these registry events may change what this screen shows."""
+        return True
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+
+AnyCall = RegistryScreen.Call[Any]

@@ -1,0 +1,59 @@
+"""Help screen: what each view shows and its keys, built from the screens' own BINDINGS."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from .base import RegistryScreen
+from .diff import DiffScreen
+from .model import ModelScreen
+from .models import ModelsScreen
+from .version import VersionScreen
+
+VIEWS: list[tuple[str, type[Screen[None]]]] = [
+    ("All screens", RegistryScreen),
+    ("Models: every model (enter opens one)", ModelsScreen),
+    ("Model: its versions and aliases (enter opens a version)", ModelScreen),
+    ("Version: manifest, files, params & metrics, lineage", VersionScreen),
+    ("Diff: two marked versions compared", DiffScreen),
+]
+
+INTRO = (
+    "[b]modeltui[/b] — browse the model registry of modeltuid. Everything updates live: a push or an alias "
+    "move made elsewhere (e.g. with the CLI) shows up without a key press.\n"
+    "Global keys: [b]?[/b] help · [b]q[/b] quit · [b]escape[/b] back · [b]ctrl+p[/b] command palette"
+)
+
+
+def _keys(screen: type[Screen[None]]) -> Content:
+    """One line per binding the screen class itself declares: key, then what it does."""
+    parts: list[tuple[str, str] | str] = []
+    for binding in screen.__dict__.get("BINDINGS", []):
+        if isinstance(binding, Binding):
+            parts += [((binding.key_display or binding.key).ljust(8), "bold"), f" {binding.description}\n"]
+    return Content.assemble(*parts).rstrip()
+
+
+class HelpScreen(Screen[None]):
+    """Keys of every view."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="help"):
+            yield Static(INTRO, id="help-intro")
+            for title, screen in VIEWS:
+                yield Static(f"[b]{title}[/b]", classes="help-title")
+                yield Static(_keys(screen), classes="help-keys")
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.sub_title = "help"

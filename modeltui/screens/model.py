@@ -1,0 +1,190 @@
+"""Model screen: the versions of one model, its aliases, and the alias actions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.widgets import Footer, Header, Static
+
+from daemon.protocol import requests, results
+from daemon.protocol.events import RegistryEvent
+
+from ..widgets import VersionsTable
+from ..widgets._format import aliases_of, short
+from .base import RegistryScreen
+from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog
+from .diff import DiffScreen
+from .history import HistoryScreen
+from .version import VersionScreen
+
+PAGE_SIZE = 200
+
+
+class ModelScreen(RegistryScreen):
+    """Versions of one model (newest first) with its aliases."""
+
+    AUTO_FOCUS = "#versions"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "mark", "Mark"),
+        Binding("d", "diff", "Diff"),
+        Binding("a", "set_alias", "Alias"),
+        Binding("r", "rollback", "Rollback"),
+        Binding("h", "history", "History"),
+        Binding("right_square_bracket", "next_page", "Next page", key_display="]", show=False),
+        Binding("left_square_bracket", "previous_page", "Prev page", key_display="[", show=False),
+    ]
+
+    aliases: reactive[dict[str, int]] = reactive(dict, init=False)
+    """The model's aliases: name → version number."""
+    page_offset: reactive[int] = reactive(0, init=False)
+    """Index of the first version shown (newest first, pages of PAGE_SIZE)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.model_name = name
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(self.model_name, id="model-title", classes="title")
+        yield VersionsTable(id="versions")
+        yield Static("loading…", id="version-status", classes="status")
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.sub_title = self.model_name
+        super().on_mount()
+
+    def reload(self) -> None:
+        self.call(requests.DescribeModel(name=self.model_name), results.ModelDetail, self._show_model,
+                  group="model")
+        self.call(requests.Log(name=self.model_name, limit=PAGE_SIZE, offset=self.page_offset),
+                  results.VersionList, self._show_versions, group="log")
+
+    def wants(self, events: Sequence[RegistryEvent]) -> bool:
+        return any(e.model == self.model_name for e in events)
+
+    def _show_model(self, detail: results.ModelDetail) -> None:
+        self.aliases = dict(detail.model.aliases)
+        m = detail.model
+        text = f"[b]{m.name}[/b]  {m.versions} version(s)  aliases: {aliases_of(m.aliases) or '-'}"
+        if m.description:
+            text += f"\n{short(m.description, 100)}"
+        self.query_one("#model-title", Static).update(text)
+
+    def _show_versions(self, versions: results.VersionList) -> None:
+        table = self.query_one(VersionsTable)
+        table.show(versions.items)
+        last = self.page_offset + len(versions.items)
+        marks = ", ".join(f"v{n}" for n in table.marked) or "none"
+        self.query_one("#version-status", Static).update(
+            f"versions {self.page_offset + 1 if versions.items else 0}-{last} of {versions.total} · marked: {marks}"
+        )
+        self._total = versions.total
+
+    _total = 0
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in ("set_alias", "rollback") and self.readonly)
+
+    # -- actions ---------------------------------------------------------------------------------------
+    @on(VersionsTable.VersionChosen)
+    def _open(self, event: VersionsTable.VersionChosen) -> None:
+        self.app.push_screen(VersionScreen(self.model_name, event.number))
+
+    def action_mark(self) -> None:
+        table = self.query_one(VersionsTable)
+        table.toggle_mark()
+        marks = ", ".join(f"v{n}" for n in table.marked) or "none"
+        self.notify(f"marked: {marks}" + (" — press d to diff" if len(table.marked) == 2 else ""),
+                    timeout=2)
+
+    def action_diff(self) -> None:
+        table = self.query_one(VersionsTable)
+        pair = list(table.marked)
+        current = table.current_version
+        if len(pair) == 1 and current is not None and current not in pair:
+            pair.append(current)
+        if len(pair) != 2:
+            self.notify("mark two versions with space, then press d", severity="warning")
+            return
+        a, b = sorted(pair)
+        self.app.push_screen(DiffScreen(self.model_name, a, b))
+
+    def action_history(self) -> None:
+        self.app.push_screen(HistoryScreen(self.model_name))
+
+    def action_next_page(self) -> None:
+        if self.page_offset + PAGE_SIZE < self._total:
+            self.page_offset += PAGE_SIZE
+
+    def action_previous_page(self) -> None:
+        if self.page_offset:
+            self.page_offset = max(0, self.page_offset - PAGE_SIZE)
+
+    def watch_page_offset(self) -> None:
+        self.reload()
+
+    def action_set_alias(self) -> None:
+        if self.readonly:
+            return
+        version = self.query_one(VersionsTable).current_version
+        if version is None:
+            self.notify("no version to move an alias onto", severity="warning")
+            return
+        suggestion = next(iter(sorted(self.aliases)), "production")
+
+        def chosen(choice: AliasChoice | None) -> None:
+            if choice is None:
+                return
+            was = self.aliases.get(choice.alias)
+            move = f"from v{was} " if was is not None else ""
+            question = f"Move [b]{choice.alias}[/b] of {self.model_name} {move}to [b]v{version}[/b]?"
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self.call(
+                        requests.AliasSet(name=self.model_name, alias=choice.alias, version=version,
+                                          reason=choice.reason),
+                        results.AliasEventInfo,
+                        lambda _info: self.reload(),
+                        success=f"{choice.alias} → v{version}",
+                    )
+
+            self.app.push_screen(ConfirmDialog(question), confirmed)
+
+        self.app.push_screen(AliasDialog(self.model_name, version, suggestion), chosen)
+
+    def action_rollback(self) -> None:
+        if self.readonly:
+            return
+        if not self.aliases:
+            self.notify("this model has no alias to roll back", severity="warning")
+            return
+        current = self.query_one(VersionsTable).current_version
+        on_current = [a for a, n in self.aliases.items() if n == current]
+        suggestion = on_current[0] if on_current else None
+
+        def chosen(choice: AliasChoice | None) -> None:
+            if choice is None:
+                return
+            question = (f"Roll [b]{choice.alias}[/b] of {self.model_name} back from "
+                        f"v{self.aliases.get(choice.alias)} to the version it pointed to before?")
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self.call(
+                        requests.Rollback(name=self.model_name, alias=choice.alias, reason=choice.reason),
+                        results.AliasEventInfo,
+                        lambda info: self.reload(),
+                        success=f"rolled {choice.alias} back",
+                    )
+
+            self.app.push_screen(ConfirmDialog(question), confirmed)
+
+        self.app.push_screen(RollbackDialog(self.model_name, sorted(self.aliases), suggestion), chosen)

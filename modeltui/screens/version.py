@@ -1,0 +1,75 @@
+"""Version screen: manifest, files, params & metrics and lineage of one version, in tabs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane, TextArea
+
+from daemon.protocol import requests, results
+from daemon.protocol.events import RegistryEvent
+
+from ..widgets import FilesTable, LineageTable, ParamsTable
+from ..widgets._format import human_size, short, tags_of, when
+from .base import RegistryScreen
+
+
+class VersionScreen(RegistryScreen):
+    """Everything about ``NAME:N``."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("m", "tab('manifest')", "Manifest"),
+        Binding("f", "tab('files')", "Files"),
+        Binding("p", "tab('params')", "Params"),
+        Binding("l", "tab('lineage')", "Lineage"),
+    ]
+
+    def __init__(self, model: str, number: int) -> None:
+        super().__init__()
+        self.model_name = model
+        self.number = number
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"{self.model_name}:{self.number}", id="version-title", classes="title")
+        with TabbedContent(id="tabs", initial="manifest"):
+            with TabPane("Manifest", id="manifest"):
+                yield TextArea("", read_only=True, show_line_numbers=True, id="manifest-text")
+            with TabPane("Files", id="files"):
+                yield FilesTable(id="files-table")
+            with TabPane("Params & metrics", id="params"):
+                yield ParamsTable(id="params-table")
+            with TabPane("Lineage", id="lineage"):
+                yield LineageTable(id="lineage-table")
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.model_name}:{self.number}"
+        super().on_mount()
+
+    def reload(self) -> None:
+        self.call(requests.Show(ref=f"{self.model_name}:{self.number}"), results.VersionDetail, self._show,
+                  group="show")
+
+    def wants(self, events: Sequence[RegistryEvent]) -> bool:
+        return any(e.model == self.model_name for e in events)
+
+    def _show(self, detail: results.VersionDetail) -> None:
+        v = detail.version
+        self.query_one("#version-title", Static).update(
+            f"[b]{v.model}:{v.number}[/b]  {v.flavor}  {human_size(v.size)} in {v.file_count} file(s)  "
+            f"aliases: {', '.join(v.aliases) or '-'}\n"
+            f"{when(v.created_at)} by {v.created_by}  {short(v.message, 50)}  {tags_of(v.tags)}"
+        )
+        area = self.query_one("#manifest-text", TextArea)
+        if area.text != detail.manifest:
+            area.load_text(detail.manifest)
+        self.query_one(FilesTable).show(detail.files)
+        self.query_one(ParamsTable).show(detail)
+        self.query_one(LineageTable).show(detail)
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab

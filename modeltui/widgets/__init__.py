@@ -1,0 +1,25 @@
+"""Widgets of the TUI: one responsibility each; they display data and post messages, never call the daemon."""
+
+from .detail_tables import FilesTable, LineageTable, ParamsTable
+from .diff_tables import FileChangesTable, MetricChangesTable, RequirementsTable, ValueChangesTable
+from .empty_registry import PUSH_EXAMPLE, EmptyRegistry
+from .history_table import AliasHistoryTable
+from .keyed_table import KeyedTable
+from .models_table import ModelsTable
+from .versions_table import VersionsTable
+
+__all__ = [
+    "PUSH_EXAMPLE",
+    "AliasHistoryTable",
+    "EmptyRegistry",
+    "FileChangesTable",
+    "FilesTable",
+    "KeyedTable",
+    "LineageTable",
+    "MetricChangesTable",
+    "ModelsTable",
+    "ParamsTable",
+    "RequirementsTable",
+    "ValueChangesTable",
+    "VersionsTable",
+]

@@ -1,0 +1,55 @@
+"""Tables of the Version screen: files, params & metrics, lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from daemon.protocol.results import FileInfo, VersionDetail
+
+from ._format import human_size, value, version_label, when
+from .keyed_table import KeyedTable
+
+
+class FilesTable(KeyedTable):
+    """The files of a version with their size and full sha256."""
+
+    COLUMNS = ("path", "size", "sha256")
+
+    def show(self, files: Sequence[FileInfo]) -> None:
+        self.replace_rows((f.path, (f.path, human_size(f.size), f.sha256)) for f in files)
+
+
+class ParamsTable(KeyedTable):
+    """Params and metrics of a version, one per row."""
+
+    COLUMNS = ("kind", "key", "value")
+
+    def show(self, detail: VersionDetail) -> None:
+        rows = [(f"param:{k}", ("param", k, value(v))) for k, v in sorted(detail.params.items())]
+        rows += [(f"metric:{k}", ("metric", k, f"{v:.6g}")) for k, v in sorted(detail.metrics.items())]
+        self.replace_rows(rows)
+
+
+class LineageTable(KeyedTable):
+    """Where a version comes from: parent, ancestors, children and its source."""
+
+    COLUMNS = ("field", "value")
+
+    def show(self, detail: VersionDetail) -> None:
+        v = detail.version
+        source = detail.source
+        pairs = [
+            ("parent", version_label(v.parent)),
+            ("ancestors", ", ".join(f"v{n}" for n in detail.lineage) or "-"),
+            ("children", ", ".join(f"v{n}" for n in detail.children) or "-"),
+            ("git commit", source.git_commit or "-"),
+            ("git dirty", "yes" if source.git_dirty else "no"),
+            ("source path", source.path or "-"),
+            ("flavor", v.flavor),
+            ("model file", detail.model_file),
+            ("digest", v.digest),
+            ("created by", v.created_by),
+            ("created at", when(v.created_at)),
+            ("requirements", ", ".join(detail.requirements) or "-"),
+        ]
+        self.replace_rows((k, (k, val)) for k, val in pairs)

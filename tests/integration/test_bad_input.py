@@ -1,0 +1,182 @@
+"""Malformed, oversized, unknown and hostile frames against a real daemon: each gets a clear error, and the
+daemon keeps serving everyone."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.protocol.frames import MAX_FRAME_BYTES
+from tests.conftest import DaemonProcess, make_model_dir
+from tests.integration.rawsock import RawClient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every RawClient a test opens is closed at teardown (warnings are errors here)."""
+    opened: list[RawClient] = []
+    original = RawClient.__init__
+
+    def tracking_init(self: RawClient, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RawClient, "__init__", tracking_init)
+    yield
+    for c in opened:
+        c.close()
+
+
+def assert_serving(daemon: DaemonProcess) -> None:
+    c = RawClient(daemon.socket)
+    try:
+        assert c.request({"op": "ping"})["type"] == "response"
+    finally:
+        c.close()
+
+
+def test_first_frame_must_be_hello(daemon: DaemonProcess) -> None:
+    c = RawClient(daemon.socket, hello=False)
+    c.send({"type": "request", "id": 1, "request": {"op": "ping"}})
+    reply = c.recv()
+    assert reply["type"] == "error"
+    assert reply["code"] == "BAD_FRAME"
+    assert "hello" in reply["message"]
+    assert_serving(daemon)
+
+
+def test_protocol_mismatch_says_what_to_do(daemon: DaemonProcess) -> None:
+    c = RawClient(daemon.socket, hello=False)
+    c.send({"type": "hello", "protocol": 99, "client": "future"})
+    reply = c.recv()
+    assert reply["code"] == "PROTOCOL_MISMATCH"
+    assert "upgrade" in reply["message"]
+    assert reply["data"] == {"daemon": 1, "client": 99}
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{not json\n", "BAD_FRAME"),
+        (b"[1, 2, 3]\n", "BAD_FRAME"),
+        (b'{"type": "response", "id": 1, "result": {}}\n', "BAD_FRAME"),
+        (b'{"type": "request", "id": 5, "request": {"op": "rm -rf /"}}\n', "UNKNOWN_OP"),
+        (b'{"type": "request", "id": 5, "request": {"op": "versions.log"}}\n', "INVALID"),
+        (b'{"type": "request", "id": 5, "request": {"op": "ping", "x": 1}}\n', "INVALID"),
+        (b'{"type": "request", "id": 5, "request": {"op": "versions.log", "name": "m", "limit": "all"}}\n', "INVALID"),
+        (b"\xff\xfe\n", "BAD_FRAME"),
+    ],
+)
+def test_malformed_frames_get_errors_and_connection_survives(daemon: DaemonProcess, raw: bytes, code: str) -> None:
+    c = RawClient(daemon.socket)
+    c.send_bytes(raw)
+    reply = c.recv_reply()
+    assert reply["type"] == "error"
+    assert reply["code"] == code, reply
+    assert reply["message"]
+    assert c.request({"op": "ping"}, req_id=6)["type"] == "response"  # same connection still usable
+
+
+def test_oversized_frame_is_refused_then_connection_resynchronises(daemon: DaemonProcess) -> None:
+    c = RawClient(daemon.socket)
+    big = b'{"type": "request", "id": 1, "request": {"op": "ping", "pad": "' + b"x" * (MAX_FRAME_BYTES + 10) + b'"}}\n'
+    c.send_bytes(big)
+    reply = c.recv_reply()
+    assert reply["code"] == "FRAME_TOO_LARGE"
+    assert c.request({"op": "ping"}, req_id=2)["type"] == "response"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../etc", "a/b", "a\x00b", "bad\x1b[2Jname", "\x07bell", "x" * 10_240, "", "..", "name with space"],
+)
+def test_hostile_names_are_invalid(daemon: DaemonProcess, name: str) -> None:
+    c = RawClient(daemon.socket)
+    for body in (
+        {"op": "versions.log", "name": name},
+        {"op": "versions.show", "ref": name},
+        {"op": "aliases.set", "name": "m", "alias": name, "version": 1},
+        {"op": "models.describe", "name": name},
+    ):
+        reply = c.request(body)
+        assert reply["type"] == "error"
+        assert reply["code"] == "INVALID", reply
+        assert len(reply["message"]) < 2000  # the 10 KB name is not echoed back whole
+    assert_serving(daemon)
+
+
+def test_missing_refs_are_not_found(daemon: DaemonProcess, tmp_path: Path) -> None:
+    make_model_dir(tmp_path / "m", "present")
+    assert daemon.cli("push", str(tmp_path / "m")).returncode == 0
+    c = RawClient(daemon.socket)
+    cases = {
+        "absent": "'absent'",
+        "present:9": "no version 9",
+        "present@production": "production",
+    }
+    for ref, words in cases.items():
+        reply = c.request({"op": "versions.show", "ref": ref})
+        assert reply["code"] == "NOT_FOUND"
+        assert words in reply["message"], reply["message"]
+
+
+def test_upload_without_its_descriptors_is_invalid(daemon: DaemonProcess) -> None:
+    c = RawClient(daemon.socket)
+    reply = c.request({"op": "objects.upload", "files": [{"path": "a", "size": 1}, {"path": "b", "size": 1}]})
+    assert reply["code"] == "INVALID"
+    assert "descriptor" in reply["message"]
+    assert_serving(daemon)
+
+
+def test_upload_of_a_pipe_or_wrong_size_is_invalid(daemon: DaemonProcess, tmp_path: Path) -> None:
+    c = RawClient(daemon.socket)
+    r_fd, w_fd = os.pipe()
+    try:
+        reply = c.request({"op": "objects.upload", "files": [{"path": "p", "size": 0}]}, fds=[r_fd])
+        assert reply["code"] == "INVALID"
+    finally:
+        os.close(r_fd)
+        os.close(w_fd)
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"12345")
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        reply = c.request({"op": "objects.upload", "files": [{"path": "f.bin", "size": 99}]}, req_id=2, fds=[fd])
+        assert reply["code"] == "INVALID"
+        assert "size" in reply["message"] or "bytes" in reply["message"]
+    finally:
+        os.close(fd)
+    assert_serving(daemon)
+
+
+def test_push_of_objects_never_uploaded_is_invalid(daemon: DaemonProcess) -> None:
+    c = RawClient(daemon.socket)
+    reply = c.request({"op": "versions.push", "files": [{"path": "modeltui.toml", "sha256": "b" * 64, "size": 3}]})
+    assert reply["code"] == "INVALID"
+
+
+def test_manifest_with_wrong_types_is_refused_by_cli_and_daemon(daemon: DaemonProcess, tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path / "m", "typed")
+    (d / "modeltui.toml").write_text('name = "typed"\nflavor = "sklearn"\nmodel_file = 7\n')
+    res = daemon.cli("push", str(d))
+    assert res.returncode == 4
+    assert "model_file" in res.stderr
+    assert_serving(daemon)
+
+
+def test_many_connections_and_abrupt_disconnects(daemon: DaemonProcess) -> None:
+    clients = [RawClient(daemon.socket) for _ in range(30)]
+    for i, c in enumerate(clients):
+        c.send({"type": "request", "id": i, "request": {"op": "daemon.status"}})
+    for c in clients[::2]:
+        c.close()  # hang up before reading the reply
+    for c in clients[1::2]:
+        assert c.recv_reply()["type"] == "response"
+        c.close()
+    assert_serving(daemon)
