@@ -60,6 +60,8 @@ class DaemonApp:
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if s.mode == "user":
             os.chmod(s.state_dir, 0o700)
+        # Private in user mode; traversable in system mode, where the socket's own 0660 decides access.
+        s.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if s.mode == "user" else 0o755)
         self._lock_fd = acquire_lock(s.lock_file)
         self.registry = await asyncio.to_thread(
             Registry, s.state_dir, busy_timeout_s=s.busy_timeout_seconds, gc_grace_seconds=s.gc_grace_seconds

@@ -140,8 +140,9 @@ def _socket_answers(path: Path) -> bool:
 
 def bind_socket(path: Path, mode: int) -> socket.socket:
     """Bind the listening socket. A stale socket (or a symlink, never followed) is replaced; a live
-    socket or any other kind of file makes us refuse."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    socket or any other kind of file makes us refuse. A private socket (0600) gets a private directory;
+    a shared one (0660, system mode) a traversable one, access being decided by the socket's own mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o755)
     try:
         st = os.lstat(path)
     except FileNotFoundError:

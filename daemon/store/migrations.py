@@ -1,0 +1,134 @@
+"""Schema versions, tracked in ``PRAGMA user_version``.
+
+The migrations are the source of truth for the on-disk schema (``tables.py`` is the ORM mapping; a test
+checks both agree). Each migration runs in one ``BEGIN IMMEDIATE`` transaction together with the version
+bump (SQLite DDL is transactional), so a crash mid-migration leaves the previous version intact. Never edit a
+released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine
+
+from daemon.protocol.errors import ErrorCode, ProtocolError
+
+from .engine import immediate_connection
+
+V1_SCHEMA = """
+CREATE TABLE models (
+    id INTEGER NOT NULL PRIMARY KEY,
+    name VARCHAR NOT NULL UNIQUE,
+    description VARCHAR NOT NULL,
+    next_number INTEGER NOT NULL,
+    created_at DATETIME NOT NULL,
+    updated_at DATETIME NOT NULL
+);
+CREATE TABLE versions (
+    id INTEGER NOT NULL PRIMARY KEY,
+    model_id INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    digest VARCHAR NOT NULL,
+    parent INTEGER,
+    flavor VARCHAR NOT NULL,
+    message VARCHAR NOT NULL,
+    tags JSON NOT NULL,
+    params JSON NOT NULL,
+    metrics JSON NOT NULL,
+    signature JSON NOT NULL,
+    requirements JSON NOT NULL,
+    description VARCHAR NOT NULL,
+    model_file VARCHAR NOT NULL,
+    manifest VARCHAR NOT NULL,
+    source JSON NOT NULL,
+    created_by VARCHAR NOT NULL,
+    created_at DATETIME NOT NULL,
+    size INTEGER NOT NULL,
+    file_count INTEGER NOT NULL,
+    CONSTRAINT uq_versions_model_number UNIQUE (model_id, number)
+);
+CREATE INDEX ix_versions_model_digest ON versions (model_id, digest);
+CREATE TABLE files (
+    id INTEGER NOT NULL PRIMARY KEY,
+    version_id INTEGER NOT NULL REFERENCES versions (id) ON DELETE CASCADE,
+    path VARCHAR NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    executable BOOLEAN NOT NULL,
+    CONSTRAINT uq_files_version_path UNIQUE (version_id, path)
+);
+CREATE INDEX ix_files_sha256 ON files (sha256);
+CREATE TABLE aliases (
+    id INTEGER NOT NULL PRIMARY KEY,
+    model_id INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    name VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    CONSTRAINT uq_aliases_model_name UNIQUE (model_id, name)
+);
+CREATE TABLE alias_events (
+    id INTEGER NOT NULL PRIMARY KEY,
+    model_id INTEGER NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    alias VARCHAR NOT NULL,
+    from_version INTEGER,
+    to_version INTEGER,
+    "by" VARCHAR NOT NULL,
+    at DATETIME NOT NULL,
+    reason VARCHAR NOT NULL
+);
+CREATE INDEX ix_alias_events_model_alias_at ON alias_events (model_id, alias, at);
+CREATE TABLE stat_cache (
+    id INTEGER NOT NULL PRIMARY KEY,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    seen_at DATETIME NOT NULL,
+    CONSTRAINT uq_stat_cache_dev_ino UNIQUE (dev, ino)
+);
+CREATE INDEX ix_stat_cache_sha256 ON stat_cache (sha256);
+"""
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def v1_initial_schema(conn: Connection) -> None:
+    for statement in _statements(V1_SCHEMA):
+        conn.exec_driver_sql(statement)
+
+
+Migration = Callable[[Connection], None]
+
+#: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
+MIGRATIONS: list[Migration] = [v1_initial_schema]
+
+
+def schema_version(conn: Connection) -> int:
+    value = conn.exec_driver_sql("PRAGMA user_version").scalar()
+    return int(value or 0)
+
+
+def migrate(engine: Engine, *, target: int | None = None) -> int:
+    """Bring the database up to ``target`` (default: the latest); returns the resulting version.
+
+    A database newer than this code is refused rather than guessed at.
+    """
+    latest = len(MIGRATIONS)
+    target = latest if target is None else target
+    with immediate_connection(engine) as conn, conn.begin():
+        current = schema_version(conn)
+        if current > latest:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                f"the registry database has schema version {current}, newer than this daemon "
+                f"supports ({latest}); upgrade modeltui",
+            )
+        for index in range(current, target):
+            MIGRATIONS[index](conn)
+            # PRAGMA takes no bound parameters; index is an int we computed.
+            conn.exec_driver_sql(f"PRAGMA user_version = {index + 1}")
+        return max(current, target)

@@ -1,0 +1,135 @@
+"""SQLModel tables. The schema itself is owned by :mod:`daemon.store.migrations`; a test checks they agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes. SQLite stores naive text, so convert on the way in and tag on the way out."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class ModelRow(SQLModel, table=True):
+    __tablename__ = "models"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, nullable=False)
+    description: str = ""
+    #: The next version number: numbers are never reused, even after ``rm``.
+    next_number: int = 1
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class VersionRow(SQLModel, table=True):
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
+        Index("ix_versions_model_digest", "model_id", "digest"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="models.id", ondelete="CASCADE", nullable=False)
+    number: int
+    digest: str
+    parent: int | None = None
+    flavor: str
+    message: str = ""
+    tags: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    metrics: dict[str, float] = Field(default_factory=dict, sa_type=JSON)
+    signature: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    requirements: list[str] = Field(default_factory=list, sa_type=JSON)
+    description: str = ""
+    model_file: str
+    manifest: str
+    source: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_by: str
+    created_at: datetime = _ts()
+    size: int = 0
+    file_count: int = 0
+
+
+class FileRow(SQLModel, table=True):
+    __tablename__ = "files"
+    __table_args__ = (
+        UniqueConstraint("version_id", "path", name="uq_files_version_path"),
+        Index("ix_files_sha256", "sha256"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id", ondelete="CASCADE", nullable=False)
+    path: str
+    size: int
+    sha256: str
+    executable: bool = False
+
+
+class AliasRow(SQLModel, table=True):
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("model_id", "name", name="uq_aliases_model_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="models.id", ondelete="CASCADE", nullable=False)
+    name: str
+    version: int
+
+
+class AliasEventRow(SQLModel, table=True):
+    __tablename__ = "alias_events"
+    __table_args__ = (Index("ix_alias_events_model_alias_at", "model_id", "alias", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="models.id", ondelete="CASCADE", nullable=False)
+    alias: str
+    from_version: int | None = None
+    to_version: int | None = None
+    by: str
+    at: datetime = _ts()
+    reason: str = ""
+
+
+class StatCacheRow(SQLModel, table=True):
+    """(device, inode, size, mtime, ctime) of a file already ingested → its sha256: skip re-reading it."""
+
+    __tablename__ = "stat_cache"
+    __table_args__ = (
+        UniqueConstraint("dev", "ino", name="uq_stat_cache_dev_ino"),
+        Index("ix_stat_cache_sha256", "sha256"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    sha256: str
+    seen_at: datetime = _ts()

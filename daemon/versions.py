@@ -1,0 +1,583 @@
+"""The registry service: push, log, show, diff, checkout, tags and aliases, on top of :mod:`daemon.store`.
+
+Synchronous and thread-safe: the daemon calls each method through ``asyncio.to_thread``, possibly
+concurrently. Reads run in their own deferred SQLite transaction (WAL: they never block writers); writes are
+serialized by an in-process lock plus ``BEGIN IMMEDIATE`` (other processes wait on the busy timeout). Every
+failure is a :class:`ProtocolError` with a code; database exceptions never escape.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from sqlalchemy import Engine, delete, func
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
+from daemon.protocol.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from daemon.protocol.names import Ref, check_alias, check_model_name, check_tag_key, check_tag_value, parse_ref
+from daemon.store import convert, queries
+from daemon.store.diff import diff_versions
+from daemon.store.engine import make_engine, read_session, write_session
+from daemon.store.faults import Faults
+from daemon.store.migrations import migrate
+from daemon.store.objects import Ingested, ObjectStore, Progress
+from daemon.store.queries import model_id
+from daemon.store.statcache import StatCache, forget
+from daemon.store.tables import AliasEventRow, AliasRow, FileRow, ModelRow, VersionRow, utcnow
+
+__all__ = ["Ingested", "Registry", "version_digest"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
+    """Translate database and OS failures into ProtocolErrors (the cause stays chained for the log)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ProtocolError:
+            raise
+        except OperationalError as exc:
+            text = str(exc.orig) if exc.orig is not None else str(exc)
+            if "locked" in text or "busy" in text:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the registry is busy; try again") from exc
+            raise ProtocolError(ErrorCode.INTERNAL, f"registry database error: {text}") from exc
+        except IntegrityError as exc:
+            raise conflict("a concurrent change conflicted with this one; try again") from exc
+        except SQLAlchemyError as exc:
+            raise ProtocolError(ErrorCode.INTERNAL, f"registry database error: {type(exc).__name__}") from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "no space left on the registry's disk") from exc
+            raise ProtocolError(ErrorCode.INTERNAL, f"registry storage error: {exc.strerror}") from exc
+
+    return wrapper
+
+
+def version_digest(files: list[q.PushFile]) -> str:
+    """sha256 of the canonical JSON list of sorted ``[path, sha256, executable]``: same content, same digest."""
+    canonical = sorted([f.path, f.sha256, bool(f.executable)] for f in files)
+    data = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def _ref(value: str) -> Ref:
+    try:
+        return parse_ref(value)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+
+
+def _push_reason(req: q.Push, number: int) -> str:
+    """Alias-event reason for ``push --alias``: one line, within the 512-character limit of reasons."""
+    first = req.message.strip().splitlines()[0] if req.message.strip() else ""
+    return f"push of version {number}" + (f": {first}" if first else "")[:480]
+
+
+def _checked(check: Callable[[str], str], value: str) -> str:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+
+
+class Registry:
+    """Models, their immutable versions and their aliases, stored under ``state_dir``."""
+
+    def __init__(self, state_dir: Path, *, busy_timeout_s: float = 5.0, gc_grace_seconds: int = 3600) -> None:
+        self.state_dir = Path(state_dir)
+        self.gc_grace_seconds = gc_grace_seconds
+        self._faults = Faults.from_env()
+        self._lock = threading.Lock()
+        self._engine: Engine = make_engine(self.state_dir, busy_timeout_s=busy_timeout_s)
+        try:
+            migrate(self._engine)
+        except SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot open the registry database: {exc}") from exc
+        self.objects = ObjectStore(self.state_dir, StatCache(self._engine, self._lock), faults=self._faults)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._lock, write_session(self._engine, self._faults) as s:
+            yield s
+
+    # -- objects -------------------------------------------------------------------------------------------
+
+    @_guarded
+    def ingest(self, fd: int, expected_size: int, progress: Progress | None = None) -> Ingested:
+        """Stream an open regular file into the object store; ``copied`` is False when nothing was stored."""
+        if expected_size < 0:
+            raise invalid("size must be >= 0")
+        try:
+            return self.objects.ingest(fd, expected_size, progress)
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise invalid("the passed file descriptor is not open for reading") from None
+            raise
+
+    # -- push ----------------------------------------------------------------------------------------------
+
+    def _read_manifest(self, files: list[q.PushFile]) -> tuple[Manifest, str]:
+        entry = next((f for f in files if f.path == MANIFEST_FILE), None)
+        if entry is None:
+            raise invalid(f"{MANIFEST_FILE} is missing: every version needs a manifest")
+        if entry.size > MAX_MANIFEST_BYTES:
+            raise invalid(f"{MANIFEST_FILE} is {entry.size} bytes; the limit is {MAX_MANIFEST_BYTES}")
+        if self.objects.size_of(entry.sha256) != entry.size:
+            raise invalid(f"{MANIFEST_FILE} was not uploaded (object {entry.sha256[:12]}…); upload it first")
+        data = self.objects.read_bytes(entry.sha256, MAX_MANIFEST_BYTES)
+        try:
+            manifest = parse_manifest(data)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        return manifest, data.decode("utf-8")
+
+    @staticmethod
+    def _check_files(files: list[q.PushFile], manifest: Manifest) -> None:
+        paths = [f.path for f in files]
+        if len(set(paths)) != len(paths):
+            dupes = sorted({p for p in paths if paths.count(p) > 1})[:5]
+            raise invalid(f"duplicate file paths: {', '.join(dupes)}")
+        if manifest.model_file not in paths:
+            raise invalid(f"{MANIFEST_FILE}: model_file {manifest.model_file!r} is not among the pushed files")
+        if manifest.evaluation is not None and manifest.evaluation.data not in paths:
+            raise invalid(
+                f"{MANIFEST_FILE}: evaluation.data {manifest.evaluation.data!r} is not among the pushed files"
+            )
+
+    def _check_objects(self, files: list[q.PushFile]) -> None:
+        sizes: dict[str, int | None] = {}
+        for f in files:
+            if f.sha256 not in sizes:
+                sizes[f.sha256] = self.objects.size_of(f.sha256)
+            if sizes[f.sha256] != f.size:
+                raise invalid(
+                    f"{f.path}: object {f.sha256[:12]}… of {f.size} bytes is not in the store; upload it first",
+                    path=f.path,
+                    sha256=f.sha256,
+                )
+
+    @_guarded
+    def push(self, req: q.Push, user: str) -> r.PushResult:
+        """Create the next version of a model from uploaded objects, in one transaction.
+
+        The model name is ``req.name`` if given, else the manifest's. Identical content (same digest) returns
+        the existing version with ``created=False``: its message and tags are left alone, but ``req.alias``
+        is still applied to it, because "make this content production" is what the caller asked for.
+        """
+        files = list(req.files)
+        if not files:
+            raise invalid("a version needs at least one file")
+        manifest, manifest_text = self._read_manifest(files)
+        name = _checked(check_model_name, req.name or manifest.name)
+        alias = _checked(check_alias, req.alias) if req.alias is not None else None
+        self._check_files(files, manifest)
+        digest = version_digest(files)
+        with self._write() as s:
+            # Checked under the write lock: GC holds it too, so these objects cannot vanish before commit.
+            self._check_objects(files)
+            model = queries.find_model(s, name)
+            if model is None:
+                model = ModelRow(name=name, description=manifest.description)
+                s.add(model)
+                s.flush()
+            mid = model_id(model)
+            existing = s.exec(
+                select(VersionRow)
+                .where(VersionRow.model_id == mid, VersionRow.digest == digest)
+                .order_by(col(VersionRow.number))
+            ).first()
+            if existing is not None:
+                if alias is not None:
+                    self._move_alias(s, model, alias, existing.number, user, _push_reason(req, existing.number))
+                return r.PushResult(version=queries.summary(s, model, existing), created=False)
+            latest = queries.latest_version(s, mid)
+            now = utcnow()
+            version = VersionRow(
+                model_id=mid,
+                number=model.next_number,
+                digest=digest,
+                parent=latest.number if latest else None,
+                flavor=manifest.flavor,
+                message=req.message,
+                tags=dict(req.tags),
+                params=dict(manifest.params),
+                metrics=dict(manifest.metrics),
+                signature=manifest.signature.model_dump(),
+                requirements=list(manifest.requirements),
+                description=manifest.description,
+                model_file=manifest.model_file,
+                manifest=manifest_text,
+                source=req.source.model_dump() if req.source else {},
+                created_by=user,
+                created_at=now,
+                size=sum(f.size for f in files),
+                file_count=len(files),
+            )
+            model.next_number += 1
+            model.updated_at = now
+            s.add(version)
+            s.flush()
+            vid = version.id
+            assert vid is not None
+            s.add_all(
+                FileRow(version_id=vid, path=f.path, size=f.size, sha256=f.sha256, executable=f.executable)
+                for f in files
+            )
+            if alias is not None:
+                self._move_alias(s, model, alias, version.number, user, _push_reason(req, version.number))
+            return r.PushResult(version=queries.summary(s, model, version), created=True)
+
+    # -- models --------------------------------------------------------------------------------------------
+
+    def _model_summaries(self, s: Session, models: list[ModelRow]) -> list[r.ModelSummary]:
+        ids = [model_id(m) for m in models]
+        stats = {
+            mid: (int(n), latest)
+            for mid, n, latest in s.exec(
+                select(VersionRow.model_id, func.count(), func.max(VersionRow.number))
+                .where(col(VersionRow.model_id).in_(ids))
+                .group_by(col(VersionRow.model_id))
+            )
+        }
+        aliases: dict[int, dict[str, int]] = {mid: {} for mid in ids}
+        for a in s.exec(select(AliasRow).where(col(AliasRow.model_id).in_(ids))):
+            aliases[a.model_id][a.name] = a.version
+        return [
+            convert.model_summary(
+                m,
+                versions=stats.get(model_id(m), (0, None))[0],
+                latest=stats.get(model_id(m), (0, None))[1],
+                aliases=aliases[model_id(m)],
+            )
+            for m in models
+        ]
+
+    @_guarded
+    def list_models(self, req: q.ListModels) -> r.ModelList:
+        """Models whose name contains ``query`` (case-insensitive), by name, paged."""
+        stmt = select(ModelRow)
+        if req.query:
+            stmt = stmt.where(func.instr(func.lower(ModelRow.name), req.query.lower()) > 0)
+        with read_session(self._engine) as s:
+            total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
+            models = list(s.exec(stmt.order_by(col(ModelRow.name)).offset(req.offset).limit(req.limit)))
+            return r.ModelList(items=self._model_summaries(s, models), total=int(total))
+
+    @_guarded
+    def describe_model(self, req: q.DescribeModel, user: str) -> r.ModelDetail:
+        """Show a model; with ``description`` set, change it first."""
+        if req.description is None:
+            with read_session(self._engine) as s:
+                model = queries.get_model(s, req.name)
+                return r.ModelDetail(model=self._model_summaries(s, [model])[0])
+        with self._write() as s:
+            model = queries.get_model(s, req.name)
+            model.description = req.description
+            model.updated_at = utcnow()
+            s.flush()
+            return r.ModelDetail(model=self._model_summaries(s, [model])[0])
+
+    @_guarded
+    def remove_model(self, req: q.RemoveModel, user: str) -> r.RemoveResult:
+        """Remove a model with all its versions and alias history; refused while aliases exist unless force.
+
+        Objects stay until GC. Pushing the name again later starts a new model at version 1.
+        """
+        with self._write() as s:
+            model = queries.get_model(s, req.name)
+            mid = model_id(model)
+            aliases = queries.alias_map(s, mid)
+            if aliases and not req.force:
+                shown = ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items()))
+                raise conflict(
+                    f"model {model.name!r} has aliases ({shown}); remove them first or use force", aliases=aliases
+                )
+            numbers = sorted(s.exec(select(VersionRow.number).where(VersionRow.model_id == mid)))
+            version_ids = select(VersionRow.id).where(VersionRow.model_id == mid)
+            s.exec(delete(FileRow).where(col(FileRow.version_id).in_(version_ids)))
+            s.exec(delete(VersionRow).where(col(VersionRow.model_id) == mid))
+            s.exec(delete(AliasRow).where(col(AliasRow.model_id) == mid))
+            s.exec(delete(AliasEventRow).where(col(AliasEventRow.model_id) == mid))
+            s.exec(delete(ModelRow).where(col(ModelRow.id) == mid))
+            return r.RemoveResult(model=model.name, removed_versions=numbers)
+
+    # -- versions ------------------------------------------------------------------------------------------
+
+    @_guarded
+    def log(self, req: q.Log) -> r.VersionList:
+        """Versions of a model, newest first."""
+        with read_session(self._engine) as s:
+            model = queries.get_model(s, req.name)
+            mid = model_id(model)
+            total = s.exec(select(func.count()).where(VersionRow.model_id == mid)).one()
+            rows = s.exec(
+                select(VersionRow)
+                .where(VersionRow.model_id == mid)
+                .order_by(col(VersionRow.number).desc())
+                .offset(req.offset)
+                .limit(req.limit)
+            )
+            by_version = queries.aliases_by_version(s, mid)
+            items = [convert.version_summary(v, model=model.name, aliases=by_version.get(v.number, [])) for v in rows]
+            return r.VersionList(items=items, total=int(total))
+
+    @_guarded
+    def show(self, req: q.Show) -> r.VersionDetail:
+        """A version with its files (by path), children, and lineage (ancestors that still exist)."""
+        with read_session(self._engine) as s:
+            model, version = queries.resolve(s, _ref(req.ref))
+            parents = dict(
+                s.exec(select(VersionRow.number, VersionRow.parent).where(VersionRow.model_id == model_id(model))).all()
+            )
+            children = [n for n, p in parents.items() if p == version.number]
+            lineage: list[int] = []
+            current = version.parent
+            while current is not None and current in parents and current not in lineage:
+                lineage.append(current)
+                current = parents[current]
+            return convert.version_detail(
+                version,
+                model=model.name,
+                aliases=queries.aliases_by_version(s, model_id(model)).get(version.number, []),
+                files=queries.files_of(s, version),
+                children=children,
+                lineage=lineage,
+            )
+
+    @_guarded
+    def diff(self, req: q.Diff) -> r.VersionDiff:
+        """What changed from ``a`` to ``b`` (they may belong to different models)."""
+        with read_session(self._engine) as s:
+            ma, va = queries.resolve(s, _ref(req.a))
+            mb, vb = queries.resolve(s, _ref(req.b))
+            return diff_versions(
+                va,
+                queries.files_of(s, va),
+                queries.summary(s, ma, va),
+                vb,
+                queries.files_of(s, vb),
+                queries.summary(s, mb, vb),
+            )
+
+    @_guarded
+    def checkout(self, req: q.Checkout) -> tuple[r.CheckoutResult, list[int]]:
+        """The version's files (by path) and one open O_RDONLY descriptor per file, same order; caller closes."""
+        with read_session(self._engine) as s:
+            model, version = queries.resolve(s, _ref(req.ref))
+            files = queries.files_of(s, version)
+            result = r.CheckoutResult(
+                version=queries.summary(s, model, version), files=[convert.file_info(f) for f in files]
+            )
+        fds: list[int] = []
+        try:
+            for f in files:
+                fds.append(self.objects.open_object(f.sha256))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return result, fds
+
+    @_guarded
+    def tag(self, req: q.Tag, user: str) -> r.VersionSummary:
+        """Set and unset tags of a version (a key in both is refused)."""
+        both = set(req.set) & set(req.unset)
+        if both:
+            raise invalid(f"tags both set and unset: {', '.join(sorted(both))}")
+        for key, value in req.set.items():
+            _checked(check_tag_key, key)
+            _checked(check_tag_value, value)
+        with self._write() as s:
+            model, version = queries.resolve(s, _ref(req.ref))
+            tags = {**version.tags, **req.set}
+            for key in req.unset:
+                tags.pop(key, None)
+            version.tags = tags  # a new dict: JSON columns do not track in-place mutation
+            s.add(version)
+            s.flush()
+            return queries.summary(s, model, version)
+
+    @_guarded
+    def remove_version(self, req: q.RemoveVersion, user: str) -> r.RemoveResult:
+        """Remove one version; refused while an alias holds it, unless force (which also removes the aliases,
+        recording events). Its number is never reused; its objects are left for GC."""
+        with self._write() as s:
+            model, version = queries.resolve(s, _ref(req.ref))
+            holding = sorted(queries.aliases_by_version(s, model_id(model)).get(version.number, []))
+            if holding and not req.force:
+                raise conflict(
+                    f"{model.name}:{version.number} is held by alias(es) {', '.join(holding)}; "
+                    "move or remove them first, or use force",
+                    aliases=holding,
+                )
+            for alias in holding:
+                self._move_alias(s, model, alias, None, user, f"version {version.number} removed")
+            s.exec(delete(FileRow).where(col(FileRow.version_id) == version.id))
+            s.exec(delete(VersionRow).where(col(VersionRow.id) == version.id))
+            model.updated_at = utcnow()
+            return r.RemoveResult(model=model.name, removed_versions=[version.number])
+
+    # -- aliases -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _move_alias(
+        s: Session, model: ModelRow, alias: str, to: int | None, user: str, reason: str
+    ) -> AliasEventRow | None:
+        """Point ``alias`` at ``to`` (None removes it) and record the move; None when nothing changed."""
+        mid = model_id(model)
+        row = queries.find_alias(s, mid, alias)
+        current = row.version if row else None
+        if current == to:
+            return None
+        if to is None:
+            s.delete(row)
+        elif row is None:
+            s.add(AliasRow(model_id=mid, name=alias, version=to))
+        else:
+            row.version = to
+            s.add(row)
+        event = AliasEventRow(
+            model_id=mid, alias=alias, from_version=current, to_version=to, by=user, at=utcnow(), reason=reason
+        )
+        s.add(event)
+        model.updated_at = event.at
+        s.flush()
+        return event
+
+    @_guarded
+    def alias_set(self, req: q.AliasSet, user: str) -> r.AliasEventInfo:
+        """Point an alias at a version. Already pointing there: a no-op returning the move that did it."""
+        alias = _checked(check_alias, req.alias)
+        with self._write() as s:
+            model = queries.get_model(s, req.name)
+            queries.get_version(s, model, req.version)
+            event = self._move_alias(s, model, alias, req.version, user, req.reason)
+            if event is None:
+                event = queries.latest_event(s, model_id(model), alias)
+            if event is None:  # alias rows are only written with an event; be safe anyway
+                event = AliasEventRow(
+                    model_id=model_id(model),
+                    alias=alias,
+                    from_version=req.version,
+                    to_version=req.version,
+                    by=user,
+                    at=utcnow(),
+                    reason=req.reason,
+                )
+            return convert.alias_event(event, model=model.name)
+
+    @_guarded
+    def alias_remove(self, req: q.AliasRemove, user: str) -> r.AliasEventInfo:
+        with self._write() as s:
+            model = queries.get_model(s, req.name)
+            if queries.find_alias(s, model_id(model), req.alias) is None:
+                raise not_found(f"model {model.name!r} has no alias {req.alias!r}", model=model.name)
+            event = self._move_alias(s, model, req.alias, None, user, req.reason)
+            assert event is not None
+            return convert.alias_event(event, model=model.name)
+
+    @_guarded
+    def rollback(self, req: q.Rollback, user: str) -> r.AliasEventInfo:
+        """Move an alias back to where its latest move took it from (so two rollbacks toggle, like ``cd -``);
+        this also restores an alias that was removed."""
+        with self._write() as s:
+            model = queries.get_model(s, req.name)
+            mid = model_id(model)
+            last = queries.latest_event(s, mid, req.alias)
+            if last is None:
+                raise not_found(f"model {model.name!r} has no alias {req.alias!r}", model=model.name)
+            target = last.from_version
+            if target is None:
+                raise conflict(
+                    f"{model.name}@{req.alias} has no previous version to roll back to "
+                    f"(its last move created it at version {last.to_version})"
+                )
+            exists = s.exec(
+                select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.number == target)
+            ).first()
+            if exists is None:
+                raise conflict(
+                    f"cannot roll {model.name}@{req.alias} back to version {target}: that version was removed"
+                )
+            reason = req.reason or f"rollback from {last.to_version if last.to_version else 'removed'}"
+            event = self._move_alias(s, model, req.alias, target, user, reason)
+            assert event is not None, "target differs from the current version by construction"
+            return convert.alias_event(event, model=model.name)
+
+    @_guarded
+    def alias_history(self, req: q.AliasHistoryRequest) -> r.AliasHistory:
+        """Alias moves newest first; with ``at``, also what each alias pointed to at that time."""
+        with read_session(self._engine) as s:
+            model = queries.get_model(s, req.name)
+            base = select(AliasEventRow).where(AliasEventRow.model_id == model_id(model))
+            if req.alias is not None:
+                base = base.where(AliasEventRow.alias == req.alias)
+            events = s.exec(base.order_by(col(AliasEventRow.at).desc(), col(AliasEventRow.id).desc()).limit(req.limit))
+            infos = [convert.alias_event(e, model=model.name) for e in events]
+            if req.at is None:
+                return r.AliasHistory(model=model.name, events=infos)
+            at = req.at if req.at.tzinfo else req.at.replace(tzinfo=UTC)
+            targets: dict[str, int | None] = {}
+            for e in s.exec(
+                base.where(col(AliasEventRow.at) <= at).order_by(col(AliasEventRow.at), col(AliasEventRow.id))
+            ):
+                targets[e.alias] = e.to_version
+            at_targets = {a: v for a, v in sorted(targets.items()) if v is not None}
+            return r.AliasHistory(model=model.name, events=infos, at=at, targets_at=at_targets)
+
+    # -- maintenance ---------------------------------------------------------------------------------------
+
+    @_guarded
+    def gc(self, req: q.Gc) -> r.GcResult:
+        """Remove unreferenced objects and stale staging files older than the grace period."""
+        grace = self.gc_grace_seconds if req.grace_seconds is None else req.grace_seconds
+        if grace < 0:
+            raise invalid("grace_seconds must be >= 0")
+        with self._write() as s:
+            referenced = set(s.exec(select(FileRow.sha256).distinct()))
+            stats = self.objects.gc(referenced, grace_seconds=grace, dry_run=req.dry_run)
+            if not req.dry_run:
+                forget(s, stats.removed)
+        return r.GcResult(
+            objects_removed=stats.objects_removed,
+            bytes_removed=stats.bytes_removed,
+            staging_removed=stats.staging_removed,
+            dry_run=req.dry_run,
+        )
+
+    @_guarded
+    def counts(self) -> tuple[int, int, int, int]:
+        """(models, versions, objects, object_bytes); objects are the distinct ones versions reference."""
+        with read_session(self._engine) as s:
+            per_object = (
+                select(FileRow.sha256, func.max(FileRow.size).label("size")).group_by(col(FileRow.sha256)).subquery()
+            )
+            n_objects, n_bytes = s.exec(select(func.count(), func.coalesce(func.sum(per_object.c.size), 0))).one()
+            return (
+                queries.count(s, ModelRow),
+                queries.count(s, VersionRow),
+                int(n_objects),
+                int(n_bytes),
+            )
