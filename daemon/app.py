@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 from daemon.handlers import Handlers
 from daemon.server import EventHub, Server, acquire_lock
@@ -94,7 +95,7 @@ class DaemonApp:
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        previous: dict[int, object] = {}
+        previous: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.getsignal(sig)
             loop.add_signal_handler(sig, self.request_stop)
@@ -104,7 +105,7 @@ class DaemonApp:
         finally:
             for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
-                signal.signal(sig, handler)  # type: ignore[arg-type]
+                signal.signal(sig, handler)
             await self.shutdown()
 
 

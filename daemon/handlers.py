@@ -64,7 +64,8 @@ class Handlers:
         return await handler(self, request, ctx)
 
     def _event(self, kind: str, model: str, version: int | None = None, alias: str | None = None) -> None:
-        self.hub.publish(RegistryEvent(kind=kind, model=model, version=version, alias=alias))  # type: ignore[arg-type]
+        event = {"kind": kind, "model": model, "version": version, "alias": alias}
+        self.hub.publish(RegistryEvent.model_validate(event))
 
     # -- daemon ----------------------------------------------------------------------------------------------
     @handles(q.Ping)

@@ -70,7 +70,8 @@ class DaemonClient:
                 frame = frames.SERVER_FRAME.validate_json(raw)
                 if isinstance(frame, frames.ResponseFrame):
                     fut = self._pending.pop(frame.id, None)
-                    count = self._fd_counts.pop(frame.id, lambda _r: 0)(frame.result)
+                    counter = self._fd_counts.pop(frame.id, None)
+                    count = counter(frame.result) if counter is not None else 0
                     fds = self._conn.take_fds(count) if count else []
                     if fut is not None and not fut.done():
                         fut.set_result(Reply(frame.result, fds))
@@ -166,7 +167,7 @@ class DaemonClient:
             self._listeners.remove(listener)
 
     async def subscribe(self, *topics: str) -> None:
-        await self.call(requests.Subscribe(topics=list(topics)), results.Ack)  # type: ignore[arg-type]
+        await self.call(requests.Subscribe.model_validate({"topics": list(topics)}), results.Ack)
 
 
 async def connect(socket_path: Path, *, client_name: str = "modeltui", timeout: float = 5.0) -> DaemonClient:  # noqa: ASYNC109

@@ -70,7 +70,8 @@ def test_version_control_end_to_end(daemon: DaemonProcess, tmp_path: Path) -> No
 
     human = daemon.cli("diff", "churn:1", "churn:2")
     assert human.returncode == 0
-    assert "run.sh" in human.stdout and "+0.03" in human.stdout
+    assert "run.sh" in human.stdout
+    assert "+0.03" in human.stdout
 
     out = tmp_path / "checkout"
     res = daemon.cli("checkout", "churn:1", str(out))
@@ -125,7 +126,8 @@ def test_tag_describe_rm_gc(daemon: DaemonProcess, tmp_path: Path) -> None:
     removed = cli_json(daemon, "rm", "m:2")
     assert removed["removed_versions"] == [2]
     dry = cli_json(daemon, "gc", "--grace", "0", "--dry-run")
-    assert dry["objects_removed"] == 1 and dry["bytes_removed"] == 7000
+    assert dry["objects_removed"] == 1
+    assert dry["bytes_removed"] == 7000
     done = cli_json(daemon, "gc", "--grace", "0")
     assert done["objects_removed"] == 1
     assert cli_json(daemon, "show", "m:1")["version"]["number"] == 1  # still whole
@@ -197,7 +199,7 @@ def test_no_daemon_and_no_start_is_unavailable(tmp_path: Path) -> None:
     from tests.conftest import daemon_env
 
     env = daemon_env(tmp_path)
-    res = subprocess.run([sys.executable, "-m", "modeltui", "--no-start", "ls"], env=env, capture_output=True, text=True,
-                         check=False, timeout=60)
+    res = subprocess.run([sys.executable, "-m", "modeltui", "--no-start", "ls"], env=env, capture_output=True,
+                         text=True, check=False, timeout=60)
     assert res.returncode == 7
     assert "no daemon" in res.stderr

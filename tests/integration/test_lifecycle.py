@@ -151,4 +151,5 @@ def test_bad_config_is_reported(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "daemon", "check-config"], env=env, capture_output=True, text=True,
                          check=False, timeout=30)
     assert res.returncode == 78
-    assert "max_clients" in res.stderr and "unknown" in res.stderr
+    assert "max_clients" in res.stderr
+    assert "unknown" in res.stderr

@@ -42,7 +42,7 @@ def test_reserved_aliases() -> None:
 
 @pytest.mark.parametrize("path", ["a/../b", "/abs", "a//b", "./a", "a\\b", "a\nb", ""])
 def test_bad_paths(path: str) -> None:
-    with pytest.raises(ValueError, match="invalid file path|control"):
+    with pytest.raises(ValueError, match=r"invalid file path|control"):
         check_rel_path(path)
 
 
