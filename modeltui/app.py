@@ -100,8 +100,10 @@ class ModelTuiApp(App[None]):
         self.connection = "connected"
         self._reload_all(None)
         await client.closed.wait()
-        if self.client is client:
+        if self.client is client:  # not closed by us on exit: the daemon went away
             self.client = None
+            client.remove_listener(self._on_daemon_event)
+            await client.close()
             raise DaemonUnavailable("lost the connection to the daemon")
 
     async def _client(self) -> DaemonClient | None:

@@ -58,8 +58,8 @@ class DaemonClient:
         self._fd_counts: dict[int, Callable[[dict[str, Any]], int]] = {}
         self._listeners: list[EventListener] = []
         self._progress: dict[int, Callable[[int, int, str], None]] = {}
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
         self.closed = asyncio.Event()
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
     # -- connection ----------------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
