@@ -124,8 +124,15 @@ async def push_directory(
     progress: Progress | None = None,
 ) -> tuple[r.PushResult, int]:
     """Upload a directory's files and create a version. Returns the result and the bytes actually copied."""
-    await asyncio.to_thread(read_manifest, directory)
+    manifest = await asyncio.to_thread(read_manifest, directory)
     files = await asyncio.to_thread(scan, directory)
+    present = {f.path for f in files}
+    needed = [("model_file", manifest.model_file)]
+    if manifest.evaluation is not None:
+        needed.append(("evaluation.data", manifest.evaluation.data))
+    for field_name, rel in needed:
+        if rel not in present:  # say so before uploading gigabytes, not after
+            raise _invalid(f"{MANIFEST_FILE}: {field_name} {rel!r} is not a file in {directory}")
     total = sum(f.size for f in files)
     uploaded: dict[str, r.UploadedObject] = {}
     done = 0

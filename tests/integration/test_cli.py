@@ -203,3 +203,12 @@ def test_no_daemon_and_no_start_is_unavailable(tmp_path: Path) -> None:
                          text=True, check=False, timeout=60)
     assert res.returncode == 7
     assert "no daemon" in res.stderr
+
+
+def test_missing_model_file_is_reported_before_upload(daemon: DaemonProcess, tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path / "m", "nofile")
+    (d / "model.skops").unlink()
+    res = daemon.cli("push", str(d))
+    assert res.returncode == 4
+    assert "model_file 'model.skops'" in res.stderr
+    assert not [p for p in (daemon.state_dir / "objects").rglob("*") if p.is_file()]  # nothing was uploaded
