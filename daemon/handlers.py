@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from daemon import __version__
 from daemon.protocol import requests as q
@@ -17,7 +19,9 @@ from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import RegistryEvent
 from daemon.protocol.frames import PROTOCOL_VERSION
-from daemon.server import Context, EventHub, HandlerResult
+from daemon.protocol.names import parse_ref
+from daemon.readcache import ReadCache
+from daemon.server import Context, EventHub, HandlerResult, Serialized
 from daemon.settings import Settings
 from daemon.versions import Registry
 
@@ -56,6 +60,18 @@ class Handlers:
         self.client_count = client_count
         self.request_stop = request_stop
         self.started = time.monotonic()
+        self.cache = ReadCache()
+
+    async def _cached(self, req: BaseModel, models: Sequence[str] | None, read: Callable[[], r.Result]) -> Serialized:
+        """Serve a read from the cache, or run it in a thread and keep its JSON."""
+        key = req.model_dump_json().encode()
+        hit = self.cache.get(key, models)
+        if hit is not None:
+            return Serialized(hit)
+        snapshot = self.cache.snapshot(models)
+        data = (await asyncio.to_thread(read)).model_dump_json().encode()
+        self.cache.put(key, snapshot, data)
+        return Serialized(data)
 
     async def dispatch(self, request: Any, ctx: Context) -> HandlerResult:
         handler = HANDLERS.get(type(request))
@@ -64,6 +80,8 @@ class Handlers:
         return await handler(self, request, ctx)
 
     def _event(self, kind: str, model: str, version: int | None = None, alias: str | None = None) -> None:
+        """Every change to a model ends here: drop cached reads of it, then tell subscribers."""
+        self.cache.invalidate(model)
         event = {"kind": kind, "model": model, "version": version, "alias": alias}
         self.hub.publish(RegistryEvent.model_validate(event))
 
@@ -104,14 +122,17 @@ class Handlers:
 
     # -- models ----------------------------------------------------------------------------------------------
     @handles(q.ListModels)
-    async def list_models(self, req: q.ListModels, ctx: Context) -> r.ModelList:
-        return await asyncio.to_thread(self.registry.list_models, req)
+    async def list_models(self, req: q.ListModels, ctx: Context) -> Serialized:
+        return await self._cached(req, None, lambda: self.registry.list_models(req))
+
+    @handles(q.GetModel)
+    async def get_model(self, req: q.GetModel, ctx: Context) -> Serialized:
+        return await self._cached(req, [req.name], lambda: self.registry.get_model(req))
 
     @handles(q.DescribeModel)
     async def describe_model(self, req: q.DescribeModel, ctx: Context) -> r.ModelDetail:
         out = await asyncio.to_thread(self.registry.describe_model, req, ctx.caller.user)
-        if req.description is not None:
-            self._event("model.described", req.name)
+        self._event("model.described", req.name)
         return out
 
     @handles(q.RemoveModel)
@@ -122,16 +143,17 @@ class Handlers:
 
     # -- versions --------------------------------------------------------------------------------------------
     @handles(q.Log)
-    async def log(self, req: q.Log, ctx: Context) -> r.VersionList:
-        return await asyncio.to_thread(self.registry.log, req)
+    async def log(self, req: q.Log, ctx: Context) -> Serialized:
+        return await self._cached(req, [req.name], lambda: self.registry.log(req))
 
     @handles(q.Show)
-    async def show(self, req: q.Show, ctx: Context) -> r.VersionDetail:
-        return await asyncio.to_thread(self.registry.show, req)
+    async def show(self, req: q.Show, ctx: Context) -> Serialized:
+        return await self._cached(req, [parse_ref(req.ref).name], lambda: self.registry.show(req))
 
     @handles(q.Diff)
-    async def diff(self, req: q.Diff, ctx: Context) -> r.VersionDiff:
-        return await asyncio.to_thread(self.registry.diff, req)
+    async def diff(self, req: q.Diff, ctx: Context) -> Serialized:
+        models = [parse_ref(req.a).name, parse_ref(req.b).name]
+        return await self._cached(req, models, lambda: self.registry.diff(req))
 
     @handles(q.Upload)
     async def upload(self, req: q.Upload, ctx: Context) -> r.UploadResult:
@@ -202,8 +224,8 @@ class Handlers:
         return out
 
     @handles(q.AliasHistoryRequest)
-    async def alias_history(self, req: q.AliasHistoryRequest, ctx: Context) -> r.AliasHistory:
-        return await asyncio.to_thread(self.registry.alias_history, req)
+    async def alias_history(self, req: q.AliasHistoryRequest, ctx: Context) -> Serialized:
+        return await self._cached(req, [req.name], lambda: self.registry.alias_history(req))
 
     # -- store -----------------------------------------------------------------------------------------------
     @handles(q.Gc)

@@ -78,7 +78,14 @@ class Context:
     subscribe: Callable[[set[str]], None]
 
 
-HandlerResult = Result | tuple[Result, list[int]]
+@dataclass(frozen=True)
+class Serialized:
+    """A result already serialised to JSON (a cached read): sent as it is."""
+
+    data: bytes
+
+
+HandlerResult = Result | Serialized | tuple[Result, list[int]]
 Dispatch = Callable[[Any, Context], Awaitable[HandlerResult]]
 
 
@@ -379,8 +386,8 @@ class Server:
         try:
             outcome = await self.dispatch(frame.request, ctx)
             result, out_fds = outcome if isinstance(outcome, tuple) else (outcome, [])
-            data = frames.encode(frames.ResponseFrame(id=frame.id, result=result.model_dump(mode="json")))
-            await c.conn.write(data, out_fds)
+            body = result.data if isinstance(result, Serialized) else result.model_dump_json().encode()
+            await c.conn.write(frames.encode_response(frame.id, body), out_fds)
         except ProtocolError as exc:
             await self._send_error(c, frame.id, exc.code, exc.message, exc.data)
         except (ConnectionClosed, ConnectionError, BrokenPipeError):

@@ -230,7 +230,7 @@ def ls(ctx: click.Context, query: str | None, limit: int, offset: int, as_json: 
 def log(ctx: click.Context, name: str, limit: int, offset: int, as_json: bool) -> None:
     """The versions of model NAME, newest first."""
     result = run(ctx, lambda c: c.call(q.Log(name=name, limit=limit, offset=offset), r.VersionList))
-    emit(result, as_json, lambda: out.print(render.versions_table(result)))
+    emit(result.json_items(), as_json, lambda: out.print(render.versions_table(result)))
 
 
 @main.command()
@@ -275,7 +275,8 @@ def tag(ctx: click.Context, ref: str, tags: tuple[str, ...], unset: tuple[str, .
 @click.pass_context
 def describe(ctx: click.Context, name: str, text: str | None, as_json: bool) -> None:
     """Show model NAME's summary; with TEXT, set its description."""
-    result = run(ctx, lambda c: c.call(q.DescribeModel(name=name, description=text), r.ModelDetail))
+    request = q.GetModel(name=name) if text is None else q.DescribeModel(name=name, description=text)
+    result = run(ctx, lambda c: c.call(request, r.ModelDetail))
     emit(result, as_json, lambda: render.print_model(out, result.model))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,10 +42,17 @@ class DaemonUnavailable(ProtocolError):
 
 @dataclass
 class Reply:
-    """A response: the result and any descriptors the daemon passed with it (the caller closes them)."""
+    """A response: the result's JSON and any descriptors the daemon passed with it (the caller closes them)."""
 
-    result: dict[str, Any]
+    raw: bytes
     fds: list[int] = field(default_factory=list)
+
+    @cached_property
+    def result(self) -> dict[str, Any]:
+        value = json.loads(self.raw)
+        if not isinstance(value, dict):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "a response's result must be a JSON object")
+        return value
 
 
 class DaemonClient:
@@ -67,17 +76,14 @@ class DaemonClient:
         try:
             while True:
                 raw = await self._conn.read_frame()
+                head = frames.RESPONSE_HEAD.match(raw)
+                if head is not None and raw.endswith(b"}"):
+                    # The daemon's own layout: take the result's bytes; the caller validates them once.
+                    self._deliver(int(head.group(1)), Reply(raw[head.end() : -1]))
+                    continue
                 frame = frames.SERVER_FRAME.validate_json(raw)
                 if isinstance(frame, frames.ResponseFrame):
-                    fut = self._pending.pop(frame.id, None)
-                    counter = self._fd_counts.pop(frame.id, None)
-                    count = counter(frame.result) if counter is not None else 0
-                    fds = self._conn.take_fds(count) if count else []
-                    if fut is not None and not fut.done():
-                        fut.set_result(Reply(frame.result, fds))
-                    else:
-                        for fd in fds:
-                            os.close(fd)
+                    self._deliver(frame.id, Reply(json.dumps(frame.result).encode()))
                 elif isinstance(frame, frames.ErrorFrame):
                     exc = ProtocolError(frame.code, frame.message, frame.data)
                     if frame.id is None:
@@ -99,6 +105,17 @@ class DaemonClient:
                     fut.set_exception(error)
             self._pending.clear()
             self.closed.set()
+
+    def _deliver(self, req_id: int, reply: Reply) -> None:
+        fut = self._pending.pop(req_id, None)
+        counter = self._fd_counts.pop(req_id, None)
+        count = counter(reply.result) if counter is not None else 0
+        reply.fds = self._conn.take_fds(count) if count else []
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
+        else:
+            for fd in reply.fds:
+                os.close(fd)
 
     def _dispatch_event(self, event: Event) -> None:
         if event.topic == "progress":
@@ -156,7 +173,10 @@ class DaemonClient:
         if declared is not expect:
             raise TypeError(f"{type(request).__name__} returns {declared.__name__}, not {expect.__name__}")
         reply = await self.send(request)
-        return expect.model_validate(reply.result)
+        try:
+            return expect.model_validate_json(reply.raw)
+        except ValidationError as exc:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected {expect.__name__} from the daemon: {exc}") from exc
 
     def add_listener(self, listener: EventListener) -> None:
         """Call ``listener`` (on the event loop) for every pushed event of the subscribed topics."""

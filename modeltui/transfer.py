@@ -82,8 +82,15 @@ def read_manifest(directory: Path) -> Manifest:
         raise _invalid(str(exc)) from None
 
 
+def _in_git_work_tree(directory: Path) -> bool:
+    """Cheap check before running git: is there a .git above (or in) the directory?"""
+    return any((p / ".git").exists() for p in (directory.resolve(), *directory.resolve().parents))
+
+
 def git_source(directory: Path) -> q.Source:
     """The git commit of the directory when it is inside a work tree (and whether it has local changes)."""
+    if not _in_git_work_tree(directory):
+        return q.Source(path=str(directory.resolve()))
 
     def git(*args: str) -> str | None:
         try:
@@ -152,7 +159,7 @@ async def push_directory(
         finally:
             for fd in fds:
                 os.close(fd)
-        result = r.UploadResult.model_validate(reply.result)
+        result = r.UploadResult.model_validate_json(reply.raw)
         for item in result.items:
             uploaded[item.path] = item
             done += item.size
@@ -210,7 +217,7 @@ async def checkout(client: DaemonClient, ref: str, dest: Path, *, force: bool = 
         raise ProtocolError(ErrorCode.CONFLICT, f"{dest} is not empty; use --force to write into it")
     reply = await client.send(q.Checkout(ref=ref), reply_fds=lambda res: len(res.get("files", [])))
     try:
-        result = r.CheckoutResult.model_validate(reply.result)
+        result = r.CheckoutResult.model_validate_json(reply.raw)
         await asyncio.to_thread(write_files, result, reply.fds, dest)
         return result
     finally:

@@ -206,7 +206,7 @@ async def push_raw(client: DaemonClient, directory: Path) -> tuple[r.PushResult,
     finally:
         for fd in fds:
             os.close(fd)
-    up = r.UploadResult.model_validate(reply.result)
+    up = r.UploadResult.model_validate_json(reply.raw)
     copied = sum(i.size for i in up.items if i.copied)
     push = q.Push(files=[q.PushFile(path=i.path, sha256=i.sha256, size=i.size) for i in up.items], name=None)
     return await client.call(push, r.PushResult), copied

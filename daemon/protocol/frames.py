@@ -6,6 +6,7 @@ Client → daemon: ``hello`` first, then ``request``. Daemon → client: ``welco
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -71,3 +72,14 @@ SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
 def encode(frame: _Frame) -> bytes:
     """One frame as bytes, newline-terminated."""
     return frame.model_dump_json(exclude_none=False).encode() + b"\n"
+
+
+#: Responses always start like this, so a client can find the id and the result's bytes without parsing
+#: the whole frame twice (``RESPONSE_HEAD``); any other valid JSON response is still accepted.
+_RESPONSE_PREFIX = b'{"type":"response","id":'
+RESPONSE_HEAD = re.compile(rb'\{"type":"response","id":(\d{1,16}),"result":')
+
+
+def encode_response(req_id: int, result_json: bytes) -> bytes:
+    """A response frame around an already-serialised result (a JSON object)."""
+    return b"%s%d,\"result\":%s}\n" % (_RESPONSE_PREFIX, req_id, result_json)

@@ -53,12 +53,17 @@ class ListModels(_Request):
     offset: Annotated[int, Field(ge=0)] = 0
 
 
+class GetModel(_Request):
+    op: Literal["models.get"] = "models.get"
+    name: ModelName
+
+
 class DescribeModel(_Request):
-    """Show a model; with ``description``, set it."""
+    """Set a model's description."""
 
     op: Literal["models.describe"] = "models.describe"
     name: ModelName
-    description: Text | None = None
+    description: Text
 
 
 class RemoveModel(_Request):
@@ -191,6 +196,7 @@ Request = Annotated[
     | DaemonStop
     | Subscribe
     | ListModels
+    | GetModel
     | DescribeModel
     | RemoveModel
     | Log
@@ -217,6 +223,7 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     DaemonStop: r.Ack,
     Subscribe: r.Ack,
     ListModels: r.ModelList,
+    GetModel: r.ModelDetail,
     DescribeModel: r.ModelDetail,
     RemoveModel: r.RemoveResult,
     Log: r.VersionList,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
 class Result(BaseModel):
@@ -80,9 +81,45 @@ class VersionSummary(Result):
     aliases: list[str]
 
 
+#: One version as a row: the fields of VersionSummary, in its field order.
+VersionRow = tuple[str, int, str, int | None, str, str, dict[str, str], str, datetime, int, int, list[str]]
+_SUMMARY_FIELDS = tuple(VersionSummary.model_fields)
+
+
 class VersionList(Result):
-    items: list[VersionSummary]
+    """A page of versions, sent as rows rather than objects: a thousand versions parse and validate about
+    four times faster as arrays (the listing benchmark is bound by exactly that). Build it with
+    ``items=[VersionSummary, …]``; read ``items`` back."""
+
+    rows: list[VersionRow]
     total: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _items_to_rows(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "items" in data:
+            data = dict(data)
+            items = data.pop("items")
+            data["rows"] = [
+                tuple(getattr(v, f) for f in _SUMMARY_FIELDS) if isinstance(v, VersionSummary) else v for v in items
+            ]
+        return data
+
+    @classmethod
+    def of(cls, items: list[VersionSummary], total: int) -> VersionList:
+        return cls.model_validate({"items": items, "total": total})
+
+    @cached_property
+    def items(self) -> list[VersionSummary]:
+        """The rows as objects, made on first use (pydantic-core is ~4x faster at this than model_construct)."""
+        return _SUMMARIES.validate_python([dict(zip(_SUMMARY_FIELDS, row, strict=True)) for row in self.rows])
+
+    def json_items(self) -> dict[str, Any]:
+        """The page as objects, for people and scripts (``modeltui log --json``)."""
+        return {"items": [v.model_dump(mode="json") for v in self.items], "total": self.total}
+
+
+_SUMMARIES: TypeAdapter[list[VersionSummary]] = TypeAdapter(list[VersionSummary])
 
 
 class VersionDetail(Result):
