@@ -10,6 +10,7 @@ import asyncio
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import sys
 from types import FrameType
@@ -43,6 +44,13 @@ def setup_logging(settings: Settings, *, to_stderr: bool) -> None:
         root.addHandler(stream)
 
 
+def raise_fd_limit() -> None:
+    """Descriptors travel with requests; the soft limit (often 1024) would cap big pushes and checkouts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class DaemonApp:
     """The daemon: one asyncio loop, one registry, one socket server."""
 
@@ -51,7 +59,7 @@ class DaemonApp:
         self.stopping = asyncio.Event()
         self.registry: Registry | None = None
         self.server: Server | None = None
-        self._lock_fd: int | None = None
+        self._lock_fds: list[int] = []
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -61,9 +69,12 @@ class DaemonApp:
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if s.mode == "user":
             os.chmod(s.state_dir, 0o700)
+        raise_fd_limit()
+        # One daemon per state directory (whatever socket it was given) and one per socket.
+        self._lock_fds.append(acquire_lock(s.state_dir / "daemon.lock", s.socket))
         # Private in user mode; traversable in system mode, where the socket's own 0660 decides access.
         s.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if s.mode == "user" else 0o755)
-        self._lock_fd = acquire_lock(s.lock_file)
+        self._lock_fds.append(acquire_lock(s.lock_file, s.socket))
         self.registry = await asyncio.to_thread(
             Registry, s.state_dir, busy_timeout_s=s.busy_timeout_seconds, gc_grace_seconds=s.gc_grace_seconds
         )
@@ -76,7 +87,6 @@ class DaemonApp:
             handlers.dispatch,
             hub,
             socket_mode=0o600 if s.mode == "user" else 0o660,
-            max_frame=s.max_frame_bytes,
             max_clients=s.max_clients,
         )
         await self.server.start()
@@ -88,9 +98,8 @@ class DaemonApp:
             await self.server.stop()
         if self.registry is not None:
             await asyncio.to_thread(self.registry.close)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        while self._lock_fds:  # last: no other daemon may start while we still write
+            os.close(self._lock_fds.pop())
         log.info("stopped")
 
     async def serve(self) -> None:

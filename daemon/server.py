@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -61,6 +61,7 @@ class Caller:
     user: str
 
 
+@functools.lru_cache(maxsize=256)
 def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -115,21 +116,27 @@ class EventHub:
         for c in list(self.connections):
             if event.topic in c.topics and not c.push(data):
                 log.warning("dropping slow subscriber %s (pid %d)", c.caller.user, c.caller.pid)
-                c.conn.close()
+                self.connections.discard(c)
+                # Shut down, never close, a socket another task is reading: its reader sees EOF and
+                # cleans up; closing would let the descriptor number be reused under the loop.
+                with contextlib.suppress(OSError):
+                    c.conn.sock.shutdown(socket.SHUT_RDWR)
 
 
-def acquire_lock(lock_path: Path) -> int:
-    """Hold an exclusive lock for the daemon's lifetime; a second daemon fails here."""
+def acquire_lock(lock_path: Path, socket_path: Path) -> int:
+    """Hold an exclusive lock for the daemon's lifetime; a second daemon fails here and is told who
+    holds it (pid and socket are written into the lock file)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").split()
         os.close(fd)
-        raise AlreadyRunning(f"another modeltuid (pid {other}) holds {lock_path}") from None
+        pid, sock = [*holder, "?", "?"][:2]
+        raise AlreadyRunning(f"another modeltuid (pid {pid}, socket {sock}) holds {lock_path}") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid()} {socket_path}\n".encode(), 0)
     return fd
 
 
@@ -187,23 +194,20 @@ class Server:
         hub: EventHub,
         *,
         socket_mode: int = 0o600,
-        max_frame: int = frames.MAX_FRAME_BYTES,
         max_clients: int = 256,
     ) -> None:
         self.socket_path = socket_path
         self.dispatch = dispatch
         self.hub = hub
         self.socket_mode = socket_mode
-        self.max_frame = max_frame
+        self.max_frame = frames.MAX_FRAME_BYTES
         self.max_clients = max_clients
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
+        self._open: set[socket.socket] = set()  # every accepted socket, handshake or not
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inode: tuple[int, int] | None = None
-
-    @property
-    def client_count(self) -> int:
-        return len(self.hub.connections)
 
     async def start(self) -> None:
         self._listener = bind_socket(self.socket_path, self.socket_mode)
@@ -211,7 +215,12 @@ class Server:
         self._inode = (st.st_dev, st.st_ino)
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, stop reading, let requests in flight finish (bounded), then close.
+
+        Handlers are not cancelled first: a cancelled handler would close descriptors that a worker
+        thread may still be reading.
+        """
         if self._accept_task is not None:
             self._accept_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,8 +228,13 @@ class Server:
         if self._listener is not None:
             self._listener.close()
             self._unlink_own_socket()
-        for c in list(self.hub.connections):
-            c.conn.close()
+        for sock in list(self._open):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)  # readers see EOF; responses in flight can still be sent
+        if self._handlers:
+            _, pending = await asyncio.wait(self._handlers, timeout=grace)
+            if pending:
+                log.warning("%d requests still running after %.0fs; cancelling them", len(pending), grace)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -235,10 +249,11 @@ class Server:
         if (st.st_dev, st.st_ino) == self._inode:
             self.socket_path.unlink()
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Awaitable[Any], group: set[asyncio.Task[Any]] | None = None) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for tasks in (self._tasks, group) if group is not None else (self._tasks,):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         return task
 
     async def _accept_loop(self) -> None:
@@ -248,24 +263,26 @@ class Server:
             try:
                 sock, _ = await loop.sock_accept(self._listener)
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    log.error("out of file descriptors; pausing accepts")
-                    await asyncio.sleep(0.5)
-                    continue
-                raise
-            if len(self.hub.connections) >= self.max_clients:
+                # EMFILE, ENOBUFS, ENOMEM…: transient; an accept loop that dies leaves a deaf daemon.
+                log.error("accept failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if len(self._open) >= self.max_clients:
                 log.warning("refusing a connection: %d clients already", self.max_clients)
                 sock.close()
                 continue
+            self._open.add(sock)
             self._spawn(self._serve_connection(sock))
 
     async def _serve_connection(self, sock: socket.socket) -> None:
-        creds = peer_credentials(sock)
-        caller = Caller(creds.uid, creds.gid, creds.pid, user_name(creds.uid))
-        conn = FramedSocket(sock, self.max_frame)
-        c = Connection(conn, caller)
+        conn: FramedSocket | None = None
+        c: Connection | None = None
         writer: asyncio.Task[None] | None = None
         try:
+            creds = peer_credentials(sock)
+            name = await asyncio.to_thread(user_name, creds.uid)  # NSS may block: not on the loop
+            conn = FramedSocket(sock, self.max_frame)
+            c = Connection(conn, Caller(creds.uid, creds.gid, creds.pid, name))
             if not await self._handshake(c):
                 return
             self.hub.connections.add(c)
@@ -273,13 +290,18 @@ class Server:
             await self._read_requests(c)
         except (ConnectionClosed, ConnectionError):
             pass
-        except DescriptorError as exc:
-            log.warning("closing connection from %s: %s", caller.user, exc)
+        except (DescriptorError, OSError) as exc:
+            log.warning("closing a connection: %s", exc)
         finally:
-            self.hub.connections.discard(c)
+            if c is not None:
+                self.hub.connections.discard(c)
             if writer is not None:
                 writer.cancel()
-            conn.close()
+            self._open.discard(sock)
+            if conn is not None:
+                conn.close()
+            else:
+                sock.close()
 
     async def _send_error(
         self, c: Connection, req_id: int | None, code: ErrorCode, message: str, data: dict[str, Any] | None = None
@@ -288,8 +310,11 @@ class Server:
         await c.conn.write(frames.encode(frame))
 
     async def _handshake(self, c: Connection) -> bool:
+        hello_error = "the first frame must be hello{protocol, client}"
         try:
             raw = await asyncio.wait_for(c.conn.read_frame(), 10)
+            for fd in c.conn.frame_fds():  # nothing may ride on a hello
+                os.close(fd)
             hello = frames.CLIENT_FRAME.validate_json(raw)
         except TimeoutError:
             return False
@@ -297,10 +322,10 @@ class Server:
             await self._send_error(c, None, ErrorCode.FRAME_TOO_LARGE, str(exc))
             return False
         except ValidationError:
-            await self._send_error(c, None, ErrorCode.BAD_FRAME, "the first frame must be hello{protocol, client}")
+            await self._send_error(c, None, ErrorCode.BAD_FRAME, hello_error)
             return False
         if not isinstance(hello, frames.Hello):
-            await self._send_error(c, None, ErrorCode.BAD_FRAME, "the first frame must be hello{protocol, client}")
+            await self._send_error(c, None, ErrorCode.BAD_FRAME, hello_error)
             return False
         if hello.protocol != frames.PROTOCOL_VERSION:
             await self._send_error(
@@ -327,19 +352,27 @@ class Server:
             try:
                 raw = await c.conn.read_frame()
             except FrameTooLarge as exc:
-                await self._send_error(c, None, ErrorCode.FRAME_TOO_LARGE, str(exc))
-                continue
+                # Its id is unknown, so the client could not tell which call failed: say why and hang up.
+                await self._send_error(c, None, ErrorCode.FRAME_TOO_LARGE, f"{exc}; closing the connection")
+                return
+            fds = c.conn.frame_fds()
             parsed = self._parse_request(raw)
-            if isinstance(parsed, frames.ErrorFrame):
+            if isinstance(parsed, frames.ErrorFrame) or parsed.request.fd_count != len(fds):
+                for fd in fds:
+                    os.close(fd)
+                if not isinstance(parsed, frames.ErrorFrame):
+                    parsed = frames.ErrorFrame(
+                        id=parsed.id,
+                        code=ErrorCode.INVALID,
+                        message=f"{parsed.request.op} expects {parsed.request.fd_count} descriptors, "
+                        f"{len(fds)} came with it",
+                    )
                 await c.conn.write(frames.encode(parsed))
-                continue
-            try:
-                fds = c.conn.take_fds(parsed.request.fd_count)
-            except DescriptorError as exc:
-                await self._send_error(c, parsed.id, ErrorCode.INVALID, str(exc))
+                if parsed.id is None:
+                    return  # nothing to answer to: the peer is not speaking the protocol
                 continue
             await slots.acquire()
-            task = self._spawn(self._handle(c, parsed, fds))
+            task = self._spawn(self._handle(c, parsed, fds), self._handlers)
             task.add_done_callback(lambda _t: slots.release())
 
     @staticmethod
@@ -387,7 +420,13 @@ class Server:
             outcome = await self.dispatch(frame.request, ctx)
             result, out_fds = outcome if isinstance(outcome, tuple) else (outcome, [])
             body = result.data if isinstance(result, Serialized) else result.model_dump_json().encode()
-            await c.conn.write(frames.encode_response(frame.id, body), out_fds)
+            data = frames.encode_response(frame.id, body)
+            if len(data) > self.max_frame:
+                raise ProtocolError(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"the result is {len(data)} bytes, over the {self.max_frame}-byte frame cap; ask for less",
+                )
+            await c.conn.write(data, out_fds)
         except ProtocolError as exc:
             await self._send_error(c, frame.id, exc.code, exc.message, exc.data)
         except (ConnectionClosed, ConnectionError, BrokenPipeError):

@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.protocol import paths
-from daemon.protocol.frames import MAX_FRAME_BYTES
 
 
 class ConfigError(Exception):
@@ -27,7 +26,6 @@ class DaemonSection(_Section):
     state_dir: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_clients: Annotated[int, Field(ge=1, le=10_000)] = 256
-    max_frame_bytes: Annotated[int, Field(ge=64 * 1024, le=64 * 1024 * 1024)] = MAX_FRAME_BYTES
 
 
 class StoreSection(_Section):
@@ -51,7 +49,6 @@ class Settings(BaseModel):
     state_dir: Path
     log_level: str
     max_clients: int
-    max_frame_bytes: int
     busy_timeout_seconds: float
     gc_grace_seconds: int
 
@@ -122,7 +119,6 @@ def load_settings(
         state_dir=state.absolute(),
         log_level=level.upper(),
         max_clients=d.max_clients,
-        max_frame_bytes=d.max_frame_bytes,
         busy_timeout_seconds=parsed.store.busy_timeout_seconds,
         gc_grace_seconds=parsed.store.gc_grace_seconds,
     )

@@ -27,7 +27,7 @@ from daemon.protocol import frames, requests, results
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import Event
 from daemon.protocol.paths import ENV_SOCKET, find_socket
-from daemon.protocol.transport import ConnectionClosed, FramedSocket
+from daemon.protocol.transport import ConnectionClosed, DescriptorError, FramedSocket, FrameTooLarge
 
 R = TypeVar("R", bound=results.Result)
 EventListener = Callable[[Event], None]
@@ -36,8 +36,10 @@ EventListener = Callable[[Event], None]
 class DaemonUnavailable(ProtocolError):
     """No daemon answers on the socket (and none could be started)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, startable: bool = False) -> None:
         super().__init__(ErrorCode.UNAVAILABLE, message)
+        #: Nothing listens there (no socket file, or a stale one): starting an embedded daemon may help.
+        self.startable = startable
 
 
 @dataclass
@@ -64,7 +66,6 @@ class DaemonClient:
         self.socket_path = socket_path
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
-        self._fd_counts: dict[int, Callable[[dict[str, Any]], int]] = {}
         self._listeners: list[EventListener] = []
         self._progress: dict[int, Callable[[int, int, str], None]] = {}
         self.closed = asyncio.Event()
@@ -76,20 +77,23 @@ class DaemonClient:
         try:
             while True:
                 raw = await self._conn.read_frame()
+                fds = self._conn.frame_fds()
                 head = frames.RESPONSE_HEAD.match(raw)
                 if head is not None and raw.endswith(b"}"):
                     # The daemon's own layout: take the result's bytes; the caller validates them once.
-                    self._deliver(int(head.group(1)), Reply(raw[head.end() : -1]))
+                    self._deliver(int(head.group(1)), Reply(raw[head.end() : -1], fds))
                     continue
                 frame = frames.SERVER_FRAME.validate_json(raw)
                 if isinstance(frame, frames.ResponseFrame):
-                    self._deliver(frame.id, Reply(json.dumps(frame.result).encode()))
-                elif isinstance(frame, frames.ErrorFrame):
+                    self._deliver(frame.id, Reply(json.dumps(frame.result).encode(), fds))
+                    continue
+                for fd in fds:  # descriptors ride only on responses
+                    os.close(fd)
+                if isinstance(frame, frames.ErrorFrame):
                     exc = ProtocolError(frame.code, frame.message, frame.data)
                     if frame.id is None:
-                        error = exc
+                        error = exc  # the daemon hangs up after an error it cannot attribute
                         continue
-                    self._fd_counts.pop(frame.id, None)
                     fut = self._pending.pop(frame.id, None)
                     if fut is not None and not fut.done():
                         fut.set_exception(exc)
@@ -99,6 +103,10 @@ class DaemonClient:
             pass
         except (ValidationError, ValueError) as exc:
             error = ProtocolError(ErrorCode.BAD_FRAME, f"unreadable frame from the daemon: {exc}")
+        except FrameTooLarge as exc:
+            error = ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"a frame from the daemon was too large: {exc}")
+        except DescriptorError as exc:
+            error = ProtocolError(ErrorCode.BAD_FRAME, f"descriptors from the daemon: {exc}")
         finally:
             for fut in self._pending.values():
                 if not fut.done():
@@ -108,9 +116,6 @@ class DaemonClient:
 
     def _deliver(self, req_id: int, reply: Reply) -> None:
         fut = self._pending.pop(req_id, None)
-        counter = self._fd_counts.pop(req_id, None)
-        count = counter(reply.result) if counter is not None else 0
-        reply.fds = self._conn.take_fds(count) if count else []
         if fut is not None and not fut.done():
             fut.set_result(reply)
         else:
@@ -144,22 +149,27 @@ class DaemonClient:
         request: requests._Request,
         *,
         fds: Sequence[int] = (),
-        reply_fds: Callable[[dict[str, Any]], int] | None = None,
         progress: Callable[[int, int, str], None] | None = None,
     ) -> Reply:
-        """Send one request (with descriptors) and wait for its raw reply. Raises ProtocolError."""
+        """Send one request (with descriptors) and wait for its raw reply, with the descriptors that
+        came back (the caller closes them). Raises ProtocolError."""
         if self.closed.is_set():
             raise DaemonUnavailable("the connection to the daemon is closed")
         req_id = next(self._ids)
+        data = b'{"type":"request","id":%d,"request":%s}\n' % (req_id, request.model_dump_json().encode())
+        if len(data) > frames.MAX_FRAME_BYTES:
+            raise ProtocolError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"the {type(request).__name__} request is {len(data)} bytes, "
+                f"over the {frames.MAX_FRAME_BYTES}-byte frame cap",
+            )
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
-        if reply_fds is not None:
-            self._fd_counts[req_id] = reply_fds
         if progress is not None:
             self._progress[req_id] = progress
-        data = b'{"type":"request","id":%d,"request":%s}\n' % (req_id, request.model_dump_json().encode())
         try:
-            await self._conn.write(data, fds)
+            # Shielded: a caller cancelled mid-write must not leave half a frame on the connection.
+            await asyncio.shield(self._conn.write(data, fds))
             return await fut
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from exc
@@ -197,9 +207,18 @@ async def connect(socket_path: Path, *, client_name: str = "modeltui", timeout: 
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(loop.sock_connect(sock, str(socket_path)), timeout)
-    except (FileNotFoundError, ConnectionRefusedError, PermissionError, TimeoutError, OSError) as exc:
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
-        raise DaemonUnavailable(f"no daemon answers on {socket_path}: {exc.strerror or exc}") from exc
+        raise DaemonUnavailable(f"no daemon answers on {socket_path}: {exc.strerror}", startable=True) from exc
+    except PermissionError as exc:
+        sock.close()
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN,
+            f"no permission to use {socket_path}: ask the daemon's administrator to add you to its group",
+        ) from exc
+    except (TimeoutError, OSError) as exc:
+        sock.close()
+        raise DaemonUnavailable(f"the daemon on {socket_path} does not answer: {exc}") from exc
     conn = FramedSocket(sock, frames.MAX_FRAME_BYTES)
     try:
         hello = frames.Hello(protocol=frames.PROTOCOL_VERSION, client=client_name)
@@ -252,8 +271,8 @@ async def connect_or_start(
     path = find_socket(socket_flag, config)
     try:
         return await connect(path, client_name=client_name)
-    except DaemonUnavailable:
-        if not start:
+    except DaemonUnavailable as exc:
+        if not (start and exc.startable):
             raise
     proc = spawn_daemon(path, config=config)
     deadline = time.monotonic() + start_timeout

@@ -215,7 +215,7 @@ async def checkout(client: DaemonClient, ref: str, dest: Path, *, force: bool = 
     """Write a version's files into ``dest``, byte-exact, verifying every sha256 before it is renamed in."""
     if not force and await asyncio.to_thread(_not_empty, dest):
         raise ProtocolError(ErrorCode.CONFLICT, f"{dest} is not empty; use --force to write into it")
-    reply = await client.send(q.Checkout(ref=ref), reply_fds=lambda res: len(res.get("files", [])))
+    reply = await client.send(q.Checkout(ref=ref))
     try:
         result = r.CheckoutResult.model_validate_json(reply.raw)
         await asyncio.to_thread(write_files, result, reply.fds, dest)

@@ -1,9 +1,10 @@
 """Newline-delimited frames over a non-blocking AF_UNIX stream socket, with file descriptors (SCM_RIGHTS).
 
 asyncio's streams cannot carry ancillary data, so this reads with ``recvmsg`` when the loop says the socket
-is readable. Descriptors are queued in arrival order; a request that carries N descriptors takes N from the
-queue once its frame is complete. Linux never merges two messages that carry descriptors into one
-``recvmsg``, so each read yields at most one batch (≤ ``FDS_PER_MESSAGE``).
+is readable. Each descriptor is tagged with the stream offset of the byte it arrived with, so a frame gets
+exactly the descriptors sent within its own bytes — a rejected frame's descriptors are closed, never handed
+to the next request. Linux never merges two messages that carry descriptors into one ``recvmsg``, so each
+read yields at most one batch (≤ ``FDS_PER_MESSAGE``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import struct
@@ -58,7 +60,9 @@ class FramedSocket:
         self.sock = sock
         self.max_frame = max_frame
         self._buf = bytearray()
-        self._fds: deque[int] = deque()
+        self._base = 0  # stream offset of self._buf[0]
+        self._frame = (0, 0)  # stream offsets of the last frame returned
+        self._fds: deque[tuple[int, int]] = deque()  # (stream offset it arrived at, descriptor)
         self._discarding = False
         self._eof = False
         self._write_lock = asyncio.Lock()
@@ -87,16 +91,17 @@ class FramedSocket:
             data, anc, flags, _ = self.sock.recvmsg(_RECV_BYTES, _CMSG_SPACE, socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return False
-        except (ConnectionResetError, OSError) as exc:
-            if isinstance(exc, ConnectionResetError) or exc.errno in (104, 9):
+        except OSError as exc:
+            if isinstance(exc, ConnectionResetError) or exc.errno in (errno.ECONNRESET, errno.EBADF):
                 self._eof = True
                 return True
             raise
+        arrived_at = self._base + len(self._buf)  # descriptors belong to the frame holding this byte
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
-                self._fds.extend(fds)
+                self._fds.extend((arrived_at, fd) for fd in fds)
         if flags & socket.MSG_CTRUNC:
             self.close_queued_fds()
             raise DescriptorError("descriptors were truncated")
@@ -108,28 +113,33 @@ class FramedSocket:
         self._buf += data
         return True
 
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._base += n
+
     async def read_frame(self) -> bytes:
-        """The next frame without its newline. Raises FrameTooLarge (then resynchronises) or
-        ConnectionClosed."""
+        """The next frame without its newline; then :meth:`frame_fds` gives the descriptors that came
+        with it. Raises FrameTooLarge (then skips to the next newline) or ConnectionClosed."""
         while True:
             if self._discarding:
                 nl = self._buf.find(b"\n")
                 if nl >= 0:
-                    del self._buf[: nl + 1]
+                    self._consume(nl + 1)
                     self._discarding = False
                 else:
-                    self._buf.clear()
+                    self._consume(len(self._buf))
             if not self._discarding:
                 nl = self._buf.find(b"\n")
                 if nl >= 0:
                     if nl + 1 > self.max_frame:
-                        del self._buf[: nl + 1]
+                        self._consume(nl + 1)
                         raise FrameTooLarge(f"frame of {nl + 1} bytes exceeds {self.max_frame}")
                     line = bytes(self._buf[:nl])
-                    del self._buf[: nl + 1]
+                    self._frame = (self._base, self._base + nl + 1)
+                    self._consume(nl + 1)
                     return line
                 if len(self._buf) > self.max_frame:
-                    self._buf.clear()
+                    self._consume(len(self._buf))
                     self._discarding = True
                     raise FrameTooLarge(f"frame exceeds {self.max_frame} bytes")
             if self._eof:
@@ -137,15 +147,23 @@ class FramedSocket:
             if not self._recv_once():
                 await self._wait(writer=False)
 
-    def take_fds(self, count: int) -> list[int]:
-        """Claim ``count`` received descriptors (the caller owns and must close them)."""
-        if count > len(self._fds):
-            raise DescriptorError(f"expected {count} descriptors, received {len(self._fds)}")
-        return [self._fds.popleft() for _ in range(count)]
+    def frame_fds(self) -> list[int]:
+        """The descriptors that arrived within the last frame's bytes (the caller owns and closes them).
+        Descriptors that arrived with earlier, rejected or skipped bytes are closed here: they can never
+        be mistaken for another request's."""
+        start, end = self._frame
+        mine: list[int] = []
+        while self._fds and self._fds[0][0] < end:
+            offset, fd = self._fds.popleft()
+            if offset >= start:
+                mine.append(fd)
+            else:
+                os.close(fd)
+        return mine
 
     def close_queued_fds(self) -> None:
         while self._fds:
-            os.close(self._fds.popleft())
+            os.close(self._fds.popleft()[1])
 
     # -- writing -------------------------------------------------------------------------------------------
     async def _send_with_fds(self, one_byte: bytes, fds: Sequence[int]) -> None:

@@ -61,7 +61,7 @@ class ModelScreen(RegistryScreen):
         super().on_mount()
 
     def reload(self) -> None:
-        self.call(requests.DescribeModel(name=self.model_name), results.ModelDetail, self._show_model,
+        self.call(requests.GetModel(name=self.model_name), results.ModelDetail, self._show_model,
                   group="model")
         self.call(requests.Log(name=self.model_name, limit=PAGE_SIZE, offset=self.page_offset),
                   results.VersionList, self._show_versions, group="log")

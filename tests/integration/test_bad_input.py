@@ -3,6 +3,7 @@ daemon keeps serving everyone."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,18 +63,34 @@ def test_protocol_mismatch_says_what_to_do(daemon: DaemonProcess) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "code"),
+    [(b"{not json\n", "BAD_FRAME"), (b"[1, 2, 3]\n", "BAD_FRAME"), (b"\xff\xfe\n", "BAD_FRAME"),
+     (b'{"type": "request"}\n', "UNKNOWN_OP")],
+)
+def test_garbage_without_an_id_is_answered_then_the_connection_closed(
+    daemon: DaemonProcess, raw: bytes, code: str
+) -> None:
+    c = RawClient(daemon.socket)
+    c.send_bytes(raw)
+    reply = c.recv_reply()
+    assert reply["type"] == "error"
+    assert reply["code"] == code
+    assert reply["id"] is None
+    with pytest.raises(ConnectionError):
+        c.recv()  # nothing could be attributed to a request: the peer is not speaking the protocol
+    assert_serving(daemon)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
     [
-        (b"{not json\n", "BAD_FRAME"),
-        (b"[1, 2, 3]\n", "BAD_FRAME"),
         (b'{"type": "response", "id": 1, "result": {}}\n', "BAD_FRAME"),
         (b'{"type": "request", "id": 5, "request": {"op": "rm -rf /"}}\n', "UNKNOWN_OP"),
         (b'{"type": "request", "id": 5, "request": {"op": "versions.log"}}\n', "INVALID"),
         (b'{"type": "request", "id": 5, "request": {"op": "ping", "x": 1}}\n', "INVALID"),
         (b'{"type": "request", "id": 5, "request": {"op": "versions.log", "name": "m", "limit": "all"}}\n', "INVALID"),
-        (b"\xff\xfe\n", "BAD_FRAME"),
     ],
 )
-def test_malformed_frames_get_errors_and_connection_survives(daemon: DaemonProcess, raw: bytes, code: str) -> None:
+def test_malformed_requests_with_an_id_get_errors_and_connection_survives(daemon: DaemonProcess, raw: bytes, code: str) -> None:
     c = RawClient(daemon.socket)
     c.send_bytes(raw)
     reply = c.recv_reply()
@@ -83,13 +100,17 @@ def test_malformed_frames_get_errors_and_connection_survives(daemon: DaemonProce
     assert c.request({"op": "ping"}, req_id=6)["type"] == "response"  # same connection still usable
 
 
-def test_oversized_frame_is_refused_then_connection_resynchronises(daemon: DaemonProcess) -> None:
+def test_oversized_frame_is_refused_and_the_daemon_keeps_serving(daemon: DaemonProcess) -> None:
     c = RawClient(daemon.socket)
     big = b'{"type": "request", "id": 1, "request": {"op": "ping", "pad": "' + b"x" * (MAX_FRAME_BYTES + 10) + b'"}}\n'
-    c.send_bytes(big)
+    try:
+        c.send_bytes(big)
+    except BrokenPipeError:
+        pass  # the daemon may hang up before we finish sending
     reply = c.recv_reply()
     assert reply["code"] == "FRAME_TOO_LARGE"
-    assert c.request({"op": "ping"}, req_id=2)["type"] == "response"
+    assert "closing" in reply["message"]
+    assert_serving(daemon)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +123,7 @@ def test_hostile_names_are_invalid(daemon: DaemonProcess, name: str) -> None:
         {"op": "versions.log", "name": name},
         {"op": "versions.show", "ref": name},
         {"op": "aliases.set", "name": "m", "alias": name, "version": 1},
-        {"op": "models.describe", "name": name},
+        {"op": "models.get", "name": name},
     ):
         reply = c.request(body)
         assert reply["type"] == "error"
@@ -152,6 +173,37 @@ def test_upload_of_a_pipe_or_wrong_size_is_invalid(daemon: DaemonProcess, tmp_pa
         assert "size" in reply["message"] or "bytes" in reply["message"]
     finally:
         os.close(fd)
+    assert_serving(daemon)
+
+
+def test_descriptors_of_a_rejected_frame_never_reach_the_next_request(daemon: DaemonProcess, tmp_path: Path) -> None:
+    secret, public = tmp_path / "secret.bin", tmp_path / "public.bin"
+    secret.write_bytes(b"secret!")
+    public.write_bytes(b"public!")  # same size: only the content can tell them apart
+    c = RawClient(daemon.socket)
+    fd_secret, fd_public = os.open(secret, os.O_RDONLY), os.open(public, os.O_RDONLY)
+    try:
+        bad = c.request({"op": "objects.upload", "files": [{"path": "../x", "size": 7}]}, req_id=1, fds=[fd_secret])
+        assert bad["code"] == "INVALID"
+        good = c.request({"op": "objects.upload", "files": [{"path": "p.bin", "size": 7}]}, req_id=2, fds=[fd_public])
+    finally:
+        os.close(fd_secret)
+        os.close(fd_public)
+    assert good["type"] == "response"
+    assert good["result"]["items"][0]["sha256"] == hashlib.sha256(b"public!").hexdigest()
+
+
+def test_descriptor_count_must_match(daemon: DaemonProcess, tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+    c = RawClient(daemon.socket)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        reply = c.request({"op": "ping"}, fds=[fd])
+    finally:
+        os.close(fd)
+    assert reply["code"] == "INVALID"
+    assert "0 descriptors, 1 came" in reply["message"]
     assert_serving(daemon)
 
 

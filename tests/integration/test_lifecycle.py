@@ -36,6 +36,14 @@ def test_second_daemon_refuses_to_start(daemon: DaemonProcess) -> None:
     assert daemon.ping()
 
 
+def test_second_daemon_on_the_same_state_dir_refuses(daemon: DaemonProcess, tmp_path: Path) -> None:
+    env = {**daemon.env, "MODELTUI_SOCKET": str(tmp_path / "other.sock")}
+    res = run_daemon(env)
+    assert res.returncode == 75
+    assert str(daemon.socket) in res.stderr  # says which daemon holds the state directory
+    assert not (tmp_path / "other.sock").exists()
+
+
 def test_sigterm_stops_cleanly_and_removes_the_socket(daemon: DaemonProcess) -> None:
     assert daemon.stop(signal.SIGTERM) == 0
     assert not daemon.socket.exists()
