@@ -59,6 +59,7 @@ class DaemonApp:
         self.stopping = asyncio.Event()
         self.registry: Registry | None = None
         self.server: Server | None = None
+        self.handlers: Handlers | None = None
         self._lock_fds: list[int] = []
 
     def request_stop(self) -> None:
@@ -79,7 +80,7 @@ class DaemonApp:
             Registry, s.state_dir, busy_timeout_s=s.busy_timeout_seconds, gc_grace_seconds=s.gc_grace_seconds
         )
         hub = EventHub()
-        handlers = Handlers(
+        self.handlers = handlers = Handlers(
             s, self.registry, hub, client_count=lambda: len(hub.connections), request_stop=self.request_stop
         )
         self.server = Server(
@@ -96,6 +97,8 @@ class DaemonApp:
         log.info("shutting down")
         if self.server is not None:
             await self.server.stop()
+        if self.handlers is not None:
+            await asyncio.to_thread(self.handlers.ingest_pool.shutdown, wait=True)
         if self.registry is not None:
             await asyncio.to_thread(self.registry.close)
         while self._lock_fds:  # last: no other daemon may start while we still write

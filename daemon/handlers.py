@@ -6,9 +6,11 @@ Blocking work (SQLite, hashing, file I/O) runs in threads so the event loop keep
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -26,6 +28,7 @@ from daemon.settings import Settings
 from daemon.versions import Registry
 
 Q = TypeVar("Q")
+O_PATH = getattr(os, "O_PATH", 0o10000000)
 Handler = Callable[["Handlers", Any, Context], Awaitable[HandlerResult]]
 
 #: request type → handler; filled by @handles. A test checks it covers every request type exactly once.
@@ -40,6 +43,14 @@ def handles(kind: type[Q]) -> Callable[[Callable[[Handlers, Q, Context], Awaitab
         return fn
 
     return register
+
+
+def check_readable(fd: int) -> None:
+    """Only descriptors opened for reading: an O_PATH or write-only descriptor would let a caller learn
+    whether a file it cannot read matches a stored object."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if flags & O_PATH or flags & os.O_ACCMODE not in (os.O_RDONLY, os.O_RDWR):
+        raise ProtocolError(ErrorCode.INVALID, "each uploaded file must be passed open for reading")
 
 
 class Handlers:
@@ -61,6 +72,8 @@ class Handlers:
         self.request_stop = request_stop
         self.started = time.monotonic()
         self.cache = ReadCache()
+        # Long uploads get their own threads, so they never hold up everyone's reads in the default pool.
+        self.ingest_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest")
 
     async def _cached(self, req: BaseModel, models: Sequence[str] | None, read: Callable[[], r.Result]) -> Serialized:
         """Serve a read from the cache, or run it in a thread and keep its JSON."""
@@ -162,6 +175,9 @@ class Handlers:
         items: list[r.UploadedObject] = []
         last_report = 0.0
 
+        for fd in ctx.fds:
+            check_readable(fd)
+        loop = asyncio.get_running_loop()
         for spec, fd in zip(req.files, ctx.fds, strict=True):
             base = done
 
@@ -172,7 +188,7 @@ class Handlers:
                     last_report = now
                     ctx.progress(base + n, total, path)
 
-            got = await asyncio.to_thread(self.registry.ingest, fd, spec.size, report)
+            got = await loop.run_in_executor(self.ingest_pool, self.registry.ingest, fd, spec.size, report)
             done += got.size
             items.append(r.UploadedObject(path=spec.path, sha256=got.sha256, size=got.size, copied=got.copied))
         ctx.progress(done, total, "")

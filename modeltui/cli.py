@@ -60,6 +60,9 @@ def run(ctx: click.Context, body: Callable[[DaemonClient], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except ProtocolError as exc:
         fail(exc.message, EXIT_CODES.get(exc.code, 1))
+    except OSError as exc:  # local files: unreadable model directory, unwritable checkout target, …
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     raise AssertionError("unreachable")

@@ -9,13 +9,15 @@ objects back, and the client copies and verifies them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
@@ -190,25 +192,37 @@ def write_files(result: r.CheckoutResult, fds: list[int], dest: Path) -> None:
     root = dest.resolve()
     for info, fd in zip(result.files, fds, strict=True):
         check_rel_path(info.path)
-        target = (root / info.path).resolve()
-        if root not in target.parents:
+        parent = (root / info.path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        parent = parent.resolve()  # a symlinked directory inside dest must not lead outside it
+        if parent != root and root not in parent.parents:
             raise _invalid(f"refusing to write outside {root}: {info.path}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.modeltui-tmp")
-        digest = hashlib.sha256()
-        size = 0
-        with open(tmp, "wb") as out:
+        target = parent / PurePosixPath(info.path).name
+        # A fresh temporary name, created exclusively and never through a symlink planted in dest.
+        out_fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".modeltui-tmp", dir=target.parent)
+        try:
+            digest = hashlib.sha256()
+            size = 0
             while chunk := os.pread(fd, 1 << 20, size):
                 digest.update(chunk)
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out_fd, view) :]
                 size += len(chunk)
-        if digest.hexdigest() != info.sha256 or size != info.size:
-            tmp.unlink()
-            raise ProtocolError(
-                ErrorCode.INTEGRITY, f"{info.path}: content does not match its sha256 {info.sha256[:12]}…"
-            )
-        os.chmod(tmp, 0o755 if info.executable else 0o644)
-        os.replace(tmp, target)
+            if digest.hexdigest() != info.sha256 or size != info.size:
+                raise ProtocolError(
+                    ErrorCode.INTEGRITY, f"{info.path}: content does not match its sha256 {info.sha256[:12]}…"
+                )
+            os.fchmod(out_fd, 0o755 if info.executable else 0o644)
+            os.close(out_fd)
+            out_fd = -1
+            os.replace(tmp_name, target)  # replaces a symlink at target itself, never its target
+        except BaseException:
+            if out_fd >= 0:
+                os.close(out_fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
 
 
 async def checkout(client: DaemonClient, ref: str, dest: Path, *, force: bool = False) -> r.CheckoutResult:

@@ -3,6 +3,7 @@ daemon keeps serving everyone."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
@@ -90,7 +91,9 @@ def test_garbage_without_an_id_is_answered_then_the_connection_closed(
         (b'{"type": "request", "id": 5, "request": {"op": "versions.log", "name": "m", "limit": "all"}}\n', "INVALID"),
     ],
 )
-def test_malformed_requests_with_an_id_get_errors_and_connection_survives(daemon: DaemonProcess, raw: bytes, code: str) -> None:
+def test_malformed_requests_with_an_id_get_errors_and_connection_survives(
+    daemon: DaemonProcess, raw: bytes, code: str
+) -> None:
     c = RawClient(daemon.socket)
     c.send_bytes(raw)
     reply = c.recv_reply()
@@ -103,10 +106,8 @@ def test_malformed_requests_with_an_id_get_errors_and_connection_survives(daemon
 def test_oversized_frame_is_refused_and_the_daemon_keeps_serving(daemon: DaemonProcess) -> None:
     c = RawClient(daemon.socket)
     big = b'{"type": "request", "id": 1, "request": {"op": "ping", "pad": "' + b"x" * (MAX_FRAME_BYTES + 10) + b'"}}\n'
-    try:
+    with contextlib.suppress(BrokenPipeError):  # the daemon may hang up before we finish sending
         c.send_bytes(big)
-    except BrokenPipeError:
-        pass  # the daemon may hang up before we finish sending
     reply = c.recv_reply()
     assert reply["code"] == "FRAME_TOO_LARGE"
     assert "closing" in reply["message"]
@@ -232,3 +233,17 @@ def test_many_connections_and_abrupt_disconnects(daemon: DaemonProcess) -> None:
         assert c.recv_reply()["type"] == "response"
         c.close()
     assert_serving(daemon)
+
+
+def test_upload_of_a_descriptor_not_open_for_reading_is_invalid(daemon: DaemonProcess, tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"abc")
+    c = RawClient(daemon.socket)
+    for flags in (os.O_WRONLY, os.O_PATH):
+        fd = os.open(f, flags)
+        try:
+            reply = c.request({"op": "objects.upload", "files": [{"path": "f.bin", "size": 3}]}, fds=[fd])
+        finally:
+            os.close(fd)
+        assert reply["code"] == "INVALID"
+        assert "open for reading" in reply["message"]

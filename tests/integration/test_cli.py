@@ -212,3 +212,44 @@ def test_missing_model_file_is_reported_before_upload(daemon: DaemonProcess, tmp
     assert res.returncode == 4
     assert "model_file 'model.skops'" in res.stderr
     assert not [p for p in (daemon.state_dir / "objects").rglob("*") if p.is_file()]  # nothing was uploaded
+
+
+def test_checkout_never_writes_through_a_planted_symlink(daemon: DaemonProcess, tmp_path: Path) -> None:
+    make_model_dir(tmp_path / "m", "safe", weights=b"model bytes")
+    assert daemon.cli("push", str(tmp_path / "m")).returncode == 0
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "model.skops").symlink_to(outside)
+    res = daemon.cli("checkout", "--force", "safe:1", str(dest))
+    assert res.returncode == 0, res.stderr
+    assert outside.read_text() == "keep me"
+    assert not (dest / "model.skops").is_symlink()
+    assert (dest / "model.skops").read_bytes() == b"model bytes"
+    assert not list(dest.glob(".*modeltui-tmp"))
+
+
+def test_local_file_errors_are_messages_not_tracebacks(daemon: DaemonProcess, tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path / "m", "unreadable")
+    make_model_dir(tmp_path / "ok", "fine")
+    assert daemon.cli("push", str(tmp_path / "ok")).returncode == 0
+    res = daemon.cli("checkout", "fine:1", "/proc/self/nope")
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert "modeltui: error:" in res.stderr
+    assert d.exists()
+
+
+def test_checkout_refuses_a_symlinked_directory_leading_outside(daemon: DaemonProcess, tmp_path: Path) -> None:
+    make_model_dir(tmp_path / "m", "nested", extra={"sub/data.bin": b"d"})
+    assert daemon.cli("push", str(tmp_path / "m")).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "sub").symlink_to(elsewhere)
+    res = daemon.cli("checkout", "--force", "nested:1", str(dest))
+    assert res.returncode == 4
+    assert "outside" in res.stderr
+    assert not list(elsewhere.iterdir())
