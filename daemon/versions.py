@@ -4,6 +4,9 @@ Synchronous and thread-safe: the daemon calls each method through ``asyncio.to_t
 concurrently. Reads run in their own deferred SQLite transaction (WAL: they never block writers); writes are
 serialized by an in-process lock plus ``BEGIN IMMEDIATE`` (other processes wait on the busy timeout). Every
 failure is a :class:`ProtocolError` with a code; database exceptions never escape.
+
+Frequent operations (push, log, show, model listings, alias moves) use hand-written SQL (:mod:`daemon.store.sql`);
+rare ones (tag, diff, checkout, removal of a model, history, GC) use the ORM, where brevity beats speed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,9 +33,10 @@ from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
 from daemon.protocol.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from daemon.protocol.names import Ref, check_alias, check_model_name, check_tag_key, check_tag_value, parse_ref
-from daemon.store import convert, queries
+from daemon.store import convert, queries, sql
+from daemon.store.db import Db
 from daemon.store.diff import diff_versions
-from daemon.store.engine import make_engine, read_session, write_session
+from daemon.store.engine import DB_NAME, make_engine, read_session, write_session
 from daemon.store.faults import Faults
 from daemon.store.migrations import migrate
 from daemon.store.objects import Ingested, ObjectStore, Progress
@@ -54,14 +59,15 @@ def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
             return fn(*args, **kwargs)
         except ProtocolError:
             raise
-        except OperationalError as exc:
-            text = str(exc.orig) if exc.orig is not None else str(exc)
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            orig = exc.orig if isinstance(exc, OperationalError) else exc
+            text = str(orig) if orig is not None else str(exc)
             if "locked" in text or "busy" in text:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "the registry is busy; try again") from exc
             raise ProtocolError(ErrorCode.INTERNAL, f"registry database error: {text}") from exc
-        except IntegrityError as exc:
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
             raise conflict("a concurrent change conflicted with this one; try again") from exc
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, sqlite3.Error) as exc:
             raise ProtocolError(ErrorCode.INTERNAL, f"registry database error: {type(exc).__name__}") from exc
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -112,15 +118,23 @@ class Registry:
         except SQLAlchemyError as exc:
             self._engine.dispose()
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot open the registry database: {exc}") from exc
-        self.objects = ObjectStore(self.state_dir, StatCache(self._engine, self._lock), faults=self._faults)
+        self._db = Db(self._engine)
+        self._stat_cache = StatCache(self.state_dir / DB_NAME, self._lock, busy_timeout_s=busy_timeout_s)
+        self.objects = ObjectStore(self.state_dir, self._stat_cache, faults=self._faults)
 
     def close(self) -> None:
+        self._stat_cache.close()
         self._engine.dispose()
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
         with self._lock, write_session(self._engine, self._faults) as s:
             yield s
+
+    @contextmanager
+    def _write_sql(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._db.write(self._faults) as conn:
+            yield conn
 
     # -- objects -------------------------------------------------------------------------------------------
 
@@ -194,110 +208,65 @@ class Registry:
         alias = _checked(check_alias, req.alias) if req.alias is not None else None
         self._check_files(files, manifest)
         digest = version_digest(files)
-        with self._write() as s:
+        with self._write_sql() as conn:
             # Checked under the write lock: GC holds it too, so these objects cannot vanish before commit.
             self._check_objects(files)
-            model = queries.find_model(s, name)
-            if model is None:
-                model = ModelRow(name=name, description=manifest.description)
-                s.add(model)
-                s.flush()
-            mid = model_id(model)
-            existing = s.exec(
-                select(VersionRow)
-                .where(VersionRow.model_id == mid, VersionRow.digest == digest)
-                .order_by(col(VersionRow.number))
-            ).first()
+            now = utcnow()
+            model = sql.find_model(conn, name) or sql.create_model(conn, name, manifest.description, now)
+            existing = sql.version_by_digest(conn, model.id, digest)
             if existing is not None:
                 if alias is not None:
-                    self._move_alias(s, model, alias, existing.number, user, _push_reason(req, existing.number))
-                return r.PushResult(version=queries.summary(s, model, existing), created=False)
-            latest = queries.latest_version(s, mid)
-            now = utcnow()
-            version = VersionRow(
-                model_id=mid,
-                number=model.next_number,
-                digest=digest,
-                parent=latest.number if latest else None,
-                flavor=manifest.flavor,
-                message=req.message,
-                tags=dict(req.tags),
-                params=dict(manifest.params),
-                metrics=dict(manifest.metrics),
-                signature=manifest.signature.model_dump(),
-                requirements=list(manifest.requirements),
-                description=manifest.description,
-                model_file=manifest.model_file,
-                manifest=manifest_text,
-                source=req.source.model_dump() if req.source else {},
-                created_by=user,
-                created_at=now,
-                size=sum(f.size for f in files),
-                file_count=len(files),
-            )
-            model.next_number += 1
-            model.updated_at = now
-            s.add(version)
-            s.flush()
-            vid = version.id
-            assert vid is not None
-            s.add_all(
-                FileRow(version_id=vid, path=f.path, size=f.size, sha256=f.sha256, executable=f.executable)
-                for f in files
-            )
+                    sql.move_alias(conn, model, alias, existing, user, _push_reason(req, existing), now)
+                return r.PushResult(version=sql.summary(conn, model, existing), created=False)
+            values = {
+                "digest": digest,
+                "parent": sql.latest_number(conn, model.id),
+                "flavor": manifest.flavor,
+                "message": req.message,
+                "tags": dict(req.tags),
+                "params": dict(manifest.params),
+                "metrics": dict(manifest.metrics),
+                "signature": manifest.signature.model_dump(),
+                "requirements": list(manifest.requirements),
+                "description": manifest.description,
+                "model_file": manifest.model_file,
+                "manifest": manifest_text,
+                "source": req.source.model_dump() if req.source else {},
+                "created_by": user,
+                "created_at": now,
+                "size": sum(f.size for f in files),
+                "file_count": len(files),
+            }
+            number = sql.insert_version(conn, model, values, files)
             if alias is not None:
-                self._move_alias(s, model, alias, version.number, user, _push_reason(req, version.number))
-            return r.PushResult(version=queries.summary(s, model, version), created=True)
+                sql.move_alias(conn, model, alias, number, user, _push_reason(req, number), now)
+            return r.PushResult(version=sql.summary(conn, model, number), created=True)
 
     # -- models --------------------------------------------------------------------------------------------
-
-    def _model_summaries(self, s: Session, models: list[ModelRow]) -> list[r.ModelSummary]:
-        ids = [model_id(m) for m in models]
-        stats = {
-            mid: (int(n), latest)
-            for mid, n, latest in s.exec(
-                select(VersionRow.model_id, func.count(), func.max(VersionRow.number))
-                .where(col(VersionRow.model_id).in_(ids))
-                .group_by(col(VersionRow.model_id))
-            )
-        }
-        aliases: dict[int, dict[str, int]] = {mid: {} for mid in ids}
-        for a in s.exec(select(AliasRow).where(col(AliasRow.model_id).in_(ids))):
-            aliases[a.model_id][a.name] = a.version
-        return [
-            convert.model_summary(
-                m,
-                versions=stats.get(model_id(m), (0, None))[0],
-                latest=stats.get(model_id(m), (0, None))[1],
-                aliases=aliases[model_id(m)],
-            )
-            for m in models
-        ]
 
     @_guarded
     def list_models(self, req: q.ListModels) -> r.ModelList:
         """Models whose name contains ``query`` (case-insensitive), by name, paged."""
-        stmt = select(ModelRow)
-        if req.query:
-            stmt = stmt.where(func.instr(func.lower(ModelRow.name), req.query.lower()) > 0)
-        with read_session(self._engine) as s:
-            total = s.exec(select(func.count()).select_from(stmt.subquery())).one()
-            models = list(s.exec(stmt.order_by(col(ModelRow.name)).offset(req.offset).limit(req.limit)))
-            return r.ModelList(items=self._model_summaries(s, models), total=int(total))
+        where, args = ("WHERE instr(lower(m.name), ?) > 0", (req.query.lower(),)) if req.query else ("", ())
+        with self._db.read() as conn:
+            total = conn.execute(f"SELECT count(*) FROM models m {where}", args).fetchone()[0]
+            items = sql.model_summaries(
+                conn, f"{where} ORDER BY m.name LIMIT ? OFFSET ?", (*args, req.limit, req.offset)
+            )
+            return r.ModelList.model_construct(items=items, total=int(total))
+
+    @_guarded
+    def get_model(self, req: q.GetModel) -> r.ModelDetail:
+        with self._db.read() as conn:
+            return r.ModelDetail(model=sql.model_summary(conn, sql.get_model(conn, req.name).id))
 
     @_guarded
     def describe_model(self, req: q.DescribeModel, user: str) -> r.ModelDetail:
-        """Show a model; with ``description`` set, change it first."""
-        if req.description is None:
-            with read_session(self._engine) as s:
-                model = queries.get_model(s, req.name)
-                return r.ModelDetail(model=self._model_summaries(s, [model])[0])
-        with self._write() as s:
-            model = queries.get_model(s, req.name)
-            model.description = req.description
-            model.updated_at = utcnow()
-            s.flush()
-            return r.ModelDetail(model=self._model_summaries(s, [model])[0])
+        """Set a model's description."""
+        with self._write_sql() as conn:
+            model = sql.get_model(conn, req.name)
+            sql.describe_model(conn, model.id, req.description, utcnow())
+            return r.ModelDetail(model=sql.model_summary(conn, model.id))
 
     @_guarded
     def remove_model(self, req: q.RemoveModel, user: str) -> r.RemoveResult:
@@ -328,43 +297,15 @@ class Registry:
     @_guarded
     def log(self, req: q.Log) -> r.VersionList:
         """Versions of a model, newest first."""
-        with read_session(self._engine) as s:
-            model = queries.get_model(s, req.name)
-            mid = model_id(model)
-            total = s.exec(select(func.count()).where(VersionRow.model_id == mid)).one()
-            rows = s.exec(
-                select(VersionRow)
-                .where(VersionRow.model_id == mid)
-                .order_by(col(VersionRow.number).desc())
-                .offset(req.offset)
-                .limit(req.limit)
-            )
-            by_version = queries.aliases_by_version(s, mid)
-            items = [convert.version_summary(v, model=model.name, aliases=by_version.get(v.number, [])) for v in rows]
-            return r.VersionList(items=items, total=int(total))
+        with self._db.read() as conn:
+            return sql.log_page(conn, sql.get_model(conn, req.name), req.offset, req.limit)
 
     @_guarded
     def show(self, req: q.Show) -> r.VersionDetail:
         """A version with its files (by path), children, and lineage (ancestors that still exist)."""
-        with read_session(self._engine) as s:
-            model, version = queries.resolve(s, _ref(req.ref))
-            parents = dict(
-                s.exec(select(VersionRow.number, VersionRow.parent).where(VersionRow.model_id == model_id(model))).all()
-            )
-            children = [n for n, p in parents.items() if p == version.number]
-            lineage: list[int] = []
-            current = version.parent
-            while current is not None and current in parents and current not in lineage:
-                lineage.append(current)
-                current = parents[current]
-            return convert.version_detail(
-                version,
-                model=model.name,
-                aliases=queries.aliases_by_version(s, model_id(model)).get(version.number, []),
-                files=queries.files_of(s, version),
-                children=children,
-                lineage=lineage,
-            )
+        with self._db.read() as conn:
+            model, number = sql.resolve(conn, _ref(req.ref))
+            return sql.detail(conn, model, number)
 
     @_guarded
     def diff(self, req: q.Diff) -> r.VersionDiff:
@@ -383,12 +324,17 @@ class Registry:
 
     @_guarded
     def checkout(self, req: q.Checkout) -> tuple[r.CheckoutResult, list[int]]:
-        """The version's files (by path) and one open O_RDONLY descriptor per file, same order; caller closes."""
+        """A page of the version's files (by path) and one open O_RDONLY descriptor per file, same order;
+        the caller closes them."""
         with read_session(self._engine) as s:
             model, version = queries.resolve(s, _ref(req.ref))
-            files = queries.files_of(s, version)
+            all_files = queries.files_of(s, version)
+            files = all_files[req.offset : req.offset + req.limit]
             result = r.CheckoutResult(
-                version=queries.summary(s, model, version), files=[convert.file_info(f) for f in files]
+                version=queries.summary(s, model, version),
+                files=[convert.file_info(f) for f in files],
+                offset=req.offset,
+                total_files=len(all_files),
             )
         fds: list[int] = []
         try:
@@ -423,89 +369,62 @@ class Registry:
     def remove_version(self, req: q.RemoveVersion, user: str) -> r.RemoveResult:
         """Remove one version; refused while an alias holds it, unless force (which also removes the aliases,
         recording events). Its number is never reused; its objects are left for GC."""
-        with self._write() as s:
-            model, version = queries.resolve(s, _ref(req.ref))
-            holding = sorted(queries.aliases_by_version(s, model_id(model)).get(version.number, []))
+        with self._write_sql() as conn:
+            model, number = sql.resolve(conn, _ref(req.ref))
+            holding = sql.aliases_of(conn, model.id, number)
             if holding and not req.force:
                 raise conflict(
-                    f"{model.name}:{version.number} is held by alias(es) {', '.join(holding)}; "
+                    f"{model.name}:{number} is held by alias(es) {', '.join(holding)}; "
                     "move or remove them first, or use force",
                     aliases=holding,
                 )
+            now = utcnow()
             for alias in holding:
-                self._move_alias(s, model, alias, None, user, f"version {version.number} removed")
-            s.exec(delete(FileRow).where(col(FileRow.version_id) == version.id))
-            s.exec(delete(VersionRow).where(col(VersionRow.id) == version.id))
-            model.updated_at = utcnow()
-            return r.RemoveResult(model=model.name, removed_versions=[version.number])
+                sql.move_alias(conn, model, alias, None, user, f"version {number} removed", now)
+            sql.remove_version(conn, model.id, number, now)
+            return r.RemoveResult(model=model.name, removed_versions=[number])
 
     # -- aliases -------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _move_alias(
-        s: Session, model: ModelRow, alias: str, to: int | None, user: str, reason: str
-    ) -> AliasEventRow | None:
-        """Point ``alias`` at ``to`` (None removes it) and record the move; None when nothing changed."""
-        mid = model_id(model)
-        row = queries.find_alias(s, mid, alias)
-        current = row.version if row else None
-        if current == to:
-            return None
-        if to is None:
-            s.delete(row)
-        elif row is None:
-            s.add(AliasRow(model_id=mid, name=alias, version=to))
-        else:
-            row.version = to
-            s.add(row)
-        event = AliasEventRow(
-            model_id=mid, alias=alias, from_version=current, to_version=to, by=user, at=utcnow(), reason=reason
-        )
-        s.add(event)
-        model.updated_at = event.at
-        s.flush()
-        return event
 
     @_guarded
     def alias_set(self, req: q.AliasSet, user: str) -> r.AliasEventInfo:
         """Point an alias at a version. Already pointing there: a no-op returning the move that did it."""
         alias = _checked(check_alias, req.alias)
-        with self._write() as s:
-            model = queries.get_model(s, req.name)
-            queries.get_version(s, model, req.version)
-            event = self._move_alias(s, model, alias, req.version, user, req.reason)
+        with self._write_sql() as conn:
+            model = sql.get_model(conn, req.name)
+            sql.check_version(conn, model, req.version)
+            now = utcnow()
+            event = sql.move_alias(conn, model, alias, req.version, user, req.reason, now)
             if event is None:
-                event = queries.latest_event(s, model_id(model), alias)
+                event = sql.latest_event(conn, model, alias)
             if event is None:  # alias rows are only written with an event; be safe anyway
-                event = AliasEventRow(
-                    model_id=model_id(model),
+                event = r.AliasEventInfo(
+                    model=model.name,
                     alias=alias,
                     from_version=req.version,
                     to_version=req.version,
                     by=user,
-                    at=utcnow(),
+                    at=now,
                     reason=req.reason,
                 )
-            return convert.alias_event(event, model=model.name)
+            return event
 
     @_guarded
     def alias_remove(self, req: q.AliasRemove, user: str) -> r.AliasEventInfo:
-        with self._write() as s:
-            model = queries.get_model(s, req.name)
-            if queries.find_alias(s, model_id(model), req.alias) is None:
+        with self._write_sql() as conn:
+            model = sql.get_model(conn, req.name)
+            event = sql.move_alias(conn, model, req.alias, None, user, req.reason, utcnow())
+            if event is None:
                 raise not_found(f"model {model.name!r} has no alias {req.alias!r}", model=model.name)
-            event = self._move_alias(s, model, req.alias, None, user, req.reason)
-            assert event is not None
-            return convert.alias_event(event, model=model.name)
+            return event
 
     @_guarded
     def rollback(self, req: q.Rollback, user: str) -> r.AliasEventInfo:
         """Move an alias back to where its latest move took it from (so two rollbacks toggle, like ``cd -``);
         this also restores an alias that was removed."""
-        with self._write() as s:
-            model = queries.get_model(s, req.name)
-            mid = model_id(model)
-            last = queries.latest_event(s, mid, req.alias)
+        with self._write_sql() as conn:
+            model = sql.get_model(conn, req.name)
+            last = sql.latest_event(conn, model, req.alias)
             if last is None:
                 raise not_found(f"model {model.name!r} has no alias {req.alias!r}", model=model.name)
             target = last.from_version
@@ -514,17 +433,14 @@ class Registry:
                     f"{model.name}@{req.alias} has no previous version to roll back to "
                     f"(its last move created it at version {last.to_version})"
                 )
-            exists = s.exec(
-                select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.number == target)
-            ).first()
-            if exists is None:
+            if not sql.version_exists(conn, model.id, target):
                 raise conflict(
                     f"cannot roll {model.name}@{req.alias} back to version {target}: that version was removed"
                 )
             reason = req.reason or f"rollback from {last.to_version if last.to_version else 'removed'}"
-            event = self._move_alias(s, model, req.alias, target, user, reason)
+            event = sql.move_alias(conn, model, req.alias, target, user, reason, utcnow())
             assert event is not None, "target differs from the current version by construction"
-            return convert.alias_event(event, model=model.name)
+            return event
 
     @_guarded
     def alias_history(self, req: q.AliasHistoryRequest) -> r.AliasHistory:

@@ -229,11 +229,20 @@ async def checkout(client: DaemonClient, ref: str, dest: Path, *, force: bool = 
     """Write a version's files into ``dest``, byte-exact, verifying every sha256 before it is renamed in."""
     if not force and await asyncio.to_thread(_not_empty, dest):
         raise ProtocolError(ErrorCode.CONFLICT, f"{dest} is not empty; use --force to write into it")
-    reply = await client.send(q.Checkout(ref=ref))
-    try:
-        result = r.CheckoutResult.model_validate_json(reply.raw)
-        await asyncio.to_thread(write_files, result, reply.fds, dest)
-        return result
-    finally:
-        for fd in reply.fds:
-            os.close(fd)
+    files: list[r.FileInfo] = []
+    first: r.CheckoutResult | None = None
+    while first is None or len(files) < first.total_files:
+        # After the first page, ask for the exact version: an alias that moves meanwhile changes nothing.
+        page_ref = ref if first is None else f"{first.version.model}:{first.version.number}"
+        reply = await client.send(q.Checkout(ref=page_ref, offset=len(files)))
+        try:
+            page = r.CheckoutResult.model_validate_json(reply.raw)
+            if len(reply.fds) != len(page.files) or (first is not None and not page.files):
+                raise ProtocolError(ErrorCode.BAD_FRAME, "checkout page and its descriptors do not match")
+            await asyncio.to_thread(write_files, page, reply.fds, dest)
+        finally:
+            for fd in reply.fds:
+                os.close(fd)
+        first = first or page
+        files += page.files
+    return first.model_copy(update={"files": files})

@@ -189,6 +189,19 @@ def test_log_show_lineage_children(reg: Registry, push) -> None:
     assert reg.show(q.Show(ref="iris:3")).lineage == [2, 1]
 
 
+def test_lineage_stops_at_a_removed_version(reg: Registry, push) -> None:
+    for i in range(4):
+        push(weights=f"w{i}".encode())
+    assert reg.show(q.Show(ref="iris:4")).lineage == [3, 2, 1]
+    reg.remove_version(q.RemoveVersion(ref="iris:2"), "alice")
+    assert reg.show(q.Show(ref="iris:3")).lineage == []
+    assert reg.show(q.Show(ref="iris:4")).lineage == [3]
+    push(weights=b"w5")
+    assert reg.show(q.Show(ref="iris:5")).lineage == [4, 3]
+    assert reg.show(q.Show(ref="iris:1")).children == []
+    assert reg.show(q.Show(ref="iris:3")).children == [4]
+
+
 def test_not_found_messages(reg: Registry, push) -> None:
     push()
     push(weights=b"2")
@@ -307,7 +320,7 @@ def test_list_and_describe_models(reg: Registry, push) -> None:
     assert page.items[0].latest == 1
     detail = reg.describe_model(q.DescribeModel(name="wine", description="red or white"), "alice")
     assert detail.model.description == "red or white"
-    assert reg.describe_model(q.DescribeModel(name="wine"), "bob").model.description == "red or white"
+    assert reg.get_model(q.GetModel(name="wine")).model.description == "red or white"
 
 
 def test_alias_set_rollback_and_history(reg: Registry, push) -> None:

@@ -15,7 +15,9 @@ from . import results as r
 from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
 
 MAX_UPLOAD_FILES = 128
-MAX_PUSH_FILES = 100_000
+MAX_CHECKOUT_FILES = 128
+#: A push lists every file in one frame; 50,000 entries stay well inside the frame cap.
+MAX_PUSH_FILES = 50_000
 
 
 class _Request(BaseModel):
@@ -135,8 +137,13 @@ class Push(_Request):
 
 
 class Checkout(_Request):
+    """A page of a version's files, each with an open read-only descriptor: paged so neither side ever
+    holds more than MAX_CHECKOUT_FILES descriptors for one request."""
+
     op: Literal["versions.checkout"] = "versions.checkout"
     ref: RefStr
+    offset: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_CHECKOUT_FILES)] = MAX_CHECKOUT_FILES
 
 
 class Tag(_Request):

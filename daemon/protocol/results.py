@@ -154,10 +154,13 @@ class UploadResult(Result):
 
 
 class CheckoutResult(Result):
-    """The files of a version; the daemon passes one open read-only descriptor per file, in this order."""
+    """A page of a version's files (sorted by path); one open read-only descriptor per file comes with
+    the response, in this order."""
 
     version: VersionSummary
     files: list[FileInfo]
+    offset: int = 0
+    total_files: int
 
 
 class FileChange(Result):

@@ -101,10 +101,15 @@ def v1_initial_schema(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def v2_index_children(conn: Connection) -> None:
+    """``show`` finds a version's children by parent: an index keeps that independent of the model's size."""
+    conn.exec_driver_sql("CREATE INDEX ix_versions_model_parent ON versions (model_id, parent)")
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[Migration] = [v1_initial_schema]
+MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children]
 
 
 def schema_version(conn: Connection) -> int:

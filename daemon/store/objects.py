@@ -100,26 +100,60 @@ class ObjectStore:
         if st.st_size != expected_size:
             raise invalid(f"file is {st.st_size} bytes, but {expected_size} were announced")
         key = StatKey.of(st)
-        cached = self._cache.lookup(key)
-        if cached is not None and self.size_of(cached) == expected_size:
-            self.touch(cached)
-            if progress is not None:
-                progress(expected_size)
-            return Ingested(cached, expected_size, copied=False)
         started_ns = time.time_ns()
-        result = self._copy(fd, expected_size, progress)
+        # A file changed within the racy window is never recorded, so it cannot be in the cache either.
+        cacheable = key.ctime_ns < started_ns - self.racy_window_ns
+        if cacheable:
+            cached = self._cache.lookup(key)
+            if cached is not None and self.size_of(cached) == expected_size:
+                self.touch(cached)
+                if progress is not None:
+                    progress(expected_size)
+                return Ingested(cached, expected_size, copied=False)
+        if expected_size <= CHUNK:
+            result = self._ingest_small(fd, expected_size, progress)
+        else:
+            result = self._copy(fd, expected_size, progress)
         if StatKey.of(os.fstat(fd)) != key:
             raise invalid("file changed while it was being uploaded; try again")
-        if key.ctime_ns < started_ns - self.racy_window_ns:
+        if cacheable:
             self._cache.record(key, result.sha256)
         return result
 
-    def _copy(self, fd: int, expected_size: int, progress: Progress | None) -> Ingested:
+    def _ingest_small(self, fd: int, expected_size: int, progress: Progress | None) -> Ingested:
+        """A file of at most one chunk is read and hashed in memory first: content the store already has is
+        not written again, and new content is written without the streaming machinery (thread, writeback)."""
+        buf = bytearray(expected_size + 1)  # one spare byte detects a file longer than announced
+        view = memoryview(buf)
+        total = 0
+        while total <= expected_size and (n := os.preadv(fd, [view[total:]], total)):
+            total += n
+        if total > expected_size:
+            raise invalid(f"file has more than the {expected_size} bytes announced")
+        if total < expected_size:
+            raise invalid(f"read {total} bytes, but {expected_size} were announced")
+        data = view[:total]
+        sha256 = hashlib.sha256(data).hexdigest()
+        if progress is not None:
+            progress(total)
+        if os.path.exists(self.path_of(sha256)):
+            self.touch(sha256)
+            return Ingested(sha256, total, copied=False)
+        return self._copy(fd, expected_size, progress, data=(data, sha256))
+
+    def _copy(
+        self, fd: int, expected_size: int, progress: Progress | None, data: tuple[memoryview, str] | None = None
+    ) -> Ingested:
+        """Write to staging (streamed from ``fd``, or ``data`` already read and hashed), fsync, install."""
         out, tmp = tempfile.mkstemp(dir=self.staging_dir, prefix="ingest-")
         with self._in_flight_lock:
             self._in_flight.add(os.path.basename(tmp))
         try:
-            digest = self._stream(fd, out, expected_size, progress)
+            if data is None:
+                digest = self._stream(fd, out, expected_size, progress)
+            else:
+                _write_all(out, data[0])
+                digest = data[1]
             self._faults.hit("object.written")
             os.fchmod(out, 0o400)  # objects are immutable
             os.fsync(out)

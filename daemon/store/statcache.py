@@ -4,19 +4,25 @@ ctime cannot be set by an unprivileged user and changes on every write, so a mat
 is unchanged, with one caveat ("racy" files, as in git): timestamps have a coarse granularity, so a file
 written just before it was hashed could be modified again within the same tick without its ctime changing.
 Entries are therefore only recorded for files whose ctime is older than ``racy_window_ns`` when hashing began.
+
+Lookups and records use one dedicated connection with ``synchronous=NORMAL``: a cache entry needs no fsync
+of its own (WAL with NORMAL never corrupts the database; a crash may only lose the latest entries, which
+costs a re-hash), and neither needs an ORM session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import Engine, delete
-from sqlalchemy.dialects.sqlite import insert
-from sqlmodel import Session, col, select
+from sqlalchemy import delete
+from sqlmodel import Session, col
 
-from .engine import read_session, write_session
+from .db import db_time
 from .tables import StatCacheRow, utcnow
 
 
@@ -33,32 +39,35 @@ class StatKey:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+_LOOKUP = "SELECT sha256 FROM stat_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ?"
+_RECORD = """
+INSERT INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, sha256, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dev, ino) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+    ctime_ns = excluded.ctime_ns, sha256 = excluded.sha256, seen_at = excluded.seen_at
+"""
+
+
 class StatCache:
-    def __init__(self, engine: Engine, write_lock: threading.Lock) -> None:
-        self._engine = engine
-        self._lock = write_lock
+    def __init__(self, db_path: Path, write_lock: threading.Lock, *, busy_timeout_s: float = 5.0) -> None:
+        self._write_lock = write_lock  # the registry's: in-process writers queue here, not in SQLite's busy loop
+        self._conn_lock = threading.Lock()
+        self._conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def close(self) -> None:
+        with self._conn_lock:
+            self._conn.close()
 
     def lookup(self, key: StatKey) -> str | None:
-        with read_session(self._engine) as s:
-            row = s.exec(select(StatCacheRow).where(StatCacheRow.dev == key.dev, StatCacheRow.ino == key.ino)).first()
-        if row is None or StatKey(row.dev, row.ino, row.size, row.mtime_ns, row.ctime_ns) != key:
-            return None
-        return row.sha256
+        with self._conn_lock:
+            row = self._conn.execute(_LOOKUP, (key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns)).fetchone()
+        return None if row is None else str(row[0])
 
     def record(self, key: StatKey, sha256: str) -> None:
-        values = {
-            "dev": key.dev,
-            "ino": key.ino,
-            "size": key.size,
-            "mtime_ns": key.mtime_ns,
-            "ctime_ns": key.ctime_ns,
-            "sha256": sha256,
-            "seen_at": utcnow(),
-        }
-        stmt = insert(StatCacheRow).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=["dev", "ino"], set_=values)
-        with self._lock, write_session(self._engine) as s:
-            s.exec(stmt)
+        """Remember ``key`` → ``sha256``; best effort (a busy database just means no entry)."""
+        values = (key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns, sha256, db_time(utcnow()))
+        with self._write_lock, self._conn_lock, contextlib.suppress(sqlite3.OperationalError):
+            self._conn.execute(_RECORD, values)
 
 
 def forget(session: Session, shas: list[str]) -> None:

@@ -53,6 +53,7 @@ class VersionRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
         Index("ix_versions_model_digest", "model_id", "digest"),
+        Index("ix_versions_model_parent", "model_id", "parent"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -253,3 +253,15 @@ def test_checkout_refuses_a_symlinked_directory_leading_outside(daemon: DaemonPr
     assert res.returncode == 4
     assert "outside" in res.stderr
     assert not list(elsewhere.iterdir())
+
+
+def test_checkout_of_many_files_is_paged(daemon: DaemonProcess, tmp_path: Path) -> None:
+    extra = {f"shards/{i:04d}.bin": f"shard {i}".encode() for i in range(1100)}  # over a 1,024 fd limit
+    src = make_model_dir(tmp_path / "m", "many", extra=extra)
+    assert daemon.cli("push", str(src)).returncode == 0
+    out = tmp_path / "out"
+    res = daemon.cli("checkout", "many:1", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)["files"]) == 1102
+    for rel, data in extra.items():
+        assert (out / rel).read_bytes() == data

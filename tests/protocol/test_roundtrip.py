@@ -65,7 +65,7 @@ RESULTS: list[r.Result] = [
                     children=[3], lineage=[1]),
     r.PushResult(version=SUMMARY, created=True),
     r.UploadResult(items=[r.UploadedObject(path="a", sha256=SHA, size=1, copied=False)]),
-    r.CheckoutResult(version=SUMMARY, files=[FILE]),
+    r.CheckoutResult(version=SUMMARY, files=[FILE], total_files=1),
     r.VersionDiff(a=SUMMARY, b=SUMMARY,
                   files=[r.FileChange(path="a", status="changed", size_a=1, size_b=2, sha256_a=SHA, sha256_b=SHA)],
                   unchanged_files=1, params=[r.ValueChange(key="C", a=1.0, b=2.0)],

@@ -54,8 +54,9 @@ def test_later_migration_keeps_data(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         files.append(q.PushFile(path=p.name, sha256=got.sha256, size=got.size))
     reg.push(q.Push(files=files, alias="production", tags={"k": "v"}), "alice")
     reg.close()
+    latest = len(migrations.MIGRATIONS)
     with sqlite3.connect(state / "registry.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == latest
 
     def v2_index_by_creator(conn: Connection) -> None:
         conn.exec_driver_sql("CREATE INDEX ix_versions_created_by ON versions (created_by)")
@@ -69,7 +70,7 @@ def test_later_migration_keeps_data(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     finally:
         reg.close()
     with sqlite3.connect(state / "registry.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == latest + 1
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "ix_versions_created_by" in names
 
@@ -86,7 +87,7 @@ def test_failed_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(RuntimeError, match="boom"):
         Registry(state)
     with sqlite3.connect(state / "registry.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(migrations.MIGRATIONS) - 1
         assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
 
 
