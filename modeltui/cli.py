@@ -26,7 +26,7 @@ from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
 from daemon.protocol.names import check_alias, check_tag_key, check_tag_value, parse_ref
 
 from . import __version__, render
-from .client import DaemonClient, connect_or_start
+from .client import DaemonClient, DaemonUnavailable, connect_or_start
 from .init import build_manifest, write_manifest
 from .transfer import checkout, push_directory
 
@@ -397,21 +397,26 @@ def daemon_status(ctx: click.Context, as_json: bool) -> None:
 @daemon.command("stop")
 @click.pass_context
 def daemon_stop(ctx: click.Context) -> None:
-    """Ask the daemon to shut down cleanly."""
-    ctx.obj = ctx.obj.model_copy(update={"start": False})
+    """Ask the daemon to shut down cleanly (it finishes the requests in flight first)."""
+    g: Globals = ctx.obj
 
-    async def body(client: DaemonClient) -> None:
-        await client.call(q.DaemonStop(), r.Ack)
-        await asyncio.wait_for(client.closed.wait(), 15)
+    async def stop() -> bool:
+        try:
+            client = await connect_or_start(g.socket, config=g.config, start=False, client_name="modeltui-cli")
+        except DaemonUnavailable:
+            return False
+        async with client:
+            await client.call(q.DaemonStop(), r.Ack)
+            await asyncio.wait_for(client.closed.wait(), 60)
+        return True
 
     try:
-        run(ctx, body)
-    except SystemExit as exc:
-        if exc.code == EXIT_CODES[ErrorCode.UNAVAILABLE]:
-            err.print("no daemon was running")
-            return
-        raise
-    err.print("daemon stopped")
+        stopped = asyncio.run(stop())
+    except ProtocolError as exc:
+        fail(exc.message, EXIT_CODES.get(exc.code, 1))
+    except TimeoutError:
+        fail("the daemon did not stop within 60 s; see its log", 1)
+    err.print("daemon stopped" if stopped else "no daemon was running")
 
 
 def entry() -> None:
