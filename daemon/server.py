@@ -95,6 +95,7 @@ class Connection:
     conn: FramedSocket
     caller: Caller
     topics: set[str] = field(default_factory=set)
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_EVENTS))
 
     def push(self, data: bytes) -> bool:
@@ -293,15 +294,19 @@ class Server:
         except (DescriptorError, OSError) as exc:
             log.warning("closing a connection: %s", exc)
         finally:
-            if c is not None:
-                self.hub.connections.discard(c)
-            if writer is not None:
-                writer.cancel()
-            self._open.discard(sock)
-            if conn is not None:
-                conn.close()
-            else:
-                sock.close()
+            try:
+                if c is not None and c.inflight:
+                    await asyncio.wait(c.inflight)  # their responses still go out, their fds close first
+            finally:
+                if c is not None:
+                    self.hub.connections.discard(c)
+                if writer is not None:
+                    writer.cancel()
+                self._open.discard(sock)
+                if conn is not None:
+                    conn.close()
+                else:
+                    sock.close()
 
     async def _send_error(
         self, c: Connection, req_id: int | None, code: ErrorCode, message: str, data: dict[str, Any] | None = None
@@ -373,6 +378,8 @@ class Server:
                 continue
             await slots.acquire()
             task = self._spawn(self._handle(c, parsed, fds), self._handlers)
+            c.inflight.add(task)
+            task.add_done_callback(c.inflight.discard)
             task.add_done_callback(lambda _t: slots.release())
 
     @staticmethod
