@@ -14,27 +14,12 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
 
-
-def pct(samples: list[float], q: float) -> float:
-    """The q-quantile (0..1) of samples in milliseconds, nearest-rank."""
-    ordered = sorted(samples)
-    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[k] * 1000.0
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": pct(samples, 0.50),
-        "p95_ms": pct(samples, 0.95),
-        "mean_ms": statistics.fmean(samples) * 1000.0,
-        "n": len(samples),
-    }
+from timing import summary  # this directory is on sys.path: the script is run directly
 
 
 def main() -> int:

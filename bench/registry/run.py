@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from timing import summary  # this directory is on sys.path: the script is run directly
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
@@ -51,22 +52,6 @@ MIB = 1 << 20
 
 
 # -- small helpers -----------------------------------------------------------------------------------------
-def pct(samples: list[float], q_: float) -> float:
-    """Nearest-rank quantile of samples (seconds) in milliseconds; same definition as mlflow_side.py."""
-    ordered = sorted(samples)
-    k = max(0, min(len(ordered) - 1, round(q_ * (len(ordered) - 1))))
-    return ordered[k] * 1000.0
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": pct(samples, 0.50),
-        "p95_ms": pct(samples, 0.95),
-        "mean_ms": statistics.fmean(samples) * 1000.0,
-        "n": len(samples),
-    }
-
-
 def manifest(name: str) -> str:
     return (
         f'name = "{name}"\nflavor = "sklearn"\nmodel_file = "model.bin"\n'
