@@ -122,6 +122,21 @@ def _open_all(directory: Path, files: list[LocalFile]) -> list[int]:
     return fds
 
 
+def _prepare(directory: Path) -> tuple[list[LocalFile], q.Source, list[int]]:
+    """Everything local a push needs, in one trip off the event loop: the manifest checked, the files, the
+    git source, and the first upload batch opened."""
+    manifest = read_manifest(directory)
+    files = scan(directory)
+    present = {f.path for f in files}
+    needed = [("model_file", manifest.model_file)]
+    if manifest.evaluation is not None:
+        needed.append(("evaluation.data", manifest.evaluation.data))
+    for field_name, rel in needed:
+        if rel not in present:  # say so before uploading gigabytes, not after
+            raise _invalid(f"{MANIFEST_FILE}: {field_name} {rel!r} is not a file in {directory}")
+    return files, git_source(directory), _open_all(directory, files[:UPLOAD_BATCH])
+
+
 async def push_directory(
     client: DaemonClient,
     directory: Path,
@@ -133,15 +148,7 @@ async def push_directory(
     progress: Progress | None = None,
 ) -> tuple[r.PushResult, int]:
     """Upload a directory's files and create a version. Returns the result and the bytes actually copied."""
-    manifest = await asyncio.to_thread(read_manifest, directory)
-    files = await asyncio.to_thread(scan, directory)
-    present = {f.path for f in files}
-    needed = [("model_file", manifest.model_file)]
-    if manifest.evaluation is not None:
-        needed.append(("evaluation.data", manifest.evaluation.data))
-    for field_name, rel in needed:
-        if rel not in present:  # say so before uploading gigabytes, not after
-            raise _invalid(f"{MANIFEST_FILE}: {field_name} {rel!r} is not a file in {directory}")
+    files, source, first_fds = await asyncio.to_thread(_prepare, directory)
     total = sum(f.size for f in files)
     uploaded: dict[str, r.UploadedObject] = {}
     done = 0
@@ -155,7 +162,7 @@ async def push_directory(
             if progress is not None:
                 progress(base + n, total, path)
 
-        fds = await asyncio.to_thread(_open_all, directory, batch)
+        fds = first_fds if start == 0 else await asyncio.to_thread(_open_all, directory, batch)
         try:
             reply = await client.send(req, fds=fds, progress=on_progress)
         finally:
@@ -177,7 +184,7 @@ async def push_directory(
         message=message,
         tags=tags or {},
         alias=alias,
-        source=await asyncio.to_thread(git_source, directory),
+        source=source,
     )
     return await client.call(push, r.PushResult), copied
 
