@@ -5,8 +5,12 @@ concurrently. Reads run in their own deferred SQLite transaction (WAL: they neve
 serialized by an in-process lock plus ``BEGIN IMMEDIATE`` (other processes wait on the busy timeout). Every
 failure is a :class:`ProtocolError` with a code; database exceptions never escape.
 
-Frequent operations (push, log, show, model listings, alias moves) use hand-written SQL (:mod:`daemon.store.sql`);
-rare ones (tag, diff, checkout, removal of a model, history, GC) use the ORM, where brevity beats speed.
+Frequent operations (push, log, show, model listings, alias moves) and GC use hand-written SQL
+(:mod:`daemon.store.sql`, :mod:`daemon.store.objects`); rare ones (tag, diff, checkout, removal of a model,
+history) use the ORM, where brevity beats speed.
+
+Lock order: the registry's write lock (``_lock``), then the object store's lock (``objects.lock``); never the
+reverse (an upload records its stat-cache entry under the registry's lock only after releasing the store's).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
@@ -41,10 +46,13 @@ from daemon.store.faults import Faults
 from daemon.store.migrations import migrate
 from daemon.store.objects import Ingested, ObjectStore, Progress
 from daemon.store.queries import model_id
-from daemon.store.statcache import StatCache, forget
+from daemon.store.statcache import StatCache
 from daemon.store.tables import AliasEventRow, AliasRow, FileRow, ModelRow, VersionRow, utcnow
 
 __all__ = ["Ingested", "Registry", "version_digest"]
+
+MANIFEST_CACHE_ENTRIES = 256
+MANIFEST_CACHE_MAX_BYTES = 16 << 10
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -112,6 +120,9 @@ class Registry:
         self.gc_grace_seconds = gc_grace_seconds
         self._faults = Faults.from_env()
         self._lock = threading.Lock()
+        #: Parsed manifests by digest (parsing costs ~25 µs; pipelines often push the same manifest again).
+        self._manifests: OrderedDict[str, tuple[int, Manifest, str]] = OrderedDict()
+        self._manifests_lock = threading.Lock()
         self._engine: Engine = make_engine(self.state_dir, busy_timeout_s=busy_timeout_s)
         try:
             migrate(self._engine)
@@ -120,10 +131,19 @@ class Registry:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot open the registry database: {exc}") from exc
         self._db = Db(self._engine)
         self._stat_cache = StatCache(self.state_dir / DB_NAME, self._lock, busy_timeout_s=busy_timeout_s)
-        self.objects = ObjectStore(self.state_dir, self._stat_cache, faults=self._faults)
+        self.objects = ObjectStore(
+            self.state_dir,
+            self._stat_cache,
+            self._db,
+            faults=self._faults,
+            grace_seconds=gc_grace_seconds,
+            busy_timeout_s=busy_timeout_s,
+        )
 
     def close(self) -> None:
+        self.objects.close()
         self._stat_cache.close()
+        self._db.close()
         self._engine.dispose()
 
     @contextmanager
@@ -158,21 +178,36 @@ class Registry:
             raise invalid(f"{MANIFEST_FILE} is missing: every version needs a manifest")
         if entry.size > MAX_MANIFEST_BYTES:
             raise invalid(f"{MANIFEST_FILE} is {entry.size} bytes; the limit is {MAX_MANIFEST_BYTES}")
-        if self.objects.size_of(entry.sha256) != entry.size:
+        with self._manifests_lock:
+            cached = self._manifests.get(entry.sha256)
+        # A parse is a function of the content, so it can be remembered by digest; whether the object is still
+        # stored is checked under the write lock (_check_objects), as for every other file.
+        if cached is not None and cached[0] == entry.size:
+            return cached[1], cached[2]
+        # Read through one descriptor, outside the write lock: GC may remove the object meanwhile, but then
+        # we either read it whole or not at all, and _check_objects re-checks it under the lock.
+        data = self.objects.read_object(entry.sha256, MAX_MANIFEST_BYTES)
+        if data is None or len(data) != entry.size:
             raise invalid(f"{MANIFEST_FILE} was not uploaded (object {entry.sha256[:12]}…); upload it first")
-        data = self.objects.read_bytes(entry.sha256, MAX_MANIFEST_BYTES)
         try:
             manifest = parse_manifest(data)
         except ValueError as exc:
             raise invalid(str(exc)) from None
-        return manifest, data.decode("utf-8")
+        text = data.decode("utf-8")
+        if len(data) <= MANIFEST_CACHE_MAX_BYTES:
+            with self._manifests_lock:
+                self._manifests[entry.sha256] = (len(data), manifest, text)
+                if len(self._manifests) > MANIFEST_CACHE_ENTRIES:
+                    self._manifests.popitem(last=False)
+        return manifest, text
 
     @staticmethod
     def _check_files(files: list[q.PushFile], manifest: Manifest) -> None:
-        paths = [f.path for f in files]
-        if len(set(paths)) != len(paths):
-            dupes = sorted({p for p in paths if paths.count(p) > 1})[:5]
+        counts = Counter(f.path for f in files)  # one pass: versions may have tens of thousands of files
+        if len(counts) != len(files):
+            dupes = sorted(p for p, n in counts.items() if n > 1)[:5]
             raise invalid(f"duplicate file paths: {', '.join(dupes)}")
+        paths = counts.keys()
         if manifest.model_file not in paths:
             raise invalid(f"{MANIFEST_FILE}: model_file {manifest.model_file!r} is not among the pushed files")
         if manifest.evaluation is not None and manifest.evaluation.data not in paths:
@@ -180,17 +215,17 @@ class Registry:
                 f"{MANIFEST_FILE}: evaluation.data {manifest.evaluation.data!r} is not among the pushed files"
             )
 
-    def _check_objects(self, files: list[q.PushFile]) -> None:
-        sizes: dict[str, int | None] = {}
+    def _check_objects(self, conn: sqlite3.Connection, files: list[q.PushFile]) -> dict[str, bytes]:
+        """Every file's object must be stored or pending with its size; returns the pending content to store."""
+        sizes, inline = self.objects.locate(conn, {f.sha256 for f in files})
         for f in files:
-            if f.sha256 not in sizes:
-                sizes[f.sha256] = self.objects.size_of(f.sha256)
-            if sizes[f.sha256] != f.size:
+            if sizes.get(f.sha256) != f.size:
                 raise invalid(
                     f"{f.path}: object {f.sha256[:12]}… of {f.size} bytes is not in the store; upload it first",
                     path=f.path,
                     sha256=f.sha256,
                 )
+        return inline
 
     @_guarded
     def push(self, req: q.Push, user: str) -> r.PushResult:
@@ -210,37 +245,43 @@ class Registry:
         digest = version_digest(files)
         with self._write_sql() as conn:
             # Checked under the write lock: GC holds it too, so these objects cannot vanish before commit.
-            self._check_objects(files)
+            inline = self._check_objects(conn, files)
             now = utcnow()
             model = sql.find_model(conn, name) or sql.create_model(conn, name, manifest.description, now)
-            existing = sql.version_by_digest(conn, model.id, digest)
-            if existing is not None:
-                if alias is not None:
-                    sql.move_alias(conn, model, alias, existing, user, _push_reason(req, existing), now)
-                return r.PushResult(version=sql.summary(conn, model, existing), created=False)
-            values = {
-                "digest": digest,
-                "parent": sql.latest_number(conn, model.id),
-                "flavor": manifest.flavor,
-                "message": req.message,
-                "tags": dict(req.tags),
-                "params": dict(manifest.params),
-                "metrics": dict(manifest.metrics),
-                "signature": manifest.signature.model_dump(),
-                "requirements": list(manifest.requirements),
-                "description": manifest.description,
-                "model_file": manifest.model_file,
-                "manifest": manifest_text,
-                "source": req.source.model_dump() if req.source else {},
-                "created_by": user,
-                "created_at": now,
-                "size": sum(f.size for f in files),
-                "file_count": len(files),
-            }
-            number = sql.insert_version(conn, model, values, files)
+            number = sql.version_by_digest(conn, model.id, digest)
+            created = number is None
+            if number is None:
+                # Pending uploads become blobs in this transaction: one commit makes them and the version durable.
+                self.objects.store_blobs(conn, inline, now)
+                values = {
+                    "digest": digest,
+                    "parent": sql.latest_number(conn, model.id),
+                    "flavor": manifest.flavor,
+                    "message": req.message,
+                    "tags": dict(req.tags),
+                    "params": dict(manifest.params),
+                    "metrics": dict(manifest.metrics),
+                    "signature": manifest.signature.model_dump(),
+                    "requirements": list(manifest.requirements),
+                    "description": manifest.description,
+                    "model_file": manifest.model_file,
+                    "manifest": manifest_text,
+                    "source": req.source.model_dump() if req.source else {},
+                    "created_by": user,
+                    "created_at": now,
+                    "size": sum(f.size for f in files),
+                    "file_count": len(files),
+                }
+                number = sql.insert_version(conn, model, values, files)
             if alias is not None:
                 sql.move_alias(conn, model, alias, number, user, _push_reason(req, number), now)
-            return r.PushResult(version=sql.summary(conn, model, number), created=True)
+            if created:  # no alias but the one just moved can point at a new version: no need to read it back
+                summary = sql.new_summary(model, number, values, [alias] if alias is not None else [])
+            else:
+                summary = sql.summary(conn, model, number)
+            result = r.PushResult(version=summary, created=created)
+        self.objects.settle({f.sha256 for f in files})  # only after the commit: until then they stay pending
+        return result
 
     # -- models --------------------------------------------------------------------------------------------
 
@@ -471,11 +512,8 @@ class Registry:
         grace = self.gc_grace_seconds if req.grace_seconds is None else req.grace_seconds
         if grace < 0:
             raise invalid("grace_seconds must be >= 0")
-        with self._write() as s:
-            referenced = set(s.exec(select(FileRow.sha256).distinct()))
-            stats = self.objects.gc(referenced, grace_seconds=grace, dry_run=req.dry_run)
-            if not req.dry_run:
-                forget(s, stats.removed)
+        with self._lock:  # no push may start referencing an object while GC decides about it
+            stats = self.objects.gc(grace_seconds=grace, dry_run=req.dry_run)
         return r.GcResult(
             objects_removed=stats.objects_removed,
             bytes_removed=stats.bytes_removed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from daemon.protocol import requests as q
 from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.manifest import parse_manifest
 from daemon.versions import Registry, version_digest
 
 MANIFEST = """name = "{name}"
@@ -424,3 +426,41 @@ def test_concurrent_pushes_from_threads(reg: Registry, tmp_path: Path) -> None:
     log = reg.log(q.Log(name="iris"))
     assert sorted(v.number for v in log.items) == list(range(1, 9))
     assert sorted(v.parent or 0 for v in log.items) == list(range(0, 8))
+
+
+def test_duplicate_paths_are_found_in_linear_time() -> None:
+    """20,000 files took 7 s with a quadratic duplicate check; the whole check must stay well under a second."""
+    manifest = parse_manifest(b'name = "iris"\nflavor = "sklearn"\nmodel_file = "f0"\n')
+    files = [q.PushFile(path=f"f{i}", sha256="0" * 64, size=1) for i in range(20_000)]
+    started = time.perf_counter()
+    Registry._check_files(files, manifest)
+    with pytest.raises(ProtocolError, match="duplicate file paths: f1, f7") as exc:
+        Registry._check_files([*files, files[7], files[1], files[7]], manifest)
+    assert code_of(exc) == ErrorCode.INVALID
+    assert time.perf_counter() - started < 1.0
+
+
+def test_push_result_matches_what_show_reads_back(reg: Registry, push) -> None:
+    """A new version's summary is built from the inserted values, not read back: it must be the same."""
+    first = push(alias="production", message="m", weights=b"1")
+    assert first.version == reg.show(q.Show(ref="iris:1")).version
+    second = push(weights=b"2")
+    assert second.version == reg.show(q.Show(ref="iris:2")).version
+    again = push(alias="staging", weights=b"1")
+    assert not again.created
+    assert again.version == reg.show(q.Show(ref="iris:1")).version
+    assert again.version.aliases == ["production", "staging"]
+
+
+def test_remembered_manifest_still_needs_its_object(reg: Registry, tmp_path: Path) -> None:
+    """Parsed manifests are remembered by digest, but a push still needs the object itself to be stored."""
+    files = upload(reg, write_model(tmp_path / "m"))
+    reg.push(q.Push(files=files), "alice")
+    reg.remove_model(q.RemoveModel(name="iris"), "alice")
+    assert reg.gc(q.Gc(grace_seconds=0)).objects_removed == 2
+    (tmp_path / "m" / "modeltui.toml").rename(tmp_path / "manifest")
+    weights_only = upload(reg, tmp_path / "m")  # the weights are uploaded again, the manifest is not
+    with pytest.raises(ProtocolError, match=r"modeltui\.toml: object .* upload it first"):
+        reg.push(q.Push(files=[*weights_only, *(f for f in files if f.path == "modeltui.toml")]), "alice")
+    (tmp_path / "manifest").rename(tmp_path / "m" / "modeltui.toml")
+    assert reg.push(q.Push(files=upload(reg, tmp_path / "m")), "alice").created

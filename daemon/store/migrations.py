@@ -106,10 +106,20 @@ def v2_index_children(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_versions_model_parent ON versions (model_id, parent)")
 
 
+def v3_inline_blobs(conn: Connection) -> None:
+    """Objects of at most ``INLINE_MAX`` bytes live here instead of under ``objects/``: a push then costs one
+    fsynced commit instead of a file create, fsync, rename and directory fsync per new object. ``data`` is the
+    last column so scans of the other columns (GC) never read a blob's overflow pages."""
+    conn.exec_driver_sql(
+        "CREATE TABLE blobs (sha256 VARCHAR NOT NULL PRIMARY KEY, size INTEGER NOT NULL, "
+        "created_at DATETIME NOT NULL, data BLOB NOT NULL)"
+    )
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children]
+MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children, v3_inline_blobs]
 
 
 def schema_version(conn: Connection) -> int:

@@ -178,6 +178,24 @@ def summary(conn: sqlite3.Connection, model: ModelKey, number: int) -> r.Version
     return _summary(row, model.name, aliases_of(conn, model.id, number))
 
 
+def new_summary(model: ModelKey, number: int, values: dict[str, Any], aliases: list[str]) -> r.VersionSummary:
+    """The summary of a version this transaction just inserted from ``values``, without reading it back."""
+    return r.VersionSummary.model_construct(
+        model=model.name,
+        number=number,
+        digest=values["digest"],
+        parent=values["parent"],
+        flavor=values["flavor"],
+        message=values["message"],
+        tags=values["tags"],
+        created_by=values["created_by"],
+        created_at=values["created_at"],
+        size=values["size"],
+        file_count=values["file_count"],
+        aliases=aliases,
+    )
+
+
 def log_page(conn: sqlite3.Connection, model: ModelKey, offset: int, limit: int) -> r.VersionList:
     """A page of versions, newest first, with their aliases (all of the model's, in one query)."""
     total = conn.execute("SELECT count(*) FROM versions WHERE model_id = ?", (model.id,)).fetchone()[0]
@@ -272,7 +290,11 @@ def detail(conn: sqlite3.Connection, model: ModelKey, number: int) -> r.VersionD
 
 
 def version_by_digest(conn: sqlite3.Connection, mid: int, digest: str) -> int | None:
-    row = conn.execute("SELECT min(number) FROM versions WHERE model_id = ? AND digest = ?", (mid, digest)).fetchone()
+    # INDEXED BY: for min(number) SQLite prefers the (model_id, number) index and reads every version's row.
+    row = conn.execute(
+        "SELECT min(number) FROM versions INDEXED BY ix_versions_model_digest WHERE model_id = ? AND digest = ?",
+        (mid, digest),
+    ).fetchone()
     return None if row[0] is None else int(row[0])
 
 

@@ -16,14 +16,12 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete
-from sqlmodel import Session, col
-
-from .db import db_time
-from .tables import StatCacheRow, utcnow
+from .db import chunked, db_time, marks
+from .tables import utcnow
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,8 @@ class StatCache:
             self._conn.execute(_RECORD, values)
 
 
-def forget(session: Session, shas: list[str]) -> None:
-    """Drop entries for removed objects, inside the caller's (GC) transaction."""
-    if shas:
-        session.exec(delete(StatCacheRow).where(col(StatCacheRow.sha256).in_(shas)))
+def forget(conn: sqlite3.Connection, shas: Sequence[str]) -> None:
+    """Drop entries for removed objects, inside the caller's (GC) transaction, in chunks that stay within
+    SQLite's limit on bound variables (32,766 in most builds; a GC can remove more objects than that)."""
+    for chunk in chunked(shas):
+        conn.execute(f"DELETE FROM stat_cache WHERE sha256 IN ({marks(len(chunk))})", chunk)

@@ -134,3 +134,14 @@ class StatCacheRow(SQLModel, table=True):
     ctime_ns: int
     sha256: str
     seen_at: datetime = _ts()
+
+
+class BlobRow(SQLModel, table=True):
+    """A small object stored inline (see ``objects.INLINE_MAX``); a file object of the same digest wins."""
+
+    __tablename__ = "blobs"
+
+    sha256: str = Field(primary_key=True)
+    size: int
+    created_at: datetime = _ts()
+    data: bytes

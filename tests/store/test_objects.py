@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -149,12 +150,21 @@ def test_recently_changed_file_is_not_cached(reg: Registry, tmp_path: Path, monk
 
 def test_verify_detects_corruption(reg: Registry, tmp_path: Path) -> None:
     p = tmp_path / "f"
-    p.write_bytes(b"good")
+    p.write_bytes(b"good" * 50_000)
     sha = ingest(reg, p)[0]
     obj = reg.objects.path_of(sha)
     obj.chmod(0o600)
     obj.write_bytes(b"evil")
     assert not reg.objects.verify(sha)
+
+
+def test_verify_detects_corrupt_blob(reg: Registry, tmp_path: Path) -> None:
+    sha = hashlib.sha256(b"good").hexdigest()
+    with sqlite3.connect(reg.state_dir / "registry.db", isolation_level=None) as db:
+        db.execute("INSERT INTO blobs (sha256, size, created_at, data) VALUES (?, 4, 'x', ?)", (sha, b"good"))
+        assert reg.objects.verify(sha)
+        db.execute("UPDATE blobs SET data = ? WHERE sha256 = ?", (b"evil", sha))
+        assert not reg.objects.verify(sha)
 
 
 def test_open_missing_object_is_integrity_error(reg: Registry) -> None:
