@@ -168,17 +168,14 @@ class Handlers:
         models = [parse_ref(req.a).name, parse_ref(req.b).name]
         return await self._cached(req, models, lambda: self.registry.diff(req))
 
-    @handles(q.Upload)
-    async def upload(self, req: q.Upload, ctx: Context) -> r.UploadResult:
-        total = sum(f.size for f in req.files)
+    def _ingest(self, files: Sequence[q.UploadFile | q.NewFile], ctx: Context) -> list[r.UploadedObject]:
+        """Stream each passed descriptor into the store (runs in the ingest pool), reporting progress at
+        most ten times a second."""
+        total = sum(f.size for f in files)
         done = 0
-        items: list[r.UploadedObject] = []
         last_report = 0.0
-
-        for fd in ctx.fds:
-            check_readable(fd)
-        loop = asyncio.get_running_loop()
-        for spec, fd in zip(req.files, ctx.fds, strict=True):
+        items: list[r.UploadedObject] = []
+        for spec, fd in zip(files, ctx.fds, strict=True):
             base = done
 
             def report(n: int, base: int = base, path: str = spec.path) -> None:
@@ -188,20 +185,49 @@ class Handlers:
                     last_report = now
                     ctx.progress(base + n, total, path)
 
-            got = await loop.run_in_executor(self.ingest_pool, self.registry.ingest, fd, spec.size, report)
+            got = self.registry.ingest(fd, spec.size, report)
             done += got.size
             items.append(r.UploadedObject(path=spec.path, sha256=got.sha256, size=got.size, copied=got.copied))
-        ctx.progress(done, total, "")
-        return r.UploadResult(items=items)
+        if total >= 1 << 20:
+            ctx.progress(done, total, "")
+        return items
 
-    @handles(q.Push)
-    async def push(self, req: q.Push, ctx: Context) -> r.PushResult:
-        out = await asyncio.to_thread(self.registry.push, req, ctx.caller.user)
+    def _pushed(self, req: q.Push | q.PushFiles, out: r.PushResult) -> r.PushResult:
         if out.created:
             self._event("version.pushed", out.version.model, out.version.number)
         if req.alias:
             self._event("alias.moved", out.version.model, out.version.number, req.alias)
         return out
+
+    @handles(q.Upload)
+    async def upload(self, req: q.Upload, ctx: Context) -> r.UploadResult:
+        for fd in ctx.fds:
+            check_readable(fd)
+        loop = asyncio.get_running_loop()
+        items = await loop.run_in_executor(self.ingest_pool, self._ingest, req.files, ctx)
+        return r.UploadResult(items=items)
+
+    @handles(q.Push)
+    async def push(self, req: q.Push, ctx: Context) -> r.PushResult:
+        return self._pushed(req, await asyncio.to_thread(self.registry.push, req, ctx.caller.user))
+
+    @handles(q.PushFiles)
+    async def push_files(self, req: q.PushFiles, ctx: Context) -> r.PushResult:
+        for fd in ctx.fds:
+            check_readable(fd)
+
+        def ingest_then_push() -> r.PushResult:  # one thread hop for the whole push
+            items = self._ingest(req.files, ctx)
+            files = [
+                q.PushFile(path=i.path, sha256=i.sha256, size=i.size, executable=f.executable)
+                for i, f in zip(items, req.files, strict=True)
+            ]
+            meta = {k: getattr(req, k) for k in q.VersionMeta.model_fields}  # validated already
+            out = self.registry.push(q.Push.model_construct(files=files, **meta), ctx.caller.user)
+            return out.model_copy(update={"bytes_copied": sum(i.size for i in items if i.copied)})
+
+        out = await asyncio.get_running_loop().run_in_executor(self.ingest_pool, ingest_then_push)
+        return self._pushed(req, out)
 
     @handles(q.Checkout)
     async def checkout(self, req: q.Checkout, ctx: Context) -> tuple[r.CheckoutResult, list[int]]:

@@ -28,7 +28,7 @@ from daemon.protocol.names import check_rel_path
 from .client import DaemonClient
 
 SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints"})
-UPLOAD_BATCH = 64
+UPLOAD_BATCH = q.MAX_UPLOAD_FILES
 Progress = Callable[[int, int, str], None]
 
 
@@ -150,6 +150,22 @@ async def push_directory(
     """Upload a directory's files and create a version. Returns the result and the bytes actually copied."""
     files, source, first_fds = await asyncio.to_thread(_prepare, directory)
     total = sum(f.size for f in files)
+    meta = {"name": name, "message": message, "tags": tags or {}, "alias": alias, "source": source}
+    if len(files) <= UPLOAD_BATCH:  # the common case: upload and create the version in one round trip
+        one_trip = q.PushFiles.model_validate(
+            {"files": [{"path": f.path, "size": f.size, "executable": f.executable} for f in files], **meta}
+        )
+        try:
+            reply = await client.send(
+                one_trip, fds=first_fds, progress=lambda n, _t, path: progress(n, total, path) if progress else None
+            )
+        finally:
+            for fd in first_fds:
+                os.close(fd)
+        pushed = r.PushResult.model_validate_json(reply.raw)
+        if progress is not None:
+            progress(total, total, "")
+        return pushed, pushed.bytes_copied
     uploaded: dict[str, r.UploadedObject] = {}
     done = 0
     copied = 0
@@ -168,25 +184,23 @@ async def push_directory(
         finally:
             for fd in fds:
                 os.close(fd)
-        result = r.UploadResult.model_validate_json(reply.raw)
-        for item in result.items:
+        for item in r.UploadResult.model_validate_json(reply.raw).items:
             uploaded[item.path] = item
             done += item.size
             copied += item.size if item.copied else 0
         if progress is not None:
             progress(done, total, "")
-    push = q.Push(
-        files=[
-            q.PushFile(path=f.path, sha256=uploaded[f.path].sha256, size=uploaded[f.path].size, executable=f.executable)
-            for f in files
-        ],
-        name=name,
-        message=message,
-        tags=tags or {},
-        alias=alias,
-        source=source,
+    push = q.Push.model_validate(
+        {
+            "files": [
+                {"path": f.path, "sha256": uploaded[f.path].sha256, "size": f.size, "executable": f.executable}
+                for f in files
+            ],
+            **meta,
+        }
     )
-    return await client.call(push, r.PushResult), copied
+    result = await client.call(push, r.PushResult)
+    return result.model_copy(update={"bytes_copied": copied}), copied
 
 
 def _not_empty(dest: Path) -> bool:

@@ -124,16 +124,40 @@ class Source(BaseModel):
     path: Annotated[str, Field(max_length=4096)] | None = None
 
 
-class Push(_Request):
-    """Create a version from uploaded objects. Identical content returns the existing version."""
+class VersionMeta(_Request):
+    """What a push says about the version besides its files."""
 
-    op: Literal["versions.push"] = "versions.push"
-    files: Annotated[list[PushFile], Field(min_length=1, max_length=MAX_PUSH_FILES)]
     name: ModelName | None = None
     message: Text = ""
     tags: Annotated[dict[TagKey, TagValue], Field(max_length=100)] = Field(default_factory=dict)
     alias: AliasName | None = None
     source: Source | None = None
+
+
+class Push(VersionMeta):
+    """Create a version from uploaded objects. Identical content returns the existing version."""
+
+    op: Literal["versions.push"] = "versions.push"
+    files: Annotated[list[PushFile], Field(min_length=1, max_length=MAX_PUSH_FILES)]
+
+
+class NewFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: RelPath
+    size: Annotated[int, Field(ge=0)]
+    executable: bool = False
+
+
+class PushFiles(VersionMeta):
+    """Upload and create a version in one round trip: one descriptor per file comes with the frame.
+    For directories of at most MAX_UPLOAD_FILES files; larger ones use objects.upload, then versions.push."""
+
+    op: Literal["versions.push_files"] = "versions.push_files"
+    files: Annotated[list[NewFile], Field(min_length=1, max_length=MAX_UPLOAD_FILES)]
+
+    @property
+    def fd_count(self) -> int:
+        return len(self.files)
 
 
 class Checkout(_Request):
@@ -211,6 +235,7 @@ Request = Annotated[
     | Diff
     | Upload
     | Push
+    | PushFiles
     | Checkout
     | Tag
     | RemoveVersion
@@ -238,6 +263,7 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     Diff: r.VersionDiff,
     Upload: r.UploadResult,
     Push: r.PushResult,
+    PushFiles: r.PushResult,
     Checkout: r.CheckoutResult,
     Tag: r.VersionSummary,
     RemoveVersion: r.RemoveResult,
@@ -249,6 +275,6 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
-MUTATING: frozenset[type[_Request]] = frozenset(
-    {DaemonStop, DescribeModel, RemoveModel, Upload, Push, Tag, RemoveVersion, AliasSet, AliasRemove, Rollback, Gc}
-)
+_MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Upload, Push, PushFiles, Tag]
+_MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc]
+MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)

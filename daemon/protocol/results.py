@@ -140,6 +140,9 @@ class VersionDetail(Result):
 class PushResult(Result):
     version: VersionSummary
     created: bool
+    bytes_copied: int = Field(
+        default=0, description="bytes this request stored (0 for versions.push: they came with objects.upload)"
+    )
 
 
 class UploadedObject(Result):

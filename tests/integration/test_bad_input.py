@@ -247,3 +247,23 @@ def test_upload_of_a_descriptor_not_open_for_reading_is_invalid(daemon: DaemonPr
             os.close(fd)
         assert reply["code"] == "INVALID"
         assert "open for reading" in reply["message"]
+
+
+def test_one_trip_push_validates_like_the_two_step_one(daemon: DaemonProcess, tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path / "m", "onetrip")
+    c = RawClient(daemon.socket)
+    fd = os.open(d / "model.skops", os.O_RDONLY)
+    try:  # no manifest among the files
+        reply = c.request({"op": "versions.push_files", "files": [{"path": "model.skops", "size": 2}]}, fds=[fd])
+    finally:
+        os.close(fd)
+    assert reply["code"] == "INVALID"
+    assert "modeltui.toml" in reply["message"]
+    r_fd, w_fd = os.pipe()
+    try:
+        reply = c.request({"op": "versions.push_files", "files": [{"path": "x", "size": 0}]}, req_id=2, fds=[r_fd])
+    finally:
+        os.close(r_fd)
+        os.close(w_fd)
+    assert reply["code"] == "INVALID"
+    assert_serving(daemon)

@@ -41,6 +41,7 @@ REQUESTS: list[BaseModel] = [
     q.Upload(files=[q.UploadFile(path="a/b.bin", size=3)]),
     q.Push(files=[q.PushFile(path="modeltui.toml", sha256=SHA, size=9, executable=True)], name="m", message="msg",
            tags={"team": "risk"}, alias="staging", source=q.Source(git_commit="f" * 40, git_dirty=True, path="/x")),
+    q.PushFiles(files=[q.NewFile(path="model.skops", size=3, executable=False)], name="m", alias="production"),
     q.Checkout(ref="m:3"),
     q.Tag(ref="m:3", set={"a": "b"}, unset=["c"]),
     q.RemoveVersion(ref="m:3", force=True),
