@@ -11,6 +11,8 @@ from rich.text import Text
 
 from daemon.protocol import results as r
 
+from .hints import push_example
+
 
 def size(n: int) -> str:
     value = float(n)
@@ -36,7 +38,7 @@ def plain(value: object) -> Text:
 
 def models_table(result: r.ModelList) -> Table | Text:
     if not result.items:
-        return Text("no models yet: push one with `modeltui push examples/breast_cancer --alias production`")
+        return Text(f"no models yet: push one with `{push_example()}`")
     table = Table("model", "versions", "latest", "aliases", "updated", "description", box=None)
     for m in result.items:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"

@@ -53,7 +53,7 @@ def peer_credentials(sock: socket.socket) -> PeerCredentials:
 
 
 class FramedSocket:
-    """One connection: ``read_frame``/``take_fds`` for the reader, ``write`` for any number of writers."""
+    """One connection: ``read_frame``/``frame_fds`` for the reader, ``write`` for any number of writers."""
 
     def __init__(self, sock: socket.socket, max_frame: int) -> None:
         sock.setblocking(False)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-PUSH_EXAMPLE = "modeltui push examples/breast_cancer --alias production"
+from ..hints import push_example
+
+#: What the hint always contains, whatever the program path.
+PUSH_EXAMPLE = "examples/breast_cancer --alias production"
 
 
 class EmptyRegistry(Static):
@@ -13,6 +16,6 @@ class EmptyRegistry(Static):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(
             "The registry is empty.\n\nPush the bundled example with:\n\n"
-            f"[b]{PUSH_EXAMPLE}[/b]",
+            f"[b]{push_example()}[/b]",
             id=id,
         )
