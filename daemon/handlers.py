@@ -20,7 +20,7 @@ from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import RegistryEvent
-from daemon.protocol.frames import PROTOCOL_VERSION
+from daemon.protocol.frames import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from daemon.protocol.names import parse_ref
 from daemon.readcache import ReadCache
 from daemon.server import Context, EventHub, HandlerResult, Serialized
@@ -83,7 +83,8 @@ class Handlers:
             return Serialized(hit)
         snapshot = self.cache.snapshot(models)
         data = (await asyncio.to_thread(read)).model_dump_json().encode()
-        self.cache.put(key, snapshot, data)
+        if len(data) < MAX_FRAME_BYTES:  # a result too large to send is refused each time, not kept
+            self.cache.put(key, snapshot, data)
         return Serialized(data)
 
     async def dispatch(self, request: Any, ctx: Context) -> HandlerResult:

@@ -209,6 +209,7 @@ class Server:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inode: tuple[int, int] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._listener = bind_socket(self.socket_path, self.socket_mode)
@@ -222,6 +223,7 @@ class Server:
         Handlers are not cancelled first: a cancelled handler would close descriptors that a worker
         thread may still be reading.
         """
+        self._stopping = True  # frames still buffered are answered UNAVAILABLE, not started
         if self._accept_task is not None:
             self._accept_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -232,10 +234,13 @@ class Server:
         for sock in list(self._open):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)  # readers see EOF; responses in flight can still be sent
-        if self._handlers:
-            _, pending = await asyncio.wait(self._handlers, timeout=grace)
-            if pending:
-                log.warning("%d requests still running after %.0fs; cancelling them", len(pending), grace)
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._handlers:  # the set may gain handlers that were waiting for a slot
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                log.warning("%d requests still running after %.0fs; cancelling them", len(self._handlers), grace)
+                break
+            await asyncio.wait(set(self._handlers), timeout=remaining)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -362,6 +367,9 @@ class Server:
                 return
             fds = c.conn.frame_fds()
             parsed = self._parse_request(raw)
+            if self._stopping:
+                await self._refuse_while_stopping(c, parsed.id, fds)
+                continue
             if isinstance(parsed, frames.ErrorFrame) or parsed.request.fd_count != len(fds):
                 for fd in fds:
                     os.close(fd)
@@ -377,10 +385,19 @@ class Server:
                     return  # nothing to answer to: the peer is not speaking the protocol
                 continue
             await slots.acquire()
+            if self._stopping:
+                slots.release()
+                await self._refuse_while_stopping(c, parsed.id, fds)
+                continue
             task = self._spawn(self._handle(c, parsed, fds), self._handlers)
             c.inflight.add(task)
             task.add_done_callback(c.inflight.discard)
             task.add_done_callback(lambda _t: slots.release())
+
+    async def _refuse_while_stopping(self, c: Connection, req_id: int | None, fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+        await self._send_error(c, req_id, ErrorCode.UNAVAILABLE, "the daemon is stopping; try again")
 
     @staticmethod
     def _parse_request(raw: bytes) -> frames.RequestFrame | frames.ErrorFrame:

@@ -167,9 +167,19 @@ class DaemonClient:
         self._pending[req_id] = fut
         if progress is not None:
             self._progress[req_id] = progress
+        # The write owns duplicates of the descriptors: shielded, it may outlive a cancelled caller (who
+        # then closes its own), and must neither leave half a frame nor send a reused descriptor number.
+        owned = [os.dup(fd) for fd in fds]
+
+        async def write() -> None:
+            try:
+                await self._conn.write(data, owned)
+            finally:
+                for fd in owned:
+                    os.close(fd)
+
         try:
-            # Shielded: a caller cancelled mid-write must not leave half a frame on the connection.
-            await asyncio.shield(self._conn.write(data, fds))
+            await asyncio.shield(write())
             return await fut
         except OSError as exc:
             raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from exc

@@ -213,11 +213,11 @@ def write_files(result: r.CheckoutResult, fds: list[int], dest: Path) -> None:
     root = dest.resolve()
     for info, fd in zip(result.files, fds, strict=True):
         check_rel_path(info.path)
-        parent = (root / info.path).parent
-        parent.mkdir(parents=True, exist_ok=True)
-        parent = parent.resolve()  # a symlinked directory inside dest must not lead outside it
+        # Resolve before creating anything: a symlinked directory inside dest must not lead outside it.
+        parent = (root / info.path).parent.resolve()
         if parent != root and root not in parent.parents:
             raise _invalid(f"refusing to write outside {root}: {info.path}")
+        parent.mkdir(parents=True, exist_ok=True)
         target = parent / PurePosixPath(info.path).name
         # A fresh temporary name, created exclusively and never through a symlink planted in dest.
         out_fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".modeltui-tmp", dir=target.parent)

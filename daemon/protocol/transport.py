@@ -1,10 +1,11 @@
 """Newline-delimited frames over a non-blocking AF_UNIX stream socket, with file descriptors (SCM_RIGHTS).
 
 asyncio's streams cannot carry ancillary data, so this reads with ``recvmsg`` when the loop says the socket
-is readable. Each descriptor is tagged with the stream offset of the byte it arrived with, so a frame gets
-exactly the descriptors sent within its own bytes — a rejected frame's descriptors are closed, never handed
-to the next request. Linux never merges two messages that carry descriptors into one ``recvmsg``, so each
-read yields at most one batch (≤ ``FDS_PER_MESSAGE``).
+is readable. Each descriptor is tagged with the stream offset of the byte it arrived with (the last byte of
+its ``recvmsg``), so a frame gets exactly the descriptors sent within its own bytes — a rejected frame's
+descriptors are closed, never handed to the next request. Linux never merges two messages that carry
+descriptors into one ``recvmsg`` (it stops right after one), so each read yields at most one batch
+(≤ ``FDS_PER_MESSAGE``).
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ class FramedSocket:
                 self._eof = True
                 return True
             raise
-        arrived_at = self._base + len(self._buf)  # descriptors belong to the frame holding this byte
+        # Linux may merge plain bytes queued before a descriptor-carrying message into this read, but
+        # stops right after that message: the descriptors rode on the LAST byte returned (a frame's first).
+        arrived_at = self._base + len(self._buf) + len(data) - 1
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")

@@ -3,6 +3,7 @@ daemon keeps serving everyone."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -267,3 +268,34 @@ def test_one_trip_push_validates_like_the_two_step_one(daemon: DaemonProcess, tm
         os.close(w_fd)
     assert reply["code"] == "INVALID"
     assert_serving(daemon)
+
+
+async def test_pipelined_uploads_on_one_connection_keep_their_own_files(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """Concurrent requests on one connection: each upload stores exactly its own descriptor's bytes."""
+    from daemon.protocol import requests as q
+    from daemon.protocol import results as r
+    from modeltui.client import connect
+
+    paths = []
+    for i in range(8):
+        p = tmp_path / f"f{i}.bin"
+        p.write_bytes(f"content {i}".encode())  # equal sizes: only the bytes tell them apart
+        paths.append(p)
+    client = await connect(daemon.socket)
+    try:
+
+        async def upload(p: Path) -> str:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                reply = await client.send(q.Upload(files=[q.UploadFile(path=p.name, size=p.stat().st_size)]), fds=[fd])
+            finally:
+                os.close(fd)
+            return r.UploadResult.model_validate_json(reply.raw).items[0].sha256
+
+        for _ in range(5):
+            digests = await asyncio.gather(*(upload(p) for p in paths), client.call(q.Ping(), r.Pong))
+            assert list(digests[:-1]) == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    finally:
+        await client.close()

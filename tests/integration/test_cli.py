@@ -242,7 +242,7 @@ def test_local_file_errors_are_messages_not_tracebacks(daemon: DaemonProcess, tm
 
 
 def test_checkout_refuses_a_symlinked_directory_leading_outside(daemon: DaemonProcess, tmp_path: Path) -> None:
-    make_model_dir(tmp_path / "m", "nested", extra={"sub/data.bin": b"d"})
+    make_model_dir(tmp_path / "m", "nested", extra={"sub/deeper/data.bin": b"d"})
     assert daemon.cli("push", str(tmp_path / "m")).returncode == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
