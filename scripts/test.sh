@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
     # git (source commits), setpriv/useradd (the two-uid test) — on Debian these come with the base
-    # system, but a slim image may lack them.
+    # system, but a slim image may lack them — and promtool (Debian's prometheus) to check expositions.
     need=()
     command -v git >/dev/null || need+=(git)
     command -v setpriv >/dev/null || need+=(util-linux)
     command -v useradd >/dev/null || need+=(passwd)
+    command -v promtool >/dev/null || need+=(prometheus)
     if [ "${#need[@]}" -gt 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${need[@]}" >/dev/null
     fi
 fi
 

@@ -1,0 +1,64 @@
+"""The serving runtime: one model version behind a small, fast HTTP/1.1 server.
+
+Run it with::
+
+    python -m daemon.serving --model-dir DIR [--host 127.0.0.1] [--port 0]
+                             [--max-batch-size 64] [--max-wait-ms 2] [--model-version N]
+
+With ``--port 0`` the kernel picks a free port. The first line on stdout is always ``LISTENING host:port``,
+printed as soon as the socket accepts connections; the model is loaded after that (``GET /health`` answers
+503 until it is ready, 200 afterwards), so a supervisor reads one line, then polls ``/health``. A model that
+cannot be loaded ends the process with exit status 3 and the reason on stderr; a bad manifest or bad
+arguments end it with status 2 before anything listens.
+
+This package imports nothing else from ``daemon`` (it is copied into Docker images on its own) and needs
+only the standard library and numpy. scikit-learn/skops are imported by the ``sklearn`` flavor and
+onnxruntime by the ``onnx`` flavor, lazily.
+
+Manifest (``DIR/modeltui.toml``): ``name``, ``flavor`` (``sklearn`` | ``onnx`` | ``python``),
+``model_file``, ``trusted`` (default false) and ``[signature]`` ``inputs``/``outputs``, lists of
+``{name, type}`` with type ``double | float | long | integer | boolean | string``. Other keys are ignored.
+
+Flavors:
+
+* ``sklearn``: ``model_file`` is a ``.skops`` file, loaded with ``skops.io``. Without ``trusted = true``
+  it is loaded only if skops reports no untrusted types; otherwise the types skops reports are passed as
+  ``trusted=``. ``.joblib``/``.pkl``/``.pickle`` files (arbitrary code on load) only with
+  ``trusted = true``. The runtime calls ``model.predict(X)``.
+* ``onnx``: ``model_file`` is an ``.onnx`` file run by onnxruntime on the CPU; ``X`` (as float32 unless
+  the signature is all long/integer) feeds the model's first input and the first output is returned.
+* ``python``: ``model_file = "FILE.py:FUNCTION"``, e.g. ``"predict.py:predict"``; FILE is relative to the
+  model directory (which is put first on ``sys.path`` so the module can import its neighbours) and is
+  imported once at load time. ``FUNCTION(X)`` is called with a batch and returns one prediction per row
+  (a list or a numpy array; rows of a 2-D result become lists). Python models run arbitrary code by
+  design: deploy only directories you trust.
+
+Every flavor gets the same batch ``X``: a 2-D numpy array, rows × signature inputs in signature order, of
+dtype float64 when every input is double/float (or a mix of double/float and long/integer), int64 when all
+are long/integer, bool when all are boolean, and object otherwise. Missing doubles (JSON ``null``, empty
+CSV cells) are NaN.
+
+HTTP API (bodies are JSON, ``Content-Length`` required; chunked request bodies get 411):
+
+* ``POST /predict`` ``{"inputs": [[...], ...]}`` (rows in signature order), ``{"inputs": [{col: v}, ...]}``
+  or ``{"inputs": {col: [v, ...]}}`` → ``{"predictions": [...], "ids": [...], "version": "name:N"}``.
+* ``POST /invocations`` (MLflow's scoring protocol): ``application/json`` with exactly one of
+  ``dataframe_split`` / ``dataframe_records`` / ``instances`` / ``inputs``, or ``text/csv`` with a header
+  row → ``{"predictions": [...]}``. The prediction ids travel in the ``X-Prediction-Ids`` header
+  (comma-separated) for up to 1000 rows; larger requests get ``X-Prediction-Id-Range: FIRST/COUNT``
+  instead (ids are consecutive: the hex counter in the last 12 characters increases by one per row).
+* ``POST /feedback`` ``{"id": ID, "label": L}`` or ``{"items": [{"id": ID, "label": L}, ...]}`` →
+  ``{"matched": m, "unknown": u}``. The runtime remembers the class predicted for the last 100,000 ids;
+  each id takes one label; an id it does not remember (older, from another process, or already labelled)
+  counts as unknown.
+* ``GET /health`` → 200 ``{"status": "ok", "ready": true, ...}`` once the model is loaded, else 503;
+  ``GET /health/live`` (and MLflow's ``GET /ping`` once ready) → 200.
+* ``GET /metrics`` → Prometheus text format 0.0.4.
+
+Input errors get 400 (malformed JSON, wrong shape) or 422 (wrong column or value type, too many rows)
+with ``{"error": "...", "message": "..."}`` naming the row and column.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

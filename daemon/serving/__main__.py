@@ -1,0 +1,94 @@
+"""``python -m daemon.serving --model-dir DIR [--host H] [--port N] ...``: see the package docstring."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from .app import App
+from .flavors import LoadError, load_model
+from .manifest import ManifestError, read_manifest
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m daemon.serving", description="Serve one model version over HTTP.")
+    ap.add_argument("--model-dir", type=Path, required=True, help="directory holding modeltui.toml and the model")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="port (0: pick a free one; default 0)")
+    ap.add_argument("--max-batch-size", type=int, default=64, help="rows per predict call at most (default 64)")
+    ap.add_argument("--max-wait-ms", type=float, default=2.0, help="longest linger for rows under load (default 2)")
+    ap.add_argument("--model-version", default="local", help="version shown in responses and metrics (default local)")
+    ap.add_argument("--switch-interval-ms", type=float, default=0.5, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        ap.error("--port must be between 0 and 65535")
+    if args.max_batch_size < 1:
+        ap.error("--max-batch-size must be at least 1")
+    if not 0 <= args.max_wait_ms <= 10_000:
+        ap.error("--max-wait-ms must be between 0 and 10000")
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    model_dir: Path = args.model_dir
+    manifest = read_manifest(model_dir)
+    app = App(
+        manifest,
+        version=str(args.model_version),
+        max_batch_size=args.max_batch_size,
+        max_wait=args.max_wait_ms / 1000.0,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = await app.server.start(args.host, args.port)
+    shown = f"[{host}]" if ":" in host else host
+    sys.stdout.write(f"LISTENING {shown}:{port}\n")
+    sys.stdout.flush()
+    load = asyncio.ensure_future(asyncio.to_thread(load_model, model_dir, manifest))
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not load.done():
+        await app.server.stop(0)
+        return 0
+    try:
+        model = load.result()
+    except LoadError as exc:
+        print(f"modeltui-serving: cannot load the model: {exc}", file=sys.stderr, flush=True)
+        await app.server.stop(0)
+        return 3
+    app.set_model(model)
+    print(
+        f"modeltui-serving: {app.version_label} ({model.flavor}: {model.detail}) ready on {shown}:{port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await waiter
+    await app.server.stop(10.0)
+    if app.batcher is not None:
+        app.batcher.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    if args.switch_interval_ms > 0:
+        # The event loop and the predict thread share the GIL: a short switch interval keeps either from
+        # stalling the other for the default 5 ms.
+        sys.setswitchinterval(args.switch_interval_ms / 1000.0)
+    try:
+        return asyncio.run(_serve(args))
+    except ManifestError as exc:
+        print(f"modeltui-serving: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        print(f"modeltui-serving: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The routes: wires the HTTP server, the input schema, the batcher, the metrics and the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .batching import Batcher, Outcome
+from .flavors import Model
+from .http import Connection, HttpServer, Request
+from .ledger import Ledger
+from .manifest import ServingManifest
+from .metrics import Metrics, feedback_key
+from .schema import InputError, Rows, Schema
+
+MAX_FEEDBACK_ITEMS = 10_000
+INLINE_IDS = 1_000
+_ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 422: "INVALID_PARAMETER_VALUE"}
+_METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_ENDPOINTS = {
+    b"/predict": "/predict",
+    b"/invocations": "/invocations",
+    b"/feedback": "/feedback",
+    b"/health": "/health",
+    b"/health/live": "/health/live",
+    b"/ping": "/ping",
+    b"/metrics": "/metrics",
+}
+Route = Callable[[Connection, Request, bytes], None]
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_loads = json.loads
+
+
+def error_body(status: int, message: str) -> bytes:
+    code = _ERROR_CODES.get(status) or ("INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
+    return _dumps({"error_code": code, "message": message}).encode()
+
+
+class App:
+    def __init__(
+        self,
+        manifest: ServingManifest,
+        *,
+        version: str = "local",
+        max_batch_size: int = 64,
+        max_wait: float = 0.002,
+        max_body: int | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.version_label = f"{manifest.name}:{version}"
+        self.schema = Schema(manifest.inputs)
+        self.metrics = Metrics(manifest.name, version, manifest.flavor)
+        self.ledger = Ledger()
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self.model: Model | None = None
+        self.batcher: Batcher | None = None
+        self.started = time.time()
+        kwargs = {} if max_body is None else {"max_body": max_body}
+        self.server = HttpServer(self.handle, error_body, self._record, **kwargs)
+        self._version_json = _dumps(self.version_label).encode()
+        get: dict[bytes, Route] = {b"GET": self._health}
+        self._routes: dict[bytes, dict[bytes, Route]] = {
+            b"/predict": {b"POST": self._predict},
+            b"/invocations": {b"POST": self._invocations},
+            b"/feedback": {b"POST": self._feedback},
+            b"/health": get,
+            b"/health/live": {b"GET": self._live},
+            b"/ping": get,
+            b"/metrics": {b"GET": self._metrics},
+        }
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    def set_model(self, model: Model) -> None:
+        self.model = model
+        self.batcher = Batcher(
+            asyncio.get_running_loop(),
+            self._predict_rows,
+            max_batch_size=self.max_batch_size,
+            max_wait=self.max_wait,
+            observe=self._observe_batch,
+        )
+        self.metrics.ready = True
+
+    def _predict_rows(self, rows: Rows) -> list[Any]:
+        assert self.model is not None
+        return self.model.predict(self.schema.to_array(rows))
+
+    def _observe_batch(self, rows: int, seconds: float) -> None:
+        self.metrics.batch.observe(rows)
+        self.metrics.predict_seconds.observe(seconds)
+
+    def _record(self, req: Request, status: int, seconds: float) -> None:
+        self.metrics.request(_ENDPOINTS.get(req.path.split(b"?", 1)[0], "other"), status, seconds)
+
+    # ---- dispatch ---------------------------------------------------------------------------------
+
+    def handle(self, conn: Connection, req: Request, body: bytes) -> None:
+        path = req.path
+        if b"?" in path:
+            path = path.split(b"?", 1)[0]
+        route = self._routes.get(path)
+        if route is None:
+            conn.respond(req, 404, error_body(404, f"no such endpoint: {path[:60].decode(errors='replace')}"))
+            return
+        fn = route.get(req.method)
+        if fn is None:
+            allow = ", ".join(m.decode() for m in route)
+            method = req.method[:10].decode(errors="replace")
+            msg = f"{method} is not allowed here; use {allow}"
+            conn.respond(req, 405, error_body(405, msg), extra=b"Allow: %s\r\n" % allow.encode())
+            return
+        fn(conn, req, body)
+
+    def _not_ready(self, conn: Connection, req: Request) -> bool:
+        if self.batcher is None:
+            conn.respond(req, 503, error_body(503, "the model is still loading"), extra=b"Retry-After: 1\r\n")
+            return True
+        return False
+
+    @staticmethod
+    def _json(conn: Connection, req: Request, body: bytes) -> tuple[bool, Any]:
+        try:
+            return True, _loads(body)
+        except RecursionError:
+            conn.respond(req, 400, error_body(400, "malformed JSON: nested too deeply"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            conn.respond(req, 400, error_body(400, f"malformed JSON: {str(exc)[:120]}"))
+        return False, None
+
+    # ---- predictions ------------------------------------------------------------------------------
+
+    def _predict(self, conn: Connection, req: Request, body: bytes) -> None:
+        if self._not_ready(conn, req):
+            return
+        ok, obj = self._json(conn, req, body)
+        if not ok:
+            return
+        try:
+            rows = self.schema.from_predict(obj)
+        except InputError as exc:
+            conn.respond(req, exc.status, error_body(exc.status, exc.message))
+            return
+        assert self.batcher is not None
+        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, False))
+
+    def _invocations(self, conn: Connection, req: Request, body: bytes) -> None:
+        if self._not_ready(conn, req):
+            return
+        ctype = req.content_type.split(b";", 1)[0].strip().lower()
+        try:
+            if ctype == b"application/json":
+                ok, obj = self._json(conn, req, body)
+                if not ok:
+                    return
+                rows = self.schema.from_mlflow(obj)
+            elif ctype == b"text/csv":
+                rows = self.schema.from_csv(body)
+            else:
+                shown = ctype[:60].decode(errors="replace") or "none"
+                conn.respond(
+                    req, 415,
+                    error_body(415, f"Content-Type must be application/json or text/csv, not {shown}"),
+                )
+                return
+        except InputError as exc:
+            conn.respond(req, exc.status, error_body(exc.status, exc.message))
+            return
+        assert self.batcher is not None
+        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, True))
+
+    def _answer(self, conn: Connection, req: Request, outcome: Outcome, mlflow: bool) -> None:
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, ValueError | TypeError):
+                status, msg = 422, f"the model rejected the input: {str(outcome)[:300]}"
+            else:
+                status, msg = 500, f"the model failed: {type(outcome).__name__}: {str(outcome)[:300]}"
+            conn.respond(req, status, error_body(status, msg))
+            return
+        labels = self.metrics.class_labels(outcome)
+        first = self.ledger.record(labels)
+        n = len(outcome)
+        try:
+            preds = _dumps(outcome)
+        except (TypeError, ValueError) as exc:
+            conn.respond(req, 500, error_body(500, f"cannot encode the predictions as JSON: {exc}"))
+            return
+        if mlflow:
+            if n <= INLINE_IDS:
+                extra = b"X-Prediction-Ids: %s\r\n" % ",".join(self.ledger.ids(first, n)).encode()
+            else:
+                extra = b"X-Prediction-Id-Range: %s/%d\r\n" % (self.ledger.make_id(first).encode(), n)
+            conn.respond(req, 200, b'{"predictions":%s}' % preds.encode(), extra=extra)
+        else:
+            ids = _dumps(self.ledger.ids(first, n))
+            out = b'{"predictions":%s,"ids":%s,"version":%s}' % (preds.encode(), ids.encode(), self._version_json)
+            conn.respond(req, 200, out)
+
+    # ---- feedback ---------------------------------------------------------------------------------
+
+    def _feedback(self, conn: Connection, req: Request, body: bytes) -> None:
+        ok, obj = self._json(conn, req, body)
+        if not ok:
+            return
+        if type(obj) is dict and "items" in obj and len(obj) == 1:
+            items = obj["items"]
+            if type(items) is not list:
+                conn.respond(req, 400, error_body(400, "items must be a list of {id, label} objects"))
+                return
+        elif type(obj) is dict and "id" in obj:
+            items = [obj]
+        else:
+            conn.respond(req, 400, error_body(400, 'expected {"id": ..., "label": ...} or {"items": [...]}'))
+            return
+        if not items or len(items) > MAX_FEEDBACK_ITEMS:
+            conn.respond(req, 422, error_body(422, f"send 1 to {MAX_FEEDBACK_ITEMS} feedback items, not {len(items)}"))
+            return
+        for i, item in enumerate(items):
+            if type(item) is not dict or set(item) != {"id", "label"}:
+                conn.respond(req, 422, error_body(422, f"item {i}: expected exactly the keys id and label"))
+                return
+            if type(item["id"]) is not str:
+                conn.respond(req, 422, error_body(422, f"item {i}: id must be a string"))
+                return
+            label = item["label"]
+            if label is None or type(label) not in (str, int, float, bool):
+                conn.respond(req, 422, error_body(422, f"item {i}: label must be a string, number or boolean"))
+                return
+        m = self.metrics
+        matched = unknown = 0
+        for item in items:
+            hit, predicted = self.ledger.take(item["id"])
+            if not hit:
+                unknown += 1
+                continue
+            matched += 1
+            actual = feedback_key(item["label"])
+            if predicted is None or actual is None:
+                m.feedback_unlabelled += 1
+            else:
+                m.feedback[(predicted, m.actual_label(actual))] += 1
+        m.feedback_unknown += unknown
+        conn.respond(req, 200, _dumps({"matched": matched, "unknown": unknown}).encode())
+
+    # ---- health and metrics -----------------------------------------------------------------------
+
+    def _health(self, conn: Connection, req: Request, body: bytes) -> None:
+        ready = self.batcher is not None
+        info = {
+            "status": "ok" if ready else "loading",
+            "ready": ready,
+            "model": self.manifest.name,
+            "version": self.version_label,
+            "flavor": self.manifest.flavor,
+            "uptime_seconds": round(time.time() - self.started, 3),
+        }
+        conn.respond(req, 200 if ready else 503, _dumps(info).encode())
+
+    def _live(self, conn: Connection, req: Request, body: bytes) -> None:
+        conn.respond(req, 200, b'{"status":"ok"}')
+
+    def _metrics(self, conn: Connection, req: Request, body: bytes) -> None:
+        conn.respond(req, 200, self.metrics.render(), content_type=_METRICS_TYPE)

@@ -1,0 +1,160 @@
+"""Model loaders. Each returns a :class:`Model` whose ``predict`` takes one 2-D batch and returns one
+prediction per row. Heavy libraries are imported here, lazily, by the flavor that needs them."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .manifest import ManifestError, ServingManifest, resolve_inside
+
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+class LoadError(Exception):
+    """The model cannot be loaded; the message says why and what to do."""
+
+
+class Model:
+    """A loaded model: ``predict(X)`` → a 1-D or 2-D array (or a sequence) with one entry per row."""
+
+    def __init__(self, flavor: str, predict: Callable[[npt.NDArray[Any]], Any], detail: str) -> None:
+        self.flavor = flavor
+        self.detail = detail
+        self._predict = predict
+
+    def predict(self, batch: npt.NDArray[Any]) -> list[Any]:
+        out = self._predict(batch)
+        if isinstance(out, tuple):
+            out = list(out)
+        if isinstance(out, np.ndarray):
+            values: list[Any] = out.tolist()
+        elif isinstance(out, list):
+            values = [v.tolist() if isinstance(v, np.ndarray | np.generic) else v for v in out]
+        else:
+            try:
+                values = list(out)
+            except TypeError:
+                raise TypeError(f"predict returned {type(out).__name__}, not one prediction per row") from None
+        if len(values) != len(batch):
+            raise ValueError(f"predict returned {len(values)} predictions for {len(batch)} rows")
+        return values
+
+
+def load_model(model_dir: Path, manifest: ServingManifest) -> Model:
+    loader = {"sklearn": _load_sklearn, "onnx": _load_onnx, "python": _load_python}[manifest.flavor]
+    try:
+        return loader(model_dir, manifest)
+    except ManifestError as exc:
+        raise LoadError(str(exc)) from None
+
+
+def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
+    path = resolve_inside(model_dir, manifest.model_file)
+    if not path.is_file():
+        raise LoadError(f"model file {manifest.model_file!r} does not exist in {model_dir}")
+    suffix = path.suffix.lower()
+    if suffix == ".skops":
+        try:
+            import skops.io as sio
+        except ImportError as exc:
+            raise LoadError(f"the sklearn flavor needs skops and scikit-learn installed: {exc}") from None
+        data = path.read_bytes()
+        try:
+            untrusted = [str(t) for t in sio.get_untrusted_types(data=data)]
+        except Exception as exc:
+            raise LoadError(f"{manifest.model_file} is not a readable skops file: {exc}") from None
+        if untrusted and not manifest.trusted:
+            shown = ", ".join(untrusted[:10]) + (f" (and {len(untrusted) - 10} more)" if len(untrusted) > 10 else "")
+            raise LoadError(
+                f"refusing to load {manifest.model_file}: it contains types skops does not trust by default: "
+                f"{shown}. Loading them can run code from those modules; if you trust this file, review the "
+                f"types and set trusted = true in modeltui.toml"
+            )
+        try:
+            model = sio.loads(data, trusted=untrusted)
+        except Exception as exc:
+            raise LoadError(f"cannot load {manifest.model_file} with skops: {exc}") from None
+    elif suffix in PICKLE_SUFFIXES:
+        if not manifest.trusted:
+            raise LoadError(
+                f"refusing to load {manifest.model_file}: pickle/joblib files run arbitrary code when loaded. "
+                f"Save the model with skops, or set trusted = true in modeltui.toml if you trust this file"
+            )
+        try:
+            if suffix == ".joblib":
+                model = importlib.import_module("joblib").load(path)
+            else:
+                import pickle
+
+                with path.open("rb") as fh:
+                    model = pickle.load(fh)  # the manifest marks this file trusted
+        except Exception as exc:
+            raise LoadError(f"cannot load {manifest.model_file}: {exc}") from None
+    else:
+        raise LoadError(f"the sklearn flavor loads .skops (or, when trusted, .joblib/.pkl) files, not {path.name!r}")
+    predict = getattr(model, "predict", None)
+    if not callable(predict):
+        raise LoadError(f"{manifest.model_file} holds a {type(model).__name__}, which has no predict method")
+    return Model("sklearn", predict, type(model).__name__)
+
+
+def _load_onnx(model_dir: Path, manifest: ServingManifest) -> Model:
+    path = resolve_inside(model_dir, manifest.model_file)
+    if not path.is_file():
+        raise LoadError(f"model file {manifest.model_file!r} does not exist in {model_dir}")
+    try:
+        ort: Any = importlib.import_module("onnxruntime")
+    except ImportError:
+        raise LoadError("the onnx flavor needs onnxruntime installed (it is an optional extra)") from None
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise LoadError(f"cannot load {manifest.model_file} with onnxruntime: {exc}") from None
+    input_name = session.get_inputs()[0].name
+    all_int = bool(manifest.inputs) and all(c.type in ("long", "integer") for c in manifest.inputs)
+    dtype = np.int64 if all_int else np.float32
+
+    def predict(batch: npt.NDArray[Any]) -> Any:
+        out = session.run(None, {input_name: np.ascontiguousarray(batch, dtype=dtype)})[0]
+        if isinstance(out, np.ndarray) and out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        return out
+
+    return Model("onnx", predict, f"onnx:{input_name}")
+
+
+def _load_python(model_dir: Path, manifest: ServingManifest) -> Model:
+    file_part, sep, func_name = manifest.model_file.rpartition(":")
+    if not sep or not file_part.endswith(".py") or not func_name.isidentifier():
+        raise LoadError(
+            f'the python flavor needs model_file = "FILE.py:FUNCTION" (e.g. "predict.py:predict"), '
+            f"not {manifest.model_file!r:.80}"
+        )
+    path = resolve_inside(model_dir, file_part)
+    if not path.is_file():
+        raise LoadError(f"{file_part!r} does not exist in {model_dir}")
+    root = str(model_dir.resolve())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    module_name = "_modeltui_model_" + path.stem.replace("-", "_")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot import {file_part!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise LoadError(f"importing {file_part} failed: {type(exc).__name__}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise LoadError(f"{file_part} has no function {func_name!r}")
+    return Model("python", func, f"{file_part}:{func_name}")
