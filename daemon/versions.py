@@ -208,8 +208,8 @@ class Registry:
             dupes = sorted(p for p, n in counts.items() if n > 1)[:5]
             raise invalid(f"duplicate file paths: {', '.join(dupes)}")
         paths = counts.keys()
-        if manifest.model_file not in paths:
-            raise invalid(f"{MANIFEST_FILE}: model_file {manifest.model_file!r} is not among the pushed files")
+        if manifest.model_path not in paths:
+            raise invalid(f"{MANIFEST_FILE}: model_file {manifest.model_path!r} is not among the pushed files")
         if manifest.evaluation is not None and manifest.evaluation.data not in paths:
             raise invalid(
                 f"{MANIFEST_FILE}: evaluation.data {manifest.evaluation.data!r} is not among the pushed files"

@@ -128,7 +128,7 @@ def _prepare(directory: Path) -> tuple[list[LocalFile], q.Source, list[int]]:
     manifest = read_manifest(directory)
     files = scan(directory)
     present = {f.path for f in files}
-    needed = [("model_file", manifest.model_file)]
+    needed = [("model_file", manifest.model_path)]
     if manifest.evaluation is not None:
         needed.append(("evaluation.data", manifest.evaluation.data))
     for field_name, rel in needed:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import tomllib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .names import ModelName, RelPath, TagKey, Text
+from .names import ModelName, RelPath, TagKey, Text, check_rel_path
 
 MANIFEST_FILE = "modeltui.toml"
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -34,6 +34,16 @@ class ColumnSpec(_Strict):
 class Signature(_Strict):
     inputs: list[ColumnSpec] = Field(default_factory=list, max_length=10_000)
     outputs: list[ColumnSpec] = Field(default_factory=list, max_length=1_000)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Signature:
+        for where, columns in (("inputs", self.inputs), ("outputs", self.outputs)):
+            seen: set[str] = set()
+            for c in columns:
+                if c.name in seen:
+                    raise ValueError(f"{where}: column {c.name[:60]!r} appears twice")
+                seen.add(c.name)
+        return self
 
 
 class Evaluation(_Strict):
@@ -62,6 +72,28 @@ class Manifest(_Strict):
     evaluation: Evaluation | None = None
     training: Training | None = None
     maintenance: dict[str, Any] | None = None
+
+    @field_validator("model_file", mode="before")
+    @classmethod
+    def _file_part_is_a_path(cls, value: Any) -> Any:
+        # python flavor: "predict.py:predict" (FILE:FUNCTION); the FILE part must be a safe relative path.
+        if isinstance(value, str) and ":" in value:
+            path, _, function = value.partition(":")
+            check_rel_path(path)
+            if not function.isidentifier():
+                raise ValueError(f"model_file {value[:80]!r}: after ':' comes a Python function name")
+        return value
+
+    @model_validator(mode="after")
+    def _entry_point_only_for_python(self) -> Manifest:
+        if ":" in self.model_file and self.flavor != "python":
+            raise ValueError("model_file may name FILE:FUNCTION only for flavor = \"python\"")
+        return self
+
+    @property
+    def model_path(self) -> str:
+        """The file that holds the model (for python models, the FILE of FILE:FUNCTION)."""
+        return self.model_file.partition(":")[0]
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

@@ -265,3 +265,16 @@ def test_checkout_of_many_files_is_paged(daemon: DaemonProcess, tmp_path: Path) 
     assert len(json.loads(res.stdout)["files"]) == 1102
     for rel, data in extra.items():
         assert (out / rel).read_bytes() == data
+
+
+def test_python_model_with_an_entry_point_pushes(daemon: DaemonProcess, tmp_path: Path) -> None:
+    d = tmp_path / "py"
+    d.mkdir()
+    (d / "modeltui.toml").write_text('name = "rules"\nflavor = "python"\nmodel_file = "predict.py:predict"\n')
+    (d / "predict.py").write_text("def predict(X):\n    return [0 for _ in X]\n")
+    shown = cli_json(daemon, "push", str(d))
+    assert shown["version"]["flavor"] == "python"
+    (d / "predict.py").rename(d / "other.py")
+    res = daemon.cli("push", str(d))
+    assert res.returncode == 4
+    assert "predict.py" in res.stderr
