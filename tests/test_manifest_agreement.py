@@ -24,6 +24,9 @@ CASES = {
     "duplicate input column": (BASE + '[signature]\ninputs = [{name = "a"}, {name = "a"}]\n', False),
     "no name": ('flavor = "sklearn"\nmodel_file = "model.skops"\n', False),
     "trusted not a bool": (BASE + 'trusted = "yes"\n', False),
+    "trusted type list": (BASE + 'trusted = ["sklearn.tree._tree.Tree", "numpy.dtype"]\n', True),
+    "trusted list with a non-type": (BASE + 'trusted = ["os; rm -rf /"]\n', False),
+    "trusted list of numbers": (BASE + "trusted = [1]\n", False),
     "model_file not a string": ('name = "m"\nflavor = "sklearn"\nmodel_file = 3\n', False),
     "not TOML": ("name = ", False),
 }

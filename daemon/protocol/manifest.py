@@ -20,6 +20,8 @@ MAX_MANIFEST_BYTES = 256 * 1024
 Flavor = Literal["sklearn", "onnx", "python"]
 ColumnType = Literal["double", "float", "long", "integer", "boolean", "string"]
 Scalar = bool | int | float | str
+#: A dotted Python type name, as skops reports untrusted types (e.g. "sklearn.tree._tree.Tree").
+TrustedType = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=200)]
 
 
 class _Strict(BaseModel):
@@ -61,7 +63,9 @@ class Manifest(_Strict):
     name: ModelName
     flavor: Flavor
     model_file: RelPath
-    trusted: bool = False
+    trusted: bool | list[TrustedType] = Field(default=False, max_length=100)
+    """true trusts the model file entirely (required for pickles); a list names the only extra types skops
+    may load from it (a reviewed allowlist)."""
     description: Text = ""
     requirements: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=500

@@ -21,9 +21,10 @@ Manifest (``DIR/modeltui.toml``): ``name``, ``flavor`` (``sklearn`` | ``onnx`` |
 
 Flavors:
 
-* ``sklearn``: ``model_file`` is a ``.skops`` file, loaded with ``skops.io``. Without ``trusted = true``
-  it is loaded only if skops reports no untrusted types; otherwise the types skops reports are passed as
-  ``trusted=``. ``.joblib``/``.pkl``/``.pickle`` files (arbitrary code on load) only with
+* ``sklearn``: ``model_file`` is a ``.skops`` file, loaded with ``skops.io``. It is loaded only if every
+  type skops does not trust by default is allowed: ``trusted = ["sklearn.tree._tree.Tree", ...]`` allows
+  exactly the listed types (a reviewed allowlist; tree models need it), ``trusted = true`` allows
+  whatever the file holds. ``.joblib``/``.pkl``/``.pickle`` files (arbitrary code on load) only with
   ``trusted = true``. The runtime calls ``model.predict(X)``.
 * ``onnx``: ``model_file`` is an ``.onnx`` file run by onnxruntime on the CPU; ``X`` (as float32 unless
   the signature is all long/integer) feeds the model's first input and the first output is returned.

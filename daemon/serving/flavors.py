@@ -71,19 +71,21 @@ def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
             untrusted = [str(t) for t in sio.get_untrusted_types(data=data)]
         except Exception as exc:
             raise LoadError(f"{manifest.model_file} is not a readable skops file: {exc}") from None
-        if untrusted and not manifest.trusted:
-            shown = ", ".join(untrusted[:10]) + (f" (and {len(untrusted) - 10} more)" if len(untrusted) > 10 else "")
+        allowed = set(manifest.trusted) if isinstance(manifest.trusted, tuple) else set()
+        refused = [t for t in untrusted if t not in allowed] if manifest.trusted is not True else []
+        if refused:
+            shown = ", ".join(refused[:10]) + (f" (and {len(refused) - 10} more)" if len(refused) > 10 else "")
             raise LoadError(
                 f"refusing to load {manifest.model_file}: it contains types skops does not trust by default: "
-                f"{shown}. Loading them can run code from those modules; if you trust this file, review the "
-                f"types and set trusted = true in modeltui.toml"
+                f"{shown}. Loading them can run code from those modules; if you trust them, list them in "
+                f"modeltui.toml (trusted = [\"{refused[0]}\", ...]) or set trusted = true"
             )
         try:
             model = sio.loads(data, trusted=untrusted)
         except Exception as exc:
             raise LoadError(f"cannot load {manifest.model_file} with skops: {exc}") from None
     elif suffix in PICKLE_SUFFIXES:
-        if not manifest.trusted:
+        if manifest.trusted is not True:  # a type list cannot make a pickle safe
             raise LoadError(
                 f"refusing to load {manifest.model_file}: pickle/joblib files run arbitrary code when loaded. "
                 f"Save the model with skops, or set trusted = true in modeltui.toml if you trust this file"

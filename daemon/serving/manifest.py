@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,11 @@ MAX_MANIFEST_BYTES = 256 * 1024
 FLAVORS = ("sklearn", "onnx", "python")
 COLUMN_TYPES = ("double", "float", "long", "integer", "boolean", "string")
 MAX_INPUTS = 10_000
+
+
+#: A dotted Python type name, as skops reports untrusted types.
+TYPE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+MAX_TRUSTED_TYPES = 100
 
 
 class ManifestError(ValueError):
@@ -29,7 +35,8 @@ class ServingManifest:
     name: str
     flavor: str
     model_file: str
-    trusted: bool
+    trusted: bool | tuple[str, ...]
+    """True trusts the file entirely; a tuple names the only extra types skops may load (a reviewed list)."""
     inputs: tuple[Column, ...]
     outputs: tuple[Column, ...]
 
@@ -80,8 +87,17 @@ def parse_manifest(data: bytes) -> ServingManifest:
     if not isinstance(model_file, str) or not model_file:
         raise ManifestError(f"{MANIFEST_FILE}: model_file must be a non-empty string")
     trusted = raw.get("trusted", False)
-    if not isinstance(trusted, bool):
-        raise ManifestError(f"{MANIFEST_FILE}: trusted must be true or false")
+    if isinstance(trusted, list):
+        if len(trusted) > MAX_TRUSTED_TYPES or not all(
+            isinstance(t, str) and TYPE_NAME_RE.fullmatch(t) for t in trusted
+        ):
+            raise ManifestError(
+                f"{MANIFEST_FILE}: trusted must be true, false or a list of at most {MAX_TRUSTED_TYPES} "
+                "dotted type names such as \"sklearn.tree._tree.Tree\""
+            )
+        trusted = tuple(trusted)
+    elif not isinstance(trusted, bool):
+        raise ManifestError(f"{MANIFEST_FILE}: trusted must be true, false or a list of type names")
     sig = raw.get("signature", {})
     if not isinstance(sig, dict):
         raise ManifestError(f"{MANIFEST_FILE}: [signature] must be a table")

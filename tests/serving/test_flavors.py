@@ -106,14 +106,14 @@ def test_lone_requests_do_not_wait(tmp_path: Path, serving_factory: Any) -> None
         conn.close()
 
 
-def _skops_dir(path: Path, *, trusted: bool) -> Path:
+def _skops_dir(path: Path, *, trusted: bool | list[str]) -> Path:
     x = np.random.default_rng(0).random((40, 2))
     y = (x[:, 0] > 0.5).astype(int)
     model = make_pipeline(FunctionTransformer(operator.neg), LogisticRegression()).fit(x, y)
     path.mkdir()
     (path / "model.skops").write_bytes(sio.dumps(model))
     (path / "modeltui.toml").write_text(
-        f'name = "neg"\nflavor = "sklearn"\nmodel_file = "model.skops"\ntrusted = {str(trusted).lower()}\n'
+        f'name = "neg"\nflavor = "sklearn"\nmodel_file = "model.skops"\ntrusted = {json.dumps(trusted)}\n'
         f"[signature]\ninputs = [{TWO}]\n"
     )
     return path
@@ -126,7 +126,18 @@ def test_untrusted_skops_types_are_refused(tmp_path: Path, serving_factory: Any)
     err = s.stderr()
     assert "refusing to load model.skops" in err
     assert "_operator.neg" in err
-    assert "trusted = true" in err
+    assert 'trusted = ["_operator.neg"' in err  # says how to allow exactly what was refused
+
+
+def test_a_reviewed_type_list_loads_exactly_those_types(tmp_path: Path, serving_factory: Any) -> None:
+    s = serving_factory(_skops_dir(tmp_path / "ok", trusted=["_operator.neg"])).start()
+    status, out = s.json("POST", "/predict", {"inputs": [[0.9, 0.1], [0.1, 0.9]]})
+    assert status == 200
+    assert len(out["predictions"]) == 2
+    other = serving_factory(_skops_dir(tmp_path / "other", trusted=["_operator.pos"])).start(ready=False)
+    assert other.proc is not None
+    assert other.proc.wait(30) == 3
+    assert "_operator.neg" in other.stderr()
 
 
 def test_trusted_skops_types_are_loaded(tmp_path: Path, serving_factory: Any) -> None:
