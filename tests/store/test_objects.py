@@ -9,6 +9,7 @@ import stat
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from daemon.protocol.errors import ErrorCode, ProtocolError
@@ -177,7 +178,6 @@ def test_open_missing_object_is_integrity_error(reg: Registry) -> None:
 
 @pytest.mark.slow
 def test_large_ingest_keeps_memory_bounded(reg: Registry, tmp_path: Path) -> None:
-    psutil = pytest.importorskip("psutil")
     size = 256 << 20
     p = tmp_path / "big"
     block = os.urandom(1 << 20)
