@@ -248,23 +248,21 @@ class Handlers:
         return out
 
     # -- aliases ---------------------------------------------------------------------------------------------
+    def _alias_moved(self, move: r.AliasEventInfo) -> r.AliasEventInfo:
+        self._event("alias.moved", move.model, move.to_version, move.alias)
+        return move
+
     @handles(q.AliasSet)
     async def alias_set(self, req: q.AliasSet, ctx: Context) -> r.AliasEventInfo:
-        out = await asyncio.to_thread(self.registry.alias_set, req, ctx.caller.user)
-        self._event("alias.moved", req.name, out.to_version, req.alias)
-        return out
+        return self._alias_moved(await asyncio.to_thread(self.registry.alias_set, req, ctx.caller.user))
 
     @handles(q.AliasRemove)
     async def alias_remove(self, req: q.AliasRemove, ctx: Context) -> r.AliasEventInfo:
-        out = await asyncio.to_thread(self.registry.alias_remove, req, ctx.caller.user)
-        self._event("alias.moved", req.name, None, req.alias)
-        return out
+        return self._alias_moved(await asyncio.to_thread(self.registry.alias_remove, req, ctx.caller.user))
 
     @handles(q.Rollback)
     async def rollback(self, req: q.Rollback, ctx: Context) -> r.AliasEventInfo:
-        out = await asyncio.to_thread(self.registry.rollback, req, ctx.caller.user)
-        self._event("alias.moved", req.name, out.to_version, req.alias)
-        return out
+        return self._alias_moved(await asyncio.to_thread(self.registry.rollback, req, ctx.caller.user))
 
     @handles(q.AliasHistoryRequest)
     async def alias_history(self, req: q.AliasHistoryRequest, ctx: Context) -> Serialized:
