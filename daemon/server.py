@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from daemon import __version__
 from daemon.protocol import frames
 from daemon.protocol.errors import ErrorCode, ProtocolError
-from daemon.protocol.events import Event, ProgressEvent
+from daemon.protocol.events import Event, LogEvent, ProgressEvent
 from daemon.protocol.requests import RESULT_OF
 from daemon.protocol.results import Result
 from daemon.protocol.transport import (
@@ -112,10 +112,14 @@ class EventHub:
     def __init__(self) -> None:
         self.connections: set[Connection] = set()
 
+    def listeners(self, route: str) -> int:
+        return sum(route in c.topics for c in self.connections)
+
     def publish(self, event: Event) -> None:
         data = frames.encode(frames.EventFrame(event=event))
+        route = event.route if isinstance(event, LogEvent) else event.topic
         for c in list(self.connections):
-            if event.topic in c.topics and not c.push(data):
+            if route in c.topics and not c.push(data):
                 log.warning("dropping slow subscriber %s (pid %d)", c.caller.user, c.caller.pid)
                 self.connections.discard(c)
                 # Shut down, never close, a socket another task is reading: its reader sees EOF and

@@ -33,9 +33,36 @@ class StoreSection(_Section):
     gc_grace_seconds: Annotated[int, Field(ge=0)] = 3600
 
 
+class DeploySection(_Section):
+    """Supervision of deployments (both backends)."""
+
+    health_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    stop_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0
+    restart_backoff_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: this many exits, each within ``crashloop_window_seconds`` of starting, in a row = a crash loop
+    crashloop_restarts: Annotated[int, Field(ge=1, le=1000)] = 5
+    crashloop_window_seconds: Annotated[float, Field(gt=0)] = 60.0
+    log_max_mb: Annotated[int, Field(ge=1, le=10_240)] = 10
+    log_files: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+class DockerSection(_Section):
+    """The Docker backend: where the engine is, what images start from, where they are pushed."""
+
+    host: str | None = None  # None: DOCKER_HOST or the engine's default socket
+    base_image: Annotated[str, Field(min_length=1, max_length=256)] = "modeltui-base:bookworm"
+    registry: Annotated[str, Field(max_length=256)] = "127.0.0.1:5000"  # "" = do not push
+    network: Literal["host", "bridge"] = "host"
+    bind_address: str = "127.0.0.1"
+    wheelhouse: Path | None = None  # None: STATE/wheelhouse
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0  # per engine API call (not builds)
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
+    deploy: DeploySection = Field(default_factory=DeploySection)
+    docker: DockerSection = Field(default_factory=DockerSection)
 
 
 class Settings(BaseModel):
@@ -51,6 +78,8 @@ class Settings(BaseModel):
     max_clients: int
     busy_timeout_seconds: float
     gc_grace_seconds: int
+    deploy: DeploySection = Field(default_factory=DeploySection)
+    docker: DockerSection = Field(default_factory=DockerSection)
 
     @property
     def log_file(self) -> Path:
@@ -121,4 +150,10 @@ def load_settings(
         max_clients=d.max_clients,
         busy_timeout_seconds=parsed.store.busy_timeout_seconds,
         gc_grace_seconds=parsed.store.gc_grace_seconds,
+        deploy=parsed.deploy,
+        docker=parsed.docker.model_copy(
+            update={"host": env.get("DOCKER_HOST") or parsed.docker.host}
+            | ({"registry": env["MODELTUI_DOCKER_REGISTRY"]} if "MODELTUI_DOCKER_REGISTRY" in env else {})
+            | ({"base_image": env["MODELTUI_DOCKER_BASE_IMAGE"]} if env.get("MODELTUI_DOCKER_BASE_IMAGE") else {})
+        ),
     )

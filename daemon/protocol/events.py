@@ -28,6 +28,30 @@ class RegistryEvent(_Event):
     alias: str | None = None
 
 
+class DeploymentEvent(_Event):
+    """A deployment changed state, health, version or endpoint; clients re-read it."""
+
+    topic: Literal["deployments"] = "deployments"
+    kind: Literal["created", "changed", "rollout", "removed"]
+    deployment: str
+    state: str | None = None
+    version: int | None = None
+    message: str = ""
+
+
+class LogEvent(_Event):
+    """New lines of a followed deployment's log, sent to the connections following it (in batches, so a
+    flood of lines costs one frame per batch)."""
+
+    topic: Literal["logs"] = "logs"
+    deployment: str
+    lines: list[str]
+
+    @property
+    def route(self) -> str:
+        return f"logs:{self.deployment}"
+
+
 class ProgressEvent(_Event):
     """Progress of a long request, sent only to the connection that made it."""
 
@@ -38,4 +62,4 @@ class ProgressEvent(_Event):
     path: str = ""
 
 
-Event = Annotated[RegistryEvent | ProgressEvent, Field(discriminator="topic")]
+Event = Annotated[RegistryEvent | DeploymentEvent | LogEvent | ProgressEvent, Field(discriminator="topic")]

@@ -82,4 +82,4 @@ RESPONSE_HEAD = re.compile(rb'\{"type":"response","id":(\d{1,16}),"result":')
 
 def encode_response(req_id: int, result_json: bytes) -> bytes:
     """A response frame around an already-serialised result (a JSON object)."""
-    return b"%s%d,\"result\":%s}\n" % (_RESPONSE_PREFIX, req_id, result_json)
+    return b'%s%d,"result":%s}\n' % (_RESPONSE_PREFIX, req_id, result_json)

@@ -91,7 +91,7 @@ class Manifest(_Strict):
     @model_validator(mode="after")
     def _entry_point_only_for_python(self) -> Manifest:
         if ":" in self.model_file and self.flavor != "python":
-            raise ValueError("model_file may name FILE:FUNCTION only for flavor = \"python\"")
+            raise ValueError('model_file may name FILE:FUNCTION only for flavor = "python"')
         return self
 
     @property

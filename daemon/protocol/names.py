@@ -38,8 +38,7 @@ def check_model_name(value: str) -> str:
 def check_alias(value: str) -> str:
     if not ALIAS_RE.fullmatch(value):
         raise ValueError(
-            f"invalid alias {_describe(value)}: use 1-63 lowercase letters, digits, '_' or '-', "
-            "starting with a letter"
+            f"invalid alias {_describe(value)}: use 1-63 lowercase letters, digits, '_' or '-', starting with a letter"
         )
     if value.isdigit() or value == "latest":
         raise ValueError(f"alias {value!r} is reserved")
@@ -48,9 +47,7 @@ def check_alias(value: str) -> str:
 
 def check_tag_key(value: str) -> str:
     if not TAG_KEY_RE.fullmatch(value):
-        raise ValueError(
-            f"invalid tag key {_describe(value)}: use 1-63 letters, digits, '_', '.' or '-'"
-        )
+        raise ValueError(f"invalid tag key {_describe(value)}: use 1-63 letters, digits, '_', '.' or '-'")
     return value
 
 

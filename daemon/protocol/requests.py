@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from . import results as r
+from .deploy import Backend, ContainerOptions, DeploymentName, EnvName, EnvValue, Port
 from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
 
 MAX_UPLOAD_FILES = 128
@@ -45,7 +46,7 @@ class Subscribe(_Request):
     """Start receiving events on this connection for the given topics."""
 
     op: Literal["subscribe"] = "subscribe"
-    topics: Annotated[list[Literal["registry"]], Field(min_length=1, max_length=8)]
+    topics: Annotated[list[Literal["registry", "deployments"]], Field(min_length=1, max_length=8)]
 
 
 class ListModels(_Request):
@@ -221,6 +222,55 @@ class Gc(_Request):
     grace_seconds: Annotated[int, Field(ge=0)] | None = None
 
 
+class Deploy(_Request):
+    """Deploy a version. ``NAME@ALIAS`` follows the alias (each move rolls out); ``NAME:N`` is pinned;
+    ``NAME`` means the latest version, pinned. With ``wait`` the answer comes when the first instance is
+    healthy (or has failed); build and start progress arrive as progress events meanwhile."""
+
+    op: Literal["deployments.create"] = "deployments.create"
+    ref: RefStr
+    name: DeploymentName | None = None
+    backend: Backend = "process"
+    port: Port | None = None
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=64)] = Field(default_factory=dict)
+    options: ContainerOptions = Field(default_factory=ContainerOptions)
+    wait: bool = True
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
+
+
+class Undeploy(_Request):
+    op: Literal["deployments.rm"] = "deployments.rm"
+    name: DeploymentName
+
+
+class ListDeployments(_Request):
+    op: Literal["deployments.list"] = "deployments.list"
+    model: str | None = None
+
+
+class GetDeployment(_Request):
+    op: Literal["deployments.get"] = "deployments.get"
+    name: DeploymentName
+    events: Annotated[int, Field(ge=0, le=1000)] = 20
+
+
+class RestartDeployment(_Request):
+    """Start the deployment again (a new instance, rolled out like a version change)."""
+
+    op: Literal["deployments.restart"] = "deployments.restart"
+    name: DeploymentName
+
+
+class Logs(_Request):
+    """The last ``tail`` lines of a deployment's log; with ``follow`` new lines keep arriving as log events
+    on this connection until it closes."""
+
+    op: Literal["deployments.logs"] = "deployments.logs"
+    name: DeploymentName
+    tail: Annotated[int, Field(ge=0, le=100_000)] = 100
+    follow: bool = False
+
+
 Request = Annotated[
     Ping
     | DaemonStatusRequest
@@ -243,7 +293,13 @@ Request = Annotated[
     | AliasRemove
     | AliasHistoryRequest
     | Rollback
-    | Gc,
+    | Gc
+    | Deploy
+    | Undeploy
+    | ListDeployments
+    | GetDeployment
+    | RestartDeployment
+    | Logs,
     Field(discriminator="op"),
 ]
 
@@ -272,9 +328,15 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     AliasHistoryRequest: r.AliasHistory,
     Rollback: r.AliasEventInfo,
     Gc: r.GcResult,
+    Deploy: r.DeploymentDetail,
+    Undeploy: r.DeploymentDetail,
+    ListDeployments: r.DeploymentList,
+    GetDeployment: r.DeploymentDetail,
+    RestartDeployment: r.DeploymentDetail,
+    Logs: r.LogLines,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
 _MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Upload, Push, PushFiles, Tag]
-_MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc]
+_MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc, Deploy, Undeploy, RestartDeployment]
 MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)

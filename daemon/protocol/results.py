@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from .deploy import DeploymentEventInfo, DeploymentInfo
+
 
 class Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -234,3 +236,18 @@ class GcResult(Result):
     bytes_removed: int
     staging_removed: int
     dry_run: bool
+
+
+class DeploymentDetail(Result):
+    deployment: DeploymentInfo
+    events: list[DeploymentEventInfo] = Field(default_factory=list)
+
+
+class DeploymentList(Result):
+    items: list[DeploymentInfo]
+
+
+class LogLines(Result):
+    deployment: str
+    lines: list[str]
+    truncated: bool = Field(default=False, description="older lines exist beyond the tail asked for")

@@ -11,6 +11,11 @@ printed as soon as the socket accepts connections; the model is loaded after tha
 cannot be loaded ends the process with exit status 3 and the reason on stderr; a bad manifest or bad
 arguments end it with status 2 before anything listens.
 
+``--public-port P`` (used by the deployment backends) additionally binds ``P`` with SO_REUSEPORT once the
+model is loaded and prints ``SERVING host:P``: instances of one deployment share the port, so a rollout
+starts the new version beside the old, and the kernel sends it traffic only after it is ready (exit status
+4 when ``P`` is taken by something else). ``--port`` stays the instance's own admin port.
+
 This package imports nothing else from ``daemon`` (it is copied into Docker images on its own) and needs
 only the standard library and numpy. scikit-learn/skops are imported by the ``sklearn`` flavor and
 onnxruntime by the ``onnx`` flavor, lazily.

@@ -18,6 +18,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model-dir", type=Path, required=True, help="directory holding modeltui.toml and the model")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="port (0: pick a free one; default 0)")
+    ap.add_argument(
+        "--public-port",
+        type=int,
+        default=None,
+        help="also serve on this port once the model is loaded, shared with other instances (SO_REUSEPORT)",
+    )
+    ap.add_argument("--instance", default="", help="a label for supervisors to find this process by (ignored)")
     ap.add_argument("--max-batch-size", type=int, default=64, help="rows per predict call at most (default 64)")
     ap.add_argument("--max-wait-ms", type=float, default=2.0, help="longest linger for rows under load (default 2)")
     ap.add_argument("--model-version", default="local", help="version shown in responses and metrics (default local)")
@@ -25,6 +32,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not 0 <= args.port <= 65535:
         ap.error("--port must be between 0 and 65535")
+    if args.public_port is not None and not 1 <= args.public_port <= 65535:
+        ap.error("--public-port must be between 1 and 65535")
     if args.max_batch_size < 1:
         ap.error("--max-batch-size must be at least 1")
     if not 0 <= args.max_wait_ms <= 10_000:
@@ -62,6 +71,15 @@ async def _serve(args: argparse.Namespace) -> int:
         await app.server.stop(0)
         return 3
     app.set_model(model)
+    if args.public_port is not None:
+        try:
+            await app.server.listen_shared(args.host, args.public_port)
+        except OSError as exc:
+            print(f"modeltui-serving: cannot listen on port {args.public_port}: {exc.strerror or exc}", file=sys.stderr)
+            await app.server.stop(0)
+            return 4
+        sys.stdout.write(f"SERVING {shown}:{args.public_port}\n")
+        sys.stdout.flush()
     print(
         f"modeltui-serving: {app.version_label} ({model.flavor}: {model.detail}) ready on {shown}:{port}",
         file=sys.stderr,

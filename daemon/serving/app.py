@@ -163,7 +163,8 @@ class App:
             else:
                 shown = ctype[:60].decode(errors="replace") or "none"
                 conn.respond(
-                    req, 415,
+                    req,
+                    415,
                     error_body(415, f"Content-Type must be application/json or text/csv, not {shown}"),
                 )
                 return

@@ -78,7 +78,7 @@ def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
             raise LoadError(
                 f"refusing to load {manifest.model_file}: it contains types skops does not trust by default: "
                 f"{shown}. Loading them can run code from those modules; if you trust them, list them in "
-                f"modeltui.toml (trusted = [\"{refused[0]}\", ...]) or set trusted = true"
+                f'modeltui.toml (trusted = ["{refused[0]}", ...]) or set trusted = true'
             )
         try:
             model = sio.loads(data, trusted=untrusted)

@@ -328,6 +328,7 @@ class HttpServer:
         self.request_timeout = request_timeout
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
+        self._public: asyncio.Server | None = None
         self._sweeper: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -344,6 +345,14 @@ class HttpServer:
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
+    async def listen_shared(self, host: str, port: int) -> None:
+        """Also accept on a port other instances of the same deployment share (SO_REUSEPORT): the kernel
+        spreads connections over every instance listening, so a rollout overlaps old and new."""
+        assert self._loop is not None
+        self._public = await self._loop.create_server(
+            lambda: Connection(self), host, port, backlog=1024, reuse_address=True, reuse_port=True
+        )
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -353,8 +362,9 @@ class HttpServer:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish (bounded), then close every connection."""
-        if self._server is not None:
-            self._server.close()
+        for server in (self._public, self._server):
+            if server is not None:
+                server.close()
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
@@ -362,5 +372,6 @@ class HttpServer:
             conn.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in (self._public, self._server):
+            if server is not None:
+                await server.wait_closed()

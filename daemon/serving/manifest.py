@@ -93,7 +93,7 @@ def parse_manifest(data: bytes) -> ServingManifest:
         ):
             raise ManifestError(
                 f"{MANIFEST_FILE}: trusted must be true, false or a list of at most {MAX_TRUSTED_TYPES} "
-                "dotted type names such as \"sklearn.tree._tree.Tree\""
+                'dotted type names such as "sklearn.tree._tree.Tree"'
             )
         trusted = tuple(trusted)
     elif not isinstance(trusted, bool):

@@ -374,7 +374,7 @@ class Schema:
             raise InputError(400, 'expected a JSON object {"inputs": [...]}')
         if len(obj) != 1:
             extra = sorted(k for k in obj if k != "inputs")
-            raise InputError(400, f"unexpected key {_name(extra[0])}: the body is {{\"inputs\": [...]}}")
+            raise InputError(400, f'unexpected key {_name(extra[0])}: the body is {{"inputs": [...]}}')
         return self.from_inputs(obj["inputs"])
 
     def from_mlflow(self, obj: Any) -> Rows:

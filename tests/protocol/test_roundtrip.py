@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from daemon.protocol import events, frames
+from daemon.protocol import deploy, events, frames
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode
@@ -50,7 +50,22 @@ REQUESTS: list[BaseModel] = [
     q.AliasHistoryRequest(name="m", alias="production", at=NOW),
     q.Rollback(name="m", alias="production", reason="bad"),
     q.Gc(dry_run=True, grace_seconds=0),
+    q.Deploy(ref="m@production", name="churn-prod", backend="docker", port=8080, env={"THREADS": "2"},
+             options=deploy.ContainerOptions(cpus=1.5, memory_mb=512)),
+    q.Undeploy(name="churn-prod"),
+    q.ListDeployments(model="m"),
+    q.GetDeployment(name="churn-prod", events=5),
+    q.RestartDeployment(name="churn-prod"),
+    q.Logs(name="churn-prod", tail=10, follow=True),
 ]
+INSTANCE = deploy.InstanceInfo(id="ab12", version=2, key="123:456", admin_url="http://127.0.0.1:4000",
+                               started_at=NOW)
+DEPLOYMENT = deploy.DeploymentInfo(
+    name="churn-prod", ref="m@production", model="m", version=2, backend="process", desired="running",
+    state="running", health="healthy", endpoint="http://127.0.0.1:8080", port=8080, restarts=1, message="",
+    env={"THREADS": "2"}, options=deploy.ContainerOptions(), instance=INSTANCE, rollout_to=3, created_at=NOW,
+    updated_at=NOW, started_at=NOW,
+)
 
 RESULTS: list[r.Result] = [
     r.Ack(),
@@ -78,11 +93,17 @@ RESULTS: list[r.Result] = [
     r.AliasHistory(model="m", events=[ALIAS_EVENT], at=NOW, targets_at={"production": 2}),
     r.RemoveResult(model="m", removed_versions=[3]),
     r.GcResult(objects_removed=1, bytes_removed=2, staging_removed=0, dry_run=False),
+    r.DeploymentDetail(deployment=DEPLOYMENT, events=[deploy.DeploymentEventInfo(at=NOW, kind="started", version=2,
+                                                                                message="pid 123")]),
+    r.DeploymentList(items=[DEPLOYMENT]),
+    r.LogLines(deployment="churn-prod", lines=["a", "b"], truncated=True),
 ]
 
 EVENTS: list[BaseModel] = [
     events.RegistryEvent(kind="version.pushed", model="m", version=3),
     events.ProgressEvent(request_id=7, done=5, total=10, path="model.skops"),
+    events.DeploymentEvent(kind="changed", deployment="churn-prod", state="running", version=2),
+    events.LogEvent(deployment="churn-prod", lines=["x"]),
 ]
 
 

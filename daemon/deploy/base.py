@@ -1,0 +1,111 @@
+"""What every backend offers the manager: start an instance, wait for it to end, stop it, find the ones
+this daemon started earlier, read and follow its log.
+
+An *instance* is one running copy of one version: a child process or a container. It listens on two
+ports: the deployment's public port (bound with SO_REUSEPORT only once the model is loaded, so during a
+rollout old and new share it and no request meets a half-started server) and its own admin port, where
+the manager checks its health and Prometheus scrapes it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from daemon.protocol.deploy import ContainerOptions
+
+#: Reports a line of build or start progress to whoever waits on the deployment.
+ProgressLine = Callable[[str], None]
+
+
+class BackendError(Exception):
+    """The backend cannot do what was asked; the message is for the operator (says what and why)."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend's engine cannot be reached (Docker daemon down): retry later, keep the rest serving."""
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything needed to start one instance of one version."""
+
+    deployment: str
+    instance_id: str
+    model: str
+    version: int
+    digest: str
+    model_dir: Path
+    public_port: int
+    admin_port: int
+    env: dict[str, str]
+    options: ContainerOptions
+    log_dir: Path
+
+
+@dataclass
+class Instance:
+    """A started instance, as the manager tracks it and the store records it (``key`` finds it again)."""
+
+    backend: str
+    deployment: str
+    instance_id: str
+    version: int
+    key: str
+    admin_port: int
+    public_port: int
+    started_at: datetime
+    image: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.public_port}"
+
+
+class Backend(Protocol):
+    name: str
+
+    async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
+        """Launch the instance and return once it runs (not necessarily healthy yet)."""
+        ...
+
+    async def wait(self, instance: Instance) -> int | None:
+        """Return when the instance has ended, with its exit status when known."""
+        ...
+
+    async def stop(self, instance: Instance, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; idempotent; never raises for a gone instance."""
+        ...
+
+    async def discover(self) -> list[Instance]:
+        """Every instance this daemon (this state directory) started that still runs."""
+        ...
+
+    async def logs(self, instance: Instance, tail: int) -> list[str]:
+        """The last ``tail`` lines of the instance's log."""
+        ...
+
+    def follow(self, instance: Instance) -> AsyncIterator[list[str]]:
+        """New log lines from now on, in batches, until the instance ends or the iterator is closed."""
+        ...
+
+    async def close(self) -> None:
+        """Release clients and threads; running instances keep running."""
+        ...
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now. Another process may take it before we bind; starting then
+    fails and the supervisor retries with a new one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
