@@ -16,6 +16,9 @@ import sys
 from types import FrameType
 from typing import Any
 
+from daemon.deploy.base import Backend
+from daemon.deploy.manager import DeploymentManager, owner_id
+from daemon.deploy.process import ProcessBackend
 from daemon.handlers import Handlers
 from daemon.server import EventHub, Server, acquire_lock
 from daemon.settings import Settings
@@ -31,9 +34,7 @@ def setup_logging(settings: Settings, *, to_stderr: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     old_umask = os.umask(0o077)
     try:
-        file_handler = logging.handlers.RotatingFileHandler(
-            settings.log_file, maxBytes=10 * 1024 * 1024, backupCount=3
-        )
+        file_handler = logging.handlers.RotatingFileHandler(settings.log_file, maxBytes=10 * 1024 * 1024, backupCount=3)
     finally:
         os.umask(old_umask)
     file_handler.setFormatter(fmt)
@@ -60,6 +61,7 @@ class DaemonApp:
         self.registry: Registry | None = None
         self.server: Server | None = None
         self.handlers: Handlers | None = None
+        self.deployments: DeploymentManager | None = None
         self._lock_fds: list[int] = []
 
     def request_stop(self) -> None:
@@ -80,8 +82,21 @@ class DaemonApp:
             Registry, s.state_dir, busy_timeout_s=s.busy_timeout_seconds, gc_grace_seconds=s.gc_grace_seconds
         )
         hub = EventHub()
+        owner = owner_id(s.state_dir)
+        backends: dict[str, Backend] = {
+            "process": ProcessBackend(s.deploy, owner=owner, log_root=s.state_dir / "deployments"),
+        }
+        docker = _docker_backend(s, owner)
+        if docker is not None:
+            backends["docker"] = docker
+        self.deployments = DeploymentManager(s, self.registry, backends, hub.publish, hub.listeners)
         self.handlers = handlers = Handlers(
-            s, self.registry, hub, client_count=lambda: len(hub.connections), request_stop=self.request_stop
+            s,
+            self.registry,
+            hub,
+            client_count=lambda: len(hub.connections),
+            request_stop=self.request_stop,
+            deployments=self.deployments,
         )
         self.server = Server(
             s.socket,
@@ -90,6 +105,7 @@ class DaemonApp:
             socket_mode=0o600 if s.mode == "user" else 0o660,
             max_clients=s.max_clients,
         )
+        await self.deployments.start()
         await self.server.start()
         log.info("modeltuid %d serving on %s (state in %s)", os.getpid(), s.socket, s.state_dir)
 
@@ -97,6 +113,8 @@ class DaemonApp:
         log.info("shutting down")
         if self.server is not None:
             await self.server.stop()
+        if self.deployments is not None:
+            await self.deployments.close()  # deployments keep running: the next daemon adopts them
         if self.handlers is not None:
             await asyncio.to_thread(self.handlers.ingest_pool.shutdown, wait=True)
         if self.registry is not None:
@@ -119,6 +137,16 @@ class DaemonApp:
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, handler)
             await self.shutdown()
+
+
+def _docker_backend(settings: Settings, owner: str) -> Backend | None:
+    """The Docker backend when its SDK is installed (the engine itself is only contacted when used)."""
+    try:
+        from daemon.deploy.docker import DockerBackend
+    except ImportError as exc:
+        log.info("the docker backend is unavailable: %s", exc)
+        return None
+    return DockerBackend(settings.docker, state_dir=settings.state_dir, owner=owner)
 
 
 def _sighup_ignored(signum: int, frame: FrameType | None) -> None:  # pragma: no cover - trivial

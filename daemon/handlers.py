@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from daemon import __version__
+from daemon.deploy.manager import DeploymentManager
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError
-from daemon.protocol.events import RegistryEvent
+from daemon.protocol.events import LogEvent, RegistryEvent
 from daemon.protocol.frames import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from daemon.protocol.names import parse_ref
 from daemon.readcache import ReadCache
@@ -64,8 +65,10 @@ class Handlers:
         *,
         client_count: Callable[[], int],
         request_stop: Callable[[], None],
+        deployments: DeploymentManager,
     ) -> None:
         self.settings = settings
+        self.deployments = deployments
         self.registry = registry
         self.hub = hub
         self.client_count = client_count
@@ -98,6 +101,8 @@ class Handlers:
         self.cache.invalidate(model)
         event = {"kind": kind, "model": model, "version": version, "alias": alias}
         self.hub.publish(RegistryEvent.model_validate(event))
+        if kind == "alias.moved" and alias is not None:
+            self.deployments.alias_moved(model, alias, version)
 
     # -- daemon ----------------------------------------------------------------------------------------------
     @handles(q.Ping)
@@ -272,3 +277,30 @@ class Handlers:
     @handles(q.Gc)
     async def gc(self, req: q.Gc, ctx: Context) -> r.GcResult:
         return await asyncio.to_thread(self.registry.gc, req)
+
+    # -- deployments -----------------------------------------------------------------------------------------
+    @handles(q.Deploy)
+    async def deploy(self, req: q.Deploy, ctx: Context) -> r.DeploymentDetail:
+        return await self.deployments.deploy(req, lambda line: ctx.progress(0, 0, line))
+
+    @handles(q.Undeploy)
+    async def undeploy(self, req: q.Undeploy, ctx: Context) -> r.DeploymentDetail:
+        return await self.deployments.undeploy(req.name)
+
+    @handles(q.ListDeployments)
+    async def list_deployments(self, req: q.ListDeployments, ctx: Context) -> r.DeploymentList:
+        return self.deployments.list(req.model)
+
+    @handles(q.GetDeployment)
+    async def get_deployment(self, req: q.GetDeployment, ctx: Context) -> r.DeploymentDetail:
+        return await asyncio.to_thread(self.deployments.get, req.name, req.events)
+
+    @handles(q.RestartDeployment)
+    async def restart_deployment(self, req: q.RestartDeployment, ctx: Context) -> r.DeploymentDetail:
+        return await self.deployments.restart(req.name)
+
+    @handles(q.Logs)
+    async def logs(self, req: q.Logs, ctx: Context) -> r.LogLines:
+        if req.follow:
+            ctx.subscribe({LogEvent(deployment=req.name, lines=[]).route})
+        return await self.deployments.logs(req)

@@ -20,7 +20,9 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
@@ -40,6 +42,7 @@ from daemon.protocol.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest
 from daemon.protocol.names import Ref, check_alias, check_model_name, check_tag_key, check_tag_value, parse_ref
 from daemon.store import convert, queries, sql
 from daemon.store.db import Db
+from daemon.store.deployments import DeploymentStore, deployed_versions
 from daemon.store.diff import diff_versions
 from daemon.store.engine import DB_NAME, make_engine, read_session, write_session
 from daemon.store.faults import Faults
@@ -131,6 +134,7 @@ class Registry:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot open the registry database: {exc}") from exc
         self._db = Db(self._engine)
         self._stat_cache = StatCache(self.state_dir / DB_NAME, self._lock, busy_timeout_s=busy_timeout_s)
+        self.deployments = DeploymentStore(self._db, self._lock)
         self.objects = ObjectStore(
             self.state_dir,
             self._stat_cache,
@@ -315,6 +319,11 @@ class Registry:
 
         Objects stay until GC. Pushing the name again later starts a new model at version 1.
         """
+        with self._db.read() as conn:
+            serving = deployed_versions(conn, req.name)
+        if serving:
+            names = sorted({n for ns in serving.values() for n in ns})
+            raise conflict(f"model {req.name!r} is deployed ({', '.join(names)}); undeploy it first")
         with self._write() as s:
             model = queries.get_model(s, req.name)
             mid = model_id(model)
@@ -388,6 +397,49 @@ class Registry:
         return result, fds
 
     @_guarded
+    def resolve(self, ref: str) -> tuple[str, int, str]:
+        """``NAME``, ``NAME:N`` or ``NAME@ALIAS`` → (model, number, digest) as of now."""
+        with self._db.read() as conn:
+            model, number = sql.resolve(conn, _ref(ref))
+            return model.name, number, sql.summary(conn, model, number).digest
+
+    @_guarded
+    def materialize(self, model: str, number: int, dest: Path) -> Path:
+        """The version's files as a read-only directory under ``dest`` (reused when already there): what a
+        deployment runs from. Written beside, then renamed, so a crash never leaves half a directory."""
+        with self._db.read() as conn:
+            key, _ = sql.resolve(conn, Ref(model, number=number))
+            digest = sql.summary(conn, key, number).digest
+            files = sql.files(conn, key.id, number)
+        final = dest / f"{model}-{number}-{digest[:16]}"
+        if final.is_dir():
+            return final
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest))
+        try:
+            for f in files:
+                target = tmp / f.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = self.objects.open_object(f.sha256)
+                try:
+                    with open(target, "wb") as out:
+                        while chunk := os.pread(src, 1 << 20, out.tell()):
+                            out.write(chunk)
+                finally:
+                    os.close(src)
+                os.chmod(target, 0o500 if f.executable else 0o400)
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:  # materialized meanwhile by another caller
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    @_guarded
     def tag(self, req: q.Tag, user: str) -> r.VersionSummary:
         """Set and unset tags of a version (a key in both is refused)."""
         both = set(req.set) & set(req.unset)
@@ -412,6 +464,9 @@ class Registry:
         recording events). Its number is never reused; its objects are left for GC."""
         with self._write_sql() as conn:
             model, number = sql.resolve(conn, _ref(req.ref))
+            serving = deployed_versions(conn, model.name).get(number)
+            if serving:
+                raise conflict(f"{model.name}:{number} is deployed ({', '.join(serving)}); undeploy it first")
             holding = sql.aliases_of(conn, model.id, number)
             if holding and not req.force:
                 raise conflict(

@@ -333,14 +333,43 @@ def alias_history(ctx: click.Context, name: str, alias_name: str | None, at: str
 
 @main.command()
 @click.argument("name")
-@click.argument("alias_name", metavar="ALIAS")
+@click.argument("alias_name", metavar="[ALIAS]", required=False)
 @click.option("--reason", default="", help="why (kept in the alias history)")
+@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="with a DEPLOYMENT: seconds to wait for its rollout")
 @json_option
 @click.pass_context
-def rollback(ctx: click.Context, name: str, alias_name: str, reason: str, as_json: bool) -> None:
-    """Move ALIAS of model NAME back to its previous target."""
-    result = run(ctx, lambda c: c.call(q.Rollback(name=name, alias=alias_name, reason=reason), r.AliasEventInfo))
-    emit(result, as_json, lambda: out.print(render.alias_move(result)))
+def rollback(ctx: click.Context, name: str, alias_name: str | None, reason: str, timeout: float, as_json: bool) -> None:
+    """Move ALIAS of model NAME back to its previous target. Given only a DEPLOYMENT that follows an alias,
+    move that alias back and wait until the deployment has rolled out the previous version."""
+    if alias_name is not None:
+        result = run(ctx, lambda c: c.call(q.Rollback(name=name, alias=alias_name, reason=reason), r.AliasEventInfo))
+        emit(result, as_json, lambda: out.print(render.alias_move(result)))
+        return
+    from .deploy_cli import rollout_waiter
+
+    async def body(c: DaemonClient) -> tuple[r.AliasEventInfo, str]:
+        dep = (await c.call(q.GetDeployment(name=name, events=0), r.DeploymentDetail)).deployment
+        if dep.ref.partition("@")[2] == "":
+            raise ProtocolError(ErrorCode.INVALID, f"deployment {name} is pinned to {dep.ref}; deploy another version")
+        await c.subscribe("deployments")
+        waiter = rollout_waiter(c, name)
+        move = await c.call(q.Rollback(name=dep.model, alias=dep.ref.partition("@")[2], reason=reason),
+                            r.AliasEventInfo)
+        try:
+            return move, await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"{name} did not finish its rollout within {timeout:.0f} s; "
+                                "see `modeltui ps {name}`") from None
+
+    move, outcome = run(ctx, body)
+    def human() -> None:
+        out.print(render.alias_move(move))
+        out.print(render.plain(f"{name}: {outcome}"))
+
+    emit({"alias": move.model_dump(mode="json"), "rollout": outcome}, as_json, human)
+    if "failed" in outcome:
+        sys.exit(EXIT_CODES[ErrorCode.CONFLICT])
 
 
 # -- removal ---------------------------------------------------------------------------------------------------
@@ -427,3 +456,6 @@ def entry() -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
                              for e in exc.errors(include_url=False))
         fail(f"invalid input: {problems}", EXIT_CODES[ErrorCode.INVALID])
+
+
+from . import deploy_cli as _deploy_cli  # noqa: E402,F401  (registers the deployment commands on `main`)

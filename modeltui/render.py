@@ -165,3 +165,50 @@ def print_status(console: Console, s: r.DaemonStatus) -> None:
     console.print(f"state  {s.state_dir}")
     console.print(f"{s.models} models, {s.versions} versions, {s.objects} objects ({size(s.object_bytes)}), "
                   f"{s.clients} clients")
+
+
+def uptime(since: datetime | None, now: datetime | None = None) -> str:
+    """``3d4h``, ``2h5m``, ``7m12s`` or ``40s``: two units are enough to read at a glance."""
+    if since is None:
+        return "-"
+    seconds = max(0, int(((now or datetime.now(UTC)) - since).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+STATE_STYLE = {"running": "green", "starting": "yellow", "building": "yellow", "pending": "yellow",
+               "degraded": "yellow", "crashloop": "bold red", "failed": "red", "stopped": "dim"}
+
+
+def deployments_table(result: r.DeploymentList) -> Table | Text:
+    if not result.items:
+        return Text("no deployments: deploy one with `modeltui deploy NAME@production`")
+    table = Table("name", "ref", "version", "backend", "state", "health", "endpoint", "uptime", "restarts", box=None)
+    for d in result.items:
+        version = str(d.version or "-") + (f" → {d.rollout_to}" if d.rollout_to else "")
+        state = Text(d.state, style=STATE_STYLE.get(d.state, ""))
+        table.add_row(plain(d.name), plain(d.ref), version, d.backend, state, d.health, d.endpoint or "-",
+                      uptime(d.started_at), str(d.restarts))
+    return table
+
+
+def print_deployment(console: Console, detail: r.DeploymentDetail) -> None:
+    d = detail.deployment
+    console.print(Text.assemble((d.name, "bold"), f"  {d.ref} → version {d.version or '-'}  ",
+                                (d.state, STATE_STYLE.get(d.state, "")), f"  {d.health}"))
+    console.print(f"  endpoint  {d.endpoint or '-'}   backend {d.backend}   restarts {d.restarts}   "
+                  f"uptime {uptime(d.started_at)}")
+    if d.instance:
+        console.print(f"  instance  {d.instance.id} ({d.instance.key})  admin {d.instance.admin_url}")
+    if d.image:
+        console.print(plain(f"  image     {d.image}"))
+    if d.message:
+        console.print(plain(f"  {d.message}"))
+    for e in detail.events:
+        console.print(plain(f"  {when(e.at)}  {e.kind:<14} {e.message}"))

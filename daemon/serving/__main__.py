@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .app import App
 from .flavors import LoadError, load_model
+from .http import bind_shared
 from .manifest import ManifestError, read_manifest
 
 
@@ -70,14 +71,18 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"modeltui-serving: cannot load the model: {exc}", file=sys.stderr, flush=True)
         await app.server.stop(0)
         return 3
-    app.set_model(model)
+    public = None
     if args.public_port is not None:
         try:
-            await app.server.listen_shared(args.host, args.public_port)
+            public = bind_shared(args.host, args.public_port)
         except OSError as exc:
             print(f"modeltui-serving: cannot listen on port {args.public_port}: {exc.strerror or exc}", file=sys.stderr)
             await app.server.stop(0)
             return 4
+    # No await between here and set_model: a connection queued on the shared port meets a ready model.
+    app.set_model(model)
+    if public is not None:
+        await app.server.listen_shared(public)
         sys.stdout.write(f"SERVING {shown}:{args.public_port}\n")
         sys.stdout.flush()
     print(

@@ -8,6 +8,7 @@ One request per connection is handled at a time; the handler answers by calling
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -309,6 +310,23 @@ class Connection(asyncio.Protocol):
             self.close()
 
 
+def bind_shared(host: str, port: int) -> socket.socket:
+    """A listening socket on a port other instances of the same deployment share (SO_REUSEPORT): the
+    kernel spreads connections over every instance listening, so a rollout overlaps old and new."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class HttpServer:
     def __init__(
         self,
@@ -345,13 +363,10 @@ class HttpServer:
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
-    async def listen_shared(self, host: str, port: int) -> None:
-        """Also accept on a port other instances of the same deployment share (SO_REUSEPORT): the kernel
-        spreads connections over every instance listening, so a rollout overlaps old and new."""
+    async def listen_shared(self, sock: socket.socket) -> None:
+        """Also accept on a socket from :func:`bind_shared`."""
         assert self._loop is not None
-        self._public = await self._loop.create_server(
-            lambda: Connection(self), host, port, backlog=1024, reuse_address=True, reuse_port=True
-        )
+        self._public = await self._loop.create_server(lambda: Connection(self), sock=sock, backlog=1024)
 
     async def _sweep(self) -> None:
         while True:

@@ -116,10 +116,52 @@ def v3_inline_blobs(conn: Connection) -> None:
     )
 
 
+V4_DEPLOYMENTS = """
+CREATE TABLE deployments (
+    id INTEGER NOT NULL PRIMARY KEY,
+    name VARCHAR NOT NULL UNIQUE,
+    model VARCHAR NOT NULL,
+    ref VARCHAR NOT NULL,
+    alias VARCHAR,
+    version INTEGER,
+    backend VARCHAR NOT NULL,
+    port INTEGER NOT NULL,
+    env JSON NOT NULL,
+    options JSON NOT NULL,
+    desired VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    health VARCHAR NOT NULL,
+    restarts INTEGER NOT NULL,
+    message VARCHAR NOT NULL,
+    instance JSON,
+    image VARCHAR,
+    created_at DATETIME NOT NULL,
+    updated_at DATETIME NOT NULL,
+    started_at DATETIME
+);
+CREATE INDEX ix_deployments_model ON deployments (model);
+CREATE TABLE deployment_events (
+    id INTEGER NOT NULL PRIMARY KEY,
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    at DATETIME NOT NULL,
+    kind VARCHAR NOT NULL,
+    version INTEGER,
+    message VARCHAR NOT NULL
+);
+CREATE INDEX ix_deployment_events_deployment_id ON deployment_events (deployment_id, id);
+"""
+
+
+def v4_deployments(conn: Connection) -> None:
+    """Deployments (what should run, what runs: the instance's pid or container id) and their event log."""
+    for statement in _statements(V4_DEPLOYMENTS):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children, v3_inline_blobs]
+MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children, v3_inline_blobs, v4_deployments]
 
 
 def schema_version(conn: Connection) -> int:

@@ -145,3 +145,43 @@ class BlobRow(SQLModel, table=True):
     size: int
     created_at: datetime = _ts()
     data: bytes
+
+
+class DeploymentRow(SQLModel, table=True):
+    """A deployment: what should run (``desired``, ``ref``) and what runs (``version``, ``instance``)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_model", "model"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, nullable=False)
+    model: str
+    ref: str
+    alias: str | None = None
+    version: int | None = None
+    backend: str
+    port: int
+    env: dict[str, str] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+    options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+    desired: str
+    state: str
+    health: str
+    restarts: int = 0
+    message: str = ""
+    instance: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    image: str | None = None
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class DeploymentEventRow(SQLModel, table=True):
+    __tablename__ = "deployment_events"
+    __table_args__ = (Index("ix_deployment_events_deployment_id", "deployment_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(foreign_key="deployments.id", ondelete="CASCADE", nullable=False)
+    at: datetime = _ts()
+    kind: str
+    version: int | None = None
+    message: str = ""

@@ -1,0 +1,590 @@
+"""Supervises every deployment: one asyncio task per deployment owns its instance and takes commands
+(roll out a version, restart, stop) one at a time, so an instance is never started or stopped twice.
+
+Rollout: start the new version beside the old (both on the public port, which an instance binds only once
+its model is loaded), wait for ``/health``, record the switch, stop the old. A new version that fails is
+stopped and the old keeps serving; the reason goes to the deployment's message and event log.
+
+Supervision: an instance that exits is started again after a backoff that doubles (0.5 s up to
+``restart_backoff_max_seconds``); ``crashloop_restarts`` exits in a row, each soon after starting, mark the
+deployment ``crashloop`` (it keeps retrying at the longest backoff, and the last log line says why).
+
+Daemon restart: instances keep running (their own sessions, or containers); the new daemon finds them by
+label (``discover``), adopts the one each deployment recorded and stops any other (a rollout cut short).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.deploy import ContainerOptions
+from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
+from daemon.protocol.events import DeploymentEvent, Event, LogEvent
+from daemon.protocol.names import parse_ref
+from daemon.settings import Settings
+from daemon.store.deployments import DeploymentRecord
+from daemon.versions import Registry
+
+from .base import Backend, BackendError, BackendUnavailable, Instance, InstanceSpec, ProgressLine, free_port
+from .health import http_status
+
+log = logging.getLogger("modeltuid.deploy")
+
+HEALTH_INTERVAL = 5.0
+MAINTENANCE_INTERVAL = 10.0
+Command = tuple[Literal["rollout", "restart", "stop"], int | None]
+
+
+def owner_id(state_dir: Path) -> str:
+    """Names what this daemon started (process command lines, container labels): one per state directory."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+
+
+class LaunchError(Exception):
+    """An instance did not become healthy; the message says why (exit status, last log line, timeout)."""
+
+
+def _instance_record(inst: Instance) -> dict[str, Any]:
+    data = asdict(inst)
+    data["started_at"] = inst.started_at.isoformat()
+    return data
+
+
+def _instance_from(data: dict[str, Any]) -> Instance:
+    fields = dict(data)
+    fields["started_at"] = datetime.fromisoformat(fields["started_at"])
+    return Instance(**fields)
+
+
+class Supervisor:
+    """Owns one deployment's instance. Everything that starts or stops it runs in :meth:`run`."""
+
+    def __init__(
+        self, manager: DeploymentManager, rec: DeploymentRecord, adopted: Instance | None, *, fresh: bool
+    ) -> None:
+        self.m = manager
+        self.fresh = fresh
+        self.rec = rec
+        self.backend = manager.backends[rec.backend]
+        self.current = adopted
+        self.rollout_to: int | None = None
+        self.commands: asyncio.Queue[Command] = asyncio.Queue()
+        self.first_start: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.short_runs = 0
+        self.progress_sinks: list[ProgressLine] = []
+        self.task: asyncio.Task[None] | None = None
+
+    # -- bookkeeping -----------------------------------------------------------------------------------------
+
+    def _changed(
+        self,
+        kind: Literal["created", "changed", "rollout", "removed"] = "changed",
+        event: str = "",
+        message: str | None = None,
+    ) -> None:
+        """Persist the record (with an event-log line when ``event`` is set) and tell subscribers."""
+        if message is not None:
+            self.rec.message = message
+        self.m.registry.deployments.save(self.rec, (event, self.rec.message) if event else None)
+        self.m.publish(
+            DeploymentEvent(
+                kind=kind,
+                deployment=self.rec.name,
+                state=self.rec.state,
+                version=self.rec.version,
+                message=self.rec.message,
+            )
+        )
+
+    def _progress(self, line: str) -> None:
+        for sink in list(self.progress_sinks):
+            sink(line)
+
+    # -- starting --------------------------------------------------------------------------------------------
+
+    async def _launch(self, version: int) -> Instance:
+        """Start ``version`` and return it once healthy; anything short of that stops it and raises."""
+        dest = self.m.state_dir / "deploy" / "models"
+        model_dir = await asyncio.to_thread(self.m.registry.materialize, self.rec.model, version, dest)
+        _, _, digest = await asyncio.to_thread(self.m.registry.resolve, f"{self.rec.model}:{version}")
+        spec = InstanceSpec(
+            deployment=self.rec.name,
+            instance_id=secrets.token_hex(4),
+            model=self.rec.model,
+            version=version,
+            digest=digest,
+            model_dir=model_dir,
+            public_port=self.rec.port,
+            admin_port=free_port(),
+            env=dict(self.rec.env),
+            options=ContainerOptions.model_validate(self.rec.options),
+            log_dir=self.m.state_dir / "deployments" / self.rec.name,
+        )
+        inst = await self.backend.start(spec, self._progress)
+        if inst.image:
+            self.rec.image = inst.image
+        self._progress(f"waiting for version {version} to become healthy")
+        exited = asyncio.ensure_future(self.backend.wait(inst))
+        deadline = time.monotonic() + self.m.settings.deploy.health_timeout_seconds
+        try:
+            while True:
+                if exited.done():
+                    raise LaunchError(await self._exit_reason(inst, exited.result()))
+                # Ready on the admin port implies listening on the public one (bound before the model is set).
+                status = await http_status(inst.admin_port)
+                if status == 200:
+                    return inst
+                if time.monotonic() > deadline:
+                    raise LaunchError(
+                        f"not healthy within {self.m.settings.deploy.health_timeout_seconds:.0f} s "
+                        f"(GET /health answered {status or 'nothing'})"
+                    )
+                await asyncio.wait({exited}, timeout=0.1)
+        except BaseException:
+            exited.cancel()
+            await self.backend.stop(inst, grace=2.0)
+            raise
+        finally:
+            exited.cancel()
+
+    async def _exit_reason(self, inst: Instance, status: int | None) -> str:
+        lines = [ln for ln in await self.backend.logs(inst, 20) if ln.strip() and not ln.startswith("--- ")]
+        last = lines[-1].strip() if lines else ""
+        shown = (
+            "exited"
+            if status is None
+            else f"was killed by signal {-status}"
+            if status < 0
+            else f"exited with status {status}"
+        )
+        return f"{shown}: {last}" if last else shown
+
+    def _adopt(self, inst: Instance) -> None:
+        self.current = inst
+        self.rec.instance = _instance_record(inst)
+        self.rec.version = inst.version
+        self.rec.started_at = inst.started_at
+
+    async def _start_current(self, version: int, *, reason: str, fresh: bool = False) -> bool:
+        """(Re)start the deployment's only instance; False when it failed (backoff follows)."""
+        self.rec.state = "building" if self.backend.name == "docker" else "starting"
+        self.rec.health = "unknown"
+        self._changed(message="")
+        started = time.monotonic()
+        try:
+            inst = await self._launch(version)
+        except (LaunchError, BackendError, ProtocolError) as exc:
+            self.current = None
+            self.rec.instance = None
+            self._note_short_run(time.monotonic() - started)
+            text = exc.message if isinstance(exc, ProtocolError) else str(exc)
+            looping = self.short_runs >= self.m.settings.deploy.crashloop_restarts
+            self.rec.state = "failed" if fresh else "crashloop" if looping else "degraded"
+            self._changed(event="failed", message=f"version {version} did not start: {text}")
+            return False
+        self._adopt(inst)
+        self.rec.state, self.rec.health = "running", "healthy"
+        self._changed(event="started", message=f"{reason}: version {version} serving on {inst.endpoint}")
+        return True
+
+    def _note_short_run(self, ran: float) -> None:
+        self.short_runs = self.short_runs + 1 if ran < self.m.settings.deploy.crashloop_window_seconds else 1
+
+    def _backoff(self) -> float:
+        return min(0.5 * float(2 ** max(self.short_runs - 1, 0)), self.m.settings.deploy.restart_backoff_max_seconds)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("supervisor of %s failed", self.rec.name)
+            self.rec.state = "failed"
+            self._changed(event="failed", message="internal error in the supervisor; see the daemon log")
+        finally:
+            if not self.first_start.done():
+                self.first_start.set_result("the daemon stopped")
+
+    async def _run(self) -> None:
+        if self.fresh and self.rec.version is not None:
+            ok = await self._start_current(self.rec.version, reason="deployed", fresh=True)
+            self.first_start.set_result(None if ok else self.rec.message)
+            if not ok:
+                return  # never ran: nothing to restart; `restart` or `undeploy` decide
+        elif self.current is not None:
+            self.first_start.set_result(None)
+            self.rec.state, self.rec.health = "running", "unknown"
+            self._changed(event="adopted", message=f"adopted {self.current.key} after a daemon restart")
+            await self._check_health()
+        else:
+            self.first_start.set_result(None)  # it died while no daemon watched: the loop restarts it
+        while True:
+            if self.current is None:
+                if await self._wait_command(self._backoff()):
+                    return
+                if self.current is None and self.rec.version is not None:
+                    self.rec.restarts += 1
+                    await self._start_current(self.rec.version, reason="restarted")
+                continue
+            watched = self.current
+            exited = asyncio.ensure_future(self.backend.wait(watched))
+            try:
+                while not exited.done():
+                    getter = asyncio.ensure_future(self.commands.get())
+                    done, _ = await asyncio.wait(
+                        {exited, getter}, timeout=HEALTH_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter in done:
+                        if await self._handle(getter.result()):
+                            return
+                        break  # the instance may have changed: watch the new one
+                    getter.cancel()
+                    if not done:
+                        await self._check_health()
+            finally:
+                exited.cancel()
+            if exited.done() and not exited.cancelled() and self.current is watched:
+                await self._crashed(watched, exited.result())
+
+    async def _wait_command(self, delay: float) -> bool:
+        """Sleep ``delay`` unless a command arrives; True when the deployment was stopped."""
+        try:
+            cmd = await asyncio.wait_for(self.commands.get(), delay)
+        except TimeoutError:
+            return False
+        return await self._handle(cmd)
+
+    async def _crashed(self, inst: Instance, status: int | None) -> None:
+        reason = await self._exit_reason(inst, status)
+        ran = (datetime.now(UTC) - inst.started_at).total_seconds()
+        self._note_short_run(ran)
+        self.current = None
+        self.rec.instance = None
+        self.rec.health = "unhealthy"
+        looping = self.short_runs >= self.m.settings.deploy.crashloop_restarts
+        self.rec.state = "crashloop" if looping else "degraded"
+        text = f"version {inst.version} {reason}; restarting in {self._backoff():.1f} s"
+        if looping:
+            text = (
+                f"crash loop ({self.short_runs} exits within {self.m.settings.deploy.crashloop_window_seconds:.0f} s "
+                f"of starting): {text}"
+            )
+        self._changed(event="exited", message=text)
+
+    async def _check_health(self) -> None:
+        assert self.current is not None
+        healthy = await http_status(self.current.admin_port) == 200
+        health = "healthy" if healthy else "unhealthy"
+        if health != self.rec.health:
+            self.rec.health = health
+            self._changed(event="health", message=f"health check: {health}")
+        if (
+            healthy
+            and self.short_runs
+            and (datetime.now(UTC) - self.current.started_at).total_seconds()
+            > self.m.settings.deploy.crashloop_window_seconds
+        ):
+            self.short_runs = 0
+
+    async def _handle(self, cmd: Command) -> bool:
+        kind, version = cmd
+        if kind == "stop":
+            if self.current is not None:
+                await self.backend.stop(self.current, self.m.settings.deploy.stop_grace_seconds)
+                self.current = None
+            return True
+        if version is None:
+            version = self.rec.version
+        if version is None:
+            return False
+        if self.current is None:
+            self.short_runs = 0
+            await self._start_current(version, reason="restarted" if kind == "restart" else f"rolled out to {version}")
+            return False
+        if kind == "rollout" and version == self.current.version:
+            return False
+        await self._rollout(version)
+        return False
+
+    async def _rollout(self, version: int) -> None:
+        assert self.current is not None
+        old = self.current
+        self.rollout_to = version
+        self._changed(kind="rollout", event="rollout", message=f"rolling out version {version} (serving {old.version})")
+        try:
+            new = await self._launch(version)
+        except (LaunchError, BackendError, ProtocolError) as exc:
+            text = exc.message if isinstance(exc, ProtocolError) else str(exc)
+            self.rollout_to = None
+            self._changed(
+                kind="rollout",
+                event="rollout-failed",
+                message=f"rollout to version {version} failed: {text}; version {old.version} keeps serving",
+            )
+            return
+        self._adopt(new)
+        self.rollout_to = None
+        self.rec.state, self.rec.health = "running", "healthy"
+        self._changed(kind="rollout", event="rolled-out", message=f"rolled out version {version} (was {old.version})")
+        await self.backend.stop(old, self.m.settings.deploy.stop_grace_seconds)
+
+
+class DeploymentManager:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        backends: dict[str, Backend],
+        publish: Callable[[Event], None],
+        listeners: Callable[[str], int],
+    ) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir
+        self.registry = registry
+        self.backends = backends
+        self.publish = publish
+        self.listeners = listeners
+        self.supervisors: dict[str, Supervisor] = {}
+        self.tailers: dict[str, asyncio.Task[None]] = {}
+        self._maintenance: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt what still runs, stop what nobody owns any more, start what should run and does not."""
+        records = await asyncio.to_thread(self.registry.deployments.all)
+        running: dict[str, list[Instance]] = {}
+        for backend in self.backends.values():
+            try:
+                for inst in await backend.discover():
+                    running.setdefault(inst.deployment, []).append(inst)
+            except BackendError as exc:
+                log.warning("cannot list %s instances: %s", backend.name, exc)
+        wanted = {rec.name: rec for rec in records if rec.desired == "running"}
+        for name, instances in running.items():
+            rec = wanted.get(name)
+            recorded = rec.instance["key"] if rec and rec.instance else None
+            for inst in instances:
+                if inst.key != recorded or inst.backend != (rec.backend if rec else None):
+                    log.info("stopping %s instance %s of %s: no deployment owns it", inst.backend, inst.key, name)
+                    await self.backends[inst.backend].stop(inst, grace=2.0)
+        for rec in wanted.values():
+            adopted = next(
+                (i for i in running.get(rec.name, []) if rec.instance and i.key == rec.instance["key"]), None
+            )
+            if rec.backend not in self.backends:
+                continue
+            if adopted is None and rec.instance is not None:
+                rec.instance = None  # it died while we were away: start it again
+                rec.restarts += 1
+            self._supervise(rec, adopted, fresh=False)
+        self._maintenance = asyncio.create_task(self._maintain())
+
+    async def close(self) -> None:
+        """Stop supervising; instances keep running for the next daemon to adopt."""
+        tasks = [s.task for s in self.supervisors.values() if s.task] + list(self.tailers.values())
+        if self._maintenance:
+            tasks.append(self._maintenance)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for backend in self.backends.values():
+            await backend.close()
+
+    def _supervise(self, rec: DeploymentRecord, adopted: Instance | None, *, fresh: bool) -> Supervisor:
+        sup = Supervisor(self, rec, adopted, fresh=fresh)
+        sup.task = asyncio.create_task(sup.run(), name=f"deployment {rec.name}")
+        self.supervisors[rec.name] = sup
+        return sup
+
+    async def _maintain(self) -> None:
+        rotate = getattr(self.backends.get("process"), "rotate", None)
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            if rotate is None:
+                continue
+            for name, sup in list(self.supervisors.items()):
+                if sup.rec.backend == "process":
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(rotate, name)
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    def _get(self, name: str) -> Supervisor:
+        sup = self.supervisors.get(name)
+        if sup is None:
+            raise not_found(f"no deployment named {name!r}")
+        return sup
+
+    def _detail(self, sup: Supervisor, events: int = 20) -> r.DeploymentDetail:
+        return r.DeploymentDetail(
+            deployment=sup.rec.info(sup.rollout_to),
+            events=self.registry.deployments.events(sup.rec.name, events) if events else [],
+        )
+
+    async def deploy(self, req: q.Deploy, progress: ProgressLine) -> r.DeploymentDetail:
+        if req.backend not in self.backends:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"the {req.backend} backend is not available")
+        try:
+            ref = parse_ref(req.ref)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        model, number, _ = await asyncio.to_thread(self.registry.resolve, req.ref)
+        name = req.name or (f"{model}-{ref.alias}" if ref.alias else model)
+        if name in self.supervisors:
+            raise conflict(f"a deployment named {name!r} exists; undeploy it first or pass another --name")
+        used = {s.rec.port for s in self.supervisors.values()}
+        port = req.port or free_port()
+        if port in used:
+            raise conflict(f"port {port} is used by another deployment")
+        rec = DeploymentRecord(
+            name=name,
+            model=model,
+            ref=str(ref) if ref.alias or ref.number else f"{model}:{number}",
+            alias=ref.alias,
+            version=number,
+            backend=req.backend,
+            port=port,
+            env=dict(req.env),
+            options=req.options.model_dump(),
+        )
+        await asyncio.to_thread(
+            self.registry.deployments.create, rec, f"deploy {rec.ref} (version {number}) on port {port}"
+        )
+        self.publish(DeploymentEvent(kind="created", deployment=name, state=rec.state, version=number))
+        sup = self._supervise(rec, None, fresh=True)
+        sup.progress_sinks.append(progress)
+        if not req.wait:
+            return self._detail(sup)
+        try:
+            failure = await asyncio.wait_for(asyncio.shield(sup.first_start), req.timeout_seconds)
+        except TimeoutError:
+            return self._detail(sup)
+        finally:
+            with contextlib.suppress(ValueError):
+                sup.progress_sinks.remove(progress)
+        if failure is not None:
+            await self._remove(sup)
+            code = (
+                ErrorCode.UNAVAILABLE
+                if sup.rec.backend == "docker" and "not reachable" in failure
+                else ErrorCode.CONFLICT
+            )
+            raise ProtocolError(code, f"deployment {name!r} failed and was removed: {failure}")
+        return self._detail(sup)
+
+    async def _remove(self, sup: Supervisor) -> None:
+        await sup.commands.put(("stop", None))
+        if sup.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(sup.task), self.settings.deploy.stop_grace_seconds + 5)
+            except TimeoutError:
+                sup.task.cancel()
+        if sup.current is not None:  # the supervisor had ended (never started): nothing else will stop it
+            await sup.backend.stop(sup.current, self.settings.deploy.stop_grace_seconds)
+        self.supervisors.pop(sup.rec.name, None)
+        await asyncio.to_thread(self.registry.deployments.delete, sup.rec.name)
+        self.publish(DeploymentEvent(kind="removed", deployment=sup.rec.name, state="stopped", version=sup.rec.version))
+
+    async def undeploy(self, name: str) -> r.DeploymentDetail:
+        sup = self._get(name)
+        await self._remove(sup)
+        sup.rec.desired, sup.rec.state, sup.rec.health = "stopped", "stopped", "unknown"
+        sup.rec.instance = None
+        return r.DeploymentDetail(deployment=sup.rec.info())
+
+    async def restart(self, name: str) -> r.DeploymentDetail:
+        sup = self._get(name)
+        if sup.task is None or sup.task.done():  # a deployment that never started: supervise it again
+            sup = self._supervise(sup.rec, None, fresh=True)
+            return self._detail(sup)
+        await sup.commands.put(("restart", None))
+        return self._detail(sup)
+
+    def list(self, model: str | None) -> r.DeploymentList:
+        return r.DeploymentList(
+            items=[
+                s.rec.info(s.rollout_to) for n, s in sorted(self.supervisors.items()) if model in (None, s.rec.model)
+            ]
+        )
+
+    def get(self, name: str, events: int) -> r.DeploymentDetail:
+        return self._detail(self._get(name), events)
+
+    def alias_moved(self, model: str, alias: str, version: int | None) -> None:
+        """Deployments of ``model@alias`` follow the alias: each gets a rollout of the new version."""
+        for sup in self.supervisors.values():
+            if sup.rec.model != model or sup.rec.alias != alias:
+                continue
+            if version is None:
+                sup._changed(
+                    event="alias-removed", message=f"alias {alias} was removed; version {sup.rec.version} keeps serving"
+                )
+                continue
+            sup.commands.put_nowait(("rollout", version))
+
+    # -- logs ------------------------------------------------------------------------------------------------
+
+    def _log_instance(self, sup: Supervisor) -> Instance:
+        if sup.current is not None:
+            return sup.current
+        return Instance(
+            backend=sup.rec.backend,
+            deployment=sup.rec.name,
+            instance_id="",
+            version=sup.rec.version or 0,
+            key="",
+            admin_port=0,
+            public_port=sup.rec.port,
+            started_at=datetime.now(UTC),
+        )
+
+    async def logs(self, req: q.Logs) -> r.LogLines:
+        sup = self._get(req.name)
+        try:
+            lines = await sup.backend.logs(self._log_instance(sup), req.tail + 1) if req.tail else []
+        except BackendError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc)) from None
+        truncated = len(lines) > req.tail
+        if req.follow and req.name not in self.tailers:
+            self.tailers[req.name] = asyncio.create_task(self._tail(req.name))
+        return r.LogLines(deployment=req.name, lines=lines[-req.tail :] if req.tail else [], truncated=truncated)
+
+    async def _tail(self, name: str) -> None:
+        """Publish new log lines while anyone follows them (one event per batch of lines)."""
+        route = LogEvent(deployment=name, lines=[]).route
+        try:
+            await asyncio.sleep(0)  # the follower subscribes when its request returns
+            while name in self.supervisors and self.listeners(route):
+                sup = self.supervisors[name]
+                watching = sup.current
+                stream = sup.backend.follow(self._log_instance(sup))
+                try:
+                    async for batch in stream:
+                        if batch:
+                            for start in range(0, len(batch), 5000):
+                                self.publish(LogEvent(deployment=name, lines=batch[start : start + 5000]))
+                        if not self.listeners(route) or sup.current is not watching or name not in self.supervisors:
+                            break
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
+                await asyncio.sleep(0.2)
+        except BackendUnavailable as exc:
+            log.warning("stopped following the logs of %s: %s", name, exc)
+        finally:
+            self.tailers.pop(name, None)

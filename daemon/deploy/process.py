@@ -1,0 +1,353 @@
+"""The embedded default backend: the serving runtime as a child process of the daemon.
+
+Children run in their own session (an SSH hang-up or a daemon restart does not touch them) with their
+output appended to ``STATE/deployments/NAME/serving.log``, which the daemon rotates by copy-and-truncate
+(the child keeps its O_APPEND descriptor, so rotation needs no cooperation from it). Each child carries
+``--instance OWNER/DEPLOYMENT/ID`` on its command line: after a restart the daemon finds its children in
+``/proc`` and adopts them (identity = pid + start time, so a reused pid is never mistaken for one). A
+process is watched through a pidfd, which works for adopted processes too, not only for our children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import daemon
+from daemon.settings import DeploySection
+
+from .base import BackendError, Instance, InstanceSpec, ProgressLine
+
+log = logging.getLogger("modeltuid.deploy.process")
+
+LOG_NAME = "serving.log"
+#: Largest read of new log bytes per follow tick; more waits for the next tick (bounded memory).
+FOLLOW_CHUNK = 256 * 1024
+FOLLOW_INTERVAL = 0.2
+#: Directory holding the ``daemon`` package: the child imports ``daemon.serving`` from it.
+PACKAGE_ROOT = str(Path(daemon.__file__).resolve().parent.parent)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _started_at(ticks: int) -> datetime:
+    return datetime.fromtimestamp(_boot_time() + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+
+
+def _arg(argv: list[str], flag: str) -> str | None:
+    with contextlib.suppress(ValueError, IndexError):
+        return argv[argv.index(flag) + 1]
+    return None
+
+
+def _read_from(path: Path, pos: int) -> tuple[bytes, int]:
+    """New bytes of the log from ``pos`` (from 0 again when the file shrank: it was rotated)."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < pos:
+                pos = 0
+            f.seek(pos)
+            data = f.read(FOLLOW_CHUNK)
+    except FileNotFoundError:
+        return b"", pos
+    return data, pos + len(data)
+
+
+class ProcessBackend:
+    name = "process"
+
+    def __init__(self, settings: DeploySection, *, owner: str, log_root: Path, python: str = sys.executable) -> None:
+        self.settings = settings
+        self.owner = owner
+        self.log_root = log_root
+        self.python = python
+
+    def log_path(self, deployment: str) -> Path:
+        return self.log_root / deployment / LOG_NAME
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def _spawn(self, spec: InstanceSpec) -> Instance:
+        spec.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv = [
+            self.python,
+            "-m",
+            "daemon.serving",
+            "--model-dir",
+            str(spec.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(spec.admin_port),
+            "--public-port",
+            str(spec.public_port),
+            "--model-version",
+            str(spec.version),
+            "--instance",
+            f"{self.owner}/{spec.deployment}/{spec.instance_id}",
+        ]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": os.environ.get("HOME", "/"),
+            "PYTHONPATH": PACKAGE_ROOT,
+            "PYTHONUNBUFFERED": "1",
+            "MODELTUI_DEPLOYMENT": spec.deployment,
+            **spec.env,
+        }
+        fd = os.open(spec.log_dir / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(
+                fd,
+                f"--- {datetime.now(UTC):%Y-%m-%d %H:%M:%S} starting version {spec.version} "
+                f"(instance {spec.instance_id})\n".encode(),
+            )
+            pid = os.posix_spawn(
+                self.python,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, fd, 1),
+                    (os.POSIX_SPAWN_DUP2, fd, 2),
+                ],
+                setsid=True,
+            )
+        except OSError as exc:
+            raise BackendError(f"cannot start {self.python}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+        ticks = _start_ticks(pid)
+        return Instance(
+            backend=self.name,
+            deployment=spec.deployment,
+            instance_id=spec.instance_id,
+            version=spec.version,
+            key=f"{pid}:{ticks}",
+            admin_port=spec.admin_port,
+            public_port=spec.public_port,
+            started_at=_started_at(ticks) if ticks is not None else datetime.now(UTC),
+        )
+
+    async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
+        progress(f"starting version {spec.version} as a local process")
+        return await asyncio.to_thread(self._spawn, spec)
+
+    @staticmethod
+    def _pid(instance: Instance) -> tuple[int, int]:
+        pid, _, ticks = instance.key.partition(":")
+        return int(pid), int(ticks) if ticks.isdigit() else -1
+
+    def _open(self, instance: Instance) -> int | None:
+        """A pidfd on the instance's process, or None when it is gone (or its pid now names another one)."""
+        pid, ticks = self._pid(instance)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        if _start_ticks(pid) != ticks:  # checked after opening: the pidfd pins the process we checked
+            os.close(fd)
+            return None
+        return fd
+
+    @staticmethod
+    def _reap(pid: int) -> int | None:
+        """Collect the exit status of our own child (None for an adopted process: not ours to wait for)."""
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        return os.waitstatus_to_exitcode(status) if got else None
+
+    async def wait(self, instance: Instance) -> int | None:
+        fd = self._open(instance)
+        pid, _ = self._pid(instance)
+        if fd is None:
+            return self._reap(pid)
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        for _ in range(50):  # the pidfd turns readable just before the kernel makes the zombie reapable
+            status = self._reap(pid)
+            if status is not None:
+                return status
+            with contextlib.suppress(ProcessLookupError):
+                if _start_ticks(pid) is None:
+                    return None
+            await asyncio.sleep(0.01)
+        return None
+
+    async def stop(self, instance: Instance, grace: float = 10.0) -> None:
+        fd = self._open(instance)
+        if fd is None:
+            self._reap(self._pid(instance)[0])
+            return
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGTERM)
+            waiter = asyncio.ensure_future(self.wait(instance))
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), grace)
+            except TimeoutError:
+                log.warning("instance %s ignored SIGTERM for %.0f s; killing it", instance.instance_id, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                await waiter
+        finally:
+            os.close(fd)
+
+    def _scan(self) -> list[Instance]:
+        prefix = f"{self.owner}/"
+        found: list[Instance] = []
+        uid = os.getuid()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != uid:
+                    continue
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+            except OSError:
+                continue
+            label = _arg(argv, "--instance")
+            if not label or not label.startswith(prefix) or "daemon.serving" not in argv:
+                continue
+            _, deployment, instance_id = label.split("/", 2)
+            pid = int(entry.name)
+            ticks = _start_ticks(pid)
+            try:
+                admin, public, version = (
+                    int(_arg(argv, f) or "") for f in ("--port", "--public-port", "--model-version")
+                )
+            except ValueError:
+                continue
+            if ticks is None:
+                continue
+            found.append(
+                Instance(
+                    backend=self.name,
+                    deployment=deployment,
+                    instance_id=instance_id,
+                    version=version,
+                    key=f"{pid}:{ticks}",
+                    admin_port=admin,
+                    public_port=public,
+                    started_at=_started_at(ticks),
+                )
+            )
+        return found
+
+    async def discover(self) -> list[Instance]:
+        return await asyncio.to_thread(self._scan)
+
+    async def close(self) -> None:
+        return None
+
+    # -- logs ------------------------------------------------------------------------------------------------
+
+    def _tail(self, deployment: str, tail: int) -> list[str]:
+        path = self.log_path(deployment)
+        lines: list[str] = []
+        for candidate in (path, path.with_name(LOG_NAME + ".1")):
+            if len(lines) >= tail:
+                break
+            try:
+                with open(candidate, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    size = f.tell()
+                    f.seek(max(0, size - max(64 * 1024, tail * 512)))
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            got = data.decode(errors="replace").splitlines()
+            if size > len(data) and got:
+                got = got[1:]  # the first line is cut
+            lines = got[-(tail - len(lines)) :] + lines if tail > len(lines) else lines
+        return lines[-tail:] if tail else []
+
+    async def logs(self, instance: Instance, tail: int) -> list[str]:
+        return await asyncio.to_thread(self._tail, instance.deployment, tail)
+
+    async def follow(self, instance: Instance) -> AsyncIterator[list[str]]:
+        """New lines as they are appended; an empty batch on idle ticks (lets the caller check whether
+        anyone still listens). Survives rotation: a file shorter than the read position was truncated."""
+        path = self.log_path(instance.deployment)
+        try:
+            pos = path.stat().st_size
+        except FileNotFoundError:
+            pos = 0
+        partial = b""
+        while True:
+            data, pos = await asyncio.to_thread(_read_from, path, pos)
+            data = partial + data
+            cut = data.rfind(b"\n") + 1
+            partial = data[cut:]
+            if len(partial) > FOLLOW_CHUNK:  # an endless line: flush it anyway
+                cut, partial = len(data), b""
+            yield data[:cut].decode(errors="replace").splitlines()
+            if len(data) - len(partial) < FOLLOW_CHUNK // 2:
+                await asyncio.sleep(FOLLOW_INTERVAL)
+
+    def rotate(self, deployment: str) -> bool:
+        """Copy-and-truncate the log when it is over the size limit; keeps ``log_files`` old copies."""
+        path = self.log_path(deployment)
+        limit = self.settings.log_max_mb << 20
+        try:
+            if path.stat().st_size <= limit:
+                return False
+        except FileNotFoundError:
+            return False
+        keep = self.settings.log_files
+        for i in range(keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path.with_name(f"{LOG_NAME}.{i}"), path.with_name(f"{LOG_NAME}.{i + 1}"))
+        tmp = path.with_name(f".{LOG_NAME}.1.tmp")
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+            os.truncate(path, 0)  # lines written between the last read and here are lost: logrotate's copytruncate
+        os.replace(tmp, path.with_name(f"{LOG_NAME}.1"))
+        return True
+
+    def remove_logs(self, deployment: str) -> None:
+        directory = self.log_root / deployment
+        for p in directory.glob(f"{LOG_NAME}*"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -1,0 +1,264 @@
+"""Deployment commands of the CLI: deploy, undeploy, ps, logs, predict, restart (``rollback`` lives with the
+alias commands and, given a deployment, waits for its rollout)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.deploy import ContainerOptions, check_env_name, check_env_value
+from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
+from daemon.protocol.events import Event
+from daemon.protocol.names import parse_ref
+
+from . import render
+from .cli import check_ref_arg, emit, err, fail, json_option, main, out, run, validated
+from .client import DaemonClient
+
+MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def parse_env(values: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in values:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} must look like NAME=VALUE")
+        env[validated(check_env_name, key)] = validated(check_env_value, val)
+    return env
+
+
+@main.command()
+@click.argument("ref", callback=check_ref_arg)
+@click.option("--name", help="deployment name (default: MODEL-ALIAS for NAME@ALIAS, else MODEL)")
+@click.option("--backend", type=click.Choice(["process", "docker"]), default="process", show_default=True)
+@click.option("--port", type=click.IntRange(1024, 65535), help="public port on 127.0.0.1 (default: a free one)")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="environment of the server; repeatable")
+@click.option("--cpus", type=click.FloatRange(0, 256, min_open=True), help="docker: CPU limit")
+@click.option("--memory", "memory_mb", type=click.IntRange(32), help="docker: memory limit in MiB")
+@click.option("--no-wait", is_flag=True, help="return once the deployment is recorded, before it is healthy")
+@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1, 3600), help="seconds to wait")
+@json_option
+@click.pass_context
+def deploy(
+    ctx: click.Context,
+    ref: str,
+    name: str | None,
+    backend: str,
+    port: int | None,
+    env: tuple[str, ...],
+    cpus: float | None,
+    memory_mb: int | None,
+    no_wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Deploy REF: NAME@ALIAS follows the alias (moving it rolls out), NAME:N is pinned."""
+    request = q.Deploy.model_validate(
+        {
+            "ref": ref,
+            "name": name,
+            "backend": backend,
+            "port": port,
+            "env": parse_env(env),
+            "options": ContainerOptions(cpus=cpus, memory_mb=memory_mb),
+            "wait": not no_wait,
+            "timeout_seconds": timeout,
+        }
+    )
+
+    def progress(_done: int, _total: int, line: str) -> None:
+        if not as_json and line:
+            err.print(render.plain(f"  {line}"))
+
+    async def body(c: DaemonClient) -> r.DeploymentDetail:
+        reply = await c.send(request, progress=progress)
+        return r.DeploymentDetail.model_validate_json(reply.raw)
+
+    result = run(ctx, body)
+    d = result.deployment
+    where = d.endpoint or f"port {d.port}"
+    emit(
+        result,
+        as_json,
+        lambda: out.print(render.plain(f"deployed {d.name}: {d.model}:{d.version} ({d.state}) on {where}")),
+    )
+
+
+@main.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+def undeploy(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Stop deployment NAME and forget it."""
+    result = run(ctx, lambda c: c.call(q.Undeploy(name=name), r.DeploymentDetail))
+    emit(result, as_json, lambda: out.print(render.plain(f"undeployed {name}")))
+
+
+@main.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+def restart(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Start deployment NAME again (a new instance replaces the old once healthy)."""
+    result = run(ctx, lambda c: c.call(q.RestartDeployment(name=name), r.DeploymentDetail))
+    emit(result, as_json, lambda: out.print(render.plain(f"restarting {name}")))
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--events", default=0, type=click.IntRange(0, 1000), help="with NAME: also its last N events")
+@json_option
+@click.pass_context
+def ps(ctx: click.Context, name: str | None, events: int, as_json: bool) -> None:
+    """Deployments: state, health, version, endpoint, uptime, restarts. With NAME, one in detail."""
+    if name:
+        detail = run(ctx, lambda c: c.call(q.GetDeployment(name=name, events=events or 10), r.DeploymentDetail))
+        emit(detail, as_json, lambda: render.print_deployment(out, detail))
+        return
+    result = run(ctx, lambda c: c.call(q.ListDeployments(), r.DeploymentList))
+    emit(result, as_json, lambda: out.print(render.deployments_table(result)))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-n", "--tail", default=100, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines (Ctrl-C stops)")
+@click.pass_context
+def logs(ctx: click.Context, name: str, tail: int, follow: bool) -> None:
+    """The log of deployment NAME (the serving process's output, or the container's)."""
+
+    async def body(c: DaemonClient) -> None:
+        lines: asyncio.Queue[list[str]] = asyncio.Queue()
+
+        def on_event(event: Event) -> None:
+            if event.topic == "logs" and event.deployment == name:
+                lines.put_nowait(event.lines)
+
+        c.add_listener(on_event)
+        result = await c.call(q.Logs(name=name, tail=tail, follow=follow), r.LogLines)
+        write(result.lines)
+        while follow:
+            getter = asyncio.ensure_future(lines.get())
+            closed = asyncio.ensure_future(c.closed.wait())
+            await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            if not getter.done():
+                getter.cancel()
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the daemon closed the connection")
+            write(getter.result())
+
+    def write(batch: list[str]) -> None:
+        if batch:
+            sys.stdout.write("\n".join(batch) + "\n")
+            sys.stdout.flush()
+
+    run(ctx, body)
+
+
+async def find_deployment(c: DaemonClient, target: str) -> r.DeploymentDetail:
+    """A deployment by name, else the running deployment of a ref (``NAME@ALIAS``, ``NAME:N``, ``NAME``)."""
+    found = await c.call(q.ListDeployments(), r.DeploymentList)
+    for d in found.items:
+        if d.name == target:
+            return r.DeploymentDetail(deployment=d)
+    try:
+        ref = parse_ref(target)
+    except ValueError:
+        ref = None
+    if ref is not None:
+        matches = [d for d in found.items if d.model == ref.name and d.endpoint]
+        if ref.alias:
+            matches = [d for d in matches if d.ref == target]
+        elif ref.number:
+            matches = [d for d in matches if d.version == ref.number]
+        if matches:
+            return r.DeploymentDetail(deployment=sorted(matches, key=lambda d: d.state != "running")[0])
+    raise ProtocolError(
+        ErrorCode.NOT_FOUND, f"no deployment serves {target!r}; deploy it first: modeltui deploy {target}"
+    )
+
+
+def _request_body(path: Path) -> tuple[str, bytes, str]:
+    """(URL path, body, content type) for an input file: CSV → /invocations; JSON with an MLflow key →
+    /invocations; other JSON → /predict."""
+    data = path.read_bytes()
+    if path.suffix.lower() == ".csv":
+        return "/invocations", data, "text/csv"
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"{path} is neither CSV nor JSON: {exc}") from None
+    if isinstance(doc, dict) and "inputs" not in doc and any(k in doc for k in MLFLOW_KEYS):
+        return "/invocations", data, "application/json"
+    if not isinstance(doc, dict):
+        data = json.dumps({"inputs": doc}).encode()
+    return "/predict", data, "application/json"
+
+
+@main.command()
+@click.argument("target", metavar="DEPLOYMENT|REF")
+@click.option(
+    "--input",
+    "input_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="JSON ({'inputs': rows} or an MLflow payload) or CSV with a header row",
+)
+@click.pass_context
+def predict(ctx: click.Context, target: str, input_file: Path) -> None:
+    """Send INPUT to the deployment serving TARGET and print the JSON answer."""
+    detail = run(ctx, lambda c: find_deployment(c, target))
+    d = detail.deployment
+    endpoint = d.endpoint
+    if not endpoint:
+        fail(f"deployment {d.name} is {d.state}, not serving: {d.message}", EXIT_CODES[ErrorCode.UNAVAILABLE])
+        return
+    path, body, ctype = _request_body(input_file)
+    req = urllib.request.Request(endpoint + path, data=body, headers={"Content-Type": ctype}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            answer = resp.read()
+    except urllib.error.HTTPError as exc:
+        detail_text = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            detail_text = json.loads(detail_text).get("message", detail_text)
+        fail(
+            f"{d.name} answered {exc.code}: {detail_text}",
+            EXIT_CODES[ErrorCode.INVALID if exc.code < 500 else ErrorCode.UNAVAILABLE],
+        )
+    except OSError as exc:
+        fail(f"{d.name} at {d.endpoint} did not answer: {exc}", EXIT_CODES[ErrorCode.UNAVAILABLE])
+    click.echo(json.dumps(json.loads(answer), indent=2))
+
+
+def rollout_waiter(c: DaemonClient, name: str) -> asyncio.Future[str]:
+    """A future set to the message of deployment ``name``'s next finished (or failed) rollout; subscribe to
+    "deployments" before moving the alias, or the event may pass unseen."""
+    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_event(event: Event) -> None:
+        if (
+            event.topic == "deployments"
+            and event.deployment == name
+            and event.kind == "rollout"
+            and not event.message.startswith("rolling out")
+            and not done.done()
+        ):
+            done.set_result(event.message)
+            c.remove_listener(on_event)
+
+    c.add_listener(on_event)
+    return done
+
+
+__all__ = ["deploy", "find_deployment", "logs", "predict", "ps", "restart", "rollout_waiter", "undeploy"]
