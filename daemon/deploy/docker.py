@@ -1,0 +1,514 @@
+"""The Docker backend: build an image per version, push it to the registry, run it with labels.
+
+Every engine call runs in a worker thread with a short timeout (``[docker] timeout_seconds``; builds and
+pushes get a long one), and every way the engine can be missing — no socket, a socket nobody answers, a
+restart in the middle — becomes :class:`BackendUnavailable` within that timeout, so a stopped Docker never
+hangs the daemon, and the daemon starts fine without Docker (the client is made on first use).
+
+Containers carry ``modeltui.owner`` (a stable id of the daemon's state directory), which is how
+:meth:`DockerBackend.discover` finds them again after a daemon restart. What a container may be given is
+decided in one place, :func:`run_kwargs`, from a fixed allowlist: never privileged, no mounts, devices,
+capabilities or namespaces of the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.constants
+import docker.errors
+import docker.utils
+import requests.exceptions
+import urllib3.exceptions
+
+from daemon.protocol.deploy import check_env_name, check_env_value
+from daemon.settings import DockerSection
+
+from . import image as img
+from .base import BackendError, BackendUnavailable, Instance, InstanceSpec, ProgressLine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Builds and pushes stream for minutes; their HTTP reads get this long instead of ``timeout_seconds``.
+LONG_TIMEOUT_SECONDS = 3600.0
+LABEL_OWNER = "modeltui.owner"
+#: The only keyword arguments that ever reach ``containers.run`` (see :func:`run_kwargs`).
+ALLOWED_RUN_KEYS = frozenset(
+    {
+        "image", "command", "name", "detach", "labels", "environment", "user", "network_mode", "ports",
+        "nano_cpus", "mem_limit", "log_config", "restart_policy",
+    }
+)  # fmt: skip
+
+
+#: What a missing, hung or restarting engine raises (API errors with a status are handled before these).
+_TRANSPORT_ERRORS = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+
+
+def owner_id(state_dir: Path) -> str:
+    """A stable id of one daemon's state directory: two daemons on a host never adopt each other's containers."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """Re-check what reaches ``docker run`` (the protocol checked it already: defense in depth)."""
+    for name, value in env.items():
+        try:
+            check_env_name(name)
+            check_env_value(value)
+        except ValueError as exc:
+            raise BackendError(f"environment: {exc}") from None
+    return dict(env)
+
+
+def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner: str) -> dict[str, Any]:
+    """The complete ``containers.run`` arguments for one instance: only allowlisted keys, only from
+    ``ContainerOptions`` and the backend's own settings."""
+    env = check_env(spec.env)
+    admin_host = settings.bind_address if settings.bind_address not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    env.update(MODELTUI_ADMIN_PORT=str(spec.admin_port), MODELTUI_ADMIN_HOST=admin_host)
+    opts = spec.options
+    kw: dict[str, Any] = {
+        "image": image,
+        "command": [
+            "--host", settings.bind_address, "--port", str(spec.admin_port), "--public-port", str(spec.public_port),
+            "--model-version", str(spec.version), "--instance", spec.instance_id,
+        ],
+        "name": container_name(spec.deployment, spec.instance_id),
+        "detach": True,
+        "labels": {
+            LABEL_OWNER: owner,
+            "modeltui.deployment": spec.deployment,
+            "modeltui.instance": spec.instance_id,
+            "modeltui.model": spec.model,
+            "modeltui.version": str(spec.version),
+            "modeltui.public_port": str(spec.public_port),
+            "modeltui.admin_port": str(spec.admin_port),
+        },
+        "environment": env,
+        "user": img.RUN_AS,
+        "log_config": {
+            "type": "json-file",
+            "config": {"max-size": f"{opts.log_max_mb}m", "max-file": str(opts.log_files)},
+        },
+        "restart_policy": {"Name": "no"},  # the daemon supervises and restarts
+    }  # fmt: skip
+    if settings.network == "host":
+        kw["network_mode"] = "host"
+    else:
+        kw["network_mode"] = "bridge"
+        kw["ports"] = {
+            f"{spec.public_port}/tcp": (settings.bind_address, spec.public_port),
+            f"{spec.admin_port}/tcp": (settings.bind_address, spec.admin_port),
+        }
+    if opts.cpus is not None:
+        kw["nano_cpus"] = int(opts.cpus * 1e9)
+    if opts.memory_mb is not None:
+        kw["mem_limit"] = f"{opts.memory_mb}m"
+    extra = set(kw) - ALLOWED_RUN_KEYS
+    if extra:  # a programming error, not user input: refuse rather than run something unreviewed
+        raise BackendError(f"refusing container options outside the allowlist: {sorted(extra)}")
+    return kw
+
+
+def container_name(deployment: str, instance_id: str) -> str:
+    return f"modeltui-{deployment}-{instance_id}"
+
+
+def _parse_time(value: str) -> datetime:
+    """Docker's RFC 3339 with nanoseconds → an aware datetime (microseconds)."""
+    if not value or value.startswith("0001-"):
+        return datetime.now(UTC)
+    head, _, frac = value.rstrip("Z").partition(".")
+    tz = ""
+    for sign in ("+", "-"):
+        if sign in frac:
+            frac, _, rest = frac.partition(sign)
+            tz = sign + rest
+    micro = (frac + "000000")[:6] if frac else "000000"
+    return datetime.fromisoformat(f"{head}.{micro}{tz or '+00:00'}")
+
+
+class DockerBackend:
+    """Runs deployments as containers of the Docker Engine at ``settings.host`` (or ``DOCKER_HOST``)."""
+
+    name = "docker"
+
+    def __init__(self, settings: DockerSection, *, state_dir: Path, owner: str | None = None) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.owner = owner or owner_id(state_dir)
+        self.wheelhouse = settings.wheelhouse or state_dir / "wheelhouse"
+        self.where = settings.host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self._client: Any = None
+        self._long: Any = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._streams: set[Any] = set()
+        self._image_locks: dict[str, asyncio.Lock] = {}
+
+    # -- the engine ----------------------------------------------------------------------------------------
+
+    def _make(self, timeout: float) -> Any:
+        """A client speaking the engine's API version. docker-py would ask for it inside its constructor and
+        leak the connection when that fails, so the client starts at the oldest version and asks here."""
+        version = docker.constants.MINIMUM_DOCKER_API_VERSION
+        if self.settings.host:
+            client = docker.DockerClient(base_url=self.settings.host, timeout=timeout, version=version)
+        else:
+            client = docker.from_env(timeout=timeout, version=version)
+        try:
+            server = str(client.api.version(api_version=False)["ApiVersion"])
+        except BaseException:
+            client.close()
+            raise
+        newest = docker.constants.DEFAULT_DOCKER_API_VERSION
+        client.api._version = newest if docker.utils.version_lt(newest, server) else server
+        return client
+
+    def _api(self, *, long: bool = False) -> Any:
+        """The low-level client (made on first use: making it asks the engine for its API version)."""
+        with self._lock:
+            if self._closed.is_set():
+                raise BackendError("the Docker backend is closed")
+            if self._client is None:
+                self._client = self._make(self.settings.timeout_seconds)
+            if not long:
+                return self._client.api
+            if self._long is None:
+                self._long = self._make(LONG_TIMEOUT_SECONDS)
+            return self._long.api
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        reason = str(exc).strip() or type(exc).__name__
+        return BackendUnavailable(f"the Docker engine at {self.where} is not reachable: {reason[:300]}")
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        """Run one engine interaction, translating transport failures (engine down) and API errors."""
+        try:
+            self._probe()
+            return fn()
+        except docker.errors.NotFound:
+            raise
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def _probe(self) -> None:
+        """Connect to a unix:// engine socket first: docker-py leaks its socket when that connect fails
+        (engine down), which would be one leaked descriptor per call for as long as the engine is down."""
+        if not self.where.startswith("unix://"):
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.settings.timeout_seconds)
+            sock.connect(self.where.removeprefix("unix://"))
+
+    def _translate(self, exc: Exception) -> Exception:
+        if isinstance(exc, docker.errors.APIError):
+            return BackendError(f"Docker: {exc.explanation or exc}")
+        if isinstance(exc, img.ImageError):
+            return BackendError(str(exc))
+        if isinstance(exc, _TRANSPORT_ERRORS):
+            return self._unavailable(exc)
+        return exc
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(self._guard, fn)
+
+    async def ping(self) -> None:
+        """Raise :class:`BackendUnavailable` unless the engine answers (within ``timeout_seconds``)."""
+        await self._call(lambda: self._api().ping())
+
+    # -- start ---------------------------------------------------------------------------------------------
+
+    async def ensure_image(self, spec: InstanceSpec, progress: ProgressLine) -> str:
+        """The image for this version: reused when the tag exists, else built; pushed when a registry is set."""
+        tag = img.image_tag(self.settings.registry, spec.model, spec.version, spec.digest)
+        loop = asyncio.get_running_loop()
+
+        def report(line: str) -> None:  # called from worker threads: hand the line to the loop
+            loop.call_soon_threadsafe(progress, line)
+
+        lock = self._image_locks.setdefault(tag, asyncio.Lock())
+        async with lock:
+            if await self._call(lambda: self._image_exists(tag)):
+                progress(f"image {tag} exists; reusing it")
+            else:
+                try:
+                    requirements = img.read_requirements(spec.model_dir)
+                    wheels = await img.ensure_wheelhouse(self.wheelhouse, requirements, progress)
+                except img.ImageError as exc:
+                    raise BackendError(str(exc)) from None
+                labels = {
+                    LABEL_OWNER: self.owner,
+                    "modeltui.model": spec.model,
+                    "modeltui.version": str(spec.version),
+                    "modeltui.digest": spec.digest,
+                }
+                build_root = self.state_dir / "build"
+                build_root.mkdir(parents=True, exist_ok=True)
+                ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=build_root))
+                try:
+                    img.prepare_context(
+                        ctx, model_dir=spec.model_dir, wheels=wheels,
+                        dockerfile_text=img.dockerfile(self.settings.base_image, labels),
+                    )  # fmt: skip
+                    progress(f"building {tag} from {self.settings.base_image}")
+                    started = time.monotonic()
+                    await self._call(lambda: img.build_image(self._api(long=True), ctx, tag, report))
+                    progress(f"built {tag} in {time.monotonic() - started:.1f}s")
+                finally:
+                    await asyncio.to_thread(shutil.rmtree, ctx, True)
+            if self.settings.registry:
+                progress(f"pushing {tag}")
+                try:
+                    await self._call(lambda: img.push_image(self._api(long=True), tag, report))
+                except BackendUnavailable:
+                    raise
+                except BackendError as exc:
+                    raise BackendError(f"{exc} (registry {self.settings.registry})") from None
+        return tag
+
+    def _image_exists(self, tag: str) -> bool:
+        try:
+            self._api().inspect_image(tag)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
+        run_kwargs(spec, self.settings, image="-", owner=self.owner)  # bad env or options fail before a build
+        await self.ping()
+        tag = await self.ensure_image(spec, progress)
+        kw = run_kwargs(spec, self.settings, image=tag, owner=self.owner)
+        progress(f"starting container {kw['name']}")
+        attrs = await self._call(lambda: self._run(kw))
+        return Instance(
+            backend=self.name,
+            deployment=spec.deployment,
+            instance_id=spec.instance_id,
+            version=spec.version,
+            key=str(attrs["Id"]),
+            admin_port=spec.admin_port,
+            public_port=spec.public_port,
+            started_at=_parse_time(str(attrs.get("State", {}).get("StartedAt", ""))),
+            image=tag,
+            extra={"container": kw["name"]},
+        )
+
+    def _run(self, kw: dict[str, Any]) -> dict[str, Any]:
+        api = self._api()
+        try:  # a container of ours left under this name by a crash would make the name conflict
+            old = api.inspect_container(kw["name"])
+            if old["Config"]["Labels"].get(LABEL_OWNER) == self.owner:
+                log.info("removing leftover container %s (%s)", kw["name"], old["Id"][:12])
+                api.remove_container(old["Id"], force=True)
+        except docker.errors.NotFound:
+            pass
+        client = self._client
+        try:
+            container = client.containers.run(**kw)
+        except docker.errors.APIError:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(kw["name"], force=True)  # created but not started: do not leak it
+            raise
+        return dict(api.inspect_container(container.id))
+
+    # -- wait / stop ---------------------------------------------------------------------------------------
+
+    async def wait(self, instance: Instance) -> int | None:
+        return await asyncio.to_thread(self._wait, instance.key)
+
+    def _wait(self, cid: str) -> int | None:
+        """Block until the container exits. Each wait is one short request; if the engine goes away (a
+        restart), poll every second until it answers again, then wait again."""
+        while not self._closed.is_set():
+            try:
+                result = self._api().wait(cid, timeout=self.settings.timeout_seconds)
+                return int(result.get("StatusCode", -1))
+            except docker.errors.NotFound:
+                return None
+            except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
+                continue  # still running
+            except BackendError:
+                return None
+            except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+                log.warning("waiting for container %s: %s; retrying until the engine answers", cid[:12], exc)
+                self._closed.wait(1.0)
+        return None
+
+    async def stop(self, instance: Instance, grace: float = 10.0) -> None:
+        await self._call(lambda: self._stop(instance.key, grace))
+
+    def _stop(self, cid: str, grace: float) -> None:
+        api = self._api()
+        with contextlib.suppress(docker.errors.NotFound):
+            api.stop(cid, timeout=max(0, round(grace)))
+        try:
+            api.remove_container(cid, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise
+
+    # -- discover ------------------------------------------------------------------------------------------
+
+    async def discover(self) -> list[Instance]:
+        return await self._call(self._discover)
+
+    def _discover(self) -> list[Instance]:
+        api = self._api()
+        found: list[Instance] = []
+        for c in api.containers(all=True, filters={"label": f"{LABEL_OWNER}={self.owner}"}):
+            cid = str(c["Id"])
+            labels = c.get("Labels") or {}
+            state = c.get("State")
+            inst = None
+            if state == "running":
+                try:
+                    attrs = api.inspect_container(cid)
+                    inst = Instance(
+                        backend=self.name,
+                        deployment=labels["modeltui.deployment"],
+                        instance_id=labels["modeltui.instance"],
+                        version=int(labels["modeltui.version"]),
+                        key=cid,
+                        admin_port=int(labels["modeltui.admin_port"]),
+                        public_port=int(labels["modeltui.public_port"]),
+                        started_at=_parse_time(str(attrs["State"].get("StartedAt", ""))),
+                        image=str(attrs["Config"].get("Image") or c.get("Image") or ""),
+                        extra={"container": str(attrs.get("Name", "")).lstrip("/")},
+                    )
+                except docker.errors.NotFound:
+                    continue
+                except (KeyError, ValueError):
+                    log.warning("container %s has unreadable modeltui labels; removing it", cid[:12])
+            if inst is not None:
+                found.append(inst)
+                continue
+            if state == "removing":
+                continue
+            name = (c.get("Names") or ["?"])[0]
+            log.info("removing %s container %s (%s) left by an earlier run", state, name, cid[:12])
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(cid, force=True)
+        return found
+
+    # -- logs ----------------------------------------------------------------------------------------------
+
+    async def logs(self, instance: Instance, tail: int) -> list[str]:
+        def read() -> list[str]:
+            try:
+                raw = self._api().logs(instance.key, stdout=True, stderr=True, tail=max(0, tail))
+            except docker.errors.NotFound:
+                return []
+            return bytes(raw).decode(errors="replace").splitlines()
+
+        return await self._call(read)
+
+    async def follow(self, instance: Instance) -> AsyncIterator[list[str]]:
+        """Lines as they come, in batches; a thread reads the engine's stream into a queue."""
+        await self.ping()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[str] | BaseException | None] = asyncio.Queue()
+        done = threading.Event()
+        holder: list[Any] = []
+
+        def put(item: list[str] | BaseException | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def pump() -> None:
+            since: float = time.time()
+            try:
+                while not done.is_set():
+                    stream = self._api(long=True).logs(
+                        instance.key, stdout=True, stderr=True, stream=True, follow=True, since=since
+                    )
+                    holder.append(stream)
+                    self._streams.add(stream)
+                    try:
+                        if done.is_set():
+                            return
+                        partial = b""
+                        for chunk in stream:
+                            since = time.time()
+                            partial += chunk
+                            *lines, partial = partial.split(b"\n")
+                            if lines:
+                                put([line.decode(errors="replace") for line in lines])
+                        if partial:
+                            put([partial.decode(errors="replace")])
+                        return  # the stream ended: the container stopped
+                    except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
+                        continue  # quiet for an hour: ask again from where we were
+                    finally:
+                        self._streams.discard(stream)
+                        stream.close()
+            except docker.errors.NotFound:
+                return
+            except Exception as exc:
+                if not done.is_set():
+                    put(exc if isinstance(exc, BackendError) else self._translate(exc))
+            finally:
+                put(None)
+
+        worker = asyncio.ensure_future(asyncio.to_thread(pump))
+        pending: list[list[str] | BaseException | None] = []
+        try:
+            while True:
+                item = pending.pop() if pending else await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                batch = list(item)
+                while not queue.empty():  # lines that arrived together go out together
+                    more = queue.get_nowait()
+                    if more is None or isinstance(more, BaseException):
+                        pending.append(more)  # after this batch
+                        break
+                    batch.extend(more)
+                yield batch
+        finally:
+            done.set()
+            for stream in holder:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(worker), timeout=self.settings.timeout_seconds)
+
+    # -- close ---------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closed.set()
+        for stream in list(self._streams):
+            with contextlib.suppress(Exception):
+                stream.close()
+        with self._lock:
+            clients, self._client, self._long = [self._client, self._long], None, None
+        for client in clients:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(client.close)

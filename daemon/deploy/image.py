@@ -1,0 +1,255 @@
+"""Images for Docker deployments: the generated Dockerfile, the offline wheelhouse, build and push.
+
+Builds need no network: the model's requirements (plus numpy, which the runtime needs) are turned into
+wheels on the host with the daemon's own pip (``pip wheel``), cached by the requirement list, copied into
+the build context and installed in the image with ``pip install --no-index``. That is right for air-gapped
+servers, and needed where a container does not trust the host's certificates. The image's Python minor
+version must match the host's (the wheels are built for it): Debian 12 gives 3.11 on both sides.
+
+The image holds only the serving runtime (``daemon/serving``, which imports nothing else from ``daemon``)
+and the model's files, and runs as an unprivileged uid. The synchronous functions here take a docker-py
+``APIClient`` and are meant to run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: The uid:gid containers run as: no user in the base image, no file on the host has it.
+RUN_AS = "10001:10001"
+VENV = "/opt/modeltui/venv"
+MODEL_DIR = "/model"
+#: A plain requirement specifier: a name, extras, version clauses, markers. No options ("-r", "--index-url"),
+#: no URLs or paths: the wheelhouse is built from the daemon's configured index only.
+_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]*\])?[A-Za-z0-9 <>=!~*.,;()'\"_+-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+#: A runaway wheel build must not hold a deployment forever.
+WHEEL_TIMEOUT_SECONDS = 1800.0
+
+
+class ImageError(Exception):
+    """The image cannot be built or pushed; the message says why (the backend wraps it in a BackendError)."""
+
+
+def image_repository(registry: str, model: str) -> str:
+    """``REGISTRY/modeltui/MODEL`` (``modeltui/MODEL`` without a registry), lowercase as Docker wants."""
+    repo = f"modeltui/{model}".lower()
+    return f"{registry.rstrip('/')}/{repo}" if registry else repo
+
+
+def image_tag(registry: str, model: str, version: int, digest: str) -> str:
+    """One tag per (model, version, content): a re-pushed version with other bytes never reuses an image."""
+    return f"{image_repository(registry, model)}:{version}-{digest[:12].lower()}"
+
+
+def check_requirement(req: str) -> str:
+    """A requirement must be a plain specifier; pip options or URLs in a manifest would steer the host's pip."""
+    req = req.strip()
+    if not req or len(req) > 200 or "://" in req or "@" in req or not _REQUIREMENT_RE.fullmatch(req):
+        raise ImageError(f"requirement {req[:60]!r} is not a plain package specifier (name, extras, versions)")
+    return req
+
+
+def read_requirements(model_dir: Path) -> list[str]:
+    """The manifest's ``requirements`` plus numpy (the runtime's only dependency) when not listed."""
+    try:
+        with (model_dir / "modeltui.toml").open("rb") as f:
+            manifest = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ImageError(f"cannot read {model_dir / 'modeltui.toml'}: {exc}") from None
+    raw = manifest.get("requirements", [])
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        raise ImageError("modeltui.toml: requirements must be a list of strings")
+    reqs = [check_requirement(r) for r in raw]
+    names = {_normalize(r) for r in reqs}
+    if "numpy" not in names:
+        reqs.append("numpy")
+    return reqs
+
+
+def _normalize(req: str) -> str:
+    m = _NAME_RE.match(req)
+    return re.sub(r"[-_.]+", "-", m.group(0)).lower() if m else req
+
+
+def wheelhouse_key(requirements: list[str]) -> str:
+    """Wheels depend on the requirement list and the interpreter they are built for."""
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    blob = json.dumps({"python": tag, "requirements": sorted(requirements)})
+    return f"{tag}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+_wheel_locks: dict[str, asyncio.Lock] = {}
+
+
+async def ensure_wheelhouse(root: Path, requirements: list[str], progress: Callable[[str], None]) -> Path:
+    """A directory of wheels for ``requirements`` (built once per requirement list, then reused).
+
+    Built into a temporary directory and renamed when complete, so a crash or a failure never leaves a
+    half wheelhouse that a later build would trust."""
+    key = wheelhouse_key(requirements)
+    dest = root / key
+    lock = _wheel_locks.setdefault(str(dest), asyncio.Lock())
+    async with lock:
+        if (dest / "requirements.txt").is_file():
+            progress(f"wheelhouse {key}: cached")
+            return dest
+        tmp = root / f".{key}.tmp-{os.getpid()}"
+        await asyncio.to_thread(_fresh_dir, tmp)
+        progress(f"wheelhouse {key}: pip wheel {' '.join(requirements)}")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-input",
+            "--prefer-binary", "-w", str(tmp), *requirements,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        tail: list[str] = []
+        try:
+            async with asyncio.timeout(WHEEL_TIMEOUT_SECONDS):
+                async for raw in proc.stdout:
+                    line = raw.decode(errors="replace").rstrip()
+                    if line:
+                        tail = [*tail[-19:], line]
+                        progress(line)
+                status = await proc.wait()
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if status != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ImageError(f"building wheels for {requirements} failed (pip exit {status}): " + " | ".join(tail[-5:]))
+        (tmp / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        return dest
+
+
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def dockerfile(base_image: str, labels: dict[str, str]) -> str:
+    """The generated Dockerfile. Layers go from the most to the least shared (venv, wheels, runtime,
+    model), so versions with the same requirements reuse every layer but the last."""
+    label_lines = "".join(f"LABEL {json.dumps(k)}={json.dumps(v)}\n" for k, v in sorted(labels.items()))
+    probe = (
+        "import os,urllib.request;"
+        "urllib.request.urlopen('http://%s:%s/health' % (os.environ.get('MODELTUI_ADMIN_HOST', '127.0.0.1'),"
+        " os.environ['MODELTUI_ADMIN_PORT']), timeout=3)"
+    )
+    healthcheck = json.dumps([f"{VENV}/bin/python", "-c", probe])
+    entrypoint = json.dumps([f"{VENV}/bin/python", "-m", "daemon.serving", "--model-dir", MODEL_DIR])
+    return f"""\
+FROM {base_image}
+ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+RUN python3 -m venv {VENV}
+COPY wheels/ /wheels/
+RUN {VENV}/bin/pip install --no-index --find-links /wheels --no-cache-dir --disable-pip-version-check \\
+    -r /wheels/requirements.txt
+COPY runtime/ /app/
+COPY model/ {MODEL_DIR}/
+ENV PYTHONPATH=/app
+WORKDIR /app
+USER {RUN_AS}
+HEALTHCHECK --interval=5s --timeout=4s --start-period=120s --retries=3 CMD {healthcheck}
+{label_lines}ENTRYPOINT {entrypoint}
+"""
+
+
+def _copy_readable(src: Path, dest: Path) -> None:
+    """Copy a tree with world-readable modes: the container's uid owns none of these files."""
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if "__pycache__" in rel.parts or path.is_symlink():
+            continue
+        target = dest / rel
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            target.chmod(0o755)
+        elif path.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            target.chmod(0o644)
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def prepare_context(ctx: Path, *, model_dir: Path, wheels: Path, dockerfile_text: str) -> None:
+    """Lay out the build context: Dockerfile, wheels/, runtime/daemon/serving, model/."""
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile_text)
+    (ctx / "wheels").mkdir()
+    for whl in wheels.iterdir():
+        if whl.is_file():
+            _link_or_copy(whl, ctx / "wheels" / whl.name)
+    serving = Path(__file__).resolve().parent.parent / "serving"
+    runtime = ctx / "runtime" / "daemon"
+    _copy_readable(serving, runtime / "serving")
+    (runtime / "__init__.py").write_text('"""Only the serving runtime is in this image."""\n')
+    (runtime / "__init__.py").chmod(0o644)
+    runtime.chmod(0o755)
+    (ctx / "runtime").chmod(0o755)
+    _copy_readable(model_dir, ctx / "model")
+    (ctx / "model").mkdir(exist_ok=True)
+    (ctx / "model").chmod(0o755)
+
+
+def build_image(api: Any, ctx: Path, tag: str, progress: Callable[[str], None]) -> str:
+    """``docker build`` the context (no pull: the base image is local), streaming its output; the image id."""
+    image_id = ""
+    tail: list[str] = []
+    for item in api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False, decode=True, nocache=False):
+        if "error" in item:
+            detail = item.get("errorDetail", {}).get("message") or item["error"]
+            raise ImageError(f"docker build of {tag} failed: {str(detail).strip()} | " + " | ".join(tail[-5:]))
+        text = item.get("stream")
+        if isinstance(text, str):
+            for line in text.splitlines():
+                if line.strip():
+                    tail = [*tail[-19:], line.rstrip()]
+                    progress(line.rstrip())
+        aux = item.get("aux")
+        if isinstance(aux, dict) and "ID" in aux:
+            image_id = str(aux["ID"])
+    if not image_id:
+        image_id = str(api.inspect_image(tag)["Id"])
+    return image_id
+
+
+def push_image(api: Any, tag: str, progress: Callable[[str], None]) -> None:
+    """``docker push`` the tag; one progress line per layer and status change (not every byte count)."""
+    repo, _, version = tag.rpartition(":")
+    seen: dict[str, str] = {}
+    for item in api.push(repo, tag=version, stream=True, decode=True):
+        if "error" in item:
+            detail = item.get("errorDetail", {}).get("message") or item["error"]
+            raise ImageError(f"pushing {tag} failed: {str(detail).strip()}")
+        status = item.get("status")
+        if not isinstance(status, str):
+            continue
+        layer = str(item.get("id", ""))
+        if seen.get(layer) != status:
+            seen[layer] = status
+            progress(f"{layer}: {status}" if layer else status)
