@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from daemon.deploy.manager import owner_id
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "breast_cancer"
@@ -81,6 +84,25 @@ class DaemonProcess:
             check=False,
         )
 
+    def serving_pids(self, deployment: str = "") -> list[int]:
+        """Serving processes this daemon started (for ``deployment``, or all): they outlive the daemon."""
+        label = f"{owner_id(self.state_dir)}/{deployment + '/' if deployment else ''}"
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    argv = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if any(a.decode(errors="replace").startswith(label) for a in argv) and b"daemon.serving" in argv:
+                    pids.append(int(entry.name))
+        return pids
+
+    def kill_deployments(self) -> None:
+        for pid in self.serving_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
@@ -120,6 +142,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[type[DaemonProcess] | object]:
     yield make
     for d in made:
         d.stop()
+        d.kill_deployments()
 
 
 @pytest.fixture

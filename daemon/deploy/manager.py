@@ -389,9 +389,9 @@ class DeploymentManager:
             )
             if rec.backend not in self.backends:
                 continue
-            if adopted is None and rec.instance is not None:
-                rec.instance = None  # it died while we were away: start it again
-                rec.restarts += 1
+            if adopted is None and rec.instance is not None:  # it died while no daemon watched: start it again
+                rec.instance, rec.state, rec.health = None, "degraded", "unhealthy"
+                rec.message = "the instance was gone when the daemon started; restarting it"
             self._supervise(rec, adopted, fresh=False)
         self._maintenance = asyncio.create_task(self._maintain())
 

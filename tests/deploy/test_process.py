@@ -1,0 +1,266 @@
+"""The process backend end to end: a real daemon, real serving processes on 127.0.0.1, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DaemonProcess
+
+PREDICT = """\
+import os, sys, threading
+FACTOR = {factor}
+{extra}
+def predict(X):
+    print(f"predicting {{len(X)}} rows", flush=True)
+    return [FACTOR * row[0] for row in X]
+"""
+
+
+def python_model(path: Path, *, factor: float = 2.0, extra: str = "", name: str = "dbl") -> Path:
+    """A python-flavor model returning FACTOR * x; ``extra`` runs at import (to make it crash or fail)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "modeltui.toml").write_text(
+        f'name = "{name}"\nflavor = "python"\nmodel_file = "predict.py:predict"\nrequirements = []\n\n'
+        '[signature]\ninputs = [{name = "x", type = "double"}]\n'
+    )
+    (path / "predict.py").write_text(PREDICT.format(factor=factor, extra=extra))
+    return path
+
+
+def post(url: str, body: Any, ctype: str = "application/json") -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": ctype}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def cli_json(d: DaemonProcess, *args: str) -> Any:
+    res = d.cli(*args, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def deployment(d: DaemonProcess, name: str) -> dict[str, Any]:
+    return cli_json(d, "ps", name)["deployment"]  # type: ignore[no-any-return]
+
+
+def predictions(endpoint: str, xs: list[float]) -> list[float]:
+    status, body = post(endpoint + "/predict", {"inputs": [[x] for x in xs]})
+    assert status == 200, body
+    return body["predictions"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def dbl(daemon: DaemonProcess, tmp_path: Path) -> tuple[DaemonProcess, Path]:
+    """A daemon with model ``dbl`` version 1 (2x) at alias production."""
+    model = python_model(tmp_path / "dbl")
+    assert daemon.cli("push", str(model), "--alias", "production").returncode == 0
+    return daemon, model
+
+
+def test_example_deploy_predict_feedback_undeploy(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> None:
+    assert daemon.cli("push", str(example_dir), "--alias", "production").returncode == 0
+    out = cli_json(daemon, "deploy", "breast-cancer@production")
+    dep = out["deployment"]
+    assert dep["state"] == "running" and dep["health"] == "healthy" and dep["version"] == 1
+    endpoint = dep["endpoint"]
+    rows = [line.split(",") for line in (example_dir / "eval.csv").read_text().splitlines()]
+    header, data = rows[0], rows[1:6]
+    features = [c for c in header if c != "target"]
+    split = {"columns": features, "data": [[float(v) for c, v in zip(header, r, strict=True) if c != "target"]
+                                           for r in data]}
+    # The CLI's predict finds the deployment by its ref and posts the file to it.
+    (tmp_path / "in.json").write_text(json.dumps({"inputs": split["data"]}))
+    res = daemon.cli("predict", "breast-cancer@production", "--input", str(tmp_path / "in.json"))
+    assert res.returncode == 0, res.stderr
+    via_cli = json.loads(res.stdout)
+    # An MLflow scoring client's request (dataframe_split, as MLflow documents it) gets the same answers.
+    status, mlflow = post(endpoint + "/invocations", {"dataframe_split": split})
+    assert status == 200 and mlflow["predictions"] == via_cli["predictions"]
+    labels = [int(r[header.index("target")]) for r in data]
+    status, fb = post(endpoint + "/feedback", {"items": [{"id": i, "label": lab}
+                                                          for i, lab in zip(via_cli["ids"], labels, strict=True)]})
+    assert status == 200 and fb["matched"] == len(labels)
+    pids = daemon.serving_pids("breast-cancer-production")
+    assert len(pids) == 1
+    assert cli_json(daemon, "undeploy", "breast-cancer-production")["deployment"]["state"] == "stopped"
+    assert cli_json(daemon, "ps")["items"] == []
+    wait_for(lambda: not daemon.serving_pids(), "the serving process to exit")
+    with pytest.raises(OSError):  # nothing listens any more
+        urllib.request.urlopen(endpoint + "/health", timeout=2)
+
+
+def test_killed_serving_process_is_restarted(dbl: tuple[DaemonProcess, Path]) -> None:
+    d, _ = dbl
+    dep = cli_json(d, "deploy", "dbl:1", "--name", "pinned")["deployment"]
+    assert dep["ref"] == "dbl:1"
+    (pid,) = d.serving_pids("pinned")
+    os.kill(pid, signal.SIGKILL)
+    again = wait_for(lambda: (x := deployment(d, "pinned"))["restarts"] == 1 and x["state"] == "running" and x,
+                     "a restart")
+    assert "killed by signal 9" in " ".join(e["message"] for e in cli_json(d, "ps", "pinned", "--events", "5")["events"])
+    (new_pid,) = d.serving_pids("pinned")
+    assert new_pid != pid
+    assert again["endpoint"] == dep["endpoint"]  # the public port stays the deployment's
+    assert predictions(again["endpoint"], [1.0]) == [2.0]
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_daemon_restart_adopts_instead_of_duplicating(dbl: tuple[DaemonProcess, Path], how: int) -> None:
+    d, _ = dbl
+    dep = cli_json(d, "deploy", "dbl@production")["deployment"]
+    (pid,) = d.serving_pids()
+    d.stop(how)
+    assert predictions(dep["endpoint"], [3.0]) == [6.0]  # serving goes on without a daemon
+    d.start()
+    adopted = wait_for(lambda: (x := deployment(d, "dbl-production"))["health"] == "healthy" and x, "adoption")
+    assert d.serving_pids() == [pid]
+    assert adopted["restarts"] == 0 and adopted["instance"]["key"].startswith(f"{pid}:")
+    assert predictions(dep["endpoint"], [3.0]) == [6.0]
+
+
+def test_instance_that_died_while_the_daemon_was_down_is_started_again(dbl: tuple[DaemonProcess, Path]) -> None:
+    d, _ = dbl
+    cli_json(d, "deploy", "dbl@production")
+    (pid,) = d.serving_pids()
+    d.stop(signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not d.serving_pids(), "the instance to die")
+    d.start()
+    dep = wait_for(lambda: (x := deployment(d, "dbl-production"))["state"] == "running" and x, "the restart")
+    assert len(d.serving_pids()) == 1 and dep["restarts"] == 1
+    assert predictions(dep["endpoint"], [1.0]) == [2.0]
+
+
+def test_alias_move_rolls_out_and_rollback_rolls_back(dbl: tuple[DaemonProcess, Path], tmp_path: Path) -> None:
+    d, _ = dbl
+    endpoint = cli_json(d, "deploy", "dbl@production")["deployment"]["endpoint"]
+    assert d.cli("push", str(python_model(tmp_path / "v2", factor=3.0)), "--alias", "production").returncode == 0
+    wait_for(lambda: deployment(d, "dbl-production")["version"] == 2, "the rollout of version 2")
+    assert predictions(endpoint, [1.0]) == [3.0]
+    wait_for(lambda: len(d.serving_pids()) == 1, "the old instance to stop")
+    res = d.cli("rollback", "dbl-production")
+    assert res.returncode == 0, res.stderr
+    assert "rolled out version 1" in res.stdout
+    assert predictions(endpoint, [1.0]) == [2.0]
+    assert deployment(d, "dbl-production")["version"] == 1
+
+
+def test_rollout_to_a_broken_version_keeps_the_old_one_serving(dbl: tuple[DaemonProcess, Path], tmp_path: Path) -> None:
+    d, _ = dbl
+    endpoint = cli_json(d, "deploy", "dbl@production")["deployment"]["endpoint"]
+    broken = python_model(tmp_path / "v2", factor=5.0, extra="raise RuntimeError('weights file is corrupt')")
+    assert d.cli("push", str(broken), "--alias", "production").returncode == 0
+    dep = wait_for(lambda: "failed" in (x := deployment(d, "dbl-production"))["message"] and x, "the failed rollout")
+    assert "rollout to version 2 failed" in dep["message"] and "weights file is corrupt" in dep["message"]
+    assert "version 1 keeps serving" in dep["message"]
+    assert dep["version"] == 1 and dep["state"] == "running" and dep["rollout_to"] is None
+    assert predictions(endpoint, [1.0]) == [2.0]
+    assert len(d.serving_pids()) == 1  # the broken one was stopped
+
+
+def test_deploy_of_a_model_that_cannot_load_fails_clearly_and_leaves_nothing(daemon: DaemonProcess,
+                                                                           tmp_path: Path) -> None:
+    bad = python_model(tmp_path / "bad", extra="raise ImportError('no module named secret_sauce')", name="bad")
+    assert daemon.cli("push", str(bad)).returncode == 0
+    res = daemon.cli("deploy", "bad:1")
+    assert res.returncode == 5
+    assert "secret_sauce" in res.stderr and "was removed" in res.stderr
+    assert cli_json(daemon, "ps")["items"] == []
+    assert daemon.serving_pids() == []
+
+
+def test_crash_loop_is_detected_and_reported(daemon_factory: Any, tmp_path: Path) -> None:
+    d: DaemonProcess = daemon_factory()
+    Path(d.env["MODELTUI_CONFIG"]).write_text(
+        "[deploy]\ncrashloop_restarts = 3\nrestart_backoff_max_seconds = 1.0\n"
+    )
+    d.start()
+    # Healthy at first, then it dies half a second later: every time.
+    dying = "threading.Timer(0.5, lambda: (print('out of memory', flush=True), os._exit(1))).start()"
+    assert d.cli("push", str(python_model(tmp_path / "m", extra=dying))).returncode == 0
+    cli_json(d, "deploy", "dbl:1")
+    dep = wait_for(lambda: (x := deployment(d, "dbl"))["state"] == "crashloop" and x, "a crash loop", timeout=40)
+    assert "crash loop" in dep["message"] and "out of memory" in dep["message"]
+    assert dep["restarts"] >= 2
+
+
+def test_logs_tail_and_follow(dbl: tuple[DaemonProcess, Path]) -> None:
+    d, _ = dbl
+    endpoint = cli_json(d, "deploy", "dbl@production")["deployment"]["endpoint"]
+    predictions(endpoint, [1.0, 2.0])
+    lines = wait_for(lambda: "predicting 2 rows" in (out := d.cli("logs", "dbl-production", "-n", "50").stdout) and out,
+                     "the log line")
+    assert "ready on" in lines
+    import subprocess
+    import sys
+
+    follower = subprocess.Popen([sys.executable, "-m", "modeltui", "logs", "dbl-production", "-n", "0", "-f"],
+                                env=d.env, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        predictions(endpoint, [1.0] * 7)
+        assert follower.stdout is not None
+        assert "predicting 7 rows" in follower.stdout.readline()
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        assert follower.stdout is not None
+        follower.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "A=1\nB=2"], "control character"),
+        (["--env", "LD_PRELOAD=/tmp/x.so"], "reserved"),
+        (["--env", "1BAD=x"], "invalid environment variable name"),
+        (["--port", "80"], "1024"),
+        (["--name", "../../etc"], "invalid deployment name"),
+    ],
+)
+def test_bad_deploy_input_is_refused(dbl: tuple[DaemonProcess, Path], args: list[str], message: str) -> None:
+    d, _ = dbl
+    res = d.cli("deploy", "dbl:1", *args)
+    assert res.returncode in (2, 4), res.stderr
+    assert message in res.stderr
+    assert d.serving_pids() == []
+
+
+def test_deployed_version_cannot_be_removed(dbl: tuple[DaemonProcess, Path]) -> None:
+    d, _ = dbl
+    cli_json(d, "deploy", "dbl:1")
+    res = d.cli("rm", "dbl:1", "--force")
+    assert res.returncode == 5 and "deployed" in res.stderr
+    res = d.cli("rm", "dbl", "--model", "--force")
+    assert res.returncode == 5 and "undeploy it first" in res.stderr
+
+
+def test_second_deployment_on_a_taken_port_is_refused(dbl: tuple[DaemonProcess, Path]) -> None:
+    d, _ = dbl
+    port = cli_json(d, "deploy", "dbl:1", "--name", "a")["deployment"]["port"]
+    res = d.cli("deploy", "dbl:1", "--name", "b", "--port", str(port))
+    assert res.returncode == 5 and f"port {port}" in res.stderr
