@@ -2,7 +2,9 @@
 
 Screens and widgets never touch the client: screens post :class:`~modeltui.screens.base.RegistryScreen.Call`
 messages, this App sends them in workers and hands the typed results back. Worker errors are handled in one
-place (:meth:`ModelTuiApp.on_worker_state_changed`).
+place (:meth:`ModelTuiApp.on_worker_state_changed`). Registry and deployment events are debounced into one
+refresh of the screens they concern; a deployment's log is followed over a connection of its own, owned by
+the screen that shows it (:meth:`ModelTuiApp._on_follow`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
+from pydantic import ValidationError
 from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -19,8 +22,9 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from daemon.protocol.errors import ProtocolError
-from daemon.protocol.events import Event, RegistryEvent
+from daemon.protocol import requests, results
+from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.events import DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
 from .screens import HelpScreen, ModelsScreen, RegistryScreen
@@ -55,6 +59,13 @@ class ModelTuiApp(App[None]):
             super().__init__()
             self.event = event
 
+    class DeploymentsChanged(Message):
+        """The daemon pushed a deployment event (posted from the client's listener, on the event loop)."""
+
+        def __init__(self, event: DeploymentEvent) -> None:
+            super().__init__()
+            self.event = event
+
     def __init__(self, client_factory: ClientFactory, *, readonly: bool = False) -> None:
         super().__init__()
         self.client_factory = client_factory
@@ -63,6 +74,7 @@ class ModelTuiApp(App[None]):
         self.client: DaemonClient | None = None
         self._connected = asyncio.Event()
         self._pending: list[RegistryEvent] = []
+        self._pending_deployments: list[DeploymentEvent] = []
         self._debounce: Timer | None = None
         self._lost_reason = ""
 
@@ -89,7 +101,7 @@ class ModelTuiApp(App[None]):
         try:
             client = await self.client_factory()
             try:
-                await client.subscribe("registry")
+                await client.subscribe("registry", "deployments")
             except BaseException:
                 await client.close()
                 raise
@@ -128,11 +140,84 @@ class ModelTuiApp(App[None]):
         client = await self._client()
         if client is None:
             return
-        result = await client.call(message.request, message.expect)
+        if message.progress is None:
+            result = await client.call(message.request, message.expect)
+        else:
+            result = await self._call_with_progress(client, message)
         if message.success:
             self.notify(message.success)
         if message.reply is not None and message.screen.is_attached:
             message.reply(result)
+
+    @staticmethod
+    async def _call_with_progress(client: DaemonClient, message: AnyCall) -> Any:
+        """Like ``client.call``, handing the request's progress events to ``message.progress``."""
+        declared = requests.RESULT_OF[type(message.request)]
+        if declared is not message.expect:
+            raise TypeError(f"{type(message.request).__name__} returns {declared.__name__}")
+        reply = await client.send(message.request, progress=message.progress)
+        try:
+            return message.expect.model_validate_json(reply.raw)
+        except ValidationError as exc:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected {message.expect.__name__}: {exc}") from exc
+
+    # -- following a deployment's log ------------------------------------------------------------------
+    @on(RegistryScreen.Follow)
+    def _on_follow(self, message: RegistryScreen.Follow) -> None:
+        """Run the follow on the screen's own worker: Textual cancels it when the screen is removed, and
+        the cancellation closes the connection (so the daemon stops sending)."""
+        message.stop()
+
+        async def follow() -> None:
+            await self._follow(message)
+
+        _worker: Worker[None] = message.screen.run_worker(
+            follow, group="follow-logs", exclusive=True, exit_on_error=False,
+            name=f"logs {message.deployment}",
+        )
+
+    async def _follow(self, message: RegistryScreen.Follow) -> None:
+        """Open a connection, ask for the tail with follow=True, then hand every batch of new lines to the
+        screen until the connection ends. Errors end the stream with a reason; they are also notified
+        unless the daemon is simply gone (the header says so already)."""
+        if await self._client() is None:
+            message.ended("not connected to the daemon")
+            return
+        try:
+            client = await self.client_factory()
+        except ProtocolError as exc:
+            message.ended(f"cannot follow the log: {exc.message}")
+            return
+        early: list[list[str]] | None = []  # batches that overtake the tail's answer
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, LogEvent) and event.deployment == message.deployment:
+                if early is None:
+                    message.lines(event.lines)
+                else:
+                    early.append(event.lines)
+
+        client.add_listener(on_event)
+        try:
+            tail = await client.call(
+                requests.Logs(name=message.deployment, tail=message.tail, follow=True), results.LogLines
+            )
+            message.lines(tail.lines)
+            overtaken, early = early or [], None
+            for batch in overtaken:
+                message.lines(batch)
+            await client.closed.wait()
+            message.ended("the log stream ended: the daemon closed the connection")
+        except ProtocolError as exc:
+            message.ended(f"the log stream ended: {exc.message}")
+            if not isinstance(exc, DaemonUnavailable):
+                self.notify(exc.message, title=exc.code.value, severity="error", timeout=8)
+        except Exception as exc:  # a screen's worker: nobody else would report it
+            message.ended(f"the log stream ended: {type(exc).__name__}: {exc}")
+            self.notify(f"{type(exc).__name__}: {exc}", title="unexpected error", severity="error", timeout=8)
+        finally:
+            client.remove_listener(on_event)
+            await client.close()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker errors are handled."""
@@ -164,6 +249,8 @@ class ModelTuiApp(App[None]):
     def _on_daemon_event(self, event: Event) -> None:
         if isinstance(event, RegistryEvent):
             self.post_message(self.RegistryChanged(event))
+        elif isinstance(event, DeploymentEvent):
+            self.post_message(self.DeploymentsChanged(event))
 
     @on(RegistryChanged)
     def _on_registry_changed(self, message: RegistryChanged) -> None:
@@ -171,9 +258,21 @@ class ModelTuiApp(App[None]):
         if self._debounce is None:
             self._debounce = self.set_timer(DEBOUNCE_SECONDS, self._flush_events)
 
+    @on(DeploymentsChanged)
+    def _on_deployments_changed(self, message: DeploymentsChanged) -> None:
+        self._pending_deployments.append(message.event)
+        if self._debounce is None:
+            self._debounce = self.set_timer(DEBOUNCE_SECONDS, self._flush_events)
+
     def _flush_events(self) -> None:
         events, self._pending, self._debounce = self._pending, [], None
-        self._reload_all(events)
+        deployments, self._pending_deployments = self._pending_deployments, []
+        if events:
+            self._reload_all(events)
+        if deployments:
+            for screen in self.screen_stack:
+                if isinstance(screen, RegistryScreen):
+                    screen.deployments_changed(deployments)
 
     def _reload_all(self, events: list[RegistryEvent] | None) -> None:
         """Re-read every registry screen in the stack that the events concern (all of them for None)."""

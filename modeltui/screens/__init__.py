@@ -1,7 +1,8 @@
 """Screens of the TUI, one per view. They post :class:`RegistryScreen.Call` messages; the App talks to the daemon."""
 
 from .base import RegistryScreen
-from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog
+from .deployments import DeploymentScreen, DeploymentsScreen
+from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, DeployChoice, DeployDialog, RollbackDialog
 from .diff import DiffScreen
 from .help import HelpScreen
 from .history import HistoryScreen
@@ -13,6 +14,10 @@ __all__ = [
     "AliasChoice",
     "AliasDialog",
     "ConfirmDialog",
+    "DeployChoice",
+    "DeployDialog",
+    "DeploymentScreen",
+    "DeploymentsScreen",
     "DiffScreen",
     "HelpScreen",
     "HistoryScreen",

@@ -1,7 +1,9 @@
 """The base of every registry view: how a screen asks the App for data, and how it is told to refresh.
 
 Screens never hold a client. They post :class:`RegistryScreen.Call` messages; the App sends the request in a
-worker and calls ``reply`` with the typed result while the screen is still mounted.
+worker and calls ``reply`` with the typed result while the screen is still mounted. A screen that shows a
+deployment's log posts :class:`RegistryScreen.Follow`: the App follows it over a connection of its own,
+which lives exactly as long as the screen.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from daemon.protocol import requests, results
-from daemon.protocol.events import RegistryEvent
+from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
 R = TypeVar("R", bound=results.Result)
 
@@ -42,6 +44,7 @@ class RegistryScreen(Screen[None]):
             *,
             group: str | None = None,
             success: str | None = None,
+            progress: Callable[[int, int, str], None] | None = None,
         ) -> None:
             super().__init__()
             self.screen = screen
@@ -52,6 +55,29 @@ class RegistryScreen(Screen[None]):
             """Calls of one screen in the same group cancel each other (the newest wins)."""
             self.success = success
             """Notification shown when the call succeeds (for actions)."""
+            self.progress = progress
+            """Called with (done, total, text) for each progress event of the request while it runs."""
+
+    class Follow(Message):
+        """Ask the App to follow a deployment's log (its last ``tail`` lines, then new ones as they come)
+        over a dedicated connection, until this screen is removed. ``lines`` gets each batch; ``ended`` is
+        told once why the stream stopped."""
+
+        def __init__(
+            self,
+            screen: RegistryScreen,
+            deployment: str,
+            lines: Callable[[list[str]], None],
+            ended: Callable[[str], None],
+            *,
+            tail: int = 200,
+        ) -> None:
+            super().__init__()
+            self.screen = screen
+            self.deployment = deployment
+            self.lines = lines
+            self.ended = ended
+            self.tail = tail
 
     @property
     def readonly(self) -> bool:
@@ -66,9 +92,11 @@ class RegistryScreen(Screen[None]):
         *,
         group: str | None = None,
         success: str | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
     ) -> None:
         """Post a :class:`Call` (to the App)."""
-        self.post_message(self.Call(self, request, expect, reply, group=group, success=success))
+        self.post_message(self.Call(self, request, expect, reply, group=group, success=success,
+                                    progress=progress))
 
     def on_mount(self) -> None:
         self.reload()
@@ -79,6 +107,9 @@ class RegistryScreen(Screen[None]):
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         """Whether any of these registry events may change what this screen shows."""
         return True
+
+    def deployments_changed(self, events: Sequence[DeploymentEvent]) -> None:
+        """Deployment events arrived (debounced like registry events); views of deployments re-read here."""
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:

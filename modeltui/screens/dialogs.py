@@ -1,4 +1,4 @@
-"""Modal dialogs: move an alias, roll an alias back, confirm."""
+"""Modal dialogs: move an alias, roll an alias back, deploy a version, confirm."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static
 
-from daemon.protocol.names import check_alias, check_text
+from daemon.protocol.deploy import Backend, check_deployment_name
+from daemon.protocol.names import check_alias, check_ref, check_text
 
 
 class AliasValidator(Validator):
@@ -149,6 +150,103 @@ class RollbackDialog(_FormDialog):
         reason = self._reason()
         if isinstance(selected, str) and reason is not None:
             self.dismiss(AliasChoice(selected, reason))
+
+
+@dataclass(frozen=True)
+class DeployChoice:
+    """What the deploy dialog returns."""
+
+    ref: str
+    backend: Backend
+    port: int | None
+    name: str | None
+
+
+class RefValidator(Validator):
+    """``NAME``, ``NAME:N`` or ``NAME@ALIAS`` (``daemon.protocol.names.check_ref``)."""
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            check_ref(value.strip())
+        except ValueError as exc:
+            return self.failure(str(exc))
+        return self.success()
+
+
+def parse_port(text: str) -> int | None:
+    """Empty → None (the daemon picks one); else a port in 1024-65535. Raises ValueError."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1024 <= int(text) <= 65535:
+        raise ValueError(f"invalid port {text[:10]!r}: use 1024-65535, or leave it empty for a free one")
+    return int(text)
+
+
+class DeployDialog(ModalScreen[DeployChoice | None]):
+    """Ask what to deploy: a ref, the backend, optionally a port and a deployment name."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#ref"
+
+    def __init__(self, suggestion: str = "") -> None:
+        super().__init__()
+        self.suggestion = suggestion
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static("Deploy a version ([b]NAME@ALIAS[/b] follows the alias, [b]NAME:N[/b] is pinned)",
+                         classes="title")
+            yield Label("ref")
+            yield Input(self.suggestion, placeholder="NAME@ALIAS or NAME:N", id="ref",
+                        validators=[RefValidator()], valid_empty=False)
+            with Horizontal(classes="fields"):
+                with Vertical():
+                    yield Label("backend")
+                    yield Select([("process", "process"), ("docker", "docker")], value="process",
+                                 allow_blank=False, id="backend")
+                with Vertical():
+                    yield Label("port")
+                    yield Input(placeholder="any free", id="port", type="integer")
+                with Vertical():
+                    yield Label("name")
+                    yield Input(placeholder="from the model", id="name")
+            yield Label("", id="error", classes="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Deploy", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancelled(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Changed, "#ref")
+    def _ref_changed(self, event: Input.Changed) -> None:
+        result = event.validation_result
+        self._error("" if result is None or result.is_valid else "; ".join(result.failure_descriptions))
+
+    def _error(self, text: str) -> None:
+        self.query_one("#error", Label).update(text)
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _submit(self) -> None:
+        ref = self.query_one("#ref", Input).value.strip()
+        backend = self.query_one("#backend", Select).value
+        name = self.query_one("#name", Input).value.strip() or None
+        try:
+            check_ref(ref)
+            port = parse_port(self.query_one("#port", Input).value)
+            if name is not None:
+                check_deployment_name(name)
+        except ValueError as exc:
+            self._error(str(exc))
+            return
+        if backend in ("process", "docker"):
+            self.dismiss(DeployChoice(ref, "docker" if backend == "docker" else "process", port, name))
 
 
 class ConfirmDialog(ModalScreen[bool]):

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from .base import RegistryScreen
+from .deployments import DeploymentScreen, DeploymentsScreen
 from .diff import DiffScreen
 from .model import ModelScreen
 from .models import ModelsScreen
@@ -23,11 +24,14 @@ VIEWS: list[tuple[str, type[Screen[None]]]] = [
     ("Model: its versions and aliases (enter opens a version)", ModelScreen),
     ("Version: manifest, files, params & metrics, lineage", VersionScreen),
     ("Diff: two marked versions compared", DiffScreen),
+    ("Deployments: every deployment, live (d on Models; enter opens one)", DeploymentsScreen),
+    ("Deployment: summary, live log, recent events, every field", DeploymentScreen),
 ]
 
 INTRO = (
-    "[b]modeltui[/b] — browse the model registry of modeltuid. Everything updates live: a push or an alias "
-    "move made elsewhere (e.g. with the CLI) shows up without a key press.\n"
+    "[b]modeltui[/b] — browse the model registry of modeltuid and its deployments. Everything updates "
+    "live: a push, an alias move or a deployment's change made elsewhere (e.g. with the CLI) shows up "
+    "without a key press.\n"
     "Global keys: [b]?[/b] help · [b]q[/b] quit · [b]escape[/b] back · [b]ctrl+p[/b] command palette"
 )
 

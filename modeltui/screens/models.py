@@ -17,6 +17,7 @@ from daemon.protocol.events import RegistryEvent
 
 from ..widgets import EmptyRegistry, ModelsTable
 from .base import RegistryScreen
+from .deployments import DeploymentsScreen
 from .model import ModelScreen
 
 PAGE_SIZE = 100
@@ -32,6 +33,7 @@ class ModelsScreen(RegistryScreen):
         Binding("escape", "clear_filter", "Clear filter"),
         Binding("right_square_bracket", "next_page", "Next page", key_display="]"),
         Binding("left_square_bracket", "previous_page", "Prev page", key_display="["),
+        Binding("d", "deployments", "Deployments"),
     ]
 
     filter_text: reactive[str] = reactive("", init=False)
@@ -108,6 +110,9 @@ class ModelsScreen(RegistryScreen):
 
     def action_back(self) -> None:
         self.action_clear_filter()
+
+    def action_deployments(self) -> None:
+        self.app.push_screen(DeploymentsScreen())
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -1,21 +1,27 @@
 """Widgets of the TUI: one responsibility each; they display data and post messages, never call the daemon."""
 
+from .deployments_table import DeploymentEventsTable, DeploymentFieldsTable, DeploymentsTable
 from .detail_tables import FilesTable, LineageTable, ParamsTable
 from .diff_tables import FileChangesTable, MetricChangesTable, RequirementsTable, ValueChangesTable
 from .empty_registry import PUSH_EXAMPLE, EmptyRegistry
 from .history_table import AliasHistoryTable
 from .keyed_table import KeyedTable
+from .log_view import LogView
 from .models_table import ModelsTable
 from .versions_table import VersionsTable
 
 __all__ = [
     "PUSH_EXAMPLE",
     "AliasHistoryTable",
+    "DeploymentEventsTable",
+    "DeploymentFieldsTable",
+    "DeploymentsTable",
     "EmptyRegistry",
     "FileChangesTable",
     "FilesTable",
     "KeyedTable",
     "LineageTable",
+    "LogView",
     "MetricChangesTable",
     "ModelsTable",
     "ParamsTable",

@@ -54,3 +54,25 @@ def value(value: Any) -> str:
 
 def digest(sha: str | None, width: int = 12) -> str:
     return "-" if sha is None else sha[:width]
+
+
+def duration(seconds: float | None) -> str:
+    """``75`` → ``1m15s``; ``None`` or negative → ``-``. Two units at most, the largest first."""
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def uptime(started_at: datetime | None, now: datetime) -> str:
+    """How long ago ``started_at`` was (``now`` is timezone-aware)."""
+    if started_at is None:
+        return "-"
+    start = started_at if started_at.tzinfo else started_at.replace(tzinfo=now.tzinfo)
+    return duration((now - start).total_seconds())

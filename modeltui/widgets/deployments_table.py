@@ -1,0 +1,170 @@
+"""Tables of the deployments views: every deployment, one deployment's fields, its recent events.
+
+State and health are coloured through component classes (styled in app.tcss); uptime is re-rendered
+locally from ``started_at`` (:meth:`DeploymentsTable.tick`), so it moves without asking the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from rich.style import Style
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+
+from daemon.protocol.deploy import DeploymentEventInfo, DeploymentInfo
+
+from ._format import short, uptime, version_label, when
+from .keyed_table import KeyedTable
+
+#: Which colour (component class suffix) each deployment state and health is shown in.
+STATE_TONE: dict[str, str] = {
+    "running": "ok",
+    "healthy": "ok",
+    "pending": "busy",
+    "building": "busy",
+    "starting": "busy",
+    "degraded": "warn",
+    "crashloop": "warn",
+    "failed": "bad",
+    "unhealthy": "bad",
+    "stopped": "off",
+    "unknown": "off",
+}
+TONES = ("ok", "busy", "warn", "bad", "off")
+
+
+def version_text(d: DeploymentInfo) -> str:
+    """``v2``, or ``v2 → v3`` while a rollout to v3 is in progress."""
+    text = version_label(d.version)
+    if d.rollout_to is not None and d.rollout_to != d.version:
+        text += f" → v{d.rollout_to}"
+    return text
+
+
+class _ToneTable(KeyedTable):
+    COMPONENT_CLASSES: ClassVar[set[str]] = {f"deployments--{tone}" for tone in TONES}
+
+    def toned(self, word: str) -> Text:
+        """``word`` in the colour of its tone (plain when it has none)."""
+        tone = STATE_TONE.get(word)
+        style: Style | str = self.get_component_rich_style(f"deployments--{tone}", partial=True) if tone else ""
+        return Text(word, style=style)
+
+
+class DeploymentsTable(_ToneTable):
+    """One row per deployment: name, ref, version, state, health, endpoint, uptime, restarts, backend,
+    message. The columns a user checks first come first, so they show at 80 columns."""
+
+    COLUMNS = ("name", "ref", "version", "state", "health", "endpoint", "uptime", "restarts", "backend",
+               "message")
+    UPTIME_COLUMN = COLUMNS.index("uptime")
+
+    class DeploymentChosen(Message):
+        """The user pressed enter on a deployment."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.items: dict[str, DeploymentInfo] = {}
+        """The deployments shown, by name."""
+
+    @property
+    def current(self) -> DeploymentInfo | None:
+        """The highlighted deployment."""
+        key = self.current_key
+        return self.items.get(key) if key is not None else None
+
+    def show(self, deployments: Sequence[DeploymentInfo], now: datetime | None = None) -> None:
+        """Replace the rows, keeping the cursor on the same deployment."""
+        now = now or datetime.now(UTC)
+        self.items = {d.name: d for d in deployments}
+        self.replace_rows(
+            (
+                d.name,
+                (
+                    d.name,
+                    d.ref,
+                    version_text(d),
+                    self.toned(d.state),
+                    self.toned(d.health),
+                    d.endpoint or "-",
+                    uptime(d.started_at, now),
+                    str(d.restarts),
+                    d.backend,
+                    Text(short(d.message, 40)),  # daemon text: never parsed as markup
+                ),
+            )
+            for d in sorted(deployments, key=lambda d: d.name)
+        )
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Re-render the uptime column (called every second by the screen; no daemon call)."""
+        if not self.items:
+            return
+        now = now or datetime.now(UTC)
+        column = self.ordered_columns[self.UPTIME_COLUMN].key
+        for row in self.ordered_rows:
+            d = self.items.get(row.key.value or "")
+            if d is not None:
+                text = uptime(d.started_at, now)
+                if str(self.get_cell(row.key, column)) != text:
+                    self.update_cell(row.key, column, text)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.DeploymentChosen(event.row_key.value))
+
+
+class DeploymentFieldsTable(_ToneTable):
+    """Every field of one deployment, one per row."""
+
+    COLUMNS = ("field", "value")
+
+    def show(self, d: DeploymentInfo, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        options = d.options.model_dump(exclude_none=True)
+        pairs: list[tuple[str, str | Text]] = [
+            ("name", d.name),
+            ("ref", d.ref),
+            ("model", d.model),
+            ("version", version_text(d)),
+            ("state", self.toned(d.state)),
+            ("desired", d.desired),
+            ("health", self.toned(d.health)),
+            ("endpoint", d.endpoint or "-"),
+            ("port", str(d.port)),
+            ("backend", d.backend),
+            ("uptime", uptime(d.started_at, now)),
+            ("started at", when(d.started_at)),
+            ("restarts", str(d.restarts)),
+            ("message", d.message or "-"),
+            ("instance", f"{d.instance.id} ({d.instance.key})" if d.instance else "-"),
+            ("admin url", d.instance.admin_url if d.instance else "-"),
+            ("image", d.image or "-"),
+            ("env", ", ".join(f"{k}={v}" for k, v in sorted(d.env.items())) or "-"),
+            ("options", ", ".join(f"{k}={v}" for k, v in options.items()) or "-"),
+            ("created at", when(d.created_at)),
+            ("updated at", when(d.updated_at)),
+        ]
+        self.replace_rows((k, (k, v if isinstance(v, Text) else Text(v))) for k, v in pairs)
+
+
+class DeploymentEventsTable(KeyedTable):
+    """A deployment's recent events, as the daemon returns them."""
+
+    COLUMNS = ("at", "kind", "version", "message")
+
+    def show(self, events: Sequence[DeploymentEventInfo]) -> None:
+        self.replace_rows(
+            (str(i), (e.at.astimezone().strftime("%m-%d %H:%M:%S"), e.kind, version_label(e.version),
+                      Text(short(e.message, 60))))
+            for i, e in enumerate(events)
+        )
