@@ -345,6 +345,7 @@ class DockerBackend:
         restart), poll every second until it answers again, then wait again."""
         while not self._closed.is_set():
             try:
+                self._probe()
                 result = self._api().wait(cid, timeout=self.settings.timeout_seconds)
                 return int(result.get("StatusCode", -1))
             except docker.errors.NotFound:

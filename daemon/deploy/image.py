@@ -146,8 +146,9 @@ def _fresh_dir(path: Path) -> None:
 
 
 def dockerfile(base_image: str, labels: dict[str, str]) -> str:
-    """The generated Dockerfile. Layers go from the most to the least shared (venv, wheels, runtime,
-    model), so versions with the same requirements reuse every layer but the last."""
+    """The generated Dockerfile. The wheels are installed in a first stage, so they are not in the image;
+    layers go from the most to the least shared (venv, runtime, model), so versions with the same
+    requirements reuse every layer but the model's."""
     label_lines = "".join(f"LABEL {json.dumps(k)}={json.dumps(v)}\n" for k, v in sorted(labels.items()))
     probe = (
         "import os,urllib.request;"
@@ -157,12 +158,15 @@ def dockerfile(base_image: str, labels: dict[str, str]) -> str:
     healthcheck = json.dumps([f"{VENV}/bin/python", "-c", probe])
     entrypoint = json.dumps([f"{VENV}/bin/python", "-m", "daemon.serving", "--model-dir", MODEL_DIR])
     return f"""\
-FROM {base_image}
-ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+FROM {base_image} AS deps
 RUN python3 -m venv {VENV}
 COPY wheels/ /wheels/
 RUN {VENV}/bin/pip install --no-index --find-links /wheels --no-cache-dir --disable-pip-version-check \\
     -r /wheels/requirements.txt
+
+FROM {base_image}
+ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+COPY --from=deps {VENV} {VENV}
 COPY runtime/ /app/
 COPY model/ {MODEL_DIR}/
 ENV PYTHONPATH=/app
@@ -216,11 +220,11 @@ def prepare_context(ctx: Path, *, model_dir: Path, wheels: Path, dockerfile_text
     (ctx / "model").chmod(0o755)
 
 
-def build_image(api: Any, ctx: Path, tag: str, progress: Callable[[str], None]) -> str:
+def build_image(api: Any, ctx: Path, tag: str, progress: Callable[[str], None], *, nocache: bool = False) -> str:
     """``docker build`` the context (no pull: the base image is local), streaming its output; the image id."""
     image_id = ""
     tail: list[str] = []
-    for item in api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False, decode=True, nocache=False):
+    for item in api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False, decode=True, nocache=nocache):
         if "error" in item:
             detail = item.get("errorDetail", {}).get("message") or item["error"]
             raise ImageError(f"docker build of {tag} failed: {str(detail).strip()} | " + " | ".join(tail[-5:]))

@@ -381,3 +381,44 @@ async def test_sklearn_example_through_the_wheelhouse(backend: DockerBackend, tm
     wheels = {p.name.split("-")[0].lower() for p in backend.wheelhouse.glob("*/*.whl")}
     assert {"scikit_learn", "skops", "numpy", "scipy"} <= wheels
     await backend.stop(inst, grace=5)
+
+
+async def test_wait_survives_the_engine_going_away(backend: DockerBackend, tmp_path: Path) -> None:
+    """``wait`` keeps polling while the engine is unreachable and returns the exit status once it is back.
+    The engine "goes away" for a second backend whose socket is a proxy to the real one that is missing
+    at first and appears later."""
+    real = "/var/run/docker.sock"
+    need(Path(real).exists(), f"{real} missing")
+    inst = await backend.start(_spec(python_model(tmp_path / "m"), tmp_path), lambda line: None)
+    path = tmp_path / "proxy.sock"
+    other = DockerBackend(
+        DockerSection(host=f"unix://{path}", timeout_seconds=2), state_dir=tmp_path / "other", owner=backend.owner
+    )
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(real)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    waiter = asyncio.ensure_future(other.wait(inst))
+    await asyncio.sleep(2.5)  # several failed polls
+    assert not waiter.done()
+    server = await asyncio.start_unix_server(relay, path=str(path))
+    try:
+        await asyncio.sleep(1.5)  # it reconnected and waits on the running container
+        assert not waiter.done()
+        await backend.stop(inst, grace=5)
+        assert await asyncio.wait_for(waiter, 15) in (0, None)  # None: removed before the wait saw the exit
+    finally:
+        await other.close()
+        server.close()
+        await server.wait_closed()
