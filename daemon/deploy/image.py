@@ -22,6 +22,7 @@ import re
 import shutil
 import sys
 import tomllib
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,10 @@ def wheelhouse_key(requirements: list[str]) -> str:
     return f"{tag}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-_wheel_locks: dict[str, asyncio.Lock] = {}
+#: One lock per wheelhouse directory and event loop (an asyncio lock belongs to one loop).
+_wheel_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def ensure_wheelhouse(root: Path, requirements: list[str], progress: Callable[[str], None]) -> Path:
@@ -102,7 +106,8 @@ async def ensure_wheelhouse(root: Path, requirements: list[str], progress: Calla
     half wheelhouse that a later build would trust."""
     key = wheelhouse_key(requirements)
     dest = root / key
-    lock = _wheel_locks.setdefault(str(dest), asyncio.Lock())
+    locks = _wheel_locks.setdefault(asyncio.get_running_loop(), {})
+    lock = locks.setdefault(str(dest), asyncio.Lock())
     async with lock:
         if (dest / "requirements.txt").is_file():
             progress(f"wheelhouse {key}: cached")
