@@ -84,7 +84,12 @@ class DaemonApp:
         hub = EventHub()
         owner = owner_id(s.state_dir)
         backends: dict[str, Backend] = {
-            "process": ProcessBackend(s.deploy, owner=owner, log_root=s.state_dir / "deployments"),
+            "process": ProcessBackend(
+                s.deploy,
+                owner=owner,
+                log_root=s.state_dir / "deployments",
+                records=s.state_dir / "deploy" / "instances",
+            ),
         }
         docker = _docker_backend(s, owner)
         if docker is not None:

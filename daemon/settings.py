@@ -44,6 +44,11 @@ class DeploySection(_Section):
     crashloop_window_seconds: Annotated[float, Field(gt=0)] = 60.0
     log_max_mb: Annotated[int, Field(ge=1, le=10_240)] = 10
     log_files: Annotated[int, Field(ge=1, le=100)] = 3
+    #: fork process deployments from a warm process that has these modules imported (fast starts)
+    zygote: bool = True
+    preload: Annotated[list[str], Field(max_length=50)] = Field(
+        default_factory=lambda: ["numpy", "sklearn.ensemble", "sklearn.linear_model", "skops.io"]
+    )
 
 
 class DockerSection(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -96,7 +97,13 @@ class DaemonProcess:
                     continue
                 if any(a.decode(errors="replace").startswith(label) for a in argv) and b"daemon.serving" in argv:
                     pids.append(int(entry.name))
-        return pids
+        # Forked from the zygote: their command line is the zygote's; the backend keeps a record of each.
+        for record in (self.state_dir / "deploy" / "instances").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                rec = json.loads(record.read_text())
+                if deployment in ("", rec["deployment"]) and Path(f"/proc/{rec['pid']}").exists():
+                    pids.append(int(rec["pid"]))
+        return sorted(set(pids))
 
     def kill_deployments(self) -> None:
         for pid in self.serving_pids():

@@ -83,6 +83,8 @@ class Supervisor:
         self.commands: asyncio.Queue[Command] = asyncio.Queue()
         self.first_start: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.short_runs = 0
+        #: the last start failed because the backend's engine could not be reached
+        self.unavailable = False
         self.progress_sinks: list[ProgressLine] = []
         self.task: asyncio.Task[None] | None = None
 
@@ -109,8 +111,14 @@ class Supervisor:
         )
 
     def _progress(self, line: str) -> None:
+        """Build and start progress: to a caller waiting on its deploy request, and to every subscriber."""
         for sink in list(self.progress_sinks):
             sink(line)
+        self.m.publish(
+            DeploymentEvent(
+                kind="progress", deployment=self.rec.name, state=self.rec.state, version=self.rec.version, message=line
+            )
+        )
 
     # -- starting --------------------------------------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class Supervisor:
                         f"not healthy within {self.m.settings.deploy.health_timeout_seconds:.0f} s "
                         f"(GET /health answered {status or 'nothing'})"
                     )
-                await asyncio.wait({exited}, timeout=0.1)
+                await asyncio.wait({exited}, timeout=0.02)
         except BaseException:
             exited.cancel()
             await self.backend.stop(inst, grace=2.0)
@@ -186,6 +194,7 @@ class Supervisor:
         try:
             inst = await self._launch(version)
         except (LaunchError, BackendError, ProtocolError) as exc:
+            self.unavailable = isinstance(exc, BackendUnavailable)
             self.current = None
             self.rec.instance = None
             self._note_short_run(time.monotonic() - started)
@@ -367,6 +376,10 @@ class DeploymentManager:
 
     async def start(self) -> None:
         """Adopt what still runs, stop what nobody owns any more, start what should run and does not."""
+        for backend in self.backends.values():
+            warm = getattr(backend, "warm", None)
+            if warm is not None:
+                warm()
         records = await asyncio.to_thread(self.registry.deployments.all)
         running: dict[str, list[Instance]] = {}
         for backend in self.backends.values():
@@ -468,9 +481,9 @@ class DeploymentManager:
         )
         self.publish(DeploymentEvent(kind="created", deployment=name, state=rec.state, version=number))
         sup = self._supervise(rec, None, fresh=True)
-        sup.progress_sinks.append(progress)
         if not req.wait:
             return self._detail(sup)
+        sup.progress_sinks.append(progress)
         try:
             failure = await asyncio.wait_for(asyncio.shield(sup.first_start), req.timeout_seconds)
         except TimeoutError:
@@ -480,11 +493,7 @@ class DeploymentManager:
                 sup.progress_sinks.remove(progress)
         if failure is not None:
             await self._remove(sup)
-            code = (
-                ErrorCode.UNAVAILABLE
-                if sup.rec.backend == "docker" and "not reachable" in failure
-                else ErrorCode.CONFLICT
-            )
+            code = ErrorCode.UNAVAILABLE if sup.unavailable else ErrorCode.CONFLICT
             raise ProtocolError(code, f"deployment {name!r} failed and was removed: {failure}")
         return self._detail(sup)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ import daemon
 from daemon.settings import DeploySection
 
 from .base import BackendError, Instance, InstanceSpec, ProgressLine
+from .zygote import Zygote
 
 log = logging.getLogger("modeltuid.deploy.process")
 
@@ -80,23 +82,45 @@ def _read_from(path: Path, pos: int) -> tuple[bytes, int]:
 class ProcessBackend:
     name = "process"
 
-    def __init__(self, settings: DeploySection, *, owner: str, log_root: Path, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        settings: DeploySection,
+        *,
+        owner: str,
+        log_root: Path,
+        records: Path,
+        python: str = sys.executable,
+    ) -> None:
         self.settings = settings
         self.owner = owner
         self.log_root = log_root
+        #: one JSON file per instance forked by the zygote (their command line is the zygote's)
+        self.records = records
         self.python = python
+        self.zygote = Zygote(python, settings.preload, self._base_env(), records.parent / "zygote.log")
 
     def log_path(self, deployment: str) -> Path:
         return self.log_root / deployment / LOG_NAME
 
+    def warm(self) -> None:
+        """Start the zygote in the background (deployments started before it is ready spawn cold)."""
+        if self.settings.zygote:
+            self.zygote.start()
+
     # -- lifecycle -------------------------------------------------------------------------------------------
 
-    def _spawn(self, spec: InstanceSpec) -> Instance:
-        spec.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        argv = [
-            self.python,
-            "-m",
-            "daemon.serving",
+    @staticmethod
+    def _base_env() -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": os.environ.get("HOME", "/"),
+            "PYTHONPATH": PACKAGE_ROOT,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _runtime_args(self, spec: InstanceSpec) -> list[str]:
+        return [
             "--model-dir",
             str(spec.model_dir),
             "--host",
@@ -110,22 +134,37 @@ class ProcessBackend:
             "--instance",
             f"{self.owner}/{spec.deployment}/{spec.instance_id}",
         ]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "HOME": os.environ.get("HOME", "/"),
-            "PYTHONPATH": PACKAGE_ROOT,
-            "PYTHONUNBUFFERED": "1",
-            "MODELTUI_DEPLOYMENT": spec.deployment,
-            **spec.env,
-        }
-        fd = os.open(spec.log_dir / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _instance(self, spec: InstanceSpec, pid: int, ticks: int | None) -> Instance:
+        return Instance(
+            backend=self.name,
+            deployment=spec.deployment,
+            instance_id=spec.instance_id,
+            version=spec.version,
+            key=f"{pid}:{ticks}",
+            admin_port=spec.admin_port,
+            public_port=spec.public_port,
+            started_at=_started_at(ticks) if ticks is not None else datetime.now(UTC),
+        )
+
+    @staticmethod
+    def _announce(spec: InstanceSpec, how: str) -> Path:
+        spec.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = spec.log_dir / LOG_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.write(
-                fd,
-                f"--- {datetime.now(UTC):%Y-%m-%d %H:%M:%S} starting version {spec.version} "
-                f"(instance {spec.instance_id})\n".encode(),
-            )
+            stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
+            os.write(fd, f"--- {stamp} starting version {spec.version} (instance {spec.instance_id}, {how})\n".encode())
+        finally:
+            os.close(fd)
+        return path
+
+    def _spawn(self, spec: InstanceSpec, env: dict[str, str]) -> Instance:
+        """Start the runtime in a new interpreter (slow: imports everything) with stdout/stderr → the log."""
+        log_path = self._announce(spec, "cold start")
+        argv = [self.python, "-m", "daemon.serving", *self._runtime_args(spec)]
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
             pid = os.posix_spawn(
                 self.python,
                 argv,
@@ -141,21 +180,30 @@ class ProcessBackend:
             raise BackendError(f"cannot start {self.python}: {exc.strerror or exc}") from exc
         finally:
             os.close(fd)
-        ticks = _start_ticks(pid)
-        return Instance(
-            backend=self.name,
-            deployment=spec.deployment,
-            instance_id=spec.instance_id,
-            version=spec.version,
-            key=f"{pid}:{ticks}",
-            admin_port=spec.admin_port,
-            public_port=spec.public_port,
-            started_at=_started_at(ticks) if ticks is not None else datetime.now(UTC),
-        )
+        return self._instance(spec, pid, _start_ticks(pid))
 
     async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
-        progress(f"starting version {spec.version} as a local process")
-        return await asyncio.to_thread(self._spawn, spec)
+        env = {**self._base_env(), "MODELTUI_DEPLOYMENT": spec.deployment, **spec.env}
+        # Libraries read variables such as OMP_NUM_THREADS when imported: a deployment that sets its own
+        # environment gets a fresh interpreter, where they take effect.
+        if self.settings.zygote and not spec.env:
+            await asyncio.to_thread(self.records.mkdir, parents=True, exist_ok=True, mode=0o700)
+            log_path = await asyncio.to_thread(self._announce, spec, "forked from the zygote")
+            label = {
+                "deployment": spec.deployment,
+                "instance_id": spec.instance_id,
+                "version": spec.version,
+                "admin_port": spec.admin_port,
+                "public_port": spec.public_port,
+                "owner": self.owner,
+            }
+            record = self.records / f"{spec.instance_id}.json"
+            forked = await self.zygote.spawn(self._runtime_args(spec), env, log_path, record, label)
+            if forked is not None:
+                progress(f"started version {spec.version} (pid {forked[0]}, forked from the warm zygote)")
+                return self._instance(spec, *forked)
+        progress(f"starting version {spec.version} as a new local process")
+        return await asyncio.to_thread(self._spawn, spec, env)
 
     @staticmethod
     def _pid(instance: Instance) -> tuple[int, int]:
@@ -201,8 +249,10 @@ class ProcessBackend:
         finally:
             loop.remove_reader(fd)
             os.close(fd)
-        for _ in range(50):  # the pidfd turns readable just before the kernel makes the zombie reapable
+        for _ in range(50):  # the pidfd turns readable just before the process can be reaped
             status = self._reap(pid)
+            if status is None:
+                status = self.zygote.exits.pop(pid, None)
             if status is not None:
                 return status
             with contextlib.suppress(ProcessLookupError):
@@ -212,6 +262,13 @@ class ProcessBackend:
         return None
 
     async def stop(self, instance: Instance, grace: float = 10.0) -> None:
+        try:
+            await self._stop(instance, grace)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                (self.records / f"{instance.instance_id}.json").unlink()
+
+    async def _stop(self, instance: Instance, grace: float) -> None:
         fd = self._open(instance)
         if fd is None:
             self._reap(self._pid(instance)[0])
@@ -272,11 +329,38 @@ class ProcessBackend:
             )
         return found
 
+    def _scan_records(self) -> list[Instance]:
+        """Instances forked by a zygote, from their records; records of ended processes are removed."""
+        found: list[Instance] = []
+        for path in self.records.glob("*.json") if self.records.is_dir() else []:
+            try:
+                rec = json.loads(path.read_text())
+                alive = rec["owner"] == self.owner and _start_ticks(int(rec["pid"])) == int(rec["ticks"])
+            except (OSError, ValueError, KeyError, TypeError):
+                alive = False
+            if not alive:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            found.append(
+                Instance(
+                    backend=self.name,
+                    deployment=rec["deployment"],
+                    instance_id=rec["instance_id"],
+                    version=int(rec["version"]),
+                    key=f"{rec['pid']}:{rec['ticks']}",
+                    admin_port=int(rec["admin_port"]),
+                    public_port=int(rec["public_port"]),
+                    started_at=_started_at(int(rec["ticks"])),
+                )
+            )
+        return found
+
     async def discover(self) -> list[Instance]:
-        return await asyncio.to_thread(self._scan)
+        return await asyncio.to_thread(lambda: self._scan() + self._scan_records())
 
     async def close(self) -> None:
-        return None
+        await self.zygote.close()
 
     # -- logs ------------------------------------------------------------------------------------------------
 

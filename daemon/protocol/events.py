@@ -32,7 +32,7 @@ class DeploymentEvent(_Event):
     """A deployment changed state, health, version or endpoint; clients re-read it."""
 
     topic: Literal["deployments"] = "deployments"
-    kind: Literal["created", "changed", "rollout", "removed"]
+    kind: Literal["created", "changed", "rollout", "removed", "progress"]
     deployment: str
     state: str | None = None
     version: int | None = None

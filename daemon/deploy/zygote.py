@@ -1,0 +1,119 @@
+"""The daemon's end of :mod:`daemon.serving.zygote`: start it in the background, ask it to fork serving
+processes, collect the exit statuses it reports. When it is not there (failed to start, died, disabled)
+the process backend spawns cold; nothing depends on it but speed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("modeltuid.deploy.zygote")
+
+READY_TIMEOUT = 60.0
+SPAWN_TIMEOUT = 10.0
+
+
+class Zygote:
+    def __init__(self, python: str, preload: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.python = python
+        self.preload = preload
+        self.env = env
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready: asyncio.Future[bool] | None = None
+        self.exits: dict[int, int] = {}
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin starting it (returns at once; :meth:`spawn` waits for it when needed)."""
+        if self.ready is None:
+            self.ready = asyncio.get_running_loop().create_future()
+            self._reader = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self.ready is not None
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(self.log_path, "ab") as err:  # noqa: ASYNC230 - opening a log file is instant
+                self.proc = await asyncio.create_subprocess_exec(
+                    self.python,
+                    "-m",
+                    "daemon.serving.zygote",
+                    "--preload",
+                    ",".join(self.preload),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=err,
+                    env=self.env,
+                    start_new_session=True,
+                )
+            assert self.proc.stdout is not None
+            async with asyncio.timeout(READY_TIMEOUT):
+                first = json.loads(await self.proc.stdout.readline() or b"{}")
+            if "ready" not in first:
+                raise RuntimeError(f"unexpected first line {first!r}")
+            log.info("serving zygote %d ready (preloaded %s)", self.proc.pid, ", ".join(first["ready"]) or "nothing")
+            self.ready.set_result(True)
+            while line := await self.proc.stdout.readline():
+                msg = json.loads(line)
+                if "exited" in msg:
+                    self.exits[int(msg["exited"])] = int(msg["status"])
+                elif (fut := self._pending.pop(msg.get("id"), None)) is not None and not fut.done():
+                    fut.set_result(msg)
+        except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
+            log.warning("serving zygote unavailable, starting deployments cold: %s", exc)
+        finally:
+            if not self.ready.done():
+                self.ready.set_result(False)
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(RuntimeError("the zygote ended"))
+            self._pending.clear()
+            self.ready = asyncio.get_running_loop().create_future()  # not ready any more
+            self.ready.set_result(False)
+
+    async def spawn(
+        self, argv: list[str], env: dict[str, str], log_path: Path, record: Path, label: dict[str, Any]
+    ) -> tuple[int, int] | None:
+        """Fork a serving process; None when the zygote cannot (the caller spawns cold)."""
+        if self.ready is None or not await self.ready or self.proc is None or self.proc.stdin is None:
+            return None
+        self._next_id += 1
+        req_id = self._next_id
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        request = {"id": req_id, "argv": argv, "env": env, "log": str(log_path), "record": str(record), "label": label}
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            async with asyncio.timeout(SPAWN_TIMEOUT):
+                await self.proc.stdin.drain()
+                answer = await fut
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            log.warning("zygote spawn failed: %s", exc)
+            return None
+        finally:
+            self._pending.pop(req_id, None)
+        if "error" in answer:
+            log.warning("zygote could not fork: %s", answer["error"])
+            return None
+        return int(answer["pid"]), int(answer["ticks"])
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
