@@ -278,3 +278,55 @@ def test_second_deployment_on_a_taken_port_is_refused(dbl: tuple[DaemonProcess, 
     res = d.cli("deploy", "dbl:1", "--name", "b", "--port", str(port))
     assert res.returncode == 5
     assert f"port {port}" in res.stderr
+
+
+def test_deployments_fork_from_the_warm_zygote_unless_they_set_an_environment(dbl: tuple[DaemonProcess, Path]) -> None:
+    d, _ = dbl
+    records = d.state_dir / "deploy" / "instances"
+    dep = cli_json(d, "deploy", "dbl:1", "--name", "warm")["deployment"]
+    assert (records / f"{dep['instance']['id']}.json").exists()  # forked: its command line is the zygote's
+    (pid,) = d.serving_pids("warm")
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "warm"
+    cold = cli_json(d, "deploy", "dbl:1", "--name", "cold", "--env", "OMP_NUM_THREADS=1")["deployment"]
+    assert not (records / f"{cold['instance']['id']}.json").exists()
+    (cold_pid,) = d.serving_pids("cold")
+    assert b"OMP_NUM_THREADS=1" in Path(f"/proc/{cold_pid}/environ").read_bytes()
+    logged = d.cli("logs", "warm").stdout + d.cli("logs", "cold").stdout
+    assert "forked from the zygote" in logged
+    assert "cold start" in logged
+    for endpoint in (dep["endpoint"], cold["endpoint"]):
+        assert predictions(endpoint, [4.0]) == [8.0]
+
+
+def test_without_the_zygote_deployments_start_cold(daemon_factory: Any, tmp_path: Path) -> None:
+    d: DaemonProcess = daemon_factory()
+    Path(d.env["MODELTUI_CONFIG"]).write_text("[deploy]\nzygote = false\n")
+    d.start()
+    assert d.cli("push", str(python_model(tmp_path / "m"))).returncode == 0
+    dep = cli_json(d, "deploy", "dbl:1")["deployment"]
+    assert predictions(dep["endpoint"], [1.0]) == [2.0]
+    assert "cold start" in d.cli("logs", "dbl").stdout
+    assert not list((d.state_dir / "deploy" / "instances").glob("*.json"))
+
+
+def test_log_rotation_keeps_the_newest_lines_and_a_bounded_number_of_files(tmp_path: Path) -> None:
+    from daemon.deploy.process import ProcessBackend
+    from daemon.settings import DeploySection
+
+    backend = ProcessBackend(DeploySection(log_max_mb=1, log_files=2), owner="x", log_root=tmp_path,
+                             records=tmp_path / "records")
+    log = backend.log_path("dep")
+    log.parent.mkdir()
+    with open(log, "ab") as writer:  # the serving process's O_APPEND descriptor stays open across rotations
+        for round_ in range(4):
+            writer.write(b"".join(b"round %d line %06d\n" % (round_, i) for i in range(70_000)))
+            writer.flush()
+            assert backend.rotate("dep")
+        writer.write(b"after the last rotation\n")
+        writer.flush()
+    assert not backend.rotate("dep")  # small again: left alone
+    assert log.read_bytes() == b"after the last rotation\n"  # appends land at the start of the truncated file
+    kept = sorted(p.name for p in log.parent.iterdir())
+    assert kept == ["serving.log", "serving.log.1", "serving.log.2"]
+    assert (log.parent / "serving.log.1").read_bytes().startswith(b"round 3 line 000000")
+    assert (log.parent / "serving.log.2").read_bytes().startswith(b"round 2 line 000000")
