@@ -75,6 +75,9 @@ async def backend(engine: docker.DockerClient, tmp_path: Path, wheelhouse: Path)
     await b.close()
     for c in engine.containers.list(all=True, filters={"label": f"modeltui.owner={owner}"}):
         c.remove(force=True)
+    for image in engine.images.list(filters={"label": f"modeltui.owner={owner}"}):
+        for tag in image.tags:  # the layers stay as build cache for the next test
+            engine.images.remove(tag, force=True)
 
 
 async def _healthy(inst: Instance, timeout: float = 60.0) -> None:
