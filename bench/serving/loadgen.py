@@ -1,8 +1,8 @@
 """Fallback load generator for bench/serving, used only when ``wrk`` is not installed.
 
-    python bench/serving/loadgen.py --port P --connections 16 --duration 10 --bodies FILE.json
+    python bench/serving/loadgen.py --port P --connections 16 --duration 10 --bodies FILE.json [--path /invocations]
 
-N keep-alive HTTP/1.1 connections to 127.0.0.1, each sending ``POST /invocations`` back to back (closed
+N keep-alive HTTP/1.1 connections to 127.0.0.1, each sending ``POST PATH`` back to back (closed
 loop, like wrk), cycling through the JSON bodies in FILE (a list of strings). Runs in its own process so it
 does not share a GIL with anything it measures. Prints one JSON line in the same shape as run.py's wrk
 summary: requests, duration_s, latency percentiles in ms, non-2xx and socket errors.
@@ -44,10 +44,10 @@ async def worker(port: int, reqs: list[bytes], offset: int, stop: float, lat: li
         writer.close()
 
 
-async def run(port: int, conns: int, duration: float, bodies: list[str]) -> dict[str, object]:
+async def run(port: int, conns: int, duration: float, bodies: list[str], path: str) -> dict[str, object]:
     reqs = [
         (
-            f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(b.encode())}\r\n\r\n{b}"
         ).encode()
         for b in bodies
@@ -80,9 +80,10 @@ def main() -> int:
     ap.add_argument("--connections", type=int, required=True)
     ap.add_argument("--duration", type=float, required=True)
     ap.add_argument("--bodies", type=Path, required=True)
+    ap.add_argument("--path", default="/invocations")
     args = ap.parse_args()
     bodies = json.loads(args.bodies.read_text())
-    print(json.dumps(asyncio.run(run(args.port, args.connections, args.duration, bodies))))
+    print(json.dumps(asyncio.run(run(args.port, args.connections, args.duration, bodies, args.path))))
     return 0
 
 

@@ -1,19 +1,25 @@
-"""bench/serving: modeltui's serving runtime against ``mlflow models serve``, in one run (issue 3, "Benchmark").
+"""bench/serving: modeltui's serving runtime against ``mlflow models serve`` and BentoML, in one run (issue 3).
 
-    /work/main/.venv/bin/python bench/serving/run.py [--duration 10] [--connections 16,64] [--skip-mlflow]
-                                                     [--results FILE] [--json FILE]
+    /work/main/.venv/bin/python bench/serving/run.py [--duration 10] [--connections 16,64]
+                                                     [--peers mlflow,bentoml] [--results FILE] [--json FILE]
 
 1. Trains the issue's model (50-tree ``RandomForestClassifier(random_state=0)`` on
-   ``make_classification(n_samples=5000, n_features=8, random_state=0)``) and saves it twice: as a modeltui
-   model directory (``model.skops`` + ``modeltui.toml``) and, through ``mlflow_model.py`` in the MLflow venv
-   (``bench/registry/.venv-mlflow``; ``bash bench/registry/setup_mlflow.sh`` makes it), as an MLflow model.
+   ``make_classification(n_samples=5000, n_features=8, random_state=0)``) and saves it as a modeltui model
+   directory (``model.skops`` + ``modeltui.toml``), as a pickle, and, through ``mlflow_model.py`` in the MLflow
+   venv (``bench/registry/.venv-mlflow``; ``bash bench/registry/setup_mlflow.sh`` makes it), as an MLflow model.
+   BentoML's service (``bento_service.py``, run from ``bench/serving/.venv-bentoml``;
+   ``bash bench/serving/setup_bentoml.sh`` makes it) loads the pickle. One model, three servers.
 2. Measures the model's own in-process ``predict`` throughput at batch 1 and 64: the ceiling.
-3. Starts ``python -m daemon.serving --model-dir DIR --port 0`` and ``mlflow models serve --env-manager local``
-   (its defaults: uvicorn, 1 worker in MLflow 3.17), each timed from spawn to the first 200 on its health route.
-4. Checks both answer the same predictions, then drives each with the same load generator (``wrk`` with a
-   Lua script, or ``loadgen.py`` in its own process when wrk is missing) for ``--duration`` seconds per
-   connection count: ``POST /invocations``, one row per request, ``dataframe_split`` bodies, 127.0.0.1 only.
-5. Prints the table against the issue's targets and writes ``RESULTS.md`` (``--results``).
+3. Starts, one at a time, ``python -m daemon.serving --model-dir DIR --port 0``, ``mlflow models serve
+   --env-manager local`` (its defaults: uvicorn, 1 worker in MLflow 3.17) and ``bentoml serve
+   bento_service:BenchRF`` (its defaults: 1 worker process per service in BentoML 1.4; the endpoint batches
+   adaptively, max batch 64, max latency 200 ms), each timed from spawn to the first 200 on its health route.
+4. Checks each answers the model's predictions, then drives it with the same load generator (``wrk`` with a
+   Lua script, or ``loadgen.py`` in its own process when wrk is missing) for ``--duration`` seconds (≤ 15) per
+   connection count: one row per request, 127.0.0.1 only — ``POST /invocations`` with a ``dataframe_split``
+   body for modeltui and MLflow, ``POST /predict`` with ``{"rows": [[...]]}`` (BentoML's JSON input) for BentoML.
+5. Prints the table against the issue's targets and writes ``RESULTS.md`` (``--results``); the table it
+   replaces moves under "Earlier runs" there.
 
 A benchmark, not a CI gate: the exit code is 0 unless something broke. Every server it starts is killed when
 it ends (also on errors and Ctrl-C) and its temp directory is removed.
@@ -49,6 +55,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 MLFLOW_VENV = HERE.parent / "registry" / ".venv-mlflow"
 MLFLOW_PY = MLFLOW_VENV / "bin" / "python"
+BENTO_VENV = HERE / ".venv-bentoml"
+BENTO_PY = BENTO_VENV / "bin" / "python"
+PEERS = {"mlflow": "MLflow", "bentoml": "BentoML"}  # key -> display name, in run order
+RPS_TARGET = {"mlflow": 20, "bentoml": 5}  # the issue's targets: modeltui req/s ≥ N× the peer's, at 16 conns
+MAX_DURATION_S = 15.0
 N_FEATURES = 8
 COLUMNS = [f"f{i}" for i in range(N_FEATURES)]
 N_BODIES = 64  # distinct one-row bodies the generator cycles through
@@ -81,9 +92,7 @@ def save_modeltui(model: Any, d: Path) -> None:
 def save_mlflow(model: Any, tmp: Path) -> tuple[Path, dict[str, Any]]:
     import sklearn
 
-    pkl = tmp / "model.pkl"
-    with pkl.open("wb") as fh:
-        pickle.dump(model, fh)
+    pkl = save_pickle(model, tmp)
     out = tmp / "mlflow-model"
     proc = subprocess.run(
         [str(MLFLOW_PY), str(HERE / "mlflow_model.py"), "--pickle", str(pkl), "--out", str(out),
@@ -121,6 +130,19 @@ def bodies(X: np.ndarray) -> list[str]:
     ]
 
 
+def bento_bodies(X: np.ndarray) -> list[str]:
+    """The same rows as ``bodies``, in BentoML's JSON input: the API's one argument ``rows``, a 1×8 array."""
+    return [json.dumps({"rows": [[float(v) for v in X[i]]]}) for i in range(N_BODIES)]
+
+
+def save_pickle(model: Any, tmp: Path) -> Path:
+    pkl = tmp / "model.pkl"
+    if not pkl.exists():
+        with pkl.open("wb") as fh:
+            pickle.dump(model, fh)
+    return pkl
+
+
 # -- processes -----------------------------------------------------------------------------------------------
 @dataclass
 class Server:
@@ -129,6 +151,7 @@ class Server:
     port: int = 0
     start_s: float = float("nan")
     info: dict[str, Any] = field(default_factory=dict)
+    log: Path | None = None  # the server's own log, when it writes an access line per request (BentoML)
 
     def tree_rss_mib(self) -> float:
         try:
@@ -260,6 +283,67 @@ def start_mlflow(procs: Procs, model_dir: Path, tmp: Path) -> Server:
     return s
 
 
+def bento_versions() -> dict[str, str]:
+    """BentoML's, scikit-learn's and numpy's versions in the BentoML venv; refuses a scikit-learn mismatch."""
+    import sklearn
+
+    code = ("import json, bentoml, numpy, sklearn; print(json.dumps({'bentoml': bentoml.__version__, "
+            "'sklearn': sklearn.__version__, 'numpy': numpy.__version__}))")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-bentoml-home-") as home:
+        proc = subprocess.run(
+            [str(BENTO_PY), "-c", code],
+            capture_output=True, text=True, timeout=120, check=False, env={**bento_env(), "BENTOML_HOME": home},
+        )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"the BentoML venv does not import bentoml ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    v: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if v["sklearn"] != sklearn.__version__:
+        raise RuntimeError(
+            f"scikit-learn {v['sklearn']} in {BENTO_VENV}, {sklearn.__version__} here: the pickle would not be the "
+            "same model (re-run bash bench/serving/setup_bentoml.sh)"
+        )
+    return v
+
+
+def bento_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENTOML_")}  # its defaults, no outside config
+    env["PATH"] = f"{BENTO_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(BENTO_VENV)
+    env.pop("PYTHONPATH", None)
+    env["BENTOML_DO_NOT_TRACK"] = "True"  # no usage reports: traffic stays on 127.0.0.1
+    return env
+
+
+def start_bentoml(procs: Procs, pkl: Path, tmp: Path) -> Server:
+    import sklearn
+
+    log = tmp / "bentoml.log"
+    port = free_port()
+    env = bento_env()
+    env["BENTOML_HOME"] = str(tmp / "bentoml-home")  # its model store and config dir, not the user's ~/bentoml
+    env["BENCH_MODEL_PKL"] = str(pkl)
+    env["BENCH_SKLEARN_VERSION"] = sklearn.__version__
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    cmd = ["bentoml", "serve", "bento_service:BenchRF", "--working-dir", str(HERE), "--host", "127.0.0.1",
+           "--port", str(port)]  # fmt: skip
+    t0 = time.perf_counter()
+    with log.open("wb") as out:
+        p = procs.spawn(
+            [str(BENTO_VENV / "bin" / "bentoml"), *cmd[1:]],
+            cwd=tmp, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    s = Server("BentoML", p, port, log=log)
+    s.start_s = wait_healthy(p, port, "/readyz", t0, "bentoml serve", log)
+    cmds: list[str] = []
+    with contextlib.suppress(psutil.Error):
+        pp = psutil.Process(p.pid)
+        cmds = [" ".join(c.cmdline()) for c in [pp, *pp.children(recursive=True)]]
+    workers = sum("_bentoml_impl.worker.service" in c for c in cmds)
+    s.info = {"processes": len(cmds), "workers": workers,
+              "server_cmd": " ".join(cmd).replace(str(HERE), "bench/serving").replace(str(port), "P")}  # fmt: skip
+    return s
+
+
 # -- load ----------------------------------------------------------------------------------------------------
 LUA = """
 local bodies = {BODIES}
@@ -267,7 +351,7 @@ local reqs = {}
 local i = 0
 function init(args)
   for k, b in ipairs(bodies) do
-    reqs[k] = wrk.format("POST", "/invocations", {["Content-Type"] = "application/json"}, b)
+    reqs[k] = wrk.format("POST", "{PATH}", {["Content-Type"] = "application/json"}, b)
   end
   i = math.random(#reqs)
 end
@@ -290,12 +374,15 @@ def lua_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def load(gen: str, port: int, conns: int, duration: float, bodies_: list[str], tmp: Path) -> dict[str, Any]:
+def load(
+    gen: str, port: int, conns: int, duration: float, bodies_: list[str], tmp: Path, path: str = "/invocations"
+) -> dict[str, Any]:
     if gen == "wrk":
         script = tmp / "post.lua"
-        script.write_text(LUA.replace("{BODIES}", "{" + ", ".join(lua_string(b) for b in bodies_) + "}"))
+        lua = LUA.replace("{PATH}", path)
+        script.write_text(lua.replace("{BODIES}", "{" + ", ".join(lua_string(b) for b in bodies_) + "}"))
         argv = ["wrk", "-t", str(min(2, conns)), "-c", str(conns), "-d", f"{duration:g}s", "--timeout", "10s",
-                "--latency", "-s", str(script), f"http://127.0.0.1:{port}/invocations"]  # fmt: skip
+                "--latency", "-s", str(script), f"http://127.0.0.1:{port}{path}"]  # fmt: skip
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
         if line is None:
@@ -305,7 +392,7 @@ def load(gen: str, port: int, conns: int, duration: float, bodies_: list[str], t
         bf = tmp / "bodies.json"
         bf.write_text(json.dumps(bodies_))
         argv = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--connections", str(conns),
-                "--duration", str(duration), "--bodies", str(bf)]  # fmt: skip
+                "--duration", str(duration), "--bodies", str(bf), "--path", path]  # fmt: skip
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"loadgen.py failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -314,32 +401,52 @@ def load(gen: str, port: int, conns: int, duration: float, bodies_: list[str], t
     return res
 
 
-def check_same(servers: list[Server], bodies_: list[str], expect: list[int]) -> None:
-    for s in servers:
-        for b, want in zip(bodies_[:16], expect[:16], strict=True):
-            status, raw = post(s.port, "/invocations", b)
-            if status != 200:
-                raise RuntimeError(f"{s.name}: /invocations answered {status}: {raw[:500]!r}")
-            got = json.loads(raw)["predictions"][0]
-            if isinstance(got, dict):  # just in case a server wraps the value
-                got = next(iter(got.values()))
-            if int(got) != want:
-                raise RuntimeError(f"{s.name}: predicted {got!r}, the model in process says {want}")
+def access_statuses(log: Path | None, since: int) -> tuple[dict[str, int], int]:
+    """HTTP statuses counted in an access log from byte ``since`` on (BentoML logs ``(status=503,...``), and the
+    log's size now: tells which non-2xx a load run got, which wrk only counts."""
+    counts: dict[str, int] = {}
+    if log is None:
+        return counts, 0
+    with contextlib.suppress(OSError), log.open("rb") as fh:
+        fh.seek(since)
+        data = fh.read()
+        for part in data.split(b"(status=")[1:]:
+            code = part[:3].decode(errors="replace")
+            counts[code] = counts.get(code, 0) + 1
+        return counts, since + len(data)
+    return counts, since
+
+
+def check_same(s: Server, path: str, bodies_: list[str], expect: list[int]) -> None:
+    for b, want in zip(bodies_[:16], expect[:16], strict=True):
+        status, raw = post(s.port, path, b)
+        if status != 200:
+            raise RuntimeError(f"{s.name}: {path} answered {status}: {raw[:500]!r}")
+        got = json.loads(raw)
+        got = got["predictions"][0] if isinstance(got, dict) else got[0]  # MLflow/modeltui: {"predictions": [..]}
+        if isinstance(got, dict):  # just in case a server wraps the value
+            got = next(iter(got.values()))
+        if int(got) != want:
+            raise RuntimeError(f"{s.name}: predicted {got!r}, the model in process says {want}")
 
 
 def metrics_batch(port: int) -> str:
-    """Mean rows per predict call from modeltui's /metrics, if it exposes a batch-size histogram."""
-    with contextlib.suppress(OSError, http.client.HTTPException):
+    """Mean rows per predict call from a server's Prometheus /metrics, if it exposes a batch-size histogram
+    (modeltui: ``modeltui_batch_size``; BentoML: ``bentoml_service_adaptive_batch_size``)."""
+    with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
         status, raw = get(port, "/metrics")
         if status == 200:
-            total = count = None
+            total = count = 0.0
             for ln in raw.decode().splitlines():
+                if ln.startswith("#"):
+                    continue
                 name, _, val = ln.rpartition(" ")
-                if name.startswith("modeltui_batch_size_sum"):
-                    total = float(val)
-                elif name.startswith("modeltui_batch_size_count"):
-                    count = float(val)
-            if total is not None and count:
+                metric = name.split("{", 1)[0]
+                if metric.endswith("batch_size_sum"):
+                    total += float(val)
+                elif metric.endswith("batch_size_count"):
+                    count += float(val)
+            if count:
                 return f"{total / count:.1f}"
     return "?"
 
@@ -366,70 +473,115 @@ def fmt(v: float, unit: str = "") -> str:
     return f"{v:,.0f}"
 
 
-def table(r: dict[str, Any], conns: list[int]) -> tuple[list[list[str]], bool]:
+def table(r: dict[str, Any], conns: list[int]) -> tuple[list[list[str]], list[str], bool]:
+    """Rows for the report: modeltui, then each peer that ran, then modeltui ÷ each peer; targets at 16 conns."""
+    peers = [k for k in PEERS if r.get(k)]
+    names = [PEERS[k] for k in peers]
+    head = ["figure", "modeltui", *names, *(f"modeltui ÷ {n}" for n in names), "target", "result"]
     rows: list[list[str]] = []
     ok = True
-    mt, ml = r["modeltui"], r.get("mlflow")
+    mt = r["modeltui"]
 
-    def add(fig: str, a: float, b: float | None, unit: str, ratio: str, target: str, passed: bool | None) -> None:
+    def verdicts(checks: list[bool | None]) -> str:
         nonlocal ok
-        verdict = "—" if passed is None else ("pass" if passed else "FAIL")
-        if passed is False:
-            ok = False
-        rows.append([fig, fmt(a, unit), fmt(b, unit) if b is not None else "—", ratio, target, verdict])
+        if all(c is None for c in checks):
+            return "—"
+        ok = ok and all(c is not False for c in checks)
+        return "; ".join("—" if c is None else ("pass" if c else "FAIL") for c in checks)
+
+    def row(fig: str, a: str, bs: list[str], ratios: list[str], targets: list[str], checks: list[bool | None]) -> None:
+        target = "; ".join(t for t in targets if t) or "—"
+        rows.append([fig, a, *bs, *ratios, target, verdicts([c for c, t in zip(checks, targets, strict=True) if t])])
+
+    def ratio(a: float, b: float, digits: int) -> str:
+        return f"{a / b:.{digits}f}×" if b and b == b and a == a else "—"
 
     for c in conns:
-        a, b = mt["load"][str(c)], ml["load"][str(c)] if ml else None
-        head = c == 16
-        ratio = f"{a['rps'] / b['rps']:.1f}×" if b and b["rps"] else "—"
-        add(f"req/s @ {c} conns", a["rps"], b["rps"] if b else None, "", ratio,
-            "≥ 20× MLflow" if head else "—", (a["rps"] >= 20 * b["rps"]) if (head and b) else None)  # fmt: skip
-        add(f"p50 @ {c} conns", a["p50_ms"], b["p50_ms"] if b else None, "ms",
-            f"{a['p50_ms'] / b['p50_ms']:.2f}×" if b else "—", "—", None)  # fmt: skip
-        add(f"p99 @ {c} conns", a["p99_ms"], b["p99_ms"] if b else None, "ms",
-            f"{a['p99_ms'] / b['p99_ms']:.2f}×" if b else "—",
-            "< MLflow p50" if head else "—", (a["p99_ms"] < b["p50_ms"]) if (head and b) else None)  # fmt: skip
+        head16 = c == 16
+        a = mt["load"][str(c)]
+        bl = [r[k]["load"][str(c)] for k in peers]
+        row(f"req/s @ {c} conns", fmt(a["rps"]), [fmt(b["rps"]) for b in bl],
+            [ratio(a["rps"], b["rps"], 1) for b in bl],
+            [f"≥ {RPS_TARGET[k]}× {PEERS[k]}" if head16 else "" for k in peers],
+            [a["rps"] >= RPS_TARGET[k] * b["rps"] for k, b in zip(peers, bl, strict=True)])  # fmt: skip
+        row(f"p50 @ {c} conns", fmt(a["p50_ms"], "ms"), [fmt(b["p50_ms"], "ms") for b in bl],
+            [ratio(a["p50_ms"], b["p50_ms"], 2) for b in bl], ["" for _ in bl], [None for _ in bl])  # fmt: skip
+        row(f"p99 @ {c} conns", fmt(a["p99_ms"], "ms"), [fmt(b["p99_ms"], "ms") for b in bl],
+            [ratio(a["p99_ms"], b["p99_ms"], 2) for b in bl], ["" for _ in bl], [None for _ in bl])  # fmt: skip
+        if head16:
+            row(f"modeltui p99 vs peer p50 @ {c} conns", fmt(a["p99_ms"], "ms"), [fmt(b["p50_ms"], "ms") for b in bl],
+                [ratio(a["p99_ms"], b["p50_ms"], 2) for b in bl], [f"< {PEERS[k]} p50" for k in peers],
+                [a["p99_ms"] < b["p50_ms"] for b in bl])  # fmt: skip
         ea = a["non2xx"] + a["socket_errors"]
         rows.append([f"errors @ {c} conns (non-2xx / socket)", f"{a['non2xx']} / {a['socket_errors']}",
-                     f"{b['non2xx']} / {b['socket_errors']}" if b else "—", "—", "none" if head else "—",
-                     ("pass" if ea == 0 else "FAIL") if head else "—"])  # fmt: skip
-        if head and ea:
-            ok = False
-    a_s, b_s = mt["start_s"], ml["start_s"] if ml else None
-    add("deploy/start → healthy", a_s, b_s, "s", f"{a_s / b_s:.3f}×" if b_s else "—", "≤ 1/5 of MLflow",
-        (a_s <= b_s / 5) if b_s else None)  # fmt: skip
-    rows.append(["RSS after load (process tree)", f"{mt['rss_mib']:.0f} MiB", f"{ml['rss_mib']:.0f} MiB" if ml else "—",
-                 "—", "—", "—"])  # fmt: skip
-    return rows, ok
+                     *(f"{b['non2xx']} / {b['socket_errors']}" for b in bl), *("—" for _ in bl),
+                     "none" if head16 else "—", verdicts([ea == 0]) if head16 else "—"])  # fmt: skip
+    bs = [r[k]["start_s"] for k in peers]
+    row("deploy/start → healthy", fmt(mt["start_s"], "s"), [fmt(b, "s") for b in bs],
+        [ratio(mt["start_s"], b, 3) for b in bs], ["≤ 1/5 of MLflow" if k == "mlflow" else "" for k in peers],
+        [mt["start_s"] <= b / 5 for b in bs])  # fmt: skip
+    rows.append(["RSS after load (process tree)", f"{mt['rss_mib']:.0f} MiB",
+                 *(f"{r[k]['rss_mib']:.0f} MiB" for k in peers),
+                 *(ratio(mt["rss_mib"], r[k]["rss_mib"], 2) for k in peers), "—", "—"])  # fmt: skip
+    return rows, head, ok
 
 
-def render(rows: list[list[str]]) -> str:
-    head = ["figure", "modeltui", "MLflow", "ratio", "target", "result"]
+def render(rows: list[list[str]], head: list[str]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
 
+EARLIER_INTRO = "Tables of earlier runs, newest first, as each run wrote them (run.py moves the last one here)."
+
+
+def earlier_runs(path: Path) -> str:
+    """The "Earlier runs" of the results file about to be rewritten, with that file's own table put on top."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    current, _, earlier = old.partition("\n## Earlier runs\n")
+    lines = current.splitlines()
+    measured = next((ln for ln in lines if ln.startswith("Measured ")), None)
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("|")), None)
+    parts = []
+    if measured and start is not None:
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        parts.append(f"### {measured.removeprefix('Measured ').rstrip('.')}\n\n" + "\n".join(lines[start:end]))
+    earlier = earlier.replace(EARLIER_INTRO, "").strip()
+    if earlier:
+        parts.append(earlier)
+    return "\n\n".join(parts)
+
+
 def write_results(path: Path, r: dict[str, Any], md_table: str, args: argparse.Namespace) -> None:
     ip = r["in_process"]
-    ml = r.get("mlflow")
+    ml, bt = r.get("mlflow"), r.get("bentoml")
     mt = r["modeltui"]
     if r["generator"] == "wrk":
         gen = "`wrk` 4.1 with a Lua script (`-t 2`, `--timeout 10s`, cycling through 64 distinct one-row bodies)"
     else:
         gen = "`bench/serving/loadgen.py` (Python asyncio, keep-alive connections, its own process)"
+    peers_arg = "" if r["peers"] == list(PEERS) else f" --peers {','.join(r['peers']) or 'none'}"
+    earlier = earlier_runs(path)
     lines = [
         "# bench/serving — results",
         "",
         f"Measured {r['date']} by `bench/serving/run.py --duration {args.duration:g} --connections "
-        f"{args.connections}{' --skip-mlflow' if args.skip_mlflow else ''}`.",
+        f"{args.connections}{peers_arg}`.",
         "",
         f"- Machine: {r['machine']}. **The load generator runs on the same 2-core machine as the server**, so it",
         "  takes CPU from whichever server it drives: absolute figures are low-side, ratios are what matter.",
+        "  One server runs at a time; each gets a 2 s warm-up (discarded) before its measured runs. 1-minute load",
+        f"  average when the run began: {r['loadavg_before'][0]:.2f}, when it ended: {r['loadavg_after'][0]:.2f} "
+        "(the end figure includes the benchmark's own load).",
         f"- Model: 50-tree `RandomForestClassifier(random_state=0)`, 8 double features, "
-        f"`make_classification(n_samples=5000, n_features=8, random_state=0)`; scikit-learn {r['sklearn']}.",
-        f"- Load: {gen}; closed loop, `POST /invocations` with one `dataframe_split` row per request, the same",
-        f"  bodies for both servers, {args.duration:g} s per connection count, 127.0.0.1 only.",
+        f"`make_classification(n_samples=5000, n_features=8, random_state=0)`; scikit-learn {r['sklearn']} in "
+        "every venv; the very same fitted model (skops for modeltui, cloudpickle via MLflow, pickle for BentoML).",
+        f"- Load: {gen}; closed loop, one row per request, the same 64 rows for every server, "
+        f"{args.duration:g} s per connection count, 127.0.0.1 only. modeltui and MLflow get `POST /invocations` with",
+        '  a `dataframe_split` body; BentoML gets `POST /predict` with its own JSON input, `{"rows": [[f0, …, f7]]}`.',
         f"- modeltui: `{mt['info']['cmd']}` — one process, max batch 64, max wait 2 ms; mean rows per predict "
         f"call over the whole run (warm-up, all connection counts): {mt.get('batch_mean', '?')}. "
         f"It printed `LISTENING` after "
@@ -440,10 +592,29 @@ def write_results(path: Path, r: dict[str, Any], md_table: str, args: argparse.N
         lines.append(
             f"- MLflow {ml['version']}: `mlflow models serve -m DIR --env-manager local` with its defaults — "
             f"`{ml['info']['server_cmd']}`, {ml['info']['workers']} uvicorn worker(s) "
-            f"({ml['info']['processes']} processes in its tree)."
+            f"({ml['info']['processes']} processes in its tree). Healthy = first 200 on `/ping`."
         )
     else:
-        lines.append("- MLflow: skipped in this run (`--skip-mlflow`).")
+        lines.append("- MLflow: not run this time (`--peers` left it out).")
+    if bt:
+        lines.append(
+            f"- BentoML {bt['version']}: `{bt['info']['server_cmd']}` (`bench/serving/bento_service.py`, a "
+            "`@bentoml.service` class whose one endpoint is `@bentoml.api(batchable=True, max_batch_size=64, "
+            "max_latency_ms=200)`, a sync method taking an `np.ndarray` and calling `model.predict` on the batch). "
+            f"Everything else is BentoML's default: {bt['info']['workers']} worker process — BentoML 1.4 starts one "
+            "per service when `workers` is unset, the same count as MLflow's default, so no override was needed — "
+            f"1 thread, access log on; {bt['info']['processes']} processes in its tree (the circus arbiter that "
+            f"`bentoml serve` runs, and the worker). Mean rows per predict call over the whole run: "
+            f"{bt.get('batch_mean', '?')}. Healthy = first 200 on `/readyz`. `BENTOML_DO_NOT_TRACK=True` (no usage "
+            "reports), `BENTOML_HOME` in the run's temp directory. Statuses in its access log, per measured run: "
+            + "; ".join(
+                f"{c} conns {', '.join(f'{n:,} × {code}' for code, n in sorted(x.get('statuses', {}).items())) or '?'}"
+                for c, x in bt["load"].items()
+            )
+            + " (a 503 is BentoML refusing a request its batcher expects to miss `max_latency_ms`)."
+        )
+    else:
+        lines.append("- BentoML: not run this time (`--peers` left it out).")
     lines += [
         f"- Ceiling, the model's own `predict` in process: batch 1 {ip['1']['calls_s']:,.0f} calls/s "
         f"({ip['1']['us_call']:,.0f} µs/call); batch 64 {ip['64']['calls_s']:,.0f} calls/s = "
@@ -451,23 +622,26 @@ def write_results(path: Path, r: dict[str, Any], md_table: str, args: argparse.N
         "",
         md_table,
         "",
-        "Targets are the issue's, at 16 connections; 64-connection rows are reported without a target.",
+        "Targets are the issue's, at 16 connections (modeltui ≥ 20× MLflow's and ≥ 5× BentoML's req/s; modeltui's",
+        "p99 below each peer's p50; start → healthy ≤ 1/5 of MLflow's); 64-connection rows have no target.",
+        "The result column lists one verdict per target, in the target column's order. Ratios are modeltui ÷ peer.",
         "",
         "## Not measured yet (TODO)",
         "",
-        "- **BentoML** (adaptive batching, `batchable=True`, `max_batch_size=64`, `max_latency_ms=200`, own venv):",
-        "  out of scope for this session; the targets ≥ 5× BentoML's req/s and p99 < BentoML's p50 are unchecked.",
         "- Docker build and push times (the Docker backend does not exist yet).",
         "",
         "## Reproduce",
         "",
         "```sh",
         "bash bench/registry/setup_mlflow.sh          # once: MLflow in bench/registry/.venv-mlflow (shared)",
+        "bash bench/serving/setup_bentoml.sh          # once: BentoML in bench/serving/.venv-bentoml",
         "apt-get install -y wrk                        # optional; without it loadgen.py is used",
         ".venv/bin/python bench/serving/run.py --duration 10 --connections 16,64",
         "```",
         "",
     ]
+    if earlier:
+        lines += ["## Earlier runs", "", EARLIER_INTRO, "", earlier, ""]
     path.write_text("\n".join(lines))
 
 
@@ -486,28 +660,45 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per server and connection count")
+    ap.add_argument("--duration", type=float, default=10.0,
+                    help=f"seconds of load per server and connection count (≤ {MAX_DURATION_S:g})")  # fmt: skip
     ap.add_argument("--connections", default="16,64", help="comma-separated connection counts (default 16,64)")
-    ap.add_argument("--skip-mlflow", action="store_true", help="measure modeltui only")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="comma-separated peers to measure besides modeltui: mlflow, bentoml (default both; '' for "
+                         "modeltui alone)")  # fmt: skip
+    ap.add_argument("--skip-mlflow", action="store_true", help="leave MLflow out (same as dropping it from --peers)")
     ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto", help="load generator")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md", help="markdown report (default RESULTS.md)")
     ap.add_argument("--json", type=Path, help="also write every raw figure here")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",") if c.strip()]
+    if not 0 < args.duration <= MAX_DURATION_S:
+        ap.error(f"--duration must be in (0, {MAX_DURATION_S:g}] seconds: each load run is kept short")
+    asked = {p.strip().lower() for p in args.peers.split(",") if p.strip()}
+    if unknown := asked - set(PEERS):
+        ap.error(f"unknown peer(s) {', '.join(sorted(unknown))}; known: {', '.join(PEERS)}")
+    if args.skip_mlflow:
+        asked.discard("mlflow")
+    peers = [k for k in PEERS if k in asked]
     gen = "wrk" if (args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))) else "python"
-    if not args.skip_mlflow and not MLFLOW_PY.exists():
-        print(f"no MLflow venv at {MLFLOW_VENV}: run bash bench/registry/setup_mlflow.sh, or pass --skip-mlflow")
+    if "mlflow" in peers and not MLFLOW_PY.exists():
+        print(f"no MLflow venv at {MLFLOW_VENV}: run bash bench/registry/setup_mlflow.sh, or drop mlflow from --peers")
+        return 2
+    if "bentoml" in peers and not BENTO_PY.exists():
+        print(f"no BentoML venv at {BENTO_VENV}: run bash bench/serving/setup_bentoml.sh, or drop it from --peers")
         return 2
 
     import sklearn
 
     r: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-                         "generator": gen, "sklearn": sklearn.__version__}  # fmt: skip
+                         "generator": gen, "sklearn": sklearn.__version__, "peers": peers,
+                         "loadavg_before": os.getloadavg()}  # fmt: skip
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
         with sigterm_as_interrupt():
-            print(f"training … (load generator: {gen})", flush=True)
+            print(f"training … (load generator: {gen}; peers: {', '.join(PEERS[k] for k in peers) or 'none'}; "
+                  f"load average before: {r['loadavg_before'][0]:.2f})", flush=True)  # fmt: skip
             model, X = train()
             save_modeltui(model, tmp / "modeltui-model")
             r["in_process"] = in_process(model, X)
@@ -518,34 +709,47 @@ def main() -> int:
             )
             b = bodies(X)
             expect = [int(v) for v in model.predict(X[:N_BODIES])]
-            ml_dir = None
-            if not args.skip_mlflow:
+            version: dict[str, str] = {}
+            # (key, start, route, bodies): one server at a time, in this order
+            targets: list[tuple[str, Any, str, list[str]]] = [
+                ("modeltui", lambda: start_modeltui(procs, tmp / "modeltui-model", tmp), "/invocations", b)
+            ]
+            if "mlflow" in peers:
                 ml_dir, ml_info = save_mlflow(model, tmp)
+                version["mlflow"] = ml_info["mlflow"]
                 print(f"MLflow model saved (mlflow {ml_info['mlflow']}, {ml_info['save_s']:.2f} s)", flush=True)
-
-            targets: list[tuple[str, Any]] = [("modeltui", lambda: start_modeltui(procs, tmp / "modeltui-model", tmp))]
-            if ml_dir is not None:
-                targets.append(("mlflow", lambda: start_mlflow(procs, ml_dir, tmp)))
-            for key, start in targets:
+                targets.append(("mlflow", lambda: start_mlflow(procs, ml_dir, tmp), "/invocations", b))
+            if "bentoml" in peers:
+                bv = bento_versions()
+                version["bentoml"] = bv["bentoml"]
+                pkl = save_pickle(model, tmp)
+                print(f"BentoML venv: bentoml {bv['bentoml']}, scikit-learn {bv['sklearn']}", flush=True)
+                targets.append(("bentoml", lambda: start_bentoml(procs, pkl, tmp), "/predict", bento_bodies(X)))
+            for key, start, route, bb in targets:
                 s = start()
                 print(f"{s.name}: healthy after {s.start_s:.3f} s on port {s.port} {s.info}", flush=True)
-                check_same([s], b, expect)
-                load(gen, s.port, conns[0], min(2.0, args.duration), b, tmp)  # warm-up, discarded
+                check_same(s, route, bb, expect)
+                load(gen, s.port, conns[0], min(2.0, args.duration), bb, tmp, route)  # warm-up, discarded
                 res: dict[str, Any] = {"start_s": s.start_s, "info": s.info, "load": {}}
                 for c in conns:
-                    res["load"][str(c)] = x = load(gen, s.port, c, args.duration, b, tmp)
+                    mark = s.log.stat().st_size if s.log is not None else 0
+                    res["load"][str(c)] = x = load(gen, s.port, c, args.duration, bb, tmp, route)
+                    if s.log is not None:
+                        x["statuses"], _ = access_statuses(s.log, mark)
                     print(f"  {c:>3} conns: {x['rps']:>9,.0f} req/s  p50 {x['p50_ms']:.2f} ms  p99 {x['p99_ms']:.2f} ms"
-                          f"  errors {x['non2xx']}/{x['socket_errors']}", flush=True)  # fmt: skip
+                          f"  errors {x['non2xx']}/{x['socket_errors']}"
+                          + (f"  statuses {x['statuses']}" if "statuses" in x else ""), flush=True)  # fmt: skip
                 res["rss_mib"] = s.tree_rss_mib()
-                if key == "modeltui":
+                if key in ("modeltui", "bentoml"):
                     res["batch_mean"] = metrics_batch(s.port)
-                else:
-                    res["version"] = ml_info["mlflow"]
+                if key in version:
+                    res["version"] = version[key]
                 r[key] = res
-                procs.stop(s.proc)  # one server at a time: the other must not take CPU from it
+                procs.stop(s.proc)  # one server at a time: the others must not take CPU from it
 
-        rows, ok = table(r, conns)
-        md = render(rows)
+        r["loadavg_after"] = os.getloadavg()
+        rows, head, ok = table(r, conns)
+        md = render(rows, head)
         print()
         print(md)
         write_results(args.results, r, md, args)
