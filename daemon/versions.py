@@ -419,7 +419,7 @@ class Registry:
         try:
             for f in files:
                 target = tmp / f.path
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 src = self.objects.open_object(f.sha256)
                 try:
                     with open(target, "wb") as out:

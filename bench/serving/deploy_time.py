@@ -58,8 +58,13 @@ def measure(model_dir: Path, *, repeat: int = 5, zygote: bool = True) -> dict[st
             MODELTUI_SOCKET=str(base / "run" / "d.sock"),
             MODELTUI_CONFIG=str(base / "daemon.toml"),
         )
-        daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run"], env=env, cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 30
             while not (base / "run" / "d.sock").exists() and time.monotonic() < deadline:
@@ -81,8 +86,10 @@ def main() -> None:
     for zygote in (True, False):
         got = measure(args.model_dir, repeat=args.repeat, zygote=zygote)
         kind = "warm zygote" if zygote else "cold start "
-        print(f"deploy-to-healthy ({kind}): median {got['median_s']:.3f} s, best {got['best_s']:.3f} s "
-              f"over {args.repeat} deploys")
+        print(
+            f"deploy-to-healthy ({kind}): median {got['median_s']:.3f} s, best {got['best_s']:.3f} s "
+            f"over {args.repeat} deploys"
+        )
 
 
 if __name__ == "__main__":

@@ -249,16 +249,16 @@ class ProcessBackend:
         finally:
             loop.remove_reader(fd)
             os.close(fd)
-        for _ in range(50):  # the pidfd turns readable just before the process can be reaped
-            status = self._reap(pid)
-            if status is None:
-                status = self.zygote.exits.pop(pid, None)
+        forked = pid in self.zygote.forked  # the zygote reaps it and reports its status
+        for _ in range(100):  # the pidfd turns readable just before the process can be reaped
+            status = self.zygote.exits.pop(pid, None) if forked else self._reap(pid)
             if status is not None:
+                self.zygote.forked.discard(pid)
                 return status
-            with contextlib.suppress(ProcessLookupError):
-                if _start_ticks(pid) is None:
-                    return None
+            if not forked and _start_ticks(pid) is None:
+                return None
             await asyncio.sleep(0.01)
+        self.zygote.forked.discard(pid)
         return None
 
     async def stop(self, instance: Instance, grace: float = 10.0) -> None:
@@ -421,7 +421,8 @@ class ProcessBackend:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(path.with_name(f"{LOG_NAME}.{i}"), path.with_name(f"{LOG_NAME}.{i + 1}"))
         tmp = path.with_name(f".{LOG_NAME}.1.tmp")
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(path, "rb") as src, open(out, "wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
             os.truncate(path, 0)  # lines written between the last read and here are lost: logrotate's copytruncate

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ class Zygote:
         self.proc: asyncio.subprocess.Process | None = None
         self.ready: asyncio.Future[bool] | None = None
         self.exits: dict[int, int] = {}
+        #: pids this zygote forked: their exit status arrives from it (it reaps them, not us)
+        self.forked: set[int] = set()
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
@@ -40,7 +43,8 @@ class Zygote:
         assert self.ready is not None
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(self.log_path, "ab") as err:  # noqa: ASYNC230 - opening a log file is instant
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with open(fd, "ab") as err:  # noqa: ASYNC230 - opening a log file is instant
                 self.proc = await asyncio.create_subprocess_exec(
                     self.python,
                     "-m",
@@ -102,6 +106,7 @@ class Zygote:
         if "error" in answer:
             log.warning("zygote could not fork: %s", answer["error"])
             return None
+        self.forked.add(int(answer["pid"]))
         return int(answer["pid"]), int(answer["ticks"])
 
     async def close(self) -> None:

@@ -94,7 +94,7 @@ def _spawn(req: dict[str, Any]) -> dict[str, Any]:
     ticks = start_ticks(pid)
     record = {**req.get("label", {}), "pid": pid, "ticks": ticks}
     tmp = req["record"] + ".tmp"
-    with open(tmp, "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(record, f)
     os.replace(tmp, req["record"])
     return {"id": req["id"], "pid": pid, "ticks": ticks}

@@ -330,3 +330,37 @@ def test_log_rotation_keeps_the_newest_lines_and_a_bounded_number_of_files(tmp_p
     assert kept == ["serving.log", "serving.log.1", "serving.log.2"]
     assert (log.parent / "serving.log.1").read_bytes().startswith(b"round 3 line 000000")
     assert (log.parent / "serving.log.2").read_bytes().startswith(b"round 2 line 000000")
+
+
+HOSTILE = [
+    ({"options": {"privileged": True}}, "privileged"),
+    ({"options": {"volumes": {"/": {"bind": "/host"}}}}, "volumes"),
+    ({"options": {"devices": ["/dev/sda"]}}, "devices"),
+    ({"options": {"memory_mb": 1}}, "memory_mb"),
+    ({"env": {"PATH": "/tmp/evil"}}, "reserved"),
+    ({"env": {"X": "a\nLD_PRELOAD=/tmp/x.so"}}, "control character"),
+    ({"env": {"X": "a\x00b"}}, "control character"),
+    ({"env": {"A B": "1"}}, "invalid environment variable name"),
+    ({"backend": "kubernetes"}, "backend"),
+    ({"port": 22}, "port"),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), HOSTILE, ids=[m for _, m in HOSTILE])
+def test_hostile_deploy_requests_are_refused_by_the_daemon(dbl: tuple[DaemonProcess, Path], fields: dict[str, Any],
+                                                           message: str) -> None:
+    """What a peer sends bypassing the CLI: refused as INVALID before any backend sees it."""
+    from tests.integration.rawsock import RawClient
+
+    d, _ = dbl
+    raw = RawClient(d.socket)
+    try:
+        raw.send({"type": "request", "id": 1, "request": {"op": "deployments.create", "ref": "dbl:1", **fields}})
+        answer = raw.recv()
+    finally:
+        raw.sock.close()
+    assert answer["type"] == "error"
+    assert answer["code"] == "INVALID"
+    assert message in answer["message"]
+    assert cli_json(d, "ps")["items"] == []
+    assert d.serving_pids() == []
