@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .manifest import ManifestError, ServingManifest, resolve_inside
+from .treefast import fast_predict
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
@@ -105,6 +106,9 @@ def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
     predict = getattr(model, "predict", None)
     if not callable(predict):
         raise LoadError(f"{manifest.model_file} holds a {type(model).__name__}, which has no predict method")
+    fast = fast_predict(model)
+    if fast is not None:
+        return Model("sklearn", fast, f"{type(model).__name__}, fast forest path")
     return Model("sklearn", predict, type(model).__name__)
 
 
