@@ -25,6 +25,8 @@ CASES = {
     "no name": ('flavor = "sklearn"\nmodel_file = "model.skops"\n', False),
     "trusted not a bool": (BASE + 'trusted = "yes"\n', False),
     "trusted type list": (BASE + 'trusted = ["sklearn.tree._tree.Tree", "numpy.dtype"]\n', True),
+    "trusted true": (BASE + "trusted = true\n", True),
+    "trusted false": (BASE + "trusted = false\n", True),
     "trusted list with a non-type": (BASE + 'trusted = ["os; rm -rf /"]\n', False),
     "trusted list of numbers": (BASE + "trusted = [1]\n", False),
     "model_file not a string": ('name = "m"\nflavor = "sklearn"\nmodel_file = 3\n', False),

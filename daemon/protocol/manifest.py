@@ -63,7 +63,7 @@ class Manifest(_Strict):
     name: ModelName
     flavor: Flavor
     model_file: RelPath
-    trusted: bool | list[TrustedType] = Field(default=False, max_length=100)
+    trusted: bool | Annotated[list[TrustedType], Field(max_length=100)] = False
     """true trusts the model file entirely (required for pickles); a list names the only extra types skops
     may load from it (a reviewed allowlist)."""
     description: Text = ""
