@@ -622,7 +622,16 @@ def write_results(path: Path, r: dict[str, Any], md_table: str, args: argparse.N
     lines += [
         f"- Ceiling, the model's own `predict` in process: batch 1 {ip['1']['calls_s']:,.0f} calls/s "
         f"({ip['1']['us_call']:,.0f} µs/call); batch 64 {ip['64']['calls_s']:,.0f} calls/s = "
-        f"{ip['64']['rows_s']:,.0f} rows/s ({ip['64']['us_call']:,.0f} µs/call).",
+        f"{ip['64']['rows_s']:,.0f} rows/s ({ip['64']['us_call']:,.0f} µs/call). That is scikit-learn's `predict`,"
+        " which MLflow and BentoML call; modeltui's runtime evaluates forests with its own fast path"
+        " (`daemon/serving/treefast.py`: every tree descended at once in numpy, bit-identical answers, checked"
+        " against the model on a probe batch at load and against the other servers' answers by this script), so"
+        " it can exceed that ceiling.",
+        "- Deploy → healthy: `bench/serving/deploy_time.py` on a fresh daemon: push the same model directory, then"
+        f" the median of 5 `deployments.create` requests, each answered once its instance is healthy:"
+        f" {r['deploy']['median_s']:.3f} s (best {r['deploy']['best_s']:.3f} s), forked from the warm zygote. The"
+        " cold process start is a new interpreter importing numpy, scikit-learn and skops (a deployment that sets"
+        " its own environment starts that way).",
         "",
         md_table,
         "",
@@ -632,8 +641,7 @@ def write_results(path: Path, r: dict[str, Any], md_table: str, args: argparse.N
         "",
         "## Not measured by this script",
         "",
-        "- Docker build and push times (`bench/serving/docker_times.py`) and deploy-to-healthy through a running",
-        "  daemon (`bench/serving/deploy_time.py`): separate scripts.",
+        "- Docker build and push times: `bench/serving/docker_times.py` (figures in `docs/deploy-docker.md`).",
         "",
         "## Reproduce",
         "",
