@@ -293,7 +293,7 @@ class Handlers:
 
     @handles(q.GetDeployment)
     async def get_deployment(self, req: q.GetDeployment, ctx: Context) -> r.DeploymentDetail:
-        return await asyncio.to_thread(self.deployments.get, req.name, req.events)
+        return await self.deployments.get(req.name, req.events)
 
     @handles(q.RestartDeployment)
     async def restart_deployment(self, req: q.RestartDeployment, ctx: Context) -> r.DeploymentDetail:

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,7 +90,7 @@ class Supervisor:
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
 
-    def _changed(
+    async def _changed(
         self,
         kind: Literal["created", "changed", "rollout", "removed"] = "changed",
         event: str = "",
@@ -99,7 +99,9 @@ class Supervisor:
         """Persist the record (with an event-log line when ``event`` is set) and tell subscribers."""
         if message is not None:
             self.rec.message = message
-        self.m.registry.deployments.save(self.rec, (event, self.rec.message) if event else None)
+        await asyncio.to_thread(
+            self.m.registry.deployments.save, self.rec, (event, self.rec.message) if event else None
+        )
         self.m.publish(
             DeploymentEvent(
                 kind=kind,
@@ -189,7 +191,7 @@ class Supervisor:
         """(Re)start the deployment's only instance; False when it failed (backoff follows)."""
         self.rec.state = "building" if self.backend.name == "docker" else "starting"
         self.rec.health = "unknown"
-        self._changed(message="")
+        await self._changed(message="")
         started = time.monotonic()
         try:
             inst = await self._launch(version)
@@ -201,11 +203,11 @@ class Supervisor:
             text = exc.message if isinstance(exc, ProtocolError) else str(exc)
             looping = self.short_runs >= self.m.settings.deploy.crashloop_restarts
             self.rec.state = "failed" if fresh else "crashloop" if looping else "degraded"
-            self._changed(event="failed", message=f"version {version} did not start: {text}")
+            await self._changed(event="failed", message=f"version {version} did not start: {text}")
             return False
         self._adopt(inst)
         self.rec.state, self.rec.health = "running", "healthy"
-        self._changed(event="started", message=f"{reason}: version {version} serving on {inst.endpoint}")
+        await self._changed(event="started", message=f"{reason}: version {version} serving on {inst.endpoint}")
         return True
 
     def _note_short_run(self, ran: float) -> None:
@@ -224,7 +226,8 @@ class Supervisor:
         except Exception:
             log.exception("supervisor of %s failed", self.rec.name)
             self.rec.state = "failed"
-            self._changed(event="failed", message="internal error in the supervisor; see the daemon log")
+            with contextlib.suppress(Exception):  # e.g. the row is gone: the log has the story
+                await self._changed(event="failed", message="internal error in the supervisor; see the daemon log")
         finally:
             if not self.first_start.done():
                 self.first_start.set_result("the daemon stopped")
@@ -238,7 +241,7 @@ class Supervisor:
         elif self.current is not None:
             self.first_start.set_result(None)
             self.rec.state, self.rec.health = "running", "unknown"
-            self._changed(event="adopted", message=f"adopted {self.current.key} after a daemon restart")
+            await self._changed(event="adopted", message=f"adopted {self.current.key} after a daemon restart")
             await self._check_health()
         else:
             self.first_start.set_result(None)  # it died while no daemon watched: the loop restarts it
@@ -293,7 +296,7 @@ class Supervisor:
                 f"crash loop ({self.short_runs} exits within {self.m.settings.deploy.crashloop_window_seconds:.0f} s "
                 f"of starting): {text}"
             )
-        self._changed(event="exited", message=text)
+        await self._changed(event="exited", message=text)
 
     async def _check_health(self) -> None:
         assert self.current is not None
@@ -301,7 +304,7 @@ class Supervisor:
         health = "healthy" if healthy else "unhealthy"
         if health != self.rec.health:
             self.rec.health = health
-            self._changed(event="health", message=f"health check: {health}")
+            await self._changed(event="health", message=f"health check: {health}")
         if (
             healthy
             and self.short_runs
@@ -334,13 +337,15 @@ class Supervisor:
         assert self.current is not None
         old = self.current
         self.rollout_to = version
-        self._changed(kind="rollout", event="rollout", message=f"rolling out version {version} (serving {old.version})")
+        await self._changed(
+            kind="rollout", event="rollout", message=f"rolling out version {version} (serving {old.version})"
+        )
         try:
             new = await self._launch(version)
         except (LaunchError, BackendError, ProtocolError) as exc:
             text = exc.message if isinstance(exc, ProtocolError) else str(exc)
             self.rollout_to = None
-            self._changed(
+            await self._changed(
                 kind="rollout",
                 event="rollout-failed",
                 message=f"rollout to version {version} failed: {text}; version {old.version} keeps serving",
@@ -349,7 +354,9 @@ class Supervisor:
         self._adopt(new)
         self.rollout_to = None
         self.rec.state, self.rec.health = "running", "healthy"
-        self._changed(kind="rollout", event="rolled-out", message=f"rolled out version {version} (was {old.version})")
+        await self._changed(
+            kind="rollout", event="rolled-out", message=f"rolled out version {version} (was {old.version})"
+        )
         await self.backend.stop(old, self.m.settings.deploy.stop_grace_seconds)
 
 
@@ -371,6 +378,7 @@ class DeploymentManager:
         self.supervisors: dict[str, Supervisor] = {}
         self.tailers: dict[str, asyncio.Task[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -444,11 +452,10 @@ class DeploymentManager:
             raise not_found(f"no deployment named {name!r}")
         return sup
 
-    def _detail(self, sup: Supervisor, events: int = 20) -> r.DeploymentDetail:
-        return r.DeploymentDetail(
-            deployment=sup.rec.info(sup.rollout_to),
-            events=self.registry.deployments.events(sup.rec.name, events) if events else [],
-        )
+    async def _detail(self, sup: Supervisor, events: int = 20) -> r.DeploymentDetail:
+        info = sup.rec.info(sup.rollout_to)
+        found = await asyncio.to_thread(self.registry.deployments.events, sup.rec.name, events) if events else []
+        return r.DeploymentDetail(deployment=info, events=found)
 
     async def deploy(self, req: q.Deploy, progress: ProgressLine) -> r.DeploymentDetail:
         if req.backend not in self.backends:
@@ -482,12 +489,12 @@ class DeploymentManager:
         self.publish(DeploymentEvent(kind="created", deployment=name, state=rec.state, version=number))
         sup = self._supervise(rec, None, fresh=True)
         if not req.wait:
-            return self._detail(sup)
+            return await self._detail(sup)
         sup.progress_sinks.append(progress)
         try:
             failure = await asyncio.wait_for(asyncio.shield(sup.first_start), req.timeout_seconds)
         except TimeoutError:
-            return self._detail(sup)
+            return await self._detail(sup)
         finally:
             with contextlib.suppress(ValueError):
                 sup.progress_sinks.remove(progress)
@@ -495,7 +502,7 @@ class DeploymentManager:
             await self._remove(sup)
             code = ErrorCode.UNAVAILABLE if sup.unavailable else ErrorCode.CONFLICT
             raise ProtocolError(code, f"deployment {name!r} failed and was removed: {failure}")
-        return self._detail(sup)
+        return await self._detail(sup)
 
     async def _remove(self, sup: Supervisor) -> None:
         await sup.commands.put(("stop", None))
@@ -521,9 +528,9 @@ class DeploymentManager:
         sup = self._get(name)
         if sup.task is None or sup.task.done():  # a deployment that never started: supervise it again
             sup = self._supervise(sup.rec, None, fresh=True)
-            return self._detail(sup)
+            return await self._detail(sup)
         await sup.commands.put(("restart", None))
-        return self._detail(sup)
+        return await self._detail(sup)
 
     def list(self, model: str | None) -> r.DeploymentList:
         return r.DeploymentList(
@@ -532,8 +539,8 @@ class DeploymentManager:
             ]
         )
 
-    def get(self, name: str, events: int) -> r.DeploymentDetail:
-        return self._detail(self._get(name), events)
+    async def get(self, name: str, events: int) -> r.DeploymentDetail:
+        return await self._detail(self._get(name), events)
 
     def alias_moved(self, model: str, alias: str, version: int | None) -> None:
         """Deployments of ``model@alias`` follow the alias: each gets a rollout of the new version."""
@@ -541,11 +548,15 @@ class DeploymentManager:
             if sup.rec.model != model or sup.rec.alias != alias:
                 continue
             if version is None:
-                sup._changed(
-                    event="alias-removed", message=f"alias {alias} was removed; version {sup.rec.version} keeps serving"
-                )
+                note = f"alias {alias} was removed; version {sup.rec.version} keeps serving"
+                self._background(sup._changed(event="alias-removed", message=note))
                 continue
             sup.commands.put_nowait(("rollout", version))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- logs ------------------------------------------------------------------------------------------------
 
