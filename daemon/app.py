@@ -16,8 +16,8 @@ import sys
 from types import FrameType
 from typing import Any
 
-from daemon.deploy.base import Backend
-from daemon.deploy.manager import DeploymentManager, owner_id
+from daemon.deploy.base import Backend, owner_id
+from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
 from daemon.handlers import Handlers
 from daemon.server import EventHub, Server, acquire_lock

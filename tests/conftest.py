@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.deploy.manager import owner_id
+from daemon.deploy.base import owner_id
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "breast_cancer"

@@ -9,6 +9,7 @@ the manager checks its health and Prometheus scrapes it.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -101,6 +102,12 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Release clients and threads; running instances keep running."""
         ...
+
+
+def owner_id(state_dir: Path) -> str:
+    """Names what one daemon started (process command lines, zygote records, container labels): one id per
+    state directory, so two daemons on a host never adopt or stop each other's instances."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ from daemon.protocol.deploy import check_env_name, check_env_value
 from daemon.settings import DockerSection
 
 from . import image as img
-from .base import BackendError, BackendUnavailable, Instance, InstanceSpec, ProgressLine
+from .base import BackendError, BackendUnavailable, Instance, InstanceSpec, ProgressLine, owner_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,11 +62,6 @@ _TRANSPORT_ERRORS = (
     urllib3.exceptions.HTTPError,
     OSError,
 )
-
-
-def owner_id(state_dir: Path) -> str:
-    """A stable id of one daemon's state directory: two daemons on a host never adopt each other's containers."""
-    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
 
 
 def check_env(env: dict[str, str]) -> dict[str, str]:

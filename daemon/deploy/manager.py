@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from daemon.protocol import requests as q
@@ -45,11 +43,6 @@ log = logging.getLogger("modeltuid.deploy")
 HEALTH_INTERVAL = 5.0
 MAINTENANCE_INTERVAL = 10.0
 Command = tuple[Literal["rollout", "restart", "stop"], int | None]
-
-
-def owner_id(state_dir: Path) -> str:
-    """Names what this daemon started (process command lines, container labels): one per state directory."""
-    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
 
 
 class LaunchError(Exception):

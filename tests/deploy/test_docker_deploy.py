@@ -14,7 +14,7 @@ import docker
 import docker.errors
 import pytest
 
-from daemon.deploy.manager import owner_id
+from daemon.deploy.base import owner_id
 from tests.conftest import DaemonProcess, need
 
 from .docker_helpers import BASE_IMAGE, REGISTRY, engine_problem, http_get, registry_up
