@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from .app import App
-from .flavors import LoadError, load_model
+from .drift import EvaluationDataError, FeatureHistograms, load_reference
+from .flavors import LoadError, Model, load_model
 from .http import bind_shared
-from .manifest import ManifestError, read_manifest
+from .manifest import ManifestError, ServingManifest, read_manifest
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +43,19 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _load(model_dir: Path, manifest: ServingManifest) -> tuple[Model, FeatureHistograms | None]:
+    """In a thread: the model, then the input-drift reference from the evaluation data (if any).
+
+    Evaluation data that cannot be used only costs the feature metrics, never the deployment."""
+    model = load_model(model_dir, manifest)
+    try:
+        features = load_reference(model_dir, manifest)
+    except EvaluationDataError as exc:
+        print(f"modeltui-serving: no input-drift metrics: {exc}", file=sys.stderr, flush=True)
+        return model, None
+    return model, None if features is None else FeatureHistograms(features)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     model_dir: Path = args.model_dir
     manifest = read_manifest(model_dir)
@@ -59,14 +73,14 @@ async def _serve(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     sys.stdout.write(f"LISTENING {shown}:{port}\n")
     sys.stdout.flush()
-    load = asyncio.ensure_future(asyncio.to_thread(load_model, model_dir, manifest))
+    load = asyncio.ensure_future(asyncio.to_thread(_load, model_dir, manifest))
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if not load.done():
         await app.server.stop(0)
         return 0
     try:
-        model = load.result()
+        model, features = load.result()
     except LoadError as exc:
         print(f"modeltui-serving: cannot load the model: {exc}", file=sys.stderr, flush=True)
         await app.server.stop(0)
@@ -80,7 +94,7 @@ async def _serve(args: argparse.Namespace) -> int:
             await app.server.stop(0)
             return 4
     # No await between here and set_model: a connection queued on the shared port meets a ready model.
-    app.set_model(model)
+    app.set_model(model, features)
     if public is not None:
         await app.server.listen_shared(public)
         sys.stdout.write(f"SERVING {shown}:{args.public_port}\n")

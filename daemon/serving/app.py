@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .batching import Batcher, Outcome
+from .drift import FeatureHistograms
 from .flavors import Model
 from .http import Connection, HttpServer, Request
 from .ledger import Ledger
@@ -57,6 +58,7 @@ class App:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.model: Model | None = None
+        self.features: FeatureHistograms | None = None
         self.batcher: Batcher | None = None
         self.started = time.time()
         kwargs = {} if max_body is None else {"max_body": max_body}
@@ -75,8 +77,11 @@ class App:
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
-    def set_model(self, model: Model) -> None:
+    def set_model(self, model: Model, features: FeatureHistograms | None = None) -> None:
+        """Start serving ``model``; ``features`` (from the evaluation data) enables the input-drift metrics."""
         self.model = model
+        self.features = features
+        self.metrics.features = features
         self.batcher = Batcher(
             asyncio.get_running_loop(),
             self._predict_rows,
@@ -87,8 +92,19 @@ class App:
         self.metrics.ready = True
 
     def _predict_rows(self, rows: Rows) -> list[Any]:
+        """In the predict worker thread: one batch through the model, then its inputs into the histograms."""
         assert self.model is not None
-        return self.model.predict(self.schema.to_array(rows))
+        batch = self.schema.to_array(rows)
+        features = self.features
+        if features is None:
+            return self.model.predict(batch)
+        try:
+            values = features.take(batch)
+        except (TypeError, ValueError):  # not numbers after all: the model will say so, or succeed uncounted
+            values = None
+        predictions = self.model.predict(batch)
+        features.observe(values)  # only batches the model predicted are counted
+        return predictions
 
     def _observe_batch(self, rows: int, seconds: float) -> None:
         self.metrics.batch.observe(rows)

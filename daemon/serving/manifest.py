@@ -39,6 +39,8 @@ class ServingManifest:
     """True trusts the file entirely; a tuple names the only extra types skops may load (a reviewed list)."""
     inputs: tuple[Column, ...]
     outputs: tuple[Column, ...]
+    evaluation_data: str | None = None
+    """``[evaluation] data``: a CSV file in the model directory, the reference for input-drift metrics."""
 
 
 def _columns(raw: Any, where: str, limit: int) -> tuple[Column, ...]:
@@ -103,7 +105,11 @@ def parse_manifest(data: bytes) -> ServingManifest:
         raise ManifestError(f"{MANIFEST_FILE}: [signature] must be a table")
     inputs = _columns(sig.get("inputs"), "signature.inputs", MAX_INPUTS)
     outputs = _columns(sig.get("outputs"), "signature.outputs", 1_000)
-    return ServingManifest(str(name), str(flavor), model_file, trusted, inputs, outputs)
+    evaluation = raw.get("evaluation")
+    data_file = evaluation.get("data") if isinstance(evaluation, dict) else None
+    # Lenient on purpose: the registry validates [evaluation] at push time; here it only enables drift metrics.
+    evaluation_data = data_file if isinstance(data_file, str) and data_file else None
+    return ServingManifest(str(name), str(flavor), model_file, trusted, inputs, outputs, evaluation_data)
 
 
 def read_manifest(model_dir: Path) -> ServingManifest:
@@ -116,12 +122,12 @@ def read_manifest(model_dir: Path) -> ServingManifest:
     return parse_manifest(data)
 
 
-def resolve_inside(model_dir: Path, rel: str) -> Path:
+def resolve_inside(model_dir: Path, rel: str, what: str = "model_file") -> Path:
     """``model_dir / rel``, refusing absolute paths and anything that leaves the directory."""
     if not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel:
-        raise ManifestError(f"{MANIFEST_FILE}: model_file must be a relative path inside the model directory")
+        raise ManifestError(f"{MANIFEST_FILE}: {what} must be a relative path inside the model directory")
     root = model_dir.resolve()
     path = (root / rel).resolve()
     if path != root and root not in path.parents:
-        raise ManifestError(f"{MANIFEST_FILE}: model_file {rel!r:.80} leaves the model directory")
+        raise ManifestError(f"{MANIFEST_FILE}: {what} {rel!r:.80} leaves the model directory")
     return path

@@ -9,12 +9,18 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 MAX_CLASSES = 50
 OTHER = "other"
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10000)
+
+
+class FeatureSource(Protocol):
+    """Renders more metric families (the input-drift histograms of ``drift.py``)."""
+
+    def render(self) -> list[str]: ...
 
 
 def label_key(v: Any) -> str | None:
@@ -79,15 +85,23 @@ class Histogram:
         self.count += 1
 
     def render(self, name: str, labels: str) -> Iterable[str]:
-        sep = "," if labels else ""
-        cum = 0
-        for bound, c in zip(self.bounds, self.counts, strict=False):
-            cum += c
-            yield f'{name}_bucket{{{labels}{sep}le="{fmt(bound)}"}} {cum}'
-        yield f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}'
-        braces = f"{{{labels}}}" if labels else ""
-        yield f"{name}_sum{braces} {fmt(self.sum)}"
-        yield f"{name}_count{braces} {self.count}"
+        return render_histogram(name, labels, self.bounds, self.counts, self.sum, self.count)
+
+
+def render_histogram(
+    name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], total: float, count: int
+) -> Iterable[str]:
+    """The ``_bucket``/``_sum``/``_count`` lines of one histogram; ``counts[i]`` is the number of values in
+    ``(bounds[i-1], bounds[i]]`` (not cumulative), ``count`` all of them (the ``+Inf`` bucket)."""
+    sep = "," if labels else ""
+    cum = 0
+    for bound, c in zip(bounds, counts, strict=False):
+        cum += c
+        yield f'{name}_bucket{{{labels}{sep}le="{fmt(bound)}"}} {cum}'
+    yield f'{name}_bucket{{{labels}{sep}le="+Inf"}} {count}'
+    braces = f"{{{labels}}}" if labels else ""
+    yield f"{name}_sum{braces} {fmt(total)}"
+    yield f"{name}_count{braces} {count}"
 
 
 class Metrics:
@@ -104,6 +118,8 @@ class Metrics:
         self.predicted_label = Bounded()
         self.actual_label = Bounded()
         self._class_cache: dict[Any, str | None] = {}
+        self.features: FeatureSource | None = None
+        """Input-drift histograms (set once the evaluation data is read; None: no feature metrics)."""
         self.ready = False
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -178,4 +194,6 @@ class Metrics:
             "# TYPE modeltui_feedback_unclassified_total counter",
             f"modeltui_feedback_unclassified_total {self.feedback_unlabelled}",
         ]
+        if self.features is not None:
+            out.extend(self.features.render())
         return ("\n".join(out) + "\n").encode()
