@@ -59,7 +59,33 @@ HTTP API (bodies are JSON, ``Content-Length`` required; chunked request bodies g
   counts as unknown.
 * ``GET /health`` → 200 ``{"status": "ok", "ready": true, ...}`` once the model is loaded, else 503;
   ``GET /health/live`` (and MLflow's ``GET /ping`` once ready) → 200.
-* ``GET /metrics`` → Prometheus text format 0.0.4.
+* ``GET /metrics`` → Prometheus text format 0.0.4 (below).
+
+Metrics (labels are bounded: at most 50 classes per label, then ``other``; at most 100 features):
+
+* ``modeltui_model_info{name,version,flavor}``, ``modeltui_model_ready`` (gauges);
+  ``modeltui_requests_total{endpoint,status}``; ``modeltui_request_duration_seconds{endpoint}``,
+  ``modeltui_batch_size`` and ``modeltui_predict_duration_seconds`` (histograms);
+  ``modeltui_predictions_total{class}``; ``modeltui_feedback_total{predicted,actual}`` (the confusion
+  matrix), ``modeltui_feedback_unknown_total``, ``modeltui_feedback_unclassified_total``.
+* Input drift, only when the manifest names evaluation data (``[evaluation] data = "FILE.csv"``, a CSV with
+  a header, in the model directory) and the file is usable. At load time, for each numeric input
+  (double/float/long/integer; the first 100 in signature order) that is a column of the file, the bucket
+  bounds are the distinct deciles of that column (``np.quantile`` at 0.1 … 0.9 over its finite values;
+  empty, ``NaN``, ``null`` and non-numeric cells are left out; the first 100,000 rows are read). The
+  reference is derived from the version's immutable files, so every instance of a version has the same.
+
+  - ``modeltui_feature_value{feature}`` (histogram): the live values of every predicted row, ``le`` = the
+    bounds and ``+Inf``, with ``_sum`` and ``_count`` (non-missing values). Counted per batch with numpy
+    in the predict thread after a successful predict: rows the model rejected are not counted.
+  - ``modeltui_feature_reference_ratio{feature,bound}`` (gauge): the share of the evaluation data's values
+    at or below each bound (``bound`` takes exactly the histogram's ``le`` values, ``+Inf`` → 1; the label
+    is not called ``le`` because Prometheus reserves ``le`` for histograms). PSI / Kolmogorov–Smirnov
+    drift compare the histogram's bucket shares with it.
+  - ``modeltui_feature_missing_total{feature}`` (counter): live values that were missing (null/NaN).
+
+  Without evaluation data (or when it cannot be read: a line on stderr says why) none of these three
+  families is exposed; everything else is unchanged.
 
 Input errors get 400 (malformed JSON, wrong shape) or 422 (wrong column or value type, too many rows)
 with ``{"error": "...", "message": "..."}`` naming the row and column.
