@@ -19,7 +19,10 @@ from typing import Any
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
-from daemon.handlers import Handlers
+from daemon.handlers import Handlers, attach_monitor
+from daemon.monitor.scheduler import MonitorScheduler
+from daemon.monitor.service import Monitor, deployment_targets
+from daemon.monitor.store import MonitorStore
 from daemon.server import EventHub, Server, acquire_lock
 from daemon.settings import Settings
 from daemon.versions import Registry
@@ -62,6 +65,7 @@ class DaemonApp:
         self.server: Server | None = None
         self.handlers: Handlers | None = None
         self.deployments: DeploymentManager | None = None
+        self.monitor: MonitorScheduler | None = None
         self._lock_fds: list[int] = []
 
     def request_stop(self) -> None:
@@ -110,7 +114,13 @@ class DaemonApp:
             socket_mode=0o600 if s.mode == "user" else 0o660,
             max_clients=s.max_clients,
         )
+        monitor_store = await asyncio.to_thread(MonitorStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
+        deployments = self.deployments
+        monitor = Monitor(s.monitor, monitor_store, lambda: deployment_targets(deployments))
+        attach_monitor(handlers, monitor)
+        self.monitor = MonitorScheduler(monitor)
         await self.deployments.start()
+        self.monitor.start()  # after the deployment manager: its instances are the targets
         await self.server.start()
         log.info("modeltuid %d serving on %s (state in %s)", os.getpid(), s.socket, s.state_dir)
 
@@ -118,6 +128,9 @@ class DaemonApp:
         log.info("shutting down")
         if self.server is not None:
             await self.server.stop()
+        if self.monitor is not None:  # before the deployment manager it scrapes
+            await self.monitor.shutdown()
+            await asyncio.to_thread(self.monitor.monitor.store.close)
         if self.deployments is not None:
             await self.deployments.close()  # deployments keep running: the next daemon adopts them
         if self.handlers is not None:

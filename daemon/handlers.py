@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -17,9 +18,10 @@ from pydantic import BaseModel
 
 from daemon import __version__
 from daemon.deploy.manager import DeploymentManager
+from daemon.monitor.service import Monitor
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
-from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.errors import ErrorCode, ProtocolError, not_found
 from daemon.protocol.events import LogEvent, RegistryEvent
 from daemon.protocol.frames import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from daemon.protocol.names import parse_ref
@@ -304,3 +306,22 @@ class Handlers:
         if req.follow:
             ctx.subscribe({LogEvent(deployment=req.name, lines=[]).route})
         return await self.deployments.logs(req)
+
+
+# -- monitoring ----------------------------------------------------------------------------------------------
+#: The monitor serving each Handlers (set by the composition root; absent: monitoring is not running).
+_MONITORS: weakref.WeakKeyDictionary[Handlers, Monitor] = weakref.WeakKeyDictionary()
+
+
+def attach_monitor(handlers: Handlers, monitor: Monitor) -> None:
+    _MONITORS[handlers] = monitor
+
+
+@handles(q.MetricsRequest)
+async def metrics_get(self: Handlers, req: q.MetricsRequest, ctx: Context) -> r.DeploymentMetrics:
+    monitor = _MONITORS.get(self)
+    if monitor is None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "monitoring is not running in this daemon")
+    if req.name not in self.deployments.supervisors and not await asyncio.to_thread(monitor.known, req.name):
+        raise not_found(f"no deployment named {req.name!r}")
+    return await asyncio.to_thread(monitor.metrics, req.name, req.window_seconds)

@@ -63,11 +63,29 @@ class DockerSection(_Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0  # per engine API call (not builds)
 
 
+class MonitorSection(_Section):
+    """Scraping deployments' ``/metrics``, keeping samples and rollups (see docs/monitoring.md)."""
+
+    scrape_interval_seconds: Annotated[float, Field(ge=0.2, le=3600)] = 15.0
+    #: per target; never more than the interval (like Prometheus' scrape_timeout)
+    scrape_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    scrape_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
+    raw_retention_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
+    #: 1-minute rollups; 1-hour rollups are kept for ``rollup_retention_days``
+    minute_rollup_retention_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 48.0
+    rollup_retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+
+    @property
+    def timeout_seconds(self) -> float:
+        return min(self.scrape_timeout_seconds, self.scrape_interval_seconds)
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
     docker: DockerSection = Field(default_factory=DockerSection)
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
 
 
 class Settings(BaseModel):
@@ -85,6 +103,7 @@ class Settings(BaseModel):
     gc_grace_seconds: int
     deploy: DeploySection = Field(default_factory=DeploySection)
     docker: DockerSection = Field(default_factory=DockerSection)
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
 
     @property
     def log_file(self) -> Path:
@@ -156,6 +175,7 @@ def load_settings(
         busy_timeout_seconds=parsed.store.busy_timeout_seconds,
         gc_grace_seconds=parsed.store.gc_grace_seconds,
         deploy=parsed.deploy,
+        monitor=parsed.monitor,
         docker=parsed.docker.model_copy(
             update={"host": env.get("DOCKER_HOST") or parsed.docker.host}
             | ({"registry": env["MODELTUI_DOCKER_REGISTRY"]} if "MODELTUI_DOCKER_REGISTRY" in env else {})

@@ -460,3 +460,4 @@ def entry() -> None:
 
 from . import deploy_cli as _deploy_cli  # noqa: E402,F401  (registers the deployment commands on `main`)
 from . import feedback_cli as _feedback_cli  # noqa: E402,F401  (registers `feedback` on `main`)
+from . import monitor_cli as _monitor_cli  # noqa: E402,F401  (registers the monitoring commands on `main`)

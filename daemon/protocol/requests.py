@@ -271,6 +271,14 @@ class Logs(_Request):
     follow: bool = False
 
 
+class MetricsRequest(_Request):
+    """Derived metrics of a deployment over the last ``window_seconds`` (60 s to 30 days)."""
+
+    op: Literal["metrics.get"] = "metrics.get"
+    name: DeploymentName
+    window_seconds: Annotated[int, Field(ge=60, le=30 * 86_400)] = 3600
+
+
 Request = Annotated[
     Ping
     | DaemonStatusRequest
@@ -299,7 +307,8 @@ Request = Annotated[
     | ListDeployments
     | GetDeployment
     | RestartDeployment
-    | Logs,
+    | Logs
+    | MetricsRequest,
     Field(discriminator="op"),
 ]
 
@@ -334,6 +343,7 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     GetDeployment: r.DeploymentDetail,
     RestartDeployment: r.DeploymentDetail,
     Logs: r.LogLines,
+    MetricsRequest: r.DeploymentMetrics,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).

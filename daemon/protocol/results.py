@@ -251,3 +251,51 @@ class LogLines(Result):
     deployment: str
     lines: list[str]
     truncated: bool = Field(default=False, description="older lines exist beyond the tail asked for")
+
+
+class ClassMetrics(Result):
+    precision: float
+    recall: float
+    f1: float
+    support: float = Field(description="labelled predictions whose actual class is this one")
+
+
+class FeatureDrift(Result):
+    psi: float = Field(description="population stability index against the reference (> 0.2: shifted)")
+    ks: float = Field(description="largest gap between the live and reference cumulative shares at the bin edges")
+    count: float = Field(description="live observations of the feature in the window")
+
+
+class MetricsPoint(Result):
+    t: datetime = Field(description="start of the step")
+    request_rate: float
+    p95_seconds: float | None
+    f1: float | None
+
+
+class DeploymentMetrics(Result):
+    """Derived metrics of one deployment over a window ending now (see docs/monitoring.md)."""
+
+    deployment: str
+    window_seconds: int
+    start: datetime
+    end: datetime
+    up: bool | None = Field(description="whether the last scrape succeeded (None: never scraped)")
+    last_scrape: datetime | None
+    scrape_error: str = ""
+    requests: float
+    request_rate: float = Field(description="model requests (/predict, /invocations) per second")
+    error_rate: float | None = Field(description="share of model requests with status >= 500")
+    client_error_rate: float | None = Field(description="share of model requests with status 4xx")
+    latency_p50_seconds: float | None
+    latency_p95_seconds: float | None
+    latency_p99_seconds: float | None
+    labelled: float = Field(description="predictions with feedback in the window")
+    accuracy: float | None
+    precision: float | None = Field(description="macro average over classes")
+    recall: float | None
+    f1: float | None
+    per_class: dict[str, ClassMetrics] = Field(default_factory=dict)
+    drift: dict[str, FeatureDrift] = Field(default_factory=dict)
+    step_seconds: int
+    points: list[MetricsPoint] = Field(default_factory=list)

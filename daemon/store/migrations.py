@@ -158,10 +158,51 @@ def v4_deployments(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V5_MONITOR = """
+CREATE TABLE monitor_series (
+    id INTEGER NOT NULL PRIMARY KEY,
+    deployment VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    labels JSON NOT NULL,
+    CONSTRAINT uq_monitor_series UNIQUE (deployment, metric, labels)
+);
+CREATE TABLE monitor_samples (
+    series_id INTEGER NOT NULL REFERENCES monitor_series (id) ON DELETE CASCADE,
+    t FLOAT NOT NULL,
+    value FLOAT NOT NULL,
+    PRIMARY KEY (series_id, t)
+) WITHOUT ROWID;
+CREATE TABLE monitor_rollups (
+    series_id INTEGER NOT NULL REFERENCES monitor_series (id) ON DELETE CASCADE,
+    resolution INTEGER NOT NULL,
+    t FLOAT NOT NULL,
+    value FLOAT NOT NULL,
+    PRIMARY KEY (series_id, resolution, t)
+) WITHOUT ROWID;
+CREATE TABLE monitor_targets (
+    deployment VARCHAR NOT NULL PRIMARY KEY,
+    instance VARCHAR,
+    started_at FLOAT,
+    up BOOLEAN NOT NULL,
+    last_scrape FLOAT NOT NULL,
+    last_success FLOAT,
+    error VARCHAR NOT NULL,
+    duration FLOAT NOT NULL
+);
+"""
+
+
+def v5_monitor(conn: Connection) -> None:
+    """Monitoring: series (deployment, metric, labels), their raw samples and rollups (clustered by series
+    and time: ``WITHOUT ROWID``), and the last scrape of each target."""
+    for statement in _statements(V5_MONITOR):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children, v3_inline_blobs, v4_deployments]
+MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children, v3_inline_blobs, v4_deployments, v5_monitor]
 
 
 def schema_version(conn: Connection) -> int:

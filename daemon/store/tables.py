@@ -185,3 +185,53 @@ class DeploymentEventRow(SQLModel, table=True):
     kind: str
     version: int | None = None
     message: str = ""
+
+
+class MonitorSeriesRow(SQLModel, table=True):
+    """One scraped series: a deployment's metric with its labels (JSON, sorted keys)."""
+
+    __tablename__ = "monitor_series"
+    __table_args__ = (UniqueConstraint("deployment", "metric", "labels", name="uq_monitor_series"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    metric: str
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+
+
+class MonitorSampleRow(SQLModel, table=True):
+    """A raw sample (stored when the value changed); ``t`` is seconds since the epoch."""
+
+    __tablename__ = "monitor_samples"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    series_id: int = Field(foreign_key="monitor_series.id", ondelete="CASCADE", primary_key=True)
+    t: float = Field(primary_key=True)
+    value: float
+
+
+class MonitorRollupRow(SQLModel, table=True):
+    """A series over ``resolution`` seconds from ``t``: a counter's increase, or a gauge's last value."""
+
+    __tablename__ = "monitor_rollups"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    series_id: int = Field(foreign_key="monitor_series.id", ondelete="CASCADE", primary_key=True)
+    resolution: int = Field(primary_key=True)
+    t: float = Field(primary_key=True)
+    value: float
+
+
+class MonitorTargetRow(SQLModel, table=True):
+    """The last scrape of a deployment: which instance, whether it answered, when, and why not."""
+
+    __tablename__ = "monitor_targets"
+
+    deployment: str = Field(primary_key=True)
+    instance: str | None = None
+    started_at: float | None = None
+    up: bool
+    last_scrape: float
+    last_success: float | None = None
+    error: str = ""
+    duration: float = 0.0

@@ -57,6 +57,7 @@ REQUESTS: list[BaseModel] = [
     q.GetDeployment(name="churn-prod", events=5),
     q.RestartDeployment(name="churn-prod"),
     q.Logs(name="churn-prod", tail=10, follow=True),
+    q.MetricsRequest(name="churn-prod", window_seconds=900),
 ]
 INSTANCE = deploy.InstanceInfo(id="ab12", version=2, key="123:456", admin_url="http://127.0.0.1:4000",
                                started_at=NOW)
@@ -97,6 +98,14 @@ RESULTS: list[r.Result] = [
                                                                                 message="pid 123")]),
     r.DeploymentList(items=[DEPLOYMENT]),
     r.LogLines(deployment="churn-prod", lines=["a", "b"], truncated=True),
+    r.DeploymentMetrics(
+        deployment="churn-prod", window_seconds=900, start=NOW, end=NOW, up=True, last_scrape=NOW, scrape_error="",
+        requests=120.0, request_rate=0.13, error_rate=0.01, client_error_rate=0.0, latency_p50_seconds=0.001,
+        latency_p95_seconds=0.004, latency_p99_seconds=None, labelled=10.0, accuracy=0.9, precision=0.85,
+        recall=0.8, f1=0.82, per_class={"1": r.ClassMetrics(precision=0.9, recall=0.8, f1=0.85, support=5.0)},
+        drift={"x": r.FeatureDrift(psi=0.3, ks=0.2, count=100.0)}, step_seconds=60,
+        points=[r.MetricsPoint(t=NOW, request_rate=0.1, p95_seconds=0.004, f1=None)],
+    ),
 ]
 
 EVENTS: list[BaseModel] = [

@@ -1,0 +1,135 @@
+"""Fetch ``GET /metrics`` from every target with bounded concurrency and a per-target timeout.
+
+A target that refuses, times out, answers with a status other than 200 or serves text the Prometheus parser
+rejects is recorded as down (``up`` = 0) with the reason; it never affects the other targets. Parsing runs
+in a thread (the parser is pure Python), keeping only the sample names derivation needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .derive import KEPT, Labels
+from .store import ScrapeResult
+
+log = logging.getLogger("modeltuid.monitor")
+
+#: An exposition larger than this is refused (a runtime's is a few KiB; labels are bounded).
+MAX_BODY = 8 << 20
+DEFAULT_CONCURRENCY = 64
+DEFAULT_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Target:
+    deployment: str
+    host: str
+    port: int | None  # None: the deployment has no running instance (recorded as down)
+    instance: str | None = None
+    started_at: float | None = None
+
+
+class ScrapeError(Exception):
+    pass
+
+
+async def fetch(host: str, port: int, path: str = "/metrics") -> str:
+    """One HTTP/1.1 GET with ``Connection: close``; the body as text (status 200 only)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+                     .encode())  # fmt: skip
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise ScrapeError(f"not an HTTP response: {status_line[:60]!r}")
+        if parts[1] != "200":
+            raise ScrapeError(f"HTTP {parts[1]}")
+        headers = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            raise ScrapeError("chunked responses are not supported")
+        length = headers.get("content-length")
+        if length is not None:
+            n = int(length)
+            if n > MAX_BODY:
+                raise ScrapeError(f"exposition too large ({n} bytes)")
+            body = await reader.readexactly(n)
+        else:
+            body = await reader.read(MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                raise ScrapeError("exposition too large")
+        return body.decode("utf-8")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def parse(text: str) -> list[tuple[str, Labels, float]]:
+    """The kept samples of an exposition; raises ValueError on text that is not the Prometheus format."""
+    out: list[tuple[str, Labels, float]] = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in KEPT and math.isfinite(s.value):
+                out.append((s.name, tuple(sorted(s.labels.items())), float(s.value)))
+    return out
+
+
+async def scrape_one(target: Target, timeout_s: float) -> ScrapeResult:
+    started = time.monotonic()
+
+    def result(up: bool, error: str = "", samples: list[tuple[str, Labels, float]] | None = None) -> ScrapeResult:
+        return ScrapeResult(
+            deployment=target.deployment,
+            instance=target.instance,
+            started_at=target.started_at,
+            up=up,
+            error=error,
+            duration=time.monotonic() - started,
+            samples=samples or [],
+        )
+
+    if target.port is None:
+        return result(False, "no running instance")
+    try:
+        async with asyncio.timeout(timeout_s):
+            text = await fetch(target.host, target.port)
+            samples = await asyncio.to_thread(parse, text)
+    except TimeoutError:
+        return result(False, f"no answer within {timeout_s:g} s")
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, UnicodeDecodeError) as exc:
+        return result(False, f"{type(exc).__name__}: {exc}"[:300])
+    except (ScrapeError, ValueError, KeyError, IndexError, TypeError) as exc:  # the parser's ways of failing
+        return result(False, f"unparseable metrics: {exc}"[:300])
+    return result(True, samples=samples)
+
+
+async def scrape_all(
+    targets: Sequence[Target], *, concurrency: int = DEFAULT_CONCURRENCY, timeout_s: float = DEFAULT_TIMEOUT
+) -> list[ScrapeResult]:
+    """Scrape every target, at most ``concurrency`` at a time; one result per target, in order."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(t: Target) -> ScrapeResult:
+        async with sem:
+            try:
+                return await scrape_one(t, timeout_s)
+            except Exception as exc:  # never let one target break the cycle
+                log.exception("scraping %s failed", t.deployment)
+                return ScrapeResult(t.deployment, t.instance, t.started_at, False, f"internal error: {exc}"[:300])
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
