@@ -113,7 +113,9 @@ async def scrape_one(target: Target, timeout_s: float) -> ScrapeResult:
         return result(False, f"no answer within {timeout_s:g} s")
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, UnicodeDecodeError) as exc:
         return result(False, f"{type(exc).__name__}: {exc}"[:300])
-    except (ScrapeError, ValueError, KeyError, IndexError, TypeError) as exc:  # the parser's ways of failing
+    except ScrapeError as exc:
+        return result(False, str(exc))
+    except (ValueError, KeyError, IndexError, TypeError) as exc:  # the parser's ways of failing
         return result(False, f"unparseable metrics: {exc}"[:300])
     return result(True, samples=samples)
 
