@@ -161,7 +161,7 @@ def test_drift_absent_without_reference_or_live_data() -> None:
     data = _feature_window(np.zeros(10), np.zeros(10))
     no_ref = WindowData(counters=data.counters)
     assert summarize(no_ref, 60).drift == {}
-    empty = WindowData(counters={k: 0.0 for k in data.counters}, gauges=data.gauges)
+    empty = WindowData(counters=dict.fromkeys(data.counters, 0.0), gauges=data.gauges)
     assert summarize(empty, 60).drift == {}
 
 

@@ -84,7 +84,8 @@ async def test_good_stored_others_down_within_the_timeout(servers: dict[str, int
     assert elapsed < 0.5 + 0.4  # the silent target costs the timeout, not more
     assert (report.targets, report.up) == (4, 1)
     states = {name: store.target(name) for name in ("good", "garbage", "silent", "stopped")}
-    assert states["good"] is not None and states["good"].up
+    assert states["good"] is not None
+    assert states["good"].up
     for name in ("garbage", "silent", "stopped"):
         st = states[name]
         assert st is not None
