@@ -12,7 +12,7 @@ last value. Everything else is computed from those increases:
 - accuracy and per-class / macro precision, recall and F1 from ``modeltui_feedback_total{predicted,actual}``
   increases (a confusion matrix), matching scikit-learn with ``zero_division=0``;
 - drift per feature: PSI and KS between ``modeltui_feature_value_bucket{feature,le}`` increases and the
-  reference cumulative proportions ``modeltui_feature_reference_ratio{feature,le}``.
+  reference cumulative proportions ``modeltui_feature_reference_ratio{feature,bound}``.
 """
 
 from __future__ import annotations
@@ -294,9 +294,11 @@ def summarize(data: WindowData, seconds: float) -> Summary:
     reference: dict[str, dict[float, float]] = defaultdict(dict)
     for (metric, labels), value in data.gauges.items():
         lab = dict(labels)
-        if metric == FEATURE_REFERENCE and "feature" in lab and "le" in lab:
+        # The runtime labels the reference's edges ``bound`` (Prometheus reserves ``le`` for histograms).
+        edge = lab.get("bound", lab.get("le"))
+        if metric == FEATURE_REFERENCE and "feature" in lab and edge is not None:
             try:
-                reference[lab["feature"]][_le(lab["le"])] = value
+                reference[lab["feature"]][_le(edge)] = value
             except ValueError:
                 continue
     drifts: dict[str, Drift] = {}

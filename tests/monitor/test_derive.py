@@ -134,14 +134,14 @@ def test_latency_and_rates_from_counter_deltas() -> None:
 
 
 def _feature_window(sample: np.ndarray, reference: np.ndarray) -> WindowData:
+    """As the runtime exposes them: histogram buckets by ``le``, reference shares by ``bound``."""
     data = WindowData()
     finite = EDGES[:-1]
     for le in EDGES:
         text = "+Inf" if math.isinf(le) else repr(le)
-        labels = labels_of({"feature": "x", "le": text})
-        data.counters[(FEATURE_BUCKET, labels)] = float(np.sum(sample <= le))
+        data.counters[(FEATURE_BUCKET, labels_of({"feature": "x", "le": text}))] = float(np.sum(sample <= le))
         ref_share = float(np.mean(reference <= le)) if le in finite else 1.0
-        data.gauges[(FEATURE_REFERENCE, labels)] = ref_share
+        data.gauges[(FEATURE_REFERENCE, labels_of({"feature": "x", "bound": text}))] = ref_share
     return data
 
 
