@@ -332,12 +332,17 @@ class DockerBackend:
     # -- wait / stop ---------------------------------------------------------------------------------------
 
     async def wait(self, instance: Instance) -> int | None:
-        return await asyncio.to_thread(self._wait, instance.key)
+        cancelled = threading.Event()
+        try:
+            return await asyncio.to_thread(self._wait, instance.key, cancelled)
+        finally:  # a cancelled wait must not keep its thread until the container exits
+            cancelled.set()
 
-    def _wait(self, cid: str) -> int | None:
+    def _wait(self, cid: str, cancelled: threading.Event) -> int | None:
         """Block until the container exits. Each wait is one short request; if the engine goes away (a
-        restart), poll every second until it answers again, then wait again."""
-        while not self._closed.is_set():
+        restart), poll every second until it answers again, then wait again. Ends early when the backend
+        closes or the awaiting coroutine was cancelled."""
+        while not self._closed.is_set() and not cancelled.is_set():
             try:
                 self._probe()
                 result = self._api().wait(cid, timeout=self.settings.timeout_seconds)
@@ -350,7 +355,7 @@ class DockerBackend:
                 return None
             except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
                 log.warning("waiting for container %s: %s; retrying until the engine answers", cid[:12], exc)
-                self._closed.wait(1.0)
+                cancelled.wait(1.0)
         return None
 
     async def stop(self, instance: Instance, grace: float = 10.0) -> None:

@@ -45,6 +45,18 @@ MAINTENANCE_INTERVAL = 10.0
 Command = tuple[Literal["rollout", "restart", "stop"], int | None]
 
 
+def _reason(exc: Exception) -> str:
+    """Why a start failed, for the operator; unexpected errors also go to the daemon log with a traceback."""
+    if isinstance(exc, ProtocolError):
+        return exc.message
+    if isinstance(exc, LaunchError | BackendError):
+        return str(exc)
+    log.error("starting an instance failed unexpectedly", exc_info=exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return f"internal error ({type(exc).__name__}); see the daemon log"
+
+
 class LaunchError(Exception):
     """An instance did not become healthy; the message says why (exit status, last log line, timeout)."""
 
@@ -188,12 +200,12 @@ class Supervisor:
         started = time.monotonic()
         try:
             inst = await self._launch(version)
-        except (LaunchError, BackendError, ProtocolError) as exc:
+        except Exception as exc:
             self.unavailable = isinstance(exc, BackendUnavailable)
             self.current = None
             self.rec.instance = None
             self._note_short_run(time.monotonic() - started)
-            text = exc.message if isinstance(exc, ProtocolError) else str(exc)
+            text = _reason(exc)
             looping = self.short_runs >= self.m.settings.deploy.crashloop_restarts
             self.rec.state = "failed" if fresh else "crashloop" if looping else "degraded"
             await self._changed(event="failed", message=f"version {version} did not start: {text}")
@@ -229,8 +241,13 @@ class Supervisor:
         if self.fresh and self.rec.version is not None:
             ok = await self._start_current(self.rec.version, reason="deployed", fresh=True)
             self.first_start.set_result(None if ok else self.rec.message)
-            if not ok:
-                return  # never ran: nothing to restart; `restart` or `undeploy` decide
+            while not ok:  # never ran: nothing to restart on its own; a restart, a rollout or undeploy decide
+                kind, version = await self.commands.get()
+                if kind == "stop":
+                    return
+                target = version or self.rec.version
+                if target is not None:
+                    ok = await self._start_current(target, reason="started", fresh=True)
         elif self.current is not None:
             self.first_start.set_result(None)
             self.rec.state, self.rec.health = "running", "unknown"
@@ -335,8 +352,8 @@ class Supervisor:
         )
         try:
             new = await self._launch(version)
-        except (LaunchError, BackendError, ProtocolError) as exc:
-            text = exc.message if isinstance(exc, ProtocolError) else str(exc)
+        except Exception as exc:
+            text = _reason(exc)
             self.rollout_to = None
             await self._changed(
                 kind="rollout",
@@ -508,6 +525,9 @@ class DeploymentManager:
             await sup.backend.stop(sup.current, self.settings.deploy.stop_grace_seconds)
         self.supervisors.pop(sup.rec.name, None)
         await asyncio.to_thread(self.registry.deployments.delete, sup.rec.name)
+        remove_logs = getattr(sup.backend, "remove_logs", None)
+        if remove_logs is not None:  # a later deployment of the same name starts a fresh log
+            await asyncio.to_thread(remove_logs, sup.rec.name)
         self.publish(DeploymentEvent(kind="removed", deployment=sup.rec.name, state="stopped", version=sup.rec.version))
 
     async def undeploy(self, name: str) -> r.DeploymentDetail:
@@ -519,8 +539,8 @@ class DeploymentManager:
 
     async def restart(self, name: str) -> r.DeploymentDetail:
         sup = self._get(name)
-        if sup.task is None or sup.task.done():  # a deployment that never started: supervise it again
-            sup = self._supervise(sup.rec, None, fresh=True)
+        if sup.task is None or sup.task.done():  # its supervisor died: a new one takes over what still runs
+            sup = self._supervise(sup.rec, sup.current, fresh=sup.current is None)
             return await self._detail(sup)
         await sup.commands.put(("restart", None))
         return await self._detail(sup)

@@ -304,7 +304,10 @@ class ProcessBackend:
             label = _arg(argv, "--instance")
             if not label or not label.startswith(prefix) or "daemon.serving" not in argv:
                 continue
-            _, deployment, instance_id = label.split("/", 2)
+            parts = label.split("/")
+            if len(parts) != 3:
+                continue
+            _, deployment, instance_id = parts
             pid = int(entry.name)
             ticks = _start_ticks(pid)
             try:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ class Zygote:
         self, argv: list[str], env: dict[str, str], log_path: Path, record: Path, label: dict[str, Any]
     ) -> tuple[int, int] | None:
         """Fork a serving process; None when the zygote cannot (the caller spawns cold)."""
-        if self.ready is None or not await self.ready or self.proc is None or self.proc.stdin is None:
+        ready = self.ready is not None and self.ready.done() and self.ready.result()  # not ready: start cold now
+        if not ready or self.proc is None or self.proc.stdin is None:
             return None
         self._next_id += 1
         req_id = self._next_id
@@ -97,17 +99,28 @@ class Zygote:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             async with asyncio.timeout(SPAWN_TIMEOUT):
                 await self.proc.stdin.drain()
-                answer = await fut
-        except (OSError, RuntimeError, TimeoutError) as exc:
+                answer = await asyncio.shield(fut)
+        except (OSError, RuntimeError, TimeoutError, asyncio.CancelledError) as exc:
+            # The zygote may still fork: whatever it forks for this request is killed when it answers.
+            fut.add_done_callback(self._kill_late_child)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             log.warning("zygote spawn failed: %s", exc)
             return None
-        finally:
-            self._pending.pop(req_id, None)
         if "error" in answer:
             log.warning("zygote could not fork: %s", answer["error"])
             return None
-        self.forked.add(int(answer["pid"]))
-        return int(answer["pid"]), int(answer["ticks"])
+        pid = int(answer["pid"])
+        self.exits.pop(pid, None)  # a status left from an earlier process with this pid
+        self.forked.add(pid)
+        return pid, int(answer["ticks"])
+
+    def _kill_late_child(self, fut: asyncio.Future[dict[str, Any]]) -> None:
+        if fut.cancelled() or fut.exception() is not None or "pid" not in fut.result():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(fut.result()["pid"]), signal.SIGKILL)
+        log.warning("killed process %s: the zygote forked it after its request was given up", fut.result()["pid"])
 
     async def close(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -121,13 +121,15 @@ class Connection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.since = 0.0  # when the partial request (or idleness) started, loop time
+        self.born = 0.0
+        self.served = 0
 
     # ---- asyncio callbacks ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.since = self.server.now()
+        self.since = self.born = self.server.now()
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -236,8 +238,11 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self.server.record(req, status, time.perf_counter() - req.t0)
         self.busy = False
+        self.served += 1
         if self.closed or self.transport is None:
             return
+        if self.server.stopping:
+            req.close = True  # stopping: the client opens its next connection to another instance
         if req.close:
             conn = _CLOSE
         elif req.http10:
@@ -327,6 +332,10 @@ def bind_shared(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: How long a stopping server waits for the first request of a connection it has just accepted.
+FRESH_GRACE = 0.3
+
+
 class HttpServer:
     def __init__(
         self,
@@ -345,6 +354,7 @@ class HttpServer:
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.connections: set[Connection] = set()
+        self.stopping = False
         self._server: asyncio.Server | None = None
         self._public: asyncio.Server | None = None
         self._sweeper: asyncio.Task[Any] | None = None
@@ -376,12 +386,21 @@ class HttpServer:
                 conn.sweep(now)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let requests in flight finish (bounded), then close every connection."""
+        """Stop accepting, let requests in flight finish (bounded), then close every connection.
+
+        A connection accepted just before the listener closed usually has its request on the way: it gets a
+        moment (FRESH_GRACE) to arrive and is answered with ``Connection: close``, like every response
+        from now on, so clients move to another instance instead of meeting a reset."""
+        self.stopping = True
         for server in (self._public, self._server):
             if server is not None:
                 server.close()
         deadline = time.monotonic() + grace
-        while any(c.busy for c in self.connections) and time.monotonic() < deadline:  # noqa: ASYNC110
+
+        def waiting(c: Connection, now: float) -> bool:
+            return c.busy or bool(c.buf) or (c.served == 0 and now - c.born < FRESH_GRACE)
+
+        while any(waiting(c, self.now()) for c in self.connections) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.close()

@@ -23,6 +23,15 @@ Predict = Callable[[npt.NDArray[Any]], Any]
 PROBE_ROWS = 512
 
 
+def _leaf_values_are_fractions() -> bool:
+    """scikit-learn 1.4 made classifier trees store class fractions in ``tree_.value`` and stopped
+    normalising them in ``predict_proba``; dividing again would change the last bit and flip exact ties."""
+    import sklearn
+
+    major, minor = (int(p) for p in sklearn.__version__.split(".")[:2])
+    return (major, minor) >= (1, 4)
+
+
 class FastForest:
     def __init__(self, forest: Any, classifier: bool) -> None:
         trees = [e.tree_ for e in forest.estimators_]
@@ -45,9 +54,11 @@ class FastForest:
             self.classes = np.asarray(forest.classes_)
             n_classes = len(self.classes)
             values = np.concatenate([t.value[:, 0, :n_classes] for t in trees]).astype(np.float64)
-            normalizer = values.sum(axis=1)[:, np.newaxis]
-            normalizer[normalizer == 0.0] = 1.0
-            self.leaf_values = values / normalizer  # what DecisionTreeClassifier.predict_proba returns per leaf
+            if not _leaf_values_are_fractions():  # scikit-learn < 1.4 normalised in predict_proba
+                normalizer = values.sum(axis=1)[:, np.newaxis]
+                normalizer[normalizer == 0.0] = 1.0
+                values = values / normalizer
+            self.leaf_values = values  # what DecisionTreeClassifier.predict_proba returns per leaf
         else:
             self.leaf_values = np.concatenate([t.value[:, 0, 0] for t in trees]).astype(np.float64)
 

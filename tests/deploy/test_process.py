@@ -364,3 +364,38 @@ def test_hostile_deploy_requests_are_refused_by_the_daemon(dbl: tuple[DaemonProc
     assert message in answer["message"]
     assert cli_json(d, "ps")["items"] == []
     assert d.serving_pids() == []
+
+
+def test_an_unexpected_error_during_a_rollout_keeps_the_old_version_and_the_supervisor(
+    dbl: tuple[DaemonProcess, Path], tmp_path: Path
+) -> None:
+    d, _ = dbl
+    endpoint = cli_json(d, "deploy", "dbl@production")["deployment"]["endpoint"]
+    (old_pid,) = d.serving_pids()
+    log = d.state_dir / "deployments" / "dbl-production" / "serving.log"
+    log.unlink()
+    log.mkdir()  # stands in for a disk error: starting the new instance raises OSError
+    assert d.cli("push", str(python_model(tmp_path / "v2", factor=3.0)), "--alias", "production").returncode == 0
+    dep = wait_for(lambda: "failed" in (x := deployment(d, "dbl-production"))["message"] and x, "the failed rollout")
+    assert "Is a directory" in dep["message"]
+    assert predictions(endpoint, [1.0]) == [2.0]
+    log.rmdir()
+    assert d.cli("restart", "dbl-production").returncode == 0  # the supervisor is alive and takes commands
+    wait_for(lambda: d.serving_pids() and d.serving_pids() != [old_pid], "the restarted instance")
+    wait_for(lambda: len(d.serving_pids()) == 1, "the old instance to stop")
+    assert d.cli("undeploy", "dbl-production").returncode == 0
+    wait_for(lambda: not d.serving_pids(), "nothing left serving")
+
+
+def test_a_deployment_that_failed_to_start_can_be_restarted(daemon: DaemonProcess, tmp_path: Path) -> None:
+    flag = tmp_path / "broken"
+    flag.write_text("yes")
+    model = python_model(tmp_path / "m", extra=f"assert not os.path.exists({str(flag)!r}), 'still broken'")
+    assert daemon.cli("push", str(model)).returncode == 0
+    assert daemon.cli("deploy", "dbl:1", "--no-wait").returncode == 0
+    dep = wait_for(lambda: (x := deployment(daemon, "dbl"))["state"] == "failed" and x, "the failed start")
+    assert "still broken" in dep["message"]
+    flag.unlink()
+    assert daemon.cli("restart", "dbl").returncode == 0
+    dep = wait_for(lambda: (x := deployment(daemon, "dbl"))["state"] == "running" and x, "the restart")
+    assert predictions(dep["endpoint"], [2.0]) == [4.0]

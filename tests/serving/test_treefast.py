@@ -81,3 +81,24 @@ def test_other_estimators_keep_their_own_predict() -> None:
     x, y = make_classification(n_samples=300, n_features=4, random_state=0)
     assert fast_predict(GradientBoostingClassifier(n_estimators=5).fit(x, y)) is None
     assert fast_predict(make_pipeline(StandardScaler())) is None
+
+
+def test_exact_ties_break_like_scikit_learn() -> None:
+    """Leaf values are fractions already (scikit-learn >= 1.4): normalising them again moved the last bit of
+    some and flipped this tie (probabilities 0.4875 / 0.4875 / 0.025) to the other class."""
+    rng = np.random.default_rng(6)
+    for _ in range(3163):  # the random stream of the search that found this model
+        n = int(rng.integers(20, 60))
+        x = rng.integers(0, 5, size=(n, 3)).astype(float)
+        y = rng.integers(0, 3, size=n)
+        rng.choice([2, 4, 6])
+        rng.integers(1, 4)
+    model = RandomForestClassifier(n_estimators=4, max_depth=3, random_state=3162).fit(x, y)
+    row = np.array([[4.0, 4.0, 1.0]])
+    proba = model.predict_proba(row)[0]
+    assert proba[0] == proba[1]  # an exact tie
+    predict = fast_predict(model)
+    assert predict is not None
+    assert np.array_equal(predict(row), model.predict(row))
+    grid = np.array([[a, b, c] for a in range(5) for b in range(5) for c in range(5)], dtype=float)
+    assert np.array_equal(predict(grid), model.predict(grid))
