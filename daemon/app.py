@@ -19,7 +19,8 @@ from typing import Any
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
-from daemon.handlers import Handlers, attach_monitor
+from daemon.handlers import Handlers, attach_exporter, attach_monitor
+from daemon.monitor.exporter import Exporter
 from daemon.monitor.scheduler import MonitorScheduler
 from daemon.monitor.service import Monitor, deployment_targets
 from daemon.monitor.store import MonitorStore
@@ -66,6 +67,7 @@ class DaemonApp:
         self.handlers: Handlers | None = None
         self.deployments: DeploymentManager | None = None
         self.monitor: MonitorScheduler | None = None
+        self.exporter: Exporter | None = None
         self._lock_fds: list[int] = []
 
     def request_stop(self) -> None:
@@ -121,13 +123,30 @@ class DaemonApp:
         self.monitor = MonitorScheduler(monitor)
         await self.deployments.start()
         self.monitor.start()  # after the deployment manager: its instances are the targets
+        if s.exporter.enabled:
+            await self._start_exporter(monitor, deployments)
         await self.server.start()
         log.info("modeltuid %d serving on %s (state in %s)", os.getpid(), s.socket, s.state_dir)
+
+    async def _start_exporter(self, monitor: Monitor, deployments: DeploymentManager) -> None:
+        """Serve the daemon's own /metrics; a taken port is logged, not fatal (the registry still serves)."""
+        exporter = Exporter(self.settings.exporter, monitor, lambda: deployments.list(None).items)
+        try:
+            url = await exporter.start()
+        except OSError as exc:
+            log.error("the Prometheus exporter cannot listen on %s: %s", self.settings.exporter.address, exc)
+            return
+        self.exporter = exporter
+        if self.handlers is not None:
+            attach_exporter(self.handlers, url)
+        log.info("Prometheus exporter serving on %s", url)
 
     async def shutdown(self) -> None:
         log.info("shutting down")
         if self.server is not None:
             await self.server.stop()
+        if self.exporter is not None:  # before the monitor it reads
+            await self.exporter.stop()
         if self.monitor is not None:  # before the deployment manager it scrapes
             await self.monitor.shutdown()
             await asyncio.to_thread(self.monitor.monitor.store.close)

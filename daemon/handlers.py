@@ -129,6 +129,7 @@ class Handlers:
             objects=objects,
             object_bytes=size,
             clients=self.client_count(),
+            exporter=_EXPORTERS.get(self),
         )
 
     @handles(q.DaemonStop)
@@ -315,6 +316,14 @@ _MONITORS: weakref.WeakKeyDictionary[Handlers, Monitor] = weakref.WeakKeyDiction
 
 def attach_monitor(handlers: Handlers, monitor: Monitor) -> None:
     _MONITORS[handlers] = monitor
+
+
+#: The URL of the Prometheus exporter serving next to each Handlers (absent: disabled or not listening).
+_EXPORTERS: weakref.WeakKeyDictionary[Handlers, str] = weakref.WeakKeyDictionary()
+
+
+def attach_exporter(handlers: Handlers, url: str) -> None:
+    _EXPORTERS[handlers] = url
 
 
 @handles(q.MetricsRequest)

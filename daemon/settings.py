@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.protocol import paths
 
@@ -80,12 +81,47 @@ class MonitorSection(_Section):
         return min(self.scrape_timeout_seconds, self.scrape_interval_seconds)
 
 
+def check_loopback_address(value: str) -> str:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) on a loopback address: the exporter has no authentication."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: use HOST:PORT, e.g. 127.0.0.1:9464 (port 0: any free port)")
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"{value!r}: the exporter serves on a loopback address only (127.0.0.1, ::1)")
+    return value
+
+
+class ExporterSection(_Section):
+    """The daemon's own Prometheus ``/metrics`` (see docs/monitoring.md, "Exporter and Prometheus")."""
+
+    enabled: bool = True
+    address: Annotated[str, AfterValidator(check_loopback_address)] = "127.0.0.1:9464"
+    #: the derived metrics (rates, latency quantiles, quality, drift) are computed over this window
+    window_seconds: Annotated[int, Field(ge=10, le=30 * 86400)] = 300
+
+    @property
+    def host(self) -> str:
+        host = self.address.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") else host
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
     docker: DockerSection = Field(default_factory=DockerSection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
+    exporter: ExporterSection = Field(default_factory=ExporterSection)
 
 
 class Settings(BaseModel):
@@ -104,6 +140,7 @@ class Settings(BaseModel):
     deploy: DeploySection = Field(default_factory=DeploySection)
     docker: DockerSection = Field(default_factory=DockerSection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
+    exporter: ExporterSection = Field(default_factory=ExporterSection)
 
     @property
     def log_file(self) -> Path:
@@ -176,6 +213,7 @@ def load_settings(
         gc_grace_seconds=parsed.store.gc_grace_seconds,
         deploy=parsed.deploy,
         monitor=parsed.monitor,
+        exporter=parsed.exporter,
         docker=parsed.docker.model_copy(
             update={"host": env.get("DOCKER_HOST") or parsed.docker.host}
             | ({"registry": env["MODELTUI_DOCKER_REGISTRY"]} if "MODELTUI_DOCKER_REGISTRY" in env else {})

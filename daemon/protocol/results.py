@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from .alerts import AlertStateName, Severity, TransitionName
 from .deploy import DeploymentEventInfo, DeploymentInfo
 
 
@@ -38,6 +39,9 @@ class DaemonStatus(Result):
     objects: int
     object_bytes: int
     clients: int
+    exporter: str | None = Field(
+        default=None, description="the Prometheus exporter's URL (None: disabled, or its port was taken)"
+    )
 
 
 class ModelSummary(Result):
@@ -299,3 +303,52 @@ class DeploymentMetrics(Result):
     drift: dict[str, FeatureDrift] = Field(default_factory=dict)
     step_seconds: int
     points: list[MetricsPoint] = Field(default_factory=list)
+
+
+class AlertRuleInfo(Result):
+    """One alert rule as it applies to a deployment, and where it comes from."""
+
+    deployment: str
+    name: str
+    expr: str = Field(description="canonical rule text, e.g. 'f1 < 0.85 for 10m'")
+    metric: str
+    feature: str | None = None
+    op: str
+    threshold: float
+    for_seconds: int
+    severity: Severity
+    window_seconds: int
+    source: Literal["deployment", "manifest", "builtin"]
+
+
+class AlertRuleList(Result):
+    items: list[AlertRuleInfo]
+
+
+class AlertStateInfo(Result):
+    """A rule whose condition holds: pending (for ``for`` to elapse) or firing. ``since`` is when it entered
+    this state; ``active_since`` when the condition started to hold."""
+
+    deployment: str
+    rule: str
+    severity: Severity
+    state: AlertStateName
+    value: float | None
+    since: datetime
+    active_since: datetime
+    expr: str = ""
+
+
+class AlertTransitionInfo(Result):
+    deployment: str
+    rule: str
+    severity: Severity
+    state: TransitionName
+    value: float | None
+    at: datetime
+    message: str = ""
+
+
+class AlertList(Result):
+    items: list[AlertStateInfo]
+    history: list[AlertTransitionInfo] = Field(default_factory=list, description="newest first")
