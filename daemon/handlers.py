@@ -18,9 +18,11 @@ from pydantic import BaseModel
 
 from daemon import __version__
 from daemon.deploy.manager import DeploymentManager
+from daemon.monitor.alerts import Alerts
 from daemon.monitor.service import Monitor
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
+from daemon.protocol.alerts import AlertSpec
 from daemon.protocol.errors import ErrorCode, ProtocolError, not_found
 from daemon.protocol.events import LogEvent, RegistryEvent
 from daemon.protocol.frames import MAX_FRAME_BYTES, PROTOCOL_VERSION
@@ -334,3 +336,61 @@ async def metrics_get(self: Handlers, req: q.MetricsRequest, ctx: Context) -> r.
     if req.name not in self.deployments.supervisors and not await asyncio.to_thread(monitor.known, req.name):
         raise not_found(f"no deployment named {req.name!r}")
     return await asyncio.to_thread(monitor.metrics, req.name, req.window_seconds)
+
+
+# -- alerts ----------------------------------------------------------------------------------------------------
+
+
+def _alerts(self: Handlers) -> Alerts:
+    monitor = _MONITORS.get(self)
+    alerts = getattr(monitor, "alerts", None)
+    if alerts is None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "alerting is not running in this daemon")
+    return alerts  # type: ignore[no-any-return]
+
+
+def _described(self: Handlers, alerts: Alerts) -> dict[str, tuple[str, int] | None]:
+    return {name: alerts.describe(name) for name in list(self.deployments.supervisors)}
+
+
+def _existing(self: Handlers, name: str) -> None:
+    if name not in self.deployments.supervisors:
+        raise not_found(f"no deployment named {name!r}")
+
+
+@handles(q.AlertsListRequest)
+async def alerts_list(self: Handlers, req: q.AlertsListRequest, ctx: Context) -> r.AlertList:
+    alerts = _alerts(self)
+    return await asyncio.to_thread(alerts.list, req.deployment, req.history)
+
+
+@handles(q.AlertRulesRequest)
+async def alerts_rules(self: Handlers, req: q.AlertRulesRequest, ctx: Context) -> r.AlertRuleList:
+    alerts = _alerts(self)
+    if req.deployment is not None:
+        _existing(self, req.deployment)
+        described = {req.deployment: alerts.describe(req.deployment)}
+        out = await asyncio.to_thread(alerts.rules, described)
+        return r.AlertRuleList(items=[i for i in out.items if i.deployment == req.deployment])
+    return await asyncio.to_thread(alerts.rules, _described(self, alerts))
+
+
+@handles(q.AlertAdd)
+async def alerts_add(self: Handlers, req: q.AlertAdd, ctx: Context) -> r.AlertRuleList:
+    alerts = _alerts(self)
+    _existing(self, req.deployment)
+    try:
+        spec = AlertSpec(rule=req.rule, severity=req.severity, name=req.name, window=req.window_seconds)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.INVALID, str(exc)) from None
+    return await asyncio.to_thread(alerts.add, req.deployment, alerts.describe(req.deployment), spec)
+
+
+@handles(q.AlertRemove)
+async def alerts_rm(self: Handlers, req: q.AlertRemove, ctx: Context) -> r.AlertRuleList:
+    alerts = _alerts(self)
+    _existing(self, req.deployment)
+    try:
+        return await asyncio.to_thread(alerts.remove, req.deployment, alerts.describe(req.deployment), req.name)
+    except KeyError:
+        raise not_found(f"deployment {req.deployment!r} has no alert rule named {req.name!r}") from None

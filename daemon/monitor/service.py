@@ -23,6 +23,8 @@ from .store import HOUR, MonitorStore
 if TYPE_CHECKING:
     from daemon.deploy.manager import DeploymentManager
 
+    from .alerts import Alerts
+
 log = logging.getLogger("modeltuid.monitor")
 
 #: Retention runs at most this often (rollups run every maintenance tick).
@@ -78,6 +80,8 @@ class Monitor:
         self.last_cycle: CycleReport | None = None
         self._last_retention = 0.0
         self._busy: set[asyncio.Task[object]] = set()
+        #: The alert engine, evaluated after each cycle (set by the composition root; see alerts.py).
+        self.alerts: Alerts | None = None
 
     async def scrape_cycle(self) -> CycleReport:
         """Scrape every target once and store the results in one transaction."""
@@ -96,6 +100,11 @@ class Monitor:
             for res in results:
                 if not res.up:
                     log.debug("%s is down: %s", res.deployment, res.error)
+            if self.alerts is not None:
+                try:
+                    await self.alerts.evaluate([res.deployment for res in results])
+                except Exception:  # alerts never stop the scraping
+                    log.exception("evaluating alerts failed")
             return report
         finally:
             if task is not None:
@@ -195,3 +204,8 @@ class Monitor:
 
     def known(self, deployment: str) -> bool:
         return self.store.target(deployment) is not None
+
+    def up(self, deployment: str) -> bool | None:
+        """Whether the last scrape of ``deployment`` succeeded (None: never scraped). Blocking."""
+        target = self.store.target(deployment)
+        return None if target is None else target.up

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .alerts import Severity, TransitionName
 
 
 class _Event(BaseModel):
@@ -62,4 +65,20 @@ class ProgressEvent(_Event):
     path: str = ""
 
 
-Event = Annotated[RegistryEvent | DeploymentEvent | LogEvent | ProgressEvent, Field(discriminator="topic")]
+class AlertEvent(_Event):
+    """An alert of a deployment changed state: ``pending`` (the condition holds, waiting for ``for``),
+    ``firing``, ``resolved`` (it was firing and holds no more) or ``inactive`` (it was pending and holds no
+    more). Sent to every connection subscribed to "alerts"."""
+
+    topic: Literal["alerts"] = "alerts"
+    deployment: str
+    rule: str
+    severity: Severity
+    state: TransitionName
+    value: float | None = None
+    message: str = ""
+    expr: str = ""
+    at: datetime | None = None
+
+
+Event = Annotated[RegistryEvent | DeploymentEvent | LogEvent | ProgressEvent | AlertEvent, Field(discriminator="topic")]

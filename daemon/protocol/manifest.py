@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .alerts import AlertSpec
 from .names import ModelName, RelPath, TagKey, Text, check_rel_path
 
 MANIFEST_FILE = "modeltui.toml"
@@ -76,6 +77,9 @@ class Manifest(_Strict):
     evaluation: Evaluation | None = None
     training: Training | None = None
     maintenance: dict[str, Any] | None = None
+    alerts: list[AlertSpec] | None = Field(default=None, max_length=100)
+    """Default alert rules of deployments of this version (``[[alerts]]`` tables: rule, severity, name,
+    window); a deployment's own rules replace them (docs/monitoring.md, "Alerts")."""
 
     @field_validator("model_file", mode="before")
     @classmethod
@@ -87,6 +91,15 @@ class Manifest(_Strict):
             if not function.isidentifier():
                 raise ValueError(f"model_file {value[:80]!r}: after ':' comes a Python function name")
         return value
+
+    @model_validator(mode="after")
+    def _unique_alert_names(self) -> Manifest:
+        seen: set[str] = set()
+        for spec in self.alerts or ():
+            if spec.rule_name in seen:
+                raise ValueError(f"alerts: two rules are named {spec.rule_name!r}; give them distinct names")
+            seen.add(spec.rule_name)
+        return self
 
     @model_validator(mode="after")
     def _entry_point_only_for_python(self) -> Manifest:

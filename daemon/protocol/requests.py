@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from . import results as r
+from .alerts import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, RuleName, Severity, parse_rule
 from .deploy import Backend, ContainerOptions, DeploymentName, EnvName, EnvValue, Port
 from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
 
@@ -46,7 +47,7 @@ class Subscribe(_Request):
     """Start receiving events on this connection for the given topics."""
 
     op: Literal["subscribe"] = "subscribe"
-    topics: Annotated[list[Literal["registry", "deployments"]], Field(min_length=1, max_length=8)]
+    topics: Annotated[list[Literal["registry", "deployments", "alerts"]], Field(min_length=1, max_length=8)]
 
 
 class ListModels(_Request):
@@ -279,6 +280,44 @@ class MetricsRequest(_Request):
     window_seconds: Annotated[int, Field(ge=60, le=30 * 86_400)] = 3600
 
 
+class AlertsListRequest(_Request):
+    """Current alerts (pending and firing), optionally of one deployment, with the latest transitions."""
+
+    op: Literal["alerts.list"] = "alerts.list"
+    deployment: DeploymentName | None = None
+    history: Annotated[int, Field(ge=0, le=10_000)] = 0
+
+
+class AlertRulesRequest(_Request):
+    """The rules that apply to each deployment (or one), with where each comes from."""
+
+    op: Literal["alerts.rules"] = "alerts.rules"
+    deployment: DeploymentName | None = None
+
+
+class AlertAdd(_Request):
+    """Add (or replace, by name) a rule of a deployment. The first edit copies the rules it inherited
+    (manifest or built-in) into its own."""
+
+    op: Literal["alerts.add"] = "alerts.add"
+    deployment: DeploymentName
+    rule: Annotated[str, Field(max_length=200)]
+    severity: Severity = "warning"
+    name: RuleName | None = None
+    window_seconds: Annotated[int, Field(ge=MIN_WINDOW_SECONDS, le=MAX_WINDOW_SECONDS)] = 300
+
+    @field_validator("rule")
+    @classmethod
+    def _valid_rule(cls, value: str) -> str:
+        return parse_rule(value).expr
+
+
+class AlertRemove(_Request):
+    op: Literal["alerts.rm"] = "alerts.rm"
+    deployment: DeploymentName
+    name: RuleName
+
+
 Request = Annotated[
     Ping
     | DaemonStatusRequest
@@ -308,7 +347,11 @@ Request = Annotated[
     | GetDeployment
     | RestartDeployment
     | Logs
-    | MetricsRequest,
+    | MetricsRequest
+    | AlertsListRequest
+    | AlertRulesRequest
+    | AlertAdd
+    | AlertRemove,
     Field(discriminator="op"),
 ]
 
@@ -344,9 +387,14 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     RestartDeployment: r.DeploymentDetail,
     Logs: r.LogLines,
     MetricsRequest: r.DeploymentMetrics,
+    AlertsListRequest: r.AlertList,
+    AlertRulesRequest: r.AlertRuleList,
+    AlertAdd: r.AlertRuleList,
+    AlertRemove: r.AlertRuleList,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
 _MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Upload, Push, PushFiles, Tag]
 _MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc, Deploy, Undeploy, RestartDeployment]
+_MUTATING += [AlertAdd, AlertRemove]
 MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)

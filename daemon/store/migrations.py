@@ -199,10 +199,58 @@ def v5_monitor(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V6_ALERTS = """
+CREATE TABLE alert_rules (
+    deployment VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    expr VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    window_seconds INTEGER NOT NULL,
+    created_at FLOAT NOT NULL,
+    PRIMARY KEY (deployment, name)
+);
+CREATE TABLE alert_states (
+    deployment VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    expr VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    value FLOAT,
+    active_since FLOAT NOT NULL,
+    since FLOAT NOT NULL,
+    PRIMARY KEY (deployment, rule)
+);
+CREATE TABLE alert_history (
+    id INTEGER NOT NULL PRIMARY KEY,
+    deployment VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    value FLOAT,
+    t FLOAT NOT NULL,
+    message VARCHAR NOT NULL
+);
+CREATE INDEX ix_alert_history_t ON alert_history (t);
+"""
+
+
+def v6_alerts(conn: Connection) -> None:
+    """Alerts: each deployment's own rules, the rules currently pending or firing, and the transitions."""
+    for statement in _statements(V6_ALERTS):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[Migration] = [v1_initial_schema, v2_index_children, v3_inline_blobs, v4_deployments, v5_monitor]
+MIGRATIONS: list[Migration] = [
+    v1_initial_schema,
+    v2_index_children,
+    v3_inline_blobs,
+    v4_deployments,
+    v5_monitor,
+    v6_alerts,
+]
 
 
 def schema_version(conn: Connection) -> int:

@@ -235,3 +235,47 @@ class MonitorTargetRow(SQLModel, table=True):
     last_success: float | None = None
     error: str = ""
     duration: float = 0.0
+
+
+class AlertRuleRow(SQLModel, table=True):
+    """A deployment's own alert rule (``expr`` is the canonical rule text); ``created_at`` in epoch s."""
+
+    __tablename__ = "alert_rules"
+
+    deployment: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    expr: str
+    severity: str
+    window_seconds: int
+    created_at: float
+
+
+class AlertStateRow(SQLModel, table=True):
+    """A rule whose condition holds (pending or firing); rules that do not hold have no row."""
+
+    __tablename__ = "alert_states"
+
+    deployment: str = Field(primary_key=True)
+    rule: str = Field(primary_key=True)
+    severity: str
+    expr: str
+    state: str
+    value: float | None = None
+    active_since: float
+    since: float
+
+
+class AlertHistoryRow(SQLModel, table=True):
+    """One transition of an alert (pending, firing, resolved, inactive) at ``t`` (epoch s)."""
+
+    __tablename__ = "alert_history"
+    __table_args__ = (Index("ix_alert_history_t", "t"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    rule: str
+    severity: str
+    state: str
+    value: float | None = None
+    t: float
+    message: str

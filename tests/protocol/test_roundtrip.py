@@ -58,6 +58,11 @@ REQUESTS: list[BaseModel] = [
     q.RestartDeployment(name="churn-prod"),
     q.Logs(name="churn-prod", tail=10, follow=True),
     q.MetricsRequest(name="churn-prod", window_seconds=900),
+    q.AlertsListRequest(deployment="churn-prod", history=10),
+    q.AlertRulesRequest(deployment="churn-prod"),
+    q.AlertAdd(deployment="churn-prod", rule='drift_psi{feature="x"} > 0.2 for 10m', severity="critical",
+               name="drift-x", window_seconds=600),
+    q.AlertRemove(deployment="churn-prod", name="drift-x"),
 ]
 INSTANCE = deploy.InstanceInfo(id="ab12", version=2, key="123:456", admin_url="http://127.0.0.1:4000",
                                started_at=NOW)
@@ -107,6 +112,16 @@ RESULTS: list[r.Result] = [
         drift={"x": r.FeatureDrift(psi=0.3, ks=0.2, count=100.0)}, step_seconds=60,
         points=[r.MetricsPoint(t=NOW, request_rate=0.1, p95_seconds=0.004, f1=None)],
     ),
+    r.AlertRuleList(items=[r.AlertRuleInfo(
+        deployment="churn-prod", name="low-f1", expr="f1 < 0.85 for 10m", metric="f1", feature=None, op="<",
+        threshold=0.85, for_seconds=600, severity="warning", window_seconds=300, source="manifest",
+    )]),
+    r.AlertList(
+        items=[r.AlertStateInfo(deployment="churn-prod", rule="low-f1", severity="warning", state="firing",
+                                value=0.8, since=NOW, active_since=NOW, expr="f1 < 0.85 for 10m")],
+        history=[r.AlertTransitionInfo(deployment="churn-prod", rule="low-f1", severity="warning", state="firing",
+                                       value=0.8, at=NOW, message="churn-prod: low-f1 is firing")],
+    ),
 ]
 
 EVENTS: list[BaseModel] = [
@@ -114,6 +129,8 @@ EVENTS: list[BaseModel] = [
     events.ProgressEvent(request_id=7, done=5, total=10, path="model.skops"),
     events.DeploymentEvent(kind="changed", deployment="churn-prod", state="running", version=2),
     events.LogEvent(deployment="churn-prod", lines=["x"]),
+    events.AlertEvent(deployment="churn-prod", rule="low-f1", severity="warning", state="firing", value=0.8,
+                      message="churn-prod: low-f1 is firing", expr="f1 < 0.85 for 10m", at=NOW),
 ]
 
 
@@ -184,6 +201,9 @@ def test_every_request_type_has_exactly_one_handler() -> None:
         {"op": "versions.push", "files": [{"path": "a", "sha256": "zz", "size": 1}]},
         {"op": "versions.tag", "ref": "m:1", "set": {"k": "line\nbreak"}},
         {"op": "models.describe", "name": "m", "description": "bell\x07"},
+        {"op": "alerts.add", "deployment": "d", "rule": "f2 < 0.85"},
+        {"op": "alerts.add", "deployment": "d", "rule": "f1 < 0.85", "name": "bad name"},
+        {"op": "subscribe", "topics": ["alarms"]},
     ],
 )
 def test_bad_requests_are_rejected(bad: dict[str, object]) -> None:
