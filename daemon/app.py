@@ -20,6 +20,7 @@ from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
 from daemon.handlers import Handlers, attach_exporter, attach_monitor
+from daemon.monitor.alerts import Alerts, AlertStore, describe_from, manifest_rules_from
 from daemon.monitor.exporter import Exporter
 from daemon.monitor.scheduler import MonitorScheduler
 from daemon.monitor.service import Monitor, deployment_targets
@@ -119,6 +120,16 @@ class DaemonApp:
         monitor_store = await asyncio.to_thread(MonitorStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
         deployments = self.deployments
         monitor = Monitor(s.monitor, monitor_store, lambda: deployment_targets(deployments))
+        alert_store = await asyncio.to_thread(AlertStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
+        monitor.alerts = Alerts(
+            alert_store,
+            metrics=monitor.metrics,
+            up=monitor.up,
+            describe=describe_from(deployments),
+            manifest_rules=manifest_rules_from(self.registry),
+            publish=hub.publish,
+        )
+        await asyncio.to_thread(monitor.alerts.load)
         attach_monitor(handlers, monitor)
         self.monitor = MonitorScheduler(monitor)
         await self.deployments.start()
@@ -150,6 +161,8 @@ class DaemonApp:
         if self.monitor is not None:  # before the deployment manager it scrapes
             await self.monitor.shutdown()
             await asyncio.to_thread(self.monitor.monitor.store.close)
+            if self.monitor.monitor.alerts is not None:
+                await asyncio.to_thread(self.monitor.monitor.alerts.store.close)
         if self.deployments is not None:
             await self.deployments.close()  # deployments keep running: the next daemon adopts them
         if self.handlers is not None:
