@@ -27,7 +27,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from daemon.protocol import results as r
 from daemon.protocol.deploy import DeploymentInfo
@@ -40,10 +40,15 @@ log = logging.getLogger("modeltuid.exporter")
 #: The serving runtime's caps (daemon/serving/metrics.py MAX_CLASSES, drift.py MAX_FEATURES).
 MAX_CLASSES = 50
 MAX_FEATURES = 100
-QUANTILES = (("0.5", "latency_p50_seconds"), ("0.95", "latency_p95_seconds"), ("0.99", "latency_p99_seconds"))
+#: Latency quantiles, one gauge each, named like ``modeltui metrics --json`` fields. Not one family with a
+#: ``quantile`` label: that label belongs to summaries (promtool rejects it elsewhere), and a summary's
+#: ``_sum``/``_count`` counters cannot be made from windowed quantiles.
+QUANTILES = (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"))
 #: Alert series: at most this many (a rules engine gone wild cannot grow the exposition without bound).
 MAX_ALERT_SERIES = 10_000
 
+#: The classic text format, what ``generate_latest`` writes (whatever newer default the library advertises).
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 MAX_REQUEST_HEAD = 8192
 REQUEST_TIMEOUT = 5.0
 
@@ -55,7 +60,9 @@ METRIC_NAMES = (
     "modeltui_deployment_requests_per_second",
     "modeltui_deployment_error_ratio",
     "modeltui_deployment_client_error_ratio",
-    "modeltui_deployment_request_duration_seconds",
+    "modeltui_deployment_latency_p50_seconds",
+    "modeltui_deployment_latency_p95_seconds",
+    "modeltui_deployment_latency_p99_seconds",
     "modeltui_deployment_labelled",
     "modeltui_deployment_accuracy",
     "modeltui_deployment_precision",
@@ -173,11 +180,14 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         "modeltui_deployment_client_error_ratio", f"Share of model requests answered with status 4xx{over}",
         labels=["deployment"],
     )
-    latency = GaugeMetricFamily(
-        "modeltui_deployment_request_duration_seconds",
-        f"Quantiles of model request latency{over}, from the runtime's histogram buckets",
-        labels=["deployment", "quantile"],
-    )
+    latency = {
+        p: GaugeMetricFamily(
+            f"modeltui_deployment_latency_{p}_seconds",
+            f"The {q} quantile of model request latency{over}, from the runtime's histogram buckets",
+            labels=["deployment"],
+        )
+        for p, q in QUANTILES
+    }
     labelled = GaugeMetricFamily(
         "modeltui_deployment_labelled", f"Predictions that received a feedback label{over}", labels=["deployment"]
     )
@@ -228,10 +238,10 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
             errors.add_metric([name], m.error_rate)
         if m.client_error_rate is not None:
             client_errors.add_metric([name], m.client_error_rate)
-        for q, attr in QUANTILES:
-            v = getattr(m, attr)
+        for p, fam in latency.items():
+            v = getattr(m, f"latency_{p}_seconds")
             if v is not None:
-                latency.add_metric([name, q], v)
+                fam.add_metric([name], v)
         labelled.add_metric([name], m.labelled)
         for k, fam in macro.items():
             v = getattr(m, k)
@@ -244,7 +254,7 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         for feature, d in sorted(m.drift.items())[:MAX_FEATURES]:
             psi.add_metric([name, feature], d.psi)
             ks.add_metric([name, feature], d.ks)
-    yield from (up, info, restarts, rate, errors, client_errors, latency, labelled, *macro.values())
+    yield from (up, info, restarts, rate, errors, client_errors, *latency.values(), labelled, *macro.values())
     yield from (*per_class.values(), psi, ks)
     if snap.alerts is not None:
         firing = GaugeMetricFamily(
@@ -443,7 +453,7 @@ class Exporter:
                 log.exception("computing the exposition failed")
                 await _respond(writer, 500, b"the exposition could not be computed; see the daemon log\n")
                 return
-            await _respond(writer, 200, body, ctype=CONTENT_TYPE_LATEST.encode(), head_only=method == b"HEAD")
+            await _respond(writer, 200, body, ctype=CONTENT_TYPE, head_only=method == b"HEAD")
 
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
