@@ -381,6 +381,10 @@ def test_a_real_prometheus_scrapes_what_modeltui_computed(daemon_factory: Any, t
     m = wait_for(lambda: (m := cli_json(d, "metrics", name, "--window", "5m"))["labelled"] == len(xs) and m, "a scrape")
     assert m["accuracy"] == pytest.approx(5 / 6)
 
+    # The alerts engine (monitor.alerts) fires this rule on the next cycle: its state is exported too.
+    add = d.cli("alerts", "add", name, "accuracy < 0.9", "--severity", "critical", "--name", "acc_low")
+    assert add.returncode == 0, add.stderr
+
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         exposition = resp.read()
@@ -401,3 +405,8 @@ def test_a_real_prometheus_scrapes_what_modeltui_computed(daemon_factory: Any, t
         assert rate[name] == pytest.approx(again["requests"] / 300)
         assert p95[name] == pytest.approx(again["latency_p95_seconds"])
         assert query(base, 'up{job="modeltui"}') == {"": 1.0}
+        firing = wait_for(
+            lambda: query(base, 'modeltui_alert_firing{rule="acc_low",severity="critical"} == 1'), "the alert series"
+        )
+        assert firing == {name: 1.0}
+        assert any(a["rule"] == "acc_low" and a["state"] == "firing" for a in cli_json(d, "alerts")["items"])
