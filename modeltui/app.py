@@ -2,9 +2,10 @@
 
 Screens and widgets never touch the client: screens post :class:`~modeltui.screens.base.RegistryScreen.Call`
 messages, this App sends them in workers and hands the typed results back. Worker errors are handled in one
-place (:meth:`ModelTuiApp.on_worker_state_changed`). Registry and deployment events are debounced into one
-refresh of the screens they concern; a deployment's log is followed over a connection of its own, owned by
-the screen that shows it (:meth:`ModelTuiApp._on_follow`).
+place (:meth:`ModelTuiApp.on_worker_state_changed`). Registry, deployment and alert events are debounced into
+one refresh of the screens they concern (an alert that fires is also notified, whatever screen is shown); a
+deployment's log is followed over a connection of its own, owned by the screen that shows it
+(:meth:`ModelTuiApp._on_follow`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from textual.worker import Worker, WorkerState
 
 from daemon.protocol import requests, results
 from daemon.protocol.errors import ErrorCode, ProtocolError
-from daemon.protocol.events import DeploymentEvent, Event, LogEvent, RegistryEvent
+from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
-from .screens import HelpScreen, ModelsScreen, RegistryScreen
+from .screens import AlertsScreen, HelpScreen, ModelsScreen, RegistryScreen
 from .screens.base import AnyCall
 
 ConnectionState = Literal["connecting", "connected", "disconnected"]
@@ -66,6 +67,13 @@ class ModelTuiApp(App[None]):
             super().__init__()
             self.event = event
 
+    class AlertsChanged(Message):
+        """The daemon pushed an alert event (posted from the client's listener, on the event loop)."""
+
+        def __init__(self, event: AlertEvent) -> None:
+            super().__init__()
+            self.event = event
+
     def __init__(self, client_factory: ClientFactory, *, readonly: bool = False) -> None:
         super().__init__()
         self.client_factory = client_factory
@@ -75,6 +83,7 @@ class ModelTuiApp(App[None]):
         self._connected = asyncio.Event()
         self._pending: list[RegistryEvent] = []
         self._pending_deployments: list[DeploymentEvent] = []
+        self._pending_alerts: list[AlertEvent] = []
         self._debounce: Timer | None = None
         self._lost_reason = ""
 
@@ -101,7 +110,7 @@ class ModelTuiApp(App[None]):
         try:
             client = await self.client_factory()
             try:
-                await client.subscribe("registry", "deployments")
+                await client.subscribe("registry", "deployments", "alerts")
             except BaseException:
                 await client.close()
                 raise
@@ -251,6 +260,8 @@ class ModelTuiApp(App[None]):
             self.post_message(self.RegistryChanged(event))
         elif isinstance(event, DeploymentEvent):
             self.post_message(self.DeploymentsChanged(event))
+        elif isinstance(event, AlertEvent):
+            self.post_message(self.AlertsChanged(event))
 
     @on(RegistryChanged)
     def _on_registry_changed(self, message: RegistryChanged) -> None:
@@ -264,9 +275,30 @@ class ModelTuiApp(App[None]):
         if self._debounce is None:
             self._debounce = self.set_timer(DEBOUNCE_SECONDS, self._flush_events)
 
+    @on(AlertsChanged)
+    def _on_alerts_changed(self, message: AlertsChanged) -> None:
+        event = message.event
+        if event.state == "firing":
+            value = "" if event.value is None else f" (value {event.value:.4g})"
+            self.notify(f"{event.deployment}: {event.rule} {event.expr}{value}".strip()
+                        + (f"\n{event.message}" if event.message else ""),
+                        title=f"{event.severity} alert firing", markup=False,
+                        severity="error" if event.severity == "critical" else "warning", timeout=15)
+        elif event.state == "resolved":
+            self.notify(f"{event.deployment}: {event.rule} resolved", title="alert resolved", markup=False,
+                        timeout=8)
+        self._pending_alerts.append(event)
+        if self._debounce is None:
+            self._debounce = self.set_timer(DEBOUNCE_SECONDS, self._flush_events)
+
     def _flush_events(self) -> None:
         events, self._pending, self._debounce = self._pending, [], None
         deployments, self._pending_deployments = self._pending_deployments, []
+        alerts, self._pending_alerts = self._pending_alerts, []
+        if alerts:
+            for screen in self.screen_stack:
+                if isinstance(screen, AlertsScreen):
+                    screen.alerts_changed(alerts)
         if events:
             self._reload_all(events)
         if deployments:

@@ -1,16 +1,19 @@
 """Screens of the TUI, one per view. They post :class:`RegistryScreen.Call` messages; the App talks to the daemon."""
 
+from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentScreen, DeploymentsScreen
 from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, DeployChoice, DeployDialog, RollbackDialog
 from .diff import DiffScreen
 from .help import HelpScreen
 from .history import HistoryScreen
+from .metrics import MetricsScreen
 from .model import ModelScreen
 from .models import ModelsScreen
 from .version import VersionScreen
 
 __all__ = [
+    "AlertsScreen",
     "AliasChoice",
     "AliasDialog",
     "ConfirmDialog",
@@ -21,6 +24,7 @@ __all__ = [
     "DiffScreen",
     "HelpScreen",
     "HistoryScreen",
+    "MetricsScreen",
     "ModelScreen",
     "ModelsScreen",
     "RegistryScreen",

@@ -24,8 +24,10 @@ from daemon.protocol.names import parse_ref
 from ..widgets import DeploymentEventsTable, DeploymentFieldsTable, DeploymentsTable, LogView
 from ..widgets._format import short, uptime, version_label
 from ..widgets.deployments_table import version_text
+from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .dialogs import AliasChoice, ConfirmDialog, DeployChoice, DeployDialog, RollbackDialog
+from .metrics import MetricsScreen
 
 #: Lines of history asked for when a log view opens.
 LOG_TAIL = 200
@@ -134,6 +136,8 @@ class DeploymentsScreen(_DeploymentActions):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "logs", "Logs"),
+        Binding("m", "metrics", "Metrics"),
+        Binding("A", "alerts", "Alerts", key_display="A"),
         Binding("n", "new", "New"),
         Binding("x", "undeploy", "Undeploy"),
         Binding("delete", "undeploy", "Undeploy", show=False),
@@ -189,6 +193,14 @@ class DeploymentsScreen(_DeploymentActions):
     def _open(self, event: DeploymentsTable.DeploymentChosen) -> None:
         self.app.push_screen(DeploymentScreen(event.name))
 
+    def action_metrics(self) -> None:
+        d = self.target()
+        if d is not None:
+            self.app.push_screen(MetricsScreen(d.name))
+
+    def action_alerts(self) -> None:
+        self.app.push_screen(AlertsScreen())
+
     def action_logs(self) -> None:
         d = self.target()
         if d is not None:
@@ -232,6 +244,7 @@ class DeploymentScreen(_DeploymentActions):
         Binding("l", "tab('logs')", "Logs"),
         Binding("e", "tab('events')", "Events"),
         Binding("i", "tab('info')", "Info"),
+        Binding("m", "metrics", "Metrics"),
         Binding("f", "follow", "Follow", show=False),
         Binding("x", "undeploy", "Undeploy"),
         Binding("r", "restart", "Restart"),
@@ -323,3 +336,6 @@ class DeploymentScreen(_DeploymentActions):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def action_metrics(self) -> None:
+        self.app.push_screen(MetricsScreen(self.deployment_name))

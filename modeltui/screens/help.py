@@ -11,9 +11,11 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentScreen, DeploymentsScreen
 from .diff import DiffScreen
+from .metrics import MetricsScreen
 from .model import ModelScreen
 from .models import ModelsScreen
 from .version import VersionScreen
@@ -26,6 +28,9 @@ VIEWS: list[tuple[str, type[Screen[None]]]] = [
     ("Diff: two marked versions compared", DiffScreen),
     ("Deployments: every deployment, live (d on Models; enter opens one)", DeploymentsScreen),
     ("Deployment: summary, live log, recent events, every field", DeploymentScreen),
+    ("Metrics: a deployment's rate, errors, latency, quality and drift, with plots (m on Deployments)",
+     MetricsScreen),
+    ("Alerts: pending and firing alerts, and their history (A on Models and Deployments)", AlertsScreen),
 ]
 
 INTRO = (

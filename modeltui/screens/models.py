@@ -16,6 +16,7 @@ from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
 from ..widgets import EmptyRegistry, ModelsTable
+from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentsScreen
 from .model import ModelScreen
@@ -34,6 +35,7 @@ class ModelsScreen(RegistryScreen):
         Binding("right_square_bracket", "next_page", "Next page", key_display="]"),
         Binding("left_square_bracket", "previous_page", "Prev page", key_display="["),
         Binding("d", "deployments", "Deployments"),
+        Binding("A", "alerts", "Alerts", key_display="A"),
     ]
 
     filter_text: reactive[str] = reactive("", init=False)
@@ -113,6 +115,9 @@ class ModelsScreen(RegistryScreen):
 
     def action_deployments(self) -> None:
         self.app.push_screen(DeploymentsScreen())
+
+    def action_alerts(self) -> None:
+        self.app.push_screen(AlertsScreen())
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:

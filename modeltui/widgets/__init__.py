@@ -1,5 +1,6 @@
 """Widgets of the TUI: one responsibility each; they display data and post messages, never call the daemon."""
 
+from .alerts_tables import AlertHistoryTable, AlertsTable
 from .deployments_table import DeploymentEventsTable, DeploymentFieldsTable, DeploymentsTable
 from .detail_tables import FilesTable, LineageTable, ParamsTable
 from .diff_tables import FileChangesTable, MetricChangesTable, RequirementsTable, ValueChangesTable
@@ -7,15 +8,21 @@ from .empty_registry import PUSH_EXAMPLE, EmptyRegistry
 from .history_table import AliasHistoryTable
 from .keyed_table import KeyedTable
 from .log_view import LogView
+from .metrics_plots import MetricsPlot
+from .metrics_tables import ClassMetricsTable, DriftTable, MetricsSummary
 from .models_table import ModelsTable
 from .versions_table import VersionsTable
 
 __all__ = [
     "PUSH_EXAMPLE",
+    "AlertHistoryTable",
+    "AlertsTable",
     "AliasHistoryTable",
+    "ClassMetricsTable",
     "DeploymentEventsTable",
     "DeploymentFieldsTable",
     "DeploymentsTable",
+    "DriftTable",
     "EmptyRegistry",
     "FileChangesTable",
     "FilesTable",
@@ -23,6 +30,8 @@ __all__ = [
     "LineageTable",
     "LogView",
     "MetricChangesTable",
+    "MetricsPlot",
+    "MetricsSummary",
     "ModelsTable",
     "ParamsTable",
     "RequirementsTable",

@@ -1,0 +1,75 @@
+"""Tables of the alerts view: the alerts that hold now (pending or firing) and the transitions before.
+
+Severity and state are coloured through component classes (styled in app.tcss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from rich.text import Text
+
+from daemon.protocol.results import AlertStateInfo, AlertTransitionInfo
+
+from ._format import short, uptime
+from .keyed_table import KeyedTable
+
+TONES = ("critical", "warning", "info", "firing", "pending", "resolved")
+
+
+def value_text(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+class _AlertTable(KeyedTable):
+    COMPONENT_CLASSES: ClassVar[set[str]] = {f"alerts--{tone}" for tone in TONES}
+
+    def toned(self, word: str) -> Text:
+        """``word`` in the colour of its severity or state (plain when it has none)."""
+        if word not in TONES:
+            return Text(word)
+        return Text(word, style=self.get_component_rich_style(f"alerts--{word}", partial=True))
+
+
+class AlertsTable(_AlertTable):
+    """One row per alert that holds now: firing first, then by severity."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("state", "severity", "deployment", "rule", "value", "for", "expr")
+    ORDER: ClassVar[dict[str, int]] = {"critical": 0, "warning": 1, "info": 2}
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.items: dict[str, AlertStateInfo] = {}
+        """The alerts shown, by ``deployment/rule``."""
+
+    def show(self, alerts: Sequence[AlertStateInfo], now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        self.items = {f"{a.deployment}/{a.rule}": a for a in alerts}
+        ordered = sorted(alerts, key=lambda a: (a.state != "firing", self.ORDER.get(a.severity, 3),
+                                                a.deployment, a.rule))
+        self.replace_rows(
+            (
+                f"{a.deployment}/{a.rule}",
+                (self.toned(a.state), self.toned(a.severity), Text(a.deployment), Text(a.rule),
+                 value_text(a.value), uptime(a.since, now), Text(short(a.expr, 30))),
+            )
+            for a in ordered
+        )
+
+
+class AlertHistoryTable(_AlertTable):
+    """Transitions of alerts, newest first, as the daemon returns them."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("at", "state", "severity", "deployment", "rule", "value", "message")
+
+    def show(self, transitions: Sequence[AlertTransitionInfo]) -> None:
+        self.replace_rows(
+            (
+                str(i),
+                (t.at.astimezone().strftime("%m-%d %H:%M:%S"), self.toned(t.state), self.toned(t.severity),
+                 Text(t.deployment), Text(t.rule), value_text(t.value), Text(short(t.message, 50))),
+            )
+            for i, t in enumerate(transitions)
+        )

@@ -1,0 +1,63 @@
+"""Plots of the metrics view, drawn with textual-plotext (Plotext in a Textual widget).
+
+A plot holds the series it was last given (:attr:`MetricsPlot.data`), so what it draws can be checked
+without reading terminal cells. Time runs along x, before the end of the window (0 = now), in minutes for
+windows up to 6 hours and in hours beyond; the x axis always spans the whole window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from textual_plotext import PlotextPlot
+
+
+class MetricsPlot(PlotextPlot):
+    """A line over time (``show``) or a bar per label (``show_bars``), with a one-line title."""
+
+    def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.plot_title = title
+        self.data: list[tuple[float, float]] = []
+        """(x, y) points drawn: minutes before the end of the window, value; or (bar index, value)."""
+        self.labels: list[str] = []
+        """Bar labels (``show_bars`` only)."""
+        self.span = 0.0
+        """Width of the x axis (the window, in the x unit)."""
+        self.unit = "min"
+        self._draw()
+
+    def show(self, points: Sequence[tuple[datetime, float | None]], start: datetime, end: datetime) -> None:
+        """Draw ``(t, value)`` points; those without a value (no traffic, no feedback) are left out."""
+        window = (end - start).total_seconds()
+        scale, self.unit = (60, "min") if window <= 6 * 3600 else (3600, "h")
+        self.span = window / scale
+        self.data = [(-(end - t).total_seconds() / scale, v) for t, v in points if v is not None]
+        self.labels = []
+        self._draw()
+
+    def show_bars(self, values: Sequence[tuple[str, float]]) -> None:
+        """One bar per ``(label, value)``."""
+        self.labels = [label for label, _v in values]
+        self.data = [(float(i), v) for i, (_label, v) in enumerate(values)]
+        self._draw()
+
+    def _draw(self) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(f"{self.plot_title} ({self.unit} ago)" if self.span else self.plot_title)
+        plt.frame(False)
+        if not self.data:
+            plt.title(f"{self.plot_title}: no data")
+        elif self.labels:
+            plt.bar(self.labels, [v for _x, v in self.data], width=0.4)
+        else:
+            xs = [x for x, _y in self.data]
+            ys = [y for _x, y in self.data]
+            plt.plot(xs, ys, marker="braille")
+            plt.xlim(-self.span, 0)
+            if min(ys) == max(ys):  # a flat line would otherwise sit on the frame with one tick
+                pad = abs(ys[0]) * 0.1 or 1.0
+                plt.ylim(ys[0] - pad, ys[0] + pad)
+        self.refresh()
