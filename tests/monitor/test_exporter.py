@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -336,6 +337,9 @@ def prometheus(tmp: Path, target: str) -> Iterator[str]:
             try:
                 with urllib.request.urlopen(base + "/-/ready", timeout=2) as resp:
                     return resp.status == 200
+            except urllib.error.HTTPError as exc:  # 503 while starting: close its response
+                exc.close()
+                return False
             except OSError:
                 return False
 
