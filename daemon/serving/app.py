@@ -247,6 +247,15 @@ class App:
             if label is None or type(label) not in (str, int, float, bool):
                 conn.respond(req, 422, error_body(422, f"item {i}: label must be a string, number or boolean"))
                 return
+        classes = self.model.classes if self.model is not None else None
+        if classes is not None:  # a label the classifier cannot predict is a mistake in the feedback, not data
+            allowed = {feedback_key(c) for c in classes}
+            for i, item in enumerate(items):
+                if feedback_key(item["label"]) not in allowed:
+                    shown = ", ".join(sorted(str(a) for a in allowed if a is not None)[:20])
+                    message = f"item {i}: label {item['label']!r} is not one of the model's classes ({shown})"
+                    conn.respond(req, 422, error_body(422, message))
+                    return
         m = self.metrics
         matched = unknown = 0
         for item in items:

@@ -26,9 +26,17 @@ class LoadError(Exception):
 class Model:
     """A loaded model: ``predict(X)`` → a 1-D or 2-D array (or a sequence) with one entry per row."""
 
-    def __init__(self, flavor: str, predict: Callable[[npt.NDArray[Any]], Any], detail: str) -> None:
+    def __init__(
+        self,
+        flavor: str,
+        predict: Callable[[npt.NDArray[Any]], Any],
+        detail: str,
+        classes: list[Any] | None = None,
+    ) -> None:
         self.flavor = flavor
         self.detail = detail
+        #: the labels a classifier can predict, when the model says (scikit-learn's ``classes_``)
+        self.classes = classes
         self._predict = predict
 
     def predict(self, batch: npt.NDArray[Any]) -> list[Any]:
@@ -106,10 +114,12 @@ def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
     predict = getattr(model, "predict", None)
     if not callable(predict):
         raise LoadError(f"{manifest.model_file} holds a {type(model).__name__}, which has no predict method")
+    classes = getattr(model, "classes_", None)  # a 2-D classes_ (multi-output) gives no single class list
+    known = classes.tolist() if isinstance(classes, np.ndarray) and classes.ndim == 1 else None
     fast = fast_predict(model)
     if fast is not None:
-        return Model("sklearn", fast, f"{type(model).__name__}, fast forest path")
-    return Model("sklearn", predict, type(model).__name__)
+        return Model("sklearn", fast, f"{type(model).__name__}, fast forest path", known)
+    return Model("sklearn", predict, type(model).__name__, known)
 
 
 def _load_onnx(model_dir: Path, manifest: ServingManifest) -> Model:

@@ -154,6 +154,21 @@ def test_feedback_builds_a_confusion_matrix(example_server: Serving) -> None:
     assert metric(after, "modeltui_feedback_unknown_total") - metric(before, "modeltui_feedback_unknown_total") == 2
 
 
+def test_feedback_with_a_label_the_classifier_cannot_predict_is_refused_whole(example_server: Serving) -> None:
+    status, out = example_server.json("POST", "/predict", {"inputs": ROWS[:2]})
+    assert status == 200
+    before = example_server.metrics()
+    items = [{"id": out["ids"][0], "label": 1}, {"id": out["ids"][1], "label": "malignant"}]
+    status, res = example_server.json("POST", "/feedback", {"items": items})
+    assert status == 422
+    assert "item 1: label 'malignant' is not one of the model's classes (0, 1)" in res["message"]
+    assert example_server.metrics().count("modeltui_feedback_total{") == before.count("modeltui_feedback_total{")
+    # Nothing was taken: both ids still accept a label of a real class ("1" and 1.0 name class 1).
+    status, res = example_server.json("POST", "/feedback", {"items": [{"id": out["ids"][0], "label": "1"},
+                                                                      {"id": out["ids"][1], "label": 1.0}]})
+    assert (status, res) == (200, {"matched": 2, "unknown": 0})
+
+
 def _bad_cases() -> list[tuple[str, str, bytes, str, int, str]]:
     row = ROWS[0]
     rec = dict(zip(COLUMNS, row, strict=True))
