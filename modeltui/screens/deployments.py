@@ -137,7 +137,7 @@ class DeploymentsScreen(_DeploymentActions):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "logs", "Logs"),
         Binding("m", "metrics", "Metrics"),
-        Binding("A", "alerts", "Alerts", key_display="A"),
+        Binding("A", "alerts", "Alerts", key_display="A", show=False),  # footer room: see ? and Models
         Binding("n", "new", "New"),
         Binding("x", "undeploy", "Undeploy"),
         Binding("delete", "undeploy", "Undeploy", show=False),

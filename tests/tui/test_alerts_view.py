@@ -126,5 +126,8 @@ async def test_a_firing_alert_is_notified_on_any_screen_and_a_is_on_deployments(
             os.kill(pid, signal.SIGCONT)
         await pilot.press("escape", "d")
         await until(pilot, lambda: isinstance(app.screen, DeploymentsScreen), "deployments")
+        # Every key of the deployments table shows at 80 columns ('A' is listed by ? rather than the footer).
+        for key_widget in app.screen.query_one(Footer).query("FooterKey"):
+            assert key_widget.region.right <= 80, str(key_widget.render())
         await pilot.press("A")
         await until(pilot, lambda: isinstance(app.screen, AlertsScreen), "alerts from deployments")

@@ -16,6 +16,7 @@ from modeltui.screens import DeploymentScreen, HelpScreen, MetricsScreen
 from modeltui.widgets import ClassMetricsTable, DeploymentsTable, DriftTable, MetricsPlot, MetricsSummary
 from tests.conftest import DaemonProcess
 from tests.deploy.test_process import post
+from tests.monitor.test_drift_e2e import _rows, _send
 
 from .test_app import SIZE, make_app, push, rows, until
 from .test_deployments import deploy, open_deployments, query, table_row
@@ -155,6 +156,8 @@ async def test_metrics_view_shows_what_metrics_get_returns(scraped: DaemonProces
         keys = " ".join(str(w.render()) for w in footer.query("FooterKey"))
         for key in ("5m", "1h", "6h", "24h"):
             assert key in keys, key
+        for key_widget in footer.query("FooterKey"):  # every key visible, none pushed past the edge
+            assert key_widget.region.right <= 80, str(key_widget.render())
         assert view.query_one(MetricsSummary).region.right <= 80
 
         # The timer stops while another screen covers the view, and starts again when it is back.
@@ -199,3 +202,33 @@ async def test_metrics_of_an_unknown_deployment_notify_and_keep_the_app(scraped:
         assert app.connection == "connected"
         await pilot.press("escape")
         assert app.screen is not view
+
+
+async def test_drift_table_and_plot_show_a_shifted_deployment(daemon_factory: Any, example_dir: Path) -> None:
+    """The breast-cancer example (its eval.csv is the drift reference) fed every feature moved up."""
+    d: DaemonProcess = daemon_factory()
+    Path(d.env["MODELTUI_CONFIG"]).write_text("[monitor]\nscrape_interval_seconds = 1\n")
+    d.start()
+    push(d, example_dir)
+    dep = await deploy(d, "breast-cancer:1", name="shifted")
+    assert dep.endpoint is not None
+    _, data = _rows(example_dir)
+    await asyncio.to_thread(_send, dep.endpoint, [[v * 1.6 + 0.5 for v in row] for row in data])
+    app = make_app(d)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected", "connected")
+        view = MetricsScreen(dep.name, window_seconds=300)
+        app.push_screen(view)
+        await until(pilot, lambda: view.metrics is not None and view.metrics.drift, "drift figures", 30)
+        shown = view.metrics
+        assert shown is not None
+        table = {r[0]: r for r in rows(view.query_one(DriftTable))}
+        assert set(table) == set(shown.drift)
+        worst = max(shown.drift, key=lambda f: shown.drift[f].psi)
+        assert shown.drift[worst].psi > 0.2
+        assert table[worst][1:] == [f"{shown.drift[worst].psi:.3f}", f"{shown.drift[worst].ks:.3f}",
+                                    f"{shown.drift[worst].count:.0f}", "shifted"]
+        assert "SHIFTED" in str(view.query_one(MetricsSummary).render())
+        bars = view.query_one("#plot-drift", MetricsPlot)
+        assert len(bars.data) == len(shown.drift)
+        assert max(v for _x, v in bars.data) == pytest.approx(shown.drift[worst].psi)
