@@ -1,0 +1,687 @@
+"""bench/monitoring: modeltui's monitor scraping 1,000 simulated deployments, against Prometheus doing the same.
+
+    /work/main/.venv/bin/python bench/monitoring/run.py [--targets 1000] [--cycles 6] [--interval 15]
+                                                        [--skip-prometheus] [--history-hours 26]
+                                                        [--results FILE] [--json FILE]
+
+1. ``endpoints.py`` in its own process: ``--targets`` listeners on 127.0.0.1, each a simulated runtime serving
+   the real exposition of ``daemon/serving/metrics.py`` with counters advancing under steady traffic. Its CPU
+   is measured apart and is nobody's.
+2. modeltui, in this process (which does nothing else while it is measured): the daemon's own
+   ``Monitor.scrape_cycle`` over those targets (``Target`` built by hand, as ``tests/monitor`` does, no
+   deployment manager), storing into a fresh SQLite state directory through ``MonitorStore``, every
+   ``--interval`` seconds for ``--cycles`` cycles; ``Monitor.maintain`` (rollups + retention) runs on the
+   scheduler's cadence (5 s after the start, then every 60 s). Figures: wall time of each cycle, this
+   process's CPU (``getrusage``, all threads) over the whole window as a share of one core, samples written
+   per cycle, and database growth.
+3. History, cheaply: one deployment whose series and per-cycle increases are copied from a real scraped one
+   (the one nearest the median of samples per cycle) is written with the store's own ``write_cycle``,
+   ``rollup`` and ``retention`` under a fake clock, every 15 s for ``--history-hours`` simulated hours
+   (rollups every simulated 10 min, retention with the default settings). The bytes per row of raw samples,
+   1-minute and 1-hour rollups come from SQLite's ``dbstat`` on that database; the steady-state size of 1,000
+   deployments (24 h raw + 48 h of minute rollups + 30 days of hour rollups, the defaults) is those bytes per
+   row × the rows the defaults keep, with the rows per deployment scaled to the measured mean.
+4. Prometheus (Debian's ``prometheus``) on loopback scraping the same targets at the same interval for the
+   same number of cycles, keeping the same sample names (``metric_relabel_configs``; ``--prometheus-all``
+   keeps everything), its CPU from ``/proc`` and its TSDB directory's growth (WAL + head chunks), plus a
+   snapshot through the admin API (the head written as a compressed block) for bytes per sample.
+
+Prints the figures with the issue's targets (a full cycle ≤ 2 s, ≤ 10 % of one core on average, 30 days of
+1,000 deployments under 1 GiB) and writes ``RESULTS.md`` (the table it replaces moves under "Earlier runs").
+A benchmark, not a CI gate: the exit code is 0 unless something broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+from daemon.monitor.derive import COUNTERS, KEPT  # noqa: E402
+from daemon.monitor.scrape import Target  # noqa: E402
+from daemon.monitor.service import RETENTION_EVERY, Monitor  # noqa: E402
+from daemon.monitor.store import MonitorStore, ScrapeResult  # noqa: E402
+from daemon.settings import MonitorSection  # noqa: E402
+
+GIB = 1 << 30
+MIB = 1 << 20
+DAY = 86400
+DEFAULT = MonitorSection()
+MAINTENANCE_FIRST, MAINTENANCE_EVERY = 5.0, 60.0  # as daemon/monitor/scheduler.py schedules it
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def cpu_self() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cpu_of(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes allocated on disk (``du``) under ``path``, or of the file."""
+    if path.is_file():
+        return path.stat().st_blocks * 512
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / f).stat().st_blocks * 512
+    return total
+
+
+def db_usage(state: Path) -> int:
+    return sum(disk_usage(p) for p in state.glob("registry.db*"))
+
+
+def checkpoint(db: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def dbstat(db: Path) -> dict[str, dict[str, int]]:
+    """Per monitor table: rows, pages × page size (B-tree incl. free space in pages), payload bytes."""
+    out: dict[str, dict[str, int]] = {}
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        stats = conn.execute(
+            "SELECT name, sum(pgsize), sum(payload) FROM dbstat WHERE name LIKE '%monitor%' GROUP BY name"
+        ).fetchall()
+        for name, size, payload in stats:
+            out[name] = {"bytes": int(size), "payload": int(payload)}
+        for table in ("monitor_series", "monitor_samples", "monitor_targets"):
+            out.setdefault(table, {"bytes": 0, "payload": 0})["rows"] = conn.execute(
+                f"SELECT count(*) FROM {table}"
+            ).fetchone()[0]
+        for res in (60, 3600):
+            row = conn.execute("SELECT count(*) FROM monitor_rollups WHERE resolution = ?", (res,)).fetchone()
+            out[f"rollups_{res}"] = {"rows": row[0]}
+        out["file"] = {"bytes": db.stat().st_size}
+    return out
+
+
+def table_bytes(stats: dict[str, dict[str, int]], table: str) -> int:
+    """A table's bytes with its indexes (``sqlite_autoindex_<table>_N``)."""
+    return sum(v.get("bytes", 0) for k, v in stats.items() if k == table or k.startswith(f"sqlite_autoindex_{table}_"))
+
+
+def human(n: float) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:,.2f} {unit}"
+    return f"{n:,.0f} B"
+
+
+# -- the simulated deployments -----------------------------------------------------------------------------
+class Endpoints:
+    def __init__(self, n: int, features: int, classes: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "endpoints.py"), "--targets", str(n), "--features", str(features),
+             "--classes", str(classes)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("PORTS "):
+            raise RuntimeError(f"endpoints.py did not start: {line!r}")
+        self.ports = [int(p) for p in line.split()[1].split(",")]
+        self.ps = psutil.Process(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# -- modeltui ----------------------------------------------------------------------------------------------
+async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace, sim: Endpoints) -> dict[str, Any]:
+    settings = MonitorSection(scrape_interval_seconds=args.interval, scrape_concurrency=args.concurrency)
+    store = MonitorStore(state)
+    started = time.time() - 60
+    targets = [Target(f"dep-{i:04d}", "127.0.0.1", p, f"inst-{i:04d}/k", started) for i, p in enumerate(ports)]
+    monitor = Monitor(settings, store, lambda: targets)
+    captured: list[list[ScrapeResult]] = []
+    # Keep what the last two cycles scraped (for the history part): wrap the store's writer, same arguments.
+    write_cycle = store.write_cycle
+
+    def keep_and_write(t: float, results: list[ScrapeResult]) -> int:
+        captured.append(results)
+        del captured[:-2]
+        return write_cycle(t, results)
+
+    store.write_cycle = keep_and_write  # type: ignore[method-assign]
+    db = state / "registry.db"
+    cycles: list[dict[str, Any]] = []
+    maint: list[dict[str, float]] = []
+    excluded_cpu = 0.0  # the benchmark's own checkpoint after cycle 1 (not the monitor's work)
+    size_after_first = 0
+
+    t0 = time.monotonic()
+    window = args.cycles * args.interval
+
+    async def maintenance() -> None:
+        at = MAINTENANCE_FIRST
+        while at < window:
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            c0, w0 = cpu_self(), time.monotonic()
+            await monitor.maintain()
+            maint.append({"at": at, "seconds": time.monotonic() - w0, "cpu": cpu_self() - c0})
+            at += MAINTENANCE_EVERY
+
+    cpu0, sim0 = cpu_self(), cpu_of(sim.ps)
+    mtask = asyncio.create_task(maintenance())
+    for k in range(args.cycles):
+        await asyncio.sleep(max(0.0, t0 + k * args.interval - time.monotonic()))
+        report = await monitor.scrape_cycle()
+        cycles.append(
+            {"cycle": k + 1, "seconds": report.seconds, "up": report.up, "targets": report.targets,
+             "samples": report.samples, "db_bytes": db_usage(state)}
+        )  # fmt: skip
+        print(f"  modeltui cycle {k + 1}: {report.seconds:.2f} s, {report.up}/{report.targets} up, "
+              f"{report.samples:,} samples", flush=True)  # fmt: skip
+        if k == 0:
+            c = cpu_self()
+            checkpoint(db)
+            size_after_first = db.stat().st_size
+            excluded_cpu += cpu_self() - c
+    await asyncio.sleep(max(0.0, t0 + window - time.monotonic()))
+    elapsed = time.monotonic() - t0
+    cpu = cpu_self() - cpu0 - excluded_cpu
+    sim_cpu = cpu_of(sim.ps) - sim0
+    await mtask
+    rss = psutil.Process().memory_info().rss
+    await monitor.wait_idle()
+    # One retention pass over this database, after the window (the daemon runs it every 10 minutes).
+    w, c = time.monotonic(), cpu_self()
+    await asyncio.to_thread(
+        store.retention, time.time(), raw_seconds=DEFAULT.raw_retention_hours * 3600,
+        minute_seconds=DEFAULT.minute_rollup_retention_hours * 3600, hour_seconds=DEFAULT.rollup_retention_days * DAY,
+    )  # fmt: skip
+    retention = {"seconds": time.monotonic() - w, "cpu": cpu_self() - c}
+    store.close()
+    stats = dbstat(db)
+    size_end = stats["file"]["bytes"]
+    growth = (size_end - size_after_first) / max(1, args.cycles - 1)
+    steady = [c["samples"] for c in cycles[1:]] or [cycles[0]["samples"]]
+    # Per deployment: samples of its last cycle (history picks the one nearest the median).
+    per_dep = sorted(len([1 for _ in r.samples]) for r in captured[-1])
+    return {
+        "settings": settings.model_dump(),
+        "cycles": cycles,
+        "maintenance": maint,
+        "retention": retention,
+        "window_s": elapsed,
+        "cpu_s": cpu,
+        "cpu_share": cpu / elapsed,
+        "cpu_per_cycle_s": cpu / args.cycles,
+        "sim_cpu_share": sim_cpu / elapsed,
+        "rss_bytes": rss,
+        "samples_first_cycle": cycles[0]["samples"],
+        "samples_per_cycle": statistics.mean(steady),
+        "kept_series_per_target": statistics.median(per_dep) if per_dep else 0,
+        "db_after_first": size_after_first,
+        "db_end": size_end,
+        "growth_per_cycle": growth,
+        "dbstat": stats,
+        "captured": captured,
+    }
+
+
+# -- history under a fake clock ----------------------------------------------------------------------------
+def history_side(captured: list[list[ScrapeResult]], state: Path, hours: float, interval: float) -> dict[str, Any]:
+    prev_results, last_results = captured[-2], captured[-1]
+    changed = []
+    for a, b in zip(prev_results, last_results, strict=True):
+        if a.up and b.up:
+            pa = {(m, lab): v for m, lab, v in a.samples}
+            changed.append((sum(1 for m, lab, v in b.samples if pa.get((m, lab)) != v), a, b))
+    changed.sort(key=lambda x: x[0])
+    median_changed, a, b = changed[len(changed) // 2]
+    mean_changed = statistics.mean(c for c, _, _ in changed)
+    base = {(m, lab): v for m, lab, v in a.samples}
+    series = [(m, lab, base.get((m, lab), 0.0), (v - base.get((m, lab), 0.0)) if m in COUNTERS else 0.0)
+              for m, lab, v in b.samples]  # fmt: skip
+    store = MonitorStore(state)
+    n = int(hours * 3600 / interval)
+    start = math.floor((time.time() - n * interval) / 3600) * 3600
+    wall0 = time.monotonic()
+    last_maint = start
+    last_retention = start
+    for c in range(n):
+        t = start + c * interval
+        samples = [(m, lab, v0 + d * c) for m, lab, v0, d in series]
+        store.write_cycle(t, [ScrapeResult("hist-0", "inst/k", start - 60, True, "", 0.01, samples)])
+        if t - last_maint >= 600:
+            last_maint = t
+            store.rollup(t - interval - DEFAULT.timeout_seconds - 1)
+            if t - last_retention >= RETENTION_EVERY:
+                last_retention = t
+                store.retention(t, raw_seconds=DEFAULT.raw_retention_hours * 3600,
+                                minute_seconds=DEFAULT.minute_rollup_retention_hours * 3600,
+                                hour_seconds=DEFAULT.rollup_retention_days * DAY)  # fmt: skip
+    end = start + n * interval
+    store.rollup(end)
+    store.close()
+    stats = dbstat(state / "registry.db")
+    return {
+        "hours": hours,
+        "interval": interval,
+        "cycles": n,
+        "seconds": time.monotonic() - wall0,
+        "samples_per_cycle": median_changed,
+        "mean_samples_per_deployment_cycle": mean_changed,
+        "series": len(series),
+        "dbstat": stats,
+    }
+
+
+def extrapolate(mt: dict[str, Any], hist: dict[str, Any], deployments: int, interval: float) -> dict[str, Any]:
+    """Steady-state bytes for ``deployments`` with the default retention, from bytes per row measured in the
+    history database (B-trees as they are after a day of appends and a retention pass)."""
+    s = hist["dbstat"]
+    raw_rows = s["monitor_samples"]["rows"]
+    raw_bpr = table_bytes(s, "monitor_samples") / max(1, raw_rows)
+    roll_bytes = table_bytes(s, "monitor_rollups")
+    roll_rows = s["rollups_60"]["rows"] + s["rollups_3600"]["rows"]
+    roll_bpr = roll_bytes / max(1, roll_rows)
+    sim_minutes = hist["cycles"] * hist["interval"] / 60
+    scale = hist["mean_samples_per_deployment_cycle"] / max(1e-9, hist["samples_per_cycle"])
+    # Rows per deployment, per day, at the measured mean traffic.
+    raw_per_day = mt["samples_per_cycle"] / deployments * DAY / DEFAULT.scrape_interval_seconds
+    minute_per_day = s["rollups_60"]["rows"] / sim_minutes * 1440 * scale
+    hour_per_day = s["rollups_3600"]["rows"] / max(1.0, math.floor(sim_minutes / 60)) * 24 * scale
+    series_bpr = table_bytes(s, "monitor_series") / max(1, s["monitor_series"]["rows"])
+    series_per_dep = mt["dbstat"]["monitor_series"]["rows"] / deployments
+    keep_raw = DEFAULT.raw_retention_hours / 24
+    keep_min = DEFAULT.minute_rollup_retention_hours / 24
+    keep_hour = DEFAULT.rollup_retention_days
+    parts = {
+        "raw": deployments * raw_per_day * keep_raw * raw_bpr,
+        "minute_rollups": deployments * minute_per_day * keep_min * roll_bpr,
+        "hour_rollups": deployments * hour_per_day * keep_hour * roll_bpr,
+        "series": deployments * series_per_dep * series_bpr,
+    }
+    return {
+        "raw_bytes_per_row": raw_bpr,
+        "rollup_bytes_per_row": roll_bpr,
+        "raw_rows_per_deployment_day": raw_per_day,
+        "minute_rows_per_deployment_day": minute_per_day,
+        "hour_rows_per_deployment_day": hour_per_day,
+        "raw_per_deployment_day": raw_per_day * raw_bpr,
+        "rollups_per_deployment_day": (minute_per_day + hour_per_day) * roll_bpr,
+        "hour_rollups_per_deployment_day": hour_per_day * roll_bpr,
+        "parts": parts,
+        "total_30d": sum(parts.values()),
+        "rollups_only_30d": parts["hour_rollups"] + parts["series"],
+    }
+
+
+# -- Prometheus --------------------------------------------------------------------------------------------
+def prom_metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    return sum(float(v) for v in found) if found else math.nan
+
+
+def prom_query(port: int, expr: str) -> float:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        data = json.load(resp)["data"]["result"]
+    return float(data[0]["value"][1]) if data else math.nan
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prometheus_side(ports: list[int], base: Path, args: argparse.Namespace, sim: Endpoints) -> dict[str, Any]:
+    exe = shutil.which("prometheus")
+    if exe is None:
+        return {"skipped": "no prometheus binary on PATH (apt-get install prometheus)"}
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    base.mkdir(parents=True, exist_ok=True)
+    tsdb = base / "tsdb"
+    web = free_port()
+    timeout = min(DEFAULT.scrape_timeout_seconds, args.interval)
+    keep = "" if args.prometheus_all else (
+        "    metric_relabel_configs:\n      - source_labels: [__name__]\n        action: keep\n"
+        f"        regex: '{'|'.join(sorted(k for k in KEPT if k != 'up'))}'\n"
+    )  # fmt: skip
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
+    (base / "prometheus.yml").write_text(
+        f"global:\n  scrape_interval: {round(args.interval * 1000)}ms\n  scrape_timeout: {round(timeout * 1000)}ms\n"
+        f"scrape_configs:\n  - job_name: sim\n{keep}    static_configs:\n      - targets: [{targets}]\n"
+    )
+    log = open(base / "prometheus.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [exe, f"--config.file={base / 'prometheus.yml'}", f"--storage.tsdb.path={tsdb}",
+         f"--web.listen-address=127.0.0.1:{web}", "--web.enable-admin-api", "--storage.tsdb.retention.time=30d"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        ps = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/-/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                log.flush()
+                tail = (base / "prometheus.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"prometheus did not become ready:\n{tail}")
+            time.sleep(0.1)
+        cpu0, sim0, disk0, t0 = cpu_of(ps), cpu_of(sim.ps), disk_usage(tsdb), time.monotonic()
+        appended0 = prom_metric(web, "prometheus_tsdb_head_samples_appended_total")
+        growth = []
+        for k in range(args.cycles):
+            time.sleep(max(0.0, t0 + (k + 1) * args.interval - time.monotonic()))
+            growth.append(disk_usage(tsdb) - disk0)
+            print(f"  prometheus after {k + 1} interval(s): TSDB +{human(growth[-1])}", flush=True)
+        elapsed = time.monotonic() - t0
+        cpu = cpu_of(ps) - cpu0
+        sim_cpu = cpu_of(sim.ps) - sim0
+        appended = prom_metric(web, "prometheus_tsdb_head_samples_appended_total") - appended0
+        if math.isnan(appended):  # not exposed before the first append: count the scraped samples instead
+            w = math.ceil(elapsed) + 1
+            appended = prom_query(web, f"sum(count_over_time(up[{w}s])) * 5 + "
+                                       f"sum(sum_over_time(scrape_samples_post_metric_relabeling[{w}s]))")
+        series = prom_metric(web, "prometheus_tsdb_head_series")
+        rss = ps.memory_info().rss
+        disk1 = disk_usage(tsdb)
+        snap_bytes = math.nan
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            req = urllib.request.Request(f"http://127.0.0.1:{web}/api/v1/admin/tsdb/snapshot", method="POST")
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                name = json.load(resp)["data"]["name"]
+            snap_bytes = disk_usage(tsdb / "snapshots" / name)
+        return {
+            "version": version,
+            "keep": "all" if args.prometheus_all else "same names as modeltui",
+            "window_s": elapsed,
+            "cpu_s": cpu,
+            "cpu_share": cpu / elapsed,
+            "cpu_per_cycle_s": cpu / args.cycles,
+            "sim_cpu_share": sim_cpu / elapsed,
+            "rss_bytes": rss,
+            "samples_appended": appended,
+            "samples_per_cycle": appended / args.cycles,
+            "head_series": series,
+            "tsdb_growth": disk1 - disk0,
+            "growth_per_cycle": (disk1 - disk0) / args.cycles,
+            "growth_by_interval": growth,
+            "snapshot_bytes": snap_bytes,
+            "snapshot_bytes_per_sample": snap_bytes / appended if appended else math.nan,
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# -- report ------------------------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "FAIL"
+
+
+def table(res: dict[str, Any], args: argparse.Namespace) -> str:
+    mt, ex, pr = res["modeltui"], res["extrapolation"], res.get("prometheus") or {}
+    n = args.targets
+    has_p = "cpu_s" in pr
+    per_day = DAY / DEFAULT.scrape_interval_seconds  # production cadence, whatever --interval was
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.1f}×" if has_p and b else "—"
+
+    walls = [c["seconds"] for c in mt["cycles"]]
+    mt_day = mt["growth_per_cycle"] * per_day / n
+    pr_day = pr.get("growth_per_cycle", math.nan) * per_day / n
+    rows = [
+        ("full cycle, wall (max / median)", f"{max(walls):.2f} s / {statistics.median(walls):.2f} s", "—", "—",
+         "≤ 2 s", verdict(max(walls) <= 2.0)),
+        ("CPU, share of one core (whole window)", f"{mt['cpu_share']:.1%}",
+         f"{pr['cpu_share']:.1%}" if has_p else "—", ratio(mt["cpu_share"], pr.get("cpu_share", 0)), "≤ 10%",
+         verdict(mt["cpu_share"] <= 0.10)),
+        ("CPU per cycle", f"{mt['cpu_per_cycle_s']:.2f} s", f"{pr['cpu_per_cycle_s']:.3f} s" if has_p else "—",
+         ratio(mt["cpu_per_cycle_s"], pr.get("cpu_per_cycle_s", 0)), "—", "—"),
+        ("samples written per cycle (first / steady)",
+         f"{mt['samples_first_cycle']:,} / {mt['samples_per_cycle']:,.0f}",
+         f"{pr['samples_per_cycle']:,.0f} appended" if has_p else "—", "—", "—", "—"),
+        ("storage growth per cycle (measured on disk)", human(mt["growth_per_cycle"]),
+         human(pr["growth_per_cycle"]) + " (WAL + head)" if has_p else "—",
+         ratio(mt["growth_per_cycle"], pr.get("growth_per_cycle", 0)), "—", "—"),
+        ("storage per deployment-day, raw (growth × 5,760 cycles ÷ deployments)", human(mt_day),
+         human(pr_day) if has_p else "—", ratio(mt_day, pr_day), "reported", "—"),
+        ("storage per deployment-day, raw (history bytes/row × samples)", human(ex["raw_per_deployment_day"]),
+         "—", "—", "reported", "—"),
+        ("storage per deployment-day, 1-min + 1-h rollups", human(ex["rollups_per_deployment_day"]), "—", "—",
+         "reported", "—"),
+        (f"30 days × {n:,} deployments, default retention (24 h raw, 48 h 1-min, 30 d 1-h)", human(ex["total_30d"]),
+         "—", "—", "< 1 GiB", verdict(ex["total_30d"] < GIB)),
+        ("  of which 30 d of 1-h rollups + series", human(ex["rollups_only_30d"]), "—", "—", "—",
+         verdict(ex["rollups_only_30d"] < GIB)),
+        ("RSS at the end", human(mt["rss_bytes"]), human(pr["rss_bytes"]) if has_p else "—",
+         ratio(mt["rss_bytes"], pr.get("rss_bytes", 0)), "—", "—"),
+    ]
+    out = ["| figure | modeltui | Prometheus | modeltui ÷ Prometheus | target | result |", "|---|---|---|---|---|---|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+EARLIER_INTRO = "Tables of earlier runs, newest first, as each run wrote them (run.py moves the last one here)."
+
+
+def earlier_runs(path: Path) -> str:
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    current, _, earlier = old.partition("\n## Earlier runs\n")
+    lines = current.splitlines()
+    measured = next((ln for ln in lines if ln.startswith("Measured ")), None)
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("|")), None)
+    parts = []
+    if measured and start is not None:
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        parts.append(f"### {measured.removeprefix('Measured ').rstrip('.')}\n\n" + "\n".join(lines[start:end]))
+    earlier = earlier.replace(EARLIER_INTRO, "").strip()
+    if earlier:
+        parts.append(earlier)
+    return "\n\n".join(parts)
+
+
+def write_results(path: Path, res: dict[str, Any], md: str, args: argparse.Namespace, cmd: str) -> None:
+    mt, hist, ex, pr = res["modeltui"], res["history"], res["extrapolation"], res.get("prometheus") or {}
+    walls = ", ".join(f"{c['seconds']:.2f}" for c in mt["cycles"])
+    maint = "; ".join(
+        f"at +{m['at']:.0f} s: {m['seconds']:.2f} s wall, {m['cpu']:.2f} s CPU" for m in mt["maintenance"]
+    ) or "none fell inside the window"
+    st = mt["dbstat"]
+    earlier = earlier_runs(path)
+    prom = (
+        f"- Prometheus: {pr['version']}, `--storage.tsdb.retention.time=30d`, one job with the {args.targets:,} "
+        f"targets, `scrape_interval` {args.interval:g} s, `scrape_timeout` {min(2.0, args.interval):g} s, keeping "
+        f"{pr['keep']} (`metric_relabel_configs` keep on `__name__`; Prometheus adds its 5 `scrape_*`/`up` series "
+        f"per target). Measured from ready for {args.cycles} intervals ({pr['window_s']:.1f} s): CPU of its "
+        f"process from `/proc`, samples appended ({pr['samples_appended']:,.0f}; head series "
+        f"{pr['head_series']:,.0f}) from its own `/metrics`, disk growth of the TSDB directory (`du`: WAL + head "
+        f"chunks; Prometheus compacts into blocks every 2 h, so no block exists yet) after each interval: "
+        f"{', '.join(human(g) for g in pr['growth_by_interval'])}. A snapshot through the admin API writes the "
+        f"head as a compressed block: {human(pr['snapshot_bytes'])}, {pr['snapshot_bytes_per_sample']:.2f} bytes "
+        f"per sample (with only {args.cycles} samples per series its chunks compress worse than a 2-hour block's "
+        f"~120 per chunk). Simulator CPU while Prometheus scraped: {pr['sim_cpu_share']:.1%} of a core. RSS "
+        f"{human(pr['rss_bytes'])}."
+        if "cpu_s" in pr else f"- Prometheus: not run ({pr.get('skipped', '--skip-prometheus')})."
+    )
+    text = f"""# bench/monitoring — results
+
+Measured {res['date']} by `{cmd}`.
+
+- Machine: {res['machine']}. Everything (the simulated endpoints, the monitor, Prometheus) shares it; the
+  simulator is its own process and its CPU is counted for neither side. 1-minute load average when the run
+  began: {res['load_begin']:.2f}, when it ended: {res['load_end']:.2f}.
+- Targets: {args.targets:,} listeners on 127.0.0.1 in one asyncio process (`bench/monitoring/endpoints.py`),
+  each a simulated runtime rendering the real exposition (`daemon/serving/metrics.py` `Metrics.render` +
+  `drift.FeatureHistograms`) on every scrape: {args.features} features, {args.classes} classes, ~385 lines /
+  24 KiB per scrape, of which {mt['kept_series_per_target']:.0f} are samples the monitor keeps; counters advance
+  with the traffic of the time since the previous scrape (1–40 req/s per deployment, errors, health checks,
+  feedback for 10 % of predictions, every tenth deployment drifting). Simulator CPU during the modeltui window:
+  {mt['sim_cpu_share']:.1%} of a core.
+- modeltui: the daemon's own `Monitor.scrape_cycle` (`daemon/monitor/`: `scrape_all` with concurrency
+  {args.concurrency}, timeout {min(2.0, args.interval):g} s, the `prometheus_client` parser in threads, one
+  `MonitorStore.write_cycle` transaction) in the benchmark's process, over a fresh SQLite state directory,
+  every {args.interval:g} s for {args.cycles} cycles; `Monitor.maintain` on the scheduler's cadence ({maint};
+  the first pass also runs retention, on a still empty database). One `retention` pass over the database after
+  the window (the daemon runs it every 10 min): {mt['retention']['seconds']:.2f} s wall,
+  {mt['retention']['cpu']:.2f} s CPU.
+  CPU = `getrusage(RUSAGE_SELF)` (all threads) over the {mt['window_s']:.1f} s window ÷ the window. Cycle wall
+  times: {walls} s. Database growth per cycle = (file size after the last cycle − after the first), both after
+  a WAL checkpoint, ÷ {args.cycles - 1}: the first cycle writes every series (and their explicit zeros).
+  After the run: {st['monitor_series']['rows']:,} series, {st['monitor_samples']['rows']:,} raw samples
+  ({table_bytes(st, 'monitor_samples') / max(1, st['monitor_samples']['rows']):.1f} bytes each in the B-tree),
+  database {human(st['file']['bytes'])}.
+- History, cheaply (`--history-hours {hist['hours']:g}`): one deployment (the real one nearest the median of
+  samples per cycle, {hist['samples_per_cycle']} changed series per cycle; the mean is
+  {hist['mean_samples_per_deployment_cycle']:.0f}) replayed with its measured per-cycle increases through the
+  store's own `write_cycle` every 15 s of a fake clock for {hist['cycles']:,} cycles, `rollup` every simulated
+  10 min and `retention` with the defaults ({hist['seconds']:.0f} s of wall time). From SQLite's `dbstat` on
+  that database: {ex['raw_bytes_per_row']:.1f} bytes per raw sample and {ex['rollup_bytes_per_row']:.1f} per
+  rollup row (B-tree pages incl. their free space); per deployment-day at the mean traffic:
+  {ex['raw_rows_per_deployment_day']:,.0f} raw samples, {ex['minute_rows_per_deployment_day']:,.0f} 1-minute and
+  {ex['hour_rows_per_deployment_day']:,.0f} 1-hour rollup rows. The 30-day figure is
+  {args.targets:,} × (1 day of raw + 2 days of 1-minute rollups + 30 days of 1-hour rollups) × those bytes per
+  row, + the series table: raw {human(ex['parts']['raw'])}, 1-minute {human(ex['parts']['minute_rollups'])},
+  1-hour {human(ex['parts']['hour_rollups'])}, series {human(ex['parts']['series'])}. Nothing was inserted to
+  fake 30 days: it is rows × measured bytes per row.
+{prom}
+
+{md}
+
+Targets are the issue's (a full cycle ≤ 2 s; ≤ 10 % of one core on average; 30 days of 1,000 deployments
+under 1 GiB with rollups). Ratios are modeltui ÷ Prometheus. Prometheus's storage rows compare on-disk growth
+the same way (directory growth per cycle); its long-term form is the compacted block (snapshot figure).
+
+## Reproduce
+
+```sh
+.venv/bin/python bench/monitoring/run.py                               # 1,000 targets, 6 cycles of 15 s
+.venv/bin/python bench/monitoring/run.py --targets 200 --interval 3 --cycles 4 --history-hours 2   # quick look
+```
+"""
+    if earlier:
+        text += f"\n## Earlier runs\n\n{EARLIER_INTRO}\n\n{earlier}\n"
+    path.write_text(text)
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = psutil.virtual_memory().total / GIB
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {mem:.1f} GiB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", type=int, default=1000)
+    ap.add_argument("--cycles", type=int, default=6)
+    ap.add_argument("--interval", type=float, default=15.0)
+    ap.add_argument("--concurrency", type=int, default=DEFAULT.scrape_concurrency)
+    ap.add_argument("--features", type=int, default=10)
+    ap.add_argument("--classes", type=int, default=3)
+    ap.add_argument("--history-hours", type=float, default=26.0)
+    ap.add_argument("--skip-prometheus", action="store_true")
+    ap.add_argument("--prometheus-all", action="store_true", help="Prometheus keeps every sample, not modeltui's names")
+    ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    if args.cycles < 2:
+        ap.error("--cycles must be at least 2")
+    cmd = "bench/monitoring/run.py" + "".join(f" {a}" for a in sys.argv[1:])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.concurrency + 1024)), hard))
+    res: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+                           "load_begin": os.getloadavg()[0]}  # fmt: skip
+    base = Path(tempfile.mkdtemp(prefix="bench-monitoring-", dir=args.workdir))
+    sim = None
+    try:
+        print(f"starting {args.targets:,} simulated endpoints …", flush=True)
+        sim = Endpoints(args.targets, args.features, args.classes)
+        print(f"modeltui: {args.cycles} cycles every {args.interval:g} s", flush=True)
+        mt = asyncio.run(modeltui_side(sim.ports, base / "state", args, sim))
+        captured = mt.pop("captured")
+        res["modeltui"] = mt
+        print(f"history: {args.history_hours:g} simulated hours of one deployment …", flush=True)
+        res["history"] = history_side(captured, base / "history", args.history_hours, 15.0)
+        res["extrapolation"] = extrapolate(mt, res["history"], args.targets, args.interval)
+        if not args.skip_prometheus:
+            print(f"prometheus: {args.cycles} intervals of {args.interval:g} s", flush=True)
+            res["prometheus"] = prometheus_side(sim.ports, base / "prometheus", args, sim)
+        else:
+            res["prometheus"] = {"skipped": "--skip-prometheus"}
+    finally:
+        if sim is not None:
+            sim.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    res["load_end"] = os.getloadavg()[0]
+    md = table(res, args)
+    print()
+    print(md)
+    write_results(args.results, res, md, args, cmd)
+    print(f"\nwrote {args.results}")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
