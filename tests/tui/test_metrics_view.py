@@ -100,7 +100,7 @@ async def test_metrics_view_shows_what_metrics_get_returns(scraped: DaemonProces
         shown = view.metrics
         assert shown is not None
         assert shown.up is True
-        assert 2.0 <= view.refresh_seconds <= 3.0, view.refresh_seconds  # learned from 1 s scrapes, floored
+        assert 2.0 <= view.refresh_seconds < 4.0, view.refresh_seconds  # learned from 1 s scrapes, floored
         truth = await metrics_get(scraped, dep.name, 300)
         assert truth.requests == shown.requests == 4
         assert truth.labelled == shown.labelled == len(XS)
