@@ -2,7 +2,8 @@
 
 A target that refuses, times out, answers with a status other than 200 or serves text the Prometheus parser
 rejects is recorded as down (``up`` = 0) with the reason; it never affects the other targets. Parsing runs
-in a thread (the parser is pure Python), keeping only the sample names derivation needs.
+in a thread, keeping only the sample names derivation needs: the strict fast path of ``expo.py`` for the
+plain exposition the runtime renders, ``prometheus_client``'s parser for anything else (which decides).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from .derive import KEPT, Labels
+from .expo import fast_samples
 from .store import ScrapeResult
 
 log = logging.getLogger("modeltuid.monitor")
@@ -81,6 +83,14 @@ async def fetch(host: str, port: int, path: str = "/metrics") -> str:
 
 def parse(text: str) -> list[tuple[str, Labels, float]]:
     """The kept samples of an exposition; raises ValueError on text that is not the Prometheus format."""
+    fast = fast_samples(text, KEPT)
+    if fast is not None:
+        return [s for s in fast if math.isfinite(s[2])]
+    return parse_reference(text)
+
+
+def parse_reference(text: str) -> list[tuple[str, Labels, float]]:
+    """:func:`parse` through ``prometheus_client`` only (the reference the fast path is tested against)."""
     out: list[tuple[str, Labels, float]] = []
     for family in text_string_to_metric_families(text):
         for s in family.samples:
