@@ -17,6 +17,8 @@ log = logging.getLogger("modeltuid.deploy.zygote")
 
 READY_TIMEOUT = 60.0
 SPAWN_TIMEOUT = 10.0
+#: How long a spawn waits for a zygote that is still importing before starting cold instead.
+READY_WAIT = 2.0
 
 
 class Zygote:
@@ -87,7 +89,12 @@ class Zygote:
         self, argv: list[str], env: dict[str, str], log_path: Path, record: Path, label: dict[str, Any]
     ) -> tuple[int, int] | None:
         """Fork a serving process; None when the zygote cannot (the caller spawns cold)."""
-        ready = self.ready is not None and self.ready.done() and self.ready.result()  # not ready: start cold now
+        if self.ready is None:
+            return None
+        try:  # still warming up: worth a short wait (a cold start takes longer); then go cold
+            ready = await asyncio.wait_for(asyncio.shield(self.ready), READY_WAIT)
+        except TimeoutError:
+            return None
         if not ready or self.proc is None or self.proc.stdin is None:
             return None
         self._next_id += 1
