@@ -65,7 +65,8 @@ class TargetState:
 class _Deployment:
     """What the writer remembers of one deployment (loaded from the database on first use)."""
 
-    series: dict[tuple[str, str], int] = field(default_factory=dict)  # (metric, labels JSON) → id
+    series: dict[tuple[str, Labels], int] = field(default_factory=dict)  # (metric, labels as parsed) → id
+    by_json: dict[tuple[str, str], int] = field(default_factory=dict)  # (metric, labels JSON) → id
     metric_of: dict[int, str] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)  # id → last stored value
     target: TargetState | None = None
@@ -106,7 +107,8 @@ class MonitorStore:
             (name,),
         )
         for sid, metric, labels, last in rows:
-            dep.series[(metric, labels)] = sid
+            dep.by_json[(metric, labels)] = sid
+            dep.series[(metric, _labels(labels))] = sid
             dep.metric_of[sid] = metric
             if last is not None:
                 dep.last[sid] = last
@@ -120,15 +122,21 @@ class MonitorStore:
         return dep
 
     @staticmethod
-    def _series_id(conn: sqlite3.Connection, dep: _Deployment, name: str, metric: str, labels: str) -> int:
+    def _series_id(conn: sqlite3.Connection, dep: _Deployment, name: str, metric: str, labels: Labels) -> int:
+        """The series' id, by the labels as scraped; their JSON is made only for a series not seen yet (the
+        JSON, sorted by name, stays the identity: labels in another order map to the same series)."""
         sid = dep.series.get((metric, labels))
         if sid is None:
-            cur = conn.execute(
-                "INSERT INTO monitor_series (deployment, metric, labels) VALUES (?, ?, ?)", (name, metric, labels)
-            )
-            sid = int(cur.lastrowid or 0)
+            text = labels_json(labels)
+            sid = dep.by_json.get((metric, text))
+            if sid is None:
+                cur = conn.execute(
+                    "INSERT INTO monitor_series (deployment, metric, labels) VALUES (?, ?, ?)", (name, metric, text)
+                )
+                sid = int(cur.lastrowid or 0)
+                dep.by_json[(metric, text)] = sid
+                dep.metric_of[sid] = metric
             dep.series[(metric, labels)] = sid
-            dep.metric_of[sid] = metric
         return sid
 
     def write_cycle(self, t: float, results: Sequence[ScrapeResult]) -> int:
@@ -140,7 +148,7 @@ class MonitorStore:
                 prev = dep.target
                 if res.up:
                     self._write_target(conn, dep, res, t, written)
-                up_sid = self._series_id(conn, dep, res.deployment, UP, "{}")
+                up_sid = self._series_id(conn, dep, res.deployment, UP, ())
                 if dep.last.get(up_sid) != float(res.up):
                     written.append((up_sid, t, float(res.up)))
                     dep.last[up_sid] = float(res.up)
@@ -189,7 +197,7 @@ class MonitorStore:
             # A counter first seen now was 0 (absent) when this instance last answered.
             zero_t = min(prev.last_success if prev.last_success is not None else t - EPS, t - EPS)
         for metric, labels, value in res.samples:
-            sid = self._series_id(conn, dep, res.deployment, metric, labels_json(labels))
+            sid = self._series_id(conn, dep, res.deployment, metric, labels)
             last = dep.last.get(sid)
             if last is None and metric in COUNTERS and value:
                 out.append((sid, zero_t, 0.0))
@@ -271,14 +279,15 @@ class MonitorStore:
         deleted = 0
         cutoff = now - raw_seconds
         with self._lock, self._db.write() as conn:
-            ids = [row[0] for row in conn.execute("SELECT id FROM monitor_series")]
-            for sid in ids:
-                cur = conn.execute(
-                    "DELETE FROM monitor_samples WHERE series_id = ? AND t < (SELECT max(t) FROM monitor_samples "
-                    "WHERE series_id = ? AND t <= ?)",
-                    (sid, sid, cutoff),
-                )
-                deleted += max(cur.rowcount, 0)
+            # One statement: for each series (CROSS JOIN keeps that loop order), a primary-key range up to its
+            # last sample at or before the cutoff (its base), found by a primary-key seek.
+            cur = conn.execute(
+                "DELETE FROM monitor_samples WHERE (series_id, t) IN (SELECT m.series_id, m.t "
+                "FROM monitor_series s CROSS JOIN monitor_samples m ON m.series_id = s.id AND m.t < "
+                "(SELECT max(b.t) FROM monitor_samples b WHERE b.series_id = s.id AND b.t <= ?))",
+                (cutoff,),
+            )
+            deleted += max(cur.rowcount, 0)
             for resolution, keep in ((MINUTE, minute_seconds), (HOUR, hour_seconds)):
                 cur = conn.execute(
                     "DELETE FROM monitor_rollups WHERE resolution = ? AND t < ?", (resolution, now - keep)

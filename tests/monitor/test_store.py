@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,66 @@ def test_rollups_answer_long_windows_and_retention_keeps_the_base(store: Monitor
     # Raw samples older than the retention are gone except each series' last one.
     remaining = store.raw_series("dep", T0 - 1, clock.now)
     assert min(t for pts in remaining.values() for t, _ in pts) >= clock.now - 3600 - 15
+
+
+def _samples(store: MonitorStore) -> set[tuple[int, float, float]]:
+    with store._db.read() as conn:
+        return {
+            (int(a), float(b), float(c)) for a, b, c in conn.execute("SELECT series_id, t, value FROM monitor_samples")
+        }
+
+
+def test_series_are_found_by_their_labels_in_any_order_and_after_a_restart(state: Path) -> None:
+    two = labels_of({"endpoint": "/predict", "status": "500"})
+    s = MonitorStore(state)
+    s.write_cycle(T0, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK, 5.0), (REQUESTS, two, 1.0)])])
+    series = s.counts()["monitor_series"]
+    # The same labels out of order are the same series (the stored JSON, sorted by name, is the identity).
+    s.write_cycle(T0 + 15, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK[::-1], 6.0)])])
+    assert s.counts()["monitor_series"] == series
+    s.close()
+    s = MonitorStore(state)  # a new daemon maps scraped labels onto the stored series
+    try:
+        before = s.counts()
+        s.write_cycle(
+            T0 + 30, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK, 6.0), (REQUESTS, two, 1.0)])]
+        )
+        assert s.counts() == before  # nothing new: same series, unchanged values
+        s.write_cycle(T0 + 45, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, two, 2.0)])])
+        assert s.counts()["monitor_series"] == series
+        series_map = s.raw_series("dep", T0 - 1000, T0 + 100)
+        assert series_map[(REQUESTS, OK)] == [(T0 - 100, 0.0), (T0, 5.0), (T0 + 15, 6.0)]
+        assert series_map[(REQUESTS, two)] == [(T0 - 100, 0.0), (T0, 1.0), (T0 + 45, 2.0)]
+    finally:
+        s.close()
+
+
+def test_retention_deletes_exactly_what_the_per_series_rule_does(store: MonitorStore) -> None:
+    """Each series keeps every sample at or after its last one at or before the cutoff (its base); a series
+    with nothing at or before the cutoff keeps everything; the series of a deployment no longer in the
+    registry go once their last sample is older than the cutoff."""
+    rng = random.Random(7)
+    keys = [labels_of({"endpoint": f"/e{i}", "status": "200"}) for i in range(12)]
+    values = dict.fromkeys(keys, 0.0)
+    for i in range(120):
+        samples = []
+        for k, lab in enumerate(keys):
+            if i >= 10 * (k % 4) and rng.random() < (0.9 if k % 3 else 0.05):  # some series rarely change
+                values[lab] += rng.randint(1, 5)
+            if i >= 10 * (k % 4):  # some series appear later
+                samples.append((REQUESTS, lab, values[lab]))
+        deps = [ScrapeResult(f"d{d}", "a", T0 - 100, True, "", 0.01, samples) for d in range(3)]
+        store.write_cycle(T0 + 15 * i, deps)
+    for cutoff in (T0 - 500, T0 + 15 * 20 + 7, T0 + 15 * 60, T0 + 15 * 60, T0 + 15 * 119 + 1, T0 + 10**6):
+        rows = _samples(store)
+        by_series: dict[int, list[float]] = {}
+        for sid, t, _ in rows:
+            by_series.setdefault(sid, []).append(t)
+        bases = {sid: max((t for t in ts if t <= cutoff), default=None) for sid, ts in by_series.items()}
+        kept = {r for r in rows if bases[r[0]] is None or r[1] >= bases[r[0]]}  # type: ignore[operator]
+        # These deployments are not in the registry: a series whose last sample is older goes whole.
+        gone = {sid for sid, ts in by_series.items() if max(ts) < cutoff}
+        deleted = store.retention(cutoff, raw_seconds=0, minute_seconds=10**9, hour_seconds=10**9)
+        assert _samples(store) == {r for r in kept if r[0] not in gone}
+        assert deleted == len(rows) - len(kept)
+    assert store.counts()["monitor_samples"] == 0
