@@ -7,14 +7,18 @@ Every method blocks: call them through ``asyncio.to_thread``. One scrape cycle i
 - Counter resets are explicit: when a deployment's instance changes, every counter of it gets a 0 sample
   just before the new instance's first one; a counter that appears for the first time gets a 0 sample at
   the instance's start (or at its previous scrape). Derivation then never needs to guess.
-- Rollups: 1-minute rows (a counter's increase over the minute) from raw samples, 1-hour rows from the
-  minute rows. Gauges are not rolled up: their last raw sample is always kept.
+- Rollups: 1-minute rows (a counter's increase over the minute), 1-hour rows from the minute rows. An
+  increase belongs to the minute ``(m, m + 60]`` holding its later sample (like a window's raw tail). The
+  writer adds each increase it stores to its minute in memory and ``rollup`` writes the completed minutes;
+  minutes it has not seen whole (before this process's first cycle) are computed from raw samples. Gauges
+  are not rolled up: their last raw sample is always kept.
 - Retention deletes raw samples older than the raw retention except each series' last one (the base of the
   next increase), and rollups past theirs.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sqlite3
@@ -28,7 +32,7 @@ from daemon.store.db import Db, chunked, marks
 from daemon.store.engine import make_engine
 from daemon.store.migrations import migrate
 
-from .derive import COUNTERS, GAUGES, UP, Key, Labels, Point, WindowData, stepped_data
+from .derive import COUNTERS, GAUGES, UP, Key, Labels, Point, WindowData
 
 MINUTE = 60
 HOUR = 3600
@@ -72,6 +76,11 @@ class _Deployment:
     target: TargetState | None = None
 
 
+def _minute(t: float) -> float:
+    """The start of the minute ``(m, m + 60]`` holding ``t``."""
+    return float(math.ceil(t / MINUTE) * MINUTE - MINUTE)
+
+
 def labels_json(labels: Labels) -> str:
     return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
 
@@ -89,6 +98,8 @@ class MonitorStore:
         self._lock = threading.Lock()
         self._deployments: dict[str, _Deployment] = {}
         self._rolled: dict[int, float] = {}  # resolution → rolled up to (exclusive)
+        self._minutes: dict[float, dict[int, float]] = {}  # minute start → series id → counter increase
+        self._minutes_from: float | None = None  # first minute the writer has seen whole
 
     def close(self) -> None:
         self._db.close()
@@ -142,36 +153,56 @@ class MonitorStore:
     def write_cycle(self, t: float, results: Sequence[ScrapeResult]) -> int:
         """Store one cycle (one transaction); returns how many samples were written."""
         written: list[tuple[int, float, float]] = []
-        with self._lock, self._db.write() as conn:
-            for res in results:
-                dep = self._load(conn, res.deployment)
-                prev = dep.target
-                if res.up:
-                    self._write_target(conn, dep, res, t, written)
-                up_sid = self._series_id(conn, dep, res.deployment, UP, ())
-                if dep.last.get(up_sid) != float(res.up):
-                    written.append((up_sid, t, float(res.up)))
-                    dep.last[up_sid] = float(res.up)
-                keep_instance = prev is not None and not res.up
-                state = TargetState(
-                    deployment=res.deployment,
-                    instance=prev.instance if keep_instance and prev else res.instance,
-                    started_at=prev.started_at if keep_instance and prev else res.started_at,
-                    up=res.up,
-                    last_scrape=t,
-                    last_success=t if res.up else (prev.last_success if prev else None),
-                    error=res.error[:500],
-                    duration=res.duration,
-                )
-                dep.target = state
-                conn.execute(
-                    "INSERT OR REPLACE INTO monitor_targets (deployment, instance, started_at, up, last_scrape, "
-                    "last_success, error, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (state.deployment, state.instance, state.started_at, int(state.up), state.last_scrape,
-                     state.last_success, state.error, state.duration),
-                )  # fmt: skip
-            conn.executemany("INSERT OR REPLACE INTO monitor_samples (series_id, t, value) VALUES (?, ?, ?)", written)
+        increases: dict[int, float] = {}
+        with self._lock:
+            with self._db.write() as conn:
+                self._write_cycle(conn, t, results, written, increases)
+            # Committed: the cycle's counter increases count in its minute.
+            minute = _minute(t)
+            if self._minutes_from is None:
+                self._minutes_from = minute + MINUTE  # earlier samples of this minute may predate this process
+            if increases and minute >= self._minutes_from:
+                bucket = self._minutes.setdefault(minute, {})
+                for sid, inc in increases.items():
+                    bucket[sid] = bucket.get(sid, 0.0) + inc
         return len(written)
+
+    def _write_cycle(
+        self,
+        conn: sqlite3.Connection,
+        t: float,
+        results: Sequence[ScrapeResult],
+        written: list[tuple[int, float, float]],
+        increases: dict[int, float],
+    ) -> None:
+        for res in results:
+            dep = self._load(conn, res.deployment)
+            prev = dep.target
+            if res.up:
+                self._write_target(conn, dep, res, t, written, increases)
+            up_sid = self._series_id(conn, dep, res.deployment, UP, ())
+            if dep.last.get(up_sid) != float(res.up):
+                written.append((up_sid, t, float(res.up)))
+                dep.last[up_sid] = float(res.up)
+            keep_instance = prev is not None and not res.up
+            state = TargetState(
+                deployment=res.deployment,
+                instance=prev.instance if keep_instance and prev else res.instance,
+                started_at=prev.started_at if keep_instance and prev else res.started_at,
+                up=res.up,
+                last_scrape=t,
+                last_success=t if res.up else (prev.last_success if prev else None),
+                error=res.error[:500],
+                duration=res.duration,
+            )
+            dep.target = state
+            conn.execute(
+                "INSERT OR REPLACE INTO monitor_targets (deployment, instance, started_at, up, last_scrape, "
+                "last_success, error, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (state.deployment, state.instance, state.started_at, int(state.up), state.last_scrape,
+                 state.last_success, state.error, state.duration),
+            )  # fmt: skip
+        conn.executemany("INSERT OR REPLACE INTO monitor_samples (series_id, t, value) VALUES (?, ?, ?)", written)
 
     def _write_target(
         self,
@@ -180,6 +211,7 @@ class MonitorStore:
         res: ScrapeResult,
         t: float,
         out: list[tuple[int, float, float]],
+        increases: dict[int, float],
     ) -> None:
         prev = dep.target
         new_instance = prev is None or prev.instance != res.instance
@@ -205,6 +237,8 @@ class MonitorStore:
             if last != value:
                 out.append((sid, t, value))
                 dep.last[sid] = value
+                if last is not None and metric in COUNTERS:
+                    increases[sid] = value - last if value >= last else value
 
     def forget(self, deployment: str) -> None:
         """Drop the writer's memory of a deployment (it is re-read from the database when next scraped)."""
@@ -220,7 +254,23 @@ class MonitorStore:
             to = math.floor(until / MINUTE) * MINUTE
             start = self._progress(conn, MINUTE)
             if start is not None and to > start:
-                written += self._minute_rollups(conn, start, to)
+                # Minutes the writer saw whole come from memory; earlier ones (a restart) from raw samples.
+                seen = to if self._minutes_from is None else max(min(self._minutes_from, to), start)
+                if seen > start:
+                    written += self._minute_rollups(conn, start, seen)
+                rows = [
+                    (sid, MINUTE, m, value)
+                    for m in sorted(self._minutes)
+                    if seen <= m < to
+                    for sid, value in self._minutes[m].items()
+                    if value
+                ]
+                conn.executemany(
+                    "INSERT OR REPLACE INTO monitor_rollups (series_id, resolution, t, value) VALUES (?, ?, ?, ?)", rows
+                )
+                written += len(rows)
+            for m in [m for m in self._minutes if m < to]:
+                del self._minutes[m]
             self._rolled[MINUTE] = max(to, start or to)
             to_h = math.floor(self._rolled[MINUTE] / HOUR) * HOUR
             start_h = self._progress(conn, HOUR)
@@ -251,12 +301,12 @@ class MonitorStore:
         counters = [sid for sid, metric in conn.execute("SELECT id, metric FROM monitor_series") if metric in COUNTERS]
         for sid in counters:
             points = self._points(conn, sid, start, end)
-            if len(points) < 2:
-                continue
-            for t, data in stepped_data({("c", ()): points}, start, end, MINUTE).items():
-                value = data.counters.get(("c", ()), 0.0)
-                if value:
-                    rows.append((sid, MINUTE, t, value))
+            sums: dict[float, float] = {}
+            for (_, prev), (t, v) in itertools.pairwise(points):
+                if t > start:
+                    m = _minute(t)
+                    sums[m] = sums.get(m, 0.0) + (v - prev if v >= prev else v)
+            rows.extend((sid, MINUTE, m, value) for m, value in sums.items() if value)
         conn.executemany("INSERT OR REPLACE INTO monitor_rollups (series_id, resolution, t, value) VALUES (?, ?, ?, ?)",
                          rows)  # fmt: skip
         return len(rows)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon.monitor.derive import FEEDBACK, REQUESTS, labels_of
+from daemon.monitor.derive import FEEDBACK, REQUESTS, Labels, labels_of
 from daemon.monitor.service import Monitor
 from daemon.monitor.store import MonitorStore, ScrapeResult
 from daemon.settings import MonitorSection
@@ -168,3 +170,82 @@ def test_retention_deletes_exactly_what_the_per_series_rule_does(store: MonitorS
         assert _samples(store) == {r for r in kept if r[0] not in gone}
         assert deleted == len(rows) - len(kept)
     assert store.counts()["monitor_samples"] == 0
+
+
+def _generated_cycles(seed: int, n: int) -> list[tuple[float, list[ScrapeResult]]]:
+    """Cycles of two deployments with counters that move, stall, appear late, reset on a new instance, and
+    scrapes that fail; times not on minute boundaries, and some exactly on them."""
+    rng = random.Random(seed)
+    keys = [labels_of({"endpoint": f"/e{i}", "status": "200"}) for i in range(6)]
+    state = {d: {"instance": "a", "values": dict.fromkeys(keys, 0.0), "hits": 0.0} for d in ("d0", "d1")}
+    out = []
+    t = T0
+    for i in range(n):
+        t += rng.choice((15.0, 15.0, 15.0, 7.5, 22.25, 45.0))
+        results = []
+        for d, st in state.items():
+            if rng.random() < 0.03:  # a restart: counters start again from 0
+                st["instance"] = f"i{i}"
+                st["values"] = dict.fromkeys(keys, 0.0)
+            values: dict[Labels, float] = st["values"]  # type: ignore[assignment]
+            for k, lab in enumerate(keys):
+                if rng.random() < 0.7:
+                    values[lab] += rng.randint(0, 4) * (k + 1)
+            samples = [(REQUESTS, lab, v) for k, (lab, v) in enumerate(values.items()) if i >= 5 * k]
+            if rng.random() < 0.5:
+                st["hits"] = float(st["hits"]) + rng.randint(0, 2)  # type: ignore[arg-type]
+            if st["hits"]:
+                samples.append((FEEDBACK, HIT, float(st["hits"])))  # type: ignore[arg-type]
+            up = rng.random() > 0.05
+            results.append(ScrapeResult(d, str(st["instance"]), t - 100, up, "" if up else "down", 0.01,
+                                        samples if up else []))  # fmt: skip
+        out.append((t, results))
+    return out
+
+
+def _minute_rows(store: MonitorStore) -> dict[tuple[int, float], float]:
+    with store._db.read() as conn:
+        return {(sid, t): v for sid, t, v in conn.execute(
+            "SELECT series_id, t, value FROM monitor_rollups WHERE resolution = 60")}  # fmt: skip
+
+
+def _expected_minutes(store: MonitorStore, until: float) -> dict[tuple[int, float], float]:
+    """Each counter's increases from its raw samples, in the minute (m, m + 60] of the later sample."""
+    with store._db.read() as conn:
+        counters = {sid for sid, metric in conn.execute("SELECT id, metric FROM monitor_series")
+                    if metric in (REQUESTS, FEEDBACK)}  # fmt: skip
+        rows = conn.execute("SELECT series_id, t, value FROM monitor_samples ORDER BY series_id, t").fetchall()
+    out: dict[tuple[int, float], float] = {}
+    for (sid, _, prev), (sid2, t, v) in itertools.pairwise(rows):
+        m = math.ceil(t / 60) * 60 - 60
+        if sid == sid2 and sid in counters and m + 60 <= until:
+            out[(sid, m)] = out.get((sid, m), 0.0) + (v - prev if v >= prev else v)
+    return {k: v for k, v in out.items() if v}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_minute_rollups_from_memory_equal_the_raw_samples_at_any_cadence_and_across_a_restart(
+    tmp_path: Path, seed: int
+) -> None:
+    cycles = _generated_cycles(seed, 160)
+    end = math.floor(cycles[-1][0] / 60) * 60
+    got = []
+    for cadence in ("every cycle", "every 10 minutes", "once", "restart"):
+        s = MonitorStore(tmp_path / cadence)
+        last_rollup = T0
+        for n, (t, results) in enumerate(cycles):
+            s.write_cycle(t, results)
+            if cadence == "every cycle" or (cadence != "once" and t - last_rollup >= 600):
+                s.rollup(t)
+                last_rollup = t
+            if cadence == "restart" and n in (40, 41, 97):  # a new daemon, sometimes mid-minute
+                s.close()
+                s = MonitorStore(tmp_path / cadence)
+        s.rollup(end)
+        try:
+            assert _minute_rows(s) == pytest.approx(_expected_minutes(s, end)), cadence
+            got.append(_minute_rows(s))
+        finally:
+            s.close()
+    assert all(g == got[0] for g in got)
+    assert len(got[0]) > 50
