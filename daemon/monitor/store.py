@@ -81,8 +81,16 @@ def _minute(t: float) -> float:
     return float(math.ceil(t / MINUTE) * MINUTE - MINUTE)
 
 
+_json_cache: dict[Labels, str] = {}  # deployments of one model share their label sets
+
+
 def labels_json(labels: Labels) -> str:
-    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
+    text = _json_cache.get(labels)
+    if text is None:
+        text = json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
+        if len(_json_cache) < 100_000:
+            _json_cache[labels] = text
+    return text
 
 
 def _labels(text: str) -> Labels:
@@ -100,6 +108,8 @@ class MonitorStore:
         self._rolled: dict[int, float] = {}  # resolution → rolled up to (exclusive)
         self._minutes: dict[float, dict[int, float]] = {}  # minute start → series id → counter increase
         self._minutes_from: float | None = None  # first minute the writer has seen whole
+        self._next_id: int | None = None  # the next series id, within a cycle's transaction
+        self._new_series: list[tuple[int, str, str, str]] = []  # series of this cycle, inserted at its end
 
     def close(self) -> None:
         self._db.close()
@@ -132,19 +142,22 @@ class MonitorStore:
             dep.target = TargetState(row[0], row[1], row[2], bool(row[3]), *row[4:])
         return dep
 
-    @staticmethod
-    def _series_id(conn: sqlite3.Connection, dep: _Deployment, name: str, metric: str, labels: Labels) -> int:
+    def _series_id(self, conn: sqlite3.Connection, dep: _Deployment, name: str, metric: str, labels: Labels) -> int:
         """The series' id, by the labels as scraped; their JSON is made only for a series not seen yet (the
-        JSON, sorted by name, stays the identity: labels in another order map to the same series)."""
+        JSON, sorted by name, stays the identity: labels in another order map to the same series). A new
+        series gets the next id now and is inserted with the cycle's others (one statement, in the cycle's
+        transaction, which holds the write lock)."""
         sid = dep.series.get((metric, labels))
         if sid is None:
             text = labels_json(labels)
             sid = dep.by_json.get((metric, text))
             if sid is None:
-                cur = conn.execute(
-                    "INSERT INTO monitor_series (deployment, metric, labels) VALUES (?, ?, ?)", (name, metric, text)
-                )
-                sid = int(cur.lastrowid or 0)
+                if self._next_id is None:
+                    self._next_id = (
+                        int(conn.execute("SELECT coalesce(max(id), 0) FROM monitor_series").fetchone()[0]) + 1
+                    )
+                sid, self._next_id = self._next_id, self._next_id + 1
+                self._new_series.append((sid, name, metric, text))
                 dep.by_json[(metric, text)] = sid
                 dep.metric_of[sid] = metric
             dep.series[(metric, labels)] = sid
@@ -155,8 +168,14 @@ class MonitorStore:
         written: list[tuple[int, float, float]] = []
         increases: dict[int, float] = {}
         with self._lock:
-            with self._db.write() as conn:
-                self._write_cycle(conn, t, results, written, increases)
+            self._next_id = None
+            self._new_series = []
+            try:
+                with self._db.write() as conn:
+                    self._write_cycle(conn, t, results, written, increases)
+            except BaseException:
+                self._deployments.clear()  # ids and last values of an undone cycle: re-read them
+                raise
             # Committed: the cycle's counter increases count in its minute.
             minute = _minute(t)
             if self._minutes_from is None:
@@ -202,6 +221,8 @@ class MonitorStore:
                 (state.deployment, state.instance, state.started_at, int(state.up), state.last_scrape,
                  state.last_success, state.error, state.duration),
             )  # fmt: skip
+        conn.executemany("INSERT INTO monitor_series (id, deployment, metric, labels) VALUES (?, ?, ?, ?)",
+                         self._new_series)  # fmt: skip
         conn.executemany("INSERT OR REPLACE INTO monitor_samples (series_id, t, value) VALUES (?, ?, ?)", written)
 
     def _write_target(
@@ -228,8 +249,10 @@ class MonitorStore:
             assert prev is not None
             # A counter first seen now was 0 (absent) when this instance last answered.
             zero_t = min(prev.last_success if prev.last_success is not None else t - EPS, t - EPS)
+        series = dep.series
         for metric, labels, value in res.samples:
-            sid = self._series_id(conn, dep, res.deployment, metric, labels)
+            known = series.get((metric, labels))
+            sid = self._series_id(conn, dep, res.deployment, metric, labels) if known is None else known
             last = dep.last.get(sid)
             if last is None and metric in COUNTERS and value:
                 out.append((sid, zero_t, 0.0))

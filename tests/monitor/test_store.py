@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,3 +250,20 @@ def test_minute_rollups_from_memory_equal_the_raw_samples_at_any_cadence_and_acr
             s.close()
     assert all(g == got[0] for g in got)
     assert len(got[0]) > 50
+
+
+def test_a_failed_cycle_leaves_no_trace_in_the_writer(store: MonitorStore) -> None:
+    """New series get their ids in the cycle's transaction; a cycle that fails is forgotten whole."""
+    store.write_cycle(T0, [result("a", 10)])
+    other = labels_of({"endpoint": "/predict", "status": "500"})
+    bad = ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK, 20.0), (REQUESTS, other, float("nan"))])
+    with pytest.raises(sqlite3.IntegrityError):  # NaN is stored as NULL: the value column refuses it
+        store.write_cycle(T0 + 15, [bad])
+    before = store.counts()
+    store.write_cycle(T0 + 30, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, other, 2.0)])])
+    after = store.counts()
+    assert after["monitor_series"] == before["monitor_series"] + 1
+    series = store.raw_series("dep", T0 - 1000, T0 + 100)
+    assert series[(REQUESTS, OK)] == [(T0 - 100, 0.0), (T0, 10.0)]
+    # Its explicit zero is at the last success the database knows (T0), not at the undone cycle's.
+    assert series[(REQUESTS, other)] == [(T0, 0.0), (T0 + 30, 2.0)]
