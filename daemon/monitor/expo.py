@@ -7,7 +7,8 @@ form makes it answer None, and the caller hands the whole text to ``prometheus_c
 decides (accepts it, or rejects it exactly as before). Where it answers, its samples are exactly the
 parser's (tests compare both on the runtime's exposition and on generated ones).
 
-The details it mirrors: a sample's value is read like the parser does (an integer literal through ``int``);
+The details it mirrors: a sample's value is read like the parser does (``float``, and an integer literal
+through ``int``: ``-0`` is 0.0, and integers of up to 30 digits convert to the same float either way);
 a counter family whose name does not end in ``_total`` renames its samples (the parser's OpenMetrics
 munging), so such a sample defers; label names starting with ``__`` and duplicate label names defer (the
 parser rejects or reinterprets them).
@@ -33,6 +34,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _SUFFIXES = {"summary": ("_count", "_sum", ""), "histogram": ("_count", "_sum", "_bucket")}
 
 _label_cache: dict[str, Labels | None] = {}
+_MISSING: Labels = (("", ""),)  # never a parsed label set (names are not empty)
 _CACHE_MAX = 100_000
 
 
@@ -56,6 +58,7 @@ def fast_samples(text: str, keep: Collection[str]) -> list[Sample] | None:
     family = ""  # the parser's current family: its name, type and the sample names it holds
     typ = "untyped"
     allowed: tuple[str, ...] = ()
+    cached = _label_cache.get
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -78,19 +81,24 @@ def fast_samples(text: str, keep: Collection[str]) -> list[Sample] | None:
         m = match_sample(line)
         if m is None:
             return None
-        name = m.group(1)
+        name, block, token = m.groups()
         if name in allowed:
             if typ == "counter" and not family.endswith("_total"):
                 return None  # the parser renames these samples to name_total
         else:
             family, typ, allowed = "", "untyped", ()
-        block = m.group(2)
-        labels: Labels | None = _labels(block) if block else ()
-        if labels is None:
-            return None
+        if block:
+            labels = cached(block, _MISSING)
+            if labels is _MISSING:
+                labels = _labels(block)
+            if labels is None:
+                return None
+        else:
+            labels = ()
         if name not in keep:
             continue
-        token = m.group(3)
-        value = float(int(token)) if _INTEGER.fullmatch(token) else float(token)
+        value = float(token)
+        if value == 0.0 and token[0] == "-" and _INTEGER.fullmatch(token):
+            value = 0.0  # "-0" is an integer literal: the parser reads it through int, without the sign
         append((name, labels, value))
     return out
