@@ -1,9 +1,10 @@
 """Fetch ``GET /metrics`` from every target with bounded concurrency and a per-target timeout.
 
 A target that refuses, times out, answers with a status other than 200 or serves text the Prometheus parser
-rejects is recorded as down (``up`` = 0) with the reason; it never affects the other targets. Parsing runs
-in a thread, keeping only the sample names derivation needs: the strict fast path of ``expo.py`` for the
-plain exposition the runtime renders, ``prometheus_client``'s parser for anything else (which decides).
+rejects is recorded as down (``up`` = 0) with the reason; it never affects the other targets. Parsing keeps
+only the sample names derivation needs, read by the strict fast path of ``expo.py`` for the plain exposition
+the runtime renders (on the event loop, for an exposition of a runtime's size), ``prometheus_client``'s
+parser in a thread for anything else (it decides).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ log = logging.getLogger("modeltuid.monitor")
 MAX_BODY = 8 << 20
 DEFAULT_CONCURRENCY = 64
 DEFAULT_TIMEOUT = 2.0
+#: Expositions up to this size are parsed on the event loop when the fast path reads them (the runtime's: 24 KiB).
+INLINE_PARSE_MAX = 128 << 10
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,17 @@ def parse_reference(text: str) -> list[tuple[str, Labels, float]]:
     return out
 
 
+async def _parse_async(text: str) -> list[tuple[str, Labels, float]]:
+    """A small exposition in the strict form is read on the event loop (well under a millisecond: a thread
+    hand-off and the contention for the GIL cost more); anything else in a thread."""
+    if len(text) > INLINE_PARSE_MAX:
+        return await asyncio.to_thread(parse, text)
+    fast = fast_samples(text, KEPT)
+    if fast is None:
+        return await asyncio.to_thread(parse_reference, text)
+    return [s for s in fast if math.isfinite(s[2])]
+
+
 async def scrape_one(target: Target, timeout_s: float) -> ScrapeResult:
     started = time.monotonic()
 
@@ -118,7 +132,7 @@ async def scrape_one(target: Target, timeout_s: float) -> ScrapeResult:
     try:
         async with asyncio.timeout(timeout_s):
             text = await fetch(target.host, target.port)
-            samples = await asyncio.to_thread(parse, text)
+            samples = await _parse_async(text)
     except TimeoutError:
         return result(False, f"no answer within {timeout_s:g} s")
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, UnicodeDecodeError) as exc:
