@@ -571,7 +571,7 @@ Measured {res['date']} by `{cmd}`.
   feedback for 10 % of predictions, every tenth deployment drifting). Simulator CPU during the modeltui window:
   {mt['sim_cpu_share']:.1%} of a core.
 - modeltui: the daemon's own `Monitor.scrape_cycle` (`daemon/monitor/`: `scrape_all` with concurrency
-  {args.concurrency}, timeout {min(2.0, args.interval):g} s, the strict fast parser (`daemon/monitor/expo.py`; `prometheus_client` for anything else), one
+  {args.concurrency}, timeout {min(2.0, args.interval):g} s, the strict fast parser in `expo.py`, one
   `MonitorStore.write_cycle` transaction) in the benchmark's process, over a fresh SQLite state directory,
   every {args.interval:g} s for {args.cycles} cycles; `Monitor.maintain` on the scheduler's cadence ({maint};
   the first pass also runs retention, on a still empty database). One `retention` pass over the database after
