@@ -19,7 +19,7 @@ from typing import Any
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
-from daemon.handlers import Handlers, attach_exporter, attach_monitor
+from daemon.handlers import Handlers
 from daemon.monitor.alerts import Alerts, AlertStore, describe_from, manifest_rules_from
 from daemon.monitor.exporter import Exporter
 from daemon.monitor.scheduler import MonitorScheduler
@@ -130,7 +130,7 @@ class DaemonApp:
             publish=hub.publish,
         )
         await asyncio.to_thread(monitor.alerts.load)
-        attach_monitor(handlers, monitor)
+        handlers.monitor = monitor
         self.monitor = MonitorScheduler(monitor)
         await self.deployments.start()
         self.monitor.start()  # after the deployment manager: its instances are the targets
@@ -149,7 +149,7 @@ class DaemonApp:
             return
         self.exporter = exporter
         if self.handlers is not None:
-            attach_exporter(self.handlers, url)
+            self.handlers.exporter_url = url
         log.info("Prometheus exporter serving on %s", url)
 
     async def shutdown(self) -> None:

@@ -9,7 +9,6 @@ import asyncio
 import fcntl
 import os
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -73,6 +72,10 @@ class Handlers:
     ) -> None:
         self.settings = settings
         self.deployments = deployments
+        #: set by the composition root once monitoring runs (None: requests about metrics say it does not)
+        self.monitor: Monitor | None = None
+        #: the Prometheus exporter's URL while it serves
+        self.exporter_url: str | None = None
         self.registry = registry
         self.hub = hub
         self.client_count = client_count
@@ -131,7 +134,7 @@ class Handlers:
             objects=objects,
             object_bytes=size,
             clients=self.client_count(),
-            exporter=_EXPORTERS.get(self),
+            exporter=self.exporter_url,
         )
 
     @handles(q.DaemonStop)
@@ -312,25 +315,9 @@ class Handlers:
 
 
 # -- monitoring ----------------------------------------------------------------------------------------------
-#: The monitor serving each Handlers (set by the composition root; absent: monitoring is not running).
-_MONITORS: weakref.WeakKeyDictionary[Handlers, Monitor] = weakref.WeakKeyDictionary()
-
-
-def attach_monitor(handlers: Handlers, monitor: Monitor) -> None:
-    _MONITORS[handlers] = monitor
-
-
-#: The URL of the Prometheus exporter serving next to each Handlers (absent: disabled or not listening).
-_EXPORTERS: weakref.WeakKeyDictionary[Handlers, str] = weakref.WeakKeyDictionary()
-
-
-def attach_exporter(handlers: Handlers, url: str) -> None:
-    _EXPORTERS[handlers] = url
-
-
 @handles(q.MetricsRequest)
 async def metrics_get(self: Handlers, req: q.MetricsRequest, ctx: Context) -> r.DeploymentMetrics:
-    monitor = _MONITORS.get(self)
+    monitor = self.monitor
     if monitor is None:
         raise ProtocolError(ErrorCode.UNAVAILABLE, "monitoring is not running in this daemon")
     if req.name not in self.deployments.supervisors and not await asyncio.to_thread(monitor.known, req.name):
@@ -342,7 +329,7 @@ async def metrics_get(self: Handlers, req: q.MetricsRequest, ctx: Context) -> r.
 
 
 def _alerts(self: Handlers) -> Alerts:
-    monitor = _MONITORS.get(self)
+    monitor = self.monitor
     alerts = getattr(monitor, "alerts", None)
     if alerts is None:
         raise ProtocolError(ErrorCode.UNAVAILABLE, "alerting is not running in this daemon")

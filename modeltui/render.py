@@ -165,6 +165,7 @@ def print_status(console: Console, s: r.DaemonStatus) -> None:
     console.print(f"state  {s.state_dir}")
     console.print(f"{s.models} models, {s.versions} versions, {s.objects} objects ({size(s.object_bytes)}), "
                   f"{s.clients} clients")
+    console.print(f"metrics {s.exporter}" if s.exporter else "metrics exporter off")
 
 
 def uptime(since: datetime | None, now: datetime | None = None) -> str:
