@@ -85,14 +85,21 @@ def validated(kind: Callable[[str], str], value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
-    tags: dict[str, str] = {}
+def parse_pairs(
+    values: tuple[str, ...], check_key: Callable[[str], str], check_value: Callable[[str], str], shape: str
+) -> dict[str, str]:
+    """``KEY=VALUE`` options (tags, environment) into a dict, each side checked like the daemon checks it."""
+    pairs: dict[str, str] = {}
     for item in values:
         key, sep, val = item.partition("=")
         if not sep:
-            raise click.BadParameter(f"tag {item!r} must look like key=value")
-        tags[validated(check_tag_key, key)] = validated(check_tag_value, val)
-    return tags
+            raise click.BadParameter(f"{item!r} must look like {shape}")
+        pairs[validated(check_key, key)] = validated(check_value, val)
+    return pairs
+
+
+def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
+    return parse_pairs(values, check_tag_key, check_tag_value, "key=value")
 
 
 def parse_time(value: str) -> datetime:

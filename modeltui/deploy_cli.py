@@ -21,20 +21,14 @@ from daemon.protocol.events import Event
 from daemon.protocol.names import parse_ref
 
 from . import render
-from .cli import check_ref_arg, emit, err, fail, json_option, main, out, run, validated
+from .cli import check_ref_arg, emit, err, fail, json_option, main, out, parse_pairs, run
 from .client import DaemonClient
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
 def parse_env(values: tuple[str, ...]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in values:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} must look like NAME=VALUE")
-        env[validated(check_env_name, key)] = validated(check_env_value, val)
-    return env
+    return parse_pairs(values, check_env_name, check_env_value, "NAME=VALUE")
 
 
 @main.command()

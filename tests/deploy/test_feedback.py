@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -14,27 +13,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import DaemonProcess
+from tests.serving.test_drift_metrics import samples
 
 from .test_process import cli_json, post
 
 pytestmark = pytest.mark.integration
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
 def scrape(admin_url: str) -> str:
     with urllib.request.urlopen(admin_url.rstrip("/") + "/metrics", timeout=10) as resp:
         return resp.read().decode()  # type: ignore[no-any-return]
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    out = []
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and m.group(1) == name:
-            out.append((dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
-    return out
 
 
 def confusion(text: str) -> Counter[tuple[str, str]]:

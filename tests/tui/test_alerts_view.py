@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,23 +16,12 @@ from modeltui.screens import AlertsScreen, DeploymentsScreen, HelpScreen, Models
 from modeltui.widgets import AlertHistoryTable, AlertsTable
 from tests.conftest import DaemonProcess
 
-from .test_app import SIZE, make_app, push, rows, until
+from .test_app import SIZE, make_app, rows, until
 from .test_deployments import deploy, query
-from .test_metrics_view import classifier
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 COLUMNS = list(AlertsTable.COLUMNS)
-
-
-@pytest.fixture
-def scraped(daemon_factory: Any, tmp_path: Path) -> DaemonProcess:
-    """A daemon whose monitor scrapes every second, with the model ``sign`` pushed (alias production)."""
-    d: DaemonProcess = daemon_factory()
-    Path(d.env["MODELTUI_CONFIG"]).write_text("[monitor]\nscrape_interval_seconds = 1\n")
-    d.start()
-    push(d, classifier(tmp_path / "sign"), "--alias", "production")
-    return d
 
 
 def notes(app: Any, text: str) -> list[Any]:

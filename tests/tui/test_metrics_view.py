@@ -23,34 +23,9 @@ from .test_deployments import deploy, open_deployments, query, table_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-#: A classifier: 1 for a positive input, else 0.
-CLASSIFIER = """\
-def predict(X):
-    return [int(float(row[0]) > 0) for row in X]
-"""
 XS = [-2.0, -1.0, 1.0, 2.0, 3.0, -3.0, 0.5, -0.5]
 #: Truth: positive means 1, except the last two, which the model gets wrong: accuracy 6/8.
 TRUTH = [int(x > 0) for x in XS[:-2]] + [0, 1]
-
-
-def classifier(path: Path) -> Path:
-    path.mkdir(parents=True)
-    (path / "modeltui.toml").write_text(
-        'name = "sign"\nflavor = "python"\nmodel_file = "predict.py:predict"\nrequirements = []\n\n'
-        '[signature]\ninputs = [{name = "x", type = "double"}]\n'
-    )
-    (path / "predict.py").write_text(CLASSIFIER)
-    return path
-
-
-@pytest.fixture
-def scraped(daemon_factory: Any, tmp_path: Path) -> DaemonProcess:
-    """A daemon whose monitor scrapes every second, with the model ``sign`` pushed (alias production)."""
-    d: DaemonProcess = daemon_factory()
-    Path(d.env["MODELTUI_CONFIG"]).write_text("[monitor]\nscrape_interval_seconds = 1\n")
-    d.start()
-    push(d, classifier(tmp_path / "sign"), "--alias", "production")
-    return d
 
 
 def traffic(endpoint: str) -> None:
