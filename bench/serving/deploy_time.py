@@ -37,6 +37,8 @@ async def _deploys(socket_path: Path, model_dir: Path, repeat: int) -> list[floa
     async with client:
         pushed, _ = await push_directory(client, model_dir, name="bench-rf")
         ref = f"{pushed.version.model}:{pushed.version.number}"
+        warm_up = await client.call(q.Deploy(ref=ref, name="bench-warm-up"), r.DeploymentDetail)  # starts the zygote
+        await client.call(q.Undeploy(name=warm_up.deployment.name), r.DeploymentDetail)
         times = []
         for i in range(repeat):
             started = time.perf_counter()
@@ -69,8 +71,6 @@ def measure(model_dir: Path, *, repeat: int = 5, zygote: bool = True) -> dict[st
             deadline = time.monotonic() + 30
             while not (base / "run" / "d.sock").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if zygote:
-                time.sleep(3.0)  # the zygote warms up in the background after the daemon starts
             times = asyncio.run(_deploys(base / "run" / "d.sock", model_dir, repeat))
         finally:
             daemon.terminate()

@@ -394,11 +394,9 @@ class DeploymentManager:
 
     async def start(self) -> None:
         """Adopt what still runs, stop what nobody owns any more, start what should run and does not."""
-        for backend in self.backends.values():
-            warm = getattr(backend, "warm", None)
-            if warm is not None:
-                warm()
         records = await asyncio.to_thread(self.registry.deployments.all)
+        for used in {rec.backend for rec in records}:
+            self._warm(used)
         running: dict[str, list[Instance]] = {}
         for backend in self.backends.values():
             try:
@@ -425,6 +423,13 @@ class DeploymentManager:
                 rec.message = "the instance was gone when the daemon started; restarting it"
             self._supervise(rec, adopted, fresh=False)
         self._maintenance = asyncio.create_task(self._maintain())
+
+    def _warm(self, backend: str) -> None:
+        """Let a backend prepare for fast starts (the process backend's zygote: ~150 MiB), only once it has
+        deployments to start, so a daemon that only keeps a registry does not pay for it."""
+        warm = getattr(self.backends.get(backend), "warm", None)
+        if warm is not None:
+            warm()
 
     async def close(self) -> None:
         """Stop supervising; instances keep running for the next daemon to adopt."""
@@ -497,6 +502,7 @@ class DeploymentManager:
             self.registry.deployments.create, rec, f"deploy {rec.ref} (version {number}) on port {port}"
         )
         self.publish(DeploymentEvent(kind="created", deployment=name, state=rec.state, version=number))
+        self._warm(rec.backend)
         sup = self._supervise(rec, None, fresh=True)
         if not req.wait:
             return await self._detail(sup)

@@ -283,6 +283,8 @@ def test_second_deployment_on_a_taken_port_is_refused(dbl: tuple[DaemonProcess, 
 def test_deployments_fork_from_the_warm_zygote_unless_they_set_an_environment(dbl: tuple[DaemonProcess, Path]) -> None:
     d, _ = dbl
     records = d.state_dir / "deploy" / "instances"
+    assert not (d.state_dir / "deploy" / "zygote.log").exists()  # no deployment yet: no zygote either
+    cli_json(d, "deploy", "dbl:1", "--name", "first")  # starts the zygote (this one may still start cold)
     wait_for(lambda: "serving zygote" in (d.state_dir / "daemon.log").read_text(), "the zygote to be ready")
     dep = cli_json(d, "deploy", "dbl:1", "--name", "warm")["deployment"]
     assert (records / f"{dep['instance']['id']}.json").exists()  # forked: its command line is the zygote's
