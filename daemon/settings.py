@@ -71,9 +71,8 @@ class MonitorSection(_Section):
     #: per target; never more than the interval (like Prometheus' scrape_timeout)
     scrape_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     scrape_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
-    raw_retention_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
-    #: 1-minute rollups; 1-hour rollups are kept for ``rollup_retention_days``
-    minute_rollup_retention_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 48.0
+    #: raw samples (every scrape); longer windows are answered from the hourly rollups
+    raw_retention_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 6.0
     rollup_retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
 
     @property

@@ -10,17 +10,19 @@
 2. modeltui, in this process (which does nothing else while it is measured): the daemon's own
    ``Monitor.scrape_cycle`` over those targets (``Target`` built by hand, as ``tests/monitor`` does, no
    deployment manager), storing into a fresh SQLite state directory through ``MonitorStore``, every
-   ``--interval`` seconds for ``--cycles`` cycles; ``Monitor.maintain`` (rollups + retention) runs on the
+   ``--interval`` seconds for ``--cycles`` cycles; ``Monitor.maintain`` (compaction, rollups, retention) runs on the
    scheduler's cadence (5 s after the start, then every 60 s). Figures: wall time of each cycle, this
    process's CPU (``getrusage``, all threads) over the whole window as a share of one core, samples written
    per cycle, and database growth.
-3. History, cheaply: one deployment whose series and per-cycle increases are copied from a real scraped one
-   (the one nearest the median of samples per cycle) is written with the store's own ``write_cycle``,
-   ``rollup`` and ``retention`` under a fake clock, every 15 s for ``--history-hours`` simulated hours
-   (rollups every simulated 10 min, retention with the default settings). The bytes per row of raw samples,
-   1-minute and 1-hour rollups come from SQLite's ``dbstat`` on that database; the steady-state size of 1,000
-   deployments (24 h raw + 48 h of minute rollups + 30 days of hour rollups, the defaults) is those bytes per
-   row × the rows the defaults keep, with the rows per deployment scaled to the measured mean.
+3. History, cheaply: one deployment whose series are copied from a real scraped one (the one nearest the
+   median of samples per cycle), each counter advancing by a Poisson number per cycle with the mean of its
+   measured increase (fixed seed), is written with the store's own ``write_cycle``, ``compact``, ``rollup``
+   and ``retention`` under a fake clock, every 15 s for ``--history-hours`` simulated hours (compaction and
+   rollups every simulated 10 min, retention with the default settings). Bytes per raw sample in the
+   10-minute chunks and per hourly block (their ``data`` + each row's share of the pages, from SQLite's
+   ``dbstat``) come from that database; the steady-state size of 1,000 deployments (6 h of raw chunks, the
+   frames not compacted yet, 30 days of hourly blocks, the defaults) is those bytes × what the defaults keep,
+   scaled to the measured mean deployment, with the frames' bytes measured in step 2.
 4. Prometheus (Debian's ``prometheus``) on loopback scraping the same targets at the same interval for the
    same number of cycles, keeping the same sample names (``metric_relabel_configs``; ``--prometheus-all``
    keeps everything), its CPU from ``/proc`` and its TSDB directory's growth (WAL + head chunks), plus a
@@ -55,6 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 HERE = Path(__file__).resolve().parent
@@ -64,14 +67,17 @@ sys.path.insert(0, str(REPO))
 from daemon.monitor.derive import COUNTERS, KEPT  # noqa: E402
 from daemon.monitor.scrape import Target  # noqa: E402
 from daemon.monitor.service import RETENTION_EVERY, Monitor  # noqa: E402
-from daemon.monitor.store import MonitorStore, ScrapeResult  # noqa: E402
+from daemon.monitor.store import CHUNK, CHUNK_SECONDS, FRAME, HOURLY, MonitorStore, ScrapeResult  # noqa: E402
 from daemon.settings import MonitorSection  # noqa: E402
+from daemon.store.migrations import V7_BLOCKS  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
 DAY = 86400
 DEFAULT = MonitorSection()
 MAINTENANCE_FIRST, MAINTENANCE_EVERY = 5.0, 60.0  # as daemon/monitor/scheduler.py schedules it
+KINDS = {FRAME: "frames", CHUNK: "chunks", HOURLY: "hourly"}  # monitor_blocks.kind
+SEED = 20261127  # the history's random traffic
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -106,9 +112,11 @@ def checkpoint(db: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def dbstat(db: Path) -> dict[str, dict[str, int]]:
-    """Per monitor table: rows, pages × page size (B-tree incl. free space in pages), payload bytes."""
-    out: dict[str, dict[str, int]] = {}
+def dbstat(db: Path) -> dict[str, dict[str, Any]]:
+    """Per kind of ``monitor_blocks`` (frames, chunks, hourly): rows, samples (``sum(n)``) and ``sum(length(data))``
+    bytes; per monitor table and index, from SQLite's ``dbstat``: pages × page size (B-tree and overflow pages,
+    incl. their free space) and payload; rows of the tables."""
+    out: dict[str, dict[str, Any]] = {}
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         stats = conn.execute(
@@ -116,20 +124,88 @@ def dbstat(db: Path) -> dict[str, dict[str, int]]:
         ).fetchall()
         for name, size, payload in stats:
             out[name] = {"bytes": int(size), "payload": int(payload)}
-        for table in ("monitor_series", "monitor_samples", "monitor_targets"):
+        for table in ("monitor_series", "monitor_targets", "monitor_blocks"):
             out.setdefault(table, {"bytes": 0, "payload": 0})["rows"] = conn.execute(
                 f"SELECT count(*) FROM {table}"
             ).fetchone()[0]
-        for res in (60, 3600):
-            row = conn.execute("SELECT count(*) FROM monitor_rollups WHERE resolution = ?", (res,)).fetchone()
-            out[f"rollups_{res}"] = {"rows": row[0]}
+        for kind, name in KINDS.items():
+            rows, samples, data, t0, t1 = conn.execute(
+                "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(data)), 0), coalesce(min(t0), 0), "
+                "coalesce(max(t1), 0) FROM monitor_blocks WHERE kind = ?",
+                (kind,),
+            ).fetchone()
+            out[name] = {"rows": int(rows), "samples": int(samples), "data": int(data), "t0": t0, "t1": t1}
         out["file"] = {"bytes": db.stat().st_size}
     return out
 
 
-def table_bytes(stats: dict[str, dict[str, int]], table: str) -> int:
-    """A table's bytes with its indexes (``sqlite_autoindex_<table>_N``)."""
-    return sum(v.get("bytes", 0) for k, v in stats.items() if k == table or k.startswith(f"sqlite_autoindex_{table}_"))
+def table_bytes(stats: dict[str, dict[str, Any]], table: str) -> int:
+    """A table's bytes with its indexes (``sqlite_autoindex_<table>_N``, ``ix_<table>*``)."""
+    return sum(
+        v.get("bytes", 0)
+        for k, v in stats.items()
+        if k == table or k.startswith((f"sqlite_autoindex_{table}_", f"ix_{table}"))
+    )
+
+
+def row_overhead(stats: dict[str, dict[str, Any]]) -> float:
+    """Bytes per ``monitor_blocks`` row beyond its ``data``: the table's and its index's pages (incl. free
+    space) − the data bytes of all its rows, ÷ its rows."""
+    data = sum(stats[k]["data"] for k in KINDS.values())
+    return (table_bytes(stats, "monitor_blocks") - data) / max(1, stats["monitor_blocks"]["rows"])
+
+
+def page_overhead(db: Path, kind: int, rows_wanted: int = 5000) -> float:
+    """Bytes per row of one kind of block beyond its data when the table holds many of them (a few dozen rows
+    of one deployment leave half-empty pages that 1,000 deployments would fill, and small hourly blocks would be
+    charged the chunks' overflow pages): the database's blocks of that kind, inserted again in time order under
+    enough deployment names to make ``rows_wanted`` rows into a fresh table with the same schema, then
+    SQLite's ``dbstat`` pages of the table and its index − the data, ÷ rows."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        rows = conn.execute(
+            "SELECT deployment, kind, t0, t1, n, data FROM monitor_blocks WHERE kind = ? ORDER BY t0", (kind,)
+        ).fetchall()
+    if not rows:
+        return math.nan
+    copies = max(1, math.ceil(rows_wanted / len(rows)))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.closing(sqlite3.connect(Path(tmp) / "m.db")) as conn:
+        conn.execute(f"PRAGMA page_size = {int(page)}")
+        conn.executescript(V7_BLOCKS)
+        conn.executemany(
+            "INSERT INTO monitor_blocks (deployment, kind, t0, t1, n, data) VALUES (?, ?, ?, ?, ?, ?)",
+            ((f"{name}/{i}", *row) for name, *row in rows for i in range(copies)),
+        )
+        conn.commit()
+        pages = conn.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name IN ('monitor_blocks', 'ix_monitor_blocks')"
+        ).fetchone()[0]
+        count, data = conn.execute("SELECT count(*), sum(length(data)) FROM monitor_blocks").fetchone()
+    return (int(pages) - int(data)) / int(count)
+
+
+def kind_bytes(stats: dict[str, dict[str, Any]], kind: str, overhead: float) -> float:
+    """Bytes of one kind of block: its data + the per-row overhead × its rows."""
+    return stats[kind]["data"] + overhead * stats[kind]["rows"]
+
+
+def frame_sizes(db: Path, first: float, overhead: float, deployments: int) -> dict[str, float]:
+    """Frames of the cycles after the first (which writes every series): the median cycle's bytes (data + the
+    per-row overhead × its frames) per deployment, and per sample."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        cycles = conn.execute(
+            "SELECT count(*), sum(n), sum(length(data)) FROM monitor_blocks WHERE kind = ? AND t1 > ? GROUP BY t1",
+            (FRAME, first),
+        ).fetchall()
+    if not cycles:
+        return {"cycles": 0, "bytes_per_deployment_cycle": math.nan, "bytes_per_sample": math.nan}
+    per_cycle = sorted((data + overhead * rows, samples) for rows, samples, data in cycles)
+    size, samples = per_cycle[len(per_cycle) // 2]
+    return {
+        "cycles": len(cycles),
+        "bytes_per_deployment_cycle": size / max(1, deployments),
+        "bytes_per_sample": size / max(1, samples),
+    }
 
 
 def human(n: float) -> str:
@@ -173,12 +249,15 @@ async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace,
     targets = [Target(f"dep-{i:04d}", "127.0.0.1", p, f"inst-{i:04d}/k", started) for i, p in enumerate(ports)]
     monitor = Monitor(settings, store, lambda: targets)
     captured: list[list[ScrapeResult]] = []
+    first_t: list[float] = []
     # Keep what the last two cycles scraped (for the history part): wrap the store's writer, same arguments.
     write_cycle = store.write_cycle
 
     def keep_and_write(t: float, results: list[ScrapeResult]) -> int:
         captured.append(results)
         del captured[:-2]
+        if not first_t:
+            first_t.append(t)
         return write_cycle(t, results)
 
     store.write_cycle = keep_and_write  # type: ignore[method-assign]
@@ -227,11 +306,14 @@ async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace,
     w, c = time.monotonic(), cpu_self()
     await asyncio.to_thread(
         store.retention, time.time(), raw_seconds=DEFAULT.raw_retention_hours * 3600,
-        minute_seconds=DEFAULT.minute_rollup_retention_hours * 3600, hour_seconds=DEFAULT.rollup_retention_days * DAY,
+        hour_seconds=DEFAULT.rollup_retention_days * DAY,
     )  # fmt: skip
     retention = {"seconds": time.monotonic() - w, "cpu": cpu_self() - c}
     store.close()
     stats = dbstat(db)
+    frame_overhead = page_overhead(db, FRAME)
+    frames = frame_sizes(db, first_t[0], frame_overhead, len(targets))
+    frames["row_overhead"] = frame_overhead
     size_end = stats["file"]["bytes"]
     growth = (size_end - size_after_first) / max(1, args.cycles - 1)
     steady = [c["samples"] for c in cycles[1:]] or [cycles[0]["samples"]]
@@ -254,6 +336,8 @@ async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace,
         "db_after_first": size_after_first,
         "db_end": size_end,
         "growth_per_cycle": growth,
+        "targets": len(targets),
+        "frames": frames,
         "dbstat": stats,
         "captured": captured,
     }
@@ -271,30 +355,43 @@ def history_side(captured: list[list[ScrapeResult]], state: Path, hours: float, 
     median_changed, a, b = changed[len(changed) // 2]
     mean_changed = statistics.mean(c for c, _, _ in changed)
     base = {(m, lab): v for m, lab, v in a.samples}
-    series = [(m, lab, base.get((m, lab), 0.0), (v - base.get((m, lab), 0.0)) if m in COUNTERS else 0.0)
-              for m, lab, v in b.samples]  # fmt: skip
+    keys = [(m, lab) for m, lab, _ in b.samples]
+    # Each counter advances by a Poisson number per cycle with the mean of its measured increase (a gauge, or
+    # a counter that did not move, stays put): values that look like traffic, not a constant stride.
+    values = np.array([base.get((m, lab), 0.0) for m, lab, _ in b.samples], np.float64)
+    means = np.array([max(0.0, v - base.get((m, lab), 0.0)) if m in COUNTERS else 0.0 for m, lab, v in b.samples],
+                     np.float64)  # fmt: skip
+    rng = np.random.default_rng(SEED)
     store = MonitorStore(state)
     n = int(hours * 3600 / interval)
     start = math.floor((time.time() - n * interval) / 3600) * 3600
+    lag = interval + DEFAULT.timeout_seconds + 1  # as Monitor.maintain lags behind the scrapes
     wall0 = time.monotonic()
     last_maint = start
     last_retention = start
+    written = 0
     for c in range(n):
         t = start + c * interval
-        samples = [(m, lab, v0 + d * c) for m, lab, v0, d in series]
-        store.write_cycle(t, [ScrapeResult("hist-0", "inst/k", start - 60, True, "", 0.01, samples)])
-        if t - last_maint >= 600:
+        if c:
+            values += rng.poisson(means)
+        samples = [(m, lab, v) for (m, lab), v in zip(keys, values.tolist(), strict=True)]
+        written += store.write_cycle(t, [ScrapeResult("hist-0", "inst/k", start - 60, True, "", 0.01, samples)])
+        if t - last_maint >= CHUNK_SECONDS:
             last_maint = t
-            store.rollup(t - interval - DEFAULT.timeout_seconds - 1)
+            store.compact(t - lag)
+            store.rollup(t - lag)
             if t - last_retention >= RETENTION_EVERY:
                 last_retention = t
                 store.retention(t, raw_seconds=DEFAULT.raw_retention_hours * 3600,
-                                minute_seconds=DEFAULT.minute_rollup_retention_hours * 3600,
                                 hour_seconds=DEFAULT.rollup_retention_days * DAY)  # fmt: skip
     end = start + n * interval
+    store.compact(end)
     store.rollup(end)
+    counts = store.counts()
     store.close()
     stats = dbstat(state / "registry.db")
+    for kind, name in KINDS.items():
+        stats[name]["row_overhead"] = page_overhead(state / "registry.db", kind)
     return {
         "hours": hours,
         "interval": interval,
@@ -302,49 +399,63 @@ def history_side(captured: list[list[ScrapeResult]], state: Path, hours: float, 
         "seconds": time.monotonic() - wall0,
         "samples_per_cycle": median_changed,
         "mean_samples_per_deployment_cycle": mean_changed,
-        "series": len(series),
+        "written_per_cycle": written / max(1, n),
+        "series": len(keys),
+        "counts": counts,
         "dbstat": stats,
     }
 
 
 def extrapolate(mt: dict[str, Any], hist: dict[str, Any], deployments: int, interval: float) -> dict[str, Any]:
-    """Steady-state bytes for ``deployments`` with the default retention, from bytes per row measured in the
-    history database (B-trees as they are after a day of appends and a retention pass)."""
+    """Steady-state bytes for ``deployments`` with the default retention, from the blocks measured in the
+    history database (chunks and hourly blocks as compaction, rollups and retention left them, each row with
+    its share of the B-tree pages) and the frames of the measured cycles."""
     s = hist["dbstat"]
-    raw_rows = s["monitor_samples"]["rows"]
-    raw_bpr = table_bytes(s, "monitor_samples") / max(1, raw_rows)
-    roll_bytes = table_bytes(s, "monitor_rollups")
-    roll_rows = s["rollups_60"]["rows"] + s["rollups_3600"]["rows"]
-    roll_bpr = roll_bytes / max(1, roll_rows)
-    sim_minutes = hist["cycles"] * hist["interval"] / 60
     scale = hist["mean_samples_per_deployment_cycle"] / max(1e-9, hist["samples_per_cycle"])
-    # Rows per deployment, per day, at the measured mean traffic.
-    raw_per_day = mt["samples_per_cycle"] / deployments * DAY / DEFAULT.scrape_interval_seconds
-    minute_per_day = s["rollups_60"]["rows"] / sim_minutes * 1440 * scale
-    hour_per_day = s["rollups_3600"]["rows"] / max(1.0, math.floor(sim_minutes / 60)) * 24 * scale
-    series_bpr = table_bytes(s, "monitor_series") / max(1, s["monitor_series"]["rows"])
-    series_per_dep = mt["dbstat"]["monitor_series"]["rows"] / deployments
-    keep_raw = DEFAULT.raw_retention_hours / 24
-    keep_min = DEFAULT.minute_rollup_retention_hours / 24
+    # Raw: chunks (keyframes included: they are stored) per deployment-day, at the mean traffic.
+    chunk_bytes = kind_bytes(s, "chunks", s["chunks"]["row_overhead"])
+    chunk_samples = s["chunks"]["samples"]
+    raw_bps = chunk_bytes / max(1, chunk_samples)
+    chunk_span = max(1.0, s["chunks"]["t1"] - s["chunks"]["t0"])
+    raw_samples_per_day = chunk_samples / chunk_span * DAY * scale
+    raw_per_day = raw_samples_per_day * raw_bps
+    # Hourly rollups: one block per deployment and hour.
+    hourly_hours = max(1.0, round((s["hourly"]["t1"] - s["hourly"]["t0"]) / 3600))
+    hourly_bytes = kind_bytes(s, "hourly", s["hourly"]["row_overhead"])
+    hourly_per_day = hourly_bytes / hourly_hours * 24 * scale
+    # Frames not compacted yet: every cycle's since the last ten-minute boundary, plus the cycles until the
+    # maintenance tick that compacts them (the lag behind the scrapes + one tick), at the production interval.
+    frame = mt["frames"]
+    every = DEFAULT.scrape_interval_seconds
+    head_cycles = math.ceil((CHUNK_SECONDS + every + DEFAULT.timeout_seconds + 1 + MAINTENANCE_EVERY) / every)
+    frames_head = frame["bytes_per_deployment_cycle"] * head_cycles * deployments
+    series_bytes = table_bytes(mt["dbstat"], "monitor_series") * deployments / max(1, mt["targets"])
+    keep_raw = (DEFAULT.raw_retention_hours * 3600 + CHUNK_SECONDS) / DAY  # a chunk is deleted once wholly past
     keep_hour = DEFAULT.rollup_retention_days
     parts = {
-        "raw": deployments * raw_per_day * keep_raw * raw_bpr,
-        "minute_rollups": deployments * minute_per_day * keep_min * roll_bpr,
-        "hour_rollups": deployments * hour_per_day * keep_hour * roll_bpr,
-        "series": deployments * series_per_dep * series_bpr,
+        "raw": deployments * raw_per_day * keep_raw,
+        "frames_head": frames_head,
+        "hourly": deployments * hourly_per_day * keep_hour,
+        "series": series_bytes,
     }
     return {
-        "raw_bytes_per_row": raw_bpr,
-        "rollup_bytes_per_row": roll_bpr,
-        "raw_rows_per_deployment_day": raw_per_day,
-        "minute_rows_per_deployment_day": minute_per_day,
-        "hour_rows_per_deployment_day": hour_per_day,
-        "raw_per_deployment_day": raw_per_day * raw_bpr,
-        "rollups_per_deployment_day": (minute_per_day + hour_per_day) * roll_bpr,
-        "hour_rollups_per_deployment_day": hour_per_day * roll_bpr,
+        # Per row beyond its data: the history table as it is (few rows), and each kind with many rows.
+        "row_overhead_history": row_overhead(s),
+        "row_overhead": {k: s[k]["row_overhead"] for k in ("chunks", "hourly")} | {"frames": frame["row_overhead"]},
+        "raw_bytes_per_sample": raw_bps,
+        "raw_samples_per_deployment_day": raw_samples_per_day,
+        "written_samples_per_deployment_day": mt["samples_per_cycle"] / deployments * DAY / every,
+        "raw_per_deployment_day": raw_per_day,
+        "hourly_blocks_per_deployment_day": s["hourly"]["rows"] / hourly_hours * 24,
+        "hourly_bytes_per_block": hourly_bytes / max(1, s["hourly"]["rows"]),
+        "hourly_per_deployment_day": hourly_per_day,
+        "frame_bytes_per_deployment_cycle": frame["bytes_per_deployment_cycle"],
+        "frame_bytes_per_sample": frame["bytes_per_sample"],
+        "head_cycles": head_cycles,
+        "keep_raw_days": keep_raw,
         "parts": parts,
         "total_30d": sum(parts.values()),
-        "rollups_only_30d": parts["hour_rollups"] + parts["series"],
+        "hourly_only_30d": parts["hourly"] + parts["series"],
     }
 
 
@@ -424,7 +535,7 @@ def prometheus_side(ports: list[int], base: Path, args: argparse.Namespace, sim:
         if math.isnan(appended):  # not exposed before the first append: count the scraped samples instead
             w = math.ceil(elapsed) + 1
             appended = prom_query(web, f"sum(count_over_time(up[{w}s])) * 5 + "
-                                       f"sum(sum_over_time(scrape_samples_post_metric_relabeling[{w}s]))")
+                                       f"sum(sum_over_time(scrape_samples_post_metric_relabeling[{w}s]))")  # fmt: skip
         series = prom_metric(web, "prometheus_tsdb_head_series")
         rss = ps.memory_info().rss
         disk1 = disk_usage(tsdb)
@@ -477,6 +588,7 @@ def table(res: dict[str, Any], args: argparse.Namespace) -> str:
         return f"{a / b:.1f}×" if has_p and b else "—"
 
     walls = [c["seconds"] for c in mt["cycles"]]
+    raw_h, hour_d = DEFAULT.raw_retention_hours, DEFAULT.rollup_retention_days
     mt_day = mt["growth_per_cycle"] * per_day / n
     pr_day = pr.get("growth_per_cycle", math.nan) * per_day / n
     rows = [
@@ -490,22 +602,24 @@ def table(res: dict[str, Any], args: argparse.Namespace) -> str:
         ("samples written per cycle (first / steady)",
          f"{mt['samples_first_cycle']:,} / {mt['samples_per_cycle']:,.0f}",
          f"{pr['samples_per_cycle']:,.0f} appended" if has_p else "—", "—", "—", "—"),
-        ("storage growth per cycle (measured on disk)", human(mt["growth_per_cycle"]),
+        ("storage growth per cycle (measured on disk: frames, not compacted yet)", human(mt["growth_per_cycle"]),
          human(pr["growth_per_cycle"]) + " (WAL + head)" if has_p else "—",
          ratio(mt["growth_per_cycle"], pr.get("growth_per_cycle", 0)), "—", "—"),
-        ("storage per deployment-day, raw (growth × 5,760 cycles ÷ deployments)", human(mt_day),
+        ("storage per deployment-day, as frames (growth × 5,760 cycles ÷ deployments)", human(mt_day),
          human(pr_day) if has_p else "—", ratio(mt_day, pr_day), "reported", "—"),
-        ("storage per deployment-day, raw (history bytes/row × samples)", human(ex["raw_per_deployment_day"]),
-         "—", "—", "reported", "—"),
-        ("storage per deployment-day, 1-min + 1-h rollups", human(ex["rollups_per_deployment_day"]), "—", "—",
+        ("storage per deployment-day, raw chunks (history bytes/sample × samples)",
+         human(ex["raw_per_deployment_day"]), "—", "—", "reported", "—"),
+        ("storage per deployment-day, hourly rollups", human(ex["hourly_per_deployment_day"]), "—", "—",
          "reported", "—"),
-        (f"30 days × {n:,} deployments, default retention (24 h raw, 48 h 1-min, 30 d 1-h)", human(ex["total_30d"]),
-         "—", "—", "< 1 GiB", verdict(ex["total_30d"] < GIB)),
-        ("  of which 30 d of 1-h rollups + series", human(ex["rollups_only_30d"]), "—", "—", "—",
-         verdict(ex["rollups_only_30d"] < GIB)),
+        (f"30 days × {n:,} deployments, default retention ({raw_h:g} h raw, {hour_d:g} d hourly)",
+         human(ex["total_30d"]), "—", "—", "< 1 GiB", verdict(ex["total_30d"] < GIB)),
+        (f"  of which frames not compacted yet (≤ {ex['head_cycles']} cycles)", human(ex["parts"]["frames_head"]),
+         "—", "—", "—", "—"),
+        (f"  of which {hour_d:g} d of hourly rollups + series", human(ex["hourly_only_30d"]), "—", "—", "—",
+         verdict(ex["hourly_only_30d"] < GIB)),
         ("RSS at the end", human(mt["rss_bytes"]), human(pr["rss_bytes"]) if has_p else "—",
          ratio(mt["rss_bytes"], pr.get("rss_bytes", 0)), "—", "—"),
-    ]
+    ]  # fmt: skip
     out = ["| figure | modeltui | Prometheus | modeltui ÷ Prometheus | target | result |", "|---|---|---|---|---|---|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
@@ -538,7 +652,7 @@ def write_results(path: Path, res: dict[str, Any], md: str, args: argparse.Names
     walls = ", ".join(f"{c['seconds']:.2f}" for c in mt["cycles"])
     maint = "; ".join(
         f"at +{m['at']:.0f} s: {m['seconds']:.2f} s wall, {m['cpu']:.2f} s CPU" for m in mt["maintenance"]
-    ) or "none fell inside the window"
+    ) or "none fell inside the window"  # fmt: skip
     st = mt["dbstat"]
     earlier = earlier_runs(path)
     prom = (
@@ -555,7 +669,7 @@ def write_results(path: Path, res: dict[str, Any], md: str, args: argparse.Names
         f"~120 per chunk). Simulator CPU while Prometheus scraped: {pr['sim_cpu_share']:.1%} of a core. RSS "
         f"{human(pr['rss_bytes'])}."
         if "cpu_s" in pr else f"- Prometheus: not run ({pr.get('skipped', '--skip-prometheus')})."
-    )
+    )  # fmt: skip
     text = f"""# bench/monitoring — results
 
 Measured {res['date']} by `{cmd}`.
@@ -580,22 +694,40 @@ Measured {res['date']} by `{cmd}`.
   CPU = `getrusage(RUSAGE_SELF)` (all threads) over the {mt['window_s']:.1f} s window ÷ the window. Cycle wall
   times: {walls} s. Database growth per cycle = (file size after the last cycle − after the first), both after
   a WAL checkpoint, ÷ {args.cycles - 1}: the first cycle writes every series (and their explicit zeros).
-  After the run: {st['monitor_series']['rows']:,} series, {st['monitor_samples']['rows']:,} raw samples
-  ({table_bytes(st, 'monitor_samples') / max(1, st['monitor_samples']['rows']):.1f} bytes each in the B-tree),
-  database {human(st['file']['bytes'])}.
+  Storage: each cycle writes one frame per deployment that changed (one `monitor_blocks` row: its changed
+  samples as series ids + float64 values, zlib level 1); `Monitor.maintain` compacts each deployment's frames
+  into a 10-minute chunk (a keyframe of every series' last value, then its samples sorted by series and time:
+  delta-coded ids, times and whole-number values, byte-shuffled, zlib), and rolls complete hours up into one
+  block per deployment and hour (each counter's increase). After the run: {st['monitor_series']['rows']:,}
+  series; {st['frames']['rows']:,} frames holding {st['frames']['samples']:,} samples
+  ({st['frames']['data'] / max(1, st['frames']['samples']):.2f} bytes of data each; a steady cycle's frames
+  {ex['frame_bytes_per_sample']:.2f} bytes per sample with their rows),
+  {st['chunks']['rows']:,} chunks; database {human(st['file']['bytes'])}.
 - History, cheaply (`--history-hours {hist['hours']:g}`): one deployment (the real one nearest the median of
   samples per cycle, {hist['samples_per_cycle']} changed series per cycle; the mean is
-  {hist['mean_samples_per_deployment_cycle']:.0f}) replayed with its measured per-cycle increases through the
-  store's own `write_cycle` every 15 s of a fake clock for {hist['cycles']:,} cycles, `rollup` every simulated
-  10 min and `retention` with the defaults ({hist['seconds']:.0f} s of wall time). From SQLite's `dbstat` on
-  that database: {ex['raw_bytes_per_row']:.1f} bytes per raw sample and {ex['rollup_bytes_per_row']:.1f} per
-  rollup row (B-tree pages incl. their free space); per deployment-day at the mean traffic:
-  {ex['raw_rows_per_deployment_day']:,.0f} raw samples, {ex['minute_rows_per_deployment_day']:,.0f} 1-minute and
-  {ex['hour_rows_per_deployment_day']:,.0f} 1-hour rollup rows. The 30-day figure is
-  {args.targets:,} × (1 day of raw + 2 days of 1-minute rollups + 30 days of 1-hour rollups) × those bytes per
-  row, + the series table: raw {human(ex['parts']['raw'])}, 1-minute {human(ex['parts']['minute_rollups'])},
-  1-hour {human(ex['parts']['hour_rollups'])}, series {human(ex['parts']['series'])}. Nothing was inserted to
-  fake 30 days: it is rows × measured bytes per row.
+  {hist['mean_samples_per_deployment_cycle']:.0f}) replayed through the store's own `write_cycle` every 15 s of
+  a fake clock for {hist['cycles']:,} cycles, each counter advancing by a Poisson number per cycle (fixed seed)
+  with the mean of its measured increase ({hist['written_per_cycle']:.0f} samples written per cycle);
+  `compact` and `rollup` every simulated 10 min and `retention` with the defaults ({hist['seconds']:.0f} s of
+  wall time). From that database ({hist['dbstat']['chunks']['rows']:,} chunks, {hist['dbstat']['hourly']['rows']:,}
+  hourly blocks, whose `data` is {human(hist['dbstat']['chunks']['data'])} and
+  {human(hist['dbstat']['hourly']['data'])}; each row also costs pages beyond its data, measured with SQLite's
+  `dbstat` on the table and its index holding the blocks of that kind again under enough deployment names to
+  make 5,000 rows, − the data, ÷ rows: {ex['row_overhead']['chunks']:.0f} bytes per chunk,
+  {ex['row_overhead']['hourly']:.0f} per hourly block, {ex['row_overhead']['frames']:.0f} per frame; the
+  history's own few dozen rows give {ex['row_overhead_history']:.0f} bytes per row, mostly half-empty pages):
+  {ex['raw_bytes_per_sample']:.2f} bytes per raw sample
+  in chunks (keyframes counted as samples: they are stored), {ex['hourly_bytes_per_block']:,.0f} bytes per
+  hourly block; per deployment-day at the mean traffic: {ex['raw_samples_per_deployment_day']:,.0f} samples in
+  chunks ({ex['written_samples_per_deployment_day']:,.0f} written), {human(ex['raw_per_deployment_day'])} raw
+  and {human(ex['hourly_per_deployment_day'])} of hourly blocks. The 30-day figure is {args.targets:,} ×
+  ({DEFAULT.raw_retention_hours:g} h + one 10-minute chunk of raw chunks + {DEFAULT.rollup_retention_days:g}
+  days of hourly blocks) + the frames not compacted yet ({ex['head_cycles']} cycles at
+  {DEFAULT.scrape_interval_seconds:g} s: ten minutes, the lag and a maintenance tick; measured frames
+  {human(ex['frame_bytes_per_deployment_cycle'])} per deployment and cycle) + the series table: raw
+  {human(ex['parts']['raw'])}, frames {human(ex['parts']['frames_head'])}, hourly
+  {human(ex['parts']['hourly'])}, series {human(ex['parts']['series'])}. Nothing was inserted to fake 30
+  days: it is samples and blocks × measured bytes.
 {prom}
 
 {md}
@@ -610,7 +742,7 @@ the same way (directory growth per cycle); its long-term form is the compacted b
 .venv/bin/python bench/monitoring/run.py                               # 1,000 targets, 6 cycles of 15 s
 .venv/bin/python bench/monitoring/run.py --targets 200 --interval 3 --cycles 4 --history-hours 2   # quick look
 ```
-"""
+"""  # fmt: skip
     if earlier:
         text += f"\n## Earlier runs\n\n{EARLIER_INTRO}\n\n{earlier}\n"
     path.write_text(text)

@@ -49,10 +49,12 @@ def _labels(text: str) -> Labels | None:
     return got
 
 
-def fast_samples(text: str, keep: Collection[str]) -> list[Sample] | None:
+def fast_samples(text: str, keep: Collection[str], positions: list[int] | None = None) -> list[Sample] | None:
     """The samples named in ``keep`` in the exposition's order (values as the reference reads them), or
-    None when the text is not entirely in the strict form (the reference parser must decide)."""
+    None when the text is not entirely in the strict form (the reference parser must decide). With
+    ``positions``, each kept sample's index among the text's sample lines is appended to it."""
     out: list[Sample] = []
+    index = -1
     append = out.append
     match_sample = _SAMPLE.fullmatch
     family = ""  # the parser's current family: its name, type and the sample names it holds
@@ -81,6 +83,7 @@ def fast_samples(text: str, keep: Collection[str]) -> list[Sample] | None:
         m = match_sample(line)
         if m is None:
             return None
+        index += 1
         name, block, token = m.groups()
         if name in allowed:
             if typ == "counter" and not family.endswith("_total"):
@@ -97,8 +100,64 @@ def fast_samples(text: str, keep: Collection[str]) -> list[Sample] | None:
             labels = ()
         if name not in keep:
             continue
-        value = float(token)
-        if value == 0.0 and token[0] == "-" and _INTEGER.fullmatch(token):
-            value = 0.0  # "-0" is an integer literal: the parser reads it through int, without the sign
-        append((name, labels, value))
+        append((name, labels, _value(token)))
+        if positions is not None:
+            positions.append(index)
     return out
+
+
+def _value(token: str) -> float:
+    value = float(token)
+    if value == 0.0 and token[0] == "-" and _INTEGER.fullmatch(token):
+        value = 0.0  # "-0" is an integer literal: the parser reads it through int, without the sign
+    return value
+
+
+_VALUES = re.compile(rf"(?:{_VALUE}\n)*")
+
+
+class Reader:
+    """:func:`fast_samples` with a memory of each target's last exposition: a runtime renders the same lines
+    every time but for their values, so when the text without its value tokens (its skeleton) is the one
+    read last time and every token is a strict decimal, the samples are the last ones with the new values,
+    read at the remembered positions. Anything else is read in full (and remembered)."""
+
+    def __init__(self, keep: Collection[str], max_targets: int = 10_000) -> None:
+        self.keep = keep
+        self.max_targets = max_targets
+        self._plans: dict[str, tuple[str, list[tuple[int, str, Labels]]]] = {}
+
+    def samples(self, target: str, text: str) -> list[Sample] | None:
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        heads: list[str] = []
+        tokens: list[str] = []
+        for line in lines:
+            if line[:1] == "#":
+                heads.append(line)
+            else:
+                head, _, token = line.rpartition(" ")
+                heads.append(head)
+                tokens.append(token)
+        skeleton = "\n".join(heads)
+        plan = self._plans.get(target)
+        if plan is not None and plan[0] == skeleton:
+            joined = "\n".join(tokens) + "\n"
+            if _VALUES.fullmatch(joined):
+                if "-" in joined:
+                    return [(name, labels, _value(tokens[i])) for i, name, labels in plan[1]]
+                return [(name, labels, float(tokens[i])) for i, name, labels in plan[1]]
+        positions: list[int] = []
+        out = fast_samples(text, self.keep, positions)
+        if out is None:
+            self._plans.pop(target, None)
+            return None
+        if len(self._plans) >= self.max_targets and target not in self._plans:
+            self._plans.pop(next(iter(self._plans)))
+        kept = [(i, name, labels) for i, (name, labels, _) in zip(positions, out, strict=True)]
+        self._plans[target] = (skeleton, kept)
+        return out
+
+    def forget(self, target: str) -> None:
+        self._plans.pop(target, None)

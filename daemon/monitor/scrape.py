@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from .derive import KEPT, Labels
-from .expo import fast_samples
+from .expo import Reader, fast_samples
 from .store import ScrapeResult
 
 log = logging.getLogger("modeltuid.monitor")
@@ -102,18 +102,19 @@ def parse_reference(text: str) -> list[tuple[str, Labels, float]]:
     return out
 
 
-async def _parse_async(text: str) -> list[tuple[str, Labels, float]]:
+async def _parse_async(text: str, target: str, reader: Reader | None) -> list[tuple[str, Labels, float]]:
     """A small exposition in the strict form is read on the event loop (well under a millisecond: a thread
-    hand-off and the contention for the GIL cost more); anything else in a thread."""
+    hand-off and the contention for the GIL cost more; ``reader`` remembers each target's last exposition);
+    anything else in a thread."""
     if len(text) > INLINE_PARSE_MAX:
         return await asyncio.to_thread(parse, text)
-    fast = fast_samples(text, KEPT)
+    fast = fast_samples(text, KEPT) if reader is None else reader.samples(target, text)
     if fast is None:
         return await asyncio.to_thread(parse_reference, text)
     return [s for s in fast if math.isfinite(s[2])]
 
 
-async def scrape_one(target: Target, timeout_s: float) -> ScrapeResult:
+async def scrape_one(target: Target, timeout_s: float, reader: Reader | None = None) -> ScrapeResult:
     started = time.monotonic()
 
     def result(up: bool, error: str = "", samples: list[tuple[str, Labels, float]] | None = None) -> ScrapeResult:
@@ -132,7 +133,7 @@ async def scrape_one(target: Target, timeout_s: float) -> ScrapeResult:
     try:
         async with asyncio.timeout(timeout_s):
             text = await fetch(target.host, target.port)
-            samples = await _parse_async(text)
+            samples = await _parse_async(text, target.deployment, reader)
     except TimeoutError:
         return result(False, f"no answer within {timeout_s:g} s")
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, UnicodeDecodeError) as exc:
@@ -145,7 +146,11 @@ async def scrape_one(target: Target, timeout_s: float) -> ScrapeResult:
 
 
 async def scrape_all(
-    targets: Sequence[Target], *, concurrency: int = DEFAULT_CONCURRENCY, timeout_s: float = DEFAULT_TIMEOUT
+    targets: Sequence[Target],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout_s: float = DEFAULT_TIMEOUT,
+    reader: Reader | None = None,
 ) -> list[ScrapeResult]:
     """Scrape every target, at most ``concurrency`` at a time; one result per target, in order."""
     sem = asyncio.Semaphore(concurrency)
@@ -153,7 +158,7 @@ async def scrape_all(
     async def one(t: Target) -> ScrapeResult:
         async with sem:
             try:
-                return await scrape_one(t, timeout_s)
+                return await scrape_one(t, timeout_s, reader)
             except Exception as exc:  # never let one target break the cycle
                 log.exception("scraping %s failed", t.deployment)
                 return ScrapeResult(t.deployment, t.instance, t.started_at, False, f"internal error: {exc}"[:300])

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 from daemon.protocol import results as r
 from daemon.settings import MonitorSection
 
-from .derive import WindowData, stepped_data, summarize
+from .derive import KEPT, WindowData, stepped_data, summarize
+from .expo import Reader
 from .scrape import Target, scrape_all
-from .store import HOUR, MonitorStore
+from .store import MonitorStore
 
 if TYPE_CHECKING:
     from daemon.deploy.manager import DeploymentManager
@@ -29,7 +30,7 @@ log = logging.getLogger("modeltuid.monitor")
 
 #: Retention runs at most this often (rollups run every maintenance tick).
 RETENTION_EVERY = 600.0
-#: Windows up to this long get 1-minute points; longer ones 1-hour points.
+#: Windows up to this long (and within the raw retention) get 1-minute points; longer ones 1-hour points.
 MINUTE_POINTS_UP_TO = 6 * 3600
 
 
@@ -83,6 +84,7 @@ class Monitor:
         self.last_cycle: CycleReport | None = None
         self._last_retention = 0.0
         self._busy: set[asyncio.Task[object]] = set()
+        self._reader = Reader(KEPT)
         #: The alert engine, evaluated after each cycle (set by the composition root; see alerts.py).
         self.alerts: Alerts | None = None
 
@@ -96,7 +98,9 @@ class Monitor:
             started = time.monotonic()
             targets = list(self.targets())
             s = self.settings
-            results = await scrape_all(targets, concurrency=s.scrape_concurrency, timeout_s=s.timeout_seconds)
+            results = await scrape_all(
+                targets, concurrency=s.scrape_concurrency, timeout_s=s.timeout_seconds, reader=self._reader
+            )
             written = await asyncio.to_thread(self.store.write_cycle, t, results)
             report = CycleReport(t, len(results), sum(x.up for x in results), written, time.monotonic() - started)
             self.last_cycle = report
@@ -114,22 +118,23 @@ class Monitor:
                 self._busy.discard(task)
 
     async def maintain(self) -> None:
-        """Roll up completed minutes and hours; apply retention every ten minutes."""
+        """Compact frames into chunks, roll up completed hours; apply retention every ten minutes."""
         task = asyncio.current_task()
         if task is not None:
             self._busy.add(task)
         try:
             now = self.clock()
             s = self.settings
-            # Lag a cycle behind, so a cycle that started before a minute ended has been written.
-            await asyncio.to_thread(self.store.rollup, now - s.scrape_interval_seconds - s.timeout_seconds - 1)
+            # Lag a cycle behind, so a cycle that started before a boundary has been written.
+            settled = now - s.scrape_interval_seconds - s.timeout_seconds - 1
+            await asyncio.to_thread(self.store.compact, settled)
+            await asyncio.to_thread(self.store.rollup, settled)
             if now - self._last_retention >= RETENTION_EVERY:
                 self._last_retention = now
                 await asyncio.to_thread(
                     self.store.retention,
                     now,
                     raw_seconds=s.raw_retention_hours * 3600,
-                    minute_seconds=s.minute_rollup_retention_hours * 3600,
                     hour_seconds=s.rollup_retention_days * 86400,
                 )
         finally:
@@ -148,14 +153,15 @@ class Monitor:
         """Blocking (SQLite): run it in a thread."""
         end = self.clock()
         start = end - window_seconds
-        step = 60 if window_seconds <= MINUTE_POINTS_UP_TO else 3600
+        raw = window_seconds <= self.settings.raw_retention_hours * 3600
+        step = 60 if raw and window_seconds <= MINUTE_POINTS_UP_TO else 3600
         steps: dict[float, WindowData]
-        if window_seconds <= self.settings.raw_retention_hours * 3600:
+        if raw:
             steps = stepped_data(self.store.raw_series(deployment, start, end), start, end, step)
         else:
-            rolled = self.store.rolled_until(HOUR) or start
+            rolled = self.store.rolled_until() or start
             boundary = min(max(rolled, start), end)
-            steps = self.store.rollups(deployment, HOUR, start, boundary)
+            steps = self.store.rollups(deployment, start, boundary)
             tail = stepped_data(self.store.raw_series(deployment, boundary, end), boundary, end, step)
             for t, data in tail.items():
                 steps.setdefault(t, WindowData()).add(data)

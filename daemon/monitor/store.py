@@ -1,43 +1,53 @@
-"""Samples, rollups and target state in the registry database (tables from migration v5), in plain SQL.
+"""Samples, hourly rollups and target state in the registry database (tables from migration v7), in plain SQL.
 
 Every method blocks: call them through ``asyncio.to_thread``. One scrape cycle is one transaction.
 
 - A series (deployment, metric, labels) gets an id once; samples are (series, t, value), stored only when
   the value changed since the series' previous sample, so an idle deployment costs nothing.
+- Samples live in compressed blocks (``daemon/store/blocks.py``) of one deployment: each cycle writes one
+  **frame** per deployment (its changed samples); ``compact`` turns a deployment's frames into one
+  **chunk** every ten minutes, which starts with a keyframe (every series' last value before it), so a
+  window is read from the chunk holding its start onwards and any older chunk can be deleted.
 - Counter resets are explicit: when a deployment's instance changes, every counter of it gets a 0 sample
   just before the new instance's first one; a counter that appears for the first time gets a 0 sample at
   the instance's start (or at its previous scrape). Derivation then never needs to guess.
-- Rollups: 1-minute rows (a counter's increase over the minute), 1-hour rows from the minute rows. An
-  increase belongs to the minute ``(m, m + 60]`` holding its later sample (like a window's raw tail). The
-  writer adds each increase it stores to its minute in memory and ``rollup`` writes the completed minutes;
-  minutes it has not seen whole (before this process's first cycle) are computed from raw samples. Gauges
-  are not rolled up: their last raw sample is always kept.
-- Retention deletes raw samples older than the raw retention except each series' last one (the base of the
-  next increase), and rollups past theirs.
+- Rollups: one block per deployment and hour holding each counter's increase over ``(h, h + 3600]``,
+  computed from the raw blocks once the hour is complete (a restarted daemon resumes where the table says).
+  Gauges are not rolled up: the keyframes always carry their last value.
+- Retention deletes chunks older than the raw retention (never a deployment's newest, nor one not yet rolled
+  up) and hourly blocks past theirs.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import logging
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.store.db import Db, chunked, marks
+import numpy as np
+
+from daemon.store import blocks
+from daemon.store.blocks import BlockError, Samples
+from daemon.store.db import Db
 from daemon.store.engine import make_engine
 from daemon.store.migrations import migrate
 
 from .derive import COUNTERS, GAUGES, UP, Key, Labels, Point, WindowData
 
-MINUTE = 60
+log = logging.getLogger("modeltuid.monitor")
+
 HOUR = 3600
+#: Frames are compacted into a chunk per deployment at most this often.
+CHUNK_SECONDS = 600
 #: Offset of the explicit zero before a new instance's first sample (keeps (series, t) unique and ordered).
 EPS = 1e-3
+FRAME, CHUNK, HOURLY = 0, 1, 2  # monitor_blocks.kind
 
 
 @dataclass
@@ -76,11 +86,6 @@ class _Deployment:
     target: TargetState | None = None
 
 
-def _minute(t: float) -> float:
-    """The start of the minute ``(m, m + 60]`` holding ``t``."""
-    return float(math.ceil(t / MINUTE) * MINUTE - MINUTE)
-
-
 _json_cache: dict[Labels, str] = {}  # deployments of one model share their label sets
 
 
@@ -105,11 +110,9 @@ class MonitorStore:
         self._db = Db(self._engine)
         self._lock = threading.Lock()
         self._deployments: dict[str, _Deployment] = {}
-        self._rolled: dict[int, float] = {}  # resolution → rolled up to (exclusive)
-        self._minutes: dict[float, dict[int, float]] = {}  # minute start → series id → counter increase
-        self._minutes_from: float | None = None  # first minute the writer has seen whole
         self._next_id: int | None = None  # the next series id, within a cycle's transaction
         self._new_series: list[tuple[int, str, str, str]] = []  # series of this cycle, inserted at its end
+        self._progress_set = False  # the hourly rollups' progress row exists
 
     def close(self) -> None:
         self._db.close()
@@ -122,17 +125,14 @@ class MonitorStore:
         if dep is not None:
             return dep
         dep = self._deployments[name] = _Deployment()
-        rows = conn.execute(
-            "SELECT s.id, s.metric, s.labels, (SELECT value FROM monitor_samples m WHERE m.series_id = s.id "
-            "ORDER BY m.t DESC LIMIT 1) FROM monitor_series s WHERE s.deployment = ?",
-            (name,),
-        )
-        for sid, metric, labels, last in rows:
+        for sid, metric, labels in conn.execute(
+            "SELECT id, metric, labels FROM monitor_series WHERE deployment = ?", (name,)
+        ):
             dep.by_json[(metric, labels)] = sid
             dep.series[(metric, _labels(labels))] = sid
             dep.metric_of[sid] = metric
-            if last is not None:
-                dep.last[sid] = last
+        last = blocks.last_values(self._samples(conn, name, None, math.inf))
+        dep.last.update(zip(last.sid.tolist(), last.value.tolist(), strict=True))
         row = conn.execute(
             "SELECT deployment, instance, started_at, up, last_scrape, last_success, error, duration "
             "FROM monitor_targets WHERE deployment = ?",
@@ -164,45 +164,42 @@ class MonitorStore:
         return sid
 
     def write_cycle(self, t: float, results: Sequence[ScrapeResult]) -> int:
-        """Store one cycle (one transaction); returns how many samples were written."""
-        written: list[tuple[int, float, float]] = []
-        increases: dict[int, float] = {}
+        """Store one cycle (one transaction, a frame per deployment that changed); returns how many samples
+        were written. Values must be finite (the scraper drops the others)."""
         with self._lock:
             self._next_id = None
             self._new_series = []
             try:
                 with self._db.write() as conn:
-                    self._write_cycle(conn, t, results, written, increases)
+                    return self._write_cycle(conn, t, results)
             except BaseException:
                 self._deployments.clear()  # ids and last values of an undone cycle: re-read them
+                self._progress_set = False
                 raise
-            # Committed: the cycle's counter increases count in its minute.
-            minute = _minute(t)
-            if self._minutes_from is None:
-                self._minutes_from = minute + MINUTE  # earlier samples of this minute may predate this process
-            if increases and minute >= self._minutes_from:
-                bucket = self._minutes.setdefault(minute, {})
-                for sid, inc in increases.items():
-                    bucket[sid] = bucket.get(sid, 0.0) + inc
-        return len(written)
 
-    def _write_cycle(
-        self,
-        conn: sqlite3.Connection,
-        t: float,
-        results: Sequence[ScrapeResult],
-        written: list[tuple[int, float, float]],
-        increases: dict[int, float],
-    ) -> None:
+    def _write_cycle(self, conn: sqlite3.Connection, t: float, results: Sequence[ScrapeResult]) -> int:
+        frames: list[tuple[str, int, float, float, int, bytes]] = []
+        targets = []
+        written = 0
         for res in results:
             dep = self._load(conn, res.deployment)
             prev = dep.target
+            sids: list[int] = []
+            values: list[float] = []
+            zeros: list[int] = []
+            zero_t = t - EPS
             if res.up:
-                self._write_target(conn, dep, res, t, written, increases)
+                zero_t = self._write_target(conn, dep, res, t, sids, values, zeros)
             up_sid = self._series_id(conn, dep, res.deployment, UP, ())
             if dep.last.get(up_sid) != float(res.up):
-                written.append((up_sid, t, float(res.up)))
+                sids.append(up_sid)
+                values.append(float(res.up))
                 dep.last[up_sid] = float(res.up)
+            if sids or zeros:
+                n = len(sids) + len(zeros)
+                written += n
+                frames.append((res.deployment, FRAME, min(zero_t, t) if zeros else t, t, n,
+                               blocks.encode_frame(t, sids, values, zero_t, zeros)))  # fmt: skip
             keep_instance = prev is not None and not res.up
             state = TargetState(
                 deployment=res.deployment,
@@ -215,15 +212,27 @@ class MonitorStore:
                 duration=res.duration,
             )
             dep.target = state
-            conn.execute(
-                "INSERT OR REPLACE INTO monitor_targets (deployment, instance, started_at, up, last_scrape, "
-                "last_success, error, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (state.deployment, state.instance, state.started_at, int(state.up), state.last_scrape,
-                 state.last_success, state.error, state.duration),
-            )  # fmt: skip
+            targets.append((state.deployment, state.instance, state.started_at, int(state.up), state.last_scrape,
+                            state.last_success, state.error, state.duration))  # fmt: skip
+        conn.executemany(
+            "INSERT OR REPLACE INTO monitor_targets (deployment, instance, started_at, up, last_scrape, "
+            "last_success, error, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            targets,
+        )
         conn.executemany("INSERT INTO monitor_series (id, deployment, metric, labels) VALUES (?, ?, ?, ?)",
                          self._new_series)  # fmt: skip
-        conn.executemany("INSERT OR REPLACE INTO monitor_samples (series_id, t, value) VALUES (?, ?, ?)", written)
+        conn.executemany(
+            "INSERT INTO monitor_blocks (deployment, kind, t0, t1, n, data) VALUES (?, ?, ?, ?, ?, ?)", frames
+        )
+        if frames and not self._progress_set:
+            # Hourly rollups start with the hour of the first cycle written, not with an explicit zero at an
+            # instance's start (which may be days earlier: nothing was stored for the hours between).
+            conn.execute(
+                "INSERT OR IGNORE INTO monitor_progress (name, t) VALUES ('hourly', ?)",
+                (math.ceil(t / HOUR) * HOUR - HOUR,),
+            )
+            self._progress_set = True
+        return written
 
     def _write_target(
         self,
@@ -231,9 +240,12 @@ class MonitorStore:
         dep: _Deployment,
         res: ScrapeResult,
         t: float,
-        out: list[tuple[int, float, float]],
-        increases: dict[int, float],
-    ) -> None:
+        sids: list[int],
+        values: list[float],
+        zeros: list[int],
+    ) -> float:
+        """The target's changed samples into ``sids``/``values`` and its explicit zeros into ``zeros``;
+        returns the zeros' time."""
         prev = dep.target
         new_instance = prev is None or prev.instance != res.instance
         if new_instance:
@@ -243,146 +255,191 @@ class MonitorStore:
             if prev is not None:  # a restart: every counter of the old instance resets
                 for sid, value in dep.last.items():
                     if value and dep.metric_of.get(sid) in COUNTERS:
-                        out.append((sid, zero_t, 0.0))
+                        zeros.append(sid)
                         dep.last[sid] = 0.0
         else:
             assert prev is not None
             # A counter first seen now was 0 (absent) when this instance last answered.
             zero_t = min(prev.last_success if prev.last_success is not None else t - EPS, t - EPS)
         series = dep.series
+        last_of = dep.last
         for metric, labels, value in res.samples:
+            if not math.isfinite(value):
+                raise ValueError(f"{res.deployment}: {metric} is not a finite number")
             known = series.get((metric, labels))
             sid = self._series_id(conn, dep, res.deployment, metric, labels) if known is None else known
-            last = dep.last.get(sid)
-            if last is None and metric in COUNTERS and value:
-                out.append((sid, zero_t, 0.0))
+            last = last_of.get(sid)
+            if last is None and value and metric in COUNTERS:
+                zeros.append(sid)
                 last = 0.0
             if last != value:
-                out.append((sid, t, value))
-                dep.last[sid] = value
-                if last is not None and metric in COUNTERS:
-                    increases[sid] = value - last if value >= last else value
+                sids.append(sid)
+                values.append(value)
+                last_of[sid] = value
+        return zero_t
 
     def forget(self, deployment: str) -> None:
         """Drop the writer's memory of a deployment (it is re-read from the database when next scraped)."""
         with self._lock:
             self._deployments.pop(deployment, None)
 
-    # -- rollups and retention -------------------------------------------------------------------------------
+    # -- compaction, rollups and retention -------------------------------------------------------------------
 
-    def rollup(self, until: float) -> int:
-        """Roll raw samples up into complete minutes before ``until``, and minutes into complete hours."""
+    def compact(self, until: float) -> int:
+        """Turn each deployment's frames older than the last ten-minute boundary before ``until`` into one
+        chunk (keyframe + samples); returns how many chunks were written. One transaction per deployment."""
+        boundary = math.floor(until / CHUNK_SECONDS) * CHUNK_SECONDS
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT deployment FROM monitor_blocks WHERE kind = ? AND t1 < ?", (FRAME, boundary)
+            )
+            names = [n for (n,) in rows]
         written = 0
-        with self._lock, self._db.write() as conn:
-            to = math.floor(until / MINUTE) * MINUTE
-            start = self._progress(conn, MINUTE)
-            if start is not None and to > start:
-                # Minutes the writer saw whole come from memory; earlier ones (a restart) from raw samples.
-                seen = to if self._minutes_from is None else max(min(self._minutes_from, to), start)
-                if seen > start:
-                    written += self._minute_rollups(conn, start, seen)
-                rows = [
-                    (sid, MINUTE, m, value)
-                    for m in sorted(self._minutes)
-                    if seen <= m < to
-                    for sid, value in self._minutes[m].items()
-                    if value
-                ]
-                conn.executemany(
-                    "INSERT OR REPLACE INTO monitor_rollups (series_id, resolution, t, value) VALUES (?, ?, ?, ?)", rows
+        for name in names:
+            with self._lock, self._db.write() as conn:
+                frames = conn.execute(
+                    "SELECT id, data FROM monitor_blocks WHERE deployment = ? AND kind = ? AND t1 < ? ORDER BY t1",
+                    (name, FRAME, boundary),
+                ).fetchall()
+                if not frames:
+                    continue
+                prev = conn.execute(
+                    "SELECT t1, data FROM monitor_blocks WHERE deployment = ? AND kind = ? ORDER BY t0 DESC LIMIT 1",
+                    (name, CHUNK),
+                ).fetchone()
+                parts = [self._decode(name, data) for _, data in frames]
+                new = blocks.merge(parts)
+                if prev is not None:
+                    t0 = float(prev[0])
+                    key = blocks.last_values(self._decode(name, prev[1]))
+                    keyframe = Samples(key.sid, np.full(len(key), t0), key.value)
+                    new = blocks.merge([keyframe, new])
+                else:
+                    t0 = float(new.t.min()) - 1e-6 if len(new) else boundary
+                t1 = max(float(new.t.max()) if len(new) else t0, t0)
+                conn.execute(
+                    "INSERT INTO monitor_blocks (deployment, kind, t0, t1, n, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, CHUNK, t0, t1, len(new), blocks.encode_chunk(new)),
                 )
-                written += len(rows)
-            for m in [m for m in self._minutes if m < to]:
-                del self._minutes[m]
-            self._rolled[MINUTE] = max(to, start or to)
-            to_h = math.floor(self._rolled[MINUTE] / HOUR) * HOUR
-            start_h = self._progress(conn, HOUR)
-            if start_h is not None and to_h > start_h:
-                cur = conn.execute(
-                    "INSERT OR REPLACE INTO monitor_rollups (series_id, resolution, t, value) "
-                    "SELECT series_id, ?, CAST(t / ? AS INTEGER) * ?, SUM(value) FROM monitor_rollups "
-                    "WHERE resolution = ? AND t >= ? AND t < ? GROUP BY series_id, CAST(t / ? AS INTEGER)",
-                    (HOUR, HOUR, HOUR, MINUTE, start_h, to_h, HOUR),
-                )
-                written += max(cur.rowcount, 0)
-            self._rolled[HOUR] = max(to_h, start_h or to_h)
+                ids = [i for i, _ in frames]
+                conn.execute(f"DELETE FROM monitor_blocks WHERE id IN ({','.join('?' * len(ids))})", ids)
+                written += 1
         return written
 
-    def _progress(self, conn: sqlite3.Connection, resolution: int) -> float | None:
-        """Where rolling up at ``resolution`` resumes: remembered, else after the newest rollup, else the
-        oldest raw sample."""
-        if resolution in self._rolled:
-            return self._rolled[resolution]
-        row = conn.execute("SELECT max(t) FROM monitor_rollups WHERE resolution = ?", (resolution,)).fetchone()
-        if row[0] is not None:
-            return float(row[0]) + resolution
-        first = conn.execute("SELECT min(t) FROM monitor_samples").fetchone()[0]
-        return None if first is None else math.floor(first / resolution) * resolution
-
-    def _minute_rollups(self, conn: sqlite3.Connection, start: float, end: float) -> int:
-        rows: list[tuple[int, int, float, float]] = []
-        counters = [sid for sid, metric in conn.execute("SELECT id, metric FROM monitor_series") if metric in COUNTERS]
-        for sid in counters:
-            points = self._points(conn, sid, start, end)
-            sums: dict[float, float] = {}
-            for (_, prev), (t, v) in itertools.pairwise(points):
-                if t > start:
-                    m = _minute(t)
-                    sums[m] = sums.get(m, 0.0) + (v - prev if v >= prev else v)
-            rows.extend((sid, MINUTE, m, value) for m, value in sums.items() if value)
-        conn.executemany("INSERT OR REPLACE INTO monitor_rollups (series_id, resolution, t, value) VALUES (?, ?, ?, ?)",
-                         rows)  # fmt: skip
-        return len(rows)
+    def rollup(self, until: float) -> int:
+        """Write the hourly rollup block of every deployment for each complete hour before ``until`` not
+        rolled up yet (one transaction per hour, with the progress); returns how many blocks were written."""
+        written = 0
+        to = math.floor(until / HOUR) * HOUR
+        while True:
+            with self._lock, self._db.write() as conn:
+                hour = self._hour_progress(conn)
+                if hour is None or hour + HOUR > to:
+                    return written
+                counters = self._counter_ids(conn)
+                names = [n for (n,) in conn.execute(
+                    "SELECT DISTINCT deployment FROM monitor_blocks WHERE kind IN (?, ?) AND t1 > ?",
+                    (FRAME, CHUNK, hour))]  # fmt: skip
+                rows = []
+                for name in names:
+                    inc = _increases(self._samples(conn, name, hour, hour + HOUR), hour, hour + HOUR, counters)
+                    if len(inc):
+                        rows.append((name, HOURLY, hour, hour + HOUR, len(inc), blocks.encode_chunk(inc)))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO monitor_blocks (deployment, kind, t0, t1, n, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.execute("INSERT OR REPLACE INTO monitor_progress (name, t) VALUES ('hourly', ?)", (hour + HOUR,))
+                written += len(rows)
 
     @staticmethod
-    def _points(conn: sqlite3.Connection, sid: int, start: float, end: float) -> list[Point]:
-        """The series' samples in ``(start, end]``, after its last one at or before ``start`` (the base)."""
-        base = conn.execute(
-            "SELECT t, value FROM monitor_samples WHERE series_id = ? AND t <= ? ORDER BY t DESC LIMIT 1",
-            (sid, start),
-        ).fetchall()
-        rows = conn.execute(
-            "SELECT t, value FROM monitor_samples WHERE series_id = ? AND t > ? AND t <= ? ORDER BY t",
-            (sid, start, end),
-        ).fetchall()
-        return [(float(t), float(v)) for t, v in base + rows]
+    def _hour_progress(conn: sqlite3.Connection) -> float | None:
+        """The next hour to roll up: recorded (from the first cycle written), else the hour of the oldest raw
+        block's end (None: no data yet)."""
+        row = conn.execute("SELECT t FROM monitor_progress WHERE name = 'hourly'").fetchone()
+        if row is not None:
+            return float(row[0])
+        first = conn.execute("SELECT min(t1) FROM monitor_blocks WHERE kind IN (?, ?)", (FRAME, CHUNK)).fetchone()[0]
+        return None if first is None else math.ceil(first / HOUR) * HOUR - HOUR
 
-    def retention(self, now: float, *, raw_seconds: float, minute_seconds: float, hour_seconds: float) -> int:
-        """Delete what is past its retention; returns rows deleted."""
+    @staticmethod
+    def _counter_ids(conn: sqlite3.Connection) -> np.ndarray[Any, np.dtype[np.int64]]:
+        ids = [sid for sid, metric in conn.execute("SELECT id, metric FROM monitor_series") if metric in COUNTERS]
+        return np.asarray(sorted(ids), np.int64)
+
+    def rolled_until(self) -> float | None:
+        """The end of the last hour rolled up (None: nothing yet)."""
+        with self._db.read() as conn:
+            row = conn.execute("SELECT t FROM monitor_progress WHERE name = 'hourly'").fetchone()
+        return None if row is None else float(row[0])
+
+    def retention(self, now: float, *, raw_seconds: float, hour_seconds: float) -> int:
+        """Delete what is past its retention; returns blocks deleted."""
         deleted = 0
-        cutoff = now - raw_seconds
         with self._lock, self._db.write() as conn:
-            # One statement: for each series (CROSS JOIN keeps that loop order), a primary-key range up to its
-            # last sample at or before the cutoff (its base), found by a primary-key seek.
+            # Raw chunks wholly before the cutoff, but never one not rolled up yet, nor a deployment's newest
+            # (its keyframe and samples hold the last value of every series).
+            cutoff = min(now - raw_seconds, self._hour_progress(conn) or -math.inf)
             cur = conn.execute(
-                "DELETE FROM monitor_samples WHERE (series_id, t) IN (SELECT m.series_id, m.t "
-                "FROM monitor_series s CROSS JOIN monitor_samples m ON m.series_id = s.id AND m.t < "
-                "(SELECT max(b.t) FROM monitor_samples b WHERE b.series_id = s.id AND b.t <= ?))",
-                (cutoff,),
+                "DELETE FROM monitor_blocks WHERE kind = ? AND t1 < ? AND t0 < (SELECT max(b.t0) "
+                "FROM monitor_blocks b WHERE b.deployment = monitor_blocks.deployment AND b.kind = ?)",
+                (CHUNK, cutoff, CHUNK),
             )
             deleted += max(cur.rowcount, 0)
-            for resolution, keep in ((MINUTE, minute_seconds), (HOUR, hour_seconds)):
-                cur = conn.execute(
-                    "DELETE FROM monitor_rollups WHERE resolution = ? AND t < ?", (resolution, now - keep)
-                )
-                deleted += max(cur.rowcount, 0)
-            # Series of deployments that are gone, once nothing of theirs is left in the window.
+            cur = conn.execute("DELETE FROM monitor_blocks WHERE kind = ? AND t0 < ?", (HOURLY, now - hour_seconds))
+            deleted += max(cur.rowcount, 0)
+            # Deployments no longer in the registry, once nothing of theirs is left in the window.
             gone = [
-                (sid, dep)
-                for sid, dep, last in conn.execute(
-                    "SELECT s.id, s.deployment, (SELECT max(t) FROM monitor_samples m WHERE m.series_id = s.id) "
-                    "FROM monitor_series s WHERE NOT EXISTS (SELECT 1 FROM deployments d WHERE d.name = s.deployment)"
+                name
+                for name, last in conn.execute(
+                    "SELECT t.deployment, (SELECT max(b.t1) FROM monitor_blocks b WHERE b.deployment = t.deployment "
+                    "AND b.kind IN (?, ?)) FROM monitor_targets t "
+                    "WHERE NOT EXISTS (SELECT 1 FROM deployments d WHERE d.name = t.deployment)",
+                    (FRAME, CHUNK),
                 )
                 if last is None or last < cutoff
             ]
-            for chunk in chunked([sid for sid, _ in gone]):
-                conn.execute(f"DELETE FROM monitor_series WHERE id IN ({marks(len(chunk))})", tuple(chunk))
-            for dep in {d for _, d in gone}:
-                conn.execute("DELETE FROM monitor_targets WHERE deployment = ?", (dep,))
-                self._deployments.pop(dep, None)
+            for name in gone:
+                cur = conn.execute("DELETE FROM monitor_blocks WHERE deployment = ?", (name,))
+                deleted += max(cur.rowcount, 0)
+                conn.execute("DELETE FROM monitor_series WHERE deployment = ?", (name,))
+                conn.execute("DELETE FROM monitor_targets WHERE deployment = ?", (name,))
+                self._deployments.pop(name, None)
         return deleted
 
     # -- reading ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _decode(name: str, data: bytes) -> Samples:
+        try:
+            return blocks.decode(data)
+        except BlockError as exc:
+            log.warning("%s: skipping a damaged monitoring block: %s", name, exc)
+            return blocks.EMPTY
+
+    def _samples(self, conn: sqlite3.Connection, name: str, start: float | None, end: float) -> Samples:
+        """The deployment's samples at or before ``end``, from the chunk whose keyframe is at or before
+        ``start`` (None: from the newest chunk) onwards, sorted by (series, time)."""
+        if start is None:
+            since = conn.execute(
+                "SELECT max(t0) FROM monitor_blocks WHERE deployment = ? AND kind = ?", (name, CHUNK)
+            ).fetchone()[0]
+        else:
+            since = conn.execute(
+                "SELECT max(t0) FROM monitor_blocks WHERE deployment = ? AND kind = ? AND t0 <= ?",
+                (name, CHUNK, start),
+            ).fetchone()[0]
+        rows = conn.execute(
+            "SELECT data FROM monitor_blocks WHERE deployment = ? AND ((kind = ? AND t0 >= ?) OR kind = ?) "
+            "AND t0 <= ? ORDER BY kind DESC, t0",
+            (name, CHUNK, -math.inf if since is None else since, FRAME, end),
+        )
+        merged = blocks.merge([self._decode(name, data) for (data,) in rows])
+        if len(merged) and float(merged.t.max()) > end:
+            keep = merged.t <= end
+            merged = Samples(merged.sid[keep], merged.t[keep], merged.value[keep])
+        return merged
 
     def target(self, deployment: str) -> TargetState | None:
         with self._db.read() as conn:
@@ -393,48 +450,78 @@ class MonitorStore:
             ).fetchone()
         return None if row is None else TargetState(row[0], row[1], row[2], bool(row[3]), *row[4:])
 
-    def _series(self, conn: sqlite3.Connection, deployment: str) -> list[tuple[int, Key]]:
+    def _series(self, conn: sqlite3.Connection, deployment: str) -> dict[int, Key]:
         rows = conn.execute("SELECT id, metric, labels FROM monitor_series WHERE deployment = ?", (deployment,))
-        return [(sid, (metric, _labels(labels))) for sid, metric, labels in rows]
+        return {sid: (metric, _labels(labels)) for sid, metric, labels in rows}
 
     def raw_series(self, deployment: str, start: float, end: float) -> dict[Key, list[Point]]:
-        """Every series of the deployment: its samples in ``(start, end]`` after its base sample."""
+        """Every series of the deployment: a counter's samples in ``(start, end]`` after its base (its last
+        sample at or before ``start``); a gauge's last sample at or before ``end``."""
         out: dict[Key, list[Point]] = {}
         with self._db.read() as conn:
-            for sid, key in self._series(conn, deployment):
-                if key[0] in GAUGES:
-                    row = conn.execute(
-                        "SELECT t, value FROM monitor_samples WHERE series_id = ? AND t <= ? ORDER BY t DESC LIMIT 1",
-                        (sid, end),
-                    ).fetchall()
-                    points = [(float(t), float(v)) for t, v in row]
-                else:
-                    points = self._points(conn, sid, start, end)
-                if points:
-                    out[key] = points
+            keys = self._series(conn, deployment)
+            s = self._samples(conn, deployment, start, end)
+        if not len(s):
+            return out
+        # A sample is kept when it is in the window, or the last at or before ``start`` of its series.
+        nxt_sid = np.concatenate([s.sid[1:], [-1]])
+        nxt_t = np.concatenate([s.t[1:], [math.inf]])
+        base = (s.t <= start) & ((nxt_sid != s.sid) | (nxt_t > start))
+        last = nxt_sid != s.sid
+        keep = (s.t > start) | base
+        for sid, t, v, k, is_last in zip(s.sid.tolist(), s.t.tolist(), s.value.tolist(), keep.tolist(),
+                                         last.tolist(), strict=True):  # fmt: skip
+            key = keys.get(sid)
+            if key is None:
+                continue
+            if key[0] in GAUGES:
+                if is_last:
+                    out[key] = [(t, v)]
+            elif k:
+                out.setdefault(key, []).append((t, v))
         return out
 
-    def rollups(self, deployment: str, resolution: int, start: float, end: float) -> dict[float, WindowData]:
-        """Counter increases per rollup bucket with ``start <= t < end``."""
+    def rollups(self, deployment: str, start: float, end: float) -> dict[float, WindowData]:
+        """Counter increases per hour with ``start <= t < end``."""
         out: dict[float, WindowData] = {}
         with self._db.read() as conn:
-            keys = dict(self._series(conn, deployment))
-            for chunk in chunked(list(keys)):
-                rows = conn.execute(
-                    f"SELECT series_id, t, value FROM monitor_rollups WHERE resolution = ? AND t >= ? AND t < ? "
-                    f"AND series_id IN ({marks(len(chunk))})",
-                    (resolution, start, end, *chunk),
-                )
-                for sid, t, value in rows:
-                    data = out.setdefault(float(t), WindowData())
-                    data.counters[keys[sid]] = data.counters.get(keys[sid], 0.0) + value
+            keys = self._series(conn, deployment)
+            rows = conn.execute(
+                "SELECT t0, data FROM monitor_blocks WHERE deployment = ? AND kind = ? AND t0 >= ? AND t0 < ?",
+                (deployment, HOURLY, start, end),
+            ).fetchall()
+        for t0, data in rows:
+            s = self._decode(deployment, data)
+            counters = out.setdefault(float(t0), WindowData()).counters
+            for sid, value in zip(s.sid.tolist(), s.value.tolist(), strict=True):
+                key = keys.get(sid)
+                if key is not None:
+                    counters[key] = counters.get(key, 0.0) + value
         return out
 
-    def rolled_until(self, resolution: int) -> float | None:
-        return self._rolled.get(resolution)
-
     def counts(self) -> dict[str, int]:
-        """Rows per table (for tests and the benchmark)."""
+        """Series, targets, blocks of each kind and the samples they hold (for tests and the benchmark)."""
         with self._db.read() as conn:
-            tables: Iterable[str] = ("monitor_series", "monitor_samples", "monitor_rollups", "monitor_targets")
-            return {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+            out = {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+                   for t in ("monitor_series", "monitor_targets")}  # fmt: skip
+            for kind, name in ((FRAME, "frames"), (CHUNK, "chunks"), (HOURLY, "hourly")):
+                n, samples = conn.execute(
+                    "SELECT count(*), coalesce(sum(n), 0) FROM monitor_blocks WHERE kind = ?", (kind,)
+                ).fetchone()
+                out[name], out[f"{name}_samples"] = int(n), int(samples)
+        return out
+
+
+def _increases(s: Samples, start: float, end: float, counters: np.ndarray[Any, np.dtype[np.int64]]) -> Samples:
+    """Each counter's increase over ``(start, end]`` (across resets) as samples at ``start``."""
+    if not len(s):
+        return blocks.EMPTY
+    same = np.zeros(len(s), bool)
+    same[1:] = s.sid[1:] == s.sid[:-1]
+    prev = np.concatenate([[0.0], s.value[:-1]])
+    step = np.where(s.value >= prev, s.value - prev, s.value)
+    counted = same & (s.t > start) & (s.t <= end) & np.isin(s.sid, counters)
+    sids, inverse = np.unique(s.sid, return_inverse=True)
+    total = np.bincount(inverse, weights=np.where(counted, step, 0.0), minlength=sids.size)
+    nonzero = total != 0
+    return Samples(sids[nonzero], np.full(int(nonzero.sum()), start), total[nonzero])

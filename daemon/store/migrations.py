@@ -240,6 +240,69 @@ def v6_alerts(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V7_BLOCKS = """
+CREATE TABLE monitor_blocks (
+    id INTEGER NOT NULL PRIMARY KEY,
+    deployment VARCHAR NOT NULL,
+    kind INTEGER NOT NULL,
+    t0 FLOAT NOT NULL,
+    t1 FLOAT NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX ix_monitor_blocks ON monitor_blocks (deployment, kind, t0, t1);
+CREATE TABLE monitor_progress (
+    name VARCHAR NOT NULL PRIMARY KEY,
+    t FLOAT NOT NULL
+);
+"""
+
+
+def v7_monitor_blocks(conn: Connection) -> None:
+    """Monitoring samples in compressed blocks (frames, chunks with keyframes, hourly rollups; see
+    ``daemon/monitor/store.py``) instead of a row per sample. v5's samples become one chunk per deployment and
+    its 1-hour rollups hourly blocks; its 1-minute rollups are dropped (nothing reads them any more)."""
+    import numpy as np
+
+    from . import blocks
+
+    for statement in _statements(V7_BLOCKS):
+        conn.exec_driver_sql(statement)
+    deployments = [d for (d,) in conn.exec_driver_sql("SELECT DISTINCT deployment FROM monitor_series").fetchall()]
+    for name in deployments:
+        rows = conn.exec_driver_sql(
+            "SELECT m.series_id, m.t, m.value FROM monitor_samples m JOIN monitor_series s ON s.id = m.series_id "
+            "WHERE s.deployment = ? ORDER BY m.series_id, m.t",
+            (name,),
+        ).fetchall()
+        if rows:
+            sid, t, value = (np.asarray(c) for c in zip(*rows, strict=True))
+            chunk = blocks.Samples(sid.astype(np.int64), t.astype(np.float64), value.astype(np.float64))
+            conn.exec_driver_sql(
+                "INSERT INTO monitor_blocks (deployment, kind, t0, t1, n, data) VALUES (?, 1, ?, ?, ?, ?)",
+                (name, float(t.min()) - 1e-6, float(t.max()), len(rows), blocks.encode_chunk(chunk)),
+            )
+        hours: dict[float, list[tuple[int, float]]] = {}
+        for series_id, hour, value in conn.exec_driver_sql(
+            "SELECT r.series_id, r.t, r.value FROM monitor_rollups r JOIN monitor_series s ON s.id = r.series_id "
+            "WHERE s.deployment = ? AND r.resolution = 3600 ORDER BY r.series_id",
+            (name,),
+        ).fetchall():
+            hours.setdefault(float(hour), []).append((int(series_id), float(value)))
+        for hour, pairs in hours.items():
+            ids = np.asarray([p[0] for p in pairs], np.int64)
+            block = blocks.Samples(ids, np.full(ids.size, hour), np.asarray([p[1] for p in pairs], np.float64))
+            conn.exec_driver_sql(
+                "INSERT INTO monitor_blocks (deployment, kind, t0, t1, n, data) VALUES (?, 2, ?, ?, ?, ?)",
+                (name, hour, hour + 3600, ids.size, blocks.encode_chunk(block)),
+            )
+    last_hour = conn.exec_driver_sql("SELECT max(t) FROM monitor_rollups WHERE resolution = 3600").scalar()
+    if last_hour is not None:
+        conn.exec_driver_sql("INSERT INTO monitor_progress (name, t) VALUES ('hourly', ?)", (last_hour + 3600,))
+    conn.exec_driver_sql("DROP TABLE monitor_samples")
+    conn.exec_driver_sql("DROP TABLE monitor_rollups")
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -250,6 +313,7 @@ MIGRATIONS: list[Migration] = [
     v4_deployments,
     v5_monitor,
     v6_alerts,
+    v7_monitor_blocks,
 ]
 
 

@@ -199,27 +199,29 @@ class MonitorSeriesRow(SQLModel, table=True):
     labels: dict[str, str] = Field(default_factory=dict, sa_type=JSON, nullable=False)
 
 
-class MonitorSampleRow(SQLModel, table=True):
-    """A raw sample (stored when the value changed); ``t`` is seconds since the epoch."""
+class MonitorBlockRow(SQLModel, table=True):
+    """Compressed samples of one deployment (``daemon/store/blocks.py``): ``kind`` 0 a frame (one cycle),
+    1 a chunk (keyframe + samples in ``(t0, t1]``), 2 an hour's counter increases from ``t0``."""
 
-    __tablename__ = "monitor_samples"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __tablename__ = "monitor_blocks"
+    __table_args__ = (Index("ix_monitor_blocks", "deployment", "kind", "t0", "t1", unique=True),)
 
-    series_id: int = Field(foreign_key="monitor_series.id", ondelete="CASCADE", primary_key=True)
-    t: float = Field(primary_key=True)
-    value: float
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    kind: int
+    t0: float
+    t1: float
+    n: int
+    data: bytes
 
 
-class MonitorRollupRow(SQLModel, table=True):
-    """A series over ``resolution`` seconds from ``t``: a counter's increase, or a gauge's last value."""
+class MonitorProgressRow(SQLModel, table=True):
+    """How far a periodic job got (``hourly``: the end of the last hour rolled up)."""
 
-    __tablename__ = "monitor_rollups"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __tablename__ = "monitor_progress"
 
-    series_id: int = Field(foreign_key="monitor_series.id", ondelete="CASCADE", primary_key=True)
-    resolution: int = Field(primary_key=True)
-    t: float = Field(primary_key=True)
-    value: float
+    name: str = Field(primary_key=True)
+    t: float
 
 
 class MonitorTargetRow(SQLModel, table=True):

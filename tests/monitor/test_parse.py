@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.monitor.derive import KEPT
-from daemon.monitor.expo import fast_samples
+from daemon.monitor.expo import Reader, fast_samples
 from daemon.monitor.scrape import parse, parse_reference
 from daemon.serving.drift import Feature, FeatureHistograms
 from daemon.serving.metrics import Metrics
@@ -251,3 +251,35 @@ def test_generated_plain_expositions_read_like_the_reference(lines: list[str]) -
     fast = fast_all(text)
     if fast is not None:
         assert fast == reference_all(text)
+
+
+# -- the reader's memory of each target's last exposition ------------------------------------------------------
+
+
+def test_the_reader_reads_a_runtime_s_next_exposition_like_the_parser() -> None:
+    reader = Reader(KEPT)
+    first = runtime_exposition(1)
+    assert reader.samples("dep", first) == fast_samples(first, KEPT)
+    # The same runtime later: same lines, other values (the counters moved on).
+    later = first.replace("0.", "-0.") + 'modeltui_requests_total{endpoint="/x",status="200"} 1\n'
+    for text in (first.replace(" 1\n", " 7\n"), first.replace(" 1\n", " -0\n"), later, first):
+        assert reader.samples("dep", text) == fast_samples(text, KEPT)
+    assert reader.samples("other", later) == fast_samples(later, KEPT)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_strict_sample(), _strict_sample(), _strict_comment), max_size=15), st.data())
+def test_the_reader_agrees_with_the_fast_path_whatever_the_next_values(lines: list[str], data: st.DataObject) -> None:
+    """Same skeleton, any value tokens (garbage included): the reader answers exactly what a full read does."""
+    text = "".join(line + "\n" for line in lines)
+    reader = Reader(EVERYTHING)
+    assert reader.samples("t", text) == fast_samples(text, EVERYTHING)
+    changed = []
+    for line in lines:
+        if line.startswith("#"):
+            changed.append(line)
+        else:
+            head, _, _ = line.rpartition(" ")
+            changed.append(f"{head} {data.draw(_values)}")
+    again = "".join(line + "\n" for line in changed)
+    assert reader.samples("t", again) == fast_samples(again, EVERYTHING)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon.monitor.derive import FEEDBACK, REQUESTS, Labels, labels_of
+from daemon.monitor.derive import FEEDBACK, REQUESTS, Labels, WindowData, labels_of
 from daemon.monitor.service import Monitor
 from daemon.monitor.store import MonitorStore, ScrapeResult
 from daemon.settings import MonitorSection
+from daemon.store import blocks, migrations
+from daemon.store.engine import make_engine
 
 T0 = 1_800_000_000.0  # a minute boundary
 OK = labels_of({"endpoint": "/predict", "status": "200"})
@@ -64,9 +65,9 @@ def test_restart_and_new_series_count_from_zero(store: MonitorStore) -> None:
     assert m.labelled == 3 + 1
     assert m.up is True
     # Unchanged values are not stored again.
-    before = store.counts()["monitor_samples"]
-    store.write_cycle(T0 + 75, [result("b", 120, hits=1)])
-    assert store.counts()["monitor_samples"] == before
+    before = store.counts()
+    assert store.write_cycle(T0 + 75, [result("b", 120, hits=1)]) == 0
+    assert store.counts() == before
 
 
 def test_restarted_daemon_continues_without_a_gap(state: Path) -> None:
@@ -86,91 +87,79 @@ def test_restarted_daemon_continues_without_a_gap(state: Path) -> None:
 
 def test_rollups_answer_long_windows_and_retention_keeps_the_base(store: MonitorStore) -> None:
     clock = Clock()
-    settings = MonitorSection(raw_retention_hours=1, minute_rollup_retention_hours=2, rollup_retention_days=30)
+    settings = MonitorSection(raw_retention_hours=1, rollup_retention_days=30)
     mon = Monitor(settings, store, list, clock=clock)
-    # Three hours of traffic: one request per second, scraped every 15 s.
+    # Three hours of traffic: one request per second, scraped every 15 s, compacted every ten minutes.
     for i in range(0, 3 * 3600 + 1, 15):
         store.write_cycle(T0 + i, [result("a", float(i))])
+        if i % 600 == 0:
+            store.compact(T0 + i)
+            store.rollup(T0 + i)
     clock.now = T0 + 3 * 3600 + 5
+    store.compact(clock.now)
     store.rollup(clock.now)
     counts = store.counts()
-    assert counts["monitor_rollups"] > 0
-    deleted = store.retention(clock.now, raw_seconds=3600, minute_seconds=7200, hour_seconds=30 * 86400)
-    assert deleted > 0
+    assert counts["hourly"] == 3
+    assert counts["chunks"] == 3 * 6
+    deleted = store.retention(clock.now, raw_seconds=3600, hour_seconds=30 * 86400)
+    assert deleted == 2 * 6  # the chunks that end before the cutoff (the one holding it stays)
     # Within the raw retention: raw samples (the base before the window survived retention).
     short = mon.metrics("dep", 1800)
     assert short.requests == pytest.approx(1800, abs=15)
-    # Longer than the raw retention: whole hours from the 1-hour rollups plus the raw tail.
+    # Longer than the raw retention: whole hours from the hourly rollups plus the raw tail.
     long = mon.metrics("dep", 3 * 3600 + 5)
     assert long.requests == pytest.approx(3 * 3600, abs=15)
-    assert long.step_seconds == 60
+    assert long.step_seconds == 3600
     assert long.request_rate == pytest.approx(1.0, rel=0.01)
-    # Raw samples older than the retention are gone except each series' last one.
+    # Raw samples older than the retention are gone, but for the chunk holding the cutoff.
     remaining = store.raw_series("dep", T0 - 1, clock.now)
-    assert min(t for pts in remaining.values() for t, _ in pts) >= clock.now - 3600 - 15
+    assert clock.now - 3600 - 600 - 15 <= min(t for pts in remaining.values() for t, _ in pts) <= clock.now - 3600
 
 
-def _samples(store: MonitorStore) -> set[tuple[int, float, float]]:
+def _all_raw(store: MonitorStore) -> dict[int, list[tuple[float, float]]]:
+    """Every raw sample in the database by series (decoded from frames and chunks)."""
+    out: dict[int, list[tuple[float, float]]] = {}
     with store._db.read() as conn:
-        return {
-            (int(a), float(b), float(c)) for a, b, c in conn.execute("SELECT series_id, t, value FROM monitor_samples")
-        }
+        for (data,) in conn.execute("SELECT data FROM monitor_blocks WHERE kind IN (0, 1)"):
+            s = blocks.decode(data)
+            for sid, t, v in zip(s.sid.tolist(), s.t.tolist(), s.value.tolist(), strict=True):
+                out.setdefault(sid, []).append((t, v))
+    return {sid: sorted(set(points)) for sid, points in out.items()}
 
 
-def test_series_are_found_by_their_labels_in_any_order_and_after_a_restart(state: Path) -> None:
-    two = labels_of({"endpoint": "/predict", "status": "500"})
-    s = MonitorStore(state)
-    s.write_cycle(T0, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK, 5.0), (REQUESTS, two, 1.0)])])
-    series = s.counts()["monitor_series"]
-    # The same labels out of order are the same series (the stored JSON, sorted by name, is the identity).
-    s.write_cycle(T0 + 15, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK[::-1], 6.0)])])
-    assert s.counts()["monitor_series"] == series
-    s.close()
-    s = MonitorStore(state)  # a new daemon maps scraped labels onto the stored series
-    try:
-        before = s.counts()
-        s.write_cycle(
-            T0 + 30, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK, 6.0), (REQUESTS, two, 1.0)])]
-        )
-        assert s.counts() == before  # nothing new: same series, unchanged values
-        s.write_cycle(T0 + 45, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, two, 2.0)])])
-        assert s.counts()["monitor_series"] == series
-        series_map = s.raw_series("dep", T0 - 1000, T0 + 100)
-        assert series_map[(REQUESTS, OK)] == [(T0 - 100, 0.0), (T0, 5.0), (T0 + 15, 6.0)]
-        assert series_map[(REQUESTS, two)] == [(T0 - 100, 0.0), (T0, 1.0), (T0 + 45, 2.0)]
-    finally:
-        s.close()
-
-
-def test_retention_deletes_exactly_what_the_per_series_rule_does(store: MonitorStore) -> None:
-    """Each series keeps every sample at or after its last one at or before the cutoff (its base); a series
-    with nothing at or before the cutoff keeps everything; the series of a deployment no longer in the
-    registry go once their last sample is older than the cutoff."""
+def test_retention_never_changes_what_a_window_inside_the_raw_retention_reads(store: MonitorStore) -> None:
+    """For any window starting at or after the cutoff, the series read are the same before and after
+    retention; deployments no longer in the registry go whole once their last sample is older."""
     rng = random.Random(7)
     keys = [labels_of({"endpoint": f"/e{i}", "status": "200"}) for i in range(12)]
     values = dict.fromkeys(keys, 0.0)
-    for i in range(120):
+    for i in range(400):
         samples = []
         for k, lab in enumerate(keys):
             if i >= 10 * (k % 4) and rng.random() < (0.9 if k % 3 else 0.05):  # some series rarely change
                 values[lab] += rng.randint(1, 5)
             if i >= 10 * (k % 4):  # some series appear later
                 samples.append((REQUESTS, lab, values[lab]))
-        deps = [ScrapeResult(f"d{d}", "a", T0 - 100, True, "", 0.01, samples) for d in range(3)]
+        deps = [ScrapeResult(f"d{d}", "a", T0 - 100, True, "", 0.01, samples) for d in range(3 if i < 300 else 2)]
         store.write_cycle(T0 + 15 * i, deps)
-    for cutoff in (T0 - 500, T0 + 15 * 20 + 7, T0 + 15 * 60, T0 + 15 * 60, T0 + 15 * 119 + 1, T0 + 10**6):
-        rows = _samples(store)
-        by_series: dict[int, list[float]] = {}
-        for sid, t, _ in rows:
-            by_series.setdefault(sid, []).append(t)
-        bases = {sid: max((t for t in ts if t <= cutoff), default=None) for sid, ts in by_series.items()}
-        kept = {r for r in rows if bases[r[0]] is None or r[1] >= bases[r[0]]}  # type: ignore[operator]
-        # These deployments are not in the registry: a series whose last sample is older goes whole.
-        gone = {sid for sid, ts in by_series.items() if max(ts) < cutoff}
-        deleted = store.retention(cutoff, raw_seconds=0, minute_seconds=10**9, hour_seconds=10**9)
-        assert _samples(store) == {r for r in kept if r[0] not in gone}
-        assert deleted == len(rows) - len(kept)
-    assert store.counts()["monitor_samples"] == 0
+        if i % 40 == 39:
+            store.compact(T0 + 15 * i + 1)
+            store.rollup(T0 + 15 * i + 1)
+    end = T0 + 15 * 400
+    store.compact(end + 600)
+    store.rollup(T0 + 2 * 3600)  # every hour rolled up: retention may delete up to any cutoff
+    assert store.counts()["chunks"] > 20
+    for cutoff in (T0 + 15 * 20 + 7, T0 + 15 * 130, T0 + 15 * 320, end - 20):
+        starts = [cutoff, cutoff + 200, end - 100]
+        before = {(d, w): store.raw_series(d, w, end) for d in ("d0", "d1") for w in starts}
+        store.retention(cutoff, raw_seconds=0, hour_seconds=10**9)
+        assert {(d, w): store.raw_series(d, w, end) for d in ("d0", "d1") for w in starts} == before
+    assert store.counts()["chunks"] == 2  # the newest of d0 and d1; all of d2 went
+    # d2 stopped at cycle 300; it is not in the registry, so past the cutoff it is gone with its series.
+    assert store.target("d2") is None
+    assert store.raw_series("d2", T0, end) == {}
+    store.retention(end, raw_seconds=0, hour_seconds=10**9)
+    assert store.target("d0") is None  # none is a registered deployment: past their last sample, all go
 
 
 def _generated_cycles(seed: int, n: int) -> list[tuple[float, list[ScrapeResult]]]:
@@ -204,52 +193,55 @@ def _generated_cycles(seed: int, n: int) -> list[tuple[float, list[ScrapeResult]
     return out
 
 
-def _minute_rows(store: MonitorStore) -> dict[tuple[int, float], float]:
+def _hourly_rows(store: MonitorStore) -> dict[tuple[int, float], float]:
+    out: dict[tuple[int, float], float] = {}
     with store._db.read() as conn:
-        return {(sid, t): v for sid, t, v in conn.execute(
-            "SELECT series_id, t, value FROM monitor_rollups WHERE resolution = 60")}  # fmt: skip
+        for (data,) in conn.execute("SELECT data FROM monitor_blocks WHERE kind = 2"):
+            s = blocks.decode(data)
+            out.update(((sid, t), v) for sid, t, v in zip(s.sid.tolist(), s.t.tolist(), s.value.tolist(), strict=True))
+    return out
 
 
-def _expected_minutes(store: MonitorStore, until: float) -> dict[tuple[int, float], float]:
-    """Each counter's increases from its raw samples, in the minute (m, m + 60] of the later sample."""
+def _expected_hours(store: MonitorStore, until: float) -> dict[tuple[int, float], float]:
+    """Each counter's increases from its raw samples, in the hour (h, h + 3600] of the later sample."""
     with store._db.read() as conn:
         counters = {sid for sid, metric in conn.execute("SELECT id, metric FROM monitor_series")
                     if metric in (REQUESTS, FEEDBACK)}  # fmt: skip
-        rows = conn.execute("SELECT series_id, t, value FROM monitor_samples ORDER BY series_id, t").fetchall()
     out: dict[tuple[int, float], float] = {}
-    for (sid, _, prev), (sid2, t, v) in itertools.pairwise(rows):
-        m = math.ceil(t / 60) * 60 - 60
-        if sid == sid2 and sid in counters and m + 60 <= until:
-            out[(sid, m)] = out.get((sid, m), 0.0) + (v - prev if v >= prev else v)
+    for sid, points in _all_raw(store).items():
+        for (_, prev), (t, v) in itertools.pairwise(points):
+            h = math.ceil(t / 3600) * 3600 - 3600
+            if sid in counters and h + 3600 <= until:
+                out[(sid, h)] = out.get((sid, h), 0.0) + (v - prev if v >= prev else v)
     return {k: v for k, v in out.items() if v}
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_minute_rollups_from_memory_equal_the_raw_samples_at_any_cadence_and_across_a_restart(
-    tmp_path: Path, seed: int
-) -> None:
-    cycles = _generated_cycles(seed, 160)
-    end = math.floor(cycles[-1][0] / 60) * 60
+@pytest.mark.parametrize("seed", range(3))
+def test_hourly_rollups_equal_the_raw_samples_at_any_cadence_and_across_a_restart(tmp_path: Path, seed: int) -> None:
+    cycles = _generated_cycles(seed, 1000)
+    end = math.floor(cycles[-1][0] / 3600) * 3600
     got = []
     for cadence in ("every cycle", "every 10 minutes", "once", "restart"):
         s = MonitorStore(tmp_path / cadence)
-        last_rollup = T0
+        last = T0
         for n, (t, results) in enumerate(cycles):
             s.write_cycle(t, results)
-            if cadence == "every cycle" or (cadence != "once" and t - last_rollup >= 600):
+            if cadence == "every cycle" or (cadence != "once" and t - last >= 600):
+                s.compact(t)
                 s.rollup(t)
-                last_rollup = t
-            if cadence == "restart" and n in (40, 41, 97):  # a new daemon, sometimes mid-minute
+                last = t
+            if cadence == "restart" and n in (40, 41, 397, 700):  # a new daemon, sometimes mid-chunk
                 s.close()
                 s = MonitorStore(tmp_path / cadence)
+        s.compact(end)
         s.rollup(end)
         try:
-            assert _minute_rows(s) == pytest.approx(_expected_minutes(s, end)), cadence
-            got.append(_minute_rows(s))
+            assert _hourly_rows(s) == pytest.approx(_expected_hours(s, end)), cadence
+            got.append(_hourly_rows(s))
         finally:
             s.close()
-    assert all(g == got[0] for g in got)
-    assert len(got[0]) > 50
+    assert all(g == pytest.approx(got[0]) for g in got)
+    assert len(got[0]) > 20
 
 
 def test_a_failed_cycle_leaves_no_trace_in_the_writer(store: MonitorStore) -> None:
@@ -257,7 +249,7 @@ def test_a_failed_cycle_leaves_no_trace_in_the_writer(store: MonitorStore) -> No
     store.write_cycle(T0, [result("a", 10)])
     other = labels_of({"endpoint": "/predict", "status": "500"})
     bad = ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, OK, 20.0), (REQUESTS, other, float("nan"))])
-    with pytest.raises(sqlite3.IntegrityError):  # NaN is stored as NULL: the value column refuses it
+    with pytest.raises(ValueError, match="not a finite number"):
         store.write_cycle(T0 + 15, [bad])
     before = store.counts()
     store.write_cycle(T0 + 30, [ScrapeResult("dep", "a", T0 - 100, True, "", 0.01, [(REQUESTS, other, 2.0)])])
@@ -267,3 +259,54 @@ def test_a_failed_cycle_leaves_no_trace_in_the_writer(store: MonitorStore) -> No
     assert series[(REQUESTS, OK)] == [(T0 - 100, 0.0), (T0, 10.0)]
     # Its explicit zero is at the last success the database knows (T0), not at the undone cycle's.
     assert series[(REQUESTS, other)] == [(T0, 0.0), (T0 + 30, 2.0)]
+
+
+def test_samples_and_hourly_rollups_of_schema_v6_survive_the_move_to_blocks(state: Path) -> None:
+    engine = make_engine(state)
+    migrations.migrate(engine, target=6)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("""INSERT INTO monitor_series (id, deployment, metric, labels) VALUES
+            (1, 'dep', 'modeltui_requests_total', '{"endpoint":"/predict","status":"200"}'), (2, 'dep', 'up', '{}')""")
+        conn.exec_driver_sql(f"""INSERT INTO monitor_samples (series_id, t, value) VALUES
+            (1, {T0 - 100}, 0), (1, {T0}, 5), (1, {T0 + 15}, 7.5), (2, {T0}, 1)""")
+        conn.exec_driver_sql(f"""INSERT INTO monitor_rollups (series_id, resolution, t, value) VALUES
+            (1, 3600, {T0 - 3600}, 42), (1, 60, {T0 - 60}, 3)""")
+    engine.dispose()
+    s = MonitorStore(state)  # migrates to the latest schema
+    try:
+        assert s.raw_series("dep", T0 - 1000, T0 + 100) == {
+            (REQUESTS, OK): [(T0 - 100, 0.0), (T0, 5.0), (T0 + 15, 7.5)],
+            ("up", ()): [(T0, 1.0)],
+        }
+        assert s.rollups("dep", T0 - 7200, T0)[T0 - 3600].counters == {(REQUESTS, OK): 42.0}
+        assert s.rolled_until() == T0
+        s.write_cycle(T0 + 30, [result("a", 9)])  # the writer continues from the migrated last values
+        assert s.raw_series("dep", T0 + 20, T0 + 40)[(REQUESTS, OK)] == [(T0 + 15, 7.5), (T0 + 30, 9.0)]
+    finally:
+        s.close()
+
+
+def test_a_damaged_block_is_skipped_with_a_warning(store: MonitorStore, caplog: pytest.LogCaptureFixture) -> None:
+    store.write_cycle(T0, [result("a", 10)])
+    store.write_cycle(T0 + 15, [result("a", 20)])
+    with store._db.write() as conn:
+        conn.execute("UPDATE monitor_blocks SET data = X'00112233445566' WHERE t1 = ?", (T0,))
+    series = store.raw_series("dep", T0 - 1000, T0 + 100)
+    assert series[(REQUESTS, OK)] == [(T0 + 15, 20.0)]  # the other frame still reads
+    assert "damaged monitoring block" in caplog.text
+    store.write_cycle(T0 + 30, [result("a", 25)])  # and the writer goes on
+    store.compact(T0 + 1200)
+    assert store.counts()["chunks"] == 1
+
+
+def test_hourly_rollups_start_at_the_first_cycle_not_at_an_old_instance_s_start(store: MonitorStore) -> None:
+    """A deployment up for a week when first scraped: its explicit zeros are at its start, but there is
+    nothing to roll up for the week before (no walk over empty hours, no block for them)."""
+    week = 7 * 86400
+    store.write_cycle(T0, [ScrapeResult("dep", "a", T0 - week, True, "", 0.01, [(REQUESTS, OK, 5000.0)])])
+    store.write_cycle(T0 + 3600, [ScrapeResult("dep", "a", T0 - week, True, "", 0.01, [(REQUESTS, OK, 5600.0)])])
+    assert store.rollup(T0 + 7200) == 2  # (T0 - 3600, T0]: the week's 5000; (T0, T0 + 3600]: the hour's 600
+    assert store.rollups("dep", T0 - week, T0 + 7200) == {
+        T0 - 3600: WindowData({(REQUESTS, OK): 5000.0}),
+        T0: WindowData({(REQUESTS, OK): 600.0}),
+    }
