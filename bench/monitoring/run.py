@@ -11,9 +11,11 @@
    ``Monitor.scrape_cycle`` over those targets (``Target`` built by hand, as ``tests/monitor`` does, no
    deployment manager), storing into a fresh SQLite state directory through ``MonitorStore``, every
    ``--interval`` seconds for ``--cycles`` cycles; ``Monitor.maintain`` (compaction, rollups, retention) runs on the
-   scheduler's cadence (5 s after the start, then every 60 s). Figures: wall time of each cycle, this
-   process's CPU (``getrusage``, all threads) over the whole window as a share of one core, samples written
-   per cycle, and database growth.
+   scheduler's cadence (5 s after the start, then every 60 s). Figures: wall time and CPU of each cycle, this
+   process's CPU (``getrusage``, all threads) as a share of one core both over the whole window and over the
+   steady state (from the start of cycle 2: the first cycle creates every series), samples written per cycle,
+   and database growth; then the first cycle of a restarted daemon (a new ``MonitorStore`` and ``Monitor`` on
+   the same state directory, reloading every deployment's series), wall and CPU.
 3. History, cheaply: one deployment whose series are copied from a real scraped one (the one nearest the
    median of samples per cycle), each counter advancing by a Poisson number per cycle with the mean of its
    measured increase (fixed seed), is written with the store's own ``write_cycle``, ``compact``, ``rollup``
@@ -280,24 +282,35 @@ async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace,
             at += MAINTENANCE_EVERY
 
     cpu0, sim0 = cpu_self(), cpu_of(sim.ps)
+    steady_cpu0 = steady_t0 = 0.0  # at the start of cycle 2: what follows is the steady state
     mtask = asyncio.create_task(maintenance())
     for k in range(args.cycles):
         await asyncio.sleep(max(0.0, t0 + k * args.interval - time.monotonic()))
+        c = cpu_self()
+        if k == 1:
+            steady_cpu0, steady_t0 = c, time.monotonic()
         report = await monitor.scrape_cycle()
+        # The process's CPU (all threads: the store writes in one) while the cycle ran; a maintenance run
+        # overlapping it would be counted here too (none does at the scheduler's cadence unless a cycle is slow).
+        cycle_cpu = cpu_self() - c
         cycles.append(
-            {"cycle": k + 1, "seconds": report.seconds, "up": report.up, "targets": report.targets,
-             "samples": report.samples, "db_bytes": db_usage(state)}
+            {"cycle": k + 1, "seconds": report.seconds, "cpu": cycle_cpu, "up": report.up,
+             "targets": report.targets, "samples": report.samples, "db_bytes": db_usage(state)}
         )  # fmt: skip
-        print(f"  modeltui cycle {k + 1}: {report.seconds:.2f} s, {report.up}/{report.targets} up, "
-              f"{report.samples:,} samples", flush=True)  # fmt: skip
+        print(f"  modeltui cycle {k + 1}: {report.seconds:.2f} s, {cycle_cpu:.2f} s CPU, "
+              f"{report.up}/{report.targets} up, {report.samples:,} samples", flush=True)  # fmt: skip
         if k == 0:
             c = cpu_self()
             checkpoint(db)
             size_after_first = db.stat().st_size
             excluded_cpu += cpu_self() - c
     await asyncio.sleep(max(0.0, t0 + window - time.monotonic()))
-    elapsed = time.monotonic() - t0
-    cpu = cpu_self() - cpu0 - excluded_cpu
+    t_end, cpu_end = time.monotonic(), cpu_self()
+    elapsed = t_end - t0
+    cpu = cpu_end - cpu0 - excluded_cpu
+    # Steady state: everything the process did from the start of cycle 2 to the end of the window (cycles
+    # 2..N and the maintenance runs in that span; the excluded checkpoint came before it).
+    steady_s, steady_cpu = t_end - steady_t0, cpu_end - steady_cpu0
     sim_cpu = cpu_of(sim.ps) - sim0
     await mtask
     rss = psutil.Process().memory_info().rss
@@ -319,6 +332,9 @@ async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace,
     steady = [c["samples"] for c in cycles[1:]] or [cycles[0]["samples"]]
     # Per deployment: samples of its last cycle (history picks the one nearest the median).
     per_dep = sorted(len([1 for _ in r.samples]) for r in captured[-1])
+    restart = await restart_cycle(state, settings, targets)
+    print(f"  modeltui after a restart: {restart['seconds']:.2f} s, {restart['cpu']:.2f} s CPU "
+          f"(store opened in {restart['open_seconds']:.2f} s)", flush=True)  # fmt: skip
     return {
         "settings": settings.model_dump(),
         "cycles": cycles,
@@ -328,6 +344,11 @@ async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace,
         "cpu_s": cpu,
         "cpu_share": cpu / elapsed,
         "cpu_per_cycle_s": cpu / args.cycles,
+        "cpu_per_cycle": [c["cpu"] for c in cycles],
+        "steady_window_s": steady_s,
+        "steady_cpu_s": steady_cpu,
+        "steady_cpu_share": steady_cpu / steady_s,
+        "restart_cycle": restart,
         "sim_cpu_share": sim_cpu / elapsed,
         "rss_bytes": rss,
         "samples_first_cycle": cycles[0]["samples"],
@@ -341,6 +362,25 @@ async def modeltui_side(ports: list[int], state: Path, args: argparse.Namespace,
         "dbstat": stats,
         "captured": captured,
     }
+
+
+async def restart_cycle(state: Path, settings: MonitorSection, targets: list[Target]) -> dict[str, Any]:
+    """What a restarted daemon pays: a new ``MonitorStore`` on the same state directory (the old one closed, its
+    figures taken) and a new ``Monitor`` over the same targets, whose first ``scrape_cycle`` reloads every
+    deployment's series and last values. The simulator still serves (the caller stops it afterwards)."""
+    w, c = time.monotonic(), cpu_self()
+    store = MonitorStore(state)
+    opened = {"open_seconds": time.monotonic() - w, "open_cpu": cpu_self() - c}
+    try:
+        monitor = Monitor(settings, store, lambda: targets)
+        c = cpu_self()
+        report = await monitor.scrape_cycle()
+        cpu = cpu_self() - c
+        await monitor.wait_idle()
+    finally:
+        store.close()
+    return {"seconds": report.seconds, "cpu": cpu, "up": report.up, "targets": report.targets,
+            "samples": report.samples, **opened}  # fmt: skip
 
 
 # -- history under a fake clock ----------------------------------------------------------------------------
@@ -587,18 +627,29 @@ def table(res: dict[str, Any], args: argparse.Namespace) -> str:
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.1f}×" if has_p and b else "—"
 
-    walls = [c["seconds"] for c in mt["cycles"]]
+    walls = [c["seconds"] for c in mt["cycles"]][1:]  # steady cycles 2..N (the first creates every series)
+    cpus = mt["cpu_per_cycle"][1:]
+    first, rs = mt["cycles"][0], mt["restart_cycle"]
+    k = len(mt["cycles"])
     raw_h, hour_d = DEFAULT.raw_retention_hours, DEFAULT.rollup_retention_days
     mt_day = mt["growth_per_cycle"] * per_day / n
     pr_day = pr.get("growth_per_cycle", math.nan) * per_day / n
     rows = [
-        ("full cycle, wall (max / median)", f"{max(walls):.2f} s / {statistics.median(walls):.2f} s", "—", "—",
-         "≤ 2 s", verdict(max(walls) <= 2.0)),
-        ("CPU, share of one core (whole window)", f"{mt['cpu_share']:.1%}",
+        (f"full cycle, wall (max / median), steady cycles 2–{k}",
+         f"{max(walls):.2f} s / {statistics.median(walls):.2f} s", "—", "—", "≤ 2 s", verdict(max(walls) <= 2.0)),
+        ("first cycle, cold (every series new) / after a restart (every series reloaded): wall, CPU",
+         f"{first['seconds']:.2f} s, {first['cpu']:.2f} s CPU / {rs['seconds']:.2f} s, {rs['cpu']:.2f} s CPU",
+         "—", "—", "—", "reported"),
+        (f"CPU per steady cycle (max / median, cycles 2–{k})", f"{max(cpus):.2f} s / {statistics.median(cpus):.2f} s",
+         "—", "—", "—", "—"),
+        (f"CPU, share of one core, steady (cycles 2–{k} + maintenance)", f"{mt['steady_cpu_share']:.1%}", "—", "—",
+         "≤ 10%", verdict(mt["steady_cpu_share"] <= 0.10)),
+        ("CPU, share of one core, whole window incl. the cold first cycle", f"{mt['cpu_share']:.1%}",
          f"{pr['cpu_share']:.1%}" if has_p else "—", ratio(mt["cpu_share"], pr.get("cpu_share", 0)), "≤ 10%",
          verdict(mt["cpu_share"] <= 0.10)),
-        ("CPU per cycle", f"{mt['cpu_per_cycle_s']:.2f} s", f"{pr['cpu_per_cycle_s']:.3f} s" if has_p else "—",
-         ratio(mt["cpu_per_cycle_s"], pr.get("cpu_per_cycle_s", 0)), "—", "—"),
+        ("CPU per cycle (whole window's CPU ÷ cycles)", f"{mt['cpu_per_cycle_s']:.2f} s",
+         f"{pr['cpu_per_cycle_s']:.3f} s" if has_p else "—", ratio(mt["cpu_per_cycle_s"], pr.get("cpu_per_cycle_s", 0)),
+         "—", "—"),
         ("samples written per cycle (first / steady)",
          f"{mt['samples_first_cycle']:,} / {mt['samples_per_cycle']:,.0f}",
          f"{pr['samples_per_cycle']:,.0f} appended" if has_p else "—", "—", "—", "—"),
@@ -650,6 +701,8 @@ def earlier_runs(path: Path) -> str:
 def write_results(path: Path, res: dict[str, Any], md: str, args: argparse.Namespace, cmd: str) -> None:
     mt, hist, ex, pr = res["modeltui"], res["history"], res["extrapolation"], res.get("prometheus") or {}
     walls = ", ".join(f"{c['seconds']:.2f}" for c in mt["cycles"])
+    cpus = ", ".join(f"{c:.2f}" for c in mt["cpu_per_cycle"])
+    rs = mt["restart_cycle"]
     maint = "; ".join(
         f"at +{m['at']:.0f} s: {m['seconds']:.2f} s wall, {m['cpu']:.2f} s CPU" for m in mt["maintenance"]
     ) or "none fell inside the window"  # fmt: skip
@@ -691,9 +744,21 @@ Measured {res['date']} by `{cmd}`.
   the first pass also runs retention, on a still empty database). One `retention` pass over the database after
   the window (the daemon runs it every 10 min): {mt['retention']['seconds']:.2f} s wall,
   {mt['retention']['cpu']:.2f} s CPU.
-  CPU = `getrusage(RUSAGE_SELF)` (all threads) over the {mt['window_s']:.1f} s window ÷ the window. Cycle wall
-  times: {walls} s. Database growth per cycle = (file size after the last cycle − after the first), both after
-  a WAL checkpoint, ÷ {args.cycles - 1}: the first cycle writes every series (and their explicit zeros).
+  CPU is `getrusage(RUSAGE_SELF)`, all threads (the store writes in a worker thread), reported two ways. The
+  first cycle is a cold start: every series of {args.targets:,} never-seen deployments is created, which the
+  daemon pays once per deployment, not every cycle; so the cycle-time verdict is on cycles 2–{args.cycles}, and
+  "steady" CPU is everything the process did from the start of cycle 2 to the end of the window (cycles
+  2–{args.cycles} and the maintenance runs in that span, {mt['steady_window_s']:.1f} s) ÷ that span:
+  {mt['steady_cpu_share']:.1%} of a core. The whole-window figure, cold first cycle included, is the CPU over
+  the {mt['window_s']:.1f} s window ÷ the window: {mt['cpu_share']:.1%}; it gets its own verdict against 10 %
+  too, though it falls as the window grows (the cold cycle amortised over more cycles). Cycle wall times:
+  {walls} s; CPU per cycle (measured around each `scrape_cycle`; a maintenance run overlapping a cycle would
+  count in it): {cpus} s. A restarted daemon's first cycle: after the window, a new `MonitorStore` on the same
+  state directory (opened in {rs['open_seconds']:.2f} s) and a new `Monitor` over the same, still served
+  targets, whose first `scrape_cycle` reloads every deployment's series and last values:
+  {rs['seconds']:.2f} s wall, {rs['cpu']:.2f} s CPU, {rs['samples']:,} samples written. Database growth per
+  cycle = (file size after the last cycle − after the first), both after a WAL checkpoint, ÷ {args.cycles - 1}:
+  the first cycle writes every series (and their explicit zeros).
   Storage: each cycle writes one frame per deployment that changed (one `monitor_blocks` row: its changed
   samples as series ids + float64 values, zlib level 1); `Monitor.maintain` compacts each deployment's frames
   into a 10-minute chunk (a keyframe of every series' last value, then its samples sorted by series and time:

@@ -98,9 +98,19 @@ def labels_json(labels: Labels) -> str:
     return text
 
 
+_parsed_cache: dict[str, Labels] = {}
+
+
 def _labels(text: str) -> Labels:
-    data: dict[str, Any] = json.loads(text)
-    return tuple(sorted((str(k), str(v)) for k, v in data.items()))
+    """Labels from their stored JSON (cached: a restarted daemon reads the same few hundred sets for every
+    deployment of a model)."""
+    got = _parsed_cache.get(text)
+    if got is None:
+        data: dict[str, Any] = json.loads(text)
+        got = tuple(sorted((str(k), str(v)) for k, v in data.items()))
+        if len(_parsed_cache) < 100_000:
+            _parsed_cache[text] = got
+    return got
 
 
 class MonitorStore:
