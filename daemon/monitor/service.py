@@ -172,13 +172,15 @@ class Monitor:
         target = self.store.target(deployment)
         points = []
         for t in sorted(steps):
-            part = summarize(steps[t], step)
+            # Each step against the window's reference (gauges are stored once, not in every step).
+            part = summarize(WindowData(steps[t].counters, total.gauges), step)
             points.append(
                 r.MetricsPoint(
                     t=_dt(t),
                     request_rate=part.request_rate,
                     p95_seconds=part.latency[0.95],
                     f1=part.quality.f1 if part.quality else None,
+                    drift_psi=max((d.psi for d in part.drift.values()), default=None),
                 )
             )
         q = summary.quality

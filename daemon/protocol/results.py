@@ -275,6 +275,7 @@ class MetricsPoint(Result):
     request_rate: float
     p95_seconds: float | None
     f1: float | None
+    drift_psi: float | None = Field(default=None, description="the largest PSI over the features in the step")
 
 
 class DeploymentMetrics(Result):

@@ -73,7 +73,7 @@ class MetricsScreen(RegistryScreen):
                 yield MetricsPlot("requests/s", id="plot-rate")
                 yield MetricsPlot("p95 latency ms", id="plot-p95")
                 yield MetricsPlot("F1 (macro)", id="plot-f1")
-                yield MetricsPlot("drift PSI by feature", id="plot-drift")
+                yield MetricsPlot("drift PSI (worst feature)", id="plot-drift")
             with TabPane("Classes", id="classes"):
                 yield ClassMetricsTable(id="metrics-classes")
             with TabPane("Drift", id="drift"):
@@ -132,9 +132,7 @@ class MetricsScreen(RegistryScreen):
             [(p.t, None if p.p95_seconds is None else p.p95_seconds * 1000) for p in m.points], m.start, m.end
         )
         self.query_one("#plot-f1", MetricsPlot).show([(p.t, p.f1) for p in m.points], m.start, m.end)
-        self.query_one("#plot-drift", MetricsPlot).show_bars(
-            [(name[:12], d.psi) for name, d in sorted(m.drift.items())]
-        )
+        self.query_one("#plot-drift", MetricsPlot).show([(p.t, p.drift_psi) for p in m.points], m.start, m.end)
         self._arm()
 
     def _learn_interval(self, last_scrape: datetime | None) -> None:

@@ -14,15 +14,13 @@ from textual_plotext import PlotextPlot
 
 
 class MetricsPlot(PlotextPlot):
-    """A line over time (``show``) or a bar per label (``show_bars``), with a one-line title."""
+    """A line over time with a one-line title."""
 
     def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.plot_title = title
         self.data: list[tuple[float, float]] = []
-        """(x, y) points drawn: minutes before the end of the window, value; or (bar index, value)."""
-        self.labels: list[str] = []
-        """Bar labels (``show_bars`` only)."""
+        """(x, y) points drawn: time before the end of the window (in ``unit``), value."""
         self.span = 0.0
         """Width of the x axis (the window, in the x unit)."""
         self.unit = "min"
@@ -34,13 +32,6 @@ class MetricsPlot(PlotextPlot):
         scale, self.unit = (60, "min") if window <= 6 * 3600 else (3600, "h")
         self.span = window / scale
         self.data = [(-(end - t).total_seconds() / scale, v) for t, v in points if v is not None]
-        self.labels = []
-        self._draw()
-
-    def show_bars(self, values: Sequence[tuple[str, float]]) -> None:
-        """One bar per ``(label, value)``."""
-        self.labels = [label for label, _v in values]
-        self.data = [(float(i), v) for i, (_label, v) in enumerate(values)]
         self._draw()
 
     def _draw(self) -> None:
@@ -50,8 +41,6 @@ class MetricsPlot(PlotextPlot):
         plt.frame(False)
         if not self.data:
             plt.title(f"{self.plot_title}: no data")
-        elif self.labels:
-            plt.bar(self.labels, [v for _x, v in self.data], width=0.4)
         else:
             xs = [x for x, _y in self.data]
             ys = [y for _x, y in self.data]

@@ -52,6 +52,14 @@ def test_shifted_inputs_raise_drift_and_fire_the_alert(daemon_factory: Any, exam
     assert max(f["psi"] for f in moved.values()) > 0.2
     assert max(f["ks"] for f in moved.values()) > 0.2
     assert max(f["psi"] for f in calm.values()) < 0.2
+    # Over time (the plot's points, per minute against the window's reference): the shifted traffic's minute
+    # is past the threshold; the steady deployment has points too (its traffic may straddle two minutes).
+    def points(name: str) -> list[float]:
+        got = cli_json(d, "metrics", name, "--window", "5m")["points"]
+        return [p["drift_psi"] for p in got if p["drift_psi"] is not None]
+
+    assert max(points("shifted")) > 0.2
+    assert points("steady")
 
     def firing(name: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = cli_json(d, "alerts")["items"]
