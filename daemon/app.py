@@ -7,6 +7,7 @@ embedding process (tests, a future supervisor) gets its own handling back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import logging.handlers
 import os
@@ -14,8 +15,9 @@ import resource
 import signal
 import sys
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from daemon import __version__
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
@@ -28,6 +30,9 @@ from daemon.monitor.store import MonitorStore
 from daemon.server import EventHub, Server, acquire_lock
 from daemon.settings import Settings
 from daemon.versions import Registry
+
+if TYPE_CHECKING:
+    from daemon.cluster.service import Cluster
 
 log = logging.getLogger("modeltuid")
 
@@ -69,6 +74,7 @@ class DaemonApp:
         self.deployments: DeploymentManager | None = None
         self.monitor: MonitorScheduler | None = None
         self.exporter: Exporter | None = None
+        self.cluster: Cluster | None = None
         self._lock_fds: list[int] = []
 
     def request_stop(self) -> None:
@@ -123,7 +129,7 @@ class DaemonApp:
         alert_store = await asyncio.to_thread(AlertStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
         monitor.alerts = Alerts(
             alert_store,
-            metrics=monitor.metrics,
+            metrics=functools.partial(monitor.metrics, points=False),
             up=monitor.up,
             describe=describe_from(deployments),
             manifest_rules=manifest_rules_from(self.registry),
@@ -133,11 +139,36 @@ class DaemonApp:
         handlers.monitor = monitor
         self.monitor = MonitorScheduler(monitor)
         await self.deployments.start()
+        if s.cluster.enabled:  # before serving: pushes and alias moves go to the shared registry from the first
+            self.cluster = await self._start_cluster(handlers, self.deployments, sorted(backends))
+            handlers.cluster = self.cluster
         self.monitor.start()  # after the deployment manager: its instances are the targets
         if s.exporter.enabled:
             await self._start_exporter(monitor, deployments)
         await self.server.start()
         log.info("modeltuid %d serving on %s (state in %s)", os.getpid(), s.socket, s.state_dir)
+
+    async def _start_cluster(self, handlers: Handlers, deployments: DeploymentManager, backends: list[str]) -> Cluster:
+        """Join the cluster: connect to ZooKeeper in the background; serve from the cache meanwhile."""
+        from daemon.cluster.service import Cluster, deployment_nodes  # kazoo only where a cluster is configured
+
+        assert self.registry is not None
+        kinds = {"version": "version.pushed", "alias": "alias.moved", "history": "alias.moved"}
+
+        def notify(kind: str, model: str, version: int | None, alias: str | None) -> None:
+            handlers.cache.invalidate(model)
+            handlers.event(kinds[kind], model, version, alias)
+
+        cluster = Cluster(
+            self.settings,
+            self.registry,
+            deployments=lambda: deployment_nodes(deployments.list(None).items, cluster.id, cluster.host),
+            notify=notify,
+            capabilities=backends,
+            version=__version__,
+        )
+        await cluster.start()
+        return cluster
 
     async def _start_exporter(self, monitor: Monitor, deployments: DeploymentManager) -> None:
         """Serve the daemon's own /metrics; a taken port is logged, not fatal (the registry still serves)."""
@@ -156,6 +187,8 @@ class DaemonApp:
         log.info("shutting down")
         if self.server is not None:
             await self.server.stop()
+        if self.cluster is not None:  # leave the cluster (its ephemeral nodes go) before anything else stops
+            await self.cluster.stop()
         if self.exporter is not None:  # before the monitor it reads
             await self.exporter.stop()
         if self.monitor is not None:  # before the deployment manager it scrapes

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -30,6 +30,9 @@ from daemon.readcache import ReadCache
 from daemon.server import Context, EventHub, HandlerResult, Serialized
 from daemon.settings import Settings
 from daemon.versions import Registry
+
+if TYPE_CHECKING:
+    from daemon.cluster.service import Cluster
 
 Q = TypeVar("Q")
 O_PATH = getattr(os, "O_PATH", 0o10000000)
@@ -76,6 +79,8 @@ class Handlers:
         self.monitor: Monitor | None = None
         #: the Prometheus exporter's URL while it serves
         self.exporter_url: str | None = None
+        #: set by the composition root when a cluster is configured
+        self.cluster: Cluster | None = None
         self.registry = registry
         self.hub = hub
         self.client_count = client_count
@@ -103,7 +108,7 @@ class Handlers:
             raise ProtocolError(ErrorCode.UNKNOWN_OP, f"no handler for {type(request).__name__}")
         return await handler(self, request, ctx)
 
-    def _event(self, kind: str, model: str, version: int | None = None, alias: str | None = None) -> None:
+    def event(self, kind: str, model: str, version: int | None = None, alias: str | None = None) -> None:
         """Every change to a model ends here: drop cached reads of it, then tell subscribers."""
         self.cache.invalidate(model)
         event = {"kind": kind, "model": model, "version": version, "alias": alias}
@@ -159,13 +164,13 @@ class Handlers:
     @handles(q.DescribeModel)
     async def describe_model(self, req: q.DescribeModel, ctx: Context) -> r.ModelDetail:
         out = await asyncio.to_thread(self.registry.describe_model, req, ctx.caller.user)
-        self._event("model.described", req.name)
+        self.event("model.described", req.name)
         return out
 
     @handles(q.RemoveModel)
     async def remove_model(self, req: q.RemoveModel, ctx: Context) -> r.RemoveResult:
         out = await asyncio.to_thread(self.registry.remove_model, req, ctx.caller.user)
-        self._event("model.removed", req.name)
+        self.event("model.removed", req.name)
         return out
 
     # -- versions --------------------------------------------------------------------------------------------
@@ -208,9 +213,9 @@ class Handlers:
 
     def _pushed(self, req: q.Push | q.PushFiles, out: r.PushResult) -> r.PushResult:
         if out.created:
-            self._event("version.pushed", out.version.model, out.version.number)
+            self.event("version.pushed", out.version.model, out.version.number)
         if req.alias:
-            self._event("alias.moved", out.version.model, out.version.number, req.alias)
+            self.event("alias.moved", out.version.model, out.version.number, req.alias)
         return out
 
     @handles(q.Upload)
@@ -250,19 +255,19 @@ class Handlers:
     @handles(q.Tag)
     async def tag(self, req: q.Tag, ctx: Context) -> r.VersionSummary:
         out = await asyncio.to_thread(self.registry.tag, req, ctx.caller.user)
-        self._event("version.tagged", out.model, out.number)
+        self.event("version.tagged", out.model, out.number)
         return out
 
     @handles(q.RemoveVersion)
     async def remove_version(self, req: q.RemoveVersion, ctx: Context) -> r.RemoveResult:
         out = await asyncio.to_thread(self.registry.remove_version, req, ctx.caller.user)
         for number in out.removed_versions:
-            self._event("version.removed", out.model, number)
+            self.event("version.removed", out.model, number)
         return out
 
     # -- aliases ---------------------------------------------------------------------------------------------
     def _alias_moved(self, move: r.AliasEventInfo) -> r.AliasEventInfo:
-        self._event("alias.moved", move.model, move.to_version, move.alias)
+        self.event("alias.moved", move.model, move.to_version, move.alias)
         return move
 
     @handles(q.AliasSet)
@@ -297,7 +302,23 @@ class Handlers:
 
     @handles(q.ListDeployments)
     async def list_deployments(self, req: q.ListDeployments, ctx: Context) -> r.DeploymentList:
-        return self.deployments.list(req.model)
+        local = self.deployments.list(req.model)
+        if not req.all_hosts:
+            return local
+        if self.cluster is None:
+            return local.model_copy(update={"cluster_state": "disabled", "staleness_seconds": 0.0})
+        remote, _, _ = await asyncio.to_thread(self.cluster.remote)
+        others = [d for d in remote if d.host_id != self.cluster.id and (req.model is None or d.model == req.model)]
+        zk = self.cluster.zk
+        return local.model_copy(
+            update={"remote": others, "cluster_state": zk.state, "staleness_seconds": round(zk.staleness(), 3)}
+        )
+
+    @handles(q.ClusterStatusRequest)
+    async def cluster_status(self, req: q.ClusterStatusRequest, ctx: Context) -> r.ClusterStatus:
+        if self.cluster is None:
+            return r.ClusterStatus(enabled=False)
+        return await asyncio.to_thread(self.cluster.status)
 
     @handles(q.GetDeployment)
     async def get_deployment(self, req: q.GetDeployment, ctx: Context) -> r.DeploymentDetail:

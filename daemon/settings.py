@@ -114,6 +114,42 @@ class ExporterSection(_Section):
         return int(self.address.rpartition(":")[2])
 
 
+def check_connect_string(value: str) -> str:
+    """``HOST:PORT[,HOST:PORT...]`` (kazoo's form, without a chroot: that is ``chroot``); "" = no cluster."""
+    if value:
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ValueError(f"{part.strip()!r}: use HOST:PORT[,HOST:PORT...], e.g. 127.0.0.1:2181")
+    return value
+
+
+def check_chroot(value: str) -> str:
+    parts = value.split("/")
+    if not value.startswith("/") or value == "/" or any(p in ("", ".", "..") for p in parts[1:]):
+        raise ValueError(f"{value!r}: use an absolute ZooKeeper path such as /modeltui")
+    return value
+
+
+class ClusterSection(_Section):
+    """Several daemons sharing one registry through ZooKeeper (see docs/cluster.md). Without ``zookeeper``
+    nothing changes: the daemon needs no other service."""
+
+    zookeeper: Annotated[str, AfterValidator(check_connect_string), Field(max_length=1024)] = ""
+    chroot: Annotated[str, AfterValidator(check_chroot), Field(max_length=256)] = "/modeltui"
+    session_timeout_seconds: Annotated[float, Field(ge=2, le=120)] = 10.0
+    #: writes that need the shared registry give up after this long (UNAVAILABLE)
+    write_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    #: the OCI registry a version's files travel through ("" = [docker] registry)
+    registry: Annotated[str, Field(max_length=256)] = ""
+    #: how this daemon is named to the others ("" = the host name); unique per daemon with host_id
+    host: Annotated[str, Field(max_length=128)] = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.zookeeper)
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
@@ -121,6 +157,7 @@ class ConfigFile(_Section):
     docker: DockerSection = Field(default_factory=DockerSection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     exporter: ExporterSection = Field(default_factory=ExporterSection)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
 
 
 class Settings(BaseModel):
@@ -140,6 +177,7 @@ class Settings(BaseModel):
     docker: DockerSection = Field(default_factory=DockerSection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     exporter: ExporterSection = Field(default_factory=ExporterSection)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
 
     @property
     def log_file(self) -> Path:
@@ -213,6 +251,9 @@ def load_settings(
         deploy=parsed.deploy,
         monitor=parsed.monitor,
         exporter=parsed.exporter,
+        cluster=parsed.cluster.model_copy(
+            update={"zookeeper": check_connect_string(env["MODELTUI_ZOOKEEPER"])} if "MODELTUI_ZOOKEEPER" in env else {}
+        ),
         docker=parsed.docker.model_copy(
             update={"host": env.get("DOCKER_HOST") or parsed.docker.host}
             | ({"registry": env["MODELTUI_DOCKER_REGISTRY"]} if "MODELTUI_DOCKER_REGISTRY" in env else {})

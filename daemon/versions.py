@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Engine, delete, func
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -52,7 +52,25 @@ from daemon.store.queries import model_id
 from daemon.store.statcache import StatCache
 from daemon.store.tables import AliasEventRow, AliasRow, FileRow, ModelRow, VersionRow, utcnow
 
-__all__ = ["Ingested", "Registry", "version_digest"]
+__all__ = ["Ingested", "Registry", "SharedRegistry", "version_digest"]
+
+
+class SharedRegistry(Protocol):
+    """The registry shared with other hosts (ZooKeeper, ``daemon/cluster/``). Its methods block and raise
+    :class:`ProtocolError` (``UNAVAILABLE`` when it cannot be reached in time, ``CONFLICT`` when another host
+    got there first); ``publish_version`` and ``publish_move`` run inside the local transaction, so a refusal
+    leaves the local registry unchanged."""
+
+    def require(self, what: str) -> None: ...
+
+    def upload(self, model: str, digest: str, files: list[q.PushFile], open_object: Callable[[str], int]) -> None: ...
+
+    def publish_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> None: ...
+
+    def publish_move(self, event: r.AliasEventInfo) -> None: ...
+
+    def fetch(self, model: str, digest: str, files: list[r.FileInfo], ingest: Callable[[int, int], str]) -> None: ...
+
 
 MANIFEST_CACHE_ENTRIES = 256
 MANIFEST_CACHE_MAX_BYTES = 16 << 10
@@ -135,6 +153,8 @@ class Registry:
         self._db = Db(self._engine)
         self._stat_cache = StatCache(self.state_dir / DB_NAME, self._lock, busy_timeout_s=busy_timeout_s)
         self.deployments = DeploymentStore(self._db, self._lock)
+        #: Set by the daemon when a cluster is configured: pushes and alias moves go there too.
+        self.shared: SharedRegistry | None = None
         self.objects = ObjectStore(
             self.state_dir,
             self._stat_cache,
@@ -247,6 +267,10 @@ class Registry:
         alias = _checked(check_alias, req.alias) if req.alias is not None else None
         self._check_files(files, manifest)
         digest = version_digest(files)
+        shared = self.shared
+        if shared is not None:
+            shared.require("push to the shared registry")
+            shared.upload(name, digest, files, self.objects.open_object)
         with self._write_sql() as conn:
             # Checked under the write lock: GC holds it too, so these objects cannot vanish before commit.
             inline = self._check_objects(conn, files)
@@ -277,8 +301,11 @@ class Registry:
                     "file_count": len(files),
                 }
                 number = sql.insert_version(conn, model, values, files)
+                if shared is not None:
+                    shared.publish_version(name, number, values, files)
             if alias is not None:
-                sql.move_alias(conn, model, alias, number, user, _push_reason(req, number), now)
+                moved = sql.move_alias(conn, model, alias, number, user, _push_reason(req, number), now)
+                self._publish_move(moved)
             if created:  # no alias but the one just moved can point at a new version: no need to read it back
                 summary = sql.new_summary(model, number, values, [alias] if alias is not None else [])
             else:
@@ -386,6 +413,7 @@ class Registry:
                 offset=req.offset,
                 total_files=len(all_files),
             )
+        self._ensure_objects(model.name, result.version.digest, result.files)
         fds: list[int] = []
         try:
             for f in files:
@@ -403,6 +431,86 @@ class Registry:
             model, number = sql.resolve(conn, _ref(ref))
             return model.name, number, sql.summary(conn, model, number).digest
 
+    # -- the shared registry's changes, applied to this host's cache (no publishing back) ------------------
+
+    @_guarded
+    def version_numbers(self, model: str) -> set[int]:
+        with self._db.read() as conn:
+            key = sql.find_model(conn, model)
+            if key is None:
+                return set()
+            return {int(n) for (n,) in conn.execute("SELECT number FROM versions WHERE model_id = ?", (key.id,))}
+
+    @_guarded
+    def apply_remote_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> bool:
+        """A version pushed on another host (its files stay there until needed); False if already known or
+        its number is taken here by other content (logged by the caller)."""
+        with self._write_sql() as conn:
+            key = sql.find_model(conn, model)
+            if key is None:
+                key = sql.create_model(conn, model, values["description"], values["created_at"])
+            if sql.version_exists(conn, key.id, number):
+                return False
+            sql.insert_version(conn, key, values, files, number=number)
+            return True
+
+    @_guarded
+    def alias_map(self, model: str) -> dict[str, int]:
+        with self._db.read() as conn:
+            key = sql.find_model(conn, model)
+            return {} if key is None else sql.alias_map(conn, key.id)
+
+    @_guarded
+    def remote_history_seq(self, model: str) -> int:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT history_seq FROM cluster_sync WHERE model = ?", (model,)).fetchone()
+        return -1 if row is None else int(row[0])
+
+    @_guarded
+    def apply_remote_moves(self, model: str, moves: list[r.AliasEventInfo], seq: int, aliases: dict[str, int]) -> None:
+        """Alias moves made on other hosts (in order, recorded as they happened) up to ``seq`` of the model's
+        shared history; then the aliases as the shared registry has them now (it is the truth)."""
+        with self._write_sql() as conn:
+            key = sql.find_model(conn, model)
+            if key is None:
+                return
+            for move in moves:
+                sql.record_move(conn, key, move)
+            conn.execute(
+                "INSERT INTO cluster_sync (model, history_seq) VALUES (?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET history_seq = max(history_seq, excluded.history_seq)",
+                (model, seq),
+            )
+            have = sql.alias_map(conn, key.id)
+            for alias in set(have) - set(aliases):
+                conn.execute("DELETE FROM aliases WHERE model_id = ? AND name = ?", (key.id, alias))
+            for alias, version in aliases.items():
+                if have.get(alias) != version and sql.version_exists(conn, key.id, version):
+                    conn.execute(
+                        "INSERT INTO aliases (model_id, name, version) VALUES (?, ?, ?) "
+                        "ON CONFLICT (model_id, name) DO UPDATE SET version = excluded.version",
+                        (key.id, alias, version),
+                    )
+
+    def _ensure_objects(self, model: str, digest: str, files: list[r.FileInfo]) -> None:
+        """Fetch from the shared registry the objects of a version pushed elsewhere (sha256-verified)."""
+        missing = [f for f in files if self.objects.size_of(f.sha256) is None]
+        if not missing:
+            return
+        if self.shared is None:
+            raise ProtocolError(ErrorCode.INTERNAL, f"{len(missing)} file(s) of {model} are missing from the store")
+        fetched: list[str] = []
+
+        def ingest(fd: int, size: int) -> str:
+            got = self.objects.ingest(fd, size)
+            fetched.append(got.sha256)
+            return got.sha256
+
+        try:
+            self.shared.fetch(model, digest, missing, ingest)
+        finally:
+            self.objects.settle(fetched)
+
     @_guarded
     def materialize(self, model: str, number: int, dest: Path) -> Path:
         """The version's files as a read-only directory under ``dest`` (reused when already there): what a
@@ -414,6 +522,7 @@ class Registry:
         final = dest / f"{model}-{number}-{digest[:16]}"
         if final.is_dir():
             return final
+        self._ensure_objects(model, digest, files)
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest))
         try:
@@ -482,15 +591,26 @@ class Registry:
 
     # -- aliases -------------------------------------------------------------------------------------------
 
+    def _publish_move(self, event: r.AliasEventInfo | None) -> None:
+        """Inside the move's transaction: the shared registry first (compare-and-set); a refusal undoes it."""
+        if event is not None and self.shared is not None:
+            self.shared.publish_move(event)
+
+    def _require_shared(self, what: str) -> None:
+        if self.shared is not None:
+            self.shared.require(what)
+
     @_guarded
     def alias_set(self, req: q.AliasSet, user: str) -> r.AliasEventInfo:
         """Point an alias at a version. Already pointing there: a no-op returning the move that did it."""
         alias = _checked(check_alias, req.alias)
+        self._require_shared("move an alias")
         with self._write_sql() as conn:
             model = sql.get_model(conn, req.name)
             sql.check_version(conn, model, req.version)
             now = utcnow()
             event = sql.move_alias(conn, model, alias, req.version, user, req.reason, now)
+            self._publish_move(event)
             if event is None:
                 event = sql.latest_event(conn, model, alias)
             if event is None:  # alias rows are only written with an event; be safe anyway
@@ -507,17 +627,20 @@ class Registry:
 
     @_guarded
     def alias_remove(self, req: q.AliasRemove, user: str) -> r.AliasEventInfo:
+        self._require_shared("remove an alias")
         with self._write_sql() as conn:
             model = sql.get_model(conn, req.name)
             event = sql.move_alias(conn, model, req.alias, None, user, req.reason, utcnow())
             if event is None:
                 raise not_found(f"model {model.name!r} has no alias {req.alias!r}", model=model.name)
+            self._publish_move(event)
             return event
 
     @_guarded
     def rollback(self, req: q.Rollback, user: str) -> r.AliasEventInfo:
         """Move an alias back to where its latest move took it from (so two rollbacks toggle, like ``cd -``);
         this also restores an alias that was removed."""
+        self._require_shared("roll an alias back")
         with self._write_sql() as conn:
             model = sql.get_model(conn, req.name)
             last = sql.latest_event(conn, model, req.alias)
@@ -536,6 +659,7 @@ class Registry:
             reason = req.reason or f"rollback from {last.to_version if last.to_version else 'removed'}"
             event = sql.move_alias(conn, model, req.alias, target, user, reason, utcnow())
             assert event is not None, "target differs from the current version by construction"
+            self._publish_move(event)
             return event
 
     @_guarded

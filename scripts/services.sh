@@ -2,6 +2,8 @@
 # Start the real services the Docker deployment tests use (root, idempotent): the Docker Engine
 # (dockerd in the background), a loopback OCI registry on 127.0.0.1:5000 (Debian's docker-registry)
 # and the local base image (scripts/docker-base.sh). Each is started only when it does not answer.
+# Also installs Debian's zookeeper package (jars only, no service): the ZooKeeper tests start their own
+# servers on loopback ports (tests/cluster/zkserver.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=/var/lib/modeltui-services
@@ -12,6 +14,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v curl >/dev/null || need+=(curl)
+[ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     apt-get update -qq
@@ -57,4 +60,4 @@ fi
 # The base image Docker deployments start from (nothing can be pulled here).
 base="${MODELTUI_DOCKER_BASE_IMAGE:-modeltui-base:bookworm}"
 docker image inspect "$base" >/dev/null 2>&1 || bash scripts/docker-base.sh "$base"
-echo "services ready: docker, registry 127.0.0.1:5000, base image $base" >&2
+echo "services ready: docker, registry 127.0.0.1:5000, base image $base, zookeeper jars" >&2

@@ -149,14 +149,17 @@ class Monitor:
 
     # -- query -----------------------------------------------------------------------------------------------
 
-    def metrics(self, deployment: str, window_seconds: int) -> r.DeploymentMetrics:
-        """Blocking (SQLite): run it in a thread."""
+    def metrics(self, deployment: str, window_seconds: int, *, points: bool = True) -> r.DeploymentMetrics:
+        """Blocking (SQLite): run it in a thread. Without ``points`` (alerts, the exporter), a window inside
+        the raw retention is summed in one vectorised pass and no plot points are made."""
         end = self.clock()
         start = end - window_seconds
         raw = window_seconds <= self.settings.raw_retention_hours * 3600
         step = 60 if raw and window_seconds <= MINUTE_POINTS_UP_TO else 3600
         steps: dict[float, WindowData]
-        if raw:
+        if raw and not points:
+            steps = {start: self.store.window(deployment, start, end)}
+        elif raw:
             steps = stepped_data(self.store.raw_series(deployment, start, end), start, end, step)
         else:
             rolled = self.store.rolled_until() or start
@@ -170,11 +173,11 @@ class Monitor:
             total.add(steps[t])
         summary = summarize(total, window_seconds)
         target = self.store.target(deployment)
-        points = []
-        for t in sorted(steps):
+        shown = []
+        for t in sorted(steps) if points else ():
             # Each step against the window's reference (gauges are stored once, not in every step).
             part = summarize(WindowData(steps[t].counters, total.gauges), step)
-            points.append(
+            shown.append(
                 r.MetricsPoint(
                     t=_dt(t),
                     request_rate=part.request_rate,
@@ -210,7 +213,7 @@ class Monitor:
             },
             drift={f: r.FeatureDrift(psi=d.psi, ks=d.ks, count=d.count) for f, d in summary.drift.items()},
             step_seconds=step,
-            points=points,
+            points=shown,
         )
 
     def known(self, deployment: str) -> bool:

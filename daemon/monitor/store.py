@@ -491,6 +491,24 @@ class MonitorStore:
                 out.setdefault(key, []).append((t, v))
         return out
 
+    def window(self, deployment: str, start: float, end: float) -> WindowData:
+        """The window's counter increases and gauges' last values in one pass over the columns (what
+        :func:`~daemon.monitor.derive.window_data` makes of :meth:`raw_series`, without a point per sample)."""
+        with self._db.read() as conn:
+            keys = self._series(conn, deployment)
+            s = self._samples(conn, deployment, start, end)
+        out = WindowData()
+        counters = np.asarray(sorted(sid for sid, key in keys.items() if key[0] in COUNTERS), np.int64)
+        inc = _increases(s, start, end, counters)
+        for sid, value in zip(inc.sid.tolist(), inc.value.tolist(), strict=True):
+            out.counters[keys[sid]] = value
+        last = blocks.last_values(s)
+        for sid, value in zip(last.sid.tolist(), last.value.tolist(), strict=True):
+            key = keys.get(sid)
+            if key is not None and key[0] in GAUGES:
+                out.gauges[key] = value
+        return out
+
     def rollups(self, deployment: str, start: float, end: float) -> dict[float, WindowData]:
         """Counter increases per hour with ``start <= t < end``."""
         out: dict[float, WindowData] = {}

@@ -247,6 +247,7 @@ class Undeploy(_Request):
 class ListDeployments(_Request):
     op: Literal["deployments.list"] = "deployments.list"
     model: str | None = None
+    all_hosts: bool = Field(default=False, description="also the deployments other daemons of the cluster run")
 
 
 class GetDeployment(_Request):
@@ -318,6 +319,12 @@ class AlertRemove(_Request):
     name: RuleName
 
 
+class ClusterStatusRequest(_Request):
+    """The ZooKeeper connection, the daemons and their deployments, the elections' leaders, the cache's age."""
+
+    op: Literal["cluster.status"] = "cluster.status"
+
+
 Request = Annotated[
     Ping
     | DaemonStatusRequest
@@ -351,7 +358,8 @@ Request = Annotated[
     | AlertsListRequest
     | AlertRulesRequest
     | AlertAdd
-    | AlertRemove,
+    | AlertRemove
+    | ClusterStatusRequest,
     Field(discriminator="op"),
 ]
 
@@ -391,6 +399,7 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     AlertRulesRequest: r.AlertRuleList,
     AlertAdd: r.AlertRuleList,
     AlertRemove: r.AlertRuleList,
+    ClusterStatusRequest: r.ClusterStatus,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).

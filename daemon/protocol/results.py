@@ -247,8 +247,56 @@ class DeploymentDetail(Result):
     events: list[DeploymentEventInfo] = Field(default_factory=list)
 
 
+class RemoteDeployment(Result):
+    """A deployment as its daemon registered it in the cluster (ZooKeeper)."""
+
+    name: str
+    host_id: str
+    host: str
+    model: str
+    version: int | None
+    ref: str
+    backend: str
+    state: str
+    health: str
+    endpoint: str
+
+
 class DeploymentList(Result):
     items: list[DeploymentInfo]
+    remote: list[RemoteDeployment] = Field(
+        default_factory=list, description="with all_hosts: every daemon's deployments as registered in the cluster"
+    )
+    cluster_state: str | None = Field(default=None, description="with all_hosts: the ZooKeeper connection's state")
+    staleness_seconds: float | None = Field(default=None, description="how old ``remote`` may be (0: live)")
+
+
+class ClusterHost(Result):
+    id: str
+    host: str
+    pid: int
+    socket: str
+    capabilities: list[str]
+    started_at: datetime
+    this: bool = Field(description="this daemon")
+
+
+class ClusterStatus(Result):
+    enabled: bool
+    zookeeper: str = ""
+    chroot: str = ""
+    state: str = Field(default="disabled", description="connecting, connected, suspended, lost or disabled")
+    since: datetime | None = None
+    staleness_seconds: float = Field(default=0.0, description="how far this host's cache may be behind (0: live)")
+    session: str | None = None
+    host_id: str = ""
+    host: str = ""
+    registry: str = Field(default="", description="the OCI registry versions' files travel through")
+    hosts: list[ClusterHost] = Field(default_factory=list)
+    deployments: list[RemoteDeployment] = Field(default_factory=list)
+    leaders: dict[str, str | None] = Field(default_factory=dict, description="job → the leading daemon's id")
+    last_sync: datetime | None = Field(default=None, description="when the cache last matched the cluster whole")
+    ignored_nodes: int = Field(default=0, description="nodes ignored as invalid (see the daemon's log)")
 
 
 class LogLines(Result):

@@ -303,6 +303,13 @@ def v7_monitor_blocks(conn: Connection) -> None:
     conn.exec_driver_sql("DROP TABLE monitor_rollups")
 
 
+def v8_cluster_sync(conn: Connection) -> None:
+    """How far each model's shared alias history (ZooKeeper) has been applied to this host's cache."""
+    conn.exec_driver_sql(
+        "CREATE TABLE cluster_sync (model VARCHAR NOT NULL PRIMARY KEY, history_seq INTEGER NOT NULL)"
+    )
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -314,6 +321,7 @@ MIGRATIONS: list[Migration] = [
     v5_monitor,
     v6_alerts,
     v7_monitor_blocks,
+    v8_cluster_sync,
 ]
 
 

@@ -311,13 +311,18 @@ _JSON_COLUMNS = ("tags", "params", "metrics", "signature", "requirements", "sour
 
 
 def insert_version(
-    conn: sqlite3.Connection, model: ModelKey, values: dict[str, Any], files: Sequence[q.PushFile]
+    conn: sqlite3.Connection,
+    model: ModelKey,
+    values: dict[str, Any],
+    files: Sequence[q.PushFile],
+    number: int | None = None,
 ) -> int:
-    """Insert version ``model.next_number`` with its files and advance the model's counter; returns the number.
+    """Insert version ``number`` (default ``model.next_number``) with its files and advance the model's
+    counter past it; returns the number.
 
     ``values`` holds the other columns; JSON ones as Python values, ``created_at`` as a datetime.
     """
-    number = model.next_number
+    number = model.next_number if number is None else number
     row = {**values, "model_id": model.id, "number": number, "created_at": db_time(values["created_at"])}
     for column in _JSON_COLUMNS:
         row[column] = json.dumps(values[column])
@@ -327,7 +332,8 @@ def insert_version(
         [(vid, f.path, f.size, f.sha256, f.executable) for f in files],
     )
     conn.execute(
-        "UPDATE models SET next_number = ?, updated_at = ? WHERE id = ?", (number + 1, row["created_at"], model.id)
+        "UPDATE models SET next_number = max(next_number, ?), updated_at = ? WHERE id = ?",
+        (number + 1, row["created_at"], model.id),
     )
     return number
 
@@ -342,6 +348,21 @@ def remove_version(conn: sqlite3.Connection, mid: int, number: int, now: datetim
 # -- aliases ---------------------------------------------------------------------------------------------
 
 _EVENT_COLUMNS = 'alias, from_version, to_version, "by", at, reason'
+
+
+def record_move(conn: sqlite3.Connection, model: ModelKey, event: r.AliasEventInfo) -> None:
+    """A move made elsewhere (another host): its event as it happened, and the alias where it left it."""
+    if event.to_version is None:
+        conn.execute("DELETE FROM aliases WHERE model_id = ? AND name = ?", (model.id, event.alias))
+    else:
+        conn.execute(
+            "INSERT INTO aliases (model_id, name, version) VALUES (?, ?, ?) "
+            "ON CONFLICT (model_id, name) DO UPDATE SET version = excluded.version",
+            (model.id, event.alias, event.to_version),
+        )
+    row = (event.alias, event.from_version, event.to_version, event.by, db_time(event.at), event.reason)
+    conn.execute(f"INSERT INTO alias_events (model_id, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (model.id, *row))  # fmt: skip
 
 
 def _event(model: str, row: tuple[Any, ...]) -> r.AliasEventInfo:

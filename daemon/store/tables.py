@@ -224,6 +224,15 @@ class MonitorProgressRow(SQLModel, table=True):
     t: float
 
 
+class ClusterSyncRow(SQLModel, table=True):
+    """The last entry of a model's shared alias history (ZooKeeper sequence) applied to this cache."""
+
+    __tablename__ = "cluster_sync"
+
+    model: str = Field(primary_key=True)
+    history_seq: int
+
+
 class MonitorTargetRow(SQLModel, table=True):
     """The last scrape of a deployment: which instance, whether it answered, when, and why not."""
 

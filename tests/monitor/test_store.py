@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.monitor.derive import FEEDBACK, REQUESTS, Labels, WindowData, labels_of
+from daemon.monitor.derive import FEEDBACK, REQUESTS, Labels, WindowData, labels_of, window_data
 from daemon.monitor.service import Monitor
 from daemon.monitor.store import MonitorStore, ScrapeResult
 from daemon.settings import MonitorSection
@@ -310,3 +310,30 @@ def test_hourly_rollups_start_at_the_first_cycle_not_at_an_old_instance_s_start(
         T0 - 3600: WindowData({(REQUESTS, OK): 5000.0}),
         T0: WindowData({(REQUESTS, OK): 600.0}),
     }
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_vectorised_window_equals_the_sum_of_the_points(tmp_path: Path, seed: int) -> None:
+    """Alerts and the exporter ask without points (one pass over the columns): same figures as the view."""
+    store = MonitorStore(tmp_path / "s")
+    try:
+        cycles = _generated_cycles(seed, 300)
+        for n, (t, results) in enumerate(cycles):
+            store.write_cycle(t, results)
+            if n % 37 == 0:
+                store.compact(t)
+        end = cycles[-1][0]
+        for window in (60, 300, 1800, 3 * 3600):
+            clock = Clock()
+            clock.now = end + 1
+            mon = Monitor(MonitorSection(), store, list, clock=clock)
+            for dep in ("d0", "d1"):
+                full = mon.metrics(dep, window)
+                fast = mon.metrics(dep, window, points=False)
+                assert fast.points == []
+                assert fast.model_dump(exclude={"points"}) == full.model_dump(exclude={"points"})
+                assert store.window(dep, end + 1 - window, end + 1) == window_data(
+                    store.raw_series(dep, end + 1 - window, end + 1), end + 1 - window, end + 1
+                )
+    finally:
+        store.close()

@@ -1,0 +1,1 @@
+"""Running modeltuid on several hosts: coordination and moving version files between them."""

@@ -1,0 +1,38 @@
+"""Fixtures for real ZooKeeper servers (Debian's zookeeper package; see zkserver.py).
+
+``zk`` is a standalone server, ``zk_ensemble`` a three-server ensemble; both are function-scoped (a
+standalone server serves in about 0.5 s, an ensemble in about 1.5 s) and are killed at teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..conftest import need
+from .zkserver import ZkEnsemble, java_missing
+
+
+def _ensemble(base: Path, size: int) -> Iterator[ZkEnsemble]:
+    problem = java_missing()
+    need(problem is None, f"{problem}; run scripts/services.sh as root")
+    ensemble = ZkEnsemble(base, size=size)
+    try:
+        ensemble.start(timeout_s=30)
+        yield ensemble
+    finally:
+        ensemble.close()
+
+
+@pytest.fixture
+def zk(tmp_path: Path) -> Iterator[ZkEnsemble]:
+    """A started standalone ZooKeeper server (a ZkEnsemble of size 1); ``zk.connect_string()`` for clients."""
+    yield from _ensemble(tmp_path / "zk", 1)
+
+
+@pytest.fixture
+def zk_ensemble(tmp_path: Path) -> Iterator[ZkEnsemble]:
+    """A started three-server ZooKeeper ensemble on loopback ports."""
+    yield from _ensemble(tmp_path / "zk", 3)
