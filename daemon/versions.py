@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, BinaryIO, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Engine, delete, func
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -63,7 +64,9 @@ class SharedRegistry(Protocol):
 
     def require(self, what: str) -> None: ...
 
-    def upload(self, model: str, digest: str, files: list[q.PushFile], open_object: Callable[[str], int]) -> None: ...
+    def upload(
+        self, model: str, digest: str, files: list[q.PushFile], open_file: Callable[[str], BinaryIO]
+    ) -> None: ...
 
     def publish_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> None: ...
 
@@ -270,7 +273,7 @@ class Registry:
         shared = self.shared
         if shared is not None:
             shared.require("push to the shared registry")
-            shared.upload(name, digest, files, self.objects.open_object)
+            shared.upload(name, digest, files, self._open_for_upload)
         with self._write_sql() as conn:
             # Checked under the write lock: GC holds it too, so these objects cannot vanish before commit.
             inline = self._check_objects(conn, files)
@@ -508,6 +511,11 @@ class Registry:
 
         try:
             self.shared.fetch(model, digest, missing, ingest)
+            # Small objects wait in memory for a push's commit; these have no push: store them now.
+            inline = {sha: data for sha in fetched if (data := self.objects.pending_data(sha)) is not None}
+            if inline:
+                with self._write_sql() as conn:
+                    self.objects.store_blobs(conn, inline, utcnow())
         finally:
             self.objects.settle(fetched)
 
@@ -590,6 +598,13 @@ class Registry:
             return r.RemoveResult(model=model.name, removed_versions=[number])
 
     # -- aliases -------------------------------------------------------------------------------------------
+
+    def _open_for_upload(self, sha256: str) -> BinaryIO:
+        """An object's content for the shared registry: a small upload still pending, or the stored object."""
+        data = self.objects.pending_data(sha256)
+        if data is not None:
+            return io.BytesIO(data)
+        return os.fdopen(self.objects.open_object(sha256), "rb")
 
     def _publish_move(self, event: r.AliasEventInfo | None) -> None:
         """Inside the move's transaction: the shared registry first (compare-and-set); a refusal undoes it."""

@@ -466,6 +466,7 @@ def entry() -> None:
 
 
 from . import alerts_cli as _alerts_cli  # noqa: E402,F401  (registers `alerts` and `watch` on `main`)
+from . import cluster_cli as _cluster_cli  # noqa: E402,F401  (registers `cluster` on `main`)
 from . import deploy_cli as _deploy_cli  # noqa: E402,F401  (registers the deployment commands on `main`)
 from . import feedback_cli as _feedback_cli  # noqa: E402,F401  (registers `feedback` on `main`)
 from . import monitor_cli as _monitor_cli  # noqa: E402,F401  (registers the monitoring commands on `main`)

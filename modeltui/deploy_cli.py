@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import click
+from rich.table import Table
+from rich.text import Text
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
@@ -23,6 +26,7 @@ from daemon.protocol.names import parse_ref
 from . import render
 from .cli import check_ref_arg, emit, err, fail, json_option, main, out, parse_pairs, run
 from .client import DaemonClient
+from .cluster_cli import staleness
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -108,19 +112,91 @@ def restart(ctx: click.Context, name: str, as_json: bool) -> None:
     emit(result, as_json, lambda: out.print(render.plain(f"restarting {name}")))
 
 
+def all_hosts_table(result: r.DeploymentList, this_host: str) -> Table | Text:
+    """``ps --all-hosts``: this host's deployments (as ``ps`` shows them), then the other hosts'."""
+    if not result.items and not result.remote:
+        return Text("no deployments on any host: deploy one with `modeltui deploy NAME@production`")
+    table = Table(
+        "host", "name", "ref", "version", "backend", "state", "health", "endpoint", "uptime", "restarts", box=None
+    )
+    for d in result.items:
+        version = str(d.version or "-") + (f" → {d.rollout_to}" if d.rollout_to else "")
+        state = Text(d.state, style=render.STATE_STYLE.get(d.state, ""))
+        table.add_row(
+            Text(this_host, style="bold"),
+            render.plain(d.name),
+            render.plain(d.ref),
+            version,
+            d.backend,
+            state,
+            d.health,
+            d.endpoint or "-",
+            render.uptime(d.started_at),
+            str(d.restarts),
+        )
+    for rd in sorted(result.remote, key=lambda rd: (rd.host, rd.host_id, rd.name)):
+        state = Text(rd.state, style=render.STATE_STYLE.get(rd.state, ""))
+        table.add_row(
+            render.plain(rd.host),
+            render.plain(rd.name),
+            render.plain(rd.ref),
+            str(rd.version or "-"),
+            render.plain(rd.backend),
+            state,
+            render.plain(rd.health),
+            render.plain(rd.endpoint or "-"),
+            "-",
+            "-",
+        )
+    return table
+
+
+def cluster_warning(result: r.DeploymentList) -> str | None:
+    """One line for stderr when the other hosts' part of ``ps --all-hosts`` may be missing or out of date."""
+    state = result.cluster_state
+    if state == "connected":
+        return None
+    if state in (None, "disabled"):
+        return "no cluster configured: only this host's deployments are shown"
+    return (
+        f"ZooKeeper is {state} ({staleness(result.staleness_seconds)}): "
+        "other hosts' deployments may be missing or out of date"
+    )
+
+
 @main.command()
 @click.argument("name", required=False)
 @click.option("--events", default=0, type=click.IntRange(0, 1000), help="with NAME: also its last N events")
+@click.option("--all-hosts", is_flag=True, help="also the deployments of the cluster's other daemons (HOST column)")
 @json_option
 @click.pass_context
-def ps(ctx: click.Context, name: str | None, events: int, as_json: bool) -> None:
-    """Deployments: state, health, version, endpoint, uptime, restarts. With NAME, one in detail."""
+def ps(ctx: click.Context, name: str | None, events: int, all_hosts: bool, as_json: bool) -> None:
+    """Deployments: state, health, version, endpoint, uptime, restarts. With NAME, one in detail; with
+    --all-hosts, every daemon's in the cluster."""
     if name:
+        if all_hosts:
+            raise click.UsageError("--all-hosts lists every host's deployments: give no NAME")
         detail = run(ctx, lambda c: c.call(q.GetDeployment(name=name, events=events or 10), r.DeploymentDetail))
         emit(detail, as_json, lambda: render.print_deployment(out, detail))
         return
-    result = run(ctx, lambda c: c.call(q.ListDeployments(), r.DeploymentList))
-    emit(result, as_json, lambda: out.print(render.deployments_table(result)))
+    if not all_hosts:
+        result = run(ctx, lambda c: c.call(q.ListDeployments(), r.DeploymentList))
+        emit(result, as_json, lambda: out.print(render.deployments_table(result)))
+        return
+
+    async def body(c: DaemonClient) -> tuple[r.DeploymentList, str]:
+        found = await c.call(q.ListDeployments(all_hosts=True), r.DeploymentList)
+        this_host = socket.gethostname()
+        if not as_json and found.cluster_state not in (None, "disabled"):  # the name the cluster knows us by
+            with contextlib.suppress(ProtocolError):  # only a label: the list stands without it
+                this_host = (await c.call(q.ClusterStatusRequest(), r.ClusterStatus)).host or this_host
+        return found, this_host
+
+    everywhere, this_host = run(ctx, body)
+    warning = cluster_warning(everywhere)
+    if warning:
+        err.print(Text.assemble(("modeltui: warning: ", "yellow"), warning))
+    emit(everywhere, as_json, lambda: out.print(all_hosts_table(everywhere, this_host)))
 
 
 @main.command()
@@ -255,4 +331,15 @@ def rollout_waiter(c: DaemonClient, name: str) -> asyncio.Future[str]:
     return done
 
 
-__all__ = ["deploy", "find_deployment", "logs", "predict", "ps", "restart", "rollout_waiter", "undeploy"]
+__all__ = [
+    "all_hosts_table",
+    "cluster_warning",
+    "deploy",
+    "find_deployment",
+    "logs",
+    "predict",
+    "ps",
+    "restart",
+    "rollout_waiter",
+    "undeploy",
+]

@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
 from kazoo.protocol.states import WatchedEvent
@@ -86,12 +85,12 @@ class Mirror:
     def require(self, what: str) -> None:
         self.zk.require(what)
 
-    def upload(self, model: str, digest: str, files: list[q.PushFile], open_object: Callable[[str], int]) -> None:
+    def upload(self, model: str, digest: str, files: list[q.PushFile], open_file: Callable[[str], BinaryIO]) -> None:
         if self.artifacts is None:
             return
         arts = [ArtifactFile(f.path, f.sha256, f.size, f.executable) for f in files]
         try:
-            self.artifacts.push(model, digest, arts, lambda sha: os.fdopen(open_object(sha), "rb"))
+            self.artifacts.push(model, digest, arts, open_file)
         except ArtifactError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot share the version's files: {exc}") from None
 

@@ -436,6 +436,11 @@ class ObjectStore:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def pending_data(self, sha256: str) -> bytes | None:
+        """The content of a small upload not yet made durable by a push (None: not pending)."""
+        with self.lock:
+            return self._pending.get(sha256, time.monotonic_ns())
+
     def _content(self, sha256: str) -> int | bytes | None:
         """An open descriptor on the file object, else the blob's bytes, else None. File → blob → file again:
         GC drops a blob that a file object shadows, which a spill may have created since the first look."""

@@ -1,0 +1,258 @@
+"""Two real daemons sharing one real ZooKeeper (and the real registry on 127.0.0.1:5000 for files): the
+registry mirror, compare-and-set alias moves, offline behaviour, re-registration and hostile nodes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+from ..conftest import DaemonProcess, make_model_dir, need
+from ..monitor.test_drift_e2e import _rows
+from .zkserver import ZkEnsemble
+
+REGISTRY = "127.0.0.1:5000"
+
+
+def cli_json(d: DaemonProcess, *args: str) -> Any:
+    done = d.cli(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+        except (AssertionError, json.JSONDecodeError):
+            got = None
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def registry_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def member(daemon_factory: Callable[[str], DaemonProcess], name: str, zk: ZkEnsemble, chroot: str) -> DaemonProcess:
+    d = daemon_factory(name)
+    Path(d.env["MODELTUI_CONFIG"]).write_text(
+        f'[cluster]\nzookeeper = "{zk.connect_string()}"\nchroot = "{chroot}"\nregistry = "{REGISTRY}"\n'
+        f"session_timeout_seconds = 4\n\n[exporter]\nenabled = false\n"
+    )
+    return d.start()
+
+
+def connected(d: DaemonProcess) -> dict[str, Any]:
+    status: dict[str, Any] = cli_json(d, "cluster", "status")
+    return status if status["state"] == "connected" else {}
+
+
+@pytest.fixture
+def chroot() -> str:
+    return f"/modeltui-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pair(
+    daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, chroot: str
+) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
+    a, b = member(daemon_factory, "a", zk, chroot), member(daemon_factory, "b", zk, chroot)
+    wait_for(lambda: len((connected(a) or {}).get("hosts", [])) == 2, "both daemons registered", 15)
+    return a, b
+
+
+def test_a_push_on_a_is_deployable_on_b_with_files_from_the_registry(
+    pair: tuple[DaemonProcess, DaemonProcess], example_dir: Path
+) -> None:
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    a, b = pair
+    started = time.monotonic()
+    assert a.cli("push", str(example_dir), "--alias", "production").returncode == 0
+    seen = wait_for(lambda: cli_json(b, "log", "breast-cancer")["items"], "the version on B", 5, 0.02)
+    assert time.monotonic() - started < 2 + 3  # the push itself (with its upload) and the 2 s the issue allows
+    assert seen[0]["number"] == 1
+    assert wait_for(lambda: cli_json(b, "show", "breast-cancer@production")["version"]["number"] == 1, "alias on B")
+    # B has none of the files: deploying fetches them from the registry and checks every sha256.
+    objects = b.state_dir / "objects"
+    assert not any(p.is_file() for p in objects.rglob("*")) if objects.exists() else True
+    dep = cli_json(b, "deploy", "breast-cancer@production", "--name", "bc")["deployment"]
+    assert dep["state"] == "running"
+    assert dep["version"] == 1
+    _, rows = _rows(example_dir)
+    req = urllib.request.Request(f"{dep['endpoint']}/predict", json.dumps({"inputs": rows[:3]}).encode(),
+                                 {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert len(json.loads(resp.read())["predictions"]) == 3
+    # What runs where: A sees B's deployment, B lists it as its own.
+    fleet = wait_for(lambda: cli_json(a, "ps", "--all-hosts")["remote"], "B's deployment seen from A")
+    assert [(x["name"], x["version"]) for x in fleet] == [("bc", 1)]
+
+
+def test_concurrent_alias_moves_exactly_one_wins_and_histories_agree(
+    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path, zk: ZkEnsemble, chroot: str
+) -> None:
+    a, b = pair
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    for i in (1, 2, 3):
+        assert a.cli("push", str(make_model_dir(tmp_path / f"m{i}", weights=f"w{i}".encode()))).returncode == 0
+    wait_for(lambda: len(cli_json(b, "log", "demo")["items"]) == 3, "three versions on B")
+
+    def history(d: DaemonProcess) -> list[tuple[Any, Any]]:
+        return [(e["from_version"], e["to_version"]) for e in cli_json(d, "alias", "history", "demo")["events"]]
+
+    # Rounds of both hosts moving production at the same moment (each from its cached state). Whenever the two
+    # overlap, exactly one wins and the other gets CONFLICT; never both lose, never a lost update.
+    overlaps = 0
+    for n in range(8):
+        targets = {"a": 2 + n % 2, "b": 1 + n % 3}
+        codes: dict[str, int] = {}
+        barrier = threading.Barrier(2)
+
+        def move(name: str, d: DaemonProcess, codes: dict[str, int] = codes, barrier: threading.Barrier = barrier,
+                 targets: dict[str, int] = targets) -> None:  # fmt: skip
+            barrier.wait()
+            codes[name] = d.cli("alias", "set", "demo", "production", str(targets[name])).returncode
+
+        threads = [threading.Thread(target=move, args=(name, d)) for name, d in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(codes.values()) in ([0, 0], [0, 5]), codes
+        overlaps += sorted(codes.values()) == [0, 5]
+        wait_for(lambda: history(a) == history(b), f"the same history on both (round {n})")
+    assert overlaps >= 1, "no round overlapped: the race was never exercised"
+    events = history(a)[::-1]  # oldest first: one chain, each move from where the previous one left the alias
+    assert all(prev[1] == cur[0] for prev, cur in itertools.pairwise(events)), events
+    assert cli_json(a, "show", "demo@production")["version"]["number"] == events[-1][1]
+    wait_for(lambda: cli_json(b, "show", "demo@production")["version"]["number"] == events[-1][1], "B's alias")
+
+
+def test_an_alias_moved_elsewhere_meanwhile_is_a_conflict_not_an_overwrite(
+    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path, zk: ZkEnsemble, chroot: str
+) -> None:
+    """Compare-and-set, exactly: another writer changes the alias node behind B's cache; B's move is refused
+    with CONFLICT and the shared alias keeps the other writer's value."""
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    a, b = pair
+    for i in (1, 2):
+        assert a.cli("push", str(make_model_dir(tmp_path / f"m{i}", weights=f"w{i}".encode()))).returncode == 0
+    assert a.cli("alias", "set", "demo", "production", "1").returncode == 0
+    wait_for(lambda: cli_json(b, "show", "demo@production")["version"]["number"] == 1, "alias on B")
+    client = KazooClient(hosts=zk.connect_string())
+    client.start(10)
+    try:
+        path = f"{chroot}/models/demo/aliases/production"
+        data, _ = client.get(path)
+        client.set(path, json.dumps({**json.loads(data), "version": 2}).encode())  # no history entry: B can't know
+        done = b.cli("alias", "set", "demo", "production", "2", "--reason", "stale")
+        assert done.returncode == 5, done.stderr
+        assert "moved on another host" in done.stderr
+        assert json.loads(client.get(path)[0])["version"] == 2
+    finally:
+        client.stop()
+        client.close()
+
+
+def test_zookeeper_away_reads_answer_writes_fail_fast_and_everything_converges(
+    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path, zk: ZkEnsemble
+) -> None:
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    a, b = pair
+    assert a.cli("push", str(make_model_dir(tmp_path / "m1"))).returncode == 0
+    wait_for(lambda: cli_json(b, "log", "demo")["items"], "the version on B")
+    zk.stop_all()
+    wait_for(lambda: cli_json(a, "cluster", "status")["state"] != "connected", "A noticing", 15)
+    # Reads answer from the cache; the status says how stale it is.
+    assert cli_json(b, "log", "demo")["items"][0]["number"] == 1
+    time.sleep(6)  # longer than the session timeout (4 s): the sessions expire
+    status = cli_json(a, "cluster", "status")
+    assert status["state"] != "connected"
+    assert status["staleness_seconds"] > 5
+    # Writes that need the shared registry fail fast and clearly.
+    started = time.monotonic()
+    done = a.cli("alias", "set", "demo", "production", "1")
+    assert done.returncode == 7
+    assert "ZooKeeper" in done.stderr
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    done = a.cli("push", str(make_model_dir(tmp_path / "m2", weights=b"w2")))
+    assert done.returncode == 7
+    assert "ZooKeeper" in done.stderr
+    assert time.monotonic() - started < 5
+    # Back: new sessions, both daemons registered again within 10 s, and the caches converge.
+    zk.start_all()
+    back = time.monotonic()
+    wait_for(lambda: len((connected(a) or {}).get("hosts", [])) == 2, "both registered again", 10, 0.1)
+    assert time.monotonic() - back < 10
+    assert a.cli("alias", "set", "demo", "production", "1").returncode == 0
+    wait_for(lambda: cli_json(b, "show", "demo@production")["version"]["number"] == 1, "the move on B")
+
+
+def test_hostile_or_corrupt_nodes_are_ignored_and_the_daemon_keeps_serving(
+    daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, chroot: str
+) -> None:
+    client = KazooClient(hosts=zk.connect_string())
+    client.start(10)
+    try:
+        good = {"version": 1, "by": "x", "at": "2026-01-01T00:00:00Z"}
+        for path, data in {
+            f"{chroot}/models/evil/versions/0000000001": b"\x00\xffnot json",
+            f"{chroot}/models/evil/versions/0000000002": json.dumps({"model": "evil", "number": 2}).encode(),
+            f"{chroot}/models/evil/versions/0000000003": b"{" + b" " * (600 << 10) + b"}",
+            f"{chroot}/models/evil/aliases/production": json.dumps(good).encode(),
+            f"{chroot}/models/..bad/versions/0000000001": b"{}",
+            f"{chroot}/hosts/intruder": b"[1, 2, 3]",
+            f"{chroot}/deployments/x/intruder": json.dumps({"name": "y"}).encode(),
+        }.items():
+            client.create(path, data, makepath=True)
+        digest = "a" * 64
+        hostile = {
+            "model": "evil", "number": 4, "digest": digest, "flavor": "sklearn", "model_file": "m.skops",
+            "manifest": "", "created_by": "x", "created_at": "2026-01-01T00:00:00Z", "size": 1,
+            "files": [{"path": "../../etc/passwd", "size": 1, "sha256": digest}],
+        }  # fmt: skip
+        client.create(f"{chroot}/models/evil/versions/0000000004", json.dumps(hostile).encode())
+        d = member(daemon_factory, "a", zk, chroot)
+        status = wait_for(lambda: connected(d), "connected")
+        wait_for(lambda: cli_json(d, "cluster", "status")["ignored_nodes"] >= 6, "the bad nodes counted", 10)
+        assert status["host_id"]
+        assert cli_json(d, "ls")["items"] == [] or all(m["versions"] == 0 for m in cli_json(d, "ls")["items"])
+        log = (d.state_dir.parent / "daemon.out").read_text() + (d.state_dir / "daemon.log").read_text()
+        assert "ignoring shared version evil" in log
+        assert "ignoring host node" in log
+        assert d.ping()
+    finally:
+        client.stop()
+        client.close()
+
+
+def test_killing_the_ensemble_leader_loses_no_session(
+    daemon_factory: Callable[[str], DaemonProcess], zk_ensemble: ZkEnsemble, chroot: str
+) -> None:
+    d = member(daemon_factory, "a", zk_ensemble, chroot)
+    before = wait_for(lambda: connected(d), "connected")
+    leader = zk_ensemble.leader()
+    assert leader is not None
+    leader.kill()
+    zk_ensemble.wait_for_leader(15, other_than=leader)
+    after = wait_for(lambda: connected(d), "connected again", 15)
+    assert after["session"] == before["session"]  # the same session: its ephemeral nodes never went away
+    assert [h["id"] for h in after["hosts"]] == [before["host_id"]]
