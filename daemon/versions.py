@@ -445,17 +445,24 @@ class Registry:
             return {int(n) for (n,) in conn.execute("SELECT number FROM versions WHERE model_id = ?", (key.id,))}
 
     @_guarded
-    def apply_remote_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> bool:
-        """A version pushed on another host (its files stay there until needed); False if already known or
-        its number is taken here by other content (logged by the caller)."""
+    def apply_remote_versions(
+        self, model: str, versions: list[tuple[int, dict[str, Any], list[q.PushFile]]]
+    ) -> list[int]:
+        """Versions pushed on other hosts (their files stay there until needed), in one transaction; returns
+        the numbers added (one already taken here is skipped: the caller logs it)."""
+        added: list[int] = []
+        if not versions:
+            return added
         with self._write_sql() as conn:
             key = sql.find_model(conn, model)
             if key is None:
-                key = sql.create_model(conn, model, values["description"], values["created_at"])
-            if sql.version_exists(conn, key.id, number):
-                return False
-            sql.insert_version(conn, key, values, files, number=number)
-            return True
+                first = versions[0][1]
+                key = sql.create_model(conn, model, first["description"], first["created_at"])
+            for number, values, files in sorted(versions, key=lambda v: v[0]):
+                if not sql.version_exists(conn, key.id, number):
+                    sql.insert_version(conn, key, values, files, number=number)
+                    added.append(number)
+        return added
 
     @_guarded
     def alias_map(self, model: str) -> dict[str, int]:

@@ -252,26 +252,28 @@ class Mirror:
         except NoNodeError:
             return changes
         have = self.registry.version_numbers(model)
-        for child in sorted(children):
-            number = version_number(child)
-            if number is None or number in have:
-                continue
+        wanted = [n for c in children if (n := version_number(c)) is not None and n not in have]
+        # All reads in flight at once (one round trip for the lot, not one per version).
+        pending = [(n, client.get_async(self.paths.version(model, n))) for n in wanted]
+        versions: list[tuple[int, dict[str, Any], list[q.PushFile]]] = []
+        for number, result in pending:
             try:
-                data, _ = call(what, client.get_async, self.paths.version(model, number))
+                data, _ = self.zk.wait(what, result)
                 node = decode(VersionNode, data)
                 if node.model != model or node.number != number:
                     raise BadNode(f"holds {node.model}:{node.number}")
             except (BadNode, NoNodeError) as exc:
                 self.skipped += 1
-                log.warning("ignoring shared version %s:%s: %s", model, child[:20], exc)
+                log.warning("ignoring shared version %s:%s: %s", model, number, exc)
                 continue
             values = node.model_dump(exclude={"model", "number", "files", "host"})
             values["file_count"] = len(node.files)
             files = [q.PushFile(path=f.path, sha256=f.sha256, size=f.size, executable=f.executable) for f in node.files]
-            if self.registry.apply_remote_version(model, number, values, files):
-                changes.append(("version", model, number, None))
-            else:
-                log.warning("shared version %s:%d conflicts with this host's own version %d", model, number, number)
+            versions.append((number, values, files))
+        added = self.registry.apply_remote_versions(model, versions)
+        for number in sorted({n for n, _, _ in versions} - set(added)):
+            log.warning("shared version %s:%d conflicts with this host's own version %d", model, number, number)
+        changes += [("version", model, n, None) for n in added]
         changes += self._sync_aliases(model)
         return changes
 

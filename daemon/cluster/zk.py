@@ -105,8 +105,12 @@ class Zk:
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn`` (a kazoo ``*_async`` method) within the write timeout; kazoo's errors other than connection
         ones propagate (NodeExists, BadVersion, ... mean something to the caller)."""
+        return self.wait(what, fn(*args, **kwargs))
+
+    def wait(self, what: str, result: Any) -> Any:
+        """The outcome of a kazoo async call already in flight, within the write timeout."""
         try:
-            return fn(*args, **kwargs).get(timeout=self.cfg.write_timeout_seconds)
+            return result.get(timeout=self.cfg.write_timeout_seconds)
         except (KazooTimeoutError, OperationTimeoutError, ConnectionLoss, SessionExpiredError) as exc:
             raise ProtocolError(
                 ErrorCode.UNAVAILABLE,
