@@ -5,6 +5,7 @@ from .base import RegistryScreen
 from .deployments import DeploymentScreen, DeploymentsScreen
 from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, DeployChoice, DeployDialog, RollbackDialog
 from .diff import DiffScreen
+from .fleet import FleetScreen
 from .help import HelpScreen
 from .history import HistoryScreen
 from .metrics import MetricsScreen
@@ -22,6 +23,7 @@ __all__ = [
     "DeploymentScreen",
     "DeploymentsScreen",
     "DiffScreen",
+    "FleetScreen",
     "HelpScreen",
     "HistoryScreen",
     "MetricsScreen",

@@ -15,6 +15,7 @@ from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentScreen, DeploymentsScreen
 from .diff import DiffScreen
+from .fleet import FleetScreen
 from .metrics import MetricsScreen
 from .model import ModelScreen
 from .models import ModelsScreen
@@ -31,13 +32,14 @@ VIEWS: list[tuple[str, type[Screen[None]]]] = [
     ("Metrics: a deployment's rate, errors, latency, quality and drift, with plots (m on Deployments)",
      MetricsScreen),
     ("Alerts: pending and firing alerts, and their history (A on Models and Deployments)", AlertsScreen),
+    ("Fleet: every host of the cluster, its deployments, and what each should run (F anywhere)", FleetScreen),
 ]
 
 INTRO = (
     "[b]modeltui[/b] — browse the model registry of modeltuid and its deployments. Everything updates "
     "live: a push, an alias move or a deployment's change made elsewhere (e.g. with the CLI) shows up "
     "without a key press.\n"
-    "Global keys: [b]?[/b] help · [b]q[/b] quit · [b]escape[/b] back · [b]ctrl+p[/b] command palette"
+    "Global keys: [b]?[/b] help · [b]q[/b] quit · [b]escape[/b] back · [b]F[/b] fleet · [b]ctrl+p[/b] command palette"
 )
 
 

@@ -171,18 +171,21 @@ def test_an_alias_moved_elsewhere_meanwhile_is_a_conflict_not_an_overwrite(
         client.close()
 
 
-def test_zookeeper_away_reads_answer_writes_fail_fast_and_everything_converges(
-    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path, zk: ZkEnsemble
+def test_the_whole_ensemble_away_for_30_s_reads_answer_writes_fail_fast_and_everything_converges(
+    daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path, zk_ensemble: ZkEnsemble, chroot: str
 ) -> None:
     need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
-    a, b = pair
+    zk = zk_ensemble
+    a, b = member(daemon_factory, "a", zk, chroot), member(daemon_factory, "b", zk, chroot)
+    wait_for(lambda: len((connected(a) or {}).get("hosts", [])) == 2, "both daemons registered", 15)
     assert a.cli("push", str(make_model_dir(tmp_path / "m1"))).returncode == 0
     wait_for(lambda: cli_json(b, "log", "demo")["items"], "the version on B")
     zk.stop_all()
+    away = time.monotonic()
     wait_for(lambda: cli_json(a, "cluster", "status")["state"] != "connected", "A noticing", 15)
     # Reads answer from the cache; the status says how stale it is.
     assert cli_json(b, "log", "demo")["items"][0]["number"] == 1
-    time.sleep(6)  # longer than the session timeout (4 s): the sessions expire
+    time.sleep(6)  # longer than the session timeout (4 s): the sessions will have expired
     status = cli_json(a, "cluster", "status")
     assert status["state"] != "connected"
     assert status["staleness_seconds"] > 5
@@ -197,6 +200,8 @@ def test_zookeeper_away_reads_answer_writes_fail_fast_and_everything_converges(
     assert done.returncode == 7
     assert "ZooKeeper" in done.stderr
     assert time.monotonic() - started < 5
+    time.sleep(max(0.0, 30 - (time.monotonic() - away)))  # away for 30 s, as the issue asks
+    assert cli_json(b, "log", "demo")["items"][0]["number"] == 1
     # Back: new sessions, both daemons registered again within 10 s, and the caches converge.
     zk.start_all()
     back = time.monotonic()
@@ -242,6 +247,20 @@ def test_hostile_or_corrupt_nodes_are_ignored_and_the_daemon_keeps_serving(
     finally:
         client.stop()
         client.close()
+
+
+def test_one_leader_per_job_and_it_moves_when_its_daemon_goes(
+    pair: tuple[DaemonProcess, DaemonProcess],
+) -> None:
+    a, b = pair
+    status = wait_for(lambda: (s := connected(a)) and s["leaders"].get("jobs") and s, "a leader")
+    id_a, id_b = status["host_id"], cli_json(b, "cluster", "status")["host_id"]
+    leader = status["leaders"]["jobs"]
+    assert leader in (id_a, id_b)
+    assert cli_json(b, "cluster", "status")["leaders"]["jobs"] == leader  # both see the same one
+    gone, stays, stays_id = (a, b, id_b) if leader == id_a else (b, a, id_a)
+    gone.stop()  # a clean stop leaves the election at once
+    assert wait_for(lambda: connected(stays)["leaders"]["jobs"] == stays_id, "the other daemon leading", 10)
 
 
 def test_killing_the_ensemble_leader_loses_no_session(
