@@ -48,7 +48,8 @@ from .zk import Zk
 
 log = logging.getLogger("modeltuid.cluster")
 
-#: Dirty models are synced this long after the first change (changes in a burst become one sync).
+#: After a sync, the next waits at least this long (a burst of changes becomes one sync; the first change of
+#: a quiet spell is synced at once).
 DEBOUNCE_S = 0.05
 #: A model whose sync failed (ZooKeeper away) is retried after this long.
 RETRY_S = 1.0
@@ -194,10 +195,13 @@ class Mirror:
 
     async def run(self) -> None:
         """The sync loop (a task for the daemon's lifetime)."""
+        loop = asyncio.get_running_loop()
+        last = -DEBOUNCE_S
         while True:
             await self._wake.wait()
-            await asyncio.sleep(DEBOUNCE_S)
+            await asyncio.sleep(max(0.0, last + DEBOUNCE_S - loop.time()))
             self._wake.clear()
+            last = loop.time()
             if not self.zk.connected:
                 continue  # a (re)connection marks everything again
             everything, self._all = self._all, False
@@ -268,7 +272,10 @@ class Mirror:
                 continue
             values = node.model_dump(exclude={"model", "number", "files", "host"})
             values["file_count"] = len(node.files)
-            files = [q.PushFile(path=f.path, sha256=f.sha256, size=f.size, executable=f.executable) for f in node.files]
+            files = [  # validated as FileNodes already
+                q.PushFile.model_construct(path=f.path, sha256=f.sha256, size=f.size, executable=f.executable)
+                for f in node.files
+            ]
             versions.append((number, values, files))
         added = self.registry.apply_remote_versions(model, versions)
         for number in sorted({n for n, _, _ in versions} - set(added)):
