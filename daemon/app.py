@@ -153,7 +153,8 @@ class DaemonApp:
         from daemon.cluster.service import Cluster, deployment_nodes  # kazoo only where a cluster is configured
 
         assert self.registry is not None
-        kinds = {"version": "version.pushed", "alias": "alias.moved", "history": "alias.moved"}
+        kinds = {"version": "version.pushed", "alias": "alias.moved", "history": "alias.moved",
+                 "tag": "version.tagged", "describe": "model.described"}  # fmt: skip
 
         def notify(kind: str, model: str, version: int | None, alias: str | None) -> None:
             handlers.cache.invalidate(model)

@@ -72,6 +72,8 @@ class SharedRegistry(Protocol):
 
     def publish_move(self, event: r.AliasEventInfo) -> None: ...
 
+    def publish_change(self, model: str, change: dict[str, Any]) -> None: ...
+
     def fetch(self, model: str, digest: str, files: list[r.FileInfo], ingest: Callable[[int, int], str]) -> None: ...
 
 
@@ -338,9 +340,14 @@ class Registry:
     @_guarded
     def describe_model(self, req: q.DescribeModel, user: str) -> r.ModelDetail:
         """Set a model's description."""
+        self._require_shared("describe a model")
         with self._write_sql() as conn:
             model = sql.get_model(conn, req.name)
-            sql.describe_model(conn, model.id, req.description, utcnow())
+            now = utcnow()
+            sql.describe_model(conn, model.id, req.description, now)
+            if self.shared is not None:
+                self.shared.publish_change(model.name, {"kind": "describe", "description": req.description,
+                                                        "by": user, "at": now})  # fmt: skip
             return r.ModelDetail(model=sql.model_summary(conn, model.id))
 
     @_guarded
@@ -477,15 +484,28 @@ class Registry:
         return -1 if row is None else int(row[0])
 
     @_guarded
-    def apply_remote_moves(self, model: str, moves: list[r.AliasEventInfo], seq: int, aliases: dict[str, int]) -> None:
-        """Alias moves made on other hosts (in order, recorded as they happened) up to ``seq`` of the model's
-        shared history; then the aliases as the shared registry has them now (it is the truth)."""
+    def apply_remote_moves(
+        self,
+        model: str,
+        moves: list[r.AliasEventInfo | dict[str, Any]],
+        seq: int,
+        aliases: dict[str, int],
+    ) -> None:
+        """Changes made on other hosts up to ``seq`` of the model's shared history, in order: alias moves
+        (recorded as they happened), tags (``{"kind": "tag", "version", "set", "unset"}``) and descriptions
+        (``{"kind": "describe", "description"}``); then the aliases as the shared registry has them now (it
+        is the truth)."""
         with self._write_sql() as conn:
             key = sql.find_model(conn, model)
             if key is None:
                 return
             for move in moves:
-                sql.record_move(conn, key, move)
+                if isinstance(move, r.AliasEventInfo):
+                    sql.record_move(conn, key, move)
+                elif move["kind"] == "describe":
+                    sql.describe_model(conn, key.id, move["description"], move["at"])
+                else:
+                    sql.retag(conn, key.id, move["version"], move["set"], move["unset"])
             conn.execute(
                 "INSERT INTO cluster_sync (model, history_seq) VALUES (?, ?) "
                 "ON CONFLICT (model) DO UPDATE SET history_seq = max(history_seq, excluded.history_seq)",
@@ -572,6 +592,7 @@ class Registry:
         for key, value in req.set.items():
             _checked(check_tag_key, key)
             _checked(check_tag_value, value)
+        self._require_shared("tag a version")
         with self._write() as s:
             model, version = queries.resolve(s, _ref(req.ref))
             tags = {**version.tags, **req.set}
@@ -580,6 +601,10 @@ class Registry:
             version.tags = tags  # a new dict: JSON columns do not track in-place mutation
             s.add(version)
             s.flush()
+            if self.shared is not None:
+                change = {"kind": "tag", "version": version.number, "set": dict(req.set), "unset": list(req.unset),
+                          "by": user, "at": utcnow()}  # fmt: skip
+                self.shared.publish_change(model.name, change)
             return queries.summary(s, model, version)
 
     @_guarded

@@ -6,7 +6,8 @@ valid (corrupt, oversized, from a hostile writer) is ignored with a warning by w
     /models/<name>                         the model (data: {"created": ...})
     /models/<name>/versions/<n:010d>       a version: metadata and file digests (VersionNode)
     /models/<name>/aliases/<alias>         where an alias points (AliasNode); moves are compare-and-set
-    /models/<name>/history/ev-<seq>        every alias move, in order (AliasMoveNode, sequential)
+    /models/<name>/history/ev-<seq>        every alias move (AliasMoveNode) and tag or description change
+                                           (ChangeNode), in order (sequential)
     /hosts/<host-id>                       a daemon (ephemeral, HostNode)
     /deployments/<name>/<host-id>          a deployment running on a daemon (ephemeral, DeploymentNode)
     /leader/<job>/c-<host-id>-<seq>        candidates of an election (ephemeral sequential)
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.protocol.deploy import check_deployment_name
-from daemon.protocol.names import check_alias, check_model_name, check_rel_path
+from daemon.protocol.names import check_alias, check_model_name, check_rel_path, check_tag_key, check_tag_value
 
 #: The largest node this code writes or reads (ZooKeeper's own default limit is 1 MiB).
 MAX_NODE = 512 << 10
@@ -29,6 +30,8 @@ HEX64 = r"^[0-9a-f]{64}$"
 
 ModelName = Annotated[str, AfterValidator(check_model_name)]
 AliasName = Annotated[str, AfterValidator(check_alias)]
+TagKey = Annotated[str, AfterValidator(check_tag_key)]
+TagValue = Annotated[str, AfterValidator(check_tag_value)]
 
 
 class Node(BaseModel):
@@ -82,6 +85,29 @@ class AliasMoveNode(Node):
     host: Annotated[str, Field(max_length=256)] = ""
 
 
+class ChangeNode(Node):
+    """A change to a model other than an alias move, in the same history: tags of a version, or the model's
+    description (``kind`` tells which; entries without ``kind`` are alias moves)."""
+
+    kind: Literal["tag", "describe"]
+    version: Annotated[int, Field(ge=1)] | None = None
+    set: Annotated[dict[TagKey, TagValue], Field(max_length=100)] = Field(default_factory=dict)
+    unset: Annotated[list[TagKey], Field(max_length=100)] = Field(default_factory=list)
+    description: Annotated[str, Field(max_length=10_000)] | None = None
+    by: Annotated[str, Field(max_length=256)]
+    at: datetime
+    host: Annotated[str, Field(max_length=256)] = ""
+
+
+def decode_history(data: bytes | None) -> AliasMoveNode | ChangeNode:
+    """A history entry: an alias move, or another change (by its ``kind``)."""
+    raw = _parse(data)
+    kind: type[AliasMoveNode] | type[ChangeNode] = AliasMoveNode
+    if isinstance(raw, dict) and "kind" in raw:
+        kind = ChangeNode
+    return _validate(kind, raw)
+
+
 class HostNode(Node):
     id: Annotated[str, Field(max_length=200)]
     host: Annotated[str, Field(max_length=256)]
@@ -121,17 +147,26 @@ def encode(node: Node) -> bytes:
 
 def decode(kind: type[N], data: bytes | None) -> N:
     """Validated node data; :class:`BadNode` with the reason otherwise."""
+    return _validate(kind, _parse(data))
+
+
+def _parse(data: bytes | None) -> Any:
     if data is None or not data:
         raise BadNode("empty node")
     if len(data) > MAX_NODE:
         raise BadNode(f"node data too large ({len(data)} bytes)")
     try:
-        return kind.model_validate(json.loads(data))
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            raise BadNode(f"{'.'.join(map(str, first['loc'])) or 'data'}: {first['msg']}") from None
         raise BadNode(f"not JSON: {str(exc)[:100]}") from None
+
+
+def _validate(kind: type[N], raw: Any) -> N:
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadNode(f"{'.'.join(map(str, first['loc'])) or 'data'}: {first['msg']}") from None
 
 
 class Paths:

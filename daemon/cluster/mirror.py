@@ -36,10 +36,12 @@ from .layout import (
     AliasMoveNode,
     AliasNode,
     BadNode,
+    ChangeNode,
     FileNode,
     Paths,
     VersionNode,
     decode,
+    decode_history,
     encode,
     history_seq,
     version_number,
@@ -148,6 +150,13 @@ class Mirror:
             if isinstance(failed[0], BadVersionError | NodeExistsError | NoNodeError):
                 raise conflict(f"{event.model}@{event.alias} was moved on another host at the same time; retry")
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot {what}: {type(failed[0]).__name__}")
+
+    def publish_change(self, model: str, change: dict[str, Any]) -> None:
+        what = f"change {model}"
+        node = ChangeNode(host=self.host, **change)
+        self.zk.call(what, self.zk.client.ensure_path_async, self.paths.history(model))
+        self.zk.call(what, self.zk.client.create_async, f"{self.paths.history(model)}/ev-", encode(node),
+                     sequence=True)  # fmt: skip
 
     def fetch(self, model: str, digest: str, files: list[r.FileInfo], ingest: Callable[[int, int], str]) -> None:
         if self.artifacts is None:
@@ -293,20 +302,24 @@ class Mirror:
         except NoNodeError:
             entries = []
         done = self.registry.remote_history_seq(model)
-        moves: list[r.AliasEventInfo] = []
+        moves: list[r.AliasEventInfo | dict[str, Any]] = []
         last = done
         for seq, child in sorted((s, c) for c in entries if (s := history_seq(c)) is not None and s > done):
             last = seq
             try:
                 data, _ = call(what, client.get_async, f"{self.paths.history(model)}/{child}")
-                m = decode(AliasMoveNode, data)
+                m = decode_history(data)
             except (BadNode, NoNodeError) as exc:
                 self.skipped += 1
-                log.warning("ignoring shared alias move %s/%s: %s", model, child, exc)
+                log.warning("ignoring shared history entry %s/%s: %s", model, child, exc)
                 continue
-            if m.host != self.host:  # this host's own moves are in the cache already
-                moves.append(r.AliasEventInfo(model=model, alias=m.alias, from_version=m.from_version,
-                                              to_version=m.to_version, by=m.by, at=m.at, reason=m.reason))  # fmt: skip
+            if m.host == self.host:  # this host's own changes are in the cache already
+                continue
+            if isinstance(m, ChangeNode):
+                moves.append(m.model_dump(exclude={"host", "by"}))
+                continue
+            moves.append(r.AliasEventInfo(model=model, alias=m.alias, from_version=m.from_version,
+                                          to_version=m.to_version, by=m.by, at=m.at, reason=m.reason))  # fmt: skip
         aliases: dict[str, int] = {}
         try:
             names = call(what, client.get_children_async, self.paths.aliases(model))
@@ -325,4 +338,9 @@ class Mirror:
         self.registry.apply_remote_moves(model, moves, last, aliases)
         after = self.registry.alias_map(model)
         changed = sorted(a for a in before.keys() | after.keys() if before.get(a) != after.get(a))
-        return [("alias", model, after.get(a), a) for a in changed] or [("history", model, None, None)]
+        out: list[tuple[str, str, int | None, str | None]] = [("alias", model, after.get(a), a) for a in changed]
+        for change in moves:
+            if isinstance(change, dict):
+                kind = "tag" if change["kind"] == "tag" else "describe"
+                out.append((kind, model, change["version"] if kind == "tag" else None, None))
+        return out or [("history", model, None, None)]

@@ -41,7 +41,7 @@ class Presence:
         host_id: str,
         me: Callable[[], HostNode],
         deployments: Callable[[], list[DeploymentNode]],
-        jobs: tuple[str, ...],
+        jobs: Callable[[list[DeploymentNode]], tuple[str, ...]],
     ) -> None:
         self.zk = zk
         self.paths = paths
@@ -49,7 +49,8 @@ class Presence:
         self.me = me
         self.deployments = deployments
         self.jobs = jobs
-        self.leaders: dict[str, str | None] = dict.fromkeys(jobs)
+        """The elections to stand in, given this daemon's deployments."""
+        self.leaders: dict[str, str | None] = {}
         """Each job's leader (host id) as last read."""
         self._written: dict[str, bytes] = {}  # path → data as last written by this session
         self._candidacy: dict[str, str] = {}  # job → our election node
@@ -64,7 +65,8 @@ class Presence:
             self._candidacy.clear()
             self._session = self.zk.session
         want = {self.paths.host(self.host_id): encode(self.me())}
-        for d in self.deployments():
+        deployments = self.deployments()
+        for d in deployments:
             want[self.paths.deployment(d.name, self.host_id)] = encode(d)
         for path, data in want.items():
             if self._written.get(path) != data:
@@ -73,8 +75,13 @@ class Presence:
             with contextlib.suppress(NoNodeError):
                 self.zk.call("unregister a deployment", self.zk.client.delete_async, path)
             del self._written[path]
-        for job in self.jobs:
+        jobs = self.jobs(deployments)
+        for job in jobs:
             self._stand(job)
+        for job in [j for j in self._candidacy if j not in jobs]:  # no longer a candidate (model undeployed)
+            with contextlib.suppress(NoNodeError):
+                self.zk.call("leave an election", self.zk.client.delete_async, self._candidacy.pop(job))
+            self.leaders.pop(job, None)
         self.read_leaders()
 
     def _put(self, path: str, data: bytes) -> None:
@@ -114,7 +121,8 @@ class Presence:
         )  # fmt: skip
 
     def read_leaders(self) -> dict[str, str | None]:
-        for job in self.jobs:
+        """The leader of every election this daemon stands in."""
+        for job in list(self._candidacy):
             try:
                 children = self.zk.call("read the election", self.zk.client.get_children_async,
                                         self.paths.election(job))  # fmt: skip

@@ -31,8 +31,15 @@ from .zk import Zk
 
 log = logging.getLogger("modeltuid.cluster")
 
-#: Elections every daemon stands in: ``jobs`` for work that must run once in the cluster.
-JOBS = ("jobs",)
+#: The election every daemon stands in, for work that must run once in the cluster; besides it, one per model
+#: the daemon has deployments of (``model-<name>``: that model's maintenance runs on its leader).
+JOBS = "jobs"
+
+
+def elections(deployments: list[DeploymentNode]) -> tuple[str, ...]:
+    return (JOBS, *sorted({f"model-{d.model}" for d in deployments}))
+
+
 #: Presence is refreshed this often (and at each (re)connection).
 REFRESH_S = 2.0
 
@@ -115,7 +122,7 @@ class Cluster:
                 version=version,
             ),
             deployments,
-            JOBS,
+            elections,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh = asyncio.Event()
@@ -181,7 +188,7 @@ class Cluster:
         deployments, hosts, bad = self.remote()
         if self.zk.connected:
             self.presence.read_leaders()
-        leaders = dict(self.presence.leaders) if self.zk.connected else dict.fromkeys(JOBS)
+        leaders = dict(self.presence.leaders) if self.zk.connected else dict.fromkeys(self.presence.leaders)
         return r.ClusterStatus(
             enabled=True,
             zookeeper=self.cfg.zookeeper,

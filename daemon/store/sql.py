@@ -338,6 +338,17 @@ def insert_version(
     return number
 
 
+def retag(conn: sqlite3.Connection, mid: int, number: int, set_: dict[str, str], unset: list[str]) -> None:
+    """Set and unset tags of a version (nothing when the version is not here)."""
+    row = conn.execute("SELECT tags FROM versions WHERE model_id = ? AND number = ?", (mid, number)).fetchone()
+    if row is None:
+        return
+    tags = {**_tags(row[0]), **set_}
+    for key in unset:
+        tags.pop(key, None)
+    conn.execute("UPDATE versions SET tags = ? WHERE model_id = ? AND number = ?", (json.dumps(tags), mid, number))
+
+
 def remove_version(conn: sqlite3.Connection, mid: int, number: int, now: datetime) -> None:
     vid = "(SELECT id FROM versions WHERE model_id = ? AND number = ?)"
     conn.execute(f"DELETE FROM files WHERE version_id = {vid}", (mid, number))

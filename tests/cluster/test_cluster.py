@@ -103,6 +103,23 @@ def test_a_push_on_a_is_deployable_on_b_with_files_from_the_registry(
     # What runs where: A sees B's deployment, B lists it as its own.
     fleet = wait_for(lambda: cli_json(a, "ps", "--all-hosts")["remote"], "B's deployment seen from A")
     assert [(x["name"], x["version"]) for x in fleet] == [("bc", 1)]
+    # B runs the model, A does not: B stands alone in the model's election (its maintenance runs there).
+    b_id = cli_json(b, "cluster", "status")["host_id"]
+    assert wait_for(lambda: connected(b)["leaders"].get("model-breast-cancer") == b_id, "B leading the model")
+    assert "model-breast-cancer" not in connected(a)["leaders"]  # A is no candidate: it runs none of it
+
+
+def test_tags_and_descriptions_travel_both_ways(pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path) -> None:
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    a, b = pair
+    assert a.cli("push", str(make_model_dir(tmp_path / "m1"))).returncode == 0
+    wait_for(lambda: cli_json(b, "log", "demo")["items"], "the version on B")
+    assert a.cli("tag", "demo:1", "stage=canary", "owner=ml").returncode == 0
+    assert a.cli("describe", "demo", "fraud scores").returncode == 0
+    wait_for(lambda: cli_json(b, "show", "demo:1")["version"]["tags"] == {"stage": "canary", "owner": "ml"}, "tags")
+    wait_for(lambda: cli_json(b, "describe", "demo")["model"]["description"] == "fraud scores", "description on B")
+    assert b.cli("tag", "demo:1", "--rm", "owner").returncode == 0
+    wait_for(lambda: cli_json(a, "show", "demo:1")["version"]["tags"] == {"stage": "canary"}, "the removal on A")
 
 
 def test_concurrent_alias_moves_exactly_one_wins_and_histories_agree(
