@@ -68,7 +68,7 @@ class SharedRegistry(Protocol):
         self, model: str, digest: str, files: list[q.PushFile], open_file: Callable[[str], BinaryIO]
     ) -> None: ...
 
-    def publish_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> None: ...
+    def publish_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> int: ...
 
     def publish_move(self, event: r.AliasEventInfo) -> None: ...
 
@@ -305,9 +305,9 @@ class Registry:
                     "size": sum(f.size for f in files),
                     "file_count": len(files),
                 }
-                number = sql.insert_version(conn, model, values, files)
-                if shared is not None:
-                    shared.publish_version(name, number, values, files)
+                # In a cluster the shared registry gives the number: the first free one from ours up.
+                first = None if shared is None else shared.publish_version(name, model.next_number, values, files)
+                number = sql.insert_version(conn, model, values, files, number=first)
             if alias is not None:
                 moved = sql.move_alias(conn, model, alias, number, user, _push_reason(req, number), now)
                 self._publish_move(moved)
@@ -356,6 +356,7 @@ class Registry:
 
         Objects stay until GC. Pushing the name again later starts a new model at version 1.
         """
+        self._refuse_in_cluster("remove a model")
         with self._db.read() as conn:
             serving = deployed_versions(conn, req.name)
         if serving:
@@ -611,6 +612,7 @@ class Registry:
     def remove_version(self, req: q.RemoveVersion, user: str) -> r.RemoveResult:
         """Remove one version; refused while an alias holds it, unless force (which also removes the aliases,
         recording events). Its number is never reused; its objects are left for GC."""
+        self._refuse_in_cluster("remove a version")
         with self._write_sql() as conn:
             model, number = sql.resolve(conn, _ref(req.ref))
             serving = deployed_versions(conn, model.name).get(number)
@@ -642,6 +644,12 @@ class Registry:
         """Inside the move's transaction: the shared registry first (compare-and-set); a refusal undoes it."""
         if event is not None and self.shared is not None:
             self.shared.publish_move(event)
+
+    def _refuse_in_cluster(self, what: str) -> None:
+        """Removal is not shared across hosts yet: done on one host, the others would keep (and give back)
+        what it removed. Refused, rather than half done."""
+        if self.shared is not None:
+            raise invalid(f"cannot {what} in a cluster: removal is not shared across hosts yet (docs/cluster.md)")
 
     def _require_shared(self, what: str) -> None:
         if self.shared is not None:

@@ -53,6 +53,8 @@ log = logging.getLogger("modeltuid.cluster")
 #: After a sync, the next waits at least this long (a burst of changes becomes one sync; the first change of
 #: a quiet spell is synced at once).
 DEBOUNCE_S = 0.05
+#: A push whose number other hosts keep taking gives up after this many tries (CONFLICT).
+MAX_NUMBER_TRIES = 10
 #: A model whose sync failed (ZooKeeper away) is retried after this long.
 RETRY_S = 1.0
 
@@ -97,24 +99,24 @@ class Mirror:
         except ArtifactError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot share the version's files: {exc}") from None
 
-    def publish_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> None:
-        node = VersionNode(
-            model=model,
-            number=number,
-            files=[FileNode(path=f.path, size=f.size, sha256=f.sha256, executable=f.executable) for f in files],
-            host=self.host,
-            **{k: v for k, v in values.items() if k in VersionNode.model_fields and k not in ("files", "host")},
-        )
+    def publish_version(self, model: str, number: int, values: dict[str, Any], files: list[q.PushFile]) -> int:
+        """Create the version node at ``number`` or, when another host took it meanwhile, at the first free
+        number after every existing one; returns the number used."""
+        what = "push to the shared registry"
         client = self.zk.client
+        fields = {k: v for k, v in values.items() if k in VersionNode.model_fields and k not in ("files", "host")}
+        file_nodes = [FileNode(path=f.path, size=f.size, sha256=f.sha256, executable=f.executable) for f in files]
         for path in (self.paths.versions(model), self.paths.history(model), self.paths.aliases(model)):
-            self.zk.call("push to the shared registry", client.ensure_path_async, path)
-        try:
-            self.zk.call("push to the shared registry", client.create_async, self.paths.version(model, number),
-                         encode(node))  # fmt: skip
-        except NodeExistsError:
-            raise conflict(
-                f"version {number} of {model} was just pushed on another host; push again (it gets the next number)"
-            ) from None
+            self.zk.call(what, client.ensure_path_async, path)
+        for _ in range(MAX_NUMBER_TRIES):
+            node = VersionNode(model=model, number=number, files=file_nodes, host=self.host, **fields)
+            try:
+                self.zk.call(what, client.create_async, self.paths.version(model, number), encode(node))
+                return number
+            except NodeExistsError:
+                taken = self.zk.call(what, client.get_children_async, self.paths.versions(model))
+                number = max([number + 1, *((n or 0) + 1 for n in map(version_number, taken))])
+        raise conflict(f"{model} is being pushed on other hosts too fast to find a free version number; push again")
 
     def publish_move(self, event: r.AliasEventInfo) -> None:
         what = f"move {event.model}@{event.alias}"

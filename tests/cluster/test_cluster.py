@@ -292,3 +292,46 @@ def test_killing_the_ensemble_leader_loses_no_session(
     after = wait_for(lambda: connected(d), "connected again", 15)
     assert after["session"] == before["session"]  # the same session: its ephemeral nodes never went away
     assert [h["id"] for h in after["hosts"]] == [before["host_id"]]
+
+
+def test_pushes_racing_on_two_hosts_both_land_with_distinct_numbers(
+    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path
+) -> None:
+    """Each push takes the first free number in the shared registry: racing pushes of one model never fail and
+    never collide; both hosts end with the same versions."""
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    a, b = pair
+    codes: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def pushes(d: DaemonProcess, name: str) -> None:
+        dirs = [make_model_dir(tmp_path / f"{name}{i}", weights=f"{name}{i}".encode()) for i in range(4)]
+        barrier.wait()
+        codes.extend(d.cli("push", str(m)).returncode for m in dirs)
+
+    threads = [threading.Thread(target=pushes, args=(d, name)) for d, name in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [0] * 8
+
+    def log(d: DaemonProcess) -> list[tuple[int, str]]:
+        return sorted((v["number"], v["digest"]) for v in cli_json(d, "log", "demo")["items"])
+
+    wait_for(lambda: len(log(a)) == 8 and log(a) == log(b), "the same eight versions on both")
+    assert [n for n, _ in log(a)] == list(range(1, 9))
+    assert len({digest for _, digest in log(a)}) == 8
+
+
+def test_removal_is_refused_in_a_cluster_rather_than_half_done(
+    pair: tuple[DaemonProcess, DaemonProcess], tmp_path: Path
+) -> None:
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    a, _ = pair
+    assert a.cli("push", str(make_model_dir(tmp_path / "m1"))).returncode == 0
+    for args in (("rm", "demo:1"), ("rm", "demo", "--model")):
+        done = a.cli(*args)
+        assert done.returncode == 4
+        assert "not shared across hosts" in done.stderr
+    assert cli_json(a, "log", "demo")["items"][0]["number"] == 1
