@@ -28,7 +28,7 @@ from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
-from .screens import AlertsScreen, DeploymentsScreen, FleetScreen, HelpScreen, ModelsScreen, RegistryScreen
+from .screens import AlertsScreen, FleetScreen, HelpScreen, ModelsScreen, RegistryScreen
 from .screens.base import AnyCall
 
 ConnectionState = Literal["connecting", "connected", "disconnected"]
@@ -37,8 +37,6 @@ ClientFactory = Callable[[], Awaitable[DaemonClient]]
 #: Registry events arriving within this many seconds cause one refresh.
 DEBOUNCE_SECONDS = 0.1
 CONNECT_WORKER = "connect"
-#: Screens whose own keys fill the footer at 80 columns: F (fleet) works there but is not shown.
-FOOTER_FULL: tuple[type[RegistryScreen], ...] = (DeploymentsScreen,)
 
 
 class ModelTuiApp(App[None]):
@@ -49,9 +47,8 @@ class ModelTuiApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("F", "fleet", "Fleet", key_display="F"),
-        # The same key, never shown: it opens the fleet where the footer has no room for the key above.
-        Binding("F", "open_fleet", "Fleet", key_display="F", show=False),
+        # Works on every screen; not in the footer (the views' own keys fill it at 80 columns): the help lists it.
+        Binding("F", "fleet", "Fleet", key_display="F", show=False),
         Binding("ctrl+r", "reconnect", "Reconnect"),
     ]
 
@@ -338,8 +335,6 @@ class ModelTuiApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "reconnect":
             return self.connection == "disconnected"
-        if action == "fleet":  # shown in the footer of every screen but those whose own keys fill it
-            return not isinstance(self.screen, FOOTER_FULL)
         return True
 
     def action_help(self) -> None:
@@ -350,10 +345,6 @@ class ModelTuiApp(App[None]):
         """Open the fleet view (every host of the cluster and what it runs), from any screen."""
         if not isinstance(self.screen, FleetScreen):
             self.push_screen(FleetScreen())
-
-    def action_open_fleet(self) -> None:
-        """F where the footer does not show it (see :data:`FOOTER_FULL`)."""
-        self.action_fleet()
 
     def action_reconnect(self) -> None:
         if self.connection == "disconnected":

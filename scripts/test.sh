@@ -22,9 +22,9 @@ fi
 bash scripts/setup.sh dev
 if [ "${CI:-}" = true ]; then export MODELTUI_REQUIRE_SERVICES=1; fi
 
-# Real services for the Docker deployment tests: dockerd, a registry on 127.0.0.1:5000, the local base
-# image (scripts/services.sh starts each one that does not answer). Required under CI; elsewhere the
-# Docker tests skip when this fails.
+# Real services: dockerd, a registry on 127.0.0.1:5000, the local base image, Debian's ZooKeeper (the
+# cluster tests start their own servers from it); scripts/services.sh starts each one that does not
+# answer. Required under CI; elsewhere the tests that need them skip when this fails.
 if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
     if bash scripts/services.sh; then
         export MODELTUI_DOCKER_BASE_IMAGE="${MODELTUI_DOCKER_BASE_IMAGE:-modeltui-base:bookworm}"

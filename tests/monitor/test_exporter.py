@@ -177,7 +177,8 @@ class FakeMonitor:
         self.last_cycle: CycleReport | None = CycleReport(t=100.0, targets=1, up=1, samples=3, seconds=0.01)
         self.calls = 0
 
-    def metrics(self, deployment: str, window_seconds: int) -> r.DeploymentMetrics:
+    def metrics(self, deployment: str, window_seconds: int, *, points: bool = True) -> r.DeploymentMetrics:
+        assert not points  # the exporter needs no plot points
         self.calls += 1
         time.sleep(0.05)  # a slow computation: concurrent scrapes must share it
         return full_metrics(deployment)
@@ -227,7 +228,7 @@ async def test_one_computation_per_monitor_cycle_whatever_the_scrapes() -> None:
 async def test_a_failing_alerts_engine_or_deployment_does_not_break_the_exposition() -> None:
     monitor = FakeMonitor()
 
-    def broken_metrics(deployment: str, window_seconds: int) -> r.DeploymentMetrics:
+    def broken_metrics(deployment: str, window_seconds: int, *, points: bool = True) -> r.DeploymentMetrics:
         if deployment == "bad":
             raise RuntimeError("boom")
         return full_metrics(deployment)

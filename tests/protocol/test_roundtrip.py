@@ -54,6 +54,7 @@ REQUESTS: list[BaseModel] = [
              options=deploy.ContainerOptions(cpus=1.5, memory_mb=512)),
     q.Undeploy(name="churn-prod"),
     q.ListDeployments(model="m"),
+    q.ClusterStatusRequest(),
     q.GetDeployment(name="churn-prod", events=5),
     q.RestartDeployment(name="churn-prod"),
     q.Logs(name="churn-prod", tail=10, follow=True),
@@ -103,6 +104,16 @@ RESULTS: list[r.Result] = [
     r.DeploymentDetail(deployment=DEPLOYMENT, events=[deploy.DeploymentEventInfo(at=NOW, kind="started", version=2,
                                                                                 message="pid 123")]),
     r.DeploymentList(items=[DEPLOYMENT]),
+    r.ClusterStatus(
+        enabled=True, zookeeper="127.0.0.1:2181", chroot="/modeltui", state="connected", since=NOW,
+        staleness_seconds=0.0, session="0x1", host_id="h-1a2b", host="h", registry="127.0.0.1:5000",
+        hosts=[r.ClusterHost(id="h-1a2b", host="h", pid=1, socket="/run/s", capabilities=["process"],
+                             started_at=NOW, this=True)],
+        deployments=[r.RemoteDeployment(name="churn-prod", host_id="h-1a2b", host="h", model="m", version=2,
+                                        ref="m@production", backend="process", state="running", health="healthy",
+                                        endpoint="http://127.0.0.1:8080")],
+        leaders={"jobs": "h-1a2b"}, last_sync=NOW, ignored_nodes=0,
+    ),
     r.LogLines(deployment="churn-prod", lines=["a", "b"], truncated=True),
     r.DeploymentMetrics(
         deployment="churn-prod", window_seconds=900, start=NOW, end=NOW, up=True, last_scrape=NOW, scrape_error="",
@@ -110,7 +121,7 @@ RESULTS: list[r.Result] = [
         latency_p95_seconds=0.004, latency_p99_seconds=None, labelled=10.0, accuracy=0.9, precision=0.85,
         recall=0.8, f1=0.82, per_class={"1": r.ClassMetrics(precision=0.9, recall=0.8, f1=0.85, support=5.0)},
         drift={"x": r.FeatureDrift(psi=0.3, ks=0.2, count=100.0)}, step_seconds=60,
-        points=[r.MetricsPoint(t=NOW, request_rate=0.1, p95_seconds=0.004, f1=None)],
+        points=[r.MetricsPoint(t=NOW, request_rate=0.1, p95_seconds=0.004, f1=None, drift_psi=0.3)],
     ),
     r.AlertRuleList(items=[r.AlertRuleInfo(
         deployment="churn-prod", name="low-f1", expr="f1 < 0.85 for 10m", metric="f1", feature=None, op="<",
