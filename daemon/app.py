@@ -14,6 +14,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +23,13 @@ from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
 from daemon.handlers import Handlers
+from daemon.maintain.engine import Maintenance, RunStore
 from daemon.monitor.alerts import Alerts, AlertStore, describe_from, manifest_rules_from
 from daemon.monitor.exporter import Exporter
 from daemon.monitor.scheduler import MonitorScheduler
 from daemon.monitor.service import Monitor, deployment_targets
 from daemon.monitor.store import MonitorStore
+from daemon.protocol.events import AlertEvent
 from daemon.server import EventHub, Server, acquire_lock
 from daemon.settings import Settings
 from daemon.versions import Registry
@@ -75,6 +78,7 @@ class DaemonApp:
         self.monitor: MonitorScheduler | None = None
         self.exporter: Exporter | None = None
         self.cluster: Cluster | None = None
+        self.maintenance: Maintenance | None = None
         self._lock_fds: list[int] = []
 
     def request_stop(self) -> None:
@@ -133,7 +137,7 @@ class DaemonApp:
             up=monitor.up,
             describe=describe_from(deployments),
             manifest_rules=manifest_rules_from(self.registry),
-            publish=hub.publish,
+            publish=self._alert_published(hub),
         )
         await asyncio.to_thread(monitor.alerts.load)
         handlers.monitor = monitor
@@ -142,6 +146,7 @@ class DaemonApp:
         if s.cluster.enabled:  # before serving: pushes and alias moves go to the shared registry from the first
             self.cluster = await self._start_cluster(handlers, self.deployments, sorted(backends))
             handlers.cluster = self.cluster
+        self.maintenance = handlers.maintenance = await self._start_maintenance(handlers, self.deployments)
         self.monitor.start()  # after the deployment manager: its instances are the targets
         if s.exporter.enabled:
             await self._start_exporter(monitor, deployments)
@@ -171,6 +176,51 @@ class DaemonApp:
         await cluster.start()
         return cluster
 
+    def _alert_published(self, hub: EventHub) -> Callable[[AlertEvent], None]:
+        """Alert events go to subscribers, and to maintenance (an alert may trigger a run); on the loop."""
+
+        def publish(event: AlertEvent) -> None:
+            hub.publish(event)
+            if self.maintenance is not None:
+                self.maintenance.on_alert(event)
+
+        return publish
+
+    async def _start_maintenance(self, handlers: Handlers, deployments: DeploymentManager) -> Maintenance:
+        s = self.settings
+        assert self.registry is not None
+        store = await asyncio.to_thread(RunStore, s.state_dir, s.busy_timeout_seconds)
+        interrupted = await asyncio.to_thread(store.interrupt_running)
+        if interrupted:
+            log.warning("%d maintenance run(s) were cut short by the last stop: marked interrupted", interrupted)
+        kinds = {"version": "version.pushed", "alias": "alias.moved"}
+        cluster = self.cluster
+
+        alerts = self.monitor.monitor.alerts if self.monitor is not None else None
+
+        def own_alert_names(model: str) -> set[str]:
+            """Rules the deployments of ``model`` have of their own (``alerts add``); blocking."""
+            if alerts is None:
+                return set()
+            names = {d.name for d in list(deployments.list(model).items)}
+            return {rule.name for rule in alerts.rules({}).items if rule.deployment in names}
+
+        def leader(model: str) -> str | None:
+            who = None if cluster is None else cluster.presence.leaders.get(f"model-{model}")
+            return None if cluster is None or who in (None, cluster.id) else who
+
+        maintenance = Maintenance(
+            self.registry,
+            store,
+            s.state_dir,
+            notify=lambda kind, model, version, alias: handlers.event(kinds[kind], model, version, alias),
+            deployments=lambda model: list(deployments.list(model).items),
+            alert_names=lambda model: own_alert_names(model),
+            leader=leader,
+        )
+        await maintenance.start()
+        return maintenance
+
     async def _start_exporter(self, monitor: Monitor, deployments: DeploymentManager) -> None:
         """Serve the daemon's own /metrics; a taken port is logged, not fatal (the registry still serves)."""
         exporter = Exporter(self.settings.exporter, monitor, lambda: deployments.list(None).items)
@@ -192,6 +242,9 @@ class DaemonApp:
             await self.cluster.stop()
         if self.exporter is not None:  # before the monitor it reads
             await self.exporter.stop()
+        if self.maintenance is not None:  # runs in flight stop here (marked interrupted at the next start)
+            await self.maintenance.close()
+            await asyncio.to_thread(self.maintenance.store.close)
         if self.monitor is not None:  # before the deployment manager it scrapes
             await self.monitor.shutdown()
             await asyncio.to_thread(self.monitor.monitor.store.close)

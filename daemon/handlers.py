@@ -33,6 +33,7 @@ from daemon.versions import Registry
 
 if TYPE_CHECKING:
     from daemon.cluster.service import Cluster
+    from daemon.maintain.engine import Maintenance
 
 Q = TypeVar("Q")
 O_PATH = getattr(os, "O_PATH", 0o10000000)
@@ -81,6 +82,8 @@ class Handlers:
         self.exporter_url: str | None = None
         #: set by the composition root when a cluster is configured
         self.cluster: Cluster | None = None
+        #: set by the composition root (None: maintenance requests say it is not running)
+        self.maintenance: Maintenance | None = None
         self.registry = registry
         self.hub = hub
         self.client_count = client_count
@@ -402,3 +405,46 @@ async def alerts_rm(self: Handlers, req: q.AlertRemove, ctx: Context) -> r.Alert
         return await asyncio.to_thread(alerts.remove, req.deployment, alerts.describe(req.deployment), req.name)
     except KeyError:
         raise not_found(f"deployment {req.deployment!r} has no alert rule named {req.name!r}") from None
+
+
+def _maintenance(self: Handlers) -> Maintenance:
+    if self.maintenance is None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "maintenance is not running in this daemon")
+    return self.maintenance
+
+
+@handles(q.MaintainSet)
+async def maintain_set(self: Handlers, req: q.MaintainSet, ctx: Context) -> r.MaintainPolicyInfo:
+    maintenance = _maintenance(self)
+    info = await asyncio.to_thread(maintenance.set_policy, req, ctx.caller.user)
+    maintenance.reschedule(info)
+    return info
+
+
+@handles(q.MaintainPolicyRequest)
+async def maintain_policy(self: Handlers, req: q.MaintainPolicyRequest, ctx: Context) -> r.MaintainPolicyInfo:
+    return await asyncio.to_thread(_maintenance(self).policy, req.name)
+
+
+@handles(q.MaintainRunNow)
+async def maintain_run_now(self: Handlers, req: q.MaintainRunNow, ctx: Context) -> r.MaintainRunInfo:
+    return await _maintenance(self).run_now(req.name, trigger=f"manual ({ctx.caller.user})")
+
+
+@handles(q.MaintainRuns)
+async def maintain_runs(self: Handlers, req: q.MaintainRuns, ctx: Context) -> r.MaintainRunList:
+    items = await asyncio.to_thread(_maintenance(self).store.list, req.name, req.limit)
+    return r.MaintainRunList(items=items)
+
+
+@handles(q.MaintainShow)
+async def maintain_show(self: Handlers, req: q.MaintainShow, ctx: Context) -> r.MaintainRunInfo:
+    run = await asyncio.to_thread(_maintenance(self).store.get, req.run)
+    if run is None:
+        raise not_found(f"no maintenance run {req.run}")
+    return run
+
+
+@handles(q.MaintainDecide)
+async def maintain_decide(self: Handlers, req: q.MaintainDecide, ctx: Context) -> r.MaintainRunInfo:
+    return await _maintenance(self).decide(req, ctx.caller.user)

@@ -257,7 +257,7 @@ class Registry:
         return inline
 
     @_guarded
-    def push(self, req: q.Push, user: str) -> r.PushResult:
+    def push(self, req: q.Push, user: str, *, parent: int | None = None) -> r.PushResult:
         """Create the next version of a model from uploaded objects, in one transaction.
 
         The model name is ``req.name`` if given, else the manifest's. Identical content (same digest) returns
@@ -288,7 +288,7 @@ class Registry:
                 self.objects.store_blobs(conn, inline, now)
                 values = {
                     "digest": digest,
-                    "parent": sql.latest_number(conn, model.id),
+                    "parent": sql.latest_number(conn, model.id) if parent is None else parent,
                     "flavor": manifest.flavor,
                     "message": req.message,
                     "tags": dict(req.tags),

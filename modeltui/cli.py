@@ -469,4 +469,5 @@ from . import alerts_cli as _alerts_cli  # noqa: E402,F401  (registers `alerts` 
 from . import cluster_cli as _cluster_cli  # noqa: E402,F401  (registers `cluster` on `main`)
 from . import deploy_cli as _deploy_cli  # noqa: E402,F401  (registers the deployment commands on `main`)
 from . import feedback_cli as _feedback_cli  # noqa: E402,F401  (registers `feedback` on `main`)
+from . import maintain_cli as _maintain_cli  # noqa: E402,F401  (registers `maintain` on `main`)
 from . import monitor_cli as _monitor_cli  # noqa: E402,F401  (registers the monitoring commands on `main`)

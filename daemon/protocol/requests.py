@@ -319,6 +319,52 @@ class AlertRemove(_Request):
     name: RuleName
 
 
+PolicyKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
+PolicyValue = Annotated[str, Field(max_length=4096)]
+
+
+class MaintainSet(_Request):
+    """Override keys of a model's maintenance policy (``key=value``; see docs/maintenance.md); ``unset``
+    returns keys to the manifest's value. The whole resulting policy is checked before anything is stored."""
+
+    op: Literal["maintain.set"] = "maintain.set"
+    name: ModelName
+    set: Annotated[dict[PolicyKey, PolicyValue], Field(max_length=50)] = Field(default_factory=dict)
+    unset: Annotated[list[PolicyKey], Field(max_length=50)] = Field(default_factory=list)
+
+
+class MaintainPolicyRequest(_Request):
+    op: Literal["maintain.policy"] = "maintain.policy"
+    name: ModelName
+
+
+class MaintainRunNow(_Request):
+    """Start a run now (one per model at a time)."""
+
+    op: Literal["maintain.run_now"] = "maintain.run_now"
+    name: ModelName
+
+
+class MaintainRuns(_Request):
+    op: Literal["maintain.runs"] = "maintain.runs"
+    name: ModelName | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+class MaintainShow(_Request):
+    op: Literal["maintain.show"] = "maintain.show"
+    run: Annotated[int, Field(ge=1)]
+
+
+class MaintainDecide(_Request):
+    """Approve (promote and roll out) or reject a challenger awaiting approval."""
+
+    op: Literal["maintain.decide"] = "maintain.decide"
+    run: Annotated[int, Field(ge=1)]
+    approve: bool
+    reason: Text = ""
+
+
 class ClusterStatusRequest(_Request):
     """The ZooKeeper connection, the daemons and their deployments, the elections' leaders, the cache's age."""
 
@@ -359,7 +405,13 @@ Request = Annotated[
     | AlertRulesRequest
     | AlertAdd
     | AlertRemove
-    | ClusterStatusRequest,
+    | ClusterStatusRequest
+    | MaintainSet
+    | MaintainPolicyRequest
+    | MaintainRunNow
+    | MaintainRuns
+    | MaintainShow
+    | MaintainDecide,
     Field(discriminator="op"),
 ]
 
@@ -400,10 +452,16 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     AlertAdd: r.AlertRuleList,
     AlertRemove: r.AlertRuleList,
     ClusterStatusRequest: r.ClusterStatus,
+    MaintainSet: r.MaintainPolicyInfo,
+    MaintainPolicyRequest: r.MaintainPolicyInfo,
+    MaintainRunNow: r.MaintainRunInfo,
+    MaintainRuns: r.MaintainRunList,
+    MaintainShow: r.MaintainRunInfo,
+    MaintainDecide: r.MaintainRunInfo,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
 _MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Upload, Push, PushFiles, Tag]
 _MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc, Deploy, Undeploy, RestartDeployment]
-_MUTATING += [AlertAdd, AlertRemove]
+_MUTATING += [AlertAdd, AlertRemove, MaintainSet, MaintainRunNow, MaintainDecide]
 MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)

@@ -401,3 +401,41 @@ class AlertTransitionInfo(Result):
 class AlertList(Result):
     items: list[AlertStateInfo]
     history: list[AlertTransitionInfo] = Field(default_factory=list, description="newest first")
+
+
+class MaintainPolicyInfo(Result):
+    model: str
+    policy: dict[str, Any] = Field(description="the effective policy (manifest's [maintenance], then overrides)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="what maintain set changed")
+    champion: int | None = Field(default=None, description="the version the policy's alias points to")
+    problems: list[str] = Field(default_factory=list, description="what would make a run fail, said now")
+
+
+class MaintainStep(Result):
+    name: str = Field(description="evaluate_champion, train, evaluate_challenger, gate, push, promote, rollout")
+    state: Literal["running", "done", "failed", "skipped"]
+    started_at: datetime
+    finished_at: datetime | None = None
+    message: str = ""
+    figures: dict[str, float] = Field(default_factory=dict)
+
+
+class MaintainRunInfo(Result):
+    id: int
+    model: str
+    state: Literal["running", "awaiting_approval", "promoted", "rejected", "failed", "interrupted"]
+    trigger: str = Field(description="manual, schedule, or alert:<name>")
+    started_at: datetime
+    finished_at: datetime | None = None
+    champion: int | None = None
+    challenger: int | None = Field(default=None, description="the pushed challenger's version")
+    metric: str = ""
+    champion_score: float | None = None
+    challenger_score: float | None = None
+    reason: str = Field(default="", description="the gate's verdict, the failure, or the operator's reason")
+    steps: list[MaintainStep] = Field(default_factory=list)
+    log: str = Field(default="", description="the run's log file (training and evaluation output)")
+
+
+class MaintainRunList(Result):
+    items: list[MaintainRunInfo]

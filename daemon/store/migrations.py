@@ -310,6 +310,32 @@ def v8_cluster_sync(conn: Connection) -> None:
     )
 
 
+V9_MAINTENANCE = """
+CREATE TABLE maintain_policies (
+    model VARCHAR NOT NULL PRIMARY KEY,
+    overrides JSON NOT NULL,
+    updated_at FLOAT NOT NULL,
+    updated_by VARCHAR NOT NULL
+);
+CREATE TABLE maintain_runs (
+    id INTEGER NOT NULL PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    trigger VARCHAR NOT NULL,
+    started_at FLOAT NOT NULL,
+    finished_at FLOAT,
+    record JSON NOT NULL
+);
+CREATE INDEX ix_maintain_runs_model ON maintain_runs (model, id);
+"""
+
+
+def v9_maintenance(conn: Connection) -> None:
+    """Maintenance: per-model policy overrides (``maintain set``) and runs, each with its steps as JSON."""
+    for statement in _statements(V9_MAINTENANCE):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -322,6 +348,7 @@ MIGRATIONS: list[Migration] = [
     v6_alerts,
     v7_monitor_blocks,
     v8_cluster_sync,
+    v9_maintenance,
 ]
 
 

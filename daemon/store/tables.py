@@ -233,6 +233,32 @@ class ClusterSyncRow(SQLModel, table=True):
     history_seq: int
 
 
+class MaintainPolicyRow(SQLModel, table=True):
+    """A model's maintenance policy overrides (``maintain set``), over its manifest's ``[maintenance]``."""
+
+    __tablename__ = "maintain_policies"
+
+    model: str = Field(primary_key=True)
+    overrides: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+    updated_at: float
+    updated_by: str
+
+
+class MaintainRunRow(SQLModel, table=True):
+    """One maintenance run; ``record`` holds its steps, figures and outcome (``daemon/maintain/``)."""
+
+    __tablename__ = "maintain_runs"
+    __table_args__ = (Index("ix_maintain_runs_model", "model", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str
+    state: str
+    trigger: str
+    started_at: float
+    finished_at: float | None = None
+    record: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+
+
 class MonitorTargetRow(SQLModel, table=True):
     """The last scrape of a deployment: which instance, whether it answered, when, and why not."""
 

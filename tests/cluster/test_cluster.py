@@ -83,10 +83,11 @@ def test_a_push_on_a_is_deployable_on_b_with_files_from_the_registry(
 ) -> None:
     need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
     a, b = pair
-    started = time.monotonic()
     assert a.cli("push", str(example_dir), "--alias", "production").returncode == 0
+    pushed = time.monotonic()
     seen = wait_for(lambda: cli_json(b, "log", "breast-cancer")["items"], "the version on B", 5, 0.02)
-    assert time.monotonic() - started < 2 + 3  # the push itself (with its upload) and the 2 s the issue allows
+    # Visible on B within the 2 s the issue allows (one `log` call, a Python process start, included).
+    assert time.monotonic() - pushed < 2
     assert seen[0]["number"] == 1
     assert wait_for(lambda: cli_json(b, "show", "breast-cancer@production")["version"]["number"] == 1, "alias on B")
     # B has none of the files: deploying fetches them from the registry and checks every sha256.

@@ -1,0 +1,1 @@
+"""Model maintenance: evaluate champions and challengers and train challengers, always in worker processes."""

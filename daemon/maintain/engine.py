@@ -1,0 +1,486 @@
+"""Maintenance runs: evaluate the champion, make a challenger, evaluate it on the same holdout, gate, push it
+as a new version whose parent is the champion, promote the alias and watch the rollout.
+
+Each step is recorded (with timestamps, figures and its message) in the run's row as it happens, so a run is
+always readable, including one cut short: a daemon that starts marks runs it finds ``running`` as
+``interrupted`` (nothing half-promoted: the alias moves in one transaction, as the last step but the
+rollout). Training and evaluation run in worker processes with time and memory limits
+(``daemon/maintain/worker.py``). One run per model at a time; in a cluster only the model's elected leader
+runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
+from daemon.protocol.events import AlertEvent
+from daemon.protocol.manifest import MANIFEST_FILE, Manifest, parse_manifest
+from daemon.store.db import Db
+from daemon.store.engine import make_engine
+from daemon.versions import Registry
+
+from . import policy as pol
+from .worker import Limits, WorkerError, evaluate, train
+
+log = logging.getLogger("modeltuid.maintain")
+
+#: Who the registry records for a run's push and alias move.
+USER = "maintenance"
+#: How long a rollout may take before the run says it did not finish.
+ROLLOUT_TIMEOUT_S = 300.0
+#: Alert rules every deployment has (daemon/monitor/alerts.py).
+BUILTIN_ALERTS = frozenset({"down", "errors"})
+
+
+def _dt(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+class RunStore:
+    """Policies' overrides and runs (tables from migration v9). Blocking: call through a thread."""
+
+    def __init__(self, state_dir: Path, busy_timeout_s: float = 5.0) -> None:
+        self._engine = make_engine(state_dir, busy_timeout_s=busy_timeout_s)
+        self._db = Db(self._engine)
+
+    def close(self) -> None:
+        self._db.close()
+        self._engine.dispose()
+
+    def overrides(self, model: str) -> dict[str, Any]:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT overrides FROM maintain_policies WHERE model = ?", (model,)).fetchone()
+        return {} if row is None else dict(json.loads(row[0]))
+
+    def set_overrides(self, model: str, overrides: dict[str, Any], by: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO maintain_policies (model, overrides, updated_at, updated_by) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET overrides = excluded.overrides, updated_at = excluded.updated_at, "
+                "updated_by = excluded.updated_by",
+                (model, json.dumps(overrides), time.time(), by),
+            )
+
+    def insert(self, run: r.MaintainRunInfo) -> int:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO maintain_runs (model, state, trigger, started_at, finished_at, record) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run.model, run.state, run.trigger, run.started_at.timestamp(), None, run.model_dump_json()),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def save(self, run: r.MaintainRunInfo) -> None:
+        finished = run.finished_at.timestamp() if run.finished_at else None
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE maintain_runs SET state = ?, finished_at = ?, record = ? WHERE id = ?",
+                (run.state, finished, run.model_dump_json(), run.id),
+            )
+
+    def get(self, run_id: int) -> r.MaintainRunInfo | None:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT record FROM maintain_runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else r.MaintainRunInfo.model_validate_json(row[0])
+
+    def list(self, model: str | None, limit: int) -> list[r.MaintainRunInfo]:
+        with self._db.read() as conn:
+            if model is None:
+                rows = conn.execute("SELECT record FROM maintain_runs ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = conn.execute(
+                    "SELECT record FROM maintain_runs WHERE model = ? ORDER BY id DESC LIMIT ?", (model, limit)
+                )
+            return [r.MaintainRunInfo.model_validate_json(text) for (text,) in rows]
+
+    def interrupt_running(self) -> int:
+        """Runs left ``running`` by a daemon that stopped: interrupted (their steps say how far they got)."""
+        now = datetime.now(UTC)
+        fixed = 0
+        for run in [x for x in self.list(None, 1_000_000) if x.state == "running"]:
+            steps = [s.model_copy(update={"state": "failed", "finished_at": now, "message": "daemon stopped"})
+                     if s.state == "running" else s for s in run.steps]  # fmt: skip
+            self.save(run.model_copy(update={"state": "interrupted", "finished_at": now, "steps": steps,
+                                             "reason": "the daemon stopped during the run"}))  # fmt: skip
+            fixed += 1
+        return fixed
+
+
+class Maintenance:
+    """The maintenance service (composition root: ``daemon/app.py``)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: RunStore,
+        state_dir: Path,
+        *,
+        notify: Callable[[str, str, int | None, str | None], None],
+        deployments: Callable[[str | None], list[Any]],
+        alert_names: Callable[[str], set[str]],
+        leader: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.root = state_dir / "maintenance"
+        self.notify = notify
+        """Registry events for the push and the alias move (clients refresh, deployments roll out)."""
+        self.deployments = deployments
+        """The deployments of a model (None: all), as the deployment manager lists them."""
+        self.alert_names = alert_names
+        self.leader = leader
+        """In a cluster: the id of the model's elected leader when it is not this daemon (None: run here)."""
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._triggered_tasks: set[asyncio.Task[None]] = set()
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        """Cron triggers, one job per model with a ``schedule``."""
+
+    # -- triggers --------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Schedule every model whose policy has a ``schedule`` (policies that cannot run are logged)."""
+        self.scheduler.start()
+        models: list[str] = []
+        offset = 0
+        while True:
+            page = await asyncio.to_thread(self.registry.list_models, q.ListModels(limit=1000, offset=offset))
+            models += [m.name for m in page.items]
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                break
+        for model in models:
+            try:
+                info = await asyncio.to_thread(self.policy, model)
+            except ProtocolError as exc:
+                log.warning("maintenance policy of %s not usable: %s", model, exc.message)
+                continue
+            self.reschedule(info)
+
+    def reschedule(self, info: r.MaintainPolicyInfo) -> None:
+        """(Re)place the model's cron job after its policy changed; on the event loop."""
+        job = f"maintain.{info.model}"
+        if self.scheduler.get_job(job) is not None:
+            self.scheduler.remove_job(job)
+        schedule = info.policy.get("schedule")
+        if schedule and not info.policy.get("paused") and info.champion is not None:
+            trigger = CronTrigger.from_crontab(schedule, timezone=UTC)
+            self.scheduler.add_job(self._trigger, trigger, args=(info.model, "schedule"), id=job,
+                                   max_instances=1, coalesce=True, misfire_grace_time=3600)  # fmt: skip
+
+    def on_alert(self, event: AlertEvent) -> None:
+        """An alert fired: start a run of the deployment's model if its policy names that alert."""
+        if event.state != "firing":
+            return
+        models = {d.model for d in self.deployments_named(event.deployment)}
+        for model in models:
+            task = asyncio.create_task(self._alert(model, event.rule), name=f"maintain-alert-{model}")
+            self._triggered_tasks.add(task)
+            task.add_done_callback(self._triggered_tasks.discard)
+
+    async def _alert(self, model: str, rule: str) -> None:
+        try:
+            info = await asyncio.to_thread(self.policy, model)
+        except ProtocolError:
+            return
+        if rule in info.policy.get("alerts", []):
+            await self._trigger(model, f"alert:{rule}")
+
+    async def _trigger(self, model: str, trigger: str) -> None:
+        """A scheduled or alert-triggered run; what prevents it (running already, paused, not the leader,
+        a policy problem) is logged, not raised: nobody is waiting for an answer."""
+        try:
+            run = await self.run_now(model, trigger=trigger)
+        except ProtocolError as exc:
+            log.info("maintenance of %s (%s) not started: %s", model, trigger, exc.message)
+            return
+        log.info("maintenance run %d of %s started (%s)", run.id, model, trigger)
+
+    # -- policy ----------------------------------------------------------------------------------------------
+
+    def _champion(self, model: str, alias: str) -> tuple[int, Manifest, set[str]]:
+        _, number, _ = self.registry.resolve(f"{model}@{alias}")
+        detail = self.registry.show(q.Show(ref=f"{model}:{number}"))
+        try:
+            manifest = parse_manifest(detail.manifest.encode())
+        except ValueError as exc:
+            raise invalid(f"{model}:{number} has no readable manifest: {exc}") from None
+        return number, manifest, {f.path for f in detail.files}
+
+    def policy(self, model: str, overrides: dict[str, Any] | None = None) -> r.MaintainPolicyInfo:
+        """Blocking. The effective policy and what would make a run fail."""
+        over = self.store.overrides(model) if overrides is None else overrides
+        alias = str(over.get("alias", "production"))
+        try:
+            number, manifest, files = self._champion(model, alias)
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            self.registry.get_model(q.GetModel(name=model))  # an unknown model is NOT_FOUND
+            missing = f"{model}@{alias} does not exist: no champion to maintain"
+            return r.MaintainPolicyInfo(model=model, policy=over, overrides=over, champion=None, problems=[missing])
+        try:
+            effective = pol.effective(manifest, over)
+        except ValueError as exc:
+            raise invalid(f"maintenance policy of {model}: {exc}") from None
+        names = BUILTIN_ALERTS | {a.rule_name for a in manifest.alerts or ()} | self.alert_names(model)
+        return r.MaintainPolicyInfo(
+            model=model,
+            policy=effective.model_dump(),
+            overrides=over,
+            champion=number,
+            problems=pol.check_usable(effective, manifest, files, names),
+        )
+
+    def set_policy(self, req: q.MaintainSet, user: str) -> r.MaintainPolicyInfo:
+        """Blocking. Refused (INVALID, nothing stored) when the resulting policy is not valid or not usable."""
+        over = self.store.overrides(req.name)
+        try:
+            for key, text in req.set.items():
+                value = pol.parse_value(key, text)
+                if value == "" or value == []:
+                    over.pop(key, None)
+                else:
+                    over[key] = value
+            for key in req.unset:
+                pol.parse_value(key, "")
+                over.pop(key, None)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        info = self.policy(req.name, over)
+        if info.problems and not over.get("paused"):
+            raise invalid(f"maintenance policy of {req.name}: " + "; ".join(info.problems))
+        self.store.set_overrides(req.name, over, user)
+        return info
+
+    # -- runs ------------------------------------------------------------------------------------------------
+
+    async def run_now(self, model: str, trigger: str = "manual") -> r.MaintainRunInfo:
+        if self.leader is not None and (other := self.leader(model)) is not None:
+            raise conflict(f"{model} is maintained by its elected leader, {other}: run it there")
+        task = self._running.get(model)
+        if task is not None and not task.done():
+            raise conflict(f"a maintenance run of {model} is already running")
+        info = await asyncio.to_thread(self.policy, model)
+        if info.problems:
+            raise invalid(f"cannot maintain {model}: " + "; ".join(info.problems))
+        effective = pol.Policy.model_validate(info.policy)
+        if effective.paused:
+            raise conflict(f"maintenance of {model} is paused (maintain set {model} paused=false)")
+        run = r.MaintainRunInfo(id=0, model=model, state="running", trigger=trigger, started_at=datetime.now(UTC),
+                                champion=info.champion, metric=effective.metric)  # fmt: skip
+        run_id = await asyncio.to_thread(self.store.insert, run)
+        workdir = self.root / f"run-{run_id}"
+        run = run.model_copy(update={"id": run_id, "log": str(workdir / "run.log")})
+        await asyncio.to_thread(self.store.save, run)
+        self._running[model] = asyncio.create_task(self._run(run, effective, workdir), name=f"maintain-{model}")
+        return run
+
+    async def _step(self, run: r.MaintainRunInfo, name: str, fn: Callable[[], Any]) -> tuple[r.MaintainRunInfo, Any]:
+        step = r.MaintainStep(name=name, state="running", started_at=datetime.now(UTC))
+        run = run.model_copy(update={"steps": [*run.steps, step]})
+        await asyncio.to_thread(self.store.save, run)
+        try:
+            result = await asyncio.to_thread(fn)
+        except (WorkerError, ProtocolError, ValueError, OSError) as exc:
+            message = f"{exc}"
+            if isinstance(exc, WorkerError) and exc.log_tail:
+                message += f"\n{exc.log_tail}"
+            done = step.model_copy(update={"state": "failed", "finished_at": datetime.now(UTC), "message": message})
+            run = run.model_copy(update={"steps": [*run.steps[:-1], done]})
+            raise _StepFailed(run, f"{name} failed: {exc}") from None
+        message, figures = result[1] if isinstance(result, tuple) and len(result) == 2 else ("", {})
+        done = step.model_copy(update={"state": "done", "finished_at": datetime.now(UTC), "message": message,
+                                       "figures": figures})  # fmt: skip
+        run = run.model_copy(update={"steps": [*run.steps[:-1], done]})
+        await asyncio.to_thread(self.store.save, run)
+        return run, result[0] if isinstance(result, tuple) else result
+
+    async def _run(self, run: r.MaintainRunInfo, p: pol.Policy, workdir: Path) -> None:
+        try:
+            run = await self._steps(run, p, workdir)
+        except _StepFailed as failed:
+            run = failed.run.model_copy(update={"state": "failed", "reason": failed.reason})
+        except Exception as exc:  # never let a run die silently
+            log.exception("maintenance run %d of %s failed", run.id, run.model)
+            run = run.model_copy(update={"state": "failed", "reason": f"internal error: {exc}"})
+        if run.state != "awaiting_approval":
+            run = run.model_copy(update={"finished_at": run.finished_at or datetime.now(UTC)})
+        await asyncio.to_thread(self.store.save, run)
+        log.info("maintenance run %d of %s: %s %s", run.id, run.model, run.state, run.reason)
+
+    async def _steps(self, run: r.MaintainRunInfo, p: pol.Policy, workdir: Path) -> r.MaintainRunInfo:
+        model, champion = run.model, run.champion
+        assert champion is not None
+        assert p.holdout is not None
+        assert p.target is not None
+        await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+        logfile = workdir / "run.log"
+        limits = Limits(timeout_seconds=p.timeout_seconds, memory_mb=p.memory_mb)
+        champ_dir = await asyncio.to_thread(self.registry.materialize, model, champion, workdir / "versions")
+        holdout = champ_dir / p.holdout
+
+        def score(model_dir: Path) -> tuple[float, tuple[str, dict[str, float]]]:
+            got = evaluate(model_dir, holdout, p.target or "", [p.metric], limits, logfile)
+            return got[p.metric], (f"{p.metric} {got[p.metric]:.6f} on {p.holdout}", got)
+
+        run, champ_score = await self._step(run, "evaluate_champion", lambda: score(champ_dir))
+        run = run.model_copy(update={"champion_score": champ_score})
+        output = workdir / "challenger"
+        shutil.rmtree(output, ignore_errors=True)
+        data = None if p.data is None else champ_dir / p.data
+
+        def make() -> tuple[Path, tuple[str, dict[str, float]]]:
+            got = train(p.command or "", champ_dir, data, output, limits, logfile)
+            return got, (f"challenger written to {got}", {})
+
+        run, chal_dir = await self._step(run, "train", make)
+        run, chal_score = await self._step(run, "evaluate_challenger", lambda: score(chal_dir))
+        run = run.model_copy(update={"challenger_score": chal_score})
+        better, verdict = gate(p, champ_score, chal_score)
+
+        def judged() -> tuple[bool, tuple[str, dict[str, float]]]:
+            return better, (verdict, {"champion": champ_score, "challenger": chal_score})
+
+        run, _ = await self._step(run, "gate", judged)
+        if not better:
+            return run.model_copy(update={"state": "rejected", "reason": verdict})
+
+        def push() -> tuple[int, tuple[str, dict[str, float]]]:
+            number = self._push(model, chal_dir, champion, run.id, p.metric, chal_score)
+            return number, (f"pushed as {model}:{number} (parent {champion})", {})
+
+        run, number = await self._step(run, "push", push)
+        self.notify("version", model, number, None)
+        run = run.model_copy(update={"challenger": number, "reason": verdict})
+        if p.promote == "approve":
+            return run.model_copy(update={"state": "awaiting_approval"})
+        return await self._promote(run, p, f"maintenance run {run.id}: {verdict}")
+
+    async def _promote(self, run: r.MaintainRunInfo, p: pol.Policy, reason: str) -> r.MaintainRunInfo:
+        model, number = run.model, run.challenger
+        assert number is not None
+
+        def promote() -> tuple[None, tuple[str, dict[str, float]]]:
+            self.registry.alias_set(q.AliasSet(name=model, alias=p.alias, version=number, reason=reason[:1000]), USER)
+            return None, (f"{model}@{p.alias} → {number}", {})
+
+        run, _ = await self._step(run, "promote", promote)
+        self.notify("alias", model, number, p.alias)
+        run, _ = await self._step_async(run, "rollout", self._rollout(model, p.alias, number))
+        return run.model_copy(update={"state": "promoted"})
+
+    async def _step_async(self, run: r.MaintainRunInfo, name: str, work: Any) -> tuple[r.MaintainRunInfo, Any]:
+        """A step that waits on the event loop (the rollout), recorded like the others."""
+        step = r.MaintainStep(name=name, state="running", started_at=datetime.now(UTC))
+        run = run.model_copy(update={"steps": [*run.steps, step]})
+        await asyncio.to_thread(self.store.save, run)
+        ok, message = await work
+        done = step.model_copy(update={"state": "done" if ok else "failed", "finished_at": datetime.now(UTC),
+                                       "message": message})  # fmt: skip
+        return run.model_copy(update={"steps": [*run.steps[:-1], done]}), ok
+
+    async def _rollout(self, model: str, alias: str, number: int) -> tuple[bool, str]:
+        """Wait until every deployment following ``model@alias`` serves ``number`` (health-gated by the
+        deployment manager, which keeps the old version serving when the new one fails)."""
+        deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+        while True:
+            following = [d for d in self.deployments(model) if d.ref == f"{model}@{alias}" and d.desired == "running"]
+            if not following:
+                return True, "no deployment follows the alias"
+            done = [d for d in following if d.version == number and d.state == "running"]
+            failed = [d for d in following if d.state in ("failed", "crashloop")]
+            if len(done) == len(following):
+                return True, f"{len(done)} deployment(s) serve {model}:{number}"
+            if failed or time.monotonic() > deadline:
+                names = ", ".join(f"{d.name} ({d.state}: {d.message})" for d in following if d not in done)
+                return False, f"not rolled out everywhere: {names}; the previous version keeps serving"
+            await asyncio.sleep(0.2)
+
+    def _push(self, model: str, directory: Path, parent: int, run_id: int, metric: str, score: float) -> int:
+        files = []
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            rel = path.relative_to(directory).as_posix()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                got = self.registry.ingest(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            files.append(q.PushFile(path=rel, sha256=got.sha256, size=got.size,
+                                    executable=os.access(path, os.X_OK)))  # fmt: skip
+        if not any(f.path == MANIFEST_FILE for f in files):
+            raise invalid(f"the challenger has no {MANIFEST_FILE}")
+        req = q.Push(files=files, name=model, message=f"maintenance run {run_id}: {metric} {score:.6f}",
+                     tags={"maintenance.run": str(run_id)})  # fmt: skip
+        return self.registry.push(req, USER, parent=parent).version.number
+
+    async def decide(self, req: q.MaintainDecide, user: str) -> r.MaintainRunInfo:
+        run = await asyncio.to_thread(self.store.get, req.run)
+        if run is None:
+            raise not_found(f"no maintenance run {req.run}")
+        if run.state != "awaiting_approval":
+            raise conflict(f"run {req.run} is {run.state}, not awaiting approval")
+        reason = req.reason or ("approved" if req.approve else "rejected")
+        if not req.approve:
+            run = run.model_copy(update={"state": "rejected", "finished_at": datetime.now(UTC),
+                                         "reason": f"rejected by {user}: {reason}"})  # fmt: skip
+            await asyncio.to_thread(self.store.save, run)
+            return run
+        info = await asyncio.to_thread(self.policy, run.model)
+        p = pol.Policy.model_validate(info.policy)
+        try:
+            run = await self._promote(run, p, f"maintenance run {run.id} approved by {user}: {reason}")
+        except _StepFailed as failed:
+            run = failed.run.model_copy(update={"state": "failed", "reason": failed.reason})
+        run = run.model_copy(update={"finished_at": datetime.now(UTC)})
+        await asyncio.to_thread(self.store.save, run)
+        return run
+
+    def deployments_named(self, name: str) -> list[Any]:
+        return [d for d in self.deployments(None) if d.name == name]
+
+    async def close(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in [*self._running.values(), *self._triggered_tasks]:
+            task.cancel()
+        for task in [*self._running.values(), *self._triggered_tasks]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def gate(p: pol.Policy, champion: float, challenger: float) -> tuple[bool, str]:
+    """Better by the asked margin (absolute and relative), in the metric's direction; the reason either way."""
+    gain = challenger - champion if p.higher_is_better else champion - challenger
+    relative = gain / abs(champion) if champion else (float("inf") if gain > 0 else 0.0)
+    figures = f"{p.metric} {champion:.6f} → {challenger:.6f} ({gain:+.6f}, {relative:+.2%})"
+    if gain <= 0:
+        return False, f"not better: {figures}"
+    if gain < p.min_improvement:
+        return False, f"better by less than {p.min_improvement:g}: {figures}"
+    if relative < p.min_relative_improvement:
+        return False, f"better by less than {p.min_relative_improvement:.2%}: {figures}"
+    return True, f"better: {figures}"
+
+
+class _StepFailed(Exception):
+    def __init__(self, run: r.MaintainRunInfo, reason: str) -> None:
+        super().__init__(reason)
+        self.run = run
+        self.reason = reason

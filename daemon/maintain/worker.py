@@ -1,0 +1,390 @@
+"""Worker processes for maintenance: evaluating a model on holdout data and running its training command.
+
+The daemon never loads a model nor runs training code itself. Each job runs as a child process in its own
+session (so its process group can be killed as a whole), under ``RLIMIT_AS`` (inherited by everything it
+starts) and a wall-clock timeout. The calls block; the daemon runs them in a thread.
+
+The memory limit is set by a tiny launcher (``python -c``) that calls ``setrlimit`` and then ``exec``s the
+real command, rather than by ``preexec_fn``, which is unsafe in a process with threads.
+
+How a failure is classified (:class:`WorkerError` ``kind``):
+
+- ``timeout``: the wall-clock limit passed; the whole process group was killed with SIGKILL.
+- ``memory``: the job failed and its output (this run's part of the log) names an allocation failure
+  (``MemoryError``, numpy's "Unable to allocate", ``std::bad_alloc``, "Cannot allocate memory", "out of
+  memory") — which is how ``RLIMIT_AS`` shows itself, since it makes allocations fail rather than killing —
+  or it was killed by SIGKILL that this module did not send (most likely the kernel's OOM killer under a
+  cgroup limit; another process sending SIGKILL would be misread as memory). It is a heuristic on the text.
+- ``garbage``: the job exited 0 but its result is unusable (no or an invalid model directory, or no
+  readable result line from the evaluation worker).
+- ``failed``: any other non-zero exit status or death by a signal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import daemon
+from daemon.protocol.manifest import MANIFEST_FILE, parse_manifest
+
+WorkerKind = Literal["failed", "timeout", "memory", "garbage"]
+
+#: The metrics :func:`evaluate` computes, each mapped to whether a greater value is better.
+METRICS: dict[str, bool] = {
+    "accuracy": True,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "roc_auc": True,
+    "mae": False,
+    "rmse": False,
+    "r2": True,
+}
+
+#: Lines the evaluation worker prints (to stderr) before exiting 2 to say why it could not evaluate.
+REASON_PREFIX = "modeltui-evaluate: "
+#: How much of this run's log a WorkerError carries.
+TAIL_CHARS = 4000
+MEMORY_MARKERS = ("MemoryError", "Unable to allocate", "std::bad_alloc", "Cannot allocate memory", "out of memory")
+PYTHON_NAMES = ("python", "python3")
+
+# Runs with -I -S: no site, no environment; sets the address-space limit, then becomes the real command.
+_LAUNCHER = """\
+import os, resource, sys
+limit = int(sys.argv[1])
+_, hard = resource.getrlimit(resource.RLIMIT_AS)
+if hard != resource.RLIM_INFINITY:
+    limit = min(limit, hard)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write("modeltui-worker: cannot run %r: %s\\n" % (sys.argv[2], exc.strerror or exc))
+    sys.exit(127)
+"""
+
+
+class WorkerError(Exception):
+    """A worker failed: its exit status or signal, whether it timed out / ran out of memory, and the tail of
+    its output.
+
+    ``kind`` is "failed", "timeout", "memory" or "garbage" (see the module docstring); ``log_tail`` is the end
+    of what this run wrote to the log; ``returncode`` is the exit status (negative: the signal that killed
+    it; None when it never ran); ``pid`` is the worker's pid, which was also its process group id.
+    ``str()`` is the message alone, without the log tail."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: WorkerKind,
+        log_tail: str = "",
+        returncode: int | None = None,
+        pid: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind: WorkerKind = kind
+        self.log_tail = log_tail
+        self.returncode = returncode
+        self.pid = pid
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_seconds: float = 600.0
+    memory_mb: int = 4096
+    """``RLIMIT_AS`` of the worker (and its children): address space, which is more than resident memory."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
+            raise ValueError(f"timeout_seconds must be a positive number, not {self.timeout_seconds!r}")
+        if self.memory_mb < 16:
+            raise ValueError(f"memory_mb must be at least 16, not {self.memory_mb!r}")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    returncode: int
+    timed_out: bool
+    output: str
+    """What this run appended to the log."""
+    pid: int
+
+
+# ---- the public calls -----------------------------------------------------------------------------------
+
+
+def evaluate(
+    model_dir: Path, data: Path, target: str, metrics: list[str], limits: Limits, log: Path
+) -> dict[str, float]:
+    """Score the model in ``model_dir`` on ``data`` and return ``{metric: value}`` for ``metrics``.
+
+    ``data`` is a CSV file with a header; ``target`` is the label column, the inputs are the manifest's
+    signature inputs (by name, in signature order) or, without a signature, the other columns in file order.
+    The model is loaded and fed exactly as the serving runtime does it, in a worker process
+    (``python -m daemon.maintain.evaluate``); the worker's stderr is appended to ``log``.
+
+    Classification metrics ("accuracy", "precision", "recall", "f1") are macro averages over the labels seen
+    in the targets or the predictions, with zero_division=0, like the live metrics; "roc_auc" needs a binary
+    classifier with ``predict_proba`` (the positive class is ``classes_[1]``); "mae", "rmse", "r2" compare
+    numeric predictions with the target. Raises ValueError for an unknown metric (before starting anything)
+    and :class:`WorkerError` when the worker fails.
+    """
+    _check_metrics(metrics)
+    model_dir, data = model_dir.resolve(), data.resolve()
+    argv = [
+        sys.executable,
+        "-m",
+        "daemon.maintain.evaluate",
+        "--model-dir",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--target",
+        target,
+        "--metrics",
+        ",".join(metrics),
+    ]
+    # The directory that holds the daemon package: ``-m`` finds this very code there, whatever the cwd would
+    # have shadowed (a model directory could hold a "daemon" package of its own).
+    root = Path(daemon.__path__[0]).resolve().parent
+    with tempfile.TemporaryFile() as result:
+        outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="evaluate", title=str(model_dir))
+        if outcome.returncode != 0 or outcome.timed_out:
+            raise _failure("evaluating " + str(model_dir), outcome, limits)
+        result.seek(0)
+        raw = result.read(1024 * 1024)
+    return _parse_result(raw, metrics, outcome)
+
+
+def train(command: str, model_dir: Path, data: Path | None, output: Path, limits: Limits, log: Path) -> Path:
+    """Run the model's training command (``[training] command`` of its manifest) to make a challenger.
+
+    Placeholders, replaced inside each shlex word (no shell is involved): ``{data}`` (absolute path of the
+    training data; ValueError when the command uses it and ``data`` is None), ``{output}`` (absolute path of
+    an empty directory, created here, to write the challenger in) and ``{model_dir}``. A first word "python"
+    or "python3" becomes this interpreter (the daemon's environment has the model's libraries). The command
+    runs with cwd=``model_dir``, in its own session, under the limits; stdout and stderr are appended to
+    ``log``. After exit status 0, ``output`` must be a model directory: a valid ``modeltui.toml`` whose model
+    file exists — else :class:`WorkerError` kind "garbage". Returns ``output``.
+    """
+    model_dir = model_dir.resolve()
+    output = output.resolve()
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise ValueError(f"the training command cannot be split into words: {exc}") from None
+    if not words:
+        raise ValueError("the training command is empty")
+    if data is None and "{data}" in command:
+        raise ValueError("the training command uses {data}, but no training data was given")
+    values = {"{data}": str(data.resolve()) if data is not None else "", "{output}": str(output)}
+    values["{model_dir}"] = str(model_dir)
+    argv = []
+    for word in words:
+        for key, value in values.items():
+            word = word.replace(key, value)
+        argv.append(word)
+    if argv[0] in PYTHON_NAMES:
+        argv[0] = sys.executable
+    if not model_dir.is_dir():
+        raise ValueError(f"{model_dir} is not a directory")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ValueError(f"{output} exists and is not an empty directory")
+    output.mkdir(parents=True, exist_ok=True)
+    outcome = _run(argv, cwd=model_dir, limits=limits, log=log, stdout=None, what="train", title=shlex.join(argv))
+    if outcome.returncode != 0 or outcome.timed_out:
+        raise _failure("the training command", outcome, limits)
+    problem = check_model_dir(output)
+    if problem is not None:
+        raise WorkerError(
+            f"the training command exited 0 but did not write a model directory: {problem}",
+            kind="garbage",
+            log_tail=_tail(outcome.output),
+            returncode=0,
+            pid=outcome.pid,
+        )
+    return output
+
+
+def check_model_dir(path: Path) -> str | None:
+    """None when ``path`` holds a valid manifest and the model file it names, else what is wrong."""
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return f"no {MANIFEST_FILE} in {path}"
+    try:
+        manifest = parse_manifest(manifest_path.read_bytes())
+    except ValueError as exc:
+        return f"{manifest_path} is invalid: {exc}"
+    except OSError as exc:
+        return f"cannot read {manifest_path}: {exc.strerror or exc}"
+    model_file = path / manifest.model_path
+    if not model_file.is_file():
+        return f"{MANIFEST_FILE} names model_file {manifest.model_path!r}, which is not a file in {path}"
+    return None
+
+
+# ---- running a worker -----------------------------------------------------------------------------------
+
+
+def _check_metrics(metrics: list[str]) -> None:
+    if not metrics:
+        raise ValueError("no metrics asked for")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; the metrics are {', '.join(METRICS)}")
+    if len(set(metrics)) != len(metrics):
+        raise ValueError("a metric is named twice")
+
+
+def _run(
+    argv: list[str], *, cwd: Path, limits: Limits, log: Path, stdout: IO[bytes] | None, what: str, title: str
+) -> _Outcome:
+    """Run ``argv`` under the limits; stderr (and stdout unless given) is appended to ``log``."""
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(limits.memory_mb * 1024 * 1024)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        header = f"=== {stamp} {what}: {title} (timeout {limits.timeout_seconds:g} s, memory {limits.memory_mb} MB)\n"
+        fh.write(header.encode())
+        fh.flush()
+        start = fh.tell()
+        proc = subprocess.Popen(
+            [*launcher, *argv],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else fh,
+            stderr=fh,
+            start_new_session=True,
+            close_fds=True,
+        )
+        try:
+            exited = _wait_exited(proc.pid, limits.timeout_seconds)
+        finally:
+            # The leader is a zombie now (or still running), so its pid still names its group: kill the group —
+            # on a timeout the whole job, after an exit any stragglers it left behind — then reap the leader.
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            returncode = proc.wait()
+        with log.open("rb") as rf:
+            rf.seek(start)
+            output = rf.read().decode("utf-8", "replace")
+        sep = "" if not output or output.endswith("\n") else "\n"
+        fh.write(f"{sep}=== {_status(returncode) if exited else 'timed out: process group killed'}\n".encode())
+    return _Outcome(returncode, not exited, output, proc.pid)
+
+
+def _wait_exited(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` (our child) has exited, without reaping it; False when ``timeout`` passed first."""
+    deadline = time.monotonic() + timeout
+    pidfd: int | None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            try:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            except ChildProcessError:  # someone else reaped it
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if pidfd is not None:
+                select.select([pidfd], [], [], left)
+            else:
+                time.sleep(min(0.05, left))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _status(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by {name}"
+
+
+def _tail(text: str) -> str:
+    if len(text) <= TAIL_CHARS:
+        return text
+    cut = text[-TAIL_CHARS:]
+    return "…" + cut[cut.find("\n") + 1 :] if "\n" in cut else "…" + cut
+
+
+def _failure(what: str, outcome: _Outcome, limits: Limits) -> WorkerError:
+    tail = _tail(outcome.output)
+    common: dict[str, Any] = {"log_tail": tail, "returncode": outcome.returncode, "pid": outcome.pid}
+    if outcome.timed_out:
+        return WorkerError(
+            f"{what} ran longer than {limits.timeout_seconds:g} s; its process group was killed",
+            kind="timeout",
+            **common,
+        )
+    reasons = [line[len(REASON_PREFIX) :] for line in outcome.output.splitlines() if line.startswith(REASON_PREFIX)]
+    status = _status(outcome.returncode)
+    if any(marker in outcome.output for marker in MEMORY_MARKERS):
+        return WorkerError(
+            f"{what} ran out of memory (the limit is {limits.memory_mb} MB of address space): {status}",
+            kind="memory",
+            **common,
+        )
+    if outcome.returncode == -signal.SIGKILL:
+        return WorkerError(
+            f"{what} was killed by SIGKILL, not by the timeout: most likely the kernel's out-of-memory killer",
+            kind="memory",
+            **common,
+        )
+    detail = f": {reasons[-1]}" if reasons else ""
+    return WorkerError(f"{what} failed ({status}){detail}", kind="failed", **common)
+
+
+def _parse_result(raw: bytes, metrics: list[str], outcome: _Outcome) -> dict[str, float]:
+    def garbage(why: str) -> WorkerError:
+        return WorkerError(
+            f"the evaluation worker exited 0 but {why}",
+            kind="garbage",
+            log_tail=_tail(outcome.output),
+            returncode=0,
+            pid=outcome.pid,
+        )
+
+    lines = [line for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
+    if not lines:
+        raise garbage("printed no result")
+    try:
+        obj = json.loads(lines[-1])
+    except ValueError:
+        raise garbage(f"printed no JSON result: {lines[-1][:200]!r}") from None
+    values = obj.get("metrics") if isinstance(obj, dict) else None
+    if not isinstance(values, dict):
+        raise garbage(f"printed no metrics: {lines[-1][:200]!r}")
+    out: dict[str, float] = {}
+    for name in metrics:
+        value = values.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise garbage(f"gave no number for {name}: {value!r:.80}")
+        out[name] = float(value)
+    return out

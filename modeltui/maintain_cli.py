@@ -1,0 +1,159 @@
+"""Maintenance commands: ``modeltui maintain policy|set|run-now|runs|show|approve|reject`` (docs/maintenance.md)."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+
+from . import render
+from .cli import emit, json_option, main, out, parse_pairs, run
+
+FINAL = ("promoted", "rejected", "failed", "interrupted", "awaiting_approval")
+
+
+def _key(key: str) -> str:
+    if not key.replace("_", "").isalpha() or not key.islower():
+        raise ValueError(f"invalid policy key {key!r}: lowercase letters and '_' (see maintain policy NAME)")
+    return key
+
+
+def _value(value: str) -> str:
+    if len(value) > 4096:
+        raise ValueError("a policy value is at most 4096 characters")
+    return value
+
+
+@main.group()
+def maintain() -> None:
+    """Evaluate, retrain, gate, promote and roll out models (docs/maintenance.md)."""
+
+
+def _score(v: float | None) -> str:
+    return "-" if v is None else f"{v:.6f}"
+
+
+def show_policy(p: r.MaintainPolicyInfo) -> None:
+    out.print(render.plain(f"{p.model}: champion {p.champion if p.champion is not None else '-'}"))
+    for key, value in p.policy.items():
+        mark = "  (set)" if key in p.overrides else ""
+        out.print(render.plain(f"  {key:<26} {value!r}{mark}"))
+    for problem in p.problems:
+        out.print(render.plain(f"  problem: {problem}"), style="yellow")
+
+
+def show_run(run: r.MaintainRunInfo) -> None:
+    head = f"run {run.id}  {run.model}  {run.state.upper()}  trigger {run.trigger}"
+    out.print(render.plain(head))
+    challenger = f"v{run.challenger}" if run.challenger else "-"
+    out.print(render.plain(
+        f"  champion v{run.champion}  {run.metric} {_score(run.champion_score)}   "
+        f"challenger {challenger}  {run.metric} {_score(run.challenger_score)}"
+    ))  # fmt: skip
+    if run.reason:
+        out.print(render.plain(f"  {run.reason}"))
+    for step in run.steps:
+        took = f"{(step.finished_at - step.started_at).total_seconds():.2f} s" if step.finished_at else "…"
+        first = step.message.splitlines()[0] if step.message else ""
+        out.print(render.plain(f"  {step.state:<8} {step.name:<20} {took:>9}  {first}"))
+    if run.log:
+        out.print(render.plain(f"  log: {run.log}"))
+
+
+@maintain.command("policy")
+@click.argument("name")
+@json_option
+@click.pass_context
+def policy(ctx: click.Context, name: str, as_json: bool) -> None:
+    """The effective maintenance policy of model NAME, and what would stop a run."""
+    result = run(ctx, lambda c: c.call(q.MaintainPolicyRequest(name=name), r.MaintainPolicyInfo))
+    emit(result, as_json, lambda: show_policy(result))
+
+
+@maintain.command("set")
+@click.argument("name")
+@click.argument("pairs", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--unset", "unset", multiple=True, help="back to the manifest's value (repeatable)")
+@json_option
+@click.pass_context
+def set_policy(ctx: click.Context, name: str, pairs: tuple[str, ...], unset: tuple[str, ...], as_json: bool) -> None:
+    """Override policy keys of model NAME (e.g. promote=auto metric=f1 min_improvement=0.01 paused=true)."""
+    values = parse_pairs(pairs, _key, _value, "KEY=VALUE")
+    req = q.MaintainSet(name=name, set=values, unset=list(unset))
+    result = run(ctx, lambda c: c.call(req, r.MaintainPolicyInfo))
+    emit(result, as_json, lambda: show_policy(result))
+
+
+@maintain.command("run-now")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="wait until the run ends (or awaits approval)")
+@json_option
+@click.pass_context
+def run_now(ctx: click.Context, name: str, wait: bool, as_json: bool) -> None:
+    """Start a maintenance run of model NAME now."""
+    result = run(ctx, lambda c: c.call(q.MaintainRunNow(name=name), r.MaintainRunInfo))
+    ask = q.MaintainShow(run=result.id)
+    while wait and result.state not in FINAL:
+        time.sleep(0.5)
+        result = run(ctx, lambda c: c.call(ask, r.MaintainRunInfo))
+    emit(result, as_json, lambda: show_run(result))
+
+
+@maintain.command("runs")
+@click.argument("name", required=False)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+@click.pass_context
+def runs(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> None:
+    """Maintenance runs, newest first (of model NAME, or all)."""
+    result = run(ctx, lambda c: c.call(q.MaintainRuns(name=name, limit=limit), r.MaintainRunList))
+
+    def show() -> None:
+        if not result.items:
+            out.print("no maintenance runs")
+        for x in result.items:
+            out.print(render.plain(
+                f"{x.id:>5}  {x.model}  {x.state:<18} {x.metric} {_score(x.champion_score)} → "
+                f"{_score(x.challenger_score)}  {x.started_at:%Y-%m-%d %H:%M:%S}  {x.reason[:60]}"
+            ))  # fmt: skip
+
+    emit(result, as_json, show)
+
+
+@maintain.command("show")
+@click.argument("run_id", metavar="RUN", type=click.IntRange(1))
+@json_option
+@click.pass_context
+def show(ctx: click.Context, run_id: int, as_json: bool) -> None:
+    """One run, step by step."""
+    result = run(ctx, lambda c: c.call(q.MaintainShow(run=run_id), r.MaintainRunInfo))
+    emit(result, as_json, lambda: show_run(result))
+
+
+def _decide(ctx: click.Context, run_id: int, approve: bool, reason: str, as_json: bool) -> None:
+    req = q.MaintainDecide(run=run_id, approve=approve, reason=reason)
+    result = run(ctx, lambda c: c.call(req, r.MaintainRunInfo))
+    emit(result, as_json, lambda: show_run(result))
+
+
+@maintain.command("approve")
+@click.argument("run_id", metavar="RUN", type=click.IntRange(1))
+@click.option("--reason", default="")
+@json_option
+@click.pass_context
+def approve(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None:
+    """Promote and roll out the challenger of a run awaiting approval."""
+    _decide(ctx, run_id, True, reason, as_json)
+
+
+@maintain.command("reject")
+@click.argument("run_id", metavar="RUN", type=click.IntRange(1))
+@click.option("--reason", default="")
+@json_option
+@click.pass_context
+def reject(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None:
+    """Reject the challenger of a run awaiting approval (nothing changes)."""
+    _decide(ctx, run_id, False, reason, as_json)

@@ -1,0 +1,216 @@
+"""Maintenance end to end, through a real daemon, real worker processes and the example's own training
+command: a challenger trained on fresh data beats the champion on the same holdout, is pushed (parent =
+champion), promoted and rolled out; the gate rejects a challenger that is not better by the margin; with
+``approve`` nothing changes until an operator approves; a failing training command fails the run with its
+log and leaves the champion alone; a daemon killed mid-run leaves the run interrupted, nothing promoted;
+bad policies are refused at ``maintain set``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import DaemonProcess
+
+MODEL = "breast-cancer"
+
+
+def cli_json(d: DaemonProcess, *args: str) -> Any:
+    done = d.cli(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def shifted_model(example_dir: Path, tmp_path: Path) -> Path:
+    """The example plus fresh labelled data from a shifted input distribution: a training file and a holdout
+    file (every feature × 1.6 + 0.5; the champion, fitted before the shift, does worse on it)."""
+    d = tmp_path / "model"
+    shutil.copytree(example_dir, d)
+    with (example_dir / "eval.csv").open() as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    t = header.index("target")
+    moved = [[v if i == t else f"{float(v) * 1.6 + 0.5:.6f}" for i, v in enumerate(r)] for r in body]
+    for name, part in (("fresh_train.csv", moved[::2] * 2 + moved[1::4]), ("fresh_holdout.csv", moved[1::2])):
+        with (d / name).open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(part)
+    return d
+
+
+@pytest.fixture
+def served(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> DaemonProcess:
+    d = daemon
+    assert d.cli("push", str(shifted_model(example_dir, tmp_path)), "--alias", "production").returncode == 0
+    assert cli_json(d, "deploy", f"{MODEL}@production", "--name", "bc")["deployment"]["version"] == 1
+    base = ["data=fresh_train.csv", "holdout=fresh_holdout.csv", "target=target", "metric=f1", "timeout_seconds=120"]
+    assert d.cli("maintain", "set", MODEL, *base).returncode == 0
+    return d
+
+
+def run(d: DaemonProcess) -> dict[str, Any]:
+    got: dict[str, Any] = cli_json(d, "maintain", "run-now", MODEL, "--wait")
+    return got
+
+
+def test_a_better_challenger_is_pushed_promoted_and_rolled_out(served: DaemonProcess) -> None:
+    d = served
+    assert d.cli("maintain", "set", MODEL, "promote=auto", "min_improvement=0.01").returncode == 0
+    got = run(d)
+    assert got["state"] == "promoted", got
+    assert [s["name"] for s in got["steps"]] == [
+        "evaluate_champion", "train", "evaluate_challenger", "gate", "push", "promote", "rollout"
+    ]  # fmt: skip
+    assert all(s["state"] == "done" for s in got["steps"]), got["steps"]
+    assert got["challenger_score"] >= got["champion_score"] + 0.01
+    assert got["challenger"] == 2
+    version = cli_json(d, "show", f"{MODEL}:2")
+    assert version["lineage"][:1] == [1]  # the challenger's parent is the champion
+    assert version["version"]["tags"]["maintenance.run"] == str(got["id"])
+    assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 2
+    # Predictions now come from the new version: the deployment followed the alias.
+    dep = wait_for(lambda: (x := cli_json(d, "ps", "bc")["deployment"])["version"] == 2 and x, "the rollout")
+    assert dep["state"] == "running"
+    assert cli_json(d, "maintain", "show", str(got["id"]))["state"] == "promoted"
+
+
+def test_a_challenger_not_better_by_the_margin_is_rejected_and_nothing_changes(served: DaemonProcess) -> None:
+    d = served
+    assert d.cli("maintain", "set", MODEL, "promote=auto", "min_improvement=0.9").returncode == 0
+    got = run(d)
+    assert got["state"] == "rejected"
+    assert "better by less than 0.9" in got["reason"]
+    assert [s["name"] for s in got["steps"]] == ["evaluate_champion", "train", "evaluate_challenger", "gate"]
+    assert [v["number"] for v in cli_json(d, "log", MODEL)["items"]] == [1]
+    assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 1
+
+
+def test_with_approve_nothing_changes_until_an_operator_approves(served: DaemonProcess) -> None:
+    d = served
+    assert d.cli("maintain", "set", MODEL, "promote=approve").returncode == 0
+    got = run(d)
+    assert got["state"] == "awaiting_approval"
+    assert got["challenger"] == 2  # pushed, not promoted
+    assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 1
+    assert cli_json(d, "ps", "bc")["deployment"]["version"] == 1
+    done = cli_json(d, "maintain", "approve", str(got["id"]), "--reason", "looks right")
+    assert done["state"] == "promoted"
+    assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 2
+    wait_for(lambda: cli_json(d, "ps", "bc")["deployment"]["version"] == 2, "the rollout")
+    again = d.cli("maintain", "approve", str(got["id"]))
+    assert again.returncode == 5  # not awaiting approval any more
+
+
+def test_a_failing_training_command_fails_the_run_with_its_log(served: DaemonProcess) -> None:
+    d = served
+    failing = "command=python -c \"import sys; print('boom'); sys.exit(3)\""
+    assert d.cli("maintain", "set", MODEL, failing).returncode == 0
+    got = run(d)
+    assert got["state"] == "failed"
+    train = got["steps"][1]
+    assert train["name"] == "train"
+    assert train["state"] == "failed"
+    assert "boom" in train["message"]
+    assert "boom" in Path(got["log"]).read_text()
+    assert [v["number"] for v in cli_json(d, "log", MODEL)["items"]] == [1]
+
+
+def test_a_daemon_killed_mid_run_leaves_it_interrupted_and_nothing_promoted(served: DaemonProcess) -> None:
+    d = served
+    slow = 'command=python -c "import time; time.sleep(60)"'
+    assert d.cli("maintain", "set", MODEL, "promote=auto", slow).returncode == 0
+    started = cli_json(d, "maintain", "run-now", MODEL)
+    wait_for(lambda: any(s["name"] == "train" for s in cli_json(d, "maintain", "show", str(started["id"]))["steps"]),
+             "the training step")  # fmt: skip
+    d.stop(signal.SIGKILL)
+    d.start()
+    got = cli_json(d, "maintain", "show", str(started["id"]))
+    assert got["state"] == "interrupted"
+    assert got["steps"][-1]["state"] == "failed"
+    assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("schedule=61 * * * *", "invalid cron schedule"),
+        ("alerts=no-such-alert", "unknown alert names: no-such-alert"),
+        ("metric=f2", "unknown gate metric 'f2'"),
+        ("holdout=missing.csv", "'missing.csv' is not a file of the champion version"),
+        ("promote=sometimes", "promote"),
+        ("bogus=1", "unknown policy key 'bogus'"),
+    ],
+)
+def test_bad_policies_are_refused_at_set(served: DaemonProcess, setting: str, message: str) -> None:
+    before = cli_json(served, "maintain", "policy", MODEL)["overrides"]
+    done = served.cli("maintain", "set", MODEL, setting)
+    assert done.returncode == 4, done.stderr
+    assert message in done.stderr
+    assert cli_json(served, "maintain", "policy", MODEL)["overrides"] == before  # nothing stored
+
+
+def test_an_f1_alert_from_shifted_feedback_triggers_a_run_that_rolls_out_a_better_model(
+    daemon_factory: Callable[[str], DaemonProcess], example_dir: Path, tmp_path: Path
+) -> None:
+    """The issue's loop: labelled feedback from a shifted distribution drives F1 below its alert; the alert
+    triggers a run; the challenger, trained on fresh data, beats the champion by the margin; it is pushed,
+    promoted and rolled out, and predictions now come from the new version."""
+    from sklearn.metrics import f1_score
+
+    from ..deploy.test_feedback import eval_rows, predict
+
+    d = daemon_factory("d")
+    Path(d.env["MODELTUI_CONFIG"]).write_text("[monitor]\nscrape_interval_seconds = 1\n")
+    d.start()
+    model_dir = shifted_model(example_dir, tmp_path)
+    assert d.cli("push", str(model_dir), "--alias", "production").returncode == 0
+    dep = cli_json(d, "deploy", f"{MODEL}@production", "--name", "bc")["deployment"]
+    # Shifted traffic: the champion's F1 on it, as the labels will tell the monitor.
+    rows, truth = eval_rows(model_dir)  # the unshifted reference rows and their labels
+    shifted = [[v * 1.6 + 0.5 for v in row] for row in rows]
+    ids, preds = predict(dep["endpoint"], shifted)
+    live_f1 = float(f1_score(truth, preds, average="macro", zero_division=0))
+    reference_f1 = float(f1_score(truth, predict(dep["endpoint"], rows)[1], average="macro", zero_division=0))
+    assert live_f1 < reference_f1 - 0.02  # the shift hurts the champion
+    threshold = round((live_f1 + reference_f1) / 2, 4)
+    add = d.cli("alerts", "add", "bc", f"f1 < {threshold} for 0", "--name", "low-f1", "--window", "10m")
+    assert add.returncode == 0, add.stderr
+    policy = ["data=fresh_train.csv", "holdout=fresh_holdout.csv", "target=target", "metric=f1",
+              "promote=auto", "min_improvement=0.01", "alerts=low-f1"]  # fmt: skip
+    done = d.cli("maintain", "set", MODEL, *policy)
+    assert done.returncode == 0, done.stderr
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth, strict=True)))
+    assert d.cli("feedback", "bc", str(labels)).returncode == 0
+
+    def triggered() -> dict[str, Any] | None:
+        runs = cli_json(d, "maintain", "runs", MODEL)["items"]
+        return next((x for x in runs if x["trigger"] == "alert:low-f1" and x["state"] != "running"), None)
+
+    got = wait_for(triggered, "a run triggered by the alert", 120)
+    assert got["state"] == "promoted", got
+    assert got["challenger_score"] >= got["champion_score"] + 0.01
+    assert wait_for(lambda: cli_json(d, "ps", "bc")["deployment"]["version"] == 2, "the rollout")
+    # Predictions now come from the new version (its own runtime answers with its version).
+    status = json.loads(urllib.request.urlopen(dep["endpoint"] + "/health", timeout=5).read())
+    assert status["version"] == f"{MODEL}:2"
