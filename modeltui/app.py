@@ -28,7 +28,7 @@ from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
-from .screens import AlertsScreen, FleetScreen, HelpScreen, ModelsScreen, RegistryScreen
+from .screens import AlertsScreen, FleetScreen, HelpScreen, MaintenanceScreen, ModelsScreen, RegistryScreen
 from .screens.base import AnyCall
 
 ConnectionState = Literal["connecting", "connected", "disconnected"]
@@ -49,6 +49,7 @@ class ModelTuiApp(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
         # Works on every screen; not in the footer (the views' own keys fill it at 80 columns): the help lists it.
         Binding("F", "fleet", "Fleet", key_display="F", show=False),
+        Binding("M", "maintenance", "Maintenance", key_display="M", show=False),
         Binding("ctrl+r", "reconnect", "Reconnect"),
     ]
 
@@ -345,6 +346,11 @@ class ModelTuiApp(App[None]):
         """Open the fleet view (every host of the cluster and what it runs), from any screen."""
         if not isinstance(self.screen, FleetScreen):
             self.push_screen(FleetScreen())
+
+    def action_maintenance(self) -> None:
+        """Open the maintenance view (every maintenance run, approve or reject a challenger), from any screen."""
+        if not isinstance(self.screen, MaintenanceScreen):
+            self.push_screen(MaintenanceScreen())
 
     def action_reconnect(self) -> None:
         if self.connection == "disconnected":

@@ -8,6 +8,7 @@ from .diff import DiffScreen
 from .fleet import FleetScreen
 from .help import HelpScreen
 from .history import HistoryScreen
+from .maintenance import MaintenanceScreen, PolicyDialog, ReasonDialog
 from .metrics import MetricsScreen
 from .model import ModelScreen
 from .models import ModelsScreen
@@ -26,9 +27,12 @@ __all__ = [
     "FleetScreen",
     "HelpScreen",
     "HistoryScreen",
+    "MaintenanceScreen",
     "MetricsScreen",
     "ModelScreen",
     "ModelsScreen",
+    "PolicyDialog",
+    "ReasonDialog",
     "RegistryScreen",
     "RollbackDialog",
     "VersionScreen",

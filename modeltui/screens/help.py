@@ -16,6 +16,7 @@ from .base import RegistryScreen
 from .deployments import DeploymentScreen, DeploymentsScreen
 from .diff import DiffScreen
 from .fleet import FleetScreen
+from .maintenance import MaintenanceScreen
 from .metrics import MetricsScreen
 from .model import ModelScreen
 from .models import ModelsScreen
@@ -33,13 +34,15 @@ VIEWS: list[tuple[str, type[Screen[None]]]] = [
      MetricsScreen),
     ("Alerts: pending and firing alerts, and their history (A on Models and Deployments)", AlertsScreen),
     ("Fleet: every host of the cluster, its deployments, and what each should run (F anywhere)", FleetScreen),
+    ("Maintenance: retraining runs, champion vs challenger, approve or reject (M anywhere)", MaintenanceScreen),
 ]
 
 INTRO = (
     "[b]modeltui[/b] — browse the model registry of modeltuid and its deployments. Everything updates "
     "live: a push, an alias move or a deployment's change made elsewhere (e.g. with the CLI) shows up "
     "without a key press.\n"
-    "Global keys: [b]?[/b] help · [b]q[/b] quit · [b]escape[/b] back · [b]F[/b] fleet · [b]ctrl+p[/b] command palette"
+    "Global keys: [b]?[/b] help · [b]q[/b] quit · [b]escape[/b] back · [b]F[/b] fleet · [b]M[/b] maintenance · "
+    "[b]ctrl+p[/b] command palette"
 )
 
 

@@ -1,0 +1,494 @@
+"""Maintenance: the runs that evaluate, retrain, gate and promote models, and one run in detail.
+
+The view asks ``maintain.runs`` (newest first) and, for the highlighted run, ``maintain.show``: champion
+against challenger (version and score), the gate's verdict and each step with its state, duration and the
+first line of its message. Maintenance runs push no events of their own, so while the view is shown a
+one-second timer re-asks whenever a shown run is ``running`` (and every :data:`IDLE_TICKS` seconds
+otherwise, to catch runs started elsewhere); registry events (a challenger pushed, an alias moved) re-ask
+at once.
+
+``a`` approves and ``x`` rejects a run awaiting approval (a reason, then a confirmation), ``r`` starts a
+run of the highlighted run's model now (confirmed), ``p`` shows that model's effective policy. The three
+actions that change something are hidden and refused in read-only mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import ClassVar
+
+from rich.style import Style
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.events import ScreenResume, ScreenSuspend
+from textual.markup import escape
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+
+from daemon.protocol import requests, results
+from daemon.protocol.events import RegistryEvent
+
+from ..widgets import KeyedTable
+from ..widgets._format import duration, short, version_label
+from .base import RegistryScreen
+from .dialogs import ConfirmDialog, ReasonValidator
+
+#: Runs asked for (newest first).
+RUN_LIMIT = 200
+#: Seconds between two asks while a shown run is running.
+LIVE_SECONDS = 1.0
+#: Without a running run, the list is re-read every this many ticks (runs started by the CLI or a schedule).
+IDLE_TICKS = 5
+#: Actions that change state: hidden and refused in read-only mode.
+MUTATIONS = frozenset({"approve", "reject", "run_now"})
+#: Each run state's tone (component classes styled in app.tcss).
+STATE_TONE: dict[str, str] = {
+    "running": "busy",
+    "awaiting_approval": "warn",
+    "promoted": "ok",
+    "rejected": "off",
+    "failed": "bad",
+    "interrupted": "bad",
+}
+STEP_TONE: dict[str, str] = {"running": "busy", "done": "ok", "failed": "bad", "skipped": "off"}
+TONES = ("ok", "busy", "warn", "bad", "off")
+#: Markup colour of each tone (the detail pane is a Static, not a table).
+TONE_MARKUP = {"ok": "$success", "busy": "$accent", "warn": "$warning", "bad": "$error", "off": "$text-muted"}
+
+
+def score(value: float | None) -> str:
+    """A metric's value to three decimals (``-`` when there is none)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def scores(run: results.MaintainRunInfo) -> str:
+    """``f1 0.712 → 0.904``: the metric, the champion's score, the challenger's."""
+    if not run.metric and run.champion_score is None:
+        return "-"
+    text = f"{run.metric} {score(run.champion_score)}".strip()
+    if run.challenger_score is not None:
+        text += f" → {score(run.challenger_score)}"
+    return text
+
+
+def started(moment: datetime) -> str:
+    """A run's start in the local zone, short: ``11-27 20:51``."""
+    return moment.astimezone().strftime("%m-%d %H:%M")
+
+
+def took(start: datetime, end: datetime | None) -> str:
+    """How long a step (or run) took; ``…`` while it runs."""
+    if end is None:
+        return "…"
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 60 else duration(seconds)
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def detail_text(run: results.MaintainRunInfo, width: int = 78) -> str:
+    """The detail pane's markup: the run, champion beside challenger, the verdict, the steps."""
+    tone = TONE_MARKUP[STATE_TONE.get(run.state, "off")]
+    lines = [
+        f"[b]run {run.id}[/b]  {escape(run.model)}  [b {tone}]{run.state}[/]  trigger {escape(run.trigger)}"
+        + (f"  took {took(run.started_at, run.finished_at)}" if run.finished_at or run.state == "running" else ""),
+        f"  {'':<10}{'champion':<14}{'challenger':<14}",
+        f"  {'version':<10}{version_label(run.champion):<14}{version_label(run.challenger):<14}",
+    ]
+    delta = ""
+    if run.champion_score is not None and run.challenger_score is not None:
+        delta = f"({run.challenger_score - run.champion_score:+.3f})"
+    metric = escape(short(run.metric or "score", 9))
+    lines.append(f"  {metric:<10}{score(run.champion_score):<14}{score(run.challenger_score):<14}{delta}")
+    verdict = escape(short(run.reason, width - 11)) if run.reason else "[dim]none yet[/dim]"
+    lines.append(f"[b]verdict[/b]  {verdict}")
+    if run.steps:
+        lines.append("[b]steps[/b]")
+    for step in run.steps:
+        step_tone = TONE_MARKUP[STEP_TONE.get(step.state, "off")]
+        head = f"  [{step_tone}]{step.state:<8}[/] {step.name:<20} {took(step.started_at, step.finished_at):>7}"
+        message = first_line(step.message)
+        room = width - 41
+        lines.append(head + (f"  {escape(short(message, room))}" if message and room > 8 else ""))
+    return "\n".join(lines)
+
+
+def policy_text(info: results.MaintainPolicyInfo) -> str:
+    """The effective policy, overridden keys marked, then what would stop a run."""
+    lines = [f"champion {version_label(info.champion)}", ""]
+    for key, value in info.policy.items():
+        mark = "  [b $accent](set)[/]" if key in info.overrides else ""
+        lines.append(f"{escape(key):<22} {escape(short(repr(value), 40))}{mark}")
+    if not info.policy:
+        lines.append("[dim]no maintenance policy[/dim]")
+    lines.append("")
+    if info.problems:
+        lines += [f"[$warning]problem:[/] {escape(p)}" for p in info.problems]
+    else:
+        lines.append("[$success]no problems: a run can start[/]")
+    return "\n".join(lines)
+
+
+class MaintenanceRunsTable(KeyedTable):
+    """One row per run, newest first; the state coloured. The columns a user checks first come first."""
+
+    COLUMNS = ("run", "model", "state", "trigger", "metric", "started", "reason")
+    COMPONENT_CLASSES: ClassVar[set[str]] = {f"maintenance--{tone}" for tone in TONES}
+
+    def toned(self, word: str) -> Text:
+        tone = STATE_TONE.get(word)
+        style: Style | str = self.get_component_rich_style(f"maintenance--{tone}", partial=True) if tone else ""
+        return Text(word, style=style)
+
+    def show(self, runs: Sequence[results.MaintainRunInfo]) -> None:
+        self.replace_rows(
+            (
+                str(run.id),
+                (
+                    str(run.id),
+                    Text(run.model),
+                    self.toned(run.state),
+                    Text(short(run.trigger, 16)),
+                    Text(scores(run)),
+                    started(run.started_at),
+                    Text(short(run.reason, 30)),
+                ),
+            )
+            for run in sorted(runs, key=lambda r: r.id, reverse=True)
+        )
+
+
+class ReasonDialog(ModalScreen[str | None]):
+    """Ask why (one line, recorded with the decision)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#reason"
+
+    def __init__(self, question: str, button: str) -> None:
+        super().__init__()
+        self.question = question
+        self.button = button
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="title")
+            yield Label("reason")
+            yield Input(placeholder="why (recorded with the run)", id="reason", validators=[ReasonValidator()])
+            yield Label("", id="error", classes="error")
+            with Horizontal(classes="buttons"):
+                yield Button(self.button, id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancelled(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted, "#reason")
+    @on(Button.Pressed, "#ok")
+    def _submit(self) -> None:
+        box = self.query_one("#reason", Input)
+        result = box.validate(box.value)
+        if result is not None and not result.is_valid:
+            self.query_one("#error", Label).update("; ".join(result.failure_descriptions))
+            return
+        self.dismiss(box.value.strip())
+
+
+class PolicyDialog(ModalScreen[None]):
+    """A model's effective maintenance policy (read only)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("p", "close", "Close", show=False),
+    ]
+    AUTO_FOCUS = "#policy-close"
+
+    def __init__(self, info: results.MaintainPolicyInfo) -> None:
+        super().__init__()
+        self.info = info
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="policy-dialog"):
+            yield Static(f"Maintenance policy of [b]{escape(self.info.model)}[/b]", classes="title")
+            with VerticalScroll(id="policy-scroll"):
+                yield Static(policy_text(self.info), id="policy-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Close", id="policy-close")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#policy-close")
+    def _close_pressed(self) -> None:
+        self.dismiss(None)
+
+
+class MaintenanceScreen(RegistryScreen):
+    """Every maintenance run, newest first, and the highlighted run in detail (live while it runs)."""
+
+    AUTO_FOCUS = "#maintenance-runs"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "approve", "Approve"),
+        Binding("x", "reject", "Reject"),
+        Binding("r", "run_now", "Run now"),
+        Binding("p", "policy", "Policy"),
+        Binding("g", "refresh", "Refresh"),
+    ]
+
+    def __init__(self, model: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        """Only this model's runs (None: all)."""
+        self.runs: dict[int, results.MaintainRunInfo] = {}
+        """The runs shown, by id (details replace list entries as they come)."""
+        self.answers = 0
+        """How many ``maintain.runs`` answers were shown (for tests and the first resume)."""
+        self.select: int | None = None
+        """A run to move the cursor to once the list has it (one just started)."""
+        self.highlighted: str | None = None
+        """The key of the run whose detail was last asked for on a highlight."""
+        self.timer: Timer | None = None
+        self.ticks = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("maintenance: loading…", id="maintenance-title", classes="title")
+        yield MaintenanceRunsTable(id="maintenance-runs")
+        with VerticalScroll(id="maintenance-detail-box"):
+            yield Static("", id="maintenance-detail")
+        yield Static("loading…", id="maintenance-status", classes="status")
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.sub_title = f"maintenance of {self.model}" if self.model else "maintenance"
+        self.timer = self.set_interval(LIVE_SECONDS, self._tick)
+        super().on_mount()
+
+    def on_screen_suspend(self, _event: ScreenSuspend) -> None:
+        if self.timer is not None:
+            self.timer.pause()
+
+    def on_screen_resume(self, _event: ScreenResume) -> None:
+        if self.timer is not None:
+            self.timer.resume()
+        if self.answers:  # the first ask is on_mount's
+            self.reload()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in MUTATIONS and self.readonly)
+
+    # -- asking ----------------------------------------------------------------------------------------
+    def reload(self) -> None:
+        self.call(
+            requests.MaintainRuns(name=self.model, limit=RUN_LIMIT),
+            results.MaintainRunList,
+            self._show_list,
+            group="list",
+        )
+        current = self.current
+        if current is not None:
+            self._ask(current.id)
+
+    def wants(self, events: Sequence[RegistryEvent]) -> bool:
+        return self.model is None or any(e.model == self.model for e in events)
+
+    def _ask(self, run: int) -> None:
+        self.call(requests.MaintainShow(run=run), results.MaintainRunInfo, self._show_run, group="show")
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        if any(r.state == "running" for r in self.runs.values()) or self.ticks % IDLE_TICKS == 0:
+            self.reload()
+
+    # -- showing ---------------------------------------------------------------------------------------
+    @property
+    def current(self) -> results.MaintainRunInfo | None:
+        """The highlighted run."""
+        key = self.query_one(MaintenanceRunsTable).current_key
+        return self.runs.get(int(key)) if key is not None else None
+
+    def _show_list(self, listing: results.MaintainRunList) -> None:
+        first = not self.answers
+        self.answers += 1
+        kept = {run_id: run for run_id, run in self.runs.items() if run.steps}
+        self.runs = {}
+        for run in listing.items:  # a detail read since keeps its steps unless the list has newer news
+            old = kept.get(run.id)
+            self.runs[run.id] = old if old is not None and old.state == run.state and not run.steps else run
+        table = self.query_one(MaintenanceRunsTable)
+        table.show(list(self.runs.values()))
+        if self.select is not None and str(self.select) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(self.select)), animate=False)
+            self.select = None
+        self._show_title()
+        self._show_detail()
+        if first and self.current is not None:
+            self._ask(self.current.id)
+        if not self.runs:
+            self._status(
+                "no maintenance runs yet"
+                + (
+                    ""
+                    if self.readonly
+                    else " — set a policy with modeltui maintain set, then r on a run or maintain run-now"
+                )
+            )
+        elif str(self.query_one("#maintenance-status", Static).render()).startswith(("loading", "no maint")):
+            self._status("a approve · x reject · r run now · p policy" if not self.readonly else "p: policy")
+
+    def _show_run(self, run: results.MaintainRunInfo) -> None:
+        self.runs[run.id] = run
+        self.query_one(MaintenanceRunsTable).show(list(self.runs.values()))
+        self._show_title()
+        self._show_detail()
+
+    def _show_title(self) -> None:
+        waiting = sum(r.state == "awaiting_approval" for r in self.runs.values())
+        running = sum(r.state == "running" for r in self.runs.values())
+        where = f" of [b]{escape(self.model)}[/b]" if self.model else ""
+        text = f"maintenance{where}: [b]{len(self.runs)}[/b] run(s)"
+        if running:
+            text += f", [b $accent]{running} running[/]"
+        if waiting:
+            text += f", [b $warning]{waiting} awaiting approval[/]"
+        self.query_one("#maintenance-title", Static).update(text)
+
+    def _show_detail(self) -> None:
+        run = self.current
+        text = detail_text(run, max(40, self.size.width - 2)) if run is not None else "[dim]no run selected[/dim]"
+        self.query_one("#maintenance-detail", Static).update(text)
+
+    def _status(self, text: str) -> None:
+        self.query_one("#maintenance-status", Static).update(escape(short(text, max(20, self.size.width - 2))))
+
+    @on(DataTable.RowHighlighted, "#maintenance-runs")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+        key = event.row_key.value
+        if key is not None and key != self.highlighted:  # rows re-shown keep the cursor: no new ask
+            self.highlighted = key
+            self._ask(int(key))
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def _chosen(self) -> results.MaintainRunInfo | None:
+        run = self.current
+        if run is None:
+            self.notify("no maintenance run selected", severity="warning")
+        return run
+
+    def _confirm(self, question: str, then: Callable[[], None]) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                then()
+
+        self.app.push_screen(ConfirmDialog(question), answered)
+
+    def _decided(self, run: results.MaintainRunInfo) -> None:
+        self._show_run(run)
+        self._status(f"run {run.id}: {run.state}" + (f" — {run.reason}" if run.reason else ""))
+        self.reload()
+
+    def _decide(self, approve: bool) -> None:
+        if self.readonly:
+            return
+        run = self._chosen()
+        if run is None:
+            return
+        verb = "approve" if approve else "reject"
+        if run.state != "awaiting_approval":
+            self.notify(
+                f"run {run.id} is {run.state.replace('_', ' ')}: only a run awaiting approval can be {verb}d",
+                severity="warning",
+            )
+            return
+        run_id, model = run.id, run.model
+        challenger = version_label(run.challenger)
+        if approve:
+            question = (
+                f"Approve run [b]{run_id}[/b] of [b]{escape(model)}[/b]?\n{challenger} "
+                f"({escape(scores(run))}) is promoted and every deployment following the alias rolls out."
+            )
+        else:
+            question = (
+                f"Reject run [b]{run_id}[/b] of [b]{escape(model)}[/b]?\n{challenger} stays in the "
+                "registry; the alias and deployments stay as they are."
+            )
+
+        def reasoned(reason: str | None) -> None:
+            if reason is None:
+                return
+            self._confirm(
+                question,
+                lambda: self.call(
+                    requests.MaintainDecide(run=run_id, approve=approve, reason=reason),
+                    results.MaintainRunInfo,
+                    self._decided,
+                    success=f"run {run_id} {verb}d",
+                ),
+            )
+
+        title = (
+            f"{verb.capitalize()} run [b]{run_id}[/b] of [b]{escape(model)}[/b] ({challenger}, {escape(scores(run))})"
+        )
+        self.app.push_screen(ReasonDialog(title, verb.capitalize()), reasoned)
+
+    def action_approve(self) -> None:
+        self._decide(True)
+
+    def action_reject(self) -> None:
+        self._decide(False)
+
+    def action_run_now(self) -> None:
+        if self.readonly:
+            return
+        run = self._chosen()
+        if run is None:
+            return
+        model = run.model
+
+        def begun(info: results.MaintainRunInfo) -> None:
+            self.select = info.id
+            self._status(f"run {info.id} of {info.model} started")
+            self.reload()
+
+        question = (
+            f"Start a maintenance run of [b]{escape(model)}[/b] now?\nIt evaluates the champion, "
+            "trains a challenger and gates it by the model's policy."
+        )
+        self._confirm(
+            question,
+            lambda: self.call(
+                requests.MaintainRunNow(name=model),
+                results.MaintainRunInfo,
+                begun,
+                success=f"maintenance run of {model} started",
+            ),
+        )
+
+    def action_policy(self) -> None:
+        run = self._chosen()
+        if run is None:
+            return
+        self.call(
+            requests.MaintainPolicyRequest(name=run.model),
+            results.MaintainPolicyInfo,
+            self._show_policy,
+            group="policy",
+        )
+
+    def _show_policy(self, info: results.MaintainPolicyInfo) -> None:
+        self.app.push_screen(PolicyDialog(info))
+
+    def action_refresh(self) -> None:
+        self.reload()
