@@ -455,22 +455,29 @@ class Registry:
     @_guarded
     def apply_remote_versions(
         self, model: str, versions: list[tuple[int, dict[str, Any], list[q.PushFile]]]
-    ) -> list[int]:
+    ) -> tuple[list[int], list[int]]:
         """Versions pushed on other hosts (their files stay there until needed), in one transaction; returns
-        the numbers added (one already taken here is skipped: the caller logs it)."""
+        the numbers added and the numbers taken here by other content (the caller logs those). A number this
+        host already has with the same content (its own push, seen back) is neither."""
         added: list[int] = []
+        conflicts: list[int] = []
         if not versions:
-            return added
+            return added, conflicts
         with self._write_sql() as conn:
             key = sql.find_model(conn, model)
             if key is None:
                 first = versions[0][1]
                 key = sql.create_model(conn, model, first["description"], first["created_at"])
             for number, values, files in sorted(versions, key=lambda v: v[0]):
-                if not sql.version_exists(conn, key.id, number):
+                row = conn.execute(
+                    "SELECT digest FROM versions WHERE model_id = ? AND number = ?", (key.id, number)
+                ).fetchone()
+                if row is None:
                     sql.insert_version(conn, key, values, files, number=number)
                     added.append(number)
-        return added
+                elif row[0] != values["digest"]:
+                    conflicts.append(number)
+        return added, conflicts
 
     @_guarded
     def alias_map(self, model: str) -> dict[str, int]:

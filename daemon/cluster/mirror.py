@@ -29,6 +29,7 @@ from kazoo.protocol.states import WatchedEvent
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict
+from daemon.protocol.names import check_model_name
 from daemon.versions import Registry
 
 from .artifacts import ArtifactError, ArtifactFile, ArtifactStore
@@ -252,19 +253,15 @@ class Mirror:
         return changes
 
     def _sync_model(self, model: str) -> list[tuple[str, str, int | None, str | None]]:
-        from daemon.protocol.names import check_model_name
-
         try:
             check_model_name(model)
         except ValueError as exc:
             raise BadNode(str(exc)) from None
         client = self.zk.client
-        call = self.zk.call
         what = "read the shared registry"
         changes: list[tuple[str, str, int | None, str | None]] = []
-        try:
-            children = call(what, client.get_children_async, self.paths.versions(model), self._watch(model))
-        except NoNodeError:
+        children = self._children(self.paths.versions(model), model)
+        if children is None:
             return changes
         have = self.registry.version_numbers(model)
         wanted = [n for c in children if (n := version_number(c)) is not None and n not in have]
@@ -288,21 +285,32 @@ class Mirror:
                 for f in node.files
             ]
             versions.append((number, values, files))
-        added = self.registry.apply_remote_versions(model, versions)
-        for number in sorted({n for n, _, _ in versions} - set(added)):
+        added, conflicts = self.registry.apply_remote_versions(model, versions)
+        for number in conflicts:
             log.warning("shared version %s:%d conflicts with this host's own version %d", model, number, number)
         changes += [("version", model, n, None) for n in added]
         changes += self._sync_aliases(model)
         return changes
 
+    def _children(self, path: str, model: str) -> list[str] | None:
+        """The children of ``path`` with a watch on them; a path that does not exist yet (a push on another
+        host is creating it) gets a watch on its creation instead, so its first children are not missed."""
+        what = "read the shared registry"
+        client = self.zk.client
+        for _ in range(2):
+            try:
+                children: list[str] = self.zk.call(what, client.get_children_async, path, self._watch(model))
+                return children
+            except NoNodeError:
+                if self.zk.call(what, client.exists_async, path, self._watch(model)) is None:
+                    return None  # the watch fires when it appears
+        return None
+
     def _sync_aliases(self, model: str) -> list[tuple[str, str, int | None, str | None]]:
         client = self.zk.client
         call = self.zk.call
         what = "read the shared registry"
-        try:
-            entries = call(what, client.get_children_async, self.paths.history(model), self._watch(model))
-        except NoNodeError:
-            entries = []
+        entries = self._children(self.paths.history(model), model) or []
         done = self.registry.remote_history_seq(model)
         moves: list[r.AliasEventInfo | dict[str, Any]] = []
         last = done

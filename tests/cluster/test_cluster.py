@@ -336,3 +336,30 @@ def test_removal_is_refused_in_a_cluster_rather_than_half_done(
         assert done.returncode == 4
         assert "not shared across hosts" in done.stderr
     assert cli_json(a, "log", "demo")["items"][0]["number"] == 1
+
+
+def test_versions_that_appear_after_their_model_was_seen_are_still_synced(
+    daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, chroot: str
+) -> None:
+    """A push on another host creates the model's node, then its versions' node, then the version: a sync that
+    ran in between (no versions node yet) must leave a watch for its creation, not lose the version."""
+    from daemon.cluster.layout import FileNode, VersionNode, encode
+
+    d = member(daemon_factory, "a", zk, chroot)
+    wait_for(lambda: connected(d), "connected")
+    client = KazooClient(hosts=zk.connect_string())
+    client.start(10)
+    try:
+        client.create(f"{chroot}/models/late", b"", makepath=True)
+        time.sleep(0.5)  # the daemon syncs "late": nothing below it yet
+        digest = "b" * 64
+        node = VersionNode(
+            model="late", number=1, digest=digest, flavor="sklearn", model_file="m.skops", manifest="",
+            created_by="x", created_at="2026-01-01T00:00:00Z", size=1,  # type: ignore[arg-type]
+            files=[FileNode(path="m.skops", size=1, sha256=digest)],
+        )  # fmt: skip
+        client.create(f"{chroot}/models/late/versions/0000000001", encode(node), makepath=True)
+        assert wait_for(lambda: cli_json(d, "log", "late")["items"], "the late version", 5)[0]["number"] == 1
+    finally:
+        client.stop()
+        client.close()
