@@ -448,3 +448,8 @@ async def maintain_show(self: Handlers, req: q.MaintainShow, ctx: Context) -> r.
 @handles(q.MaintainDecide)
 async def maintain_decide(self: Handlers, req: q.MaintainDecide, ctx: Context) -> r.MaintainRunInfo:
     return await _maintenance(self).decide(req, ctx.caller.user)
+
+
+@handles(q.MaintainPause)
+async def maintain_pause(self: Handlers, req: q.MaintainPause, ctx: Context) -> r.MaintainPauseInfo:
+    return await asyncio.to_thread(_maintenance(self).pause, req, ctx.caller.user)

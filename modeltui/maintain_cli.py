@@ -1,4 +1,5 @@
-"""Maintenance commands: ``modeltui maintain policy|set|run-now|runs|show|approve|reject`` (docs/maintenance.md)."""
+"""Maintenance commands: ``modeltui maintain policy|set|run-now|runs|show|approve|reject|pause|resume``
+(docs/maintenance.md)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,32 @@ def approve(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None
 def reject(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None:
     """Reject the challenger of a run awaiting approval (nothing changes)."""
     _decide(ctx, run_id, False, reason, as_json)
+
+
+def _pause(ctx: click.Context, name: str | None, paused: bool, as_json: bool) -> None:
+    result = run(ctx, lambda c: c.call(q.MaintainPause(name=name, paused=paused), r.MaintainPauseInfo))
+
+    def show() -> None:
+        if name is not None:
+            out.print(render.plain(f"{name}: maintenance {'paused' if result.model_paused else 'running'}"))
+        out.print(render.plain(f"all models: maintenance {'paused' if result.all_paused else 'running'}"))
+
+    emit(result, as_json, show)
+
+
+@maintain.command("pause")
+@click.argument("name", required=False)
+@json_option
+@click.pass_context
+def pause(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """Start no run of model NAME (without NAME: of any model) until resumed."""
+    _pause(ctx, name, True, as_json)
+
+
+@maintain.command("resume")
+@click.argument("name", required=False)
+@json_option
+@click.pass_context
+def resume(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """Undo `maintain pause` for model NAME (without NAME: the switch for every model)."""
+    _pause(ctx, name, False, as_json)

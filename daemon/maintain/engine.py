@@ -44,6 +44,8 @@ log = logging.getLogger("modeltuid.maintain")
 USER = "maintenance"
 #: How long a rollout may take before the run says it did not finish.
 ROLLOUT_TIMEOUT_S = 300.0
+#: The global pause switch's row in ``maintain_policies`` (no model can be named so).
+ALL = "*"
 #: Alert rules every deployment has (daemon/monitor/alerts.py).
 BUILTIN_ALERTS = frozenset({"down", "errors"})
 
@@ -109,6 +111,10 @@ class RunStore:
                     "SELECT record FROM maintain_runs WHERE model = ? ORDER BY id DESC LIMIT ?", (model, limit)
                 )
             return [r.MaintainRunInfo.model_validate_json(text) for (text,) in rows]
+
+    def all_paused(self) -> bool:
+        """The global switch, kept as the overrides of the pseudo-model ``*`` (not a valid model name)."""
+        return bool(self.overrides(ALL).get("paused"))
 
     def interrupt_running(self) -> int:
         """Runs left ``running`` by a daemon that stopped: interrupted (their steps say how far they got)."""
@@ -282,7 +288,9 @@ class Maintenance:
             raise invalid(f"cannot maintain {model}: " + "; ".join(info.problems))
         effective = pol.Policy.model_validate(info.policy)
         if effective.paused:
-            raise conflict(f"maintenance of {model} is paused (maintain set {model} paused=false)")
+            raise conflict(f"maintenance of {model} is paused (maintain resume {model})")
+        if await asyncio.to_thread(self.store.all_paused):
+            raise conflict("maintenance of every model is paused (maintain resume)")
         run = r.MaintainRunInfo(id=0, model=model, state="running", trigger=trigger, started_at=datetime.now(UTC),
                                 champion=info.champion, metric=effective.metric)  # fmt: skip
         run_id = await asyncio.to_thread(self.store.insert, run)
@@ -429,6 +437,15 @@ class Maintenance:
         req = q.Push(files=files, name=model, message=f"maintenance run {run_id}: {metric} {score:.6f}",
                      tags={"maintenance.run": str(run_id)})  # fmt: skip
         return self.registry.push(req, USER, parent=parent).version.number
+
+    def pause(self, req: q.MaintainPause, user: str) -> r.MaintainPauseInfo:
+        """Blocking. The global switch, or one model's ``paused`` key (checked like ``maintain set``)."""
+        if req.name is None:
+            self.store.set_overrides(ALL, {"paused": True} if req.paused else {}, user)
+            return r.MaintainPauseInfo(all_paused=req.paused)
+        info = self.set_policy(q.MaintainSet(name=req.name, set={"paused": str(req.paused).lower()}), user)
+        return r.MaintainPauseInfo(all_paused=self.store.all_paused(), model=req.name,
+                                   model_paused=bool(info.policy.get("paused")))  # fmt: skip
 
     async def decide(self, req: q.MaintainDecide, user: str) -> r.MaintainRunInfo:
         run = await asyncio.to_thread(self.store.get, req.run)

@@ -365,6 +365,15 @@ class MaintainDecide(_Request):
     reason: Text = ""
 
 
+class MaintainPause(_Request):
+    """Pause (or resume) the maintenance of one model, or of every model (the global switch) without a name.
+    A paused model, or any model while the global switch is on, starts no run: scheduled, alert or manual."""
+
+    op: Literal["maintain.pause"] = "maintain.pause"
+    name: ModelName | None = None
+    paused: bool = True
+
+
 class ClusterStatusRequest(_Request):
     """The ZooKeeper connection, the daemons and their deployments, the elections' leaders, the cache's age."""
 
@@ -411,7 +420,8 @@ Request = Annotated[
     | MaintainRunNow
     | MaintainRuns
     | MaintainShow
-    | MaintainDecide,
+    | MaintainDecide
+    | MaintainPause,
     Field(discriminator="op"),
 ]
 
@@ -458,10 +468,11 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     MaintainRuns: r.MaintainRunList,
     MaintainShow: r.MaintainRunInfo,
     MaintainDecide: r.MaintainRunInfo,
+    MaintainPause: r.MaintainPauseInfo,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
 _MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Upload, Push, PushFiles, Tag]
 _MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc, Deploy, Undeploy, RestartDeployment]
-_MUTATING += [AlertAdd, AlertRemove, MaintainSet, MaintainRunNow, MaintainDecide]
+_MUTATING += [AlertAdd, AlertRemove, MaintainSet, MaintainRunNow, MaintainDecide, MaintainPause]
 MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)

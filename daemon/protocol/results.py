@@ -439,3 +439,9 @@ class MaintainRunInfo(Result):
 
 class MaintainRunList(Result):
     items: list[MaintainRunInfo]
+
+
+class MaintainPauseInfo(Result):
+    all_paused: bool = Field(description="the global switch: no model starts a run")
+    model: str | None = None
+    model_paused: bool | None = Field(default=None, description="with a model: its own pause")

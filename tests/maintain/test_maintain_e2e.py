@@ -214,3 +214,19 @@ def test_an_f1_alert_from_shifted_feedback_triggers_a_run_that_rolls_out_a_bette
     # Predictions now come from the new version (its own runtime answers with its version).
     status = json.loads(urllib.request.urlopen(dep["endpoint"] + "/health", timeout=5).read())
     assert status["version"] == f"{MODEL}:2"
+
+
+def test_pausing_one_model_or_all_of_them_stops_runs_until_resumed(served: DaemonProcess) -> None:
+    d = served
+    assert cli_json(d, "maintain", "pause", MODEL)["model_paused"] is True
+    done = d.cli("maintain", "run-now", MODEL)
+    assert done.returncode == 5
+    assert f"maintenance of {MODEL} is paused" in done.stderr
+    assert cli_json(d, "maintain", "resume", MODEL)["model_paused"] is False
+    assert cli_json(d, "maintain", "pause")["all_paused"] is True  # the global switch
+    done = d.cli("maintain", "run-now", MODEL)
+    assert done.returncode == 5
+    assert "every model is paused" in done.stderr
+    assert cli_json(d, "maintain", "runs", MODEL)["items"] == []  # nothing started meanwhile
+    assert cli_json(d, "maintain", "resume")["all_paused"] is False
+    assert run(d)["state"] == "awaiting_approval"  # the default: promote = approve

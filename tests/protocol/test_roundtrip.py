@@ -61,6 +61,7 @@ REQUESTS: list[BaseModel] = [
     q.MaintainRuns(name="m", limit=5),
     q.MaintainShow(run=3),
     q.MaintainDecide(run=3, approve=True, reason="looks right"),
+    q.MaintainPause(name=None, paused=True),
     q.GetDeployment(name="churn-prod", events=5),
     q.RestartDeployment(name="churn-prod"),
     q.Logs(name="churn-prod", tail=10, follow=True),
@@ -129,6 +130,7 @@ RESULTS: list[r.Result] = [
                               figures={"champion": 0.8})],
     )]),
     r.MaintainRunInfo(id=4, model="m", state="running", trigger="manual", started_at=NOW),
+    r.MaintainPauseInfo(all_paused=False, model="m", model_paused=True),
     r.LogLines(deployment="churn-prod", lines=["a", "b"], truncated=True),
     r.DeploymentMetrics(
         deployment="churn-prod", window_seconds=900, start=NOW, end=NOW, up=True, last_scrape=NOW, scrape_error="",
