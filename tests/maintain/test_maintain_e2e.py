@@ -11,7 +11,6 @@ import csv
 import json
 import shutil
 import signal
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -20,24 +19,9 @@ from typing import Any
 import pytest
 
 from ..conftest import DaemonProcess
+from ..deploy.test_process import cli_json, wait_for
 
 MODEL = "breast-cancer"
-
-
-def cli_json(d: DaemonProcess, *args: str) -> Any:
-    done = d.cli(*args, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def shifted_model(example_dir: Path, tmp_path: Path) -> Path:
@@ -89,7 +73,7 @@ def test_a_better_challenger_is_pushed_promoted_and_rolled_out(served: DaemonPro
     assert version["version"]["tags"]["maintenance.run"] == str(got["id"])
     assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 2
     # Predictions now come from the new version: the deployment followed the alias.
-    dep = wait_for(lambda: (x := cli_json(d, "ps", "bc")["deployment"])["version"] == 2 and x, "the rollout")
+    dep = wait_for(lambda: (x := cli_json(d, "ps", "bc")["deployment"])["version"] == 2 and x, "the rollout", 60)
     assert dep["state"] == "running"
     assert cli_json(d, "maintain", "show", str(got["id"]))["state"] == "promoted"
 
@@ -116,7 +100,7 @@ def test_with_approve_nothing_changes_until_an_operator_approves(served: DaemonP
     done = cli_json(d, "maintain", "approve", str(got["id"]), "--reason", "looks right")
     assert done["state"] == "promoted"
     assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 2
-    wait_for(lambda: cli_json(d, "ps", "bc")["deployment"]["version"] == 2, "the rollout")
+    wait_for(lambda: cli_json(d, "ps", "bc")["deployment"]["version"] == 2, "the rollout", 60)
     again = d.cli("maintain", "approve", str(got["id"]))
     assert again.returncode == 5  # not awaiting approval any more
 
@@ -141,7 +125,7 @@ def test_a_daemon_killed_mid_run_leaves_it_interrupted_and_nothing_promoted(serv
     assert d.cli("maintain", "set", MODEL, "promote=auto", slow).returncode == 0
     started = cli_json(d, "maintain", "run-now", MODEL)
     wait_for(lambda: any(s["name"] == "train" for s in cli_json(d, "maintain", "show", str(started["id"]))["steps"]),
-             "the training step")  # fmt: skip
+             "the training step", 60)  # fmt: skip
     d.stop(signal.SIGKILL)
     d.start()
     got = cli_json(d, "maintain", "show", str(started["id"]))
@@ -210,7 +194,7 @@ def test_an_f1_alert_from_shifted_feedback_triggers_a_run_that_rolls_out_a_bette
     got = wait_for(triggered, "a run triggered by the alert", 120)
     assert got["state"] == "promoted", got
     assert got["challenger_score"] >= got["champion_score"] + 0.01
-    assert wait_for(lambda: cli_json(d, "ps", "bc")["deployment"]["version"] == 2, "the rollout")
+    assert wait_for(lambda: cli_json(d, "ps", "bc")["deployment"]["version"] == 2, "the rollout", 60)
     # Predictions now come from the new version (its own runtime answers with its version).
     status = json.loads(urllib.request.urlopen(dep["endpoint"] + "/health", timeout=5).read())
     assert status["version"] == f"{MODEL}:2"
