@@ -450,6 +450,11 @@ async def maintain_decide(self: Handlers, req: q.MaintainDecide, ctx: Context) -
     return await _maintenance(self).decide(req, ctx.caller.user)
 
 
+@handles(q.MaintainCancel)
+async def maintain_cancel(self: Handlers, req: q.MaintainCancel, ctx: Context) -> r.MaintainRunInfo:
+    return await _maintenance(self).cancel(req, ctx.caller.user)
+
+
 @handles(q.MaintainPause)
 async def maintain_pause(self: Handlers, req: q.MaintainPause, ctx: Context) -> r.MaintainPauseInfo:
     return await asyncio.to_thread(_maintenance(self).pause, req, ctx.caller.user)

@@ -13,7 +13,7 @@ from daemon.protocol import results as r
 from . import render
 from .cli import emit, json_option, main, out, parse_pairs, run
 
-FINAL = ("promoted", "rejected", "failed", "interrupted", "awaiting_approval")
+FINAL = ("promoted", "rejected", "failed", "interrupted", "cancelled", "awaiting_approval")
 
 
 def _key(key: str) -> str:
@@ -158,6 +158,18 @@ def approve(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None
 def reject(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None:
     """Reject the challenger of a run awaiting approval (nothing changes)."""
     _decide(ctx, run_id, False, reason, as_json)
+
+
+@maintain.command("cancel")
+@click.argument("run_id", metavar="RUN", type=click.IntRange(1))
+@click.option("--reason", default="")
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None:
+    """Stop a run: a running one (its training or evaluation is killed) or one awaiting approval."""
+    req = q.MaintainCancel(run=run_id, reason=reason)
+    result = run(ctx, lambda c: c.call(req, r.MaintainRunInfo))
+    emit(result, as_json, lambda: show_run(result))
 
 
 def _pause(ctx: click.Context, name: str | None, paused: bool, as_json: bool) -> None:

@@ -36,7 +36,7 @@ from daemon.store.engine import make_engine
 from daemon.versions import Registry
 
 from . import policy as pol
-from .worker import Limits, WorkerError, evaluate, train
+from .worker import Cancel, Limits, WorkerError, evaluate, train
 
 log = logging.getLogger("modeltuid.maintain")
 
@@ -44,6 +44,8 @@ log = logging.getLogger("modeltuid.maintain")
 USER = "maintenance"
 #: How long a rollout may take before the run says it did not finish.
 ROLLOUT_TIMEOUT_S = 300.0
+#: How long ``maintain cancel`` waits for the run to stop before answering with its state then.
+CANCEL_WAIT_S = 30.0
 #: The global pause switch's row in ``maintain_policies`` (no model can be named so).
 ALL = "*"
 #: Alert rules every deployment has (daemon/monitor/alerts.py).
@@ -154,6 +156,10 @@ class Maintenance:
         self.leader = leader
         """In a cluster: the id of the model's elected leader when it is not this daemon (None: run here)."""
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._cancels: dict[int, Cancel] = {}
+        """Runs going on in this daemon: what stops their worker (``maintain cancel``)."""
+        self._current: dict[int, str] = {}
+        """The step each of those runs is at (a run cannot be cancelled once it promotes)."""
         self._triggered_tasks: set[asyncio.Task[None]] = set()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         """Cron triggers, one job per model with a ``schedule``."""
@@ -297,10 +303,15 @@ class Maintenance:
         workdir = self.root / f"run-{run_id}"
         run = run.model_copy(update={"id": run_id, "log": str(workdir / "run.log")})
         await asyncio.to_thread(self.store.save, run)
+        self._cancels[run_id] = Cancel()
         self._running[model] = asyncio.create_task(self._run(run, effective, workdir), name=f"maintain-{model}")
         return run
 
     async def _step(self, run: r.MaintainRunInfo, name: str, fn: Callable[[], Any]) -> tuple[r.MaintainRunInfo, Any]:
+        token = self._cancels.get(run.id)
+        if token is not None and token.cancelled:
+            raise _StepFailed(run, token.reason)
+        self._current[run.id] = name  # on the loop, like cancel(): no step starts after a cancel was accepted
         step = r.MaintainStep(name=name, state="running", started_at=datetime.now(UTC))
         run = run.model_copy(update={"steps": [*run.steps, step]})
         await asyncio.to_thread(self.store.save, run)
@@ -312,6 +323,8 @@ class Maintenance:
                 message += f"\n{exc.log_tail}"
             done = step.model_copy(update={"state": "failed", "finished_at": datetime.now(UTC), "message": message})
             run = run.model_copy(update={"steps": [*run.steps[:-1], done]})
+            if token is not None and token.cancelled:
+                raise _StepFailed(run, token.reason) from None
             raise _StepFailed(run, f"{name} failed: {exc}") from None
         message, figures = result[1] if isinstance(result, tuple) and len(result) == 2 else ("", {})
         done = step.model_copy(update={"state": "done", "finished_at": datetime.now(UTC), "message": message,
@@ -321,19 +334,24 @@ class Maintenance:
         return run, result[0] if isinstance(result, tuple) else result
 
     async def _run(self, run: r.MaintainRunInfo, p: pol.Policy, workdir: Path) -> None:
+        token = self._cancels[run.id]
         try:
-            run = await self._steps(run, p, workdir)
+            run = await self._steps(run, p, workdir, token)
         except _StepFailed as failed:
-            run = failed.run.model_copy(update={"state": "failed", "reason": failed.reason})
+            state = "cancelled" if token.cancelled else "failed"
+            run = failed.run.model_copy(update={"state": state, "reason": failed.reason})
         except Exception as exc:  # never let a run die silently
             log.exception("maintenance run %d of %s failed", run.id, run.model)
             run = run.model_copy(update={"state": "failed", "reason": f"internal error: {exc}"})
+        finally:
+            self._cancels.pop(run.id, None)
+            self._current.pop(run.id, None)
         if run.state != "awaiting_approval":
             run = run.model_copy(update={"finished_at": run.finished_at or datetime.now(UTC)})
         await asyncio.to_thread(self.store.save, run)
         log.info("maintenance run %d of %s: %s %s", run.id, run.model, run.state, run.reason)
 
-    async def _steps(self, run: r.MaintainRunInfo, p: pol.Policy, workdir: Path) -> r.MaintainRunInfo:
+    async def _steps(self, run: r.MaintainRunInfo, p: pol.Policy, workdir: Path, token: Cancel) -> r.MaintainRunInfo:
         model, champion = run.model, run.champion
         assert champion is not None
         assert p.holdout is not None
@@ -345,7 +363,7 @@ class Maintenance:
         holdout = champ_dir / p.holdout
 
         def score(model_dir: Path) -> tuple[float, tuple[str, dict[str, float]]]:
-            got = evaluate(model_dir, holdout, p.target or "", [p.metric], limits, logfile)
+            got = evaluate(model_dir, holdout, p.target or "", [p.metric], limits, logfile, token)
             return got[p.metric], (f"{p.metric} {got[p.metric]:.6f} on {p.holdout}", got)
 
         run, champ_score = await self._step(run, "evaluate_champion", lambda: score(champ_dir))
@@ -355,7 +373,7 @@ class Maintenance:
         data = None if p.data is None else champ_dir / p.data
 
         def make() -> tuple[Path, tuple[str, dict[str, float]]]:
-            got = train(p.command or "", champ_dir, data, output, limits, logfile)
+            got = train(p.command or "", champ_dir, data, output, limits, logfile, token)
             return got, (f"challenger written to {got}", {})
 
         run, chal_dir = await self._step(run, "train", make)
@@ -468,6 +486,35 @@ class Maintenance:
         run = run.model_copy(update={"finished_at": datetime.now(UTC)})
         await asyncio.to_thread(self.store.save, run)
         return run
+
+    async def cancel(self, req: q.MaintainCancel, user: str) -> r.MaintainRunInfo:
+        """Stop a run: a running one at once (its worker's process group is killed; no later step starts), or
+        one awaiting approval (its pushed challenger stays a version, never promoted). Refused once the run
+        has started to promote: the alias has moved, and ``alias rollback`` is the way back."""
+        run = await asyncio.to_thread(self.store.get, req.run)
+        if run is None:
+            raise not_found(f"no maintenance run {req.run}")
+        why = f"cancelled by {user}" + (f": {req.reason}" if req.reason else "")
+        if run.state == "awaiting_approval":
+            run = run.model_copy(update={"state": "cancelled", "finished_at": datetime.now(UTC), "reason": why})
+            await asyncio.to_thread(self.store.save, run)
+            return run
+        if run.state != "running":
+            raise conflict(f"run {req.run} is {run.state}: there is nothing to cancel")
+        token = self._cancels.get(req.run)
+        if token is None:
+            raise conflict(f"run {req.run} is not running in this daemon (in a cluster, cancel it on its leader)")
+        step = self._current.get(req.run, "")
+        if step in ("promote", "rollout"):
+            raise conflict(f"run {req.run} is at {step}: too late to cancel; move the alias back with alias rollback")
+        token.cancel(why)
+        task = self._running.get(run.model)
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT_S)
+        got = await asyncio.to_thread(self.store.get, req.run)
+        assert got is not None
+        return got
 
     def deployments_named(self, name: str) -> list[Any]:
         return [d for d in self.deployments(None) if d.name == name]

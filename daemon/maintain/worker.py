@@ -17,6 +17,7 @@ How a failure is classified (:class:`WorkerError` ``kind``):
   cgroup limit; another process sending SIGKILL would be misread as memory). It is a heuristic on the text.
 - ``garbage``: the job exited 0 but its result is unusable (no or an invalid model directory, or no
   readable result line from the evaluation worker).
+- ``cancelled``: :meth:`Cancel.cancel` killed the process group (an operator's ``maintain cancel``).
 - ``failed``: any other non-zero exit status or death by a signal.
 """
 
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from typing import IO, Any, Literal
 import daemon
 from daemon.protocol.manifest import MANIFEST_FILE, parse_manifest
 
-WorkerKind = Literal["failed", "timeout", "memory", "garbage"]
+WorkerKind = Literal["failed", "timeout", "memory", "garbage", "cancelled"]
 
 #: The metrics :func:`evaluate` computes, each mapped to whether a greater value is better.
 METRICS: dict[str, bool] = {
@@ -116,6 +118,36 @@ class Limits:
             raise ValueError(f"memory_mb must be at least 16, not {self.memory_mb!r}")
 
 
+class Cancel:
+    """Lets another thread stop a job: :meth:`cancel` kills the process group of the worker running now
+    (and refuses to start any later one). The pid is only killed while it is unreaped, so it cannot name a
+    recycled process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self.cancelled = False
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            self.cancelled, self.reason = True, reason
+            if self._pid is not None:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._pid, signal.SIGKILL)
+
+    def attach(self, pid: int) -> None:
+        with self._lock:
+            self._pid = pid
+            if self.cancelled:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    def detach(self) -> None:
+        with self._lock:
+            self._pid = None
+
+
 @dataclass(frozen=True)
 class _Outcome:
     returncode: int
@@ -123,13 +155,20 @@ class _Outcome:
     output: str
     """What this run appended to the log."""
     pid: int
+    cancelled: bool = False
 
 
 # ---- the public calls -----------------------------------------------------------------------------------
 
 
 def evaluate(
-    model_dir: Path, data: Path, target: str, metrics: list[str], limits: Limits, log: Path
+    model_dir: Path,
+    data: Path,
+    target: str,
+    metrics: list[str],
+    limits: Limits,
+    log: Path,
+    cancel: Cancel | None = None,
 ) -> dict[str, float]:
     """Score the model in ``model_dir`` on ``data`` and return ``{metric: value}`` for ``metrics``.
 
@@ -163,15 +202,25 @@ def evaluate(
     # have shadowed (a model directory could hold a "daemon" package of its own).
     root = Path(daemon.__path__[0]).resolve().parent
     with tempfile.TemporaryFile() as result:
-        outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="evaluate", title=str(model_dir))
-        if outcome.returncode != 0 or outcome.timed_out:
+        outcome = _run(
+            argv, cwd=root, limits=limits, log=log, stdout=result, what="evaluate", title=str(model_dir), cancel=cancel
+        )
+        if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
             raise _failure("evaluating " + str(model_dir), outcome, limits)
         result.seek(0)
         raw = result.read(1024 * 1024)
     return _parse_result(raw, metrics, outcome)
 
 
-def train(command: str, model_dir: Path, data: Path | None, output: Path, limits: Limits, log: Path) -> Path:
+def train(
+    command: str,
+    model_dir: Path,
+    data: Path | None,
+    output: Path,
+    limits: Limits,
+    log: Path,
+    cancel: Cancel | None = None,
+) -> Path:
     """Run the model's training command (``[training] command`` of its manifest) to make a challenger.
 
     Placeholders, replaced inside each shlex word (no shell is involved): ``{data}`` (absolute path of the
@@ -206,8 +255,9 @@ def train(command: str, model_dir: Path, data: Path | None, output: Path, limits
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ValueError(f"{output} exists and is not an empty directory")
     output.mkdir(parents=True, exist_ok=True)
-    outcome = _run(argv, cwd=model_dir, limits=limits, log=log, stdout=None, what="train", title=shlex.join(argv))
-    if outcome.returncode != 0 or outcome.timed_out:
+    title = shlex.join(argv)
+    outcome = _run(argv, cwd=model_dir, limits=limits, log=log, stdout=None, what="train", title=title, cancel=cancel)
+    if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
         raise _failure("the training command", outcome, limits)
     problem = check_model_dir(output)
     if problem is not None:
@@ -252,9 +302,19 @@ def _check_metrics(metrics: list[str]) -> None:
 
 
 def _run(
-    argv: list[str], *, cwd: Path, limits: Limits, log: Path, stdout: IO[bytes] | None, what: str, title: str
+    argv: list[str],
+    *,
+    cwd: Path,
+    limits: Limits,
+    log: Path,
+    stdout: IO[bytes] | None,
+    what: str,
+    title: str,
+    cancel: Cancel | None = None,
 ) -> _Outcome:
     """Run ``argv`` under the limits; stderr (and stdout unless given) is appended to ``log``."""
+    if cancel is not None and cancel.cancelled:
+        raise WorkerError(f"{what} not started: cancelled ({cancel.reason})", kind="cancelled")
     launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(limits.memory_mb * 1024 * 1024)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -274,6 +334,8 @@ def _run(
             start_new_session=True,
             close_fds=True,
         )
+        if cancel is not None:
+            cancel.attach(proc.pid)
         try:
             exited = _wait_exited(proc.pid, limits.timeout_seconds)
         finally:
@@ -281,13 +343,20 @@ def _run(
             # on a timeout the whole job, after an exit any stragglers it left behind — then reap the leader.
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            if cancel is not None:
+                cancel.detach()
             returncode = proc.wait()
+        cancelled = cancel is not None and cancel.cancelled
         with log.open("rb") as rf:
             rf.seek(start)
             output = rf.read().decode("utf-8", "replace")
         sep = "" if not output or output.endswith("\n") else "\n"
-        fh.write(f"{sep}=== {_status(returncode) if exited else 'timed out: process group killed'}\n".encode())
-    return _Outcome(returncode, not exited, output, proc.pid)
+        if cancelled:
+            end = "cancelled: process group killed"
+        else:
+            end = _status(returncode) if exited else "timed out: process group killed"
+        fh.write(f"{sep}=== {end}\n".encode())
+    return _Outcome(returncode, not exited, output, proc.pid, cancelled)
 
 
 def _wait_exited(pid: int, timeout: float) -> bool:
@@ -337,6 +406,8 @@ def _tail(text: str) -> str:
 def _failure(what: str, outcome: _Outcome, limits: Limits) -> WorkerError:
     tail = _tail(outcome.output)
     common: dict[str, Any] = {"log_tail": tail, "returncode": outcome.returncode, "pid": outcome.pid}
+    if outcome.cancelled:
+        return WorkerError(f"{what} was cancelled; its process group was killed", kind="cancelled", **common)
     if outcome.timed_out:
         return WorkerError(
             f"{what} ran longer than {limits.timeout_seconds:g} s; its process group was killed",

@@ -365,6 +365,14 @@ class MaintainDecide(_Request):
     reason: Text = ""
 
 
+class MaintainCancel(_Request):
+    """Stop a run that is running (its worker is killed, no later step starts) or awaiting approval."""
+
+    op: Literal["maintain.cancel"] = "maintain.cancel"
+    run: Annotated[int, Field(ge=1)]
+    reason: Text = ""
+
+
 class MaintainPause(_Request):
     """Pause (or resume) the maintenance of one model, or of every model (the global switch) without a name.
     A paused model, or any model while the global switch is on, starts no run: scheduled, alert or manual."""
@@ -421,6 +429,7 @@ Request = Annotated[
     | MaintainRuns
     | MaintainShow
     | MaintainDecide
+    | MaintainCancel
     | MaintainPause,
     Field(discriminator="op"),
 ]
@@ -468,11 +477,12 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     MaintainRuns: r.MaintainRunList,
     MaintainShow: r.MaintainRunInfo,
     MaintainDecide: r.MaintainRunInfo,
+    MaintainCancel: r.MaintainRunInfo,
     MaintainPause: r.MaintainPauseInfo,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
 _MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Upload, Push, PushFiles, Tag]
 _MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc, Deploy, Undeploy, RestartDeployment]
-_MUTATING += [AlertAdd, AlertRemove, MaintainSet, MaintainRunNow, MaintainDecide, MaintainPause]
+_MUTATING += [AlertAdd, AlertRemove, MaintainSet, MaintainRunNow, MaintainDecide, MaintainCancel, MaintainPause]
 MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)

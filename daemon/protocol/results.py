@@ -423,7 +423,7 @@ class MaintainStep(Result):
 class MaintainRunInfo(Result):
     id: int
     model: str
-    state: Literal["running", "awaiting_approval", "promoted", "rejected", "failed", "interrupted"]
+    state: Literal["running", "awaiting_approval", "promoted", "rejected", "failed", "interrupted", "cancelled"]
     trigger: str = Field(description="manual, schedule, or alert:<name>")
     started_at: datetime
     finished_at: datetime | None = None

@@ -45,7 +45,7 @@ LIVE_SECONDS = 1.0
 #: Without a running run, the list is re-read every this many ticks (runs started by the CLI or a schedule).
 IDLE_TICKS = 5
 #: Actions that change state: hidden and refused in read-only mode.
-MUTATIONS = frozenset({"approve", "reject", "run_now"})
+MUTATIONS = frozenset({"approve", "reject", "run_now", "cancel_run"})
 #: Each run state's tone (component classes styled in app.tcss).
 STATE_TONE: dict[str, str] = {
     "running": "busy",
@@ -54,6 +54,7 @@ STATE_TONE: dict[str, str] = {
     "rejected": "off",
     "failed": "bad",
     "interrupted": "bad",
+    "cancelled": "off",
 }
 STEP_TONE: dict[str, str] = {"running": "busy", "done": "ok", "failed": "bad", "skipped": "off"}
 TONES = ("ok", "busy", "warn", "bad", "off")
@@ -242,6 +243,7 @@ class MaintenanceScreen(RegistryScreen):
         Binding("a", "approve", "Approve"),
         Binding("x", "reject", "Reject"),
         Binding("r", "run_now", "Run now"),
+        Binding("c", "cancel_run", "Cancel run"),
         Binding("p", "policy", "Policy"),
         Binding("g", "refresh", "Refresh"),
     ]
@@ -448,6 +450,37 @@ class MaintenanceScreen(RegistryScreen):
 
     def action_reject(self) -> None:
         self._decide(False)
+
+    def action_cancel_run(self) -> None:
+        if self.readonly:
+            return
+        run = self._chosen()
+        if run is None:
+            return
+        if run.state not in ("running", "awaiting_approval"):
+            self.notify(
+                f"run {run.id} is {run.state.replace('_', ' ')}: there is nothing to cancel", severity="warning"
+            )
+            return
+        run_id, model = run.id, run.model
+        what = "its training or evaluation is killed" if run.state == "running" else "its challenger is never promoted"
+
+        def reasoned(reason: str | None) -> None:
+            if reason is None:
+                return
+            self._confirm(
+                f"Cancel run [b]{run_id}[/b] of [b]{escape(model)}[/b]?\n{what.capitalize()}; the champion stays.",
+                lambda: self.call(
+                    requests.MaintainCancel(run=run_id, reason=reason),
+                    results.MaintainRunInfo,
+                    self._decided,
+                    success=f"run {run_id} cancelled",
+                ),
+            )
+
+        self.app.push_screen(
+            ReasonDialog(f"Cancel run [b]{run_id}[/b] of [b]{escape(model)}[/b] ({what})", "Cancel run"), reasoned
+        )
 
     def action_run_now(self) -> None:
         if self.readonly:

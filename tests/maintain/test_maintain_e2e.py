@@ -11,6 +11,7 @@ import csv
 import json
 import shutil
 import signal
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,41 @@ def test_a_daemon_killed_mid_run_leaves_it_interrupted_and_nothing_promoted(serv
     got = cli_json(d, "maintain", "show", str(started["id"]))
     assert got["state"] == "interrupted"
     assert got["steps"][-1]["state"] == "failed"
+    assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 1
+
+
+def test_cancel_kills_a_running_training_and_changes_nothing(served: DaemonProcess, tmp_path: Path) -> None:
+    d = served
+    marker = tmp_path / "training.pid"
+    slow = f"command=python -c \"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)\""
+    assert d.cli("maintain", "set", MODEL, "promote=auto", slow).returncode == 0
+    started = cli_json(d, "maintain", "run-now", MODEL)
+    wait_for(lambda: marker.exists() and marker.read_text(), "the training process", 60)
+    pid = int(marker.read_text())
+    begun = time.monotonic()
+    got = cli_json(d, "maintain", "cancel", str(started["id"]), "--reason", "wrong data")
+    assert time.monotonic() - begun < 10
+    assert got["state"] == "cancelled", got
+    assert got["reason"].startswith("cancelled by ")
+    assert got["reason"].endswith(": wrong data")
+    assert [s["name"] for s in got["steps"]] == ["evaluate_champion", "train"]
+    assert got["steps"][-1]["state"] == "failed"
+    assert "cancelled" in got["steps"][-1]["message"]
+    assert not Path(f"/proc/{pid}").exists()  # the training process is gone
+    assert [v["number"] for v in cli_json(d, "log", MODEL)["items"]] == [1]
+    again = d.cli("maintain", "cancel", str(started["id"]))
+    assert again.returncode == 5  # nothing left to cancel
+    assert "is cancelled" in again.stderr
+    assert d.cli("maintain", "cancel", "999").returncode == 3
+
+
+def test_cancel_of_a_run_awaiting_approval_never_promotes_it(served: DaemonProcess) -> None:
+    d = served
+    got = run(d)
+    assert got["state"] == "awaiting_approval"
+    done = cli_json(d, "maintain", "cancel", str(got["id"]))
+    assert done["state"] == "cancelled"
+    assert d.cli("maintain", "approve", str(got["id"])).returncode == 5
     assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 1
 
 

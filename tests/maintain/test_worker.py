@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -15,7 +16,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import f1_score, mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
 
 from daemon.maintain import evaluate as evaluate_module
-from daemon.maintain.worker import METRICS, REASON_PREFIX, Limits, WorkerError, check_model_dir, evaluate, train
+from daemon.maintain.worker import METRICS, REASON_PREFIX, Cancel, Limits, WorkerError, check_model_dir, evaluate, train
 
 pytestmark = pytest.mark.integration
 
@@ -145,6 +146,31 @@ def test_training_command_that_times_out_is_killed_with_its_children(example_dir
         time.sleep(0.05)
     assert live_members(pgid) == []
     print(f"timeout raised after {elapsed:.2f} s")
+
+
+def test_cancel_kills_a_training_command_with_its_children(example_dir: Path, tmp_path: Path) -> None:
+    command = "python -c \"import subprocess as s, time; s.Popen(['sleep', '60']); print('started'); time.sleep(60)\""
+    token = Cancel()
+    timer = threading.Timer(1.0, token.cancel, args=("by a test",))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(WorkerError) as info:
+        train(command, example_dir, None, tmp_path / "out", FAST, tmp_path / "log", token)
+    elapsed = time.monotonic() - started
+    assert info.value.kind == "cancelled"
+    assert 1.0 <= elapsed < 2.0, elapsed
+    assert "cancelled: process group killed" in (tmp_path / "log").read_text()
+    pgid = info.value.pid
+    assert pgid is not None
+    deadline = time.monotonic() + 2.0
+    while live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_members(pgid) == []
+    # A cancelled token starts nothing more.
+    with pytest.raises(WorkerError) as again:
+        evaluate(example_dir, example_dir / "eval.csv", "target", ["f1"], FAST, tmp_path / "log", token)
+    assert again.value.kind == "cancelled"
+    assert again.value.pid is None
 
 
 def test_training_command_that_needs_too_much_memory(example_dir: Path, tmp_path: Path) -> None:
