@@ -24,6 +24,7 @@ from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
 from daemon.handlers import Handlers
 from daemon.maintain.engine import Maintenance, RunStore
+from daemon.maintain.feedback import Source
 from daemon.monitor.alerts import Alerts, AlertStore, describe_from, manifest_rules_from
 from daemon.monitor.exporter import Exporter
 from daemon.monitor.scheduler import MonitorScheduler
@@ -217,6 +218,11 @@ class DaemonApp:
             deployments=lambda model: list(deployments.list(model).items),
             alert_names=lambda model: own_alert_names(model),
             leader=leader,
+            sources=lambda model: [
+                Source(name, sup.current.version, sup.current.admin_url)
+                for name, sup in list(deployments.supervisors.items())
+                if sup.rec.model == model and sup.current is not None
+            ],
         )
         await maintenance.start()
         return maintenance

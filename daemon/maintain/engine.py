@@ -35,6 +35,7 @@ from daemon.store.db import Db
 from daemon.store.engine import make_engine
 from daemon.versions import Registry
 
+from . import feedback as fb
 from . import policy as pol
 from .worker import Cancel, Limits, WorkerError, evaluate, train
 
@@ -118,6 +119,43 @@ class RunStore:
         """The global switch, kept as the overrides of the pseudo-model ``*`` (not a valid model name)."""
         return bool(self.overrides(ALL).get("paused"))
 
+    # -- labelled feedback (daemon/maintain/feedback.py) ----------------------------------------------------
+
+    def feedback_cursor(self, deployment: str) -> tuple[str, int] | None:
+        with self._db.read() as conn:
+            sql = "SELECT instance, seq FROM feedback_cursors WHERE deployment = ?"
+            row = conn.execute(sql, (deployment,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def add_feedback(self, model: str, source: fb.Source, page: fb.Page) -> None:
+        """The page's rows and the deployment's new cursor, in one transaction; then the oldest rows past
+        :data:`~daemon.maintain.feedback.KEEP_ROWS` of the model go."""
+        rows = [(model, source.deployment, source.version, *fb.encode(x)) for x in fb.to_labelled(page)]
+        seq = page.rows[-1][0] if page.rows else page.last
+        with self._db.write() as conn:
+            conn.executemany(
+                "INSERT INTO feedback_rows (model, deployment, version, at, inputs, label) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute(
+                "INSERT INTO feedback_cursors (deployment, instance, seq) VALUES (?, ?, ?) ON CONFLICT (deployment) "
+                "DO UPDATE SET instance = excluded.instance, seq = excluded.seq",
+                (source.deployment, page.instance, seq),
+            )
+            conn.execute(
+                "DELETE FROM feedback_rows WHERE model = ? AND id <= (SELECT id FROM feedback_rows WHERE model = ? "
+                "ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (model, model, fb.KEEP_ROWS),
+            )
+
+    def feedback(self, model: str, limit: int) -> fb.Rows:
+        """The model's newest ``limit`` labelled rows, oldest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT at, inputs, label FROM feedback_rows WHERE model = ? ORDER BY id DESC LIMIT ?", (model, limit)
+            ).fetchall()
+        return [fb.decode(*row) for row in reversed(rows)]
+
     def interrupt_running(self) -> int:
         """Runs left ``running`` by a daemon that stopped: interrupted (their steps say how far they got)."""
         now = datetime.now(UTC)
@@ -144,6 +182,7 @@ class Maintenance:
         deployments: Callable[[str | None], list[Any]],
         alert_names: Callable[[str], set[str]],
         leader: Callable[[str], str | None] | None = None,
+        sources: Callable[[str], list[fb.Source]] | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -155,6 +194,10 @@ class Maintenance:
         self.alert_names = alert_names
         self.leader = leader
         """In a cluster: the id of the model's elected leader when it is not this daemon (None: run here)."""
+        self.sources = sources
+        """The runtimes serving a model's deployments now (their labelled feedback); on the loop."""
+        self._feedback_models: set[str] = set()
+        """Models whose policy trains or evaluates on ``feedback``: their runtimes are pulled periodically."""
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancels: dict[int, Cancel] = {}
         """Runs going on in this daemon: what stops their worker (``maintain cancel``)."""
@@ -167,8 +210,11 @@ class Maintenance:
     # -- triggers --------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Schedule every model whose policy has a ``schedule`` (policies that cannot run are logged)."""
+        """Schedule every model whose policy has a ``schedule`` (policies that cannot run are logged), and the
+        periodic pull of labelled feedback."""
         self.scheduler.start()
+        self.scheduler.add_job(self._pull_all, "interval", seconds=fb.PULL_SECONDS, id="maintain.feedback",
+                               max_instances=1, coalesce=True)  # fmt: skip
         models: list[str] = []
         offset = 0
         while True:
@@ -187,6 +233,10 @@ class Maintenance:
 
     def reschedule(self, info: r.MaintainPolicyInfo) -> None:
         """(Re)place the model's cron job after its policy changed; on the event loop."""
+        if pol.FEEDBACK in (info.policy.get("data"), info.policy.get("holdout")):
+            self._feedback_models.add(info.model)
+        else:
+            self._feedback_models.discard(info.model)
         job = f"maintain.{info.model}"
         if self.scheduler.get_job(job) is not None:
             self.scheduler.remove_job(job)
@@ -195,6 +245,42 @@ class Maintenance:
             trigger = CronTrigger.from_crontab(schedule, timezone=UTC)
             self.scheduler.add_job(self._trigger, trigger, args=(info.model, "schedule"), id=job,
                                    max_instances=1, coalesce=True, misfire_grace_time=3600)  # fmt: skip
+
+    async def _pull_all(self) -> None:
+        for model in sorted(self._feedback_models):
+            await self.pull_feedback(model)
+
+    async def pull_feedback(self, model: str) -> int:
+        """Pull the new labelled rows of every runtime serving ``model``; how many arrived. A runtime that
+        cannot be read is logged and skipped (its rows wait for the next pull)."""
+        sources = self.sources(model) if self.sources is not None else []
+        return await asyncio.to_thread(lambda: sum(self._pull_source(model, source) for source in sources))
+
+    def _pull_source(self, model: str, source: fb.Source) -> int:
+        """Blocking. Pages from the deployment's cursor on; a new runtime process is read from its start."""
+        cursor = self.store.feedback_cursor(source.deployment)
+        after = cursor[1] if cursor is not None else 0
+        got = 0
+        try:
+            for _ in range(fb.MAX_PAGES):
+                page = fb.fetch(source, after)
+                if cursor is not None and page.instance != cursor[0] and after:
+                    after = 0
+                    page = fb.fetch(source, after)
+                if page.first > after + 1:
+                    log.warning("%s: %d labelled rows were dropped by its runtime before they were pulled",
+                                source.deployment, page.first - after - 1)  # fmt: skip
+                if not page.rows and cursor == (page.instance, after):
+                    break
+                self.store.add_feedback(model, source, page)
+                got += len(page.rows)
+                after = page.rows[-1][0] if page.rows else after
+                cursor = (page.instance, after)
+                if len(page.rows) < fb.PAGE_ROWS:
+                    break
+        except (OSError, ValueError) as exc:
+            log.warning("labelled feedback of %s not pulled: %s", source.deployment, exc)
+        return got
 
     def on_alert(self, event: AlertEvent) -> None:
         """An alert fired: start a run of the deployment's model if its policy names that alert."""
@@ -361,16 +447,24 @@ class Maintenance:
         limits = Limits(timeout_seconds=p.timeout_seconds, memory_mb=p.memory_mb)
         champ_dir = await asyncio.to_thread(self.registry.materialize, model, champion, workdir / "versions")
         holdout = champ_dir / p.holdout
+        data = None if p.data is None else champ_dir / p.data
+        target = p.target or ""
+        if pol.FEEDBACK in (p.data, p.holdout):
+            await self.pull_feedback(model)
+            run, (target, train_csv, holdout_csv) = await self._step(
+                run, "collect_feedback", lambda: self._feedback_data(model, p, champ_dir, workdir)
+            )
+            data = train_csv if p.data == pol.FEEDBACK else data
+            holdout = holdout_csv if p.holdout == pol.FEEDBACK else holdout
 
         def score(model_dir: Path) -> tuple[float, tuple[str, dict[str, float]]]:
-            got = evaluate(model_dir, holdout, p.target or "", [p.metric], limits, logfile, token)
+            got = evaluate(model_dir, holdout, target, [p.metric], limits, logfile, token)
             return got[p.metric], (f"{p.metric} {got[p.metric]:.6f} on {p.holdout}", got)
 
         run, champ_score = await self._step(run, "evaluate_champion", lambda: score(champ_dir))
         run = run.model_copy(update={"champion_score": champ_score})
         output = workdir / "challenger"
         shutil.rmtree(output, ignore_errors=True)
-        data = None if p.data is None else champ_dir / p.data
 
         def make() -> tuple[Path, tuple[str, dict[str, float]]]:
             got = train(p.command or "", champ_dir, data, output, limits, logfile, token)
@@ -398,6 +492,33 @@ class Maintenance:
         if p.promote == "approve":
             return run.model_copy(update={"state": "awaiting_approval"})
         return await self._promote(run, p, f"maintenance run {run.id}: {verdict}")
+
+    def _feedback_data(
+        self, model: str, p: pol.Policy, champ_dir: Path, workdir: Path
+    ) -> tuple[tuple[str, Path, Path], tuple[str, dict[str, float]]]:
+        """Blocking. The model's newest labelled rows as CSV: the newest ``holdout_fraction`` as the holdout
+        (when it is ``feedback``), the rest as training data (all of them when only ``data`` is)."""
+        manifest = parse_manifest((champ_dir / MANIFEST_FILE).read_bytes())
+        inputs = [c.name for c in manifest.signature.inputs] if manifest.signature else []
+        target = fb.target_name(p.target, inputs)
+        rows = [x for x in self.store.feedback(model, p.feedback_rows) if fb.complete(x, inputs)]
+        if len(rows) < p.feedback_min_rows:
+            raise ValueError(
+                f"only {len(rows)} labelled feedback rows with every input of {model}'s signature; the policy "
+                f"needs at least {p.feedback_min_rows} (feedback_min_rows)"
+            )
+        held = max(1, round(len(rows) * p.holdout_fraction)) if p.holdout == pol.FEEDBACK else 0
+        train_rows, holdout_rows = rows[: len(rows) - held], rows[len(rows) - held :]
+        if p.data == pol.FEEDBACK and not train_rows:
+            raise ValueError("no labelled feedback rows are left for training after the holdout")
+        train_csv, holdout_csv = workdir / "feedback-train.csv", workdir / "feedback-holdout.csv"
+        fb.write_csv(train_rows, inputs, target, train_csv)
+        fb.write_csv(holdout_rows, inputs, target, holdout_csv)
+        first, last = (datetime.fromtimestamp(x.at, UTC) for x in (rows[0], rows[-1]))
+        span = f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"
+        message = f"{len(rows)} labelled rows ({span}): {len(train_rows)} for training, {len(holdout_rows)} held out"
+        figures = {"rows": float(len(rows)), "train_rows": float(len(train_rows)), "holdout_rows": float(held)}
+        return (target, train_csv, holdout_csv), (message, figures)
 
     async def _promote(self, run: r.MaintainRunInfo, p: pol.Policy, reason: str) -> r.MaintainRunInfo:
         model, number = run.model, run.challenger

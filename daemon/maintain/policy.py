@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from daemon.protocol.manifest import Manifest
 from daemon.protocol.names import check_alias, check_rel_path
 
+from .feedback import KEEP_ROWS
 from .worker import METRICS
 
 #: Gate metrics and whether greater is better (the worker computes them).
@@ -49,7 +50,7 @@ class Policy(BaseModel):
     )
     command: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     data: Annotated[str, AfterValidator(check_data)] | None = None
-    holdout: Annotated[str, AfterValidator(check_rel_path)] | None = None
+    holdout: Annotated[str, AfterValidator(check_data)] | None = None
     target: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     metric: str = "f1"
     greater_is_better: bool | None = None
@@ -60,6 +61,9 @@ class Policy(BaseModel):
     paused: bool = False
     timeout_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 3600.0
     memory_mb: Annotated[int, Field(ge=64, le=1 << 20)] = 4096
+    feedback_rows: Annotated[int, Field(ge=10, le=KEEP_ROWS)] = 10_000
+    feedback_min_rows: Annotated[int, Field(ge=2, le=KEEP_ROWS)] = 50
+    holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
 
     @field_validator("metric")
     @classmethod
@@ -116,16 +120,19 @@ def check_usable(policy: Policy, manifest: Manifest, files: Collection[str], ale
     problems: list[str] = []
     if policy.command is None:
         problems.append("no training command: set command (placeholders {data}, {output}, {model_dir})")
-    if policy.data == FEEDBACK:
-        problems.append("data: training on the deployment's labelled feedback is not supported yet; name a file")
-    elif policy.data is not None and policy.data not in files:
+    if FEEDBACK in (policy.data, policy.holdout) and not (manifest.signature and manifest.signature.inputs):
+        problems.append("feedback as data needs the model's [signature] inputs: they name the rows' columns")
+    if policy.data not in (None, FEEDBACK) and policy.data not in files:
         problems.append(f"data: {policy.data!r} is not a file of the champion version")
     if policy.holdout is None:
-        problems.append("no holdout data: set holdout (a CSV file of the version) and target")
-    elif policy.holdout not in files:
+        problems.append('no holdout data: set holdout (a CSV file of the version, or "feedback") and target')
+    elif policy.holdout != FEEDBACK and policy.holdout not in files:
         problems.append(f"holdout: {policy.holdout!r} is not a file of the champion version")
-    if policy.target is None:
+    if policy.target is None and policy.holdout != FEEDBACK:
         problems.append("no target column: set target")
+    if policy.feedback_min_rows > policy.feedback_rows:
+        limits = f"feedback_min_rows ({policy.feedback_min_rows}) exceeds feedback_rows ({policy.feedback_rows})"
+        problems.append(limits)
     unknown = [a for a in policy.alerts if a not in alert_names]
     if unknown:
         known = ", ".join(sorted(alert_names)) or "none"

@@ -336,6 +336,33 @@ def v9_maintenance(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V10_FEEDBACK = """
+CREATE TABLE feedback_rows (
+    id INTEGER NOT NULL PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    deployment VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    at FLOAT NOT NULL,
+    inputs TEXT NOT NULL,
+    label TEXT NOT NULL
+);
+CREATE INDEX ix_feedback_rows_model ON feedback_rows (model, id);
+CREATE TABLE feedback_cursors (
+    deployment VARCHAR NOT NULL PRIMARY KEY,
+    instance VARCHAR NOT NULL,
+    seq INTEGER NOT NULL
+);
+"""
+
+
+def v10_feedback(conn: Connection) -> None:
+    """Labelled feedback rows pulled from the runtimes (maintenance trains on them), and how far each
+    deployment's runtime has been read. The JSON columns are TEXT: a JSON label ``1`` in a column of
+    NUMERIC affinity (what a JSON declared type gets) would come back as an integer."""
+    for statement in _statements(V10_FEEDBACK):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -349,6 +376,7 @@ MIGRATIONS: list[Migration] = [
     v7_monitor_blocks,
     v8_cluster_sync,
     v9_maintenance,
+    v10_feedback,
 ]
 
 

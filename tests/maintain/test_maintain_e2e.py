@@ -250,3 +250,50 @@ def test_pausing_one_model_or_all_of_them_stops_runs_until_resumed(served: Daemo
     assert cli_json(d, "maintain", "runs", MODEL)["items"] == []  # nothing started meanwhile
     assert cli_json(d, "maintain", "resume")["all_paused"] is False
     assert run(d)["state"] == "awaiting_approval"  # the default: promote = approve
+
+
+def test_a_run_trains_and_evaluates_on_the_deployments_labelled_feedback(
+    daemon: DaemonProcess, example_dir: Path, tmp_path: Path
+) -> None:
+    """``data = holdout = "feedback"``: the rows the deployment got labels for are pulled from its runtime,
+    the newest 30 % scores champion and challenger, the rest trains the challenger; the rows stay in the
+    daemon after the runtime that held them was replaced by the rollout."""
+    import numpy as np
+
+    from ..deploy.test_feedback import eval_rows, predict
+
+    d = daemon
+    assert d.cli("push", str(example_dir), "--alias", "production").returncode == 0
+    dep = cli_json(d, "deploy", f"{MODEL}@production", "--name", "bc")["deployment"]
+    policy = ["data=feedback", "holdout=feedback", "feedback_min_rows=100", "promote=auto", "min_improvement=0.01"]
+    done = d.cli("maintain", "set", MODEL, *policy)
+    assert done.returncode == 0, done.stderr
+    early = run(d)  # no labels yet: the run says so and changes nothing
+    assert early["state"] == "failed"
+    assert [s["name"] for s in early["steps"]] == ["collect_feedback"]
+    assert "only 0 labelled feedback rows" in early["steps"][0]["message"]
+
+    rows, truth = eval_rows(example_dir)
+    rng = np.random.default_rng(0)
+    shifted = [[v * 1.6 * rng.normal(1, 0.02) + 0.5 for v in row] for _ in range(4) for row in rows]
+    labels = truth * 4
+    ids, _ = predict(dep["endpoint"], shifted)
+    path = tmp_path / "labels.csv"
+    path.write_text("id,label\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels, strict=True)))
+    assert d.cli("feedback", "bc", str(path)).returncode == 0
+
+    got = run(d)
+    assert got["state"] == "promoted", got
+    collect = got["steps"][0]
+    assert collect["name"] == "collect_feedback"
+    assert collect["figures"] == {"rows": len(ids), "train_rows": len(ids) - round(len(ids) * 0.3),
+                                  "holdout_rows": round(len(ids) * 0.3)}  # fmt: skip
+    assert got["challenger_score"] >= got["champion_score"] + 0.01
+    wait_for(lambda: cli_json(d, "ps", "bc")["deployment"]["version"] == 2, "the rollout", 60)
+
+    # The runtime that held the rows is gone (rolled out); the daemon kept them, through a restart too.
+    d.stop()
+    d.start()
+    assert d.cli("maintain", "set", MODEL, "promote=approve", "min_improvement=0").returncode == 0
+    again = run(d)
+    assert again["steps"][0]["figures"]["rows"] == len(ids), again
