@@ -37,7 +37,7 @@ from daemon.versions import Registry
 
 from . import feedback as fb
 from . import policy as pol
-from .worker import Cancel, Limits, WorkerError, evaluate, train
+from .worker import Cancel, Limits, WorkerError, evaluate, search, train
 
 log = logging.getLogger("modeltuid.maintain")
 
@@ -470,7 +470,21 @@ class Maintenance:
             got = train(p.command or "", champ_dir, data, output, limits, logfile, token)
             return got, (f"challenger written to {got}", {})
 
-        run, chal_dir = await self._step(run, "train", make)
+        def searched() -> tuple[Path, tuple[str, dict[str, float]]]:
+            assert p.search is not None
+            assert data is not None
+            got = search(p.search, champ_dir, data, target, p.metric, output, limits, logfile, token)
+            best = ", ".join(f"{k}={v!r}" for k, v in sorted(got.get("best_params", {}).items()))
+            message = f"{p.search.method} search: cv {p.metric} {got['cv_score']:.6f} with {best}"
+            figures: dict[str, float] = {
+                k: float(got[k]) for k in ("cv_score", "candidates", "fits", "seconds") if k in got
+            }
+            return output, (message, figures)
+
+        if p.search is not None:
+            run, chal_dir = await self._step(run, "search", searched)
+        else:
+            run, chal_dir = await self._step(run, "train", make)
         run, chal_score = await self._step(run, "evaluate_challenger", lambda: score(chal_dir))
         run = run.model_copy(update={"challenger_score": chal_score})
         better, verdict = gate(p, champ_score, chal_score)

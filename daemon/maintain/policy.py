@@ -11,12 +11,13 @@ from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from daemon.protocol.manifest import Manifest
 from daemon.protocol.names import check_alias, check_rel_path
 
 from .feedback import KEEP_ROWS
+from .space import SearchSpec, parse_search
 from .worker import METRICS
 
 #: Gate metrics and whether greater is better (the worker computes them).
@@ -49,6 +50,9 @@ class Policy(BaseModel):
         default_factory=list
     )
     command: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    search: (
+        Annotated[SearchSpec, BeforeValidator(lambda v: v if isinstance(v, SearchSpec) else parse_search(v))] | None
+    ) = None
     data: Annotated[str, AfterValidator(check_data)] | None = None
     holdout: Annotated[str, AfterValidator(check_data)] | None = None
     target: Annotated[str, Field(min_length=1, max_length=256)] | None = None
@@ -105,6 +109,8 @@ def parse_value(key: str, text: str) -> Any:
         raise ValueError(f"unknown policy key {key!r}; known: {', '.join(KEYS)}")
     if key == "alerts":
         return [a.strip() for a in text.split(",") if a.strip()]
+    if key == "search" and text:
+        return parse_search(text).model_dump(mode="json")
     if key in ("paused", "greater_is_better"):
         if text.lower() in ("true", "yes", "1"):
             return True
@@ -118,8 +124,15 @@ def check_usable(policy: Policy, manifest: Manifest, files: Collection[str], ale
     """What would make a run fail, said now: a training command, the data files in the version, the alert
     names among the model's rules."""
     problems: list[str] = []
-    if policy.command is None:
-        problems.append("no training command: set command (placeholders {data}, {output}, {model_dir})")
+    if policy.search is not None:
+        if manifest.flavor != "sklearn":
+            problems.append(f"search: the built-in search needs a sklearn model, not {manifest.flavor}")
+        if policy.data is None:
+            problems.append('search: no training data: set data (a CSV file of the version, or "feedback")')
+    elif policy.command is None:
+        problems.append(
+            "no way to make a challenger: set command (placeholders {data}, {output}, {model_dir}) or search"
+        )
     if FEEDBACK in (policy.data, policy.holdout) and not (manifest.signature and manifest.signature.inputs):
         problems.append("feedback as data needs the model's [signature] inputs: they name the rows' columns")
     if policy.data not in (None, FEEDBACK) and policy.data not in files:

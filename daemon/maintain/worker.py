@@ -42,6 +42,8 @@ from typing import IO, Any, Literal
 import daemon
 from daemon.protocol.manifest import MANIFEST_FILE, parse_manifest
 
+from .space import SearchSpec, search_argv
+
 WorkerKind = Literal["failed", "timeout", "memory", "garbage", "cancelled"]
 
 #: The metrics :func:`evaluate` computes, each mapped to whether a greater value is better.
@@ -58,6 +60,8 @@ METRICS: dict[str, bool] = {
 
 #: Lines the evaluation worker prints (to stderr) before exiting 2 to say why it could not evaluate.
 REASON_PREFIX = "modeltui-evaluate: "
+#: The same for the search worker.
+SEARCH_PREFIX = "modeltui-search: "
 #: How much of this run's log a WorkerError carries.
 TAIL_CHARS = 4000
 MEMORY_MARKERS = ("MemoryError", "Unable to allocate", "std::bad_alloc", "Cannot allocate memory", "out of memory")
@@ -271,6 +275,47 @@ def train(
     return output
 
 
+def search(
+    spec: SearchSpec,
+    model_dir: Path,
+    data: Path,
+    target: str,
+    metric: str,
+    output: Path,
+    limits: Limits,
+    log: Path,
+    cancel: Cancel | None = None,
+) -> dict[str, Any]:
+    """Make a challenger by the built-in hyper-parameter search (``python -m daemon.maintain.search``) over
+    the champion in ``model_dir`` (or ``spec.estimator``), trained on ``data``, written to ``output`` (an
+    empty directory, created here). Returns the worker's result: ``best_params``, ``cv_score``,
+    ``candidates``, ``fits``, ``seconds``. Raises :class:`WorkerError` like :func:`train`."""
+    output = output.resolve()
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ValueError(f"{output} exists and is not an empty directory")
+    output.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, *search_argv(model_dir, data, target, metric, spec, output)]
+    root = Path(daemon.__path__[0]).resolve().parent
+    title = f"{spec.method} search of {model_dir}"
+    with tempfile.TemporaryFile() as result:
+        outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="search", title=title, cancel=cancel)
+        if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
+            raise _failure("the search", outcome, limits)
+        result.seek(0)
+        raw = result.read(1024 * 1024)
+    lines = [line for line in raw.decode("utf-8", "replace").splitlines() if line.strip()]
+    try:
+        got = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        got = None
+    problem = check_model_dir(output)
+    if not isinstance(got, dict) or not isinstance(got.get("cv_score"), int | float) or problem is not None:
+        why = problem or "printed no result"
+        raise WorkerError(f"the search exited 0 but {why}", kind="garbage", log_tail=_tail(outcome.output),
+                          returncode=0, pid=outcome.pid)  # fmt: skip
+    return got
+
+
 def check_model_dir(path: Path) -> str | None:
     """None when ``path`` holds a valid manifest and the model file it names, else what is wrong."""
     manifest_path = path / MANIFEST_FILE
@@ -414,7 +459,11 @@ def _failure(what: str, outcome: _Outcome, limits: Limits) -> WorkerError:
             kind="timeout",
             **common,
         )
-    reasons = [line[len(REASON_PREFIX) :] for line in outcome.output.splitlines() if line.startswith(REASON_PREFIX)]
+    reasons = [
+        line.split(": ", 1)[1]
+        for line in outcome.output.splitlines()
+        if line.startswith((REASON_PREFIX, SEARCH_PREFIX))
+    ]
     status = _status(outcome.returncode)
     if any(marker in outcome.output for marker in MEMORY_MARKERS):
         return WorkerError(

@@ -170,6 +170,27 @@ def test_cancel_of_a_run_awaiting_approval_never_promotes_it(served: DaemonProce
     assert cli_json(d, "show", f"{MODEL}@production")["version"]["number"] == 1
 
 
+def test_the_built_in_search_makes_a_challenger_that_is_gated_pushed_and_promoted(served: DaemonProcess) -> None:
+    d = served
+    space = {"clf__C": {"low": 0.001, "high": 100, "log": True}, "clf__class_weight": [None, "balanced"]}
+    spec = json.dumps({"method": "halving", "space": space, "n_candidates": 8, "cv": 3, "seed": 1})
+    done = d.cli("maintain", "set", MODEL, f"search={spec}", "promote=auto", "min_improvement=0.01")
+    assert done.returncode == 0, done.stderr
+    assert cli_json(d, "maintain", "policy", MODEL)["policy"]["search"]["space"]["clf__C"]["log"] is True
+    got = run(d)
+    assert got["state"] == "promoted", got
+    names = [s["name"] for s in got["steps"]]
+    assert names == ["evaluate_champion", "search", "evaluate_challenger", "gate", "push", "promote", "rollout"]
+    searched = got["steps"][1]
+    assert searched["figures"]["candidates"] == 8
+    assert "halving search: cv f1" in searched["message"]
+    assert got["challenger_score"] >= got["champion_score"] + 0.01
+    # The challenger's manifest records the parameters it was searched to.
+    params = cli_json(d, "show", f"{MODEL}:2")["params"]
+    assert 0.001 <= params["clf__C"] <= 100
+    assert params["clf__C"] != cli_json(d, "show", f"{MODEL}:1")["params"]["C"]
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -179,6 +200,9 @@ def test_cancel_of_a_run_awaiting_approval_never_promotes_it(served: DaemonProce
         ("holdout=missing.csv", "'missing.csv' is not a file of the champion version"),
         ("promote=sometimes", "promote"),
         ("bogus=1", "unknown policy key 'bogus'"),
+        ('search={"space": {"clf__C": {"low": 5, "high": 1}}}', "search.space.clf__C: low (5) must be below high (1)"),
+        ('search={"space": {"clf__C": []}}', "search.space.clf__C: an empty list"),
+        ("search=[1, 2]", "search must be a table"),
     ],
 )
 def test_bad_policies_are_refused_at_set(served: DaemonProcess, setting: str, message: str) -> None:
