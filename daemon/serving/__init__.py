@@ -56,7 +56,19 @@ HTTP API (bodies are JSON, ``Content-Length`` required; chunked request bodies g
 * ``POST /feedback`` ``{"id": ID, "label": L}`` or ``{"items": [{"id": ID, "label": L}, ...]}`` →
   ``{"matched": m, "unknown": u}``. The runtime remembers the class predicted for the last 100,000 ids;
   each id takes one label; an id it does not remember (older, from another process, or already labelled)
-  counts as unknown.
+  counts as unknown. It also keeps the input rows (as the schema converted them) of the same ids (about
+  50 MiB more for 100,000 rows of 30 doubles), so a matched item adds a labelled row ``(seq, time,
+  inputs, label)`` to a buffer of the last 50,000 (oldest dropped): ``seq`` counts from 1 per process,
+  ``time`` is the unix time the label arrived, ``label`` is the label as sent.
+* ``GET /feedback/rows?after=SEQ&limit=N`` (``after`` default 0; ``limit`` 1 to 10,000, default 10,000)
+  → ``{"instance": PREFIX, "columns": [input names], "first": F, "last": L, "rows": [[seq, time,
+  [inputs...], label], ...]}``: the labelled rows with ``seq > after``, oldest first, at most ``N``.
+  ``instance`` is the 16-hex-character id prefix of this process (a new one means the sequence restarted),
+  ``columns`` the signature's input names in order, ``first`` the oldest seq still held (the next seq when
+  none is; rows before it were dropped), ``last`` the last seq assigned (0 before any). Missing values
+  (NaN) are ``null``. An unknown or repeated parameter, or a value that is not such an integer, gets 400.
+  Answered while the model loads too (rows come only from feedback, so none yet). Other clients' inputs:
+  served on the instance's own (admin) port only; the shared ``--public-port`` answers 404.
 * ``GET /health`` → 200 ``{"status": "ok", "ready": true, ...}`` once the model is loaded, else 503;
   ``GET /health/live`` (and MLflow's ``GET /ping`` once ready) → 200.
 * ``GET /metrics`` → Prometheus text format 0.0.4 (below).

@@ -12,6 +12,7 @@ from .batching import Batcher, Outcome
 from .drift import FeatureHistograms
 from .flavors import Model
 from .http import Connection, HttpServer, Request
+from .labelled import MAX_PAGE, LabelledRows
 from .ledger import Ledger
 from .manifest import ServingManifest
 from .metrics import Metrics, feedback_key
@@ -25,6 +26,7 @@ _ENDPOINTS = {
     b"/predict": "/predict",
     b"/invocations": "/invocations",
     b"/feedback": "/feedback",
+    b"/feedback/rows": "/feedback/rows",
     b"/health": "/health",
     b"/health/live": "/health/live",
     b"/ping": "/ping",
@@ -32,6 +34,8 @@ _ENDPOINTS = {
 }
 Route = Callable[[Connection, Request, bytes], None]
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps_strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_ROWS_PARAMS = ("after", "limit")
 _loads = json.loads
 
 
@@ -55,6 +59,7 @@ class App:
         self.schema = Schema(manifest.inputs)
         self.metrics = Metrics(manifest.name, version, manifest.flavor)
         self.ledger = Ledger()
+        self.labelled = LabelledRows()
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.model: Model | None = None
@@ -69,6 +74,7 @@ class App:
             b"/predict": {b"POST": self._predict},
             b"/invocations": {b"POST": self._invocations},
             b"/feedback": {b"POST": self._feedback},
+            b"/feedback/rows": {b"GET": self._feedback_rows},
             b"/health": get,
             b"/health/live": {b"GET": self._live},
             b"/ping": get,
@@ -162,7 +168,7 @@ class App:
             conn.respond(req, exc.status, error_body(exc.status, exc.message))
             return
         assert self.batcher is not None
-        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, False))
+        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, False, rows))
 
     def _invocations(self, conn: Connection, req: Request, body: bytes) -> None:
         if self._not_ready(conn, req):
@@ -188,9 +194,9 @@ class App:
             conn.respond(req, exc.status, error_body(exc.status, exc.message))
             return
         assert self.batcher is not None
-        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, True))
+        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, True, rows))
 
-    def _answer(self, conn: Connection, req: Request, outcome: Outcome, mlflow: bool) -> None:
+    def _answer(self, conn: Connection, req: Request, outcome: Outcome, mlflow: bool, rows: Rows) -> None:
         if isinstance(outcome, BaseException):
             if isinstance(outcome, ValueError | TypeError):
                 status, msg = 422, f"the model rejected the input: {str(outcome)[:300]}"
@@ -199,7 +205,7 @@ class App:
             conn.respond(req, status, error_body(status, msg))
             return
         labels = self.metrics.class_labels(outcome)
-        first = self.ledger.record(labels)
+        first = self.ledger.record(labels, rows)
         n = len(outcome)
         try:
             preds = _dumps(outcome)
@@ -257,13 +263,17 @@ class App:
                     conn.respond(req, 422, error_body(422, message))
                     return
         m = self.metrics
+        labelled = self.labelled
         matched = unknown = 0
+        now = time.time()
         for item in items:
-            hit, predicted = self.ledger.take(item["id"])
+            hit, predicted, inputs = self.ledger.claim(item["id"])
             if not hit:
                 unknown += 1
                 continue
             matched += 1
+            if inputs is not None:
+                labelled.add(inputs, item["label"], now)
             actual = feedback_key(item["label"])
             if predicted is None or actual is None:
                 m.feedback_unlabelled += 1
@@ -271,6 +281,30 @@ class App:
                 m.feedback[(predicted, m.actual_label(actual))] += 1
         m.feedback_unknown += unknown
         conn.respond(req, 200, _dumps({"matched": matched, "unknown": unknown}).encode())
+
+    def _feedback_rows(self, conn: Connection, req: Request, body: bytes) -> None:
+        if conn.public:  # other clients' inputs: only for the daemon, on the instance's own port
+            conn.respond(req, 404, error_body(404, "/feedback/rows is served on the instance's admin port only"))
+            return
+        query = req.path.partition(b"?")[2]
+        try:
+            after, limit = _rows_query(query)
+        except ValueError as exc:
+            conn.respond(req, 400, error_body(400, str(exc)))
+            return
+        buf = self.labelled
+        page = buf.page(after, limit)
+        head = b'{"instance":%s,"columns":%s,"first":%d,"last":%d,"rows":' % (
+            _dumps(self.ledger.prefix).encode(),
+            _dumps(self.schema.names).encode(),
+            buf.first,
+            buf.last,
+        )
+        try:
+            rows = _dumps_strict(buf.as_json(page))
+        except ValueError:  # NaN (a missing double) or infinity somewhere: null instead
+            rows = _dumps_strict(buf.as_json(page, clean=True))
+        conn.respond(req, 200, head + rows.encode() + b"}")
 
     # ---- health and metrics -----------------------------------------------------------------------
 
@@ -291,3 +325,25 @@ class App:
 
     def _metrics(self, conn: Connection, req: Request, body: bytes) -> None:
         conn.respond(req, 200, self.metrics.render(), content_type=_METRICS_TYPE)
+
+
+def _rows_query(query: bytes) -> tuple[int, int]:
+    """``after`` (default 0) and ``limit`` (default and at most MAX_PAGE) from ``GET /feedback/rows``'s query."""
+    values: dict[str, int] = {}
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        key_b, eq, raw = part.partition(b"=")
+        key = key_b.decode(errors="replace")[:40]
+        if key not in _ROWS_PARAMS:
+            raise ValueError(f"unknown query parameter {key!r}; use after and limit")
+        if key in values:
+            raise ValueError(f"query parameter {key} given twice")
+        text = raw.decode(errors="replace")
+        if not eq or not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise ValueError(f"{key} must be a non-negative integer, got {text[:40]!r}")
+        values[key] = int(text)
+    limit = values.get("limit", MAX_PAGE)
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+    return values.get("after", 0), limit

@@ -107,8 +107,10 @@ def _parse_head(head: bytes) -> Request:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: HttpServer, public: bool = False) -> None:
         self.server = server
+        self.public = public
+        """Accepted on the shared public port (``--public-port``), not on the instance's own admin port."""
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.pending: Request | None = None
@@ -376,7 +378,7 @@ class HttpServer:
     async def listen_shared(self, sock: socket.socket) -> None:
         """Also accept on a socket from :func:`bind_shared`."""
         assert self._loop is not None
-        self._public = await self._loop.create_server(lambda: Connection(self), sock=sock, backlog=1024)
+        self._public = await self._loop.create_server(lambda: Connection(self, public=True), sock=sock, backlog=1024)
 
     async def _sweep(self) -> None:
         while True:

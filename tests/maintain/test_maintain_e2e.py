@@ -12,6 +12,7 @@ import json
 import shutil
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -305,6 +306,11 @@ def test_a_run_trains_and_evaluates_on_the_deployments_labelled_feedback(
     path = tmp_path / "labels.csv"
     path.write_text("id,label\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels, strict=True)))
     assert d.cli("feedback", "bc", str(path)).returncode == 0
+    # The labelled inputs are other clients' data: not on the public port, only on the instance's own.
+    with pytest.raises(urllib.error.HTTPError) as public:
+        urllib.request.urlopen(dep["endpoint"] + "/feedback/rows", timeout=5)
+    public.value.close()
+    assert public.value.code == 404
 
     got = run(d)
     assert got["state"] == "promoted", got
