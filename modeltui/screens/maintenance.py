@@ -243,9 +243,9 @@ class MaintenanceScreen(RegistryScreen):
         Binding("a", "approve", "Approve"),
         Binding("x", "reject", "Reject"),
         Binding("r", "run_now", "Run now"),
-        Binding("c", "cancel_run", "Cancel run"),
+        Binding("c", "cancel_run", "Cancel"),
         Binding("p", "policy", "Policy"),
-        Binding("g", "refresh", "Refresh"),
+        Binding("g", "refresh", "Refresh", show=False),
     ]
 
     def __init__(self, model: str | None = None) -> None:

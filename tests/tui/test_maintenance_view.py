@@ -100,7 +100,7 @@ async def test_approve_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, di
         footer = screen.query_one(Footer)
         assert footer.region.y == 23
         keys = " ".join(str(w.render()) for w in footer.query("FooterKey"))
-        for word in ("Approve", "Reject", "Run now", "Policy", "Refresh"):
+        for word in ("Approve", "Reject", "Run now", "Cancel", "Policy"):  # g refresh: in the help (live anyway)
             assert word in keys, keys
         for key_widget in footer.query("FooterKey"):
             assert key_widget.region.right <= 80, str(key_widget.render())
@@ -137,6 +137,31 @@ async def test_approve_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, di
     assert got["version"]["number"] == 2
 
 
+async def test_cancel_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, dict[str, Any]]) -> None:
+    d, run = awaiting
+    app = make_app(d)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected", "connected")
+        await pilot.press("M")
+        await until(pilot, lambda: isinstance(app.screen, MaintenanceScreen), "maintenance screen")
+        screen = app.screen
+        assert isinstance(screen, MaintenanceScreen)
+        await until(pilot, lambda: run_row(screen, run["id"])["state"] == "awaiting_approval", "the run listed")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ReasonDialog), "reason dialog")
+        await pilot.press(*"stale", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: run_row(screen, run["id"])["state"] == "cancelled", "cancelled", timeout=20)
+        assert "stale" in run_row(screen, run["id"])["reason"]
+        # Nothing left to cancel: refused politely (no dialog).
+        await pilot.press("c")
+        await pilot.pause(0.2)
+        assert app.screen is screen
+    got = await asyncio.to_thread(show_json, d, f"{MODEL}@production")
+    assert got["version"]["number"] == 1  # never promoted
+
+
 async def test_readonly_hides_the_actions(daemon: DaemonProcess) -> None:
     app = make_app(daemon, readonly=True)
     async with app.run_test(size=SIZE) as pilot:
@@ -149,13 +174,13 @@ async def test_readonly_hides_the_actions(daemon: DaemonProcess) -> None:
         await until(pilot, lambda: str(status.render()) == "no maintenance runs yet", "the empty list")
         assert "no run selected" in detail(screen)
         shown = {b.binding.action for b in screen.active_bindings.values()}
-        assert {"policy", "refresh"} <= shown
-        assert not {"approve", "reject", "run_now"} & shown
+        assert "policy" in shown
+        assert not {"approve", "reject", "run_now", "cancel_run"} & shown
         keys = " ".join(str(w.render()) for w in screen.query_one(Footer).query("FooterKey"))
         assert "Approve" not in keys
         assert "Reject" not in keys
         assert "Run now" not in keys
-        for key in ("a", "x", "r"):
+        for key in ("a", "x", "r", "c"):
             await pilot.press(key)
             await pilot.pause(0.2)
             assert app.screen is screen, key
