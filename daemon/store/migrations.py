@@ -343,8 +343,8 @@ CREATE TABLE feedback_rows (
     deployment VARCHAR NOT NULL,
     version INTEGER NOT NULL,
     at FLOAT NOT NULL,
-    inputs TEXT NOT NULL,
-    label TEXT NOT NULL
+    inputs VARCHAR NOT NULL,
+    label VARCHAR NOT NULL
 );
 CREATE INDEX ix_feedback_rows_model ON feedback_rows (model, id);
 CREATE TABLE feedback_cursors (
@@ -357,8 +357,8 @@ CREATE TABLE feedback_cursors (
 
 def v10_feedback(conn: Connection) -> None:
     """Labelled feedback rows pulled from the runtimes (maintenance trains on them), and how far each
-    deployment's runtime has been read. The JSON columns are TEXT: a JSON label ``1`` in a column of
-    NUMERIC affinity (what a JSON declared type gets) would come back as an integer."""
+    deployment's runtime has been read. The JSON columns are VARCHAR (text affinity): a JSON label ``1`` in
+    a column of NUMERIC affinity (what a JSON declared type gets) would come back as an integer."""
     for statement in _statements(V10_FEEDBACK):
         conn.exec_driver_sql(statement)
 

@@ -259,6 +259,32 @@ class MaintainRunRow(SQLModel, table=True):
     record: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
 
 
+class FeedbackRowRow(SQLModel, table=True):
+    """A labelled row pulled from a runtime (``daemon/maintain/feedback.py``): the inputs by column name and
+    the label, both JSON text."""
+
+    __tablename__ = "feedback_rows"
+    __table_args__ = (Index("ix_feedback_rows_model", "model", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str
+    deployment: str
+    version: int
+    at: float
+    inputs: str
+    label: str
+
+
+class FeedbackCursorRow(SQLModel, table=True):
+    """How far a deployment's runtime (``instance``: its process) has been read."""
+
+    __tablename__ = "feedback_cursors"
+
+    deployment: str = Field(primary_key=True)
+    instance: str
+    seq: int
+
+
 class MonitorTargetRow(SQLModel, table=True):
     """The last scrape of a deployment: which instance, whether it answered, when, and why not."""
 

@@ -61,6 +61,7 @@ REQUESTS: list[BaseModel] = [
     q.MaintainRuns(name="m", limit=5),
     q.MaintainShow(run=3),
     q.MaintainDecide(run=3, approve=True, reason="looks right"),
+    q.MaintainCancel(run=3, reason="wrong data"),
     q.MaintainPause(name=None, paused=True),
     q.GetDeployment(name="churn-prod", events=5),
     q.RestartDeployment(name="churn-prod"),
