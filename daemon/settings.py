@@ -26,6 +26,9 @@ class DaemonSection(_Section):
     socket: Path | None = None
     state_dir: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``text`` (one line per record) or ``json`` (one JSON object per line); under systemd (JOURNAL_STREAM)
+    #: each line also starts with its syslog priority, ``<3>`` … ``<7>``, for journald
+    log_format: Literal["text", "json"] = "text"
     max_clients: Annotated[int, Field(ge=1, le=10_000)] = 256
 
 
@@ -150,6 +153,21 @@ class ClusterSection(_Section):
         return bool(self.zookeeper)
 
 
+#: A user name, or ``@group`` for every member of a group; ``*`` is everyone who can reach the socket.
+Principal = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(\*|@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?)$")]
+
+
+class AccessSection(_Section):
+    """Who may do what (docs/operations.md). Each request type needs a role: viewer < operator < admin. A
+    caller's role is the highest one any of its entries gives (by user name, or ``@group`` for any of the
+    caller's groups); the daemon's own user and root are always admin. Reaching the socket at all is decided
+    by its mode (0660 and the service group in system mode)."""
+
+    admins: Annotated[list[Principal], Field(max_length=1000)] = Field(default_factory=list)
+    operators: Annotated[list[Principal], Field(max_length=1000)] = Field(default_factory=list)
+    viewers: Annotated[list[Principal], Field(max_length=1000)] = Field(default_factory=lambda: ["*"])
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
@@ -158,6 +176,7 @@ class ConfigFile(_Section):
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     exporter: ExporterSection = Field(default_factory=ExporterSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
+    access: AccessSection = Field(default_factory=AccessSection)
 
 
 class Settings(BaseModel):
@@ -170,6 +189,7 @@ class Settings(BaseModel):
     socket: Path
     state_dir: Path
     log_level: str
+    log_format: Literal["text", "json"] = "text"
     max_clients: int
     busy_timeout_seconds: float
     gc_grace_seconds: int
@@ -178,6 +198,7 @@ class Settings(BaseModel):
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     exporter: ExporterSection = Field(default_factory=ExporterSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
+    access: AccessSection = Field(default_factory=AccessSection)
 
     @property
     def log_file(self) -> Path:
@@ -245,12 +266,14 @@ def load_settings(
         socket=sock.absolute(),
         state_dir=state.absolute(),
         log_level=level.upper(),
+        log_format=d.log_format,
         max_clients=d.max_clients,
         busy_timeout_seconds=parsed.store.busy_timeout_seconds,
         gc_grace_seconds=parsed.store.gc_grace_seconds,
         deploy=parsed.deploy,
         monitor=parsed.monitor,
         exporter=parsed.exporter,
+        access=parsed.access,
         cluster=parsed.cluster.model_copy(
             update={"zookeeper": check_connect_string(env["MODELTUI_ZOOKEEPER"])} if "MODELTUI_ZOOKEEPER" in env else {}
         ),
