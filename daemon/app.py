@@ -2,27 +2,33 @@
 
 Signal handlers are installed for the serving phase only and the previous ones restored afterwards, so an
 embedding process (tests, a future supervisor) gets its own handling back.
+
+Under systemd (``Type=notify``, see docs/operations.md) the daemon says ``READY=1`` once its socket accepts
+requests, keeps ``STATUS=`` current, pings the watchdog from its own event loop and says ``STOPPING=1`` when
+shutdown begins; with socket activation it serves on the socket systemd passed instead of binding one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-import logging.handlers
 import os
 import resource
 import signal
-import sys
+import socket
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
+from daemon.audit import AuditStore
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
 from daemon.handlers import Handlers
+from daemon.logs import setup_logging
 from daemon.maintain.engine import Maintenance, RunStore
 from daemon.maintain.feedback import Source
 from daemon.monitor.alerts import Alerts, AlertStore, describe_from, manifest_rules_from
@@ -31,8 +37,9 @@ from daemon.monitor.scheduler import MonitorScheduler
 from daemon.monitor.service import Monitor, deployment_targets
 from daemon.monitor.store import MonitorStore
 from daemon.protocol.events import AlertEvent
-from daemon.server import EventHub, Server, acquire_lock
+from daemon.server import EventHub, Server, acquire_lock, adopt_socket
 from daemon.settings import Settings
+from daemon.systemd import Notifier, SystemdEnv, inherited_listener, watchdog_loop
 from daemon.versions import Registry
 
 if TYPE_CHECKING:
@@ -40,23 +47,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modeltuid")
 
+#: How often STATUS= is refreshed under systemd (seconds).
+STATUS_INTERVAL = 60.0
 
-def setup_logging(settings: Settings, *, to_stderr: bool) -> None:
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root = logging.getLogger()
-    root.setLevel(settings.log_level)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    old_umask = os.umask(0o077)
-    try:
-        file_handler = logging.handlers.RotatingFileHandler(settings.log_file, maxBytes=10 * 1024 * 1024, backupCount=3)
-    finally:
-        os.umask(old_umask)
-    file_handler.setFormatter(fmt)
-    root.addHandler(file_handler)
-    if to_stderr:
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(fmt)
-        root.addHandler(stream)
+
+class ActivationError(Exception):
+    """systemd passed a socket the daemon cannot serve on."""
 
 
 def raise_fd_limit() -> None:
@@ -69,8 +65,10 @@ def raise_fd_limit() -> None:
 class DaemonApp:
     """The daemon: one asyncio loop, one registry, one socket server."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, systemd: SystemdEnv | None = None) -> None:
         self.settings = settings
+        self.systemd = systemd or SystemdEnv()
+        self.notifier = Notifier(self.systemd.notify_socket)
         self.stopping = asyncio.Event()
         self.registry: Registry | None = None
         self.server: Server | None = None
@@ -127,7 +125,10 @@ class DaemonApp:
             hub,
             socket_mode=0o600 if s.mode == "user" else 0o660,
             max_clients=s.max_clients,
+            listener=self._inherited_socket(),
         )
+        self.server.role_of = lambda c: handlers.access.role(c.uid, c.user, c.groups)
+        handlers.audit = await asyncio.to_thread(AuditStore, s.state_dir, s.busy_timeout_seconds)
         monitor_store = await asyncio.to_thread(MonitorStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
         deployments = self.deployments
         monitor = Monitor(s.monitor, monitor_store, lambda: deployment_targets(deployments))
@@ -152,7 +153,41 @@ class DaemonApp:
         if s.exporter.enabled:
             await self._start_exporter(monitor, deployments)
         await self.server.start()
-        log.info("modeltuid %d serving on %s (state in %s)", os.getpid(), s.socket, s.state_dir)
+        log.info(
+            "modeltuid %d serving on %s%s (state in %s)",
+            os.getpid(),
+            s.socket,
+            " (socket from systemd)" if self.systemd.listen_fds else "",
+            s.state_dir,
+        )
+        if self.notifier.enabled:  # everything is started: the socket accepts requests from here on
+            self.notifier.ready(await self._status_line())
+
+    def _inherited_socket(self) -> socket.socket | None:
+        """The listening socket systemd passed (socket activation), or None to bind our own."""
+        fd = inherited_listener(self.systemd)
+        if fd is None:
+            return None
+        try:
+            return adopt_socket(fd, self.settings.socket)
+        except ValueError as exc:
+            raise ActivationError(f"socket activation: {exc}") from None
+
+    async def _status_line(self) -> str:
+        """A one-line summary for ``systemctl status`` (STATUS=)."""
+        deployments = len(self.deployments.supervisors) if self.deployments is not None else 0
+        models = "?"
+        if self.registry is not None:
+            try:
+                models = str((await asyncio.to_thread(self.registry.counts))[0])
+            except Exception as exc:  # a summary must never take the daemon down
+                log.debug("status summary: %s", exc)
+        return f"serving on {self.settings.socket}: {deployments} deployments, {models} models"
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self.notifier.status(await self._status_line())
 
     async def _start_cluster(self, handlers: Handlers, deployments: DeploymentManager, backends: list[str]) -> Cluster:
         """Join the cluster: connect to ZooKeeper in the background; serve from the cache meanwhile."""
@@ -241,6 +276,7 @@ class DaemonApp:
         log.info("Prometheus exporter serving on %s", url)
 
     async def shutdown(self) -> None:
+        self.notifier.stopping()
         log.info("shutting down")
         if self.server is not None:
             await self.server.stop()
@@ -260,6 +296,8 @@ class DaemonApp:
             await self.deployments.close()  # deployments keep running: the next daemon adopts them
         if self.handlers is not None:
             await asyncio.to_thread(self.handlers.ingest_pool.shutdown, wait=True)
+            if self.handlers.audit is not None:
+                await asyncio.to_thread(self.handlers.audit.close)
         if self.registry is not None:
             await asyncio.to_thread(self.registry.close)
         while self._lock_fds:  # last: no other daemon may start while we still write
@@ -272,14 +310,27 @@ class DaemonApp:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.getsignal(sig)
             loop.add_signal_handler(sig, self.request_stop)
+        tasks: list[asyncio.Task[None]] = []
+        interval = self.systemd.watchdog_interval
+        if self.notifier.enabled and interval is not None:  # from the start: a slow startup is not a hang
+            tasks.append(loop.create_task(watchdog_loop(self.notifier, interval), name="systemd-watchdog"))
         try:
             await self.startup()
+            if self.notifier.enabled:
+                tasks.append(loop.create_task(self._status_loop(), name="systemd-status"))
             await self.stopping.wait()
         finally:
             for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, handler)
-            await self.shutdown()
+            try:
+                await self.shutdown()
+            finally:
+                for task in tasks:  # the watchdog pings until shutdown is done
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                self.notifier.close()
 
 
 def _docker_backend(settings: Settings, owner: str) -> Backend | None:
@@ -296,8 +347,10 @@ def _sighup_ignored(signum: int, frame: FrameType | None) -> None:  # pragma: no
     """An embedded daemon outlives the SSH session that started it."""
 
 
-def run(settings: Settings, *, to_stderr: bool = True) -> int:
+def run(settings: Settings, *, to_stderr: bool = True, systemd: SystemdEnv | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. ``systemd``: what :func:`daemon.systemd.take_environment` read (it must
+    run first, before anything can start a child process that would inherit the variables)."""
     setup_logging(settings, to_stderr=to_stderr)
     signal.signal(signal.SIGHUP, _sighup_ignored)
-    asyncio.run(DaemonApp(settings).serve())
+    asyncio.run(DaemonApp(settings, systemd).serve())
     return 0

@@ -1,4 +1,9 @@
-"""``modeltuid``: run the daemon, or check its configuration."""
+"""``modeltuid``: run the daemon, or check its configuration.
+
+Exit codes of ``run``: 0 stopped cleanly, 75 another daemon runs (EX_TEMPFAIL), 78 configuration error
+(EX_CONFIG, not worth a restart: the systemd unit says RestartPreventExitStatus=78), 71 an unusable socket
+from systemd (EX_OSERR), 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         print(settings.model_dump_json(indent=2))
         print(f"log file: {settings.log_file}")
         return 0
-    from daemon.app import run  # heavy imports only when serving
+    from daemon.systemd import take_environment
+
+    # First, before anything can start a child: NOTIFY_SOCKET, WATCHDOG_* and LISTEN_* are for us only.
+    systemd = take_environment()
+    from daemon.app import ActivationError, run  # heavy imports only when serving
 
     try:
-        return run(settings, to_stderr=not args.detach_log)
+        return run(settings, to_stderr=not args.detach_log, systemd=systemd)
     except AlreadyRunning as exc:
         print(f"modeltuid: {exc}", file=sys.stderr)
         return 75  # EX_TEMPFAIL
+    except ActivationError as exc:
+        print(f"modeltuid: {exc}", file=sys.stderr)
+        return 71  # EX_OSERR
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,11 +17,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from daemon import __version__
+from daemon.access import Access, describe
+from daemon.audit import AuditStore
 from daemon.deploy.manager import DeploymentManager
+from daemon.doctor import run_checks
 from daemon.monitor.alerts import Alerts
 from daemon.monitor.service import Monitor
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
+from daemon.protocol.access import allows
 from daemon.protocol.alerts import AlertSpec
 from daemon.protocol.errors import ErrorCode, ProtocolError, not_found
 from daemon.protocol.events import LogEvent, RegistryEvent
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     from daemon.cluster.service import Cluster
     from daemon.maintain.engine import Maintenance
 
+log = logging.getLogger("modeltuid.handlers")
 Q = TypeVar("Q")
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 Handler = Callable[["Handlers", Any, Context], Awaitable[HandlerResult]]
@@ -88,6 +94,10 @@ class Handlers:
         self.hub = hub
         self.client_count = client_count
         self.request_stop = request_stop
+        self.access = Access(settings.access)
+        """Roles (``[access]``): the daemon's user and root are admin."""
+        #: set by the composition root (None: nothing is audited, as in unit tests of handlers)
+        self.audit: AuditStore | None = None
         self.started = time.monotonic()
         self.cache = ReadCache()
         # Long uploads get their own threads, so they never hold up everyone's reads in the default pool.
@@ -106,10 +116,41 @@ class Handlers:
         return Serialized(data)
 
     async def dispatch(self, request: Any, ctx: Context) -> HandlerResult:
+        """Authorize (the request type's role against the caller's), run, and audit changes and refusals."""
         handler = HANDLERS.get(type(request))
         if handler is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OP, f"no handler for {type(request).__name__}")
-        return await handler(self, request, ctx)
+        caller = ctx.caller
+        needed = q.ROLE_OF[type(request)]
+        role = self.access.role(caller.uid, caller.user, caller.groups)
+        if not allows(role, needed):
+            message = f"{request.op} needs the {needed} role; {caller.user} has {describe(role)}"
+            await self._audit(request, ctx, ErrorCode.FORBIDDEN.value, message)
+            raise ProtocolError(ErrorCode.FORBIDDEN, message, {"needs": needed, "role": role})
+        if type(request) not in q.MUTATING:
+            return await handler(self, request, ctx)
+        try:
+            result = await handler(self, request, ctx)
+        except ProtocolError as exc:
+            await self._audit(request, ctx, exc.code.value, exc.message)
+            raise
+        except Exception as exc:
+            await self._audit(request, ctx, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}")
+            raise
+        await self._audit(request, ctx, "ok", "")
+        return result
+
+    async def _audit(self, request: Any, ctx: Context, result: str, message: str) -> None:
+        """Record it; a failing audit write is logged, never turned into the request's failure."""
+        if self.audit is None:
+            return
+        c = ctx.caller
+        fields = request.model_dump(mode="json", exclude={"op"})
+        try:
+            await asyncio.to_thread(self.audit.record, uid=c.uid, user=c.user, pid=c.pid, op=request.op,
+                                    fields=fields, result=result, message=message)  # fmt: skip
+        except Exception:
+            log.exception("could not write the audit entry of %s by %s", request.op, c.user)
 
     def event(self, kind: str, model: str, version: int | None = None, alias: str | None = None) -> None:
         """Every change to a model ends here: drop cached reads of it, then tell subscribers."""
@@ -458,3 +499,16 @@ async def maintain_cancel(self: Handlers, req: q.MaintainCancel, ctx: Context) -
 @handles(q.MaintainPause)
 async def maintain_pause(self: Handlers, req: q.MaintainPause, ctx: Context) -> r.MaintainPauseInfo:
     return await asyncio.to_thread(_maintenance(self).pause, req, ctx.caller.user)
+
+
+@handles(q.AuditRequest)
+async def audit_list(self: Handlers, req: q.AuditRequest, ctx: Context) -> r.AuditList:
+    if self.audit is None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the audit trail is not kept by this daemon")
+    return r.AuditList(items=await asyncio.to_thread(self.audit.list, req.since, req.user, req.limit))
+
+
+@handles(q.DoctorRequest)
+async def doctor(self: Handlers, req: q.DoctorRequest, ctx: Context) -> r.DoctorReport:
+    checks = await run_checks(self.settings, self.deployments, self.cluster, self.exporter_url)
+    return r.DoctorReport(checks=checks)

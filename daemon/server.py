@@ -25,7 +25,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from daemon import __version__
+from daemon.access import caller_groups
 from daemon.protocol import frames
+from daemon.protocol.access import Role
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import Event, LogEvent, ProgressEvent
 from daemon.protocol.requests import RESULT_OF
@@ -59,6 +61,8 @@ class Caller:
     gid: int
     pid: int
     user: str
+    groups: frozenset[str] = frozenset()
+    """Group names of the connecting process (access control: ``@group`` entries)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -189,8 +193,35 @@ def bind_socket(path: Path, mode: int) -> socket.socket:
     return sock
 
 
+def adopt_socket(fd: int, expected: Path | None = None) -> socket.socket:
+    """Wrap an inherited listening socket (systemd socket activation, descriptor ``fd``). It must be a
+    listening ``AF_UNIX`` stream socket; a path other than ``expected`` is served anyway, with a warning
+    (clients look for ``expected``). Raises :class:`ValueError` when the descriptor is unusable."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ValueError(f"descriptor {fd} is not a socket: {exc.strerror or exc}") from None
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError:
+        listening = 0
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()  # not ours to close: leave the descriptor as it was
+        raise ValueError(f"descriptor {fd} is not a listening AF_UNIX stream socket")
+    sock.set_inheritable(False)
+    sock.setblocking(False)
+    name = sock.getsockname()
+    path = name.decode(errors="replace") if isinstance(name, bytes) else name
+    if expected is not None and path != str(expected):
+        log.warning("serving on the inherited socket %s, not on the configured %s", path or "(unnamed)", expected)
+    return sock
+
+
 class Server:
     """Accepts connections and runs one reader task per connection."""
+
+    role_of: Callable[[Caller], Role | None] | None = None
+    """Set by the composition root: the role each connection is told in its welcome (access control)."""
 
     def __init__(
         self,
@@ -200,8 +231,12 @@ class Server:
         *,
         socket_mode: int = 0o600,
         max_clients: int = 256,
+        listener: socket.socket | None = None,
     ) -> None:
+        """``listener``: an already listening socket (from :func:`adopt_socket`) to serve on instead of
+        binding ``socket_path``; it is closed on stop but its file is left alone (its owner removes it)."""
         self.socket_path = socket_path
+        self._inherited = listener
         self.dispatch = dispatch
         self.hub = hub
         self.socket_mode = socket_mode
@@ -216,9 +251,13 @@ class Server:
         self._stopping = False
 
     async def start(self) -> None:
-        self._listener = bind_socket(self.socket_path, self.socket_mode)
-        st = os.stat(self.socket_path)
-        self._inode = (st.st_dev, st.st_ino)
+        if self._inherited is not None:  # socket activation: systemd bound it, and keeps it
+            self._listener, self._inherited = self._inherited, None
+            self._inode = None  # never unlinked by us
+        else:
+            self._listener = bind_socket(self.socket_path, self.socket_mode)
+            st = os.stat(self.socket_path)
+            self._inode = (st.st_dev, st.st_ino)
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
 
     async def stop(self, grace: float = 30.0) -> None:
@@ -256,7 +295,7 @@ class Server:
             st = os.lstat(self.socket_path)
         except FileNotFoundError:
             return
-        if (st.st_dev, st.st_ino) == self._inode:
+        if self._inode is not None and (st.st_dev, st.st_ino) == self._inode:
             self.socket_path.unlink()
 
     def _spawn(self, coro: Awaitable[Any], group: set[asyncio.Task[Any]] | None = None) -> asyncio.Task[Any]:
@@ -291,8 +330,9 @@ class Server:
         try:
             creds = peer_credentials(sock)
             name = await asyncio.to_thread(user_name, creds.uid)  # NSS may block: not on the loop
+            groups = await asyncio.to_thread(caller_groups, creds.pid, creds.uid, creds.gid, name)
             conn = FramedSocket(sock, self.max_frame)
-            c = Connection(conn, Caller(creds.uid, creds.gid, creds.pid, name))
+            c = Connection(conn, Caller(creds.uid, creds.gid, creds.pid, name, groups))
             if not await self._handshake(c):
                 return
             self.hub.connections.add(c)
@@ -351,7 +391,10 @@ class Server:
                 {"daemon": frames.PROTOCOL_VERSION, "client": hello.protocol},
             )
             return False
-        welcome = frames.Welcome(protocol=frames.PROTOCOL_VERSION, daemon_version=__version__, user=c.caller.user)
+        role = self.role_of(c.caller) if self.role_of is not None else None
+        welcome = frames.Welcome(
+            protocol=frames.PROTOCOL_VERSION, daemon_version=__version__, user=c.caller.user, role=role
+        )
         await c.conn.write(frames.encode(welcome))
         return True
 

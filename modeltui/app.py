@@ -112,6 +112,7 @@ class ModelTuiApp(App[None]):
         """Connect, subscribe, then wait: the worker fails with DaemonUnavailable when the connection drops."""
         try:
             client = await self.client_factory()
+            client.readonly = self.readonly
             try:
                 await client.subscribe("registry", "deployments", "alerts")
             except BaseException:

@@ -53,6 +53,7 @@ def run(ctx: click.Context, body: Callable[[DaemonClient], Awaitable[T]]) -> T:
 
     async def main() -> T:
         client = await connect_or_start(g.socket, config=g.config, start=g.start, client_name="modeltui-cli")
+        client.readonly = g.readonly
         async with client:
             return await body(client)
 
@@ -125,7 +126,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print one JS
 @click.option("--socket", envvar=None, help="daemon socket (default: $MODELTUI_SOCKET, the config, or the default)")
 @click.option("--config", help="daemon config file used to find the socket")
 @click.option("--no-start", is_flag=True, help="do not start an embedded daemon when none answers")
-@click.option("--readonly", is_flag=True, help="TUI: hide every action that changes state")
+@click.option("--readonly", is_flag=True, help="send nothing that changes state (TUI: hide those actions)")
 @click.version_option(__version__, prog_name="modeltui")
 @click.pass_context
 def main(ctx: click.Context, socket: str | None, config: str | None, no_start: bool, readonly: bool) -> None:
@@ -468,6 +469,8 @@ def entry() -> None:
 from . import alerts_cli as _alerts_cli  # noqa: E402,F401  (registers `alerts` and `watch` on `main`)
 from . import cluster_cli as _cluster_cli  # noqa: E402,F401  (registers `cluster` on `main`)
 from . import deploy_cli as _deploy_cli  # noqa: E402,F401  (registers the deployment commands on `main`)
+from . import doctor as _doctor  # noqa: E402,F401  (registers `doctor` on `main`)
 from . import feedback_cli as _feedback_cli  # noqa: E402,F401  (registers `feedback` on `main`)
 from . import maintain_cli as _maintain_cli  # noqa: E402,F401  (registers `maintain` on `main`)
 from . import monitor_cli as _monitor_cli  # noqa: E402,F401  (registers the monitoring commands on `main`)
+from . import ops_cli as _ops_cli  # noqa: E402,F401  (registers `audit` on `main`)

@@ -68,6 +68,8 @@ class DaemonClient:
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._listeners: list[EventListener] = []
         self._progress: dict[int, Callable[[int, int, str], None]] = {}
+        self.readonly = False
+        """``--readonly``: requests that change state are refused here, before anything is sent."""
         self.closed = asyncio.Event()
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
@@ -155,6 +157,9 @@ class DaemonClient:
         came back (the caller closes them). Raises ProtocolError."""
         if self.closed.is_set():
             raise DaemonUnavailable("the connection to the daemon is closed")
+        if self.readonly and type(request) in requests.MUTATING:
+            op = type(request).model_fields["op"].default
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{op} changes state: refused by --readonly")
         req_id = next(self._ids)
         data = b'{"type":"request","id":%d,"request":%s}\n' % (req_id, request.model_dump_json().encode())
         if len(data) > frames.MAX_FRAME_BYTES:

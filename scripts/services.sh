@@ -3,7 +3,8 @@
 # (dockerd in the background), a loopback OCI registry on 127.0.0.1:5000 (Debian's docker-registry)
 # and the local base image (scripts/docker-base.sh). Each is started only when it does not answer.
 # Also installs Debian's zookeeper package (jars only, no service): the ZooKeeper tests start their own
-# servers on loopback ports (tests/cluster/zkserver.py).
+# servers on loopback ports (tests/cluster/zkserver.py), and systemd-analyze for the unit checks
+# (tests/ops/test_systemd.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=/var/lib/modeltui-services
@@ -15,6 +16,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v curl >/dev/null || need+=(curl)
 [ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+# systemd-analyze (verify/security of config/modeltuid.service; systemd need not be PID 1).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     apt-get update -qq

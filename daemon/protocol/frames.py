@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .access import Role
 from .errors import ErrorCode
 from .events import Event
 from .requests import Request
@@ -35,6 +36,8 @@ class Welcome(_Frame):
     protocol: int
     daemon_version: str
     user: str
+    role: Role | None = None
+    """What this connection may do (docs/operations.md); None: nothing (every request is FORBIDDEN)."""
 
 
 class RequestFrame(_Frame):

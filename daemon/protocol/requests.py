@@ -7,11 +7,12 @@ handler in the daemon.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from . import results as r
+from .access import Role
 from .alerts import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, RuleName, Severity, parse_rule
 from .deploy import Backend, ContainerOptions, DeploymentName, EnvName, EnvValue, Port
 from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
@@ -382,6 +383,21 @@ class MaintainPause(_Request):
     paused: bool = True
 
 
+class AuditRequest(_Request):
+    """Recorded changes and refusals, newest first (``modeltui audit``)."""
+
+    op: Literal["audit.list"] = "audit.list"
+    since: datetime | None = None
+    user: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 200
+
+
+class DoctorRequest(_Request):
+    """The daemon's checks of itself: database, disk, directories, and every configured service."""
+
+    op: Literal["daemon.doctor"] = "daemon.doctor"
+
+
 class ClusterStatusRequest(_Request):
     """The ZooKeeper connection, the daemons and their deployments, the elections' leaders, the cache's age."""
 
@@ -430,7 +446,9 @@ Request = Annotated[
     | MaintainShow
     | MaintainDecide
     | MaintainCancel
-    | MaintainPause,
+    | MaintainPause
+    | AuditRequest
+    | DoctorRequest,
     Field(discriminator="op"),
 ]
 
@@ -479,6 +497,8 @@ RESULT_OF: dict[type[_Request], type[r.Result]] = {
     MaintainDecide: r.MaintainRunInfo,
     MaintainCancel: r.MaintainRunInfo,
     MaintainPause: r.MaintainPauseInfo,
+    AuditRequest: r.AuditList,
+    DoctorRequest: r.DoctorReport,
 }
 
 #: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
@@ -486,3 +506,15 @@ _MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Uploa
 _MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc, Deploy, Undeploy, RestartDeployment]
 _MUTATING += [AlertAdd, AlertRemove, MaintainSet, MaintainRunNow, MaintainDecide, MaintainCancel, MaintainPause]
 MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)
+
+#: The role each request needs (docs/operations.md, "Access control"): a test checks every type has one.
+#: Viewers read; operators change models, aliases, deployments, alerts and maintenance; admins also remove
+#: versions and models, collect garbage and stop the daemon.
+_VIEWER: list[type[_Request]] = [Ping, DaemonStatusRequest, Subscribe, ListModels, GetModel, Log, Show, Diff]
+_VIEWER += [Checkout, AliasHistoryRequest, ListDeployments, GetDeployment, Logs, MetricsRequest]
+_VIEWER += [AlertsListRequest, AlertRulesRequest, ClusterStatusRequest, MaintainPolicyRequest, MaintainRuns]
+_VIEWER += [MaintainShow, DoctorRequest]
+_ADMIN: list[type[_Request]] = [DaemonStop, RemoveModel, RemoveVersion, Gc]
+ROLE_OF: dict[type[_Request], Role] = {}
+for _types, _role in ((_VIEWER, "viewer"), (MUTATING, "operator"), (_ADMIN, "admin"), ([AuditRequest], "operator")):
+    ROLE_OF.update(dict.fromkeys(_types, cast(Role, _role)))

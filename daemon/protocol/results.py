@@ -445,3 +445,30 @@ class MaintainPauseInfo(Result):
     all_paused: bool = Field(description="the global switch: no model starts a run")
     model: str | None = None
     model_paused: bool | None = Field(default=None, description="with a model: its own pause")
+
+
+class AuditEntry(Result):
+    at: datetime
+    uid: int
+    user: str
+    pid: int
+    op: str
+    target: str = Field(default="", description="what it was about: model, version, deployment, run")
+    result: str = Field(description='"ok", or the error code (FORBIDDEN for a refusal)')
+    message: str = ""
+    request: dict[str, Any] = Field(default_factory=dict, description="the request's fields (long values cut)")
+
+
+class AuditList(Result):
+    items: list[AuditEntry] = Field(description="newest first")
+
+
+class DoctorCheck(Result):
+    name: str = Field(description="what was checked, e.g. database, disk, zookeeper")
+    status: Literal["ok", "warn", "fail"]
+    detail: str = ""
+    fix: str = Field(default="", description="what to do about it (empty when ok)")
+
+
+class DoctorReport(Result):
+    checks: list[DoctorCheck]

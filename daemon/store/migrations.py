@@ -363,6 +363,29 @@ def v10_feedback(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V11_AUDIT = """
+CREATE TABLE audit_log (
+    id INTEGER NOT NULL PRIMARY KEY,
+    at FLOAT NOT NULL,
+    uid INTEGER NOT NULL,
+    user VARCHAR NOT NULL,
+    pid INTEGER NOT NULL,
+    op VARCHAR NOT NULL,
+    target VARCHAR NOT NULL,
+    result VARCHAR NOT NULL,
+    message VARCHAR NOT NULL,
+    request VARCHAR NOT NULL
+);
+CREATE INDEX ix_audit_log_at ON audit_log (at);
+"""
+
+
+def v11_audit(conn: Connection) -> None:
+    """The audit trail: every change asked of the daemon and every refusal, with who asked."""
+    for statement in _statements(V11_AUDIT):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -377,6 +400,7 @@ MIGRATIONS: list[Migration] = [
     v8_cluster_sync,
     v9_maintenance,
     v10_feedback,
+    v11_audit,
 ]
 
 

@@ -285,6 +285,24 @@ class FeedbackCursorRow(SQLModel, table=True):
     seq: int
 
 
+class AuditRow(SQLModel, table=True):
+    """One audited request (``daemon/audit.py``): who, what, when, and how it ended."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float
+    uid: int
+    user: str
+    pid: int
+    op: str
+    target: str
+    result: str
+    message: str
+    request: str
+
+
 class MonitorTargetRow(SQLModel, table=True):
     """The last scrape of a deployment: which instance, whether it answered, when, and why not."""
 

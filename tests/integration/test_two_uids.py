@@ -62,10 +62,12 @@ def test_push_and_checkout_across_users(two_users: tuple[pwd.struct_passwd, pwd.
         "MODELTUI_MODE": "system",
         "MODELTUI_STATE_DIR": str(state),
         "MODELTUI_SOCKET": str(run / "modeltuid.sock"),
-        "MODELTUI_CONFIG": str(base / "none.toml"),
+        "MODELTUI_CONFIG": str(base / "daemon.toml"),
         "HOME": str(base),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    (base / "daemon.toml").write_text(f'[access]\noperators = ["{CLIENT_USER}"]\n')  # pushing needs the role
+    os.chmod(base / "daemon.toml", 0o644)
     model = make_model_dir(client_home / "model", "shared", weights=os.urandom(300_000))
     for p in [model, *model.rglob("*")]:
         os.chown(p, c.pw_uid, c.pw_gid)

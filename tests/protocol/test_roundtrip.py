@@ -62,6 +62,8 @@ REQUESTS: list[BaseModel] = [
     q.MaintainShow(run=3),
     q.MaintainDecide(run=3, approve=True, reason="looks right"),
     q.MaintainCancel(run=3, reason="wrong data"),
+    q.AuditRequest(since=NOW, user="alice", limit=50),
+    q.DoctorRequest(),
     q.MaintainPause(name=None, paused=True),
     q.GetDeployment(name="churn-prod", events=5),
     q.RestartDeployment(name="churn-prod"),
@@ -132,6 +134,10 @@ RESULTS: list[r.Result] = [
     )]),
     r.MaintainRunInfo(id=4, model="m", state="running", trigger="manual", started_at=NOW),
     r.MaintainPauseInfo(all_paused=False, model="m", model_paused=True),
+    r.DoctorReport(checks=[r.DoctorCheck(name="disk", status="warn", detail="1.2 GiB free", fix="modeltui gc")]),
+    r.AuditList(items=[r.AuditEntry(at=NOW, uid=1001, user="alice", pid=42, op="aliases.set",
+                                    target="name=m alias=production", result="FORBIDDEN",
+                                    message="needs the operator role", request={"name": "m", "version": 2})]),
     r.LogLines(deployment="churn-prod", lines=["a", "b"], truncated=True),
     r.DeploymentMetrics(
         deployment="churn-prod", window_seconds=900, start=NOW, end=NOW, up=True, last_scrape=NOW, scrape_error="",
@@ -199,6 +205,7 @@ def test_other_frames_roundtrip() -> None:
     for frame in (
         frames.Hello(protocol=1, client="t"),
         frames.Welcome(protocol=1, daemon_version="0.1", user="alice"),
+        frames.Welcome(protocol=1, daemon_version="0.1", user="alice", role="operator"),
         frames.ErrorFrame(id=None, code=ErrorCode.NOT_FOUND, message="no", data={"x": 1}),
     ):
         adapter = frames.CLIENT_FRAME if isinstance(frame, frames.Hello) else frames.SERVER_FRAME
