@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -231,11 +234,19 @@ def test_logs_tail_and_follow(dbl: tuple[DaemonProcess, Path]) -> None:
     assert "ready on" in lines
     follower = subprocess.Popen([sys.executable, "-m", "modeltui", "logs", "dbl-production", "-n", "0", "-f"],
                                 env=d.env, stdout=subprocess.PIPE, text=True)
+    lines_seen: queue.Queue[str] = queue.Queue()
+    assert follower.stdout is not None
+    threading.Thread(target=lambda: [lines_seen.put(x) for x in follower.stdout or ()], daemon=True).start()
     try:
-        time.sleep(1.0)
-        predictions(endpoint, [1.0] * 7)
-        assert follower.stdout is not None
-        assert "predicting 7 rows" in follower.stdout.readline()
+        # Until the follower has subscribed, a line can be missed: ask again until one arrives (under load the
+        # subscription takes longer than any fixed sleep).
+        deadline = time.monotonic() + 60
+        got = ""
+        while "predicting 7 rows" not in got:
+            assert time.monotonic() < deadline, "the followed log showed no new line"
+            predictions(endpoint, [1.0] * 7)
+            with contextlib.suppress(queue.Empty):
+                got = lines_seen.get(timeout=1.0)
     finally:
         follower.terminate()
         follower.wait(10)
