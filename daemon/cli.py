@@ -1,6 +1,7 @@
-"""``modeltuid``: run the daemon, or check its configuration.
+"""``modeltuid``: run the daemon, check its configuration, back up, verify and restore its state.
 
-Exit codes of ``run``: 0 stopped cleanly, 75 another daemon runs (EX_TEMPFAIL), 78 configuration error
+Exit codes of ``backup``/``verify``: 0 or 1; of ``restore``: 0, 1, or 75 while a daemon runs. Of ``run``:
+0 stopped cleanly, 75 another daemon runs (EX_TEMPFAIL), 78 configuration error
 (EX_CONFIG, not worth a restart: the systemd unit says RestartPreventExitStatus=78), 71 an unusable socket
 from systemd (EX_OSERR), 130 interrupted.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from daemon import __version__
 from daemon.server import AlreadyRunning
@@ -19,7 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modeltuid", description="The modeltui daemon.")
     p.add_argument("--version", action="version", version=f"modeltuid {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "serve on the socket until SIGTERM"), ("check-config", "print the settings")):
+    commands = (
+        ("run", "serve on the socket until SIGTERM"),
+        ("check-config", "print the settings"),
+        ("backup", "copy the registry (database and files) to DEST, consistent, while the daemon serves"),
+        ("restore", "replace the state directory's registry with the backup SRC (the daemon must be stopped)"),
+        ("verify", "check a backup or the state directory (integrity, every file and its hash)"),
+    )
+    for name, help_text in commands:
         c = sub.add_parser(name, help=help_text)
         c.add_argument("--config", help="TOML file (default: $MODELTUI_CONFIG or the mode's default)")
         c.add_argument("--socket", help="socket path (overrides env and config)")
@@ -27,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub.choices["run"].add_argument(
         "--detach-log", action="store_true", help="log only to the state directory (used by the embedded start)"
+    )
+    sub.choices["backup"].add_argument("dest", type=Path, metavar="DEST", help="a new (or empty) directory")
+    sub.choices["restore"].add_argument("src", type=Path, metavar="SRC", help="a directory made by modeltuid backup")
+    sub.choices["verify"].add_argument(
+        "path", type=Path, nargs="?", metavar="PATH", help="a backup (default: the state directory)"
     )
     return p
 
@@ -42,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         print(settings.model_dump_json(indent=2))
         print(f"log file: {settings.log_file}")
         return 0
+    if args.command in ("backup", "restore", "verify"):
+        from daemon import backup
+
+        if args.command == "backup":
+            return backup.backup_main(settings, args.dest)
+        if args.command == "restore":
+            return backup.restore_main(settings, args.src)
+        return backup.verify_main(args.path or settings.state_dir)
     from daemon.systemd import take_environment
 
     # First, before anything can start a child: NOTIFY_SOCKET, WATCHDOG_* and LISTEN_* are for us only.

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -292,21 +293,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"metrics": values, "rows": len(rows)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    # The result line gets the real stdout; everything else that writes to fd 1 (model code, C libraries)
-    # lands on stderr, in the log.
+def serve(work: Callable[[], dict[str, Any]], prefix: str) -> int:
+    """The workers' protocol: ``work()``'s answer as one JSON line on the real stdout, exit 0; a
+    :class:`Refused` as ``PREFIX reason`` on stderr, exit 2. Everything else that writes to fd 1 (model
+    code, C libraries) lands on stderr, in the run's log."""
     result = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    args = _args(argv)
     try:
-        answer = run(args)
+        answer = work()
     except Refused as exc:
-        print(PREFIX + str(exc), file=sys.stderr, flush=True)
+        print(prefix + str(exc), file=sys.stderr, flush=True)
         return 2
     result.write(json.dumps(answer) + "\n")
     result.flush()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve(lambda: run(_args(argv)), PREFIX)
 
 
 if __name__ == "__main__":

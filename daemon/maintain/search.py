@@ -27,7 +27,6 @@ import argparse
 import importlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.maintain.evaluate import CLASSIFICATION, Refused, convert_targets, read_data
+from daemon.maintain.evaluate import CLASSIFICATION, Refused, convert_targets, read_data, serve
 from daemon.maintain.evaluate import _estimator as estimator_of
 from daemon.maintain.space import SCORING, Range, SearchSpec, parse_search
 from daemon.serving.flavors import PICKLE_SUFFIXES, LoadError, load_model
@@ -366,19 +365,7 @@ def _trusted(model_dir: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # The result line gets the real stdout; everything else that writes to fd 1 lands on stderr (the log).
-    result = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    args = _args(argv)
-    try:
-        answer = run(args)
-    except Refused as exc:
-        print(PREFIX + str(exc), file=sys.stderr, flush=True)
-        return 2
-    result.write(json.dumps(answer) + "\n")
-    result.flush()
-    return 0
+    return serve(lambda: run(_args(argv)), PREFIX)
 
 
 if __name__ == "__main__":

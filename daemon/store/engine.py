@@ -8,6 +8,7 @@ upgrades a read lock, which WAL mode cannot do without ``SQLITE_BUSY``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -34,8 +35,11 @@ def private_dir(path: Path) -> Path:
 def make_engine(state_dir: Path, *, busy_timeout_s: float = 5.0) -> Engine:
     private_dir(state_dir)
     db_path = state_dir / DB_NAME
-    # Create the file 0600 ourselves; SQLite gives the -wal and -shm files the same permissions.
-    os.close(os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    # Create the file 0600 ourselves; SQLite gives the -wal and -shm files the same permissions. Only when it
+    # is missing: closing any descriptor of the file drops every POSIX lock this process holds on it, SQLite's
+    # included, and another process could then checkpoint and delete the WAL under our open connections.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     engine = create_engine(
         f"sqlite:///{db_path}",
         connect_args={"check_same_thread": False, "timeout": busy_timeout_s},

@@ -58,6 +58,9 @@ PENDING_BUDGET = 64 << 20
 PENDING_MIN_TTL_S = 300
 #: How many blob sizes ``ObjectStore`` remembers (~200 bytes each).
 KNOWN_BLOBS = 16_384
+#: In the state directory: a backup holds a shared flock on it while it copies the objects its database
+#: snapshot references; GC needs it exclusively (non-blocking) to remove anything (``daemon/backup.py``).
+GC_LOCK = "gc.lock"
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -110,6 +113,7 @@ class ObjectStore:
     ) -> None:
         self.objects_dir = private_dir(state_dir / "objects")
         self.staging_dir = private_dir(state_dir / "staging")
+        self.gc_lock_path = state_dir / GC_LOCK
         self._objects_prefix = os.fspath(self.objects_dir) + os.sep
         self._cache = cache
         self._db = db
@@ -532,7 +536,28 @@ class ObjectStore:
         The caller must hold the registry's write lock, so no version can start referencing an object between
         reading the references and the removal; this runs in one ``BEGIN IMMEDIATE`` transaction for the same
         reason across processes. Files this store does not name are left alone.
+
+        A removal (not a dry run) first takes ``gc.lock`` exclusively without waiting: while a backup holds it
+        shared, this raises ``UNAVAILABLE`` and removes nothing (the backup's snapshot may reference objects
+        that are no longer referenced here).
         """
+        if dry_run:
+            return self._gc(grace_seconds=grace_seconds, dry_run=True)
+        fd = os.open(self.gc_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ProtocolError(
+                    ErrorCode.UNAVAILABLE,
+                    "a backup is copying objects (it holds gc.lock): garbage collection is deferred, "
+                    "run it again once the backup has finished",
+                ) from None
+            return self._gc(grace_seconds=grace_seconds, dry_run=False)
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _gc(self, *, grace_seconds: int, dry_run: bool) -> GcStats:
         cutoff_ns = time.time_ns() - grace_seconds * 1_000_000_000
         cutoff_mono = time.monotonic_ns() - grace_seconds * 1_000_000_000
         cutoff_at = db_time(utcnow() - timedelta(seconds=grace_seconds))

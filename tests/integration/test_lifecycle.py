@@ -161,3 +161,24 @@ def test_bad_config_is_reported(tmp_path: Path) -> None:
     assert res.returncode == 78
     assert "max_clients" in res.stderr
     assert "unknown" in res.stderr
+
+
+def test_another_process_opening_the_database_leaves_the_daemon_whole(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """An admin's ``sqlite3 registry.db`` (a read-write connection that closes) must not checkpoint and delete
+    the WAL under the daemon: the daemon keeps SQLite's shared lock on the file (it never closes another
+    descriptor of it, which would drop every POSIX lock it holds)."""
+    import sqlite3
+
+    d = daemon
+    assert d.cli("push", str(make_model_dir(tmp_path / "a", "locks"))).returncode == 0
+    other = sqlite3.connect(d.state_dir / "registry.db")
+    assert other.execute("SELECT count(*) FROM versions").fetchone()[0] == 1
+    other.close()
+    assert (d.state_dir / "registry.db-wal").exists()  # still the daemon's
+    pushed = d.cli("push", str(make_model_dir(tmp_path / "b", "locks", weights=b"w2")))
+    assert pushed.returncode == 0, pushed.stderr
+    shown = d.cli("show", "locks:2")
+    assert shown.returncode == 0, shown.stderr
+    d.stop()
+    d.start()
+    assert d.cli("show", "locks:2").returncode == 0  # the push survived the restart

@@ -48,6 +48,15 @@ def live_members(pgid: int) -> list[int]:
     return found
 
 
+def assert_group_gone(pgid: int | None) -> None:
+    """Every process of the worker's group has exited (within 2 s)."""
+    assert pgid is not None
+    deadline = time.monotonic() + 2.0
+    while live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_members(pgid) == []
+
+
 def test_metric_names_agree_with_the_worker_process() -> None:
     assert set(METRICS) == set(evaluate_module.CLASSIFICATION) | set(evaluate_module.REGRESSION)
     assert REASON_PREFIX == evaluate_module.PREFIX
@@ -139,12 +148,7 @@ def test_training_command_that_times_out_is_killed_with_its_children(example_dir
     assert info.value.kind == "timeout"
     assert 2.0 <= elapsed < 3.0, elapsed
     assert "started" in info.value.log_tail
-    pgid = info.value.pid
-    assert pgid is not None
-    deadline = time.monotonic() + 2.0
-    while live_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert live_members(pgid) == []
+    assert_group_gone(info.value.pid)
     print(f"timeout raised after {elapsed:.2f} s")
 
 
@@ -160,12 +164,7 @@ def test_cancel_kills_a_training_command_with_its_children(example_dir: Path, tm
     assert info.value.kind == "cancelled"
     assert 1.0 <= elapsed < 2.0, elapsed
     assert "cancelled: process group killed" in (tmp_path / "log").read_text()
-    pgid = info.value.pid
-    assert pgid is not None
-    deadline = time.monotonic() + 2.0
-    while live_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert live_members(pgid) == []
+    assert_group_gone(info.value.pid)
     # A cancelled token starts nothing more.
     with pytest.raises(WorkerError) as again:
         evaluate(example_dir, example_dir / "eval.csv", "target", ["f1"], FAST, tmp_path / "log", token)
