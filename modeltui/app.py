@@ -112,6 +112,11 @@ class ModelTuiApp(App[None]):
         """Connect, subscribe, then wait: the worker fails with DaemonUnavailable when the connection drops."""
         try:
             client = await self.client_factory()
+            if client.welcome.role in (None, "viewer") and not self.readonly:
+                # The daemon would refuse every change anyway: do not offer them (docs/operations.md).
+                self.readonly = True
+                self.notify(f"{client.welcome.user} has the viewer role here: read-only", timeout=6)
+                self.screen.refresh_bindings()
             client.readonly = self.readonly
             try:
                 await client.subscribe("registry", "deployments", "alerts")

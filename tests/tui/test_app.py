@@ -13,7 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import Footer, Input, Label, TabbedContent, TextArea
 
 from modeltui.app import ModelTuiApp
-from modeltui.client import connect
+from modeltui.client import DaemonClient, connect
 from modeltui.screens import (
     AliasDialog,
     ConfirmDialog,
@@ -328,6 +328,26 @@ async def test_readonly_hides_alias_actions(two_versions: DaemonProcess) -> None
         await pilot.pause(0.2)
         assert app.screen is screen
         assert "read-only" in app.sub_title
+
+
+async def test_a_viewer_gets_the_read_only_tui(two_versions: DaemonProcess) -> None:
+    """The daemon says the connection has the viewer role (another uid, as docs/operations.md sets up;
+    the role comes from the real welcome, changed here because the test runs as the daemon's owner): the
+    TUI offers no change, as with --readonly, and says why."""
+
+    async def as_viewer() -> DaemonClient:
+        client = await connect(two_versions.socket)
+        client.welcome = client.welcome.model_copy(update={"role": "viewer"})
+        return client
+
+    app = ModelTuiApp(as_viewer)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_model(pilot)
+        assert app.readonly
+        assert "read-only" in app.sub_title
+        assert "set_alias" not in {b.binding.action for b in screen.active_bindings.values()}
+        assert app.client is not None
+        assert app.client.readonly  # and its client refuses to send one
 
 
 async def test_help_screen_and_quit(two_versions: DaemonProcess) -> None:
