@@ -10,7 +10,8 @@ parser's (tests compare both on the runtime's exposition and on generated ones).
 The details it mirrors: a sample's value is read like the parser does (``float``, and an integer literal
 through ``int``: ``-0`` is 0.0, and integers of up to 30 digits convert to the same float either way);
 a counter family whose name does not end in ``_total`` renames its samples (the parser's OpenMetrics
-munging), so such a sample defers; label names starting with ``__`` and duplicate label names defer (the
+munging), so such a sample defers, and so does a ``# TYPE`` line after samples of its family (the parser
+gives them that type); label names starting with ``__`` and duplicate label names defer (the
 parser rejects or reinterprets them).
 """
 
@@ -60,6 +61,7 @@ def fast_samples(text: str, keep: Collection[str], positions: list[int] | None =
     family = ""  # the parser's current family: its name, type and the sample names it holds
     typ = "untyped"
     allowed: tuple[str, ...] = ()
+    sampled = False  # the current family has had samples
     cached = _label_cache.get
     lines = text.split("\n")
     if lines[-1] == "":
@@ -69,7 +71,7 @@ def fast_samples(text: str, keep: Collection[str], positions: list[int] | None =
             m = _HELP.fullmatch(line)
             if m is not None:
                 if m.group(1) != family:
-                    family, typ, allowed = m.group(1), "untyped", (m.group(1),)
+                    family, typ, allowed, sampled = m.group(1), "untyped", (m.group(1),), False
                 continue
             m = _TYPE.fullmatch(line)
             if m is None:
@@ -77,7 +79,9 @@ def fast_samples(text: str, keep: Collection[str], positions: list[int] | None =
             name, typ = m.group(1), m.group(2)
             if typ == "counter" and name == "_total":
                 return None  # the parser's family name would be empty
-            family = name
+            if name == family and sampled:
+                return None  # a type after the family's samples: the parser applies it to them
+            family, sampled = name, False
             allowed = tuple(name + s for s in _SUFFIXES.get(typ, ("",)))
             continue
         m = match_sample(line)
@@ -88,8 +92,9 @@ def fast_samples(text: str, keep: Collection[str], positions: list[int] | None =
         if name in allowed:
             if typ == "counter" and not family.endswith("_total"):
                 return None  # the parser renames these samples to name_total
+            sampled = True
         else:
-            family, typ, allowed = "", "untyped", ()
+            family, typ, allowed, sampled = "", "untyped", (), False
         if block:
             labels = cached(block, _MISSING)
             if labels is _MISSING:
