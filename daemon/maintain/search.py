@@ -27,6 +27,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -293,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     search = build_search(base, spec, metric)
     print(
         f"searching {type(base).__name__} ({spec.method}, {spec.n_candidates} candidates, cv={spec.cv}) "
-        f"on {len(y)} rows for {metric}",
+        f"on {len(y)} rows for {metric}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         file=sys.stderr,
     )
     with warnings.catch_warnings():

@@ -62,6 +62,10 @@ METRICS: dict[str, bool] = {
 REASON_PREFIX = "modeltui-evaluate: "
 #: The same for the search worker.
 SEARCH_PREFIX = "modeltui-search: "
+#: The search fits with ``n_jobs=1``; the numeric libraries would still start a thread per core each, which
+#: on a serving host takes CPU from the deployments (and on 2 cores made one fit 15× slower). These are set
+#: to 1 for the search unless the daemon's own environment sets them.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: How much of this run's log a WorkerError carries.
 TAIL_CHARS = 4000
 MEMORY_MARKERS = ("MemoryError", "Unable to allocate", "std::bad_alloc", "Cannot allocate memory", "out of memory")
@@ -298,7 +302,8 @@ def search(
     root = Path(daemon.__path__[0]).resolve().parent
     title = f"{spec.method} search of {model_dir}"
     with tempfile.TemporaryFile() as result:
-        outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="search", title=title, cancel=cancel)
+        outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="search", title=title,
+                       cancel=cancel, env={name: os.environ.get(name, "1") for name in THREAD_VARIABLES})  # fmt: skip
         if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
             raise _failure("the search", outcome, limits)
         result.seek(0)
@@ -356,12 +361,13 @@ def _run(
     what: str,
     title: str,
     cancel: Cancel | None = None,
+    env: dict[str, str] | None = None,
 ) -> _Outcome:
     """Run ``argv`` under the limits; stderr (and stdout unless given) is appended to ``log``."""
     if cancel is not None and cancel.cancelled:
         raise WorkerError(f"{what} not started: cancelled ({cancel.reason})", kind="cancelled")
     launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(limits.memory_mb * 1024 * 1024)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1") | (env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

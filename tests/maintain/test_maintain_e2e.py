@@ -185,6 +185,7 @@ def test_the_built_in_search_makes_a_challenger_that_is_gated_pushed_and_promote
     searched = got["steps"][1]
     assert searched["figures"]["candidates"] == 8
     assert "halving search: cv f1" in searched["message"]
+    assert "OMP_NUM_THREADS=1" in Path(got["log"]).read_text()  # one thread per fit: the host keeps serving
     assert got["challenger_score"] >= got["champion_score"] + 0.01
     # The challenger's manifest records the parameters it was searched to.
     params = cli_json(d, "show", f"{MODEL}:2")["params"]
