@@ -55,7 +55,7 @@ from urllib.parse import quote
 from daemon import __version__
 from daemon.store.engine import DB_NAME
 from daemon.store.migrations import MIGRATIONS
-from daemon.store.objects import GC_LOCK
+from daemon.store.objects import GC_LOCK, fsync_dir
 
 if TYPE_CHECKING:
     from daemon.settings import Settings
@@ -141,14 +141,6 @@ class RestoreResult:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _object_path(root: Path, sha256: str) -> Path:
@@ -450,8 +442,8 @@ def _backup_into(
     object_bytes = sum(size for size, _ in placed)
     linked = sum(1 for _, was_linked in placed if was_linked)
     for sub in sorted({sha[:2] for sha, _ in todo}):
-        _fsync_dir(objects_out / sub)
-    _fsync_dir(objects_out)
+        fsync_dir(objects_out / sub)
+    fsync_dir(objects_out)
     db_sha, db_bytes = _hash_file(partial / DB_NAME)
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -472,9 +464,9 @@ def _backup_into(
         "db": {"name": DB_NAME, "size": db_bytes, "sha256": db_sha},
     }
     _write_durably(partial / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    _fsync_dir(partial)
+    fsync_dir(partial)
     os.rename(partial, dest)  # replaces an empty directory `dest` atomically
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     return BackupResult(
         path=dest,
         created_at=created_at,
@@ -715,7 +707,7 @@ def _restore_locked(src: Path, state_dir: Path, manifest: dict[str, Any], link: 
         aside = _set_aside(state_dir)
         # 4. The switch: one rename.
         os.rename(new_db, state_dir / DB_NAME)
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _chown_like([p for path in created for p in _walk(path)], owner)
@@ -741,7 +733,7 @@ def _install_objects(
     if not objects.is_dir():
         objects.mkdir(mode=0o700)
         created.append(objects)
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
 
     def one(item: tuple[str, int]) -> bool:
         sha, size = item
@@ -762,12 +754,12 @@ def _install_objects(
         if not d.is_dir():
             d.mkdir(mode=0o700)
             created.append(d)
-    _fsync_dir(objects)
+    fsync_dir(objects)
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="restore") as pool:
         results = list(pool.map(one, wanted))
     created.extend(_object_path(state_dir, sha) for (sha, _), new in zip(wanted, results, strict=True) if new)
     for sub in subs:
-        _fsync_dir(objects / sub)
+        fsync_dir(objects / sub)
     added = sum(results)
     return added, len(wanted) - added
 
@@ -803,8 +795,8 @@ def _set_aside(state_dir: Path) -> Path | None:
                     continue
                 with contextlib.suppress(FileExistsError):
                     os.link(entry, aside / OBJECTS / sub.name / entry.name)
-    _fsync_dir(aside)
-    _fsync_dir(state_dir)
+    fsync_dir(aside)
+    fsync_dir(state_dir)
     return aside
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 import math
@@ -15,7 +14,8 @@ import pytest
 from daemon.serving.labelled import LabelledRows
 from daemon.serving.ledger import Ledger
 
-from .conftest import EXAMPLE, Serving, write_python_model
+from .conftest import Serving, write_python_model
+from .test_runtime import COLUMNS, ROWS, TARGETS
 
 # ---- ledger -------------------------------------------------------------------------------------------
 
@@ -118,14 +118,6 @@ def test_labelled_rows_page_after_a_seq_and_drop_the_oldest() -> None:
 # ---- over HTTP ----------------------------------------------------------------------------------------
 
 
-def _eval() -> tuple[list[str], list[list[float]], list[int]]:
-    with (EXAMPLE / "eval.csv").open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    header, data = rows[0][:30], rows[1:]
-    return header, [[float(v) for v in r[:30]] for r in data], [int(r[30]) for r in data]
-
-
-COLUMNS, ROWS, TARGETS = _eval()
 
 
 def _page(s: Serving, query: str = "") -> dict[str, Any]:
