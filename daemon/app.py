@@ -253,6 +253,7 @@ class DaemonApp:
             deployments=lambda model: list(deployments.list(model).items),
             alert_names=lambda model: own_alert_names(model),
             leader=leader,
+            feedback_inputs=s.deploy.feedback_inputs,
             sources=lambda model: [
                 Source(name, sup.current.version, sup.current.admin_url)
                 for name, sup in list(deployments.supervisors.items())

@@ -50,6 +50,10 @@ class DeploySection(_Section):
     log_files: Annotated[int, Field(ge=1, le=100)] = 3
     #: fork process deployments from a warm process that has these modules imported (fast starts)
     zygote: bool = True
+    #: runtimes keep the inputs of their last 100,000 predictions, so labelled feedback can train a
+    #: challenger (``data = "feedback"``, docs/maintenance.md); about 50 MiB per runtime at 30 numeric
+    #: inputs once full. false: nothing is kept, and maintenance cannot use feedback as data.
+    feedback_inputs: bool = True
     preload: Annotated[list[str], Field(max_length=50)] = Field(
         default_factory=lambda: ["numpy", "sklearn.ensemble", "sklearn.linear_model", "skops.io"]
     )

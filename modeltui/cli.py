@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from daemon.protocol import requests as q
@@ -43,7 +44,7 @@ class Globals(BaseModel):
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]modeltui: error:[/] {message}", markup=True)
+    err.print(f"[bold red]modeltui: error:[/] {escape(message)}", markup=True)  # the message is text, not markup
     sys.exit(code)
 
 

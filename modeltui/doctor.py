@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from daemon.protocol import requests as q
@@ -96,7 +97,8 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         for col in ("", "CHECK", "DETAIL"):
             t.add_column(col, overflow="fold")
         for c in checks:
-            t.add_row(MARK[c.status], c.name, c.detail + (f"\n[dim]fix:[/] {c.fix}" if c.fix else ""))
+            fix = f"\n[dim]fix:[/] {escape(c.fix)}" if c.fix else ""  # texts name [sections]: not markup
+            t.add_row(MARK[c.status], escape(c.name), escape(c.detail) + fix)
         out.print(t)
 
     emit(report, as_json, show)

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from daemon.protocol import requests as q
@@ -37,8 +38,9 @@ def audit_table(entries: list[r.AuditEntry]) -> Table:
         t.add_column(col, overflow="fold")
     for e in entries:
         style = "" if e.result == "ok" else "red"
-        t.add_row(render.when(e.at), f"{e.user} ({e.uid})", e.op, e.target, f"[{style}]{e.result}[/]" if style
-                  else e.result, e.message[:80])  # fmt: skip
+        result = f"[{style}]{escape(e.result)}[/]" if style else escape(e.result)
+        t.add_row(render.when(e.at), escape(f"{e.user} ({e.uid})"), escape(e.op), escape(e.target), result,
+                  escape(e.message[:80]))  # fmt: skip
     return t
 
 

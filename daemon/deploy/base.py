@@ -46,6 +46,8 @@ class InstanceSpec:
     env: dict[str, str]
     options: ContainerOptions
     log_dir: Path
+    feedback_inputs: bool = True
+    """The runtime keeps its recent predictions' inputs, so labelled feedback can train (``[deploy]``)."""
 
 
 @dataclass

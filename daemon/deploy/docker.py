@@ -87,6 +87,7 @@ def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner
         "command": [
             "--host", settings.bind_address, "--port", str(spec.admin_port), "--public-port", str(spec.public_port),
             "--model-version", str(spec.version), "--instance", spec.instance_id,
+            *([] if spec.feedback_inputs else ["--no-feedback-inputs"]),
         ],
         "name": container_name(spec.deployment, spec.instance_id),
         "detach": True,

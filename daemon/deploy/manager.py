@@ -146,6 +146,7 @@ class Supervisor:
             env=dict(self.rec.env),
             options=ContainerOptions.model_validate(self.rec.options),
             log_dir=self.m.state_dir / "deployments" / self.rec.name,
+            feedback_inputs=self.m.settings.deploy.feedback_inputs,
         )
         inst = await self.backend.start(spec, self._progress)
         if inst.image:

@@ -133,6 +133,7 @@ class ProcessBackend:
             str(spec.version),
             "--instance",
             f"{self.owner}/{spec.deployment}/{spec.instance_id}",
+            *([] if spec.feedback_inputs else ["--no-feedback-inputs"]),
         ]
 
     def _instance(self, spec: InstanceSpec, pid: int, ticks: int | None) -> Instance:

@@ -183,6 +183,7 @@ class Maintenance:
         alert_names: Callable[[str], set[str]],
         leader: Callable[[str], str | None] | None = None,
         sources: Callable[[str], list[fb.Source]] | None = None,
+        feedback_inputs: bool = True,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -194,6 +195,8 @@ class Maintenance:
         self.alert_names = alert_names
         self.leader = leader
         """In a cluster: the id of the model's elected leader when it is not this daemon (None: run here)."""
+        self.feedback_inputs = feedback_inputs
+        """The runtimes keep their predictions' inputs (``[deploy] feedback_inputs``): feedback can be data."""
         self.sources = sources
         """The runtimes serving a model's deployments now (their labelled feedback); on the loop."""
         self._feedback_models: set[str] = set()
@@ -343,7 +346,7 @@ class Maintenance:
             policy=effective.model_dump(),
             overrides=over,
             champion=number,
-            problems=pol.check_usable(effective, manifest, files, names),
+            problems=pol.check_usable(effective, manifest, files, names, feedback_inputs=self.feedback_inputs),
         )
 
     def set_policy(self, req: q.MaintainSet, user: str) -> r.MaintainPolicyInfo:

@@ -120,7 +120,14 @@ def parse_value(key: str, text: str) -> Any:
     return text
 
 
-def check_usable(policy: Policy, manifest: Manifest, files: Collection[str], alert_names: Collection[str]) -> list[str]:
+def check_usable(
+    policy: Policy,
+    manifest: Manifest,
+    files: Collection[str],
+    alert_names: Collection[str],
+    *,
+    feedback_inputs: bool = True,
+) -> list[str]:
     """What would make a run fail, said now: a training command, the data files in the version, the alert
     names among the model's rules."""
     problems: list[str] = []
@@ -133,6 +140,8 @@ def check_usable(policy: Policy, manifest: Manifest, files: Collection[str], ale
         problems.append(
             "no way to make a challenger: set command (placeholders {data}, {output}, {model_dir}) or search"
         )
+    if FEEDBACK in (policy.data, policy.holdout) and not feedback_inputs:
+        problems.append("feedback as data: the runtimes keep no inputs ([deploy] feedback_inputs = false)")
     if FEEDBACK in (policy.data, policy.holdout) and not (manifest.signature and manifest.signature.inputs):
         problems.append("feedback as data needs the model's [signature] inputs: they name the rows' columns")
     if policy.data not in (None, FEEDBACK) and policy.data not in files:

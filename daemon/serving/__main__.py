@@ -29,6 +29,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--instance", default="", help="a label for supervisors to find this process by (ignored)")
     ap.add_argument("--max-batch-size", type=int, default=64, help="rows per predict call at most (default 64)")
     ap.add_argument("--max-wait-ms", type=float, default=2.0, help="longest linger for rows under load (default 2)")
+    ap.add_argument(
+        "--no-feedback-inputs",
+        dest="feedback_inputs",
+        action="store_false",
+        help="keep no inputs of recent predictions (GET /feedback/rows stays empty; saves memory)",
+    )
     ap.add_argument("--model-version", default="local", help="version shown in responses and metrics (default local)")
     ap.add_argument("--switch-interval-ms", type=float, default=0.5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -64,6 +70,7 @@ async def _serve(args: argparse.Namespace) -> int:
         version=str(args.model_version),
         max_batch_size=args.max_batch_size,
         max_wait=args.max_wait_ms / 1000.0,
+        feedback_inputs=args.feedback_inputs,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

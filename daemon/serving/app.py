@@ -53,8 +53,11 @@ class App:
         max_batch_size: int = 64,
         max_wait: float = 0.002,
         max_body: int | None = None,
+        feedback_inputs: bool = True,
     ) -> None:
         self.manifest = manifest
+        self.feedback_inputs = feedback_inputs
+        """Keep the inputs of recent predictions (labelled rows for retraining); False saves the memory."""
         self.version_label = f"{manifest.name}:{version}"
         self.schema = Schema(manifest.inputs)
         self.metrics = Metrics(manifest.name, version, manifest.flavor)
@@ -205,7 +208,7 @@ class App:
             conn.respond(req, status, error_body(status, msg))
             return
         labels = self.metrics.class_labels(outcome)
-        first = self.ledger.record(labels, rows)
+        first = self.ledger.record(labels, rows if self.feedback_inputs else None)
         n = len(outcome)
         try:
             preds = _dumps(outcome)

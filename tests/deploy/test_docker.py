@@ -182,6 +182,14 @@ def test_hostile_options_env_and_requirements_are_refused(tmp_path: Path) -> Non
     assert img.check_requirement("scikit-learn[alldeps]>=1.5,<2; python_version >= '3.11'")
 
 
+def test_the_container_command_passes_the_feedback_inputs_setting(tmp_path: Path) -> None:
+    model = python_model(tmp_path / "m")
+    kept = run_kwargs(_spec(model, tmp_path), DockerSection(), image="i", owner="o")["command"]
+    assert "--no-feedback-inputs" not in kept
+    spec = _spec(model, tmp_path, feedback_inputs=False)
+    assert run_kwargs(spec, DockerSection(), image="i", owner="o")["command"][-1] == "--no-feedback-inputs"
+
+
 async def test_bad_env_fails_before_touching_the_engine(tmp_path: Path) -> None:
     b = DockerBackend(DockerSection(host="unix:///nonexistent.sock"), state_dir=tmp_path, owner="o")
     with pytest.raises(BackendError, match="environment") as info:

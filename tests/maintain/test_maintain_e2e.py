@@ -328,3 +328,27 @@ def test_a_run_trains_and_evaluates_on_the_deployments_labelled_feedback(
     assert d.cli("maintain", "set", MODEL, "promote=approve", "min_improvement=0").returncode == 0
     again = run(d)
     assert again["steps"][0]["figures"]["rows"] == len(ids), again
+
+
+def test_without_feedback_inputs_the_runtimes_keep_none_and_feedback_cannot_be_data(
+    daemon_factory: Callable[[str], DaemonProcess], example_dir: Path, tmp_path: Path
+) -> None:
+    """``[deploy] feedback_inputs = false`` saves each runtime the memory of its predictions' inputs; a
+    policy that would train on feedback is then refused at ``maintain set``, with the reason."""
+    from ..deploy.test_feedback import eval_rows, predict
+
+    d = daemon_factory("d")
+    Path(d.env["MODELTUI_CONFIG"]).write_text("[deploy]\nfeedback_inputs = false\n")
+    d.start()
+    assert d.cli("push", str(example_dir), "--alias", "production").returncode == 0
+    dep = cli_json(d, "deploy", f"{MODEL}@production", "--name", "bc")["deployment"]
+    rows, truth = eval_rows(example_dir)
+    ids, _ = predict(dep["endpoint"], rows[:20])
+    path = tmp_path / "labels.csv"
+    path.write_text("id,label\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth[:20], strict=True)))
+    assert d.cli("feedback", "bc", str(path)).returncode == 0
+    with urllib.request.urlopen(dep["instance"]["admin_url"] + "/feedback/rows", timeout=5) as resp:
+        assert json.loads(resp.read())["rows"] == []
+    refused = d.cli("maintain", "set", MODEL, "data=feedback", "holdout=feedback")
+    assert refused.returncode == 4
+    assert "the runtimes keep no inputs ([deploy] feedback_inputs = false)" in refused.stderr

@@ -54,6 +54,8 @@ def test_a_missing_zookeeper_fails_with_the_fix(daemon_factory: Callable[[str], 
     assert where in zk["detail"]
     assert "start ZooKeeper" in zk["fix"]
     assert checks["database"]["status"] == "ok"  # the rest is still checked
+    human = d.cli("doctor")
+    assert "[cluster]" in human.stdout  # the fix names the config section, printed as text (not markup)
 
 
 def test_no_daemon_or_a_stale_socket_fails_at_the_socket(daemon_factory: Callable[[str], DaemonProcess]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from daemon.serving.labelled import LabelledRows
 from daemon.serving.ledger import Ledger
 
-from .conftest import Serving, write_python_model
+from .conftest import Serving, metric, write_python_model
 from .test_runtime import COLUMNS, ROWS, TARGETS
 
 # ---- ledger -------------------------------------------------------------------------------------------
@@ -280,3 +280,21 @@ def test_rows_survive_only_as_long_as_the_process(tmp_path: Path, serving_factor
     again = _page(s)
     assert again["instance"] != empty["instance"]
     assert (again["rows"], again["first"], again["last"]) == ([], 1, 0)
+
+
+@pytest.mark.integration
+def test_no_feedback_inputs_keeps_no_rows_but_still_counts_the_labels(tmp_path: Path, serving_factory: Any) -> None:
+    """``--no-feedback-inputs`` (``[deploy] feedback_inputs = false``): the memory is not spent, the
+    confusion matrix still counts every label."""
+    model = write_python_model(
+        tmp_path / "m", "def predict(X):\n    return [0] * len(X)\n", inputs='{ name = "a", type = "double" }'
+    )
+    s = serving_factory(model).start("--no-feedback-inputs")
+    status, out = s.json("POST", "/predict", {"inputs": [[1.0], [2.0]]})
+    assert status == 200
+    items = [{"id": i, "label": 0} for i in out["ids"]]
+    assert s.json("POST", "/feedback", {"items": items}) == (200, {"matched": 2, "unknown": 0})
+    page = _page(s)
+    assert (page["rows"], page["last"]) == ([], 0)
+    status, _, body = s.request("GET", "/metrics")
+    assert metric(body.decode(), "modeltui_feedback_total", predicted="0", actual="0") == 2
