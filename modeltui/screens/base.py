@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from textual.binding import Binding, BindingType
+from textual.events import ScreenResume, ScreenSuspend
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
@@ -114,6 +116,39 @@ class RegistryScreen(Screen[None]):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
+
+
+class PollingScreen(RegistryScreen):
+    """A view that also asks again on a timer (what it shows has no events of its own): every
+    ``POLL_SECONDS`` the App calls :meth:`poll` while the screen is shown. The timer pauses while another
+    screen covers it, and coming back asks at once, unless no answer was shown yet (the first ask is
+    on_mount's). Subclasses count their answers in ``answers``."""
+
+    POLL_SECONDS: ClassVar[float] = 2.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers = 0
+        """How many answers were shown (for tests and the first resume)."""
+        self.timer: Timer | None = None
+
+    def on_mount(self) -> None:
+        self.timer = self.set_interval(self.POLL_SECONDS, self.poll)
+        super().on_mount()
+
+    def poll(self) -> None:
+        """One tick of the timer: re-read (subclasses may ask less)."""
+        self.reload()
+
+    def on_screen_suspend(self, _event: ScreenSuspend) -> None:
+        if self.timer is not None:
+            self.timer.pause()
+
+    def on_screen_resume(self, _event: ScreenResume) -> None:
+        if self.timer is not None:
+            self.timer.resume()
+        if self.answers:
+            self.reload()
 
 
 AnyCall = RegistryScreen.Call[Any]

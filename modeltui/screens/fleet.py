@@ -22,10 +22,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.events import ScreenResume, ScreenSuspend
 from textual.markup import escape
 from textual.reactive import reactive
-from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
 from daemon.protocol import requests, results
@@ -35,7 +33,7 @@ from daemon.protocol.names import parse_ref
 from ..widgets import KeyedTable
 from ..widgets._format import short, version_label, when
 from ..widgets.deployments_table import STATE_TONE, TONES
-from .base import RegistryScreen
+from .base import PollingScreen
 
 #: Seconds between two asks while the view is shown (the cluster cache has no events for clients).
 REFRESH_SECONDS = 2.0
@@ -196,10 +194,11 @@ class FleetDeploymentsTable(_FleetTable):
         return self.tone(f"{DRIFT} {version_label(target)}", "warn")
 
 
-class FleetScreen(RegistryScreen):
+class FleetScreen(PollingScreen):
     """Every host of the cluster and every deployment they run, with what each should run."""
 
     AUTO_FOCUS = "#fleet-deployments"
+    POLL_SECONDS = REFRESH_SECONDS
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("h", "focus_hosts", "Hosts"),
@@ -218,9 +217,6 @@ class FleetScreen(RegistryScreen):
         """The last ``deployments.list`` answer."""
         self.models: dict[str, results.ModelSummary | None] = {}
         """Summaries of the models deployments follow (None: not in the registry), as last read."""
-        self.answers = 0
-        """How many ``deployments.list`` answers were shown (for tests and the first resume)."""
-        self.timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -232,18 +228,7 @@ class FleetScreen(RegistryScreen):
 
     def on_mount(self) -> None:
         self.sub_title = "fleet"
-        self.timer = self.set_interval(REFRESH_SECONDS, self.reload)
         super().on_mount()
-
-    def on_screen_suspend(self, _event: ScreenSuspend) -> None:
-        if self.timer is not None:
-            self.timer.pause()
-
-    def on_screen_resume(self, _event: ScreenResume) -> None:
-        if self.timer is not None:
-            self.timer.resume()
-        if self.answers:  # the first ask is on_mount's
-            self.reload()
 
     # -- asking ----------------------------------------------------------------------------------------
     def reload(self) -> None:

@@ -24,10 +24,8 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.events import ScreenResume, ScreenSuspend
 from textual.markup import escape
 from textual.screen import ModalScreen
-from textual.timer import Timer
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from daemon.protocol import requests, results
@@ -35,7 +33,7 @@ from daemon.protocol.events import RegistryEvent
 
 from ..widgets import KeyedTable
 from ..widgets._format import duration, short, version_label
-from .base import RegistryScreen
+from .base import PollingScreen
 from .dialogs import ConfirmDialog, ReasonValidator
 
 #: Runs asked for (newest first).
@@ -234,10 +232,11 @@ class PolicyDialog(ModalScreen[None]):
         self.dismiss(None)
 
 
-class MaintenanceScreen(RegistryScreen):
+class MaintenanceScreen(PollingScreen):
     """Every maintenance run, newest first, and the highlighted run in detail (live while it runs)."""
 
     AUTO_FOCUS = "#maintenance-runs"
+    POLL_SECONDS = LIVE_SECONDS
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve"),
@@ -254,13 +253,10 @@ class MaintenanceScreen(RegistryScreen):
         """Only this model's runs (None: all)."""
         self.runs: dict[int, results.MaintainRunInfo] = {}
         """The runs shown, by id (details replace list entries as they come)."""
-        self.answers = 0
-        """How many ``maintain.runs`` answers were shown (for tests and the first resume)."""
         self.select: int | None = None
         """A run to move the cursor to once the list has it (one just started)."""
         self.highlighted: str | None = None
         """The key of the run whose detail was last asked for on a highlight."""
-        self.timer: Timer | None = None
         self.ticks = 0
 
     def compose(self) -> ComposeResult:
@@ -274,18 +270,7 @@ class MaintenanceScreen(RegistryScreen):
 
     def on_mount(self) -> None:
         self.sub_title = f"maintenance of {self.model}" if self.model else "maintenance"
-        self.timer = self.set_interval(LIVE_SECONDS, self._tick)
         super().on_mount()
-
-    def on_screen_suspend(self, _event: ScreenSuspend) -> None:
-        if self.timer is not None:
-            self.timer.pause()
-
-    def on_screen_resume(self, _event: ScreenResume) -> None:
-        if self.timer is not None:
-            self.timer.resume()
-        if self.answers:  # the first ask is on_mount's
-            self.reload()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in MUTATIONS and self.readonly)
@@ -308,7 +293,9 @@ class MaintenanceScreen(RegistryScreen):
     def _ask(self, run: int) -> None:
         self.call(requests.MaintainShow(run=run), results.MaintainRunInfo, self._show_run, group="show")
 
-    def _tick(self) -> None:
+    def poll(self) -> None:
+        """Every second while a shown run is running; else every IDLE_TICKS seconds (runs the CLI or a
+        schedule started)."""
         self.ticks += 1
         if any(r.state == "running" for r in self.runs.values()) or self.ticks % IDLE_TICKS == 0:
             self.reload()
