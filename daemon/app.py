@@ -179,7 +179,7 @@ class DaemonApp:
         models = "?"
         if self.registry is not None:
             try:
-                models = str((await asyncio.to_thread(self.registry.counts))[0])
+                models = str(await asyncio.to_thread(self.registry.model_count))
             except Exception as exc:  # a summary must never take the daemon down
                 log.debug("status summary: %s", exc)
         return f"serving on {self.settings.socket}: {deployments} deployments, {models} models"

@@ -763,6 +763,11 @@ class Registry:
         )
 
     @_guarded
+    def model_count(self) -> int:
+        """How many models (cheap: the systemd status line asks every minute)."""
+        with read_session(self._engine) as s:
+            return queries.count(s, ModelRow)
+
     def counts(self) -> tuple[int, int, int, int]:
         """(models, versions, objects, object_bytes); objects are the distinct ones versions reference."""
         with read_session(self._engine) as s:
