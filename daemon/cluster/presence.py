@@ -97,7 +97,7 @@ class Presence:
                     self.zk.call(what, client.delete_async, path, version=stat.version)
                 self.zk.call(what, client.create_async, path, data, ephemeral=True, makepath=True)
             else:
-                self.zk.call(what, client.set_data_async, path, data)
+                self.zk.call(what, client.set_async, path, data)
         self._written[path] = data
 
     def _stand(self, job: str) -> None:

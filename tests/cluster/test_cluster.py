@@ -75,10 +75,19 @@ def pair(
 ) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
     a, b = member(daemon_factory, "a", zk, chroot), member(daemon_factory, "b", zk, chroot)
     wait_for(lambda: len((connected(a) or {}).get("hosts", [])) == 2, "both daemons registered", 15)
-    return a, b
+    yield a, b
+    for d in (a, b):  # ZooKeeper was there all along: every presence refresh must have succeeded
+        assert "presence not refreshed" not in daemon_log(d)
 
 
-def test_a_push_on_a_is_deployable_on_b_with_files_from_the_registry(
+def daemon_log(d: DaemonProcess) -> str:
+    """Everything the daemon logged (its stdout/stderr and its log file)."""
+    out = d.state_dir.parent / "daemon.out"
+    log = d.state_dir / "daemon.log"
+    return "".join(p.read_text(errors="replace") for p in (out, log) if p.exists())
+
+
+def test_a_push_on_a_is_deployable_on_b_and_a_sees_it_running_at_its_endpoint(
     pair: tuple[DaemonProcess, DaemonProcess], example_dir: Path
 ) -> None:
     need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
@@ -104,8 +113,17 @@ def test_a_push_on_a_is_deployable_on_b_with_files_from_the_registry(
     # What runs where: A sees B's deployment, B lists it as its own.
     fleet = wait_for(lambda: cli_json(a, "ps", "--all-hosts")["remote"], "B's deployment seen from A")
     assert [(x["name"], x["version"]) for x in fleet] == [("bc", 1)]
-    # B runs the model, A does not: B stands alone in the model's election (its maintenance runs there).
+    # B registered it while starting, then updated its node once healthy: A sees it running at its endpoint
+    # (in `ps --all-hosts` and `cluster status`), not "starting" forever.
     b_id = cli_json(b, "cluster", "status")["host_id"]
+    running = {"name": "bc", "host_id": b_id, "state": "running", "health": "healthy", "endpoint": dep["endpoint"]}
+
+    def seen_running(rows: list[dict[str, Any]]) -> bool:
+        return [{k: x[k] for k in running} for x in rows] == [running]
+
+    wait_for(lambda: seen_running(cli_json(a, "ps", "--all-hosts")["remote"]), "B's deployment running, from A")
+    assert seen_running(cli_json(a, "cluster", "status")["deployments"])
+    # B runs the model, A does not: B stands alone in the model's election (its maintenance runs there).
     assert wait_for(lambda: connected(b)["leaders"].get("model-breast-cancer") == b_id, "B leading the model")
     assert "model-breast-cancer" not in connected(a)["leaders"]  # A is no candidate: it runs none of it
 
