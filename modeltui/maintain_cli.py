@@ -11,9 +11,13 @@ from daemon.protocol import requests as q
 from daemon.protocol import results as r
 
 from . import render
-from .cli import emit, json_option, main, out, parse_pairs, run
+from .cli import emit, fail, json_option, main, out, parse_pairs, run
 
 FINAL = ("promoted", "rejected", "failed", "interrupted", "cancelled", "awaiting_approval")
+#: Exit status of ``run-now --wait`` for a run that ended without the challenger it was for (docs/cli.md):
+#: it failed (a worker failed, timed out, ran out of memory or wrote garbage) or the daemon stopped during it;
+#: or it ended with nothing promoted (the gate or an operator rejected the challenger, or it was cancelled).
+RUN_EXIT = {"failed": 10, "interrupted": 10, "rejected": 11, "cancelled": 11}
 
 
 def _key(key: str) -> str:
@@ -101,6 +105,9 @@ def run_now(ctx: click.Context, name: str, wait: bool, as_json: bool) -> None:
         time.sleep(0.5)
         result = run(ctx, lambda c: c.call(ask, r.MaintainRunInfo))
     emit(result, as_json, lambda: show_run(result))
+    code = RUN_EXIT.get(result.state)
+    if code is not None:
+        fail(f"run {result.id} of {result.model} ended {result.state}: {result.reason}", code)
 
 
 @maintain.command("runs")

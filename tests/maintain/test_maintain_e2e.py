@@ -11,6 +11,8 @@ import csv
 import json
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -54,8 +56,15 @@ def served(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> DaemonPr
     return d
 
 
-def run(d: DaemonProcess) -> dict[str, Any]:
-    got: dict[str, Any] = cli_json(d, "maintain", "run-now", MODEL, "--wait")
+#: ``run-now --wait`` exit statuses (docs/cli.md): the run failed (or was interrupted); nothing was promoted.
+RUN_FAILED, NOT_PROMOTED = 10, 11
+
+
+def run(d: DaemonProcess, code: int = 0) -> dict[str, Any]:
+    """``maintain run-now --wait --json``: the finished run, after checking the exit status says how it ended."""
+    done = d.cli("maintain", "run-now", MODEL, "--wait", "--json")
+    assert done.returncode == code, (done.returncode, done.stderr)
+    got: dict[str, Any] = json.loads(done.stdout)
     return got
 
 
@@ -83,7 +92,7 @@ def test_a_better_challenger_is_pushed_promoted_and_rolled_out(served: DaemonPro
 def test_a_challenger_not_better_by_the_margin_is_rejected_and_nothing_changes(served: DaemonProcess) -> None:
     d = served
     assert d.cli("maintain", "set", MODEL, "promote=auto", "min_improvement=0.9").returncode == 0
-    got = run(d)
+    got = run(d, NOT_PROMOTED)
     assert got["state"] == "rejected"
     assert "better by less than 0.9" in got["reason"]
     assert [s["name"] for s in got["steps"]] == ["evaluate_champion", "train", "evaluate_challenger", "gate"]
@@ -111,7 +120,11 @@ def test_a_failing_training_command_fails_the_run_with_its_log(served: DaemonPro
     d = served
     failing = "command=python -c \"import sys; print('boom'); sys.exit(3)\""
     assert d.cli("maintain", "set", MODEL, failing).returncode == 0
-    got = run(d)
+    human = d.cli("maintain", "run-now", MODEL, "--wait")
+    assert human.returncode == RUN_FAILED, human.stderr  # a script (or CI job) sees that the run failed
+    assert "FAILED" in human.stdout
+    assert "ended failed: train failed" in human.stderr
+    got = run(d, RUN_FAILED)
     assert got["state"] == "failed"
     train = got["steps"][1]
     assert train["name"] == "train"
@@ -119,6 +132,15 @@ def test_a_failing_training_command_fails_the_run_with_its_log(served: DaemonPro
     assert "boom" in train["message"]
     assert "boom" in Path(got["log"]).read_text()
     assert [v["number"] for v in cli_json(d, "log", MODEL)["items"]] == [1]
+
+
+def test_a_training_past_its_time_limit_fails_the_run(served: DaemonProcess) -> None:
+    d = served
+    slow = 'command=python -c "import time; time.sleep(60)"'
+    assert d.cli("maintain", "set", MODEL, slow, "timeout_seconds=1").returncode == 0
+    got = run(d, RUN_FAILED)
+    assert got["state"] == "failed"
+    assert "ran longer than 1 s" in got["steps"][-1]["message"], got["steps"]  # evaluation or training
 
 
 def test_a_daemon_killed_mid_run_leaves_it_interrupted_and_nothing_promoted(served: DaemonProcess) -> None:
@@ -141,13 +163,18 @@ def test_cancel_kills_a_running_training_and_changes_nothing(served: DaemonProce
     marker = tmp_path / "training.pid"
     slow = f"command=python -c \"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)\""
     assert d.cli("maintain", "set", MODEL, "promote=auto", slow).returncode == 0
-    started = cli_json(d, "maintain", "run-now", MODEL)
+    waiting = subprocess.Popen([sys.executable, "-m", "modeltui", "maintain", "run-now", MODEL, "--wait"],
+                               env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_for(lambda: marker.exists() and marker.read_text(), "the training process", 60)
     pid = int(marker.read_text())
+    started = cli_json(d, "maintain", "runs", MODEL)["items"][0]
     begun = time.monotonic()
     got = cli_json(d, "maintain", "cancel", str(started["id"]), "--reason", "wrong data")
     assert time.monotonic() - begun < 10
     assert got["state"] == "cancelled", got
+    _, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == NOT_PROMOTED, stderr  # the waiting client does not report success
+    assert "ended cancelled" in stderr
     assert got["reason"].startswith("cancelled by ")
     assert got["reason"].endswith(": wrong data")
     assert [s["name"] for s in got["steps"]] == ["evaluate_champion", "train"]
@@ -294,7 +321,7 @@ def test_a_run_trains_and_evaluates_on_the_deployments_labelled_feedback(
     policy = ["data=feedback", "holdout=feedback", "feedback_min_rows=100", "promote=auto", "min_improvement=0.01"]
     done = d.cli("maintain", "set", MODEL, *policy)
     assert done.returncode == 0, done.stderr
-    early = run(d)  # no labels yet: the run says so and changes nothing
+    early = run(d, RUN_FAILED)  # no labels yet: the run says so and changes nothing
     assert early["state"] == "failed"
     assert [s["name"] for s in early["steps"]] == ["collect_feedback"]
     assert "only 0 labelled feedback rows" in early["steps"][0]["message"]
