@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import click
 
@@ -41,11 +43,30 @@ def _score(v: float | None) -> str:
     return "-" if v is None else f"{v:.6f}"
 
 
+NOT_SET = "(not set)"
+
+
+def policy_value(value: Any) -> str:
+    """A policy value as one writes it (``maintain set KEY=VALUE`` or the manifest's TOML): text unquoted,
+    true/false, 3600 not 3600.0, lists comma-separated, a search table as JSON; nothing set says so."""
+    if value is None or value == [] or value == {}:
+        return NOT_SET
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, list):
+        return ", ".join(policy_value(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps({k: v for k, v in value.items() if v is not None}, separators=(", ", ": "))
+    return str(value)
+
+
 def show_policy(p: r.MaintainPolicyInfo) -> None:
     out.print(render.plain(f"{p.model}: champion {p.champion if p.champion is not None else '-'}"))
     for key, value in p.policy.items():
         mark = "  (set)" if key in p.overrides else ""
-        out.print(render.plain(f"  {key:<26} {value!r}{mark}"))
+        out.print(render.plain(f"  {key:<26} {policy_value(value)}{mark}"))
     for problem in p.problems:
         out.print(render.plain(f"  problem: {problem}"), style="yellow")
 
