@@ -73,6 +73,19 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
 
 
+class RoutineSchedulerLines(logging.Filter):
+    """APScheduler logs every job run at INFO ("Running job", "executed successfully"): two lines on every
+    scrape. Its INFO lines are routine, so they become DEBUG (kept only when the daemon logs at debug); its
+    warnings and errors (a missed run, a job that raised) pass unchanged. A handler filter, because the
+    records come from several ``apscheduler.*`` loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not record.name.startswith("apscheduler"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def make_formatter(fmt: Format, *, timestamps: bool = True) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter(timestamps=timestamps)
@@ -118,6 +131,9 @@ def setup_logging(settings: Settings, *, to_stderr: bool) -> None:
     finally:
         os.umask(old_umask)
     file_handler.setFormatter(make_formatter(settings.log_format))
-    root.addHandler(file_handler)
+    handlers: list[logging.Handler] = [file_handler]
     if to_stderr:
-        root.addHandler(stream_handler(sys.stderr, settings.log_format))
+        handlers.append(stream_handler(sys.stderr, settings.log_format))
+    for handler in handlers:
+        handler.addFilter(RoutineSchedulerLines())
+        root.addHandler(handler)
