@@ -664,7 +664,8 @@ class Registry:
 
     @_guarded
     def alias_set(self, req: q.AliasSet, user: str) -> r.AliasEventInfo:
-        """Point an alias at a version. Already pointing there: a no-op returning the move that did it."""
+        """Point an alias at a version. Already pointing there: a no-op returning the move that did it, marked
+        ``changed = False`` (so nobody reads an old move, with its author's reason, as one just made)."""
         alias = _checked(check_alias, req.alias)
         self._require_shared("move an alias")
         with self._write_sql() as conn:
@@ -673,10 +674,11 @@ class Registry:
             now = utcnow()
             event = sql.move_alias(conn, model, alias, req.version, user, req.reason, now)
             self._publish_move(event)
-            if event is None:
-                event = sql.latest_event(conn, model, alias)
-            if event is None:  # alias rows are only written with an event; be safe anyway
-                event = r.AliasEventInfo(
+            if event is not None:
+                return event
+            last = sql.latest_event(conn, model, alias)
+            if last is None:  # alias rows are only written with an event; be safe anyway
+                last = r.AliasEventInfo(
                     model=model.name,
                     alias=alias,
                     from_version=req.version,
@@ -685,7 +687,7 @@ class Registry:
                     at=now,
                     reason=req.reason,
                 )
-            return event
+            return last.model_copy(update={"changed": False})
 
     @_guarded
     def alias_remove(self, req: q.AliasRemove, user: str) -> r.AliasEventInfo:

@@ -309,7 +309,16 @@ def alias_set(ctx: click.Context, name: str, alias_name: str, version: int, reas
     """Point ALIAS of model NAME at VERSION."""
     result = run(ctx, lambda c: c.call(q.AliasSet(name=name, alias=alias_name, version=version, reason=reason),
                                        r.AliasEventInfo))
-    emit(result, as_json, lambda: out.print(render.alias_move(result)))
+    emit(result, as_json, lambda: show_alias_set(result))
+
+
+def show_alias_set(e: r.AliasEventInfo) -> None:
+    """The move just made; or, when the alias was already there, that nothing changed and since when."""
+    if e.changed:
+        out.print(render.alias_move(e))
+        return
+    since = f"since {render.when(e.at)}, by {e.by}"
+    out.print(render.plain(f"{e.model}@{e.alias} already points to {e.to_version} ({since}): nothing changed"))
 
 
 @alias.command("rm")

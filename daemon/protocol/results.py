@@ -215,6 +215,11 @@ class AliasEventInfo(Result):
     by: str
     at: datetime
     reason: str
+    changed: bool = Field(
+        default=True,
+        description="false: `alias set` found the alias already there and moved nothing; the other fields are "
+        "then its last move (who, when, why)",
+    )
 
 
 class AliasHistory(Result):
