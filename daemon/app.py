@@ -19,8 +19,9 @@ import resource
 import signal
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from daemon import __version__
 from daemon.audit import AuditStore
@@ -36,6 +37,7 @@ from daemon.monitor.exporter import Exporter
 from daemon.monitor.scheduler import MonitorScheduler
 from daemon.monitor.service import Monitor, deployment_targets
 from daemon.monitor.store import MonitorStore
+from daemon.protocol import lifecycle
 from daemon.protocol.events import AlertEvent
 from daemon.server import EventHub, Server, acquire_lock, adopt_socket
 from daemon.settings import Settings
@@ -79,9 +81,38 @@ class DaemonApp:
         self.cluster: Cluster | None = None
         self.maintenance: Maintenance | None = None
         self._lock_fds: list[int] = []
+        #: what asked the daemon to stop (recorded beside the socket for ``modeltui daemon status``)
+        self.stop_reason = "a daemon stop request"
+        #: this run's record beside the socket, once the daemon holds the socket's lock
+        self.last_run: lifecycle.LastRun | None = None
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "a daemon stop request") -> None:
+        if not self.stopping.is_set():
+            self.stop_reason = reason
         self.stopping.set()
+
+    def _record(self, state: Literal["running", "stopped", "crashed"], reason: str = "") -> None:
+        """Say beside the socket how this run stands; the first way it ended wins (best effort: a record
+        must never stop the daemon)."""
+        s = self.settings
+        if state == "running":
+            self.last_run = lifecycle.LastRun(
+                pid=os.getpid(), state="running", started_at=datetime.now(UTC), log_file=str(s.log_file)
+            )
+        elif self.last_run is not None and self.last_run.state == "running":
+            self.last_run = self.last_run.model_copy(
+                update={"state": state, "stopped_at": datetime.now(UTC), "reason": reason}
+            )
+        else:
+            return  # not ours (another daemon holds the socket), or already ended
+        try:
+            lifecycle.write_record(s.socket, self.last_run)
+        except OSError as exc:
+            log.warning("cannot record the daemon's state beside its socket: %s", exc)
+
+    def record_crash(self, exc: BaseException) -> None:
+        """The daemon dies of ``exc``: say so beside the socket (its last line; the log has the traceback)."""
+        self._record("crashed", lifecycle.exception_line(exc))
 
     async def startup(self) -> None:
         s = self.settings
@@ -94,9 +125,11 @@ class DaemonApp:
         # Private in user mode; traversable in system mode, where the socket's own 0660 decides access.
         s.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if s.mode == "user" else 0o755)
         self._lock_fds.append(acquire_lock(s.lock_file, s.socket))
+        self._record("running")
         self.registry = await asyncio.to_thread(
             Registry, s.state_dir, busy_timeout_s=s.busy_timeout_seconds, gc_grace_seconds=s.gc_grace_seconds
         )
+        await asyncio.to_thread(self._clear_staging, self.registry)
         hub = EventHub()
         owner = owner_id(s.state_dir)
         backends: dict[str, Backend] = {
@@ -162,6 +195,14 @@ class DaemonApp:
         )
         if self.notifier.enabled:  # everything is started: the socket accepts requests from here on
             self.notifier.ready(await self._status_line())
+
+    @staticmethod
+    def _clear_staging(registry: Registry) -> None:
+        """Partial uploads of a daemon that was killed stay in staging/ until removed: we hold the state
+        lock and serve nothing yet, so none of them can still be in flight."""
+        files, size = registry.clear_staging()
+        if files:
+            log.info("removed %d partial upload(s) (%d bytes) left in staging by an earlier daemon", files, size)
 
     def _inherited_socket(self) -> socket.socket | None:
         """The listening socket systemd passed (socket activation), or None to bind our own."""
@@ -301,6 +342,7 @@ class DaemonApp:
                 await asyncio.to_thread(self.handlers.audit.close)
         if self.registry is not None:
             await asyncio.to_thread(self.registry.close)
+        self._record("stopped", self.stop_reason)
         while self._lock_fds:  # last: no other daemon may start while we still write
             os.close(self._lock_fds.pop())
         log.info("stopped")
@@ -310,7 +352,7 @@ class DaemonApp:
         previous: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.getsignal(sig)
-            loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
         tasks: list[asyncio.Task[None]] = []
         interval = self.systemd.watchdog_interval
         if self.notifier.enabled and interval is not None:  # from the start: a slow startup is not a hang
@@ -320,6 +362,9 @@ class DaemonApp:
             if self.notifier.enabled:
                 tasks.append(loop.create_task(self._status_loop(), name="systemd-status"))
             await self.stopping.wait()
+        except Exception as exc:
+            self.record_crash(exc)
+            raise
         finally:
             for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
@@ -353,5 +398,11 @@ def run(settings: Settings, *, to_stderr: bool = True, systemd: SystemdEnv | Non
     run first, before anything can start a child process that would inherit the variables)."""
     setup_logging(settings, to_stderr=to_stderr)
     signal.signal(signal.SIGHUP, _sighup_ignored)
-    asyncio.run(DaemonApp(settings, systemd).serve())
+    app = DaemonApp(settings, systemd)
+    try:
+        asyncio.run(app.serve())
+    except Exception as exc:
+        log.critical("the daemon stops on an unexpected error", exc_info=exc)
+        app.record_crash(exc)
+        raise
     return 0

@@ -45,8 +45,13 @@ log = logging.getLogger("modeltuid.server")
 KNOWN_OPS = frozenset(t.model_fields["op"].default for t in RESULT_OF)
 #: Requests one connection may have in flight; more wait (back-pressure, not an error).
 MAX_INFLIGHT_PER_CONNECTION = 8
-#: Events queued for a slow subscriber before it is disconnected.
-MAX_QUEUED_EVENTS = 10_000
+#: What the daemon keeps for one subscriber that does not read: at most this many events and this many bytes
+#: (beyond what the kernel's socket buffer holds). A subscriber past either limit is dropped: its queue is
+#: emptied, one last error frame says why, and the connection is closed (docs/architecture.md).
+MAX_QUEUED_EVENTS = 1_000
+MAX_QUEUED_BYTES = 2 * frames.MAX_FRAME_BYTES
+#: How long a dropped subscriber has to read what is already on its way and that last frame.
+FAREWELL_SECONDS = 60.0
 
 
 class AlreadyRunning(Exception):
@@ -100,14 +105,35 @@ class Connection:
     caller: Caller
     topics: set[str] = field(default_factory=set)
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
-    outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_EVENTS))
+    outbox: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0
+    dropped: bool = False
+    """Fell too far behind: nothing more is queued for it, and it is being closed."""
+    unsent: int = 0
+    """Answers that could not be sent because the peer had gone (logged once, when the connection ends)."""
 
     def push(self, data: bytes) -> bool:
-        try:
-            self.outbox.put_nowait(data)
-        except asyncio.QueueFull:
+        """Queue an event; False when the connection is dropped or its queue is at a limit."""
+        if self.dropped or self.outbox.qsize() >= MAX_QUEUED_EVENTS:
             return False
+        if self.queued_bytes + len(data) > MAX_QUEUED_BYTES:
+            return False
+        self.outbox.put_nowait(data)
+        self.queued_bytes += len(data)
         return True
+
+    async def next_event(self) -> bytes:
+        data = await self.outbox.get()
+        self.queued_bytes -= len(data)
+        return data
+
+    def drop(self) -> int:
+        """Stop queueing and forget what is queued (the memory it held); returns how many events that was."""
+        self.dropped = True
+        forgotten = self.outbox.qsize()
+        self.outbox = asyncio.Queue()
+        self.queued_bytes = 0
+        return forgotten
 
 
 class EventHub:
@@ -115,6 +141,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self.connections: set[Connection] = set()
+        self._farewells: set[asyncio.Task[None]] = set()
 
     def listeners(self, route: str) -> int:
         return sum(route in c.topics for c in self.connections)
@@ -124,12 +151,36 @@ class EventHub:
         route = event.route if isinstance(event, LogEvent) else event.topic
         for c in list(self.connections):
             if route in c.topics and not c.push(data):
-                log.warning("dropping slow subscriber %s (pid %d)", c.caller.user, c.caller.pid)
-                self.connections.discard(c)
-                # Shut down, never close, a socket another task is reading: its reader sees EOF and
-                # cleans up; closing would let the descriptor number be reused under the loop.
-                with contextlib.suppress(OSError):
-                    c.conn.sock.shutdown(socket.SHUT_RDWR)
+                self._drop(c)
+
+    def _drop(self, c: Connection) -> None:
+        """A subscriber too far behind: stop queueing for it, free its queue, tell it why, then close it."""
+        self.connections.discard(c)
+        behind = c.drop()
+        log.warning("dropping a subscriber of %s (pid %d): %d events unread", c.caller.user, c.caller.pid, behind)
+        message = (
+            f"this connection fell {behind} events behind (a subscriber may have {MAX_QUEUED_EVENTS} events or "
+            f"{MAX_QUEUED_BYTES >> 20} MiB unread); the daemon closed it: reconnect, then read again what you show"
+        )
+        farewell = frames.ErrorFrame(id=None, code=ErrorCode.UNAVAILABLE, message=message,
+                                     data={"reason": "slow_subscriber", "unread": behind})  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._farewell(c, frames.encode(farewell)))
+        self._farewells.add(task)
+        task.add_done_callback(self._farewells.discard)
+
+    @staticmethod
+    async def _farewell(c: Connection, frame: bytes) -> None:
+        """Send the last frame after what is already being written (bounded in time), then shut down. Shut
+        down, never close, a socket another task is reading: its reader sees EOF and cleans up; closing would
+        let the descriptor number be reused under the loop."""
+        with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+            await asyncio.wait_for(c.conn.write(frame), FAREWELL_SECONDS)
+        with contextlib.suppress(OSError):
+            c.conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        for task in list(self._farewells):
+            task.cancel()
 
 
 def acquire_lock(lock_path: Path, socket_path: Path) -> int:
@@ -284,6 +335,7 @@ class Server:
                 log.warning("%d requests still running after %.0fs; cancelling them", len(self._handlers), grace)
                 break
             await asyncio.wait(set(self._handlers), timeout=remaining)
+        self.hub.close()
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -349,6 +401,9 @@ class Server:
             finally:
                 if c is not None:
                     self.hub.connections.discard(c)
+                    if c.unsent:
+                        log.debug("%s (pid %d) hung up before %d answer(s) could be sent",
+                                  c.caller.user, c.caller.pid, c.unsent)  # fmt: skip
                 if writer is not None:
                     writer.cancel()
                 self._open.discard(sock)
@@ -362,6 +417,15 @@ class Server:
     ) -> None:
         frame = frames.ErrorFrame(id=req_id, code=code, message=message, data=data or {})
         await c.conn.write(frames.encode(frame))
+
+    async def _answer_error(
+        self, c: Connection, req_id: int, code: ErrorCode, message: str, data: dict[str, Any] | None = None
+    ) -> None:
+        """An error answer to a request whose client may already have hung up: then it is only counted."""
+        try:
+            await self._send_error(c, req_id, code, message, data)
+        except (ConnectionClosed, OSError):
+            c.unsent += 1
 
     async def _handshake(self, c: Connection) -> bool:
         hello_error = "the first frame must be hello{protocol, client}"
@@ -401,7 +465,7 @@ class Server:
     async def _write_events(self, c: Connection) -> None:
         with contextlib.suppress(ConnectionClosed, OSError):
             while True:
-                await c.conn.write(await c.outbox.get())
+                await c.conn.write(await c.next_event())
 
     async def _read_requests(self, c: Connection) -> None:
         slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
@@ -497,16 +561,22 @@ class Server:
                     ErrorCode.FRAME_TOO_LARGE,
                     f"the result is {len(data)} bytes, over the {self.max_frame}-byte frame cap; ask for less",
                 )
-            await c.conn.write(data, out_fds)
         except ProtocolError as exc:
-            await self._send_error(c, frame.id, exc.code, exc.message, exc.data)
-        except (ConnectionClosed, ConnectionError, BrokenPipeError):
-            pass
+            await self._answer_error(c, frame.id, exc.code, exc.message, exc.data)
         except Exception:
             log.exception("request %s from %s failed", frame.request.op, c.caller.user)
-            with contextlib.suppress(OSError, ConnectionClosed):
-                await self._send_error(c, frame.id, ErrorCode.INTERNAL, "internal error; see the daemon log")
+            await self._answer_error(c, frame.id, ErrorCode.INTERNAL, "internal error; see the daemon log")
+        else:
+            await self._answer(c, frame, data, out_fds)
         finally:
             for fd in fds + out_fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    async def _answer(self, c: Connection, frame: frames.RequestFrame, data: bytes, fds: list[int]) -> None:
+        try:
+            await c.conn.write(data, fds)
+        except (ConnectionClosed, OSError):
+            c.unsent += 1  # the peer went away (EPIPE, ECONNRESET…) before its answer could be sent
+        except Exception:
+            log.exception("the answer to %s from %s could not be sent", frame.request.op, c.caller.user)

@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
@@ -84,6 +84,15 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+NO_SPACE = "no space left on the registry's disk; free some space (or run `modeltui gc`) and try again"
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full"): the disk, or the file system's quota, is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
 def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
     """Translate database and OS failures into ProtocolErrors (the cause stays chained for the log)."""
 
@@ -98,6 +107,8 @@ def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
             text = str(orig) if orig is not None else str(exc)
             if "locked" in text or "busy" in text:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "the registry is busy; try again") from exc
+            if _disk_full(orig):
+                raise ProtocolError(ErrorCode.UNAVAILABLE, NO_SPACE) from exc
             raise ProtocolError(ErrorCode.INTERNAL, f"registry database error: {text}") from exc
         except (IntegrityError, sqlite3.IntegrityError) as exc:
             raise conflict("a concurrent change conflicted with this one; try again") from exc
@@ -105,7 +116,7 @@ def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
             raise ProtocolError(ErrorCode.INTERNAL, f"registry database error: {type(exc).__name__}") from exc
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise ProtocolError(ErrorCode.UNAVAILABLE, "no space left on the registry's disk") from exc
+                raise ProtocolError(ErrorCode.UNAVAILABLE, NO_SPACE) from exc
             raise ProtocolError(ErrorCode.INTERNAL, f"registry storage error: {exc.strerror}") from exc
 
     return wrapper
@@ -129,6 +140,18 @@ def _push_reason(req: q.Push, number: int) -> str:
     """Alias-event reason for ``push --alias``: one line, within the 512-character limit of reasons."""
     first = req.message.strip().splitlines()[0] if req.message.strip() else ""
     return f"push of version {number}" + (f": {first}" if first else "")[:480]
+
+
+def _check_no_file_is_a_directory(paths: Collection[str]) -> None:
+    """``a`` and ``a/b`` cannot both be files of one directory: such a version could never be checked out
+    or deployed, so it is refused at push."""
+    for path in paths:
+        cut = path.rfind("/")
+        while cut > 0:
+            parent = path[:cut]
+            if parent in paths:
+                raise invalid(f"path {parent} is also a directory (of {path})", path=parent)
+            cut = path.rfind("/", 0, cut)
 
 
 def _checked(check: Callable[[str], str], value: str) -> str:
@@ -237,6 +260,7 @@ class Registry:
             dupes = sorted(p for p, n in counts.items() if n > 1)[:5]
             raise invalid(f"duplicate file paths: {', '.join(dupes)}")
         paths = counts.keys()
+        _check_no_file_is_a_directory(paths)
         if manifest.model_path not in paths:
             raise invalid(f"{MANIFEST_FILE}: model_file {manifest.model_path!r} is not among the pushed files")
         if manifest.evaluation is not None and manifest.evaluation.data not in paths:
@@ -763,6 +787,10 @@ class Registry:
             staging_removed=stats.staging_removed,
             dry_run=req.dry_run,
         )
+
+    def clear_staging(self) -> tuple[int, int]:
+        """Partial uploads a killed daemon left in staging (see :meth:`ObjectStore.clear_staging`)."""
+        return self.objects.clear_staging()
 
     @_guarded
     def model_count(self) -> int:

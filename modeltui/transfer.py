@@ -203,16 +203,39 @@ async def push_directory(
     return result.model_copy(update={"bytes_copied": copied}), copied
 
 
+def _conflict(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.CONFLICT, message)
+
+
 def _not_empty(dest: Path) -> bool:
+    if dest.exists() and not dest.is_dir():
+        raise _conflict(f"{dest} exists and is not a directory; check out into a directory")
     return dest.exists() and any(dest.iterdir())
+
+
+def _check_nothing_in_the_way(root: Path, path: str) -> None:
+    """With --force, files already in ``root`` are replaced, but a directory where the version has a file
+    (or a file where it has a directory) is refused: say which, rather than fail on a temporary name."""
+    parts = PurePosixPath(path).parts
+    for depth in range(1, len(parts) + 1):
+        here = root.joinpath(*parts[:depth])
+        if not here.exists() and not here.is_symlink():
+            return
+        if depth < len(parts) and not here.is_dir():
+            raise _conflict(f"{here} is a file, but the version has a directory there ({path}); remove it first")
+        if depth == len(parts) and here.is_dir() and not here.is_symlink():
+            raise _conflict(f"{here} is a directory, but the version has a file there; remove it first")
 
 
 def write_files(result: r.CheckoutResult, fds: list[int], dest: Path) -> None:
     """Copy each descriptor into ``dest``; a file is renamed into place only after its sha256 matched."""
+    if dest.exists() and not dest.is_dir():
+        raise _conflict(f"{dest} exists and is not a directory; check out into a directory")
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     for info, fd in zip(result.files, fds, strict=True):
         check_rel_path(info.path)
+        _check_nothing_in_the_way(root, info.path)
         # Resolve before creating anything: a symlinked directory inside dest must not lead outside it.
         parent = (root / info.path).parent.resolve()
         if parent != root and root not in parent.parents:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import tomllib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .alerts import AlertSpec
-from .names import ModelName, RelPath, TagKey, Text, check_rel_path
+from .names import ModelName, RelPath, TagKey, Text, check_rel_path, check_text
 
 MANIFEST_FILE = "modeltui.toml"
 MAX_MANIFEST_BYTES = 256 * 1024
+#: Deepest nesting of tables and arrays a manifest may use (real ones use 4 or 5): deeper input would
+#: exhaust the parser's recursion, in the client and in the daemon alike.
+MAX_NESTING = 32
 
 Flavor = Literal["sklearn", "onnx", "python"]
 ColumnType = Literal["double", "float", "long", "integer", "boolean", "string"]
-Scalar = bool | int | float | str
 #: A dotted Python type name, as skops reports untrusted types (e.g. "sklearn.tree._tree.Tree").
 TrustedType = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", max_length=200)]
 
@@ -29,8 +31,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+def _line(what: str, limit: int = 256) -> AfterValidator:
+    """One line of printable text: these strings reach terminals (``diff``, ``show``) and HTTP errors."""
+    return AfterValidator(lambda value: check_text(value, limit=limit, what=what, multiline=False))
+
+
+ColumnName = Annotated[str, Field(min_length=1), _line("column name")]
+Requirement = Annotated[str, Field(min_length=1), _line("requirement")]
+ParamValue = bool | int | float | Annotated[str, _line("parameter value", 4096)]
+
+
 class ColumnSpec(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=256)]
+    name: ColumnName
     type: ColumnType = "double"
 
 
@@ -51,11 +63,11 @@ class Signature(_Strict):
 
 class Evaluation(_Strict):
     data: RelPath
-    target: Annotated[str, Field(min_length=1, max_length=256)]
+    target: ColumnName
 
 
 class Training(_Strict):
-    command: Annotated[str, Field(min_length=1, max_length=4096)]
+    command: Annotated[str, Field(min_length=1), AfterValidator(lambda v: check_text(v, what="command"))]
 
 
 class Manifest(_Strict):
@@ -68,11 +80,9 @@ class Manifest(_Strict):
     """true trusts the model file entirely (required for pickles); a list names the only extra types skops
     may load from it (a reviewed allowlist)."""
     description: Text = ""
-    requirements: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        default_factory=list, max_length=500
-    )
+    requirements: list[Requirement] = Field(default_factory=list, max_length=500)
     signature: Signature = Field(default_factory=Signature)
-    params: dict[TagKey, Scalar] = Field(default_factory=dict, max_length=1_000)
+    params: dict[TagKey, ParamValue] = Field(default_factory=dict, max_length=1_000)
     metrics: dict[TagKey, float] = Field(default_factory=dict, max_length=1_000)
     evaluation: Evaluation | None = None
     training: Training | None = None
@@ -117,6 +127,26 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def _too_deep() -> str:
+    return f"{MANIFEST_FILE} is nested too deeply: at most {MAX_NESTING} levels of tables and arrays"
+
+
+def _nesting(value: object) -> int:
+    """How deeply tables and arrays nest in ``value`` (walked without recursion: the input is hostile)."""
+    deepest = 0
+    todo: list[tuple[object, int]] = [(value, 0)]
+    while todo:
+        node, depth = todo.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_NESTING:
+            break
+        todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse_manifest(data: bytes) -> Manifest:
     """Parse and validate manifest bytes; raises ValueError with one line per problem."""
     if len(data) > MAX_MANIFEST_BYTES:
@@ -127,6 +157,10 @@ def parse_manifest(data: bytes) -> Manifest:
         raise ValueError(f"{MANIFEST_FILE} is not UTF-8: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{MANIFEST_FILE} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(_too_deep()) from None
+    if _nesting(raw) > MAX_NESTING:
+        raise ValueError(_too_deep())
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:

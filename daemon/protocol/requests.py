@@ -6,7 +6,6 @@ handler in the daemon.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
@@ -16,6 +15,7 @@ from .access import Role
 from .alerts import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, RuleName, Severity, parse_rule
 from .deploy import Backend, ContainerOptions, DeploymentName, EnvName, EnvValue, Port
 from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
+from .values import Count, Ordinal, UtcTime
 
 MAX_UPLOAD_FILES = 128
 MAX_CHECKOUT_FILES = 128
@@ -55,7 +55,7 @@ class ListModels(_Request):
     op: Literal["models.list"] = "models.list"
     query: Annotated[str, Field(max_length=128)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 200
-    offset: Annotated[int, Field(ge=0)] = 0
+    offset: Count = 0
 
 
 class GetModel(_Request):
@@ -81,7 +81,7 @@ class Log(_Request):
     op: Literal["versions.log"] = "versions.log"
     name: ModelName
     limit: Annotated[int, Field(ge=1, le=10_000)] = 100
-    offset: Annotated[int, Field(ge=0)] = 0
+    offset: Count = 0
 
 
 class Show(_Request):
@@ -98,7 +98,7 @@ class Diff(_Request):
 class UploadFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     path: RelPath
-    size: Annotated[int, Field(ge=0)]
+    size: Count
 
 
 class Upload(_Request):
@@ -116,7 +116,7 @@ class PushFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     path: RelPath
     sha256: Sha256
-    size: Annotated[int, Field(ge=0)]
+    size: Count
     executable: bool = False
 
 
@@ -147,7 +147,7 @@ class Push(VersionMeta):
 class NewFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     path: RelPath
-    size: Annotated[int, Field(ge=0)]
+    size: Count
     executable: bool = False
 
 
@@ -169,7 +169,7 @@ class Checkout(_Request):
 
     op: Literal["versions.checkout"] = "versions.checkout"
     ref: RefStr
-    offset: Annotated[int, Field(ge=0)] = 0
+    offset: Count = 0
     limit: Annotated[int, Field(ge=1, le=MAX_CHECKOUT_FILES)] = MAX_CHECKOUT_FILES
 
 
@@ -190,7 +190,7 @@ class AliasSet(_Request):
     op: Literal["aliases.set"] = "aliases.set"
     name: ModelName
     alias: AliasName
-    version: Annotated[int, Field(ge=1)]
+    version: Ordinal
     reason: Line = ""
 
 
@@ -205,7 +205,7 @@ class AliasHistoryRequest(_Request):
     op: Literal["aliases.history"] = "aliases.history"
     name: ModelName
     alias: AliasName | None = None
-    at: datetime | None = None
+    at: UtcTime | None = None
     limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
 
 
@@ -221,7 +221,7 @@ class Rollback(_Request):
 class Gc(_Request):
     op: Literal["store.gc"] = "store.gc"
     dry_run: bool = False
-    grace_seconds: Annotated[int, Field(ge=0)] | None = None
+    grace_seconds: Count | None = None
 
 
 class Deploy(_Request):
@@ -354,14 +354,14 @@ class MaintainRuns(_Request):
 
 class MaintainShow(_Request):
     op: Literal["maintain.show"] = "maintain.show"
-    run: Annotated[int, Field(ge=1)]
+    run: Ordinal
 
 
 class MaintainDecide(_Request):
     """Approve (promote and roll out) or reject a challenger awaiting approval."""
 
     op: Literal["maintain.decide"] = "maintain.decide"
-    run: Annotated[int, Field(ge=1)]
+    run: Ordinal
     approve: bool
     reason: Text = ""
 
@@ -370,7 +370,7 @@ class MaintainCancel(_Request):
     """Stop a run that is running (its worker is killed, no later step starts) or awaiting approval."""
 
     op: Literal["maintain.cancel"] = "maintain.cancel"
-    run: Annotated[int, Field(ge=1)]
+    run: Ordinal
     reason: Text = ""
 
 
@@ -387,7 +387,7 @@ class AuditRequest(_Request):
     """Recorded changes and refusals, newest first (``modeltui audit``)."""
 
     op: Literal["audit.list"] = "audit.list"
-    since: datetime | None = None
+    since: UtcTime | None = None
     user: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     limit: Annotated[int, Field(ge=1, le=10_000)] = 200
 

@@ -623,6 +623,23 @@ class ObjectStore:
             removed_bytes += st.st_size
         return kept, touched_dirs, removed_bytes
 
+    def clear_staging(self) -> tuple[int, int]:
+        """Remove every file in staging: partial uploads of a daemon that was killed. Only the daemon that
+        holds the state directory's lock may call it, before it serves (nothing can be uploading then).
+        Returns (files, bytes) removed."""
+        files = size = 0
+        for entry in self.staging_dir.iterdir():
+            try:
+                st = entry.lstat()
+                if stat.S_ISDIR(st.st_mode):  # never made by the store: not ours to judge
+                    continue
+                entry.unlink()
+            except FileNotFoundError:
+                continue
+            files += 1
+            size += st.st_size
+        return files, size
+
     def _gc_staging(self, cutoff_ns: int, dry_run: bool) -> int:
         staging = 0
         with self._in_flight_lock:
