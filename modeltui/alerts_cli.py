@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from datetime import datetime
 
 import click
 
@@ -30,37 +31,42 @@ def _invalid(message: str) -> None:
     fail(message, EXIT_CODES[ErrorCode.INVALID])
 
 
-def _since(s: r.AlertStateInfo) -> str:
-    return s.since.strftime("%Y-%m-%d %H:%M:%S UTC")
+def _at(t: datetime) -> str:
+    return f"{render.when(t)} UTC"
 
 
 def _value(v: float | None) -> str:
     return "-" if v is None else f"{v:.6g}"
 
 
+ALERT_COLS = (render.Col("state"), render.Col("severity", drop=3), render.Col("deployment"), render.Col("rule"),
+              render.Col("expr", drop=2, shorten=16), render.Col("value", drop=4, justify="right"),
+              render.Col("since", drop=1))
+TRANSITION_COLS = (render.Col("when"), render.Col("state"), render.Col("severity", drop=2), render.Col("deployment"),
+                   render.Col("rule"), render.Col("message", drop=1, shorten=16))
+RULE_COLS = (render.Col("deployment"), render.Col("rule"), render.Col("severity", drop=3), render.Col("expr"),
+             render.Col("window", drop=2), render.Col("source", drop=1))
+
+
 def show_alerts(result: r.AlertList) -> None:
     if not result.items:
         out.print("no alerts pending or firing")
-    for s in result.items:
-        line = f"{s.state.upper():<8} {s.severity:<8} {s.deployment}  {s.rule}  ({s.expr})  value {_value(s.value)}"
-        out.print(render.plain(f"{line}  since {_since(s)}"))
+    else:
+        out.print(render.FitTable(ALERT_COLS, [(s.state.upper(), s.severity, s.deployment, s.rule, s.expr,
+                                                _value(s.value), _at(s.since)) for s in result.items]))
     if result.history:
-        out.print("history (newest first)")
-        for t in result.history:
-            when = t.at.strftime("%Y-%m-%d %H:%M:%S UTC")
-            out.print(render.plain(f"  {when}  {t.state:<8} {t.severity:<8} {t.deployment}  {t.rule}  {t.message}"))
+        rows = [(_at(t.at), t.state, t.severity, t.deployment, t.rule, render.one_line(t.message))
+                for t in result.history]
+        out.print(render.FitTable(TRANSITION_COLS, rows, title="history (newest first)"))
 
 
 def show_rules(result: r.AlertRuleList) -> None:
     if not result.items:
         out.print("no deployments")
-    for rule in result.items:
-        window = f"window {rule.window_seconds}s" if rule.metric != "up" else ""
-        out.print(
-            render.plain(
-                f"{rule.deployment}  {rule.name:<20} {rule.severity:<8} {rule.expr:<32} {window:<14} ({rule.source})"
-            )
-        )
+        return
+    rows = [(rule.deployment, rule.name, rule.severity, rule.expr,
+             f"{rule.window_seconds}s" if rule.metric != "up" else "-", rule.source) for rule in result.items]
+    out.print(render.FitTable(RULE_COLS, rows))
 
 
 @main.group(invoke_without_command=True)

@@ -1,4 +1,5 @@
-"""``modeltui``: the headless CLI. With no subcommand it opens the TUI.
+"""``modeltui``: the headless CLI. With no subcommand it opens the TUI (in a terminal; without one it prints
+the help and exits 2).
 
 Every query takes ``--json`` (one JSON document on stdout; messages go to stderr). Exit codes: 0 success,
 2 usage error, 3 not found, 4 invalid input, 5 conflict, 6 forbidden, 7 daemon unavailable, 8 protocol error,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -32,7 +34,15 @@ from .init import build_manifest, write_manifest
 from .transfer import checkout, push_directory
 
 T = TypeVar("T")
-out = Console(highlight=False, soft_wrap=True)
+
+
+def stdout_width() -> int | None:
+    """The terminal's width (``None``: Rich asks it, or ``$COLUMNS``). A pipe gets whole lines: a script that
+    greps a table must not see names cut to fit 80 columns."""
+    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 10_000
+
+
+out = Console(highlight=False, soft_wrap=True, width=stdout_width())
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -44,7 +54,8 @@ class Globals(BaseModel):
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]modeltui: error:[/] {escape(message)}", markup=True)  # the message is text, not markup
+    shown = escape(render.printable(message, keep="\n"))  # the message is text: no markup, no escape sequences
+    err.print(f"[bold red]modeltui: error:[/] {shown}", markup=True)
     sys.exit(code)
 
 
@@ -123,7 +134,25 @@ def check_ref_arg(ctx: click.Context, param: click.Parameter, value: str) -> str
 json_option = click.option("--json", "as_json", is_flag=True, help="print one JSON document on stdout")
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """\b
+Examples:
+  modeltui                         the TUI (over SSH: ssh -t HOST modeltui)
+  modeltui push examples/breast_cancer --alias production
+  modeltui ls                      models, their versions and aliases
+  modeltui deploy breast-cancer@production
+  modeltui ps                      deployments: state, version, endpoint
+  modeltui predict breast-cancer@production --input request.json
+  modeltui COMMAND --help          one command's arguments and options
+"""
+
+
+def has_terminal() -> bool:
+    """The TUI reads keys from stdin and draws on stdout: both must be a terminal."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXAMPLES)
 @click.option("--socket", envvar=None, help="daemon socket (default: $MODELTUI_SOCKET, the config, or the default)")
 @click.option("--config", help="daemon config file used to find the socket")
 @click.option("--no-start", is_flag=True, help="do not start an embedded daemon when none answers")
@@ -131,9 +160,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print one JS
 @click.version_option(__version__, prog_name="modeltui")
 @click.pass_context
 def main(ctx: click.Context, socket: str | None, config: str | None, no_start: bool, readonly: bool) -> None:
-    """Model management over SSH: a TUI and a CLI for the modeltuid daemon."""
+    """Model management over SSH: a TUI and a CLI for the modeltuid daemon.
+
+    With no command, modeltui opens the TUI, which needs a terminal: over SSH use `ssh -t HOST modeltui`;
+    without one it prints this help and exits 2. Every command runs without a terminal, and the queries
+    take --json.
+    """
     ctx.obj = Globals(socket=socket, config=config, start=not no_start, readonly=readonly)
     if ctx.invoked_subcommand is None:
+        if not has_terminal():  # a TUI on a pipe waits for keys that never come (`ssh host modeltui`)
+            click.echo(ctx.get_help(), err=True)
+            fail("no terminal for the TUI: give a command, or run it in a terminal (ssh -t)", 2)
         from .app import ModelTuiApp
 
         g: Globals = ctx.obj
@@ -161,7 +198,7 @@ def init(directory: Path, name: str | None, flavor: str | None, model_file: str 
         fail(str(exc), 5)
     except (OSError, ValueError, StopIteration) as exc:
         fail(f"cannot write the manifest: {exc}", 4)
-    err.print(f"wrote {path}; edit it, then: modeltui push {directory}")
+    err.print(render.plain(f"wrote {path}; edit it, then: modeltui push {directory}"))
 
 
 @main.command()
@@ -198,8 +235,8 @@ def push(ctx: click.Context, directory: Path, name: str | None, message: str, ta
 
     def human() -> None:
         verb = "pushed" if result.created else "unchanged, already"
-        out.print(f"{verb} {v.model}:{v.number}  {v.digest[:12]}  {v.file_count} files, "
-                  f"{render.size(v.size)} ({render.size(copied)} copied)")
+        out.print(render.plain(f"{verb} {v.model}:{v.number}  {v.digest[:12]}  {v.file_count} files, "
+                               f"{render.size(v.size)} ({render.size(copied)} copied)"))
         if alias:
             out.print(f"{v.model}@{alias} -> {v.number}")
 
@@ -215,9 +252,9 @@ def push(ctx: click.Context, directory: Path, name: str | None, message: str, ta
 def checkout_cmd(ctx: click.Context, ref: str, directory: Path, force: bool, as_json: bool) -> None:
     """Write the files of REF into DIRECTORY, byte-exact and sha256-verified."""
     result = run(ctx, lambda c: checkout(c, ref, directory, force=force))
-    emit(result, as_json, lambda: out.print(
+    emit(result, as_json, lambda: out.print(render.plain(
         f"checked out {result.version.model}:{result.version.number} into {directory} "
-        f"({len(result.files)} files, verified)"))
+        f"({len(result.files)} files, verified)")))
 
 
 # -- queries ---------------------------------------------------------------------------------------------------
@@ -277,7 +314,8 @@ def tag(ctx: click.Context, ref: str, tags: tuple[str, ...], unset: tuple[str, .
     tag_map = parse_tags(tags)
     keys = [validated(check_tag_key, k) for k in unset]
     result = run(ctx, lambda c: c.call(q.Tag(ref=ref, set=tag_map, unset=keys), r.VersionSummary))
-    emit(result, as_json, lambda: out.print(f"{result.model}:{result.number} tags: {render.tags(result.tags)}"))
+    shown = f"{result.model}:{result.number} tags: {render.tags(result.tags)}"
+    emit(result, as_json, lambda: out.print(render.plain(shown)))
 
 
 @main.command()
@@ -409,8 +447,8 @@ def rm(ctx: click.Context, ref: str, force: bool, whole_model: bool, as_json: bo
     else:
         request = q.RemoveVersion(ref=ref, force=force)
     result = run(ctx, lambda c: c.call(request, r.RemoveResult))
-    emit(result, as_json, lambda: out.print(
-        f"removed {result.model} versions {', '.join(map(str, result.removed_versions)) or '(none)'}"))
+    emit(result, as_json, lambda: out.print(render.plain(
+        f"removed {result.model} versions {', '.join(map(str, result.removed_versions)) or '(none)'}")))
 
 
 @main.command()

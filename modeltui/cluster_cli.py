@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import click
-from rich.table import Table
 from rich.text import Text
 
 from daemon.protocol import requests as q
@@ -37,49 +36,26 @@ def _row(key: str, value: str | Text) -> Text:
     return Text.assemble((f"{key:>10}  ", "dim"), value)
 
 
-def hosts_table(s: r.ClusterStatus) -> Table:
-    table = Table("id", "host", "pid", "capabilities", "", "started", box=None, title="hosts", title_justify="left")
-    for h in s.hosts:
-        table.add_row(
-            render.plain(h.id),
-            render.plain(h.host),
-            str(h.pid),
-            render.plain(", ".join(h.capabilities) or "-"),
-            Text("this", style="bold") if h.this else "",
-            _when(h.started_at),
-        )
-    return table
+HOST_COLS = (render.Col("id"), render.Col("host"), render.Col("pid", drop=2, justify="right"),
+             render.Col("capabilities", drop=3, shorten=12), render.Col(""), render.Col("started", drop=1))
+DEPLOYMENT_COLS = (render.Col("host"), *(c for c in render.DEPLOYMENT_COLS if c.header not in ("uptime", "restarts")))
 
 
-def deployments_table(s: r.ClusterStatus) -> Table:
-    table = Table(
-        "host",
-        "name",
-        "ref",
-        "version",
-        "backend",
-        "state",
-        "health",
-        "endpoint",
-        box=None,
-        title="deployments",
-        title_justify="left",
-    )
+def hosts_table(s: r.ClusterStatus) -> render.FitTable:
+    rows = [(h.id, h.host, str(h.pid), ", ".join(h.capabilities) or "-", Text("this", style="bold") if h.this else "",
+             _when(h.started_at)) for h in s.hosts]
+    return render.FitTable(HOST_COLS, rows, title="hosts")
+
+
+def deployments_table(s: r.ClusterStatus) -> render.FitTable:
+    rows = []
     previous = None
     for d in sorted(s.deployments, key=lambda d: (d.host_id != s.host_id, d.host_id, d.name)):
         host = "" if d.host_id == previous else d.host_id + (" (this)" if d.host_id == s.host_id else "")
         previous = d.host_id
-        table.add_row(
-            render.plain(host),
-            render.plain(d.name),
-            render.plain(d.ref),
-            str(d.version or "-"),
-            render.plain(d.backend),
-            Text(d.state, style=render.STATE_STYLE.get(d.state, "")),
-            render.plain(d.health),
-            render.plain(d.endpoint or "-"),
-        )
-    return table
+        rows.append((host, d.name, render.ref_cell(d.name, d.ref), str(d.version or "-"), d.backend,
+                     render.state_text(d.state), d.health, d.endpoint or "-"))
+    return render.FitTable(DEPLOYMENT_COLS, rows, title="deployments")
 
 
 def show_status(s: r.ClusterStatus) -> None:
@@ -89,7 +65,8 @@ def show_status(s: r.ClusterStatus) -> None:
     since = f" since {_when(s.since)}" if s.since else ""
     out.print(
         Text.assemble(
-            "cluster: ", (s.state, STATE_STYLE.get(s.state, "")), f"{since} ({staleness(s.staleness_seconds)})"
+            "cluster: ", (render.printable(s.state), STATE_STYLE.get(s.state, "")),
+            f"{since} ({staleness(s.staleness_seconds)})",
         )
     )
     session = f"  session {s.session}" if s.session else ""
@@ -99,7 +76,8 @@ def show_status(s: r.ClusterStatus) -> None:
     if s.hosts:
         out.print(hosts_table(s))
     else:
-        out.print("hosts: none visible" + ("" if s.state == "connected" else f" (ZooKeeper is {s.state})"))
+        why = "" if s.state == "connected" else f" (ZooKeeper is {s.state})"
+        out.print(render.plain(f"hosts: none visible{why}"))
     out.print(Text("leaders", style="bold"))
     for job, leader in sorted(s.leaders.items()):
         who = "-" if leader is None else leader + (" (this)" if leader == s.host_id else "")

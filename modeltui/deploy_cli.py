@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import click
-from rich.table import Table
 from rich.text import Text
 
 from daemon.protocol import requests as q
@@ -112,43 +111,18 @@ def restart(ctx: click.Context, name: str, as_json: bool) -> None:
     emit(result, as_json, lambda: out.print(render.plain(f"restarting {name}")))
 
 
-def all_hosts_table(result: r.DeploymentList, this_host: str) -> Table | Text:
+ALL_HOSTS_COLS = (render.Col("host"), *render.DEPLOYMENT_COLS)
+
+
+def all_hosts_table(result: r.DeploymentList, this_host: str) -> render.FitTable | Text:
     """``ps --all-hosts``: this host's deployments (as ``ps`` shows them), then the other hosts'."""
     if not result.items and not result.remote:
         return Text("no deployments on any host: deploy one with `modeltui deploy NAME@production`")
-    table = Table(
-        "host", "name", "ref", "version", "backend", "state", "health", "endpoint", "uptime", "restarts", box=None
-    )
-    for d in result.items:
-        version = str(d.version or "-") + (f" → {d.rollout_to}" if d.rollout_to else "")
-        state = Text(d.state, style=render.STATE_STYLE.get(d.state, ""))
-        table.add_row(
-            Text(this_host, style="bold"),
-            render.plain(d.name),
-            render.plain(d.ref),
-            version,
-            d.backend,
-            state,
-            d.health,
-            d.endpoint or "-",
-            render.uptime(d.started_at),
-            str(d.restarts),
-        )
+    rows = [[Text(render.printable(this_host), style="bold"), *render.deployment_row(d)] for d in result.items]
     for rd in sorted(result.remote, key=lambda rd: (rd.host, rd.host_id, rd.name)):
-        state = Text(rd.state, style=render.STATE_STYLE.get(rd.state, ""))
-        table.add_row(
-            render.plain(rd.host),
-            render.plain(rd.name),
-            render.plain(rd.ref),
-            str(rd.version or "-"),
-            render.plain(rd.backend),
-            state,
-            render.plain(rd.health),
-            render.plain(rd.endpoint or "-"),
-            "-",
-            "-",
-        )
-    return table
+        rows.append([rd.host, rd.name, render.ref_cell(rd.name, rd.ref), str(rd.version or "-"), rd.backend,
+                     render.state_text(rd.state), rd.health, rd.endpoint or "-", "-", "-"])
+    return render.FitTable(ALL_HOSTS_COLS, rows)
 
 
 def cluster_warning(result: r.DeploymentList) -> str | None:
@@ -195,7 +169,7 @@ def ps(ctx: click.Context, name: str | None, events: int, all_hosts: bool, as_js
     everywhere, this_host = run(ctx, body)
     warning = cluster_warning(everywhere)
     if warning:
-        err.print(Text.assemble(("modeltui: warning: ", "yellow"), warning))
+        err.print(Text.assemble(("modeltui: warning: ", "yellow"), render.plain(warning)))
     emit(everywhere, as_json, lambda: out.print(all_hosts_table(everywhere, this_host)))
 
 
@@ -227,9 +201,9 @@ def logs(ctx: click.Context, name: str, tail: int, follow: bool) -> None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "the daemon closed the connection")
             write(getter.result())
 
-    def write(batch: list[str]) -> None:
+    def write(batch: list[str]) -> None:  # the model's own output: its control characters are spelt out
         if batch:
-            sys.stdout.write("\n".join(batch) + "\n")
+            sys.stdout.write("\n".join(render.printable(line, keep="\t") for line in batch) + "\n")
             sys.stdout.flush()
 
     run(ctx, body)

@@ -43,14 +43,15 @@ def _pct(v: float | None) -> str:
 def show_metrics(m: r.DeploymentMetrics) -> None:
     up = "unknown" if m.up is None else ("up" if m.up else f"DOWN ({m.scrape_error})" if m.scrape_error else "DOWN")
     scraped = m.last_scrape.strftime("%Y-%m-%d %H:%M:%S UTC") if m.last_scrape else "never"
-    lines = [
-        f"{m.deployment}  window {m.window_seconds}s  target {up}  last scrape {scraped}",
+    lines = [  # each under 80 columns with a 40-character deployment name
+        f"{m.deployment}  window {m.window_seconds}s",
+        f"target        {up}  last scrape {scraped}",
         f"requests      {m.requests:.0f}  ({m.request_rate:.3f}/s)",
         f"errors        5xx {_pct(m.error_rate)}  4xx {_pct(m.client_error_rate)}",
         f"latency       p50 {_ms(m.latency_p50_seconds)}  p95 {_ms(m.latency_p95_seconds)}  "
         f"p99 {_ms(m.latency_p99_seconds)}",
-        f"feedback      {m.labelled:.0f} labelled  accuracy {_num(m.accuracy)}  precision {_num(m.precision)}  "
-        f"recall {_num(m.recall)}  f1 {_num(m.f1)} (macro)",
+        f"feedback      {m.labelled:.0f} labelled  accuracy {_num(m.accuracy)}  f1 {_num(m.f1)} (macro)",
+        f"              precision {_num(m.precision)}  recall {_num(m.recall)} (macro)",
     ]
     for cls, s in sorted(m.per_class.items()):
         lines.append(

@@ -7,8 +7,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
@@ -32,16 +30,20 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def audit_table(entries: list[r.AuditEntry]) -> Table:
-    t = Table(box=None, header_style="bold")
-    for col in ("WHEN (UTC)", "USER", "OP", "TARGET", "RESULT", "MESSAGE"):
-        t.add_column(col, overflow="fold")
+AUDIT_COLS = (render.Col("WHEN (UTC)"), render.Col("USER"), render.Col("OP"), render.Col("TARGET"),
+              render.Col("RESULT"), render.Col("MESSAGE", drop=1, shorten=16))
+
+
+def audit_table(entries: list[r.AuditEntry]) -> render.FitTable:
+    rows = []
     for e in entries:
-        style = "" if e.result == "ok" else "red"
-        result = f"[{style}]{escape(e.result)}[/]" if style else escape(e.result)
-        t.add_row(render.when(e.at), escape(f"{e.user} ({e.uid})"), escape(e.op), escape(e.target), result,
-                  escape(e.message[:80]))  # fmt: skip
-    return t
+        result = render.plain(e.result)
+        result.stylize("" if e.result == "ok" else "red")
+        at = render.when(e.at)
+        user = f"{e.user} ({e.uid})"
+        rows.append((render.Cell(render.plain(at), render.plain(at[5:])), render.Cell(render.plain(user),
+                     render.plain(e.user)), e.op, e.target, result, render.one_line(e.message)))
+    return render.FitTable(AUDIT_COLS, rows)
 
 
 @main.command("audit")
