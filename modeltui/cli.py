@@ -474,8 +474,33 @@ def daemon() -> None:
 @json_option
 @click.pass_context
 def daemon_status(ctx: click.Context, as_json: bool) -> None:
-    """Is a daemon answering, and what does it hold."""
-    result = run(ctx, lambda c: c.call(q.DaemonStatusRequest(), r.DaemonStatus))
+    """Is a daemon answering, and what does it hold. Never starts one: when none answers, say so (and when
+    and why the last one stopped, when known) and exit 7."""
+    from daemon.protocol.paths import find_socket
+
+    from .daemon_status import last_run_lines, not_running_document
+
+    g: Globals = ctx.obj
+
+    async def ask() -> r.DaemonStatus:
+        client = await connect_or_start(g.socket, config=g.config, start=False, client_name="modeltui-cli")
+        async with client:
+            return await client.call(q.DaemonStatusRequest(), r.DaemonStatus)
+
+    try:
+        result = asyncio.run(ask())
+    except DaemonUnavailable as exc:
+        socket = find_socket(g.socket, g.config)
+        if as_json:
+            click.echo(json.dumps(not_running_document(socket, exc.message), indent=2))
+        else:
+            out.print(render.plain(f"no daemon is running on {socket}"))
+            for line in last_run_lines(socket):
+                out.print(render.plain(line))
+        sys.exit(EXIT_CODES[ErrorCode.UNAVAILABLE])
+    except ProtocolError as exc:
+        fail(exc.message, EXIT_CODES.get(exc.code, 1))
+        return
     emit(result, as_json, lambda: render.print_status(out, result))
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from daemon.protocol import frames, requests, results
+from daemon.protocol import frames, lifecycle, requests, results
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import Event
 from daemon.protocol.paths import ENV_SOCKET, find_socket
@@ -255,22 +255,37 @@ async def connect(socket_path: Path, *, client_name: str = "modeltui", timeout: 
 def spawn_daemon(socket_path: Path, *, config: str | None = None) -> subprocess.Popen[bytes]:
     """Start modeltuid for the current user in the background, detached from this terminal.
 
-    The daemon writes its own log file in its state directory; nothing goes to our terminal.
+    The daemon writes its own log file in its state directory; nothing goes to our terminal. Its stdout and
+    stderr go to the start log beside the socket (:func:`lifecycle.start_log_path`), so whatever kills it
+    before it can log (a missing package, a bad config, an unwritable state directory) is kept.
     """
     env = dict(os.environ)
     env[ENV_SOCKET] = str(socket_path)
     cmd = [sys.executable, "-m", "daemon", "run", "--detach-log"]
     if config:
         cmd += ["--config", config]
-    return subprocess.Popen(
-        cmd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
+    socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(lifecycle.start_log_path(socket_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+
+
+def start_failure(socket_path: Path, what: str) -> DaemonUnavailable:
+    """The error for an embedded start that failed: what happened, the last line the daemon wrote (a
+    traceback's last line is the exception), and the file that holds all of it."""
+    log = lifecycle.start_log_path(socket_path)
+    line = lifecycle.last_line(log)
+    return DaemonUnavailable(f"{what}: {line or 'it wrote nothing'} (its output: {log})")
 
 
 async def connect_or_start(
@@ -289,7 +304,10 @@ async def connect_or_start(
     except DaemonUnavailable as exc:
         if not (start and exc.startable):
             raise
-    proc = spawn_daemon(path, config=config)
+    try:
+        proc = spawn_daemon(path, config=config)
+    except OSError as exc:
+        raise DaemonUnavailable(f"cannot start a daemon for {path}: {exc}") from exc
     deadline = time.monotonic() + start_timeout
     last: DaemonUnavailable | None = None
     while time.monotonic() < deadline:
@@ -297,13 +315,10 @@ async def connect_or_start(
             # Another client may have won the race to start it: try once more before giving up.
             with contextlib.suppress(DaemonUnavailable):
                 return await connect(path, client_name=client_name)
-            raise DaemonUnavailable(
-                f"the embedded daemon exited with status {proc.returncode}; see its log "
-                "(modeltuid check-config shows where)"
-            )
+            raise start_failure(path, f"the embedded daemon exited with status {proc.returncode}")
         try:
             return await connect(path, client_name=client_name)
         except DaemonUnavailable as exc:
             last = exc
             await asyncio.sleep(0.05)
-    raise DaemonUnavailable(f"started a daemon but it did not answer within {start_timeout:.0f}s: {last}")
+    raise start_failure(path, f"started a daemon but it did not answer within {start_timeout:.0f}s ({last})")

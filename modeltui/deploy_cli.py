@@ -258,9 +258,11 @@ def _request_body(path: Path) -> tuple[str, bytes, str]:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="JSON ({'inputs': rows} or an MLflow payload) or CSV with a header row",
 )
+@json_option
 @click.pass_context
-def predict(ctx: click.Context, target: str, input_file: Path) -> None:
-    """Send INPUT to the deployment serving TARGET and print the JSON answer."""
+def predict(ctx: click.Context, target: str, input_file: Path, as_json: bool) -> None:
+    """Send INPUT to the deployment serving TARGET; print each row's prediction id (for `modeltui feedback`)
+    and prediction, or with --json the answer with its "ids"."""
     detail = run(ctx, lambda c: find_deployment(c, target))
     d = detail.deployment
     endpoint = d.endpoint
@@ -272,6 +274,7 @@ def predict(ctx: click.Context, target: str, input_file: Path) -> None:
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             answer = resp.read()
+            headers = dict(resp.headers.items())
     except urllib.error.HTTPError as exc:
         detail_text = exc.read().decode(errors="replace")
         with contextlib.suppress(ValueError, AttributeError):
@@ -282,7 +285,9 @@ def predict(ctx: click.Context, target: str, input_file: Path) -> None:
         )
     except OSError as exc:
         fail(f"{d.name} at {d.endpoint} did not answer: {exc}", EXIT_CODES[ErrorCode.UNAVAILABLE])
-    click.echo(json.dumps(json.loads(answer), indent=2))
+    from .feedback_cli import print_prediction  # feedback_cli imports this module
+
+    print_prediction(json.loads(answer), headers, as_json)
 
 
 def rollout_waiter(c: DaemonClient, name: str) -> asyncio.Future[str]:

@@ -101,7 +101,7 @@ def test_example_deploy_predict_feedback_undeploy(daemon: DaemonProcess, example
                                            for r in data]}
     # The CLI's predict finds the deployment by its ref and posts the file to it.
     (tmp_path / "in.json").write_text(json.dumps({"inputs": split["data"]}))
-    res = daemon.cli("predict", "breast-cancer@production", "--input", str(tmp_path / "in.json"))
+    res = daemon.cli("predict", "breast-cancer@production", "--input", str(tmp_path / "in.json"), "--json")
     assert res.returncode == 0, res.stderr
     via_cli = json.loads(res.stdout)
     # An MLflow scoring client's request (dataframe_split, as MLflow documents it) gets the same answers.

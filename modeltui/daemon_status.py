@@ -1,0 +1,69 @@
+"""``modeltui daemon status`` when no daemon answers: say so, and when and why the last one stopped.
+
+Status never starts a daemon (a start would hide the crash the user is asking about). What is known comes
+from the files beside the socket (:mod:`daemon.protocol.lifecycle`): the daemon's record of its last run and
+the output of the last embedded start.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daemon.protocol import lifecycle
+
+from .render import uptime, when
+
+
+def _log_written(log_file: str) -> datetime | None:
+    """When the daemon's log was last written: the best clue to when a killed daemon died."""
+    try:
+        return datetime.fromtimestamp(os.stat(log_file).st_mtime, UTC) if log_file else None
+    except OSError:
+        return None
+
+
+def last_run_lines(socket: Path, now: datetime | None = None) -> list[str]:
+    """What is known about the daemon that last ran on ``socket``, one fact a line ([] when nothing is)."""
+    now = now or datetime.now(UTC)
+    rec = lifecycle.read_record(socket)
+    start_log = lifecycle.start_log_path(socket)
+    start_line = lifecycle.last_line(start_log)
+    lines: list[str] = []
+    if rec is not None:
+        started = f"pid {rec.pid}, started {when(rec.started_at)} UTC"
+        if rec.state == "stopped" and rec.stopped_at is not None:
+            lines.append(f"last stopped cleanly {when(rec.stopped_at)} UTC ({uptime(rec.stopped_at, now)} ago), "
+                         f"by {rec.reason or 'a stop request'} ({started})")
+        elif rec.state == "crashed" and rec.stopped_at is not None:
+            lines.append(f"last crashed {when(rec.stopped_at)} UTC ({uptime(rec.stopped_at, now)} ago): "
+                         f"{rec.reason} ({started})")
+        elif lifecycle.pid_alive(rec.pid):
+            lines.append(f"process {rec.pid} still runs but does not answer on the socket ({started})")
+        else:
+            written = _log_written(rec.log_file)
+            clue = f"; its log was last written {when(written)} UTC" if written is not None else ""
+            lines.append(f"last run ended without a clean stop: killed (SIGKILL, out of memory, or the host "
+                         f"went down) ({started}{clue})")
+        if rec.log_file:
+            lines.append(f"its log: {rec.log_file}")
+    told = rec is not None and rec.state == "crashed" and rec.reason.partition(": ")[2] in start_line
+    if start_line and not told:
+        lines.append(f"last embedded start wrote: {start_line} (all of it: {start_log})")
+    return lines
+
+
+def not_running_document(socket: Path, message: str) -> dict[str, Any]:
+    """The ``--json`` answer when no daemon answers."""
+    rec = lifecycle.read_record(socket)
+    start_log = lifecycle.start_log_path(socket)
+    return {
+        "running": False,
+        "socket": str(socket),
+        "message": message,
+        "last_run": rec.model_dump(mode="json") if rec is not None else None,
+        "start_log": str(start_log) if start_log.exists() else None,
+        "start_log_last_line": lifecycle.last_line(start_log) or None,
+    }
