@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/modeltui "$@"
+exec "${MODELTUI_VENV:-.venv}/bin/modeltui" "$@"
