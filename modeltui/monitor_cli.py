@@ -59,12 +59,25 @@ def show_metrics(m: r.DeploymentMetrics) -> None:
             f"support {s.support:.0f}"
         )
     if m.drift:
-        lines.append("drift")
-        for feature, d in sorted(m.drift.items()):
-            flag = "  SHIFTED" if d.psi > 0.2 else ""
-            lines.append(f"  {feature:<20} psi {d.psi:.3f}  ks {d.ks:.3f}  n {d.count:.0f}{flag}")
+        lines += drift_lines(m.drift)
     for line in lines:
         out.print(render.plain(line))
+
+
+def drift_lines(drift: dict[str, r.FeatureDrift]) -> list[str]:
+    """Each judged feature's PSI and KS (SHIFTED flagged); the features with too few observations for any
+    verdict in one line, with how many there are and how many it takes."""
+    lines = ["drift"]
+    waiting = [d for d in drift.values() if d.state == "not_enough_data"]
+    if waiting:
+        most = max(d.count for d in waiting)
+        need = max(d.min_count for d in waiting)
+        lines.append(f"  not enough data for {len(waiting)} feature(s): at most {most:.0f} observations, {need} needed")
+    for feature, d in sorted(drift.items()):
+        if d.state != "not_enough_data":
+            flag = "  SHIFTED" if d.state == "shifted" else ""
+            lines.append(f"  {feature:<20} psi {d.psi:.3f}  ks {d.ks:.3f}  n {d.count:.0f}{flag}")
+    return lines
 
 
 @main.command()

@@ -174,10 +174,12 @@ def metric_value(cond: Condition, m: r.DeploymentMetrics | None, up: bool | None
     if cond.metric in simple:
         return simple[cond.metric]
     attr = "psi" if cond.metric == "drift_psi" else "ks"
+    # Too few observations say nothing about drift: such a feature has no value (as if it had no data).
+    judged = {f: d for f, d in m.drift.items() if d.state != "not_enough_data"}
     if cond.feature is not None:
-        d = m.drift.get(cond.feature)
+        d = judged.get(cond.feature)
         return None if d is None else float(getattr(d, attr))
-    values = [float(getattr(d, attr)) for d in m.drift.values()]
+    values = [float(getattr(d, attr)) for d in judged.values()]
     return max(values) if values else None
 
 

@@ -33,6 +33,7 @@ from daemon.protocol import results as r
 from daemon.protocol.deploy import DeploymentInfo
 from daemon.settings import ExporterSection
 
+from .derive import MIN_DRIFT_OBSERVATIONS
 from .service import Monitor
 
 log = logging.getLogger("modeltuid.exporter")
@@ -74,6 +75,7 @@ METRIC_NAMES = (
     "modeltui_deployment_class_support",
     "modeltui_deployment_drift_psi",
     "modeltui_deployment_drift_ks",
+    "modeltui_deployment_drift_observations",
     "modeltui_alert_firing",
     "modeltui_exporter_window_seconds",
     "modeltui_exporter_compute_seconds",
@@ -169,15 +171,18 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         "modeltui_deployment_restarts", "Restarts of the deployment's instance by its supervisor", labels=["deployment"]
     )
     rate = GaugeMetricFamily(
-        "modeltui_deployment_requests_per_second", f"Model requests (/predict, /invocations) per second{over}",
+        "modeltui_deployment_requests_per_second",
+        f"Model requests (/predict, /invocations) per second{over}",
         labels=["deployment"],
     )
     errors = GaugeMetricFamily(
-        "modeltui_deployment_error_ratio", f"Share of model requests answered with status >= 500{over}",
+        "modeltui_deployment_error_ratio",
+        f"Share of model requests answered with status >= 500{over}",
         labels=["deployment"],
     )
     client_errors = GaugeMetricFamily(
-        "modeltui_deployment_client_error_ratio", f"Share of model requests answered with status 4xx{over}",
+        "modeltui_deployment_client_error_ratio",
+        f"Share of model requests answered with status 4xx{over}",
         labels=["deployment"],
     )
     latency = {
@@ -192,9 +197,7 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         "modeltui_deployment_labelled", f"Predictions that received a feedback label{over}", labels=["deployment"]
     )
     macro = {
-        k: GaugeMetricFamily(
-            f"modeltui_deployment_{k}", f"{desc} from labelled feedback{over}", labels=["deployment"]
-        )
+        k: GaugeMetricFamily(f"modeltui_deployment_{k}", f"{desc} from labelled feedback{over}", labels=["deployment"])
         for k, desc in (
             ("accuracy", "Accuracy"),
             ("precision", "Macro-averaged precision"),
@@ -203,9 +206,7 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         )
     }
     per_class = {
-        k: GaugeMetricFamily(
-            f"modeltui_deployment_class_{k}", f"{desc}{over}", labels=["deployment", "class"]
-        )
+        k: GaugeMetricFamily(f"modeltui_deployment_class_{k}", f"{desc}{over}", labels=["deployment", "class"])
         for k, desc in (
             ("precision", "Precision of one class"),
             ("recall", "Recall of one class"),
@@ -223,12 +224,16 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         f"Kolmogorov-Smirnov statistic of an input feature against its reference{over}",
         labels=["deployment", "feature"],
     )
+    observations = GaugeMetricFamily(
+        "modeltui_deployment_drift_observations",
+        f"Live observations of an input feature{over}; PSI and KS are exported only from "
+        f"{MIN_DRIFT_OBSERVATIONS} on (fewer say nothing about drift)",
+        labels=["deployment", "feature"],
+    )
     for dep in snap.deployments:
         name = dep.name
         m = snap.metrics.get(name)
-        info.add_metric(
-            [name, dep.model, "" if dep.version is None else str(dep.version), dep.backend, dep.state], 1.0
-        )
+        info.add_metric([name, dep.model, "" if dep.version is None else str(dep.version), dep.backend, dep.state], 1.0)
         restarts.add_metric([name], float(dep.restarts))
         up.add_metric([name], 1.0 if m is not None and m.up else 0.0)
         if m is None:
@@ -252,13 +257,16 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
             for k, fam in per_class.items():
                 fam.add_metric([name, cls], getattr(cm, k))
         for feature, d in sorted(m.drift.items())[:MAX_FEATURES]:
-            psi.add_metric([name, feature], d.psi)
-            ks.add_metric([name, feature], d.ks)
+            observations.add_metric([name, feature], d.count)
+            if d.state != "not_enough_data":
+                psi.add_metric([name, feature], d.psi)
+                ks.add_metric([name, feature], d.ks)
     yield from (up, info, restarts, rate, errors, client_errors, *latency.values(), labelled, *macro.values())
-    yield from (*per_class.values(), psi, ks)
+    yield from (*per_class.values(), psi, ks, observations)
     if snap.alerts is not None:
         firing = GaugeMetricFamily(
-            "modeltui_alert_firing", "1 while the alert rule fires, 0 while it is pending or resolved",
+            "modeltui_alert_firing",
+            "1 while the alert rule fires, 0 while it is pending or resolved",
             labels=["deployment", "rule", "severity"],
         )
         seen: set[tuple[str, str, str]] = set()
@@ -272,16 +280,19 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         "modeltui_exporter_window_seconds", "The window the derived deployment metrics cover", value=float(w)
     )
     yield GaugeMetricFamily(
-        "modeltui_exporter_compute_seconds", "How long the last computation of this exposition took",
+        "modeltui_exporter_compute_seconds",
+        "How long the last computation of this exposition took",
         value=snap.compute_seconds,
     )
     yield GaugeMetricFamily(
-        "modeltui_exporter_computed_timestamp_seconds", "When this exposition was computed (Unix time)",
+        "modeltui_exporter_computed_timestamp_seconds",
+        "When this exposition was computed (Unix time)",
         value=snap.computed_at,
     )
     if snap.last_cycle is not None:
         yield GaugeMetricFamily(
-            "modeltui_monitor_last_cycle_timestamp_seconds", "When the monitor's last scrape cycle started",
+            "modeltui_monitor_last_cycle_timestamp_seconds",
+            "When the monitor's last scrape cycle started",
             value=snap.last_cycle,
         )
     if snap.targets is not None and snap.targets_up is not None:
@@ -321,9 +332,7 @@ class Exporter:
         self.monitor = monitor
         self.deployments = deployments
         #: without a new monitor cycle, a cached exposition is recomputed after this long (the window slides)
-        self.max_age_seconds = (
-            monitor.settings.scrape_interval_seconds if max_age_seconds is None else max_age_seconds
-        )
+        self.max_age_seconds = monitor.settings.scrape_interval_seconds if max_age_seconds is None else max_age_seconds
         self.computations = 0
         self._cache: tuple[object, float, bytes] | None = None
         self._lock = asyncio.Lock()
@@ -456,8 +465,14 @@ class Exporter:
             await _respond(writer, 200, body, ctype=CONTENT_TYPE, head_only=method == b"HEAD")
 
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-            431: b"Request Header Fields Too Large", 500: b"Internal Server Error"}
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+}
 
 
 async def _respond(

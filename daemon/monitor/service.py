@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from daemon.protocol import results as r
 from daemon.settings import MonitorSection
 
-from .derive import KEPT, WindowData, stepped_data, summarize
+from .derive import KEPT, MIN_DRIFT_OBSERVATIONS, Drift, WindowData, stepped_data, summarize
 from .expo import Reader
 from .scrape import Target, scrape_all
 from .store import MonitorStore
@@ -62,6 +62,11 @@ class CycleReport:
     up: int
     samples: int
     seconds: float
+
+
+def feature_drift(d: Drift) -> r.FeatureDrift:
+    """One feature's figures and the state clients show (never a verdict on too few observations)."""
+    return r.FeatureDrift(psi=d.psi, ks=d.ks, count=d.count, state=d.state, min_count=MIN_DRIFT_OBSERVATIONS)
 
 
 def _dt(t: float) -> datetime:
@@ -183,7 +188,7 @@ class Monitor:
                     request_rate=part.request_rate,
                     p95_seconds=part.latency[0.95],
                     f1=part.quality.f1 if part.quality else None,
-                    drift_psi=max((d.psi for d in part.drift.values()), default=None),
+                    drift_psi=max((d.psi for d in part.drift.values() if d.judged), default=None),
                 )
             )
         q = summary.quality
@@ -211,7 +216,7 @@ class Monitor:
                 c: r.ClassMetrics(precision=s.precision, recall=s.recall, f1=s.f1, support=s.support)
                 for c, s in (q.per_class.items() if q else ())
             },
-            drift={f: r.FeatureDrift(psi=d.psi, ks=d.ks, count=d.count) for f, d in summary.drift.items()},
+            drift={f: feature_drift(d) for f, d in summary.drift.items()},
             step_seconds=step,
             points=shown,
         )

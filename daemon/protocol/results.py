@@ -321,6 +321,12 @@ class FeatureDrift(Result):
     psi: float = Field(description="population stability index against the reference (> 0.2: shifted)")
     ks: float = Field(description="largest gap between the live and reference cumulative shares at the bin edges")
     count: float = Field(description="live observations of the feature in the window")
+    state: Literal["ok", "shifted", "not_enough_data"] = Field(
+        default="not_enough_data",
+        description="shifted: PSI > 0.2; not_enough_data: fewer than min_count observations, too few for PSI or "
+        "KS to mean anything (show that, not the figures' verdict)",
+    )
+    min_count: int = Field(default=0, description="observations in the window needed before a state is claimed")
 
 
 class MetricsPoint(Result):
@@ -328,7 +334,9 @@ class MetricsPoint(Result):
     request_rate: float
     p95_seconds: float | None
     f1: float | None
-    drift_psi: float | None = Field(default=None, description="the largest PSI over the features in the step")
+    drift_psi: float | None = Field(
+        default=None, description="the largest PSI over the features with enough observations in the step"
+    )
 
 
 class DeploymentMetrics(Result):

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from daemon.monitor.alerts import Alerts, AlertStore
+from daemon.monitor.derive import MIN_DRIFT_OBSERVATIONS, Drift
+from daemon.monitor.service import feature_drift
 from daemon.protocol import results as r
 from daemon.protocol.alerts import AlertSpec, parse_duration, parse_rule
 from daemon.protocol.events import AlertEvent
@@ -159,7 +161,10 @@ class World:
             precision=None,
             recall=None,
             f1=v.get("f1"),
-            drift={f: r.FeatureDrift(psi=psi, ks=psi / 2, count=10.0) for f, psi in v.get("drift", {}).items()},
+            drift={
+                f: feature_drift(Drift(psi=psi, ks=psi / 2, count=v.get("observations", 500.0)))
+                for f, psi in v.get("drift", {}).items()
+            },
             step_seconds=60,
         )
 
@@ -272,6 +277,20 @@ def test_drift_max_and_one_feature(store: AlertStore) -> None:
     assert _eval(alerts, w, "d") == [("d", "any", "firing")]
     assert alerts.states()[0].value == 0.4
     assert len(w.metric_calls) == 1, "one metrics query per deployment and window"
+
+
+def test_drift_of_too_few_observations_fires_nothing(store: AlertStore) -> None:
+    """A few predictions make PSI large by chance: below the minimum sample a drift rule has no value."""
+    w = World()
+    alerts = w.engine(store)
+    _only(alerts, "d", AlertSpec(rule="drift_psi > 0.2", name="any"))
+    alerts.add("d", None, AlertSpec(rule='drift_ks{feature="a"} > 0.1', name="a"))
+    w.up["d"] = True
+    w.values["d"] = {"drift": {"a": 2.5, "b": 3.0}, "observations": MIN_DRIFT_OBSERVATIONS - 1}
+    assert _eval(alerts, w, "d") == []
+    assert all(s.value is None for s in alerts.states())
+    w.values["d"]["observations"] = MIN_DRIFT_OBSERVATIONS
+    assert sorted(_eval(alerts, w, "d")) == [("d", "a", "firing"), ("d", "any", "firing")]
 
 
 def test_inherited_rules_builtin_then_manifest_then_own(store: AlertStore) -> None:

@@ -157,6 +157,24 @@ def test_drift_shifted_vs_unshifted() -> None:
     assert shifted.count == 5_000
 
 
+def test_drift_needs_a_minimum_sample_before_it_claims_anything() -> None:
+    """A sample drawn from the reference itself: small ones look shifted by chance (PSI past 0.2), so
+    below the minimum the state is not_enough_data; from the minimum on such samples are ok."""
+    rng = np.random.default_rng(1)
+    reference = rng.normal(0.0, 1.0, 20_000)
+    small = summarize(_feature_window(rng.normal(0.0, 1.0, 10), reference), 60).drift["x"]
+    assert small.count == 10
+    assert small.state == "not_enough_data"
+    assert not small.judged
+    judged = [
+        summarize(_feature_window(rng.normal(0.0, 1.0, derive.MIN_DRIFT_OBSERVATIONS), reference), 60).drift["x"]
+        for _ in range(20)
+    ]
+    assert {d.state for d in judged} == {"ok"}
+    moved = summarize(_feature_window(rng.normal(1.0, 1.0, derive.MIN_DRIFT_OBSERVATIONS), reference), 60)
+    assert moved.drift["x"].state == "shifted"
+
+
 def test_drift_absent_without_reference_or_live_data() -> None:
     data = _feature_window(np.zeros(10), np.zeros(10))
     no_ref = WindowData(counters=data.counters)

@@ -188,7 +188,8 @@ async def test_drift_table_and_plot_show_a_shifted_deployment(daemon_factory: An
     dep = await deploy(d, "breast-cancer:1", name="shifted")
     assert dep.endpoint is not None
     _, data = _rows(example_dir)
-    await asyncio.to_thread(_send, dep.endpoint, [[v * 1.6 + 0.5 for v in row] for row in data])
+    shifted = [[v * 1.6 + 0.5 for v in row] for row in data] * 3  # past the minimum sample for a drift verdict
+    await asyncio.to_thread(_send, dep.endpoint, shifted)
     app = make_app(d)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.connection == "connected", "connected")
