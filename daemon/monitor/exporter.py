@@ -171,18 +171,15 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         "modeltui_deployment_restarts", "Restarts of the deployment's instance by its supervisor", labels=["deployment"]
     )
     rate = GaugeMetricFamily(
-        "modeltui_deployment_requests_per_second",
-        f"Model requests (/predict, /invocations) per second{over}",
+        "modeltui_deployment_requests_per_second", f"Model requests (/predict, /invocations) per second{over}",
         labels=["deployment"],
     )
     errors = GaugeMetricFamily(
-        "modeltui_deployment_error_ratio",
-        f"Share of model requests answered with status >= 500{over}",
+        "modeltui_deployment_error_ratio", f"Share of model requests answered with status >= 500{over}",
         labels=["deployment"],
     )
     client_errors = GaugeMetricFamily(
-        "modeltui_deployment_client_error_ratio",
-        f"Share of model requests answered with status 4xx{over}",
+        "modeltui_deployment_client_error_ratio", f"Share of model requests answered with status 4xx{over}",
         labels=["deployment"],
     )
     latency = {
@@ -197,7 +194,9 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         "modeltui_deployment_labelled", f"Predictions that received a feedback label{over}", labels=["deployment"]
     )
     macro = {
-        k: GaugeMetricFamily(f"modeltui_deployment_{k}", f"{desc} from labelled feedback{over}", labels=["deployment"])
+        k: GaugeMetricFamily(
+            f"modeltui_deployment_{k}", f"{desc} from labelled feedback{over}", labels=["deployment"]
+        )
         for k, desc in (
             ("accuracy", "Accuracy"),
             ("precision", "Macro-averaged precision"),
@@ -206,7 +205,9 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         )
     }
     per_class = {
-        k: GaugeMetricFamily(f"modeltui_deployment_class_{k}", f"{desc}{over}", labels=["deployment", "class"])
+        k: GaugeMetricFamily(
+            f"modeltui_deployment_class_{k}", f"{desc}{over}", labels=["deployment", "class"]
+        )
         for k, desc in (
             ("precision", "Precision of one class"),
             ("recall", "Recall of one class"),
@@ -233,7 +234,9 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
     for dep in snap.deployments:
         name = dep.name
         m = snap.metrics.get(name)
-        info.add_metric([name, dep.model, "" if dep.version is None else str(dep.version), dep.backend, dep.state], 1.0)
+        info.add_metric(
+            [name, dep.model, "" if dep.version is None else str(dep.version), dep.backend, dep.state], 1.0
+        )
         restarts.add_metric([name], float(dep.restarts))
         up.add_metric([name], 1.0 if m is not None and m.up else 0.0)
         if m is None:
@@ -265,8 +268,7 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
     yield from (*per_class.values(), psi, ks, observations)
     if snap.alerts is not None:
         firing = GaugeMetricFamily(
-            "modeltui_alert_firing",
-            "1 while the alert rule fires, 0 while it is pending or resolved",
+            "modeltui_alert_firing", "1 while the alert rule fires, 0 while it is pending or resolved",
             labels=["deployment", "rule", "severity"],
         )
         seen: set[tuple[str, str, str]] = set()
@@ -280,19 +282,16 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         "modeltui_exporter_window_seconds", "The window the derived deployment metrics cover", value=float(w)
     )
     yield GaugeMetricFamily(
-        "modeltui_exporter_compute_seconds",
-        "How long the last computation of this exposition took",
+        "modeltui_exporter_compute_seconds", "How long the last computation of this exposition took",
         value=snap.compute_seconds,
     )
     yield GaugeMetricFamily(
-        "modeltui_exporter_computed_timestamp_seconds",
-        "When this exposition was computed (Unix time)",
+        "modeltui_exporter_computed_timestamp_seconds", "When this exposition was computed (Unix time)",
         value=snap.computed_at,
     )
     if snap.last_cycle is not None:
         yield GaugeMetricFamily(
-            "modeltui_monitor_last_cycle_timestamp_seconds",
-            "When the monitor's last scrape cycle started",
+            "modeltui_monitor_last_cycle_timestamp_seconds", "When the monitor's last scrape cycle started",
             value=snap.last_cycle,
         )
     if snap.targets is not None and snap.targets_up is not None:
@@ -332,7 +331,9 @@ class Exporter:
         self.monitor = monitor
         self.deployments = deployments
         #: without a new monitor cycle, a cached exposition is recomputed after this long (the window slides)
-        self.max_age_seconds = monitor.settings.scrape_interval_seconds if max_age_seconds is None else max_age_seconds
+        self.max_age_seconds = (
+            monitor.settings.scrape_interval_seconds if max_age_seconds is None else max_age_seconds
+        )
         self.computations = 0
         self._cache: tuple[object, float, bytes] | None = None
         self._lock = asyncio.Lock()
@@ -465,14 +466,8 @@ class Exporter:
             await _respond(writer, 200, body, ctype=CONTENT_TYPE, head_only=method == b"HEAD")
 
 
-_REASONS = {
-    200: b"OK",
-    400: b"Bad Request",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-}
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error"}
 
 
 async def _respond(

@@ -42,24 +42,10 @@ CONFIG = REPO / "config"
 def info(name: str, state: str = "running", restarts: int = 0) -> DeploymentInfo:
     return DeploymentInfo.model_validate(
         {
-            "name": name,
-            "ref": f"{name}@production",
-            "model": name,
-            "version": 3,
-            "backend": "process",
-            "desired": "running",
-            "state": state,
-            "health": "healthy",
-            "endpoint": "http://127.0.0.1:8000",
-            "port": 8000,
-            "restarts": restarts,
-            "message": "",
-            "env": {},
-            "options": {},
-            "instance": None,
-            "created_at": NOW,
-            "updated_at": NOW,
-            "started_at": NOW,
+            "name": name, "ref": f"{name}@production", "model": name, "version": 3, "backend": "process",
+            "desired": "running", "state": state, "health": "healthy", "endpoint": "http://127.0.0.1:8000",
+            "port": 8000, "restarts": restarts, "message": "", "env": {}, "options": {}, "instance": None,
+            "created_at": NOW, "updated_at": NOW, "started_at": NOW,
         }
     )
 
@@ -68,24 +54,10 @@ def full_metrics(name: str, classes: int = 3, features: int = 2, observations: f
     """Every field set, class and feature names that need escaping included."""
     names = ['a"b', "back\\slash", "new\nline", *[f"c{i}" for i in range(classes)]][:classes]
     return r.DeploymentMetrics(
-        deployment=name,
-        window_seconds=300,
-        start=NOW,
-        end=NOW,
-        up=True,
-        last_scrape=NOW,
-        requests=30,
-        request_rate=0.1,
-        error_rate=0.02,
-        client_error_rate=0.01,
-        latency_p50_seconds=0.002,
-        latency_p95_seconds=0.01,
-        latency_p99_seconds=0.05,
-        labelled=20,
-        accuracy=0.8,
-        precision=0.75,
-        recall=0.7,
-        f1=0.72,
+        deployment=name, window_seconds=300, start=NOW, end=NOW, up=True, last_scrape=NOW, requests=30,
+        request_rate=0.1, error_rate=0.02, client_error_rate=0.01, latency_p50_seconds=0.002,
+        latency_p95_seconds=0.01, latency_p99_seconds=0.05, labelled=20, accuracy=0.8, precision=0.75,
+        recall=0.7, f1=0.72,
         per_class={
             c: r.ClassMetrics(precision=0.5, recall=0.6, f1=0.55, support=float(i)) for i, c in enumerate(names)
         },
@@ -108,18 +80,11 @@ def snapshot(alerts: list[FakeAlert] | None = None) -> Snapshot:
     return Snapshot(
         window_seconds=300,
         deployments=[info("churn", restarts=2), info("idle", state="crashloop")],
-        metrics={
-            "churn": full_metrics("churn"),
-            "idle": full_metrics("idle").model_copy(
-                update={"up": False, "error_rate": None, "latency_p99_seconds": None, "f1": None}
-            ),
-        },
+        metrics={"churn": full_metrics("churn"), "idle": full_metrics("idle").model_copy(
+            update={"up": False, "error_rate": None, "latency_p99_seconds": None, "f1": None}
+        )},
         alerts=None if alerts is None else _convert(alerts),
-        computed_at=1e9,
-        compute_seconds=0.01,
-        last_cycle=1e9,
-        targets=2,
-        targets_up=1,
+        computed_at=1e9, compute_seconds=0.01, last_cycle=1e9, targets=2, targets_up=1,
     )
 
 
@@ -157,21 +122,8 @@ def test_exposition_is_promtool_clean_and_holds_the_derived_values() -> None:
     got = samples(body.decode())
     assert got[("modeltui_deployment_up", (("deployment", "churn"),))] == 1
     assert got[("modeltui_deployment_up", (("deployment", "idle"),))] == 0
-    assert (
-        got[
-            (
-                "modeltui_deployment_info",
-                (
-                    ("backend", "process"),
-                    ("deployment", "idle"),
-                    ("model", "idle"),
-                    ("state", "crashloop"),
-                    ("version", "3"),
-                ),
-            )
-        ]
-        == 1
-    )
+    assert got[("modeltui_deployment_info", (("backend", "process"), ("deployment", "idle"), ("model", "idle"),
+                                             ("state", "crashloop"), ("version", "3")))] == 1
     assert got[("modeltui_deployment_restarts_total", (("deployment", "churn"),))] == 2
     assert got[("modeltui_deployment_requests_per_second", (("deployment", "churn"),))] == 0.1
     assert got[("modeltui_deployment_error_ratio", (("deployment", "churn"),))] == 0.02
@@ -181,15 +133,8 @@ def test_exposition_is_promtool_clean_and_holds_the_derived_values() -> None:
     assert got[("modeltui_deployment_class_support", (("class", "new\nline"), ("deployment", "churn")))] == 2
     assert got[("modeltui_deployment_drift_psi", (("deployment", "churn"), ("feature", "x1")))] == pytest.approx(0.1)
     assert got[("modeltui_deployment_drift_observations", (("deployment", "churn"), ("feature", "x1")))] == 500
-    assert (
-        got[
-            (
-                "modeltui_alert_firing",
-                (("deployment", "churn"), ("rule", "f1 < 0.85 for 10m"), ("severity", "critical")),
-            )
-        ]
-        == 1
-    )
+    assert got[("modeltui_alert_firing", (("deployment", "churn"), ("rule", "f1 < 0.85 for 10m"),
+                                          ("severity", "critical")))] == 1
     assert got[("modeltui_alert_firing", (("deployment", "idle"), ("rule", "p99"), ("severity", "warning")))] == 0
     # Values the monitor could not derive have no series (not NaN).
     assert ("modeltui_deployment_f1", (("deployment", "idle"),)) not in got
@@ -225,7 +170,6 @@ def test_labels_stay_bounded() -> None:
     snap = snapshot()
     snap.metrics["churn"] = full_metrics("churn", classes=200, features=300)
     got = samples(render(snap).decode())
-
     def values(metric: str, label: str) -> set[str]:
         return {dict(k[1])[label] for k in got if k[0] == metric and dict(k[1])["deployment"] == "churn"}
 
@@ -286,7 +230,7 @@ async def test_one_computation_per_monitor_cycle_whatever_the_scrapes() -> None:
         status, body = await fetch(url)
         assert status == 200
         assert exporter.computations == 2
-        assert b"modeltui_monitor_last_cycle_timestamp_seconds 115.0" in body
+        assert b'modeltui_monitor_last_cycle_timestamp_seconds 115.0' in body
         assert (await fetch(url, "HEAD"))[1] == b""
         assert (await fetch(url.replace("/metrics", "/"), "GET"))[0] == 404
         assert (await fetch(url, "POST"))[0] == 405
@@ -333,10 +277,8 @@ NAME = re.compile(r"\bmodeltui_[a-z0-9_]+\b")
 
 def test_prometheus_config_and_rules_pass_promtool() -> None:
     tool = promtool()
-    for args in (
-        ["check", "config", str(CONFIG / "prometheus.yml")],
-        ["check", "rules", str(CONFIG / "prometheus-alerts.yml")],
-    ):
+    for args in (["check", "config", str(CONFIG / "prometheus.yml")],
+                 ["check", "rules", str(CONFIG / "prometheus-alerts.yml")]):
         res = subprocess.run([tool, *args], capture_output=True, text=True, timeout=30, check=False)
         assert res.returncode == 0, res.stdout + res.stderr
     rules = (CONFIG / "prometheus-alerts.yml").read_text()
@@ -361,13 +303,8 @@ def test_grafana_dashboard_queries_only_exported_names() -> None:
     for var in dash["templating"]["list"]:
         if var["type"] == "query":
             assert set(NAME.findall(var["definition"])) <= set(METRIC_NAMES)
-    needed = (
-        "modeltui_deployment_requests_per_second",
-        "modeltui_deployment_latency_p95_seconds",
-        "modeltui_deployment_f1",
-        "modeltui_deployment_drift_psi",
-        "modeltui_deployment_up",
-    )
+    needed = ("modeltui_deployment_requests_per_second", "modeltui_deployment_latency_p95_seconds",
+              "modeltui_deployment_f1", "modeltui_deployment_drift_psi", "modeltui_deployment_up")
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
     for piece in needed:
         assert piece in exprs, piece
@@ -403,20 +340,13 @@ def prometheus(tmp: Path, target: str) -> Iterator[str]:
     port = free_port()
     log = (tmp / "prometheus.log").open("wb")
     proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
     base = f"http://127.0.0.1:{port}"
     try:
-
         def ready() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"prometheus exited: {(tmp / 'prometheus.log').read_text()}")
@@ -452,7 +382,7 @@ def query(base: str, promql: str) -> dict[str, float]:
 def test_a_real_prometheus_scrapes_what_modeltui_computed(daemon_factory: Any, tmp_path: Path) -> None:
     d: DaemonProcess = daemon_factory()
     Path(d.env["MODELTUI_CONFIG"]).write_text(
-        '[monitor]\nscrape_interval_seconds = 1\n\n[exporter]\naddress = "127.0.0.1:0"\nwindow_seconds = 300\n'
+        "[monitor]\nscrape_interval_seconds = 1\n\n[exporter]\naddress = \"127.0.0.1:0\"\nwindow_seconds = 300\n"
     )
     d.start()
     url = cli_json(d, "daemon", "status")["exporter"]
