@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,3 +301,183 @@ async def test_pipelined_uploads_on_one_connection_keep_their_own_files(
             assert list(digests[:-1]) == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
     finally:
         await client.close()
+
+
+# -- issue 13: hostile input that used to reach an internal error ---------------------------------------------
+
+TOO_BIG = 2**63  # one past SQLite's largest INTEGER
+
+
+def push_raw(c: RawClient, files: dict[str, bytes], tmp_path: Path, req_id: int = 1) -> dict[str, Any]:
+    """A one-trip push of exactly these files (paths a client's directory scan could never produce)."""
+    fds = []
+    specs = []
+    for i, (rel, data) in enumerate(files.items()):
+        local = tmp_path / f"raw-{req_id}-{i}"
+        local.write_bytes(data)
+        fds.append(os.open(local, os.O_RDONLY))
+        specs.append({"path": rel, "size": len(data)})
+    try:
+        return c.request({"op": "versions.push_files", "files": specs}, req_id=req_id, fds=fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def manifest(name: str, extra: str = "") -> bytes:
+    return f'name = "{name}"\nflavor = "sklearn"\nmodel_file = "model.skops"\n{extra}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"op": "models.list", "offset": TOO_BIG}, "offset"),
+        ({"op": "aliases.set", "name": "m", "alias": "prod", "version": TOO_BIG}, "version"),
+        ({"op": "aliases.set", "name": "m", "alias": "prod", "version": -TOO_BIG - 1}, "version"),
+        ({"op": "maintain.show", "run": TOO_BIG}, "run"),
+        ({"op": "store.gc", "grace_seconds": TOO_BIG}, "grace_seconds"),
+        ({"op": "versions.log", "name": "m", "offset": TOO_BIG}, "offset"),
+    ],
+)
+def test_integers_beyond_64_bits_are_invalid_naming_the_field(
+    daemon: DaemonProcess, body: dict[str, Any], field: str
+) -> None:
+    c = RawClient(daemon.socket)
+    reply = c.request(body)
+    assert reply["code"] == "INVALID", reply
+    assert f"{field}: " in reply["message"]
+    assert_serving(daemon)
+
+
+def test_alias_history_at_a_time_outside_the_utc_range_is_invalid(daemon: DaemonProcess, tmp_path: Path) -> None:
+    assert daemon.cli("push", str(make_model_dir(tmp_path / "m", "m"))).returncode == 0
+    c = RawClient(daemon.socket)
+    reply = c.request({"op": "aliases.history", "name": "m", "at": "0001-01-01T00:00:00+14:00"})
+    assert reply["code"] == "INVALID", reply
+    assert "at: " in reply["message"]
+    assert "1-9999" in reply["message"]
+    ok = c.request({"op": "aliases.history", "name": "m", "at": "0001-01-01T00:00:00-14:00"}, req_id=2)
+    assert ok["type"] == "response"
+    assert ok["result"]["targets_at"] == {}
+
+
+def test_a_subscriber_that_never_reads_is_dropped_with_a_last_frame_saying_why(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    from daemon.server import MAX_QUEUED_EVENTS
+
+    assert daemon.cli("push", str(make_model_dir(tmp_path / "m", "m"))).returncode == 0
+    sleeper = RawClient(daemon.socket)
+    assert sleeper.request({"op": "subscribe", "topics": ["registry"]})["type"] == "response"
+    publisher = RawClient(daemon.socket)
+    published = 2_000
+    for start in range(0, published, 50):  # tags, pipelined 50 at a time: one registry event each
+        for i in range(start, start + 50):
+            tag = {"op": "versions.tag", "ref": "m:1", "set": {"n": str(i)}}
+            publisher.send({"type": "request", "id": i, "request": tag})
+        for _ in range(50):
+            assert publisher.recv_reply()["type"] == "response"
+    assert_serving(daemon)  # everyone else is served meanwhile
+    events, last = 0, None
+    with contextlib.suppress(ConnectionError):
+        while True:  # now read what the daemon kept for it: part of the events, a reason, then the end
+            last = sleeper.recv()
+            events += last["type"] == "event"
+    assert last is not None
+    assert last["type"] == "error", last
+    assert last["code"] == "UNAVAILABLE"
+    assert last["id"] is None
+    assert "behind" in last["message"]
+    assert last["data"]["reason"] == "slow_subscriber"
+    # Only what the kernel's socket buffer already held arrives: the daemon forgot its queue when it dropped
+    # the subscriber, and queued nothing after.
+    assert 0 < events < MAX_QUEUED_EVENTS < published
+    log = (daemon.state_dir.parent / "daemon.out").read_text()
+    assert log.count("dropping a subscriber") == 1
+
+
+def test_a_push_with_a_file_that_is_also_a_directory_is_refused(daemon: DaemonProcess, tmp_path: Path) -> None:
+    c = RawClient(daemon.socket)
+    files = {"modeltui.toml": manifest("clash"), "model.skops": b"w", "a": b"file", "a/b": b"nested"}
+    reply = push_raw(c, files, tmp_path)
+    assert reply["code"] == "INVALID", reply
+    assert "path a is also a directory" in reply["message"]
+    assert c.request({"op": "models.get", "name": "clash"}, req_id=2)["code"] == "NOT_FOUND"  # nothing stored
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ('[signature]\ninputs = [{name = "x\\u001b[2J", type = "double"}]\n', "signature.inputs.0.name"),
+        ('[params]\nkernel = "rbf\\u001b]0;owned\\u0007"\n', "params.kernel"),
+        ('requirements = ["numpy\\r\\nforged line"]\n', "requirements.0"),
+    ],
+)
+def test_control_characters_in_manifest_strings_are_invalid_naming_the_field(
+    daemon: DaemonProcess, tmp_path: Path, extra: str, field: str
+) -> None:
+    c = RawClient(daemon.socket)
+    reply = push_raw(c, {"modeltui.toml": manifest("ctl", extra), "model.skops": b"w"}, tmp_path)
+    assert reply["code"] == "INVALID", reply
+    assert field in reply["message"]
+    assert "control character" in reply["message"]
+    d = make_model_dir(tmp_path / "ctl", "ctl")
+    (d / "modeltui.toml").write_bytes(manifest("ctl", extra))
+    res = daemon.cli("push", str(d))
+    assert res.returncode == 4, res.stderr
+    assert field in res.stderr
+
+
+def test_a_deeply_nested_manifest_is_refused_by_client_and_daemon(daemon: DaemonProcess, tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path / "deep", "deep")
+    (d / "modeltui.toml").write_bytes(manifest("deep", "x = " + "[" * 5000 + "]" * 5000 + "\n"))
+    res = daemon.cli("push", str(d))
+    assert res.returncode == 4
+    assert "nested too deeply" in res.stderr
+    assert "Traceback" not in res.stderr
+    c = RawClient(daemon.socket)
+    reply = push_raw(c, {"modeltui.toml": manifest("deep", "x = " + "[" * 900 + "]" * 900 + "\n"), "model.skops": b"w"},
+                     tmp_path)  # fmt: skip
+    assert reply["code"] == "INVALID", reply
+    assert "nested too deeply" in reply["message"]
+    assert_serving(daemon)
+
+
+@pytest.mark.parametrize("obstacle", ["directory", "parent-is-a-file"])
+def test_checkout_force_over_what_is_in_the_way_is_a_conflict(
+    daemon: DaemonProcess, tmp_path: Path, obstacle: str
+) -> None:
+    src = make_model_dir(tmp_path / "m", "m", extra={"sub/data.csv": b"x\n1\n"})
+    assert daemon.cli("push", str(src)).returncode == 0
+    dest = tmp_path / "out"
+    if obstacle == "directory":  # a directory where the version has a file
+        (dest / "model.skops").mkdir(parents=True)
+        (dest / "model.skops" / "keep").write_text("mine")
+    else:  # a file where the version has a directory
+        dest.mkdir()
+        (dest / "sub").write_text("mine")
+    res = daemon.cli("checkout", "m:1", str(dest), "--force")
+    assert res.returncode == 5, res.stderr
+    assert "modeltui-tmp" not in res.stderr
+    assert "Traceback" not in res.stderr
+    assert "directory" in res.stderr
+    assert not list(tmp_path.rglob("*.modeltui-tmp"))
+
+
+def test_clients_that_hang_up_on_refused_requests_leave_no_tracebacks(daemon: DaemonProcess) -> None:
+    log = daemon.state_dir.parent / "daemon.out"
+    before = log.stat().st_size
+    for _ in range(2):
+        clients = [RawClient(daemon.socket) for _ in range(50)]
+        for c in clients:
+            for i in range(4):  # refused by the handler (NOT_FOUND) and by validation (INVALID)
+                c.send({"type": "request", "id": i, "request": {"op": "models.get", "name": f"absent{i}"}})
+            c.send({"type": "request", "id": 9, "request": {"op": "versions.log", "name": "m", "limit": "x"}})
+        for c in clients:  # hang up at once, with a reset: nothing can be answered any more
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+    assert_serving(daemon)
+    grown = log.read_text(errors="replace")[before:]
+    assert "Traceback" not in grown
+    assert "BrokenPipeError" not in grown
+    assert len(grown) < 10_000
