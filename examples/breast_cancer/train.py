@@ -1,12 +1,15 @@
 """Train the breast-cancer example model and write a complete modeltui model directory.
 
-    python train.py --out DIR [--data CSV]
+    python train.py --out DIR [--data CSV] [--C C]
 
 Without ``--data`` the training data is scikit-learn's bundled ``load_breast_cancer`` (no download). With
 ``--data``, CSV is a file with the 30 feature columns and a ``target`` column (0 = malignant, 1 = benign),
 e.g. an ``eval.csv`` written by this script plus new labelled rows. Either way the rows are split 75/25
 (stratified, fixed seed); the model is fitted on the 75 %, and the 25 % is written to ``DIR/eval.csv`` and
-used for the metrics recorded in ``DIR/modeltui.toml``. The run is deterministic for the same input.
+used for the metrics recorded in ``DIR/modeltui.toml``. From the bundled data the 75 % is also written to
+``DIR/train.csv`` (same columns), the file a maintenance policy names as its training data
+(``modeltui maintain set breast-cancer data=train.csv``). ``--C`` is the logistic regression's inverse
+regularisation strength (default 1.0). The run is deterministic for the same input.
 
 This is also the model's training command for modeltui's maintenance (``[training]`` in the manifest).
 """
@@ -74,11 +77,11 @@ def load_data(path: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x, y, names
 
 
-def build() -> Pipeline:
+def build(c: float = C) -> Pipeline:
     return Pipeline(
         [
             ("scaler", StandardScaler()),
-            ("clf", LogisticRegression(C=C, max_iter=MAX_ITER, solver=SOLVER, random_state=SEED)),
+            ("clf", LogisticRegression(C=c, max_iter=MAX_ITER, solver=SOLVER, random_state=SEED)),
         ]
     )
 
@@ -134,12 +137,12 @@ def _toml_key(k: str) -> str:
     return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
 
 
-def render_manifest(names: list[str], metrics: dict[str, float], old: dict[str, object]) -> str:
+def render_manifest(names: list[str], metrics: dict[str, float], old: dict[str, object], c: float = C) -> str:
     """The manifest text. Name, description and any maintenance policy of an existing one are kept."""
     params = {
         "estimator": "LogisticRegression",
         "scaler": "StandardScaler",
-        "C": C,
+        "C": c,
         "solver": SOLVER,
         "max_iter": MAX_ITER,
         "random_state": SEED,
@@ -182,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="model directory to write (created if missing)")
     ap.add_argument("--data", type=Path, default=None, help="labelled CSV (30 features + target)")
+    ap.add_argument("--C", dest="c", type=float, default=C, help="inverse regularisation strength (default 1.0)")
     args = ap.parse_args(argv)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     x, y, names = load_data(args.data)
     x_train, x_eval, y_train, y_eval = train_test_split(x, y, test_size=TEST_SIZE, random_state=SEED, stratify=y)
-    model = build().fit(x_train, y_train)
+    model = build(args.c).fit(x_train, y_train)
     pred = model.predict(x_eval)
     metrics = {
         "accuracy": float(accuracy_score(y_eval, pred)),
@@ -207,11 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("model.skops does not round-trip")
     (out / "model.skops").write_bytes(blob)
     write_eval(out / "eval.csv", names, x_eval, y_eval)
+    if args.data is None:  # the rows it was fitted on: training data for a maintenance policy
+        write_eval(out / "train.csv", names, x_train, y_train)
 
     manifest_path = out / "modeltui.toml"
     source = manifest_path if manifest_path.exists() else HERE / "modeltui.toml"
     old = tomllib.loads(source.read_text()) if source.exists() else {}
-    manifest_path.write_text(render_manifest(names, metrics, old))
+    manifest_path.write_text(render_manifest(names, metrics, old, args.c))
     for name in COMPANIONS:
         src, dst = HERE / name, out / name
         if src.exists() and src.resolve() != dst.resolve():
