@@ -1,0 +1,30 @@
+"""Partial uploads a killed daemon left in staging/ are removed when the next daemon starts (it holds the
+state directory's lock, so none of them can still be in flight). A plain GC keeps staging files for its
+grace period (an hour by default), so these used to stay."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.conftest import DaemonProcess
+
+pytestmark = pytest.mark.integration
+
+
+def test_partial_uploads_left_by_a_killed_daemon_are_removed_at_start(daemon_factory: object) -> None:
+    d: DaemonProcess = daemon_factory().start()  # type: ignore[operator]
+    staging = d.state_dir / "staging"
+    assert staging.is_dir()
+    d.stop(signal.SIGKILL)
+    partial = staging / "ingest-abc123"
+    with open(partial, "wb") as f:  # sparse: a big partial upload costs no disk here
+        f.truncate(999 << 20)
+    os.chmod(partial, 0o400)
+    d.start()
+    assert not partial.exists()
+    assert staging.is_dir()
+    log = (d.state_dir.parent / "daemon.out").read_text()
+    assert "removed 1 partial upload(s) (1047527424 bytes)" in log
