@@ -86,3 +86,15 @@ async def test_stop_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     await srv.stop(grace=5)
     assert (await call).daemon_version == "slow"  # answered, not cut off
     await client.close()
+
+
+def test_a_subscriber_queue_is_bounded_in_bytes_as_well_as_in_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Log batches can be large: a few of them must not pile up megabytes for a subscriber that never reads."""
+    monkeypatch.setattr(server_mod, "MAX_QUEUED_BYTES", 1000)
+    c = server_mod.Connection(conn=None, caller=server_mod.Caller(0, 0, 0, "u"))  # type: ignore[arg-type]
+    assert c.push(b"x" * 600)
+    assert not c.push(b"x" * 600)  # over the byte limit, far under the event limit
+    assert c.push(b"x" * 400)
+    assert c.drop() == 2
+    assert c.queued_bytes == 0
+    assert not c.push(b"x")  # dropped: nothing more is queued
