@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from daemon import __version__
 from daemon.access import Access, describe
 from daemon.audit import AuditStore
+from daemon.deploy.base import BackendError
 from daemon.deploy.manager import DeploymentManager
 from daemon.doctor import run_checks
 from daemon.monitor.alerts import Alerts
@@ -333,7 +334,12 @@ class Handlers:
     # -- store -----------------------------------------------------------------------------------------------
     @handles(q.Gc)
     async def gc(self, req: q.Gc, ctx: Context) -> r.GcResult:
-        return await asyncio.to_thread(self.registry.gc, req)
+        result = await asyncio.to_thread(self.registry.gc, req)
+        try:
+            images = await self.deployments.prune_images(dry_run=req.dry_run)
+        except BackendError as exc:  # the files are collected: say why images were not
+            return result.model_copy(update={"images_note": f"images not checked: {exc}"})
+        return result.model_copy(update={"images_removed": images.removed, "image_bytes_removed": images.bytes})
 
     # -- deployments -----------------------------------------------------------------------------------------
     @handles(q.Deploy)

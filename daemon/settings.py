@@ -69,6 +69,9 @@ class DockerSection(_Section):
     bind_address: str = "127.0.0.1"
     wheelhouse: Path | None = None  # None: STATE/wheelhouse
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0  # per engine API call (not builds)
+    #: per model, the images of this many newest versions stay after undeploy and rollouts (and gc); older
+    #: ones go unless a deployment uses them (see docs/deploy-docker.md)
+    keep_images: Annotated[int, Field(ge=0, le=1000)] = 2
 
 
 class MonitorSection(_Section):

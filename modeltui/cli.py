@@ -457,11 +457,16 @@ def rm(ctx: click.Context, ref: str, force: bool, whole_model: bool, as_json: bo
 @json_option
 @click.pass_context
 def gc(ctx: click.Context, dry_run: bool, grace: int | None, as_json: bool) -> None:
-    """Remove stored files no version references any more."""
+    """Remove stored files no version references any more, and Docker images no deployment uses beyond the
+    newest [docker] keep_images versions of each model."""
     result = run(ctx, lambda c: c.call(q.Gc(dry_run=dry_run, grace_seconds=grace), r.GcResult))
-    emit(result, as_json, lambda: out.print(
+    images = "".join(f"\n  {tag}" for tag in result.images_removed)
+    note = f"\n{result.images_note}" if result.images_note else ""
+    emit(result, as_json, lambda: out.print(render.plain(
         f"{'would remove' if dry_run else 'removed'} {result.objects_removed} objects "
-        f"({render.size(result.bytes_removed)}) and {result.staging_removed} staging files"))
+        f"({render.size(result.bytes_removed)}), {result.staging_removed} staging files and "
+        f"{len(result.images_removed)} images ({render.size(result.image_bytes_removed)}){images}{note}",
+        newlines=True)))
 
 
 # -- daemon ----------------------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from daemon.protocol.deploy import ContainerOptions
+
+from .image import Pruned
 
 #: Reports a line of build or start progress to whoever waits on the deployment.
 ProgressLine = Callable[[str], None]
@@ -103,6 +105,15 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release clients and threads; running instances keep running."""
+        ...
+
+
+@runtime_checkable
+class PrunesImages(Protocol):
+    """A backend that builds images (Docker) and removes the ones its image policy lets go."""
+
+    async def prune_images(self, *, keep: int, in_use: set[tuple[str, int]], dry_run: bool = False) -> Pruned:
+        """Remove images of versions no deployment uses beyond the newest ``keep`` per model."""
         ...
 
 

@@ -330,6 +330,56 @@ class DockerBackend:
             raise
         return dict(api.inspect_container(container.id))
 
+    # -- images ------------------------------------------------------------------------------------------
+
+    async def prune_images(self, *, keep: int, in_use: set[tuple[str, int]], dry_run: bool = False) -> img.Pruned:
+        """Remove this daemon's images that the policy lets go (see :func:`image.images_to_remove`); never one
+        being built, nor one any container on the engine was made from (Docker would refuse it anyway)."""
+        if await asyncio.to_thread(self._no_engine_here):
+            return img.Pruned()  # no images either: gc need not mention Docker
+        building = {tag for tag, lock in self._image_locks.items() if lock.locked()}
+        return await self._call(lambda: self._prune(keep, in_use, building, dry_run))
+
+    def _no_engine_here(self) -> bool:
+        """No engine socket on this host (Docker not installed), as opposed to an engine that does not answer."""
+        return self.where.startswith("unix://") and not os.path.exists(self.where.removeprefix("unix://"))
+
+    def _prune(self, keep: int, in_use: set[tuple[str, int]], building: set[str], dry_run: bool) -> img.Pruned:
+        api = self._api()
+        listing = api.images(filters={"label": f"{LABEL_OWNER}={self.owner}"})
+        used_ids = {str(c.get("ImageID")) for c in api.containers(all=True)}
+        tags_left = {str(i["Id"]): max(1, len(i.get("RepoTags") or [])) for i in listing}
+        doomed = [
+            i for i in img.images_to_remove(img.built_images(listing), keep=keep, in_use=in_use)
+            if i.ref not in building and not (i.image_id in used_ids and tags_left[i.image_id] == 1)
+        ]  # fmt: skip
+        pruned = img.Pruned()
+        if not doomed:
+            return pruned
+        unique = {str(i["Id"]): max(0, int(i["Size"]) - max(0, int(i["SharedSize"]))) for i in api.df()["Images"]}
+        for image in doomed:
+            if not dry_run and not self._remove_image(api, image.ref):
+                continue
+            pruned.removed.append(image.ref)
+            tags_left[image.image_id] -= 1
+            if tags_left[image.image_id] == 0:
+                pruned.bytes += unique.get(image.image_id, 0)
+        return pruned
+
+    def _remove_image(self, api: Any, ref: str) -> bool:
+        """Untag (or delete, for its last tag) one image; False when it was gone or is in use after all."""
+        try:
+            api.remove_image(ref, force=False)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a container was made from it meanwhile
+                raise
+            log.info("keeping image %s: %s", ref, exc.explanation or exc)
+            return False
+        log.info("removed image %s", ref)
+        return True
+
     # -- wait / stop ---------------------------------------------------------------------------------------
 
     async def wait(self, instance: Instance) -> int | None:

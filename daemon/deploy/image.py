@@ -9,6 +9,9 @@ version must match the host's (the wheels are built for it): Debian 12 gives 3.1
 The image holds only the serving runtime (``daemon/serving``, which imports nothing else from ``daemon``)
 and the model's files, and runs as an unprivileged uid. The synchronous functions here take a docker-py
 ``APIClient`` and are meant to run in a worker thread.
+
+Images are removed by the image policy (``[docker] keep_images``): per model, the images of the newest
+``keep_images`` versions stay, and every image a deployment uses; :func:`images_to_remove` decides.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import shutil
 import sys
 import tomllib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,66 @@ def image_repository(registry: str, model: str) -> str:
 def image_tag(registry: str, model: str, version: int, digest: str) -> str:
     """One tag per (model, version, content): a re-pushed version with other bytes never reuses an image."""
     return f"{image_repository(registry, model)}:{version}-{digest[:12].lower()}"
+
+
+def tag_version(tag: str) -> int | None:
+    """The version in a tag :func:`image_tag` made (``REPO:VERSION-DIGEST12``); None for any other tag."""
+    _, colon, suffix = tag.rpartition(":")
+    number, dash, digest = suffix.partition("-")
+    if colon and dash and number.isdigit() and len(digest) == 12 and "/" not in suffix:
+        return int(number)
+    return None
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """One tag of an image this daemon built (or the id of such an image left untagged by a rebuild)."""
+
+    ref: str
+    image_id: str
+    model: str
+    version: int | None
+    """None: untagged, so nothing can start it by name."""
+    created: int
+
+
+@dataclass
+class Pruned:
+    """What the image policy removed (or, in a dry run, would remove)."""
+
+    removed: list[str] = field(default_factory=list)
+    bytes: int = 0
+    """Disk space freed: the layers no other image shares, of images whose last tag went."""
+
+
+def built_images(listing: Iterable[dict[str, Any]]) -> Iterator[BuiltImage]:
+    """This daemon's images from the engine's image list (filtered by its owner label): one per tag of ours;
+    tags not in :func:`image_tag`'s form (someone's own ``docker tag``) are left alone."""
+    for item in listing:
+        model = (item.get("Labels") or {}).get("modeltui.model")
+        if not model:
+            continue
+        image_id, created = str(item["Id"]), int(item.get("Created") or 0)
+        tags = [t for t in item.get("RepoTags") or [] if t != "<none>:<none>"]
+        if not tags:
+            yield BuiltImage(image_id, image_id, model, None, created)
+        for tag in tags:
+            version = tag_version(tag)
+            if version is not None:
+                yield BuiltImage(tag, image_id, model, version, created)
+
+
+def images_to_remove(images: Iterable[BuiltImage], *, keep: int, in_use: set[tuple[str, int]]) -> list[BuiltImage]:
+    """Per model, the images of the ``keep`` newest versions stay, and those of every (model, version) in
+    ``in_use`` (deployed, starting or being rolled out); the others go, oldest first."""
+    by_model: dict[str, list[BuiltImage]] = {}
+    for image in images:
+        by_model.setdefault(image.model, []).append(image)
+    doomed: list[BuiltImage] = []
+    for model, found in by_model.items():
+        newest = sorted({i.version for i in found if i.version is not None}, reverse=True)[:keep]
+        doomed += [i for i in found if i.version not in newest and (model, i.version or 0) not in in_use]
+    return sorted(doomed, key=lambda i: (i.model, i.version or 0, i.created))
 
 
 def check_requirement(req: str) -> str:

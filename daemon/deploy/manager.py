@@ -11,6 +11,9 @@ deployment ``crashloop`` (it keeps retrying at the longest backoff, and the last
 
 Daemon restart: instances keep running (their own sessions, or containers); the new daemon finds them by
 label (``discover``), adopts the one each deployment recorded and stops any other (a rollout cut short).
+
+Images (Docker): after an undeploy or a rollout, the image policy removes the images no deployment uses
+beyond the newest ``[docker] keep_images`` versions of each model; ``gc`` applies it too.
 """
 
 from __future__ import annotations
@@ -35,8 +38,18 @@ from daemon.settings import Settings
 from daemon.store.deployments import DeploymentRecord
 from daemon.versions import Registry
 
-from .base import Backend, BackendError, BackendUnavailable, Instance, InstanceSpec, ProgressLine, free_port
+from .base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Instance,
+    InstanceSpec,
+    ProgressLine,
+    PrunesImages,
+    free_port,
+)
 from .health import http_status
+from .image import Pruned
 
 log = logging.getLogger("modeltuid.deploy")
 
@@ -369,6 +382,7 @@ class Supervisor:
             kind="rollout", event="rolled-out", message=f"rolled out version {version} (was {old.version})"
         )
         await self.backend.stop(old, self.m.settings.deploy.stop_grace_seconds)
+        self.m.images_released(self.rec.backend)
 
 
 class DeploymentManager:
@@ -437,6 +451,7 @@ class DeploymentManager:
         tasks = [s.task for s in self.supervisors.values() if s.task] + list(self.tailers.values())
         if self._maintenance:
             tasks.append(self._maintenance)
+        tasks += list(self._tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -542,6 +557,7 @@ class DeploymentManager:
         await self._remove(sup)
         sup.rec.desired, sup.rec.state, sup.rec.health = "stopped", "stopped", "unknown"
         sup.rec.instance = None
+        self.images_released(sup.rec.backend)
         return r.DeploymentDetail(deployment=sup.rec.info())
 
     async def restart(self, name: str) -> r.DeploymentDetail:
@@ -572,6 +588,39 @@ class DeploymentManager:
                 self._background(sup._changed(event="alias-removed", message=note))
                 continue
             sup.commands.put_nowait(("rollout", version))
+
+    # -- images ----------------------------------------------------------------------------------------------
+
+    def images_in_use(self) -> set[tuple[str, int]]:
+        """(model, version) of what every deployment runs, starts or rolls out to: their images stay."""
+        used: set[tuple[str, int]] = set()
+        for sup in self.supervisors.values():
+            current = sup.current.version if sup.current else None
+            used |= {(sup.rec.model, v) for v in (sup.rec.version, sup.rollout_to, current) if v is not None}
+        return used
+
+    async def prune_images(self, *, dry_run: bool = False) -> Pruned:
+        """Apply the image policy now (``gc``); nothing without a backend that builds images."""
+        pruner = self.backends.get("docker")
+        if not isinstance(pruner, PrunesImages):
+            return Pruned()
+        keep = self.settings.docker.keep_images
+        return await pruner.prune_images(keep=keep, in_use=self.images_in_use(), dry_run=dry_run)
+
+    def images_released(self, backend: str) -> None:
+        """A deployment stopped using an image (undeploy, rollout): apply the policy in the background."""
+        if backend == "docker":
+            self._background(self._prune_quietly())
+
+    async def _prune_quietly(self) -> None:
+        try:
+            pruned = await self.prune_images()
+        except BackendError as exc:
+            log.warning("unused images not removed: %s", exc)
+            return
+        if pruned.removed:
+            log.info("image policy (keep %d per model): removed %s", self.settings.docker.keep_images,
+                     ", ".join(pruned.removed))  # fmt: skip
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -245,6 +245,11 @@ class GcResult(Result):
     bytes_removed: int
     staging_removed: int
     dry_run: bool
+    images_removed: list[str] = Field(
+        default_factory=list, description="Docker image tags no deployment uses, beyond [docker] keep_images"
+    )
+    image_bytes_removed: int = Field(default=0, description="disk space the removed images held alone")
+    images_note: str = Field(default="", description="why images were not checked (the engine is away)")
 
 
 class DeploymentDetail(Result):

@@ -50,11 +50,6 @@ def _spec(model_dir: Path, tmp: Path, *, model: str = "doubler", digest: str = S
     return InstanceSpec(**args)
 
 
-@pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("wheelhouse")
-
-
 @pytest.fixture
 def engine() -> Iterator[docker.DockerClient]:
     problem = engine_problem()
