@@ -62,7 +62,7 @@ def assert_fits(text: str, width: int, *whole: str) -> None:
 
 def deployment(name: str = NAME, ref: str = REF, state: str = "running", version: int = 3) -> DeploymentInfo:
     return DeploymentInfo(
-        name=name, ref=ref, model=MODEL, version=version, backend="process", desired="running", state=state,  # type: ignore[arg-type]
+        name=name, ref=ref, model=MODEL, version=version, backend="process", desired="running", state=state,
         health="healthy", endpoint=ENDPOINT, port=40123, restarts=2, message="", env={}, options=ContainerOptions(),
         instance=None, created_at=NOW, updated_at=NOW, started_at=NOW - timedelta(hours=3),
     )  # fmt: skip
@@ -85,12 +85,14 @@ def test_ls_keeps_names_and_cuts_the_description_to_one_line() -> None:
     text = printed(80, render.models_table(result))
     assert_fits(text, 80, MODEL, "production→11")
     rows = [line for line in lines_of(text) if MODEL in line]
-    assert len(rows) == 1 and rows[0].endswith("…")  # one line, cut with an ellipsis
+    assert len(rows) == 1
+    assert rows[0].endswith("…")
     assert "Logistic regression" in rows[0]
     assert len(text.splitlines()) == 3  # header, the row, the caption: no description wrapped over 13 lines
 
     wide = printed(1000, render.models_table(result))
-    assert "cross-validation. …" in wide and "2026-11-27 14:30:00" in wide  # the first line whole, and "more"
+    assert "cross-validation. …" in wide
+    assert "2026-11-27 14:30:00" in wide
     assert "Second paragraph" not in wide
 
 
@@ -117,7 +119,7 @@ def test_ps_with_names_too_long_for_one_line_shows_each_deployment_as_a_block() 
 
 def test_ps_all_hosts_and_cluster_status_keep_hosts_names_and_endpoints() -> None:
     remote = r.RemoteDeployment(name=NAME, host_id="worker-02", host="worker-02.example", model=MODEL, version=3,
-                                ref=REF, backend="docker", state="running", health="healthy", endpoint=ENDPOINT)  # fmt: skip
+                                ref=REF, backend="docker", state="running", health="healthy", endpoint=ENDPOINT)
     listing = r.DeploymentList(items=[deployment()], remote=[remote])
     text = printed(100, deploy_cli.all_hosts_table(listing, "worker-01.example"))
     assert_fits(text, 100, "worker-01.example", "worker-02.example", NAME, ENDPOINT, "running")
@@ -138,7 +140,8 @@ def test_log_and_alias_history_keep_versions_and_aliases() -> None:
     versions = r.VersionList.of([summary(3), summary(2, message="first line\nsecond line", aliases=())], total=2)
     text = printed(80, render.versions_table(versions))
     assert_fits(text, 80, "production, staging", "retrained on")
-    assert "second line" not in text and "first line …" in text
+    assert "second line" not in text
+    assert "first line …" in text
     wide = printed(200, render.versions_table(versions))
     assert_fits(wide, 200, "sha256:abab", "dataset=wdbc-2026-11, owner=ml-platform-team", "alice", "120.6 KiB")
 
@@ -174,7 +177,8 @@ def test_alerts_and_rules_keep_deployment_rule_and_state(monkeypatch: pytest.Mon
 
 def test_metrics_lines_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     m = r.DeploymentMetrics(
-        deployment=NAME, window_seconds=3600, step_seconds=60, start=NOW, end=NOW, up=True, last_scrape=NOW, requests=12_345,
+        deployment=NAME, window_seconds=3600, step_seconds=60, start=NOW, end=NOW, up=True, last_scrape=NOW,
+        requests=12_345,
         request_rate=3.43, error_rate=0.001, client_error_rate=0.02, latency_p50_seconds=0.0012,
         latency_p95_seconds=0.0051, latency_p99_seconds=0.0123, labelled=1234, accuracy=0.951, precision=0.948,
         recall=0.944, f1=0.946,
@@ -194,7 +198,10 @@ def test_audit_keeps_who_what_and_result(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_kept_columns_stay_whole_even_on_a_very_narrow_terminal() -> None:
     text = printed(30, render.deployments_table(r.DeploymentList(items=[deployment()])))
-    assert NAME in text and REF in text and ENDPOINT in text and "…" not in text
+    assert NAME in text
+    assert REF in text
+    assert ENDPOINT in text
+    assert "…" not in text
 
 
 # -- control characters --------------------------------------------------------------------------------------------
