@@ -1,5 +1,6 @@
 """The README, executed: every ```bash block of README.md and docs/*.md runs as written, in order, on a fresh
-state directory, from a copy of the repository (so the files the blocks write stay out of the checkout).
+state directory, from a copy of the repository (so the files the blocks write stay out of the checkout) with
+the checkout's .venv linked in.
 Blocks that cannot run here are marked in the Markdown (``tests/integration/readme_blocks.py``)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, DaemonProcess, need
+from tests.integration.fresh_clone import fresh_env, repo_copy
 from tests.integration.readme_blocks import Block, MarkerError, bash_blocks
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -41,30 +43,6 @@ def test_a_misspelt_marker_is_an_error(tmp_path: Path) -> None:
     doc.write_text("<!-- readme-runner: skip (why) -->\n\nsome text\n```bash\ntrue\n```\n")
     with pytest.raises(MarkerError, match="without a bash block"):
         bash_blocks(doc)
-
-
-def repo_copy(dest: Path) -> Path:
-    """The repository's files as a fresh clone has them (tracked and new, not ignored), with the checkout's
-    .venv linked in: the README's ``.venv/bin/modeltui`` paths are relative to the repository root."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    (dest / ".venv").symlink_to(REPO / ".venv")
-    return dest
-
-
-def fresh_env(base: Path) -> dict[str, str]:
-    """A new user's environment: their own home, no modeltui settings, a fresh state directory and socket."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELTUI_", "XDG_"))}
-    (base / "home").mkdir()
-    env.update(HOME=str(base / "home"), MODELTUI_STATE_DIR=str(base / "state"),
-               MODELTUI_SOCKET=str(base / "run" / "modeltuid.sock"), PYTHONUNBUFFERED="1",
-               PATH=f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    return env
 
 
 def wait_until_up(url: str, server: subprocess.Popen[bytes], block: Block, output: Path) -> None:
@@ -119,7 +97,8 @@ def daemon_log_tail(env: dict[str, str]) -> str:
 def test_readme_and_docs_run_as_written(tmp_path: Path) -> None:
     need(shutil.which("curl") is not None, "curl (the README's runtime example uses it)")
     work = repo_copy(tmp_path / "repo")
-    env = fresh_env(tmp_path)
+    (work / ".venv").symlink_to(REPO / ".venv")  # the README's .venv/bin paths are relative to the root
+    env = fresh_env(tmp_path, REPO / ".venv" / "bin")
     ran = 0
     try:
         with servers() as started:
