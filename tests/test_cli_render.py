@@ -284,3 +284,16 @@ def test_show_ls_log_ps_alerts_audit_spell_out_control_characters(monkeypatch: p
     text += printed_by(monkeypatch, alerts_cli, 200, lambda: alerts_cli.show_alerts(alerts))
     assert_no_raw_controls(text)
     assert text.count("\\x1b[2J") >= 15
+
+
+def test_error_messages_spell_out_control_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeltui import cli
+
+    con, buffer = console(80)
+    monkeypatch.setattr(cli, "err", con)
+    with pytest.raises(SystemExit) as exited:
+        cli.fail(f"model {HOSTILE!s} not found [bold]", 3)
+    assert exited.value.code == 3
+    assert_no_raw_controls(buffer.getvalue())
+    assert "\\x1b[2J" in buffer.getvalue()
+    assert "[bold]" in buffer.getvalue()  # text, not markup
