@@ -105,4 +105,8 @@ with ``{"error": "...", "message": "..."}`` naming the row and column.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+__all__ = ["VERSION"]
+
+#: The runtime's version (``GET /version``); the same as the daemon's (a test keeps them equal). Kept here
+#: because Docker images hold this package without the rest of ``daemon``.
+VERSION = "0.1.0"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import VERSION
 from .batching import Batcher, Outcome
 from .drift import FeatureHistograms
 from .flavors import Model
@@ -16,12 +17,21 @@ from .labelled import MAX_PAGE, LabelledRows
 from .ledger import Ledger
 from .manifest import ServingManifest
 from .metrics import Metrics, feedback_key
-from .schema import InputError, Rows, Schema
+from .schema import InputError, Params, Rows, Schema
 
 MAX_FEEDBACK_ITEMS = 10_000
 INLINE_IDS = 1_000
-_ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 422: "INVALID_PARAMETER_VALUE"}
+_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    422: "INVALID_PARAMETER_VALUE",
+    501: "NOT_IMPLEMENTED",
+}
 _METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_TEXT = b"text/plain; charset=utf-8"
+_UTF8 = (b"utf-8", b"utf8")
+_BOM = "\ufeff"
+_PARQUET = (b"application/vnd.apache.parquet", b"application/x-parquet")
 _ENDPOINTS = {
     b"/predict": "/predict",
     b"/invocations": "/invocations",
@@ -31,6 +41,7 @@ _ENDPOINTS = {
     b"/health/live": "/health/live",
     b"/ping": "/ping",
     b"/metrics": "/metrics",
+    b"/version": "/version",
 }
 Route = Callable[[Connection, Request, bytes], None]
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -39,9 +50,39 @@ _ROWS_PARAMS = ("after", "limit")
 _loads = json.loads
 
 
-def error_body(status: int, message: str) -> bytes:
-    code = _ERROR_CODES.get(status) or ("INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
+def error_body(status: int, message: str, code: str | None = None) -> bytes:
+    if code is None:
+        code = _ERROR_CODES.get(status) or ("INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
     return _dumps({"error_code": code, "message": message}).encode()
+
+
+def _refuse(conn: Connection, req: Request, exc: InputError, mlflow: bool) -> None:
+    """Answer an input error; on MLflow's endpoint with MLflow's status (a schema error is its 400
+    ``INVALID_PARAMETER_VALUE``, where ``/predict`` says 422)."""
+    status = 400 if mlflow and exc.status == 422 else exc.status
+    code = "INVALID_PARAMETER_VALUE" if exc.status == 422 else None
+    conn.respond(req, status, error_body(status, exc.message, code))
+
+
+def _media_type(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A Content-Type's media type and its parameters, both lower case (values unquoted)."""
+    mime, _, rest = raw.partition(b";")
+    params = []
+    for part in rest.split(b";"):
+        name, _, value = part.partition(b"=")
+        name = name.strip().lower()
+        if name:
+            params.append((name, value.strip().strip(b'"').lower()))
+    return mime.strip().lower(), params
+
+
+def _unsupported_charset(params: list[tuple[bytes, bytes]]) -> str | None:
+    """The refusal of a declared charset other than UTF-8 (never guessed around), or None."""
+    for name, value in params:
+        if name == b"charset" and value not in _UTF8:
+            shown = value[:40].decode(errors="replace")
+            return f"the body is declared charset={shown}; only UTF-8 is accepted (send UTF-8, declare it or nothing)"
+    return None
 
 
 class App:
@@ -60,6 +101,8 @@ class App:
         """Keep the inputs of recent predictions (labelled rows for retraining); False saves the memory."""
         self.version_label = f"{manifest.name}:{version}"
         self.schema = Schema(manifest.inputs)
+        self.mlflow_schema = Schema(manifest.inputs, mlflow=True)
+        """``/invocations`` reads inputs by MLflow's rules (extra columns dropped, numeric strings)."""
         self.metrics = Metrics(manifest.name, version, manifest.flavor)
         self.ledger = Ledger()
         self.labelled = LabelledRows()
@@ -82,6 +125,7 @@ class App:
             b"/health/live": {b"GET": self._live},
             b"/ping": get,
             b"/metrics": {b"GET": self._metrics},
+            b"/version": {b"GET": self._version},
         }
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -100,18 +144,18 @@ class App:
         )
         self.metrics.ready = True
 
-    def _predict_rows(self, rows: Rows) -> list[Any]:
+    def _predict_rows(self, rows: Rows, params: Params | None) -> list[Any]:
         """In the predict worker thread: one batch through the model, then its inputs into the histograms."""
         assert self.model is not None
         batch = self.schema.to_array(rows)
         features = self.features
         if features is None:
-            return self.model.predict(batch)
+            return self.model.predict(batch, params)
         try:
             values = features.take(batch)
         except (TypeError, ValueError):  # not numbers after all: the model will say so, or succeed uncounted
             values = None
-        predictions = self.model.predict(batch)
+        predictions = self.model.predict(batch, params)
         features.observe(values)  # only batches the model predicted are counted
         return predictions
 
@@ -143,19 +187,40 @@ class App:
 
     def _not_ready(self, conn: Connection, req: Request) -> bool:
         if self.batcher is None:
-            conn.respond(req, 503, error_body(503, "the model is still loading"), extra=b"Retry-After: 1\r\n")
+            body = error_body(503, "the model is still loading; retry in a moment", "LOADING")
+            conn.respond(req, 503, body, extra=b"Retry-After: 1\r\n")
             return True
         return False
 
     @staticmethod
     def _json(conn: Connection, req: Request, body: bytes) -> tuple[bool, Any]:
+        """The body as JSON, decoded as UTF-8 (JSON's encoding): a declared charset other than UTF-8 is
+        refused with 415, a body that is not UTF-8 with 400; neither is ever guessed."""
+        if b";" in req.content_type:
+            refused = _unsupported_charset(_media_type(req.content_type)[1])
+            if refused is not None:
+                conn.respond(req, 415, error_body(415, refused))
+                return False, None
         try:
-            return True, _loads(body)
+            text = body.decode()
+        except UnicodeDecodeError as exc:
+            conn.respond(req, 400, error_body(400, f"the body is not UTF-8 (byte {exc.start}): JSON bodies are UTF-8"))
+            return False, None
+        if text.startswith(_BOM):
+            text = text[1:]
+        try:
+            return True, _loads(text)
         except RecursionError:
             conn.respond(req, 400, error_body(400, "malformed JSON: nested too deeply"))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             conn.respond(req, 400, error_body(400, f"malformed JSON: {str(exc)[:120]}"))
         return False, None
+
+    def _params_for_model(self, params: Params | None) -> Params | None:
+        """The params to hand the model: a model whose predict takes none ignores them, as in MLflow."""
+        if not params or self.model is None or not self.model.takes_params:
+            return None
+        return params
 
     # ---- predictions ------------------------------------------------------------------------------
 
@@ -166,45 +231,61 @@ class App:
         if not ok:
             return
         try:
+            params = self.schema.take_params(obj)
             rows = self.schema.from_predict(obj)
         except InputError as exc:
-            conn.respond(req, exc.status, error_body(exc.status, exc.message))
+            _refuse(conn, req, exc, False)
             return
         assert self.batcher is not None
-        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, False, rows))
+        self.batcher.submit(
+            rows, lambda outcome: self._answer(conn, req, outcome, False, rows), self._params_for_model(params)
+        )
 
     def _invocations(self, conn: Connection, req: Request, body: bytes) -> None:
+        """MLflow's scoring protocol; docs/deployments.md lists where it differs from MLflow's server."""
         if self._not_ready(conn, req):
             return
-        ctype = req.content_type.split(b";", 1)[0].strip().lower()
+        raw = req.content_type
+        if raw == b"application/json":  # the common case: no parameters to look at
+            mime = raw
+        else:
+            mime, media_params = _media_type(raw)
+            refused = _unsupported_charset(media_params) or _unknown_media_params(media_params)
+            if refused is not None:
+                conn.respond(req, 415, error_body(415, refused))
+                return
+        params: Params | None = None
         try:
-            if ctype == b"application/json":
+            if mime == b"application/json":
                 ok, obj = self._json(conn, req, body)
                 if not ok:
                     return
-                rows = self.schema.from_mlflow(obj)
-            elif ctype == b"text/csv":
-                rows = self.schema.from_csv(body)
+                params = self.mlflow_schema.take_params(obj)
+                rows = self.mlflow_schema.from_mlflow(obj)
+            elif mime == b"text/csv":
+                rows = self.mlflow_schema.from_csv(body)
+            elif mime in _PARQUET:
+                rows = self.mlflow_schema.from_parquet(body)
             else:
-                shown = ctype[:60].decode(errors="replace") or "none"
-                conn.respond(
-                    req,
-                    415,
-                    error_body(415, f"Content-Type must be application/json or text/csv, not {shown}"),
-                )
+                shown = mime[:60].decode(errors="replace") or "none"
+                message = f"Content-Type must be application/json, text/csv or {_PARQUET[0].decode()}, not {shown}"
+                conn.respond(req, 415, error_body(415, message))
                 return
         except InputError as exc:
-            conn.respond(req, exc.status, error_body(exc.status, exc.message))
+            _refuse(conn, req, exc, True)
             return
         assert self.batcher is not None
-        self.batcher.submit(rows, lambda outcome: self._answer(conn, req, outcome, True, rows))
+        self.batcher.submit(
+            rows, lambda outcome: self._answer(conn, req, outcome, True, rows), self._params_for_model(params)
+        )
 
     def _answer(self, conn: Connection, req: Request, outcome: Outcome, mlflow: bool, rows: Rows) -> None:
         if isinstance(outcome, BaseException):
-            if isinstance(outcome, ValueError | TypeError):
-                status, msg = 422, f"the model rejected the input: {str(outcome)[:300]}"
-            else:
-                status, msg = 500, f"the model failed: {type(outcome).__name__}: {str(outcome)[:300]}"
+            if isinstance(outcome, ValueError | TypeError):  # MLflow: 400 BAD_REQUEST for what the model refuses
+                status, msg = (400 if mlflow else 422), f"the model rejected the input: {str(outcome)[:300]}"
+                conn.respond(req, status, error_body(status, msg, "BAD_REQUEST" if mlflow else None))
+                return
+            status, msg = 500, f"the model failed: {type(outcome).__name__}: {str(outcome)[:300]}"
             conn.respond(req, status, error_body(status, msg))
             return
         labels = self.metrics.class_labels(outcome)
@@ -326,8 +407,24 @@ class App:
     def _live(self, conn: Connection, req: Request, body: bytes) -> None:
         conn.respond(req, 200, b'{"status":"ok"}')
 
+    def _version(self, conn: Connection, req: Request, body: bytes) -> None:
+        """MLflow's ``GET /version``: the server's version as bare text (``ScoringServerClient.get_version``)."""
+        conn.respond(req, 200, VERSION.encode(), content_type=_TEXT)
+
     def _metrics(self, conn: Connection, req: Request, body: bytes) -> None:
         conn.respond(req, 200, self.metrics.render(), content_type=_METRICS_TYPE)
+
+
+def _unknown_media_params(params: list[tuple[bytes, bytes]]) -> str | None:
+    """MLflow refuses Content-Type parameters other than charset (MLflow 1's ``format=pandas-split`` among
+    them: the format now goes in the body)."""
+    unknown = [name.decode(errors="replace")[:40] for name, _ in params if name != b"charset"]
+    if not unknown:
+        return None
+    return (
+        f"unrecognized Content-Type parameter {unknown[0]!r}: only charset is accepted; the input format goes "
+        "in the body (dataframe_split, dataframe_records, instances or inputs)"
+    )
 
 
 def _rows_query(query: bytes) -> tuple[int, int]:

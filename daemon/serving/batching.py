@@ -10,6 +10,8 @@
   batcher waits for them — at most ``max_wait`` after the first queued row arrived, and only within
   ``max_wait`` of the previous batch. ``max_wait = 0`` disables it (pure continuous batching).
 * If a batch fails, its requests are retried one by one in the worker, so one bad request fails alone.
+* A request with inference parameters (``params``) is a batch of its own: requests with different
+  parameters never share a predict call.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from collections.abc import Callable
 from typing import Any
 
 Rows = list[list[Any]]
+Params = dict[str, Any]
 Outcome = list[Any] | BaseException
 Callback = Callable[[Outcome], None]
-PredictRows = Callable[[Rows], list[Any]]
+PredictRows = Callable[[Rows, Params | None], list[Any]]
 Observe = Callable[[int, float], None]
+Job = tuple[Rows, Callback, Params | None]
 
 
 class Batcher:
@@ -45,14 +49,14 @@ class Batcher:
         self.max_batch_size = max(1, max_batch_size)
         self.max_wait = max(0.0, max_wait)
         self._observe = observe
-        self._queue: deque[tuple[Rows, Callback]] = deque()
+        self._queue: deque[Job] = deque()
         self._queued_rows = 0
         self._first_at = 0.0
         self._busy = False
         self._last_rows = 0
         self._last_done = -1e9
         self._timer: asyncio.TimerHandle | None = None
-        self._work: queue.SimpleQueue[list[tuple[Rows, Callback]] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="modeltui-predict", daemon=True)
         self._thread.start()
 
@@ -60,11 +64,11 @@ class Batcher:
     def busy(self) -> bool:
         return self._busy
 
-    def submit(self, rows: Rows, callback: Callback) -> None:
+    def submit(self, rows: Rows, callback: Callback, params: Params | None = None) -> None:
         """Queue one request's rows; ``callback`` gets its predictions (or the exception) on the loop."""
         if not self._queue:
             self._first_at = time.monotonic()
-        self._queue.append((rows, callback))
+        self._queue.append((rows, callback, params))
         self._queued_rows += len(rows)
         if not self._busy:
             self._maybe_dispatch()
@@ -100,8 +104,8 @@ class Batcher:
         q = self._queue
         jobs = [q.popleft()]
         rows = len(jobs[0][0])
-        limit = self.max_batch_size
-        while q and rows + len(q[0][0]) <= limit:
+        limit = self.max_batch_size if jobs[0][2] is None else 0
+        while q and rows + len(q[0][0]) <= limit and q[0][2] is None:
             job = q.popleft()
             rows += len(job[0])
             jobs.append(job)
@@ -111,13 +115,13 @@ class Batcher:
         self._busy = True
         self._work.put(jobs)
 
-    def _done(self, jobs: list[tuple[Rows, Callback]], outcomes: list[Outcome], rows: int, seconds: float) -> None:
+    def _done(self, jobs: list[Job], outcomes: list[Outcome], rows: int, seconds: float) -> None:
         self._busy = False
         self._last_rows = rows
         self._last_done = time.monotonic()
         if self._observe is not None:
             self._observe(rows, seconds)
-        for (_, callback), outcome in zip(jobs, outcomes, strict=True):
+        for (_, callback, _params), outcome in zip(jobs, outcomes, strict=True):
             with contextlib.suppress(Exception):  # a broken connection must not stop the batcher
                 callback(outcome)
         self._maybe_dispatch()
@@ -131,18 +135,19 @@ class Batcher:
             if jobs is None:
                 return
             t0 = time.perf_counter()
+            params = jobs[0][2]  # None unless the batch is one request with params
             if len(jobs) == 1:
                 all_rows = jobs[0][0]
             else:
                 all_rows = []
-                for job_rows, _ in jobs:
+                for job_rows, _, _ in jobs:
                     all_rows += job_rows
             outcomes: list[Outcome]
             try:
-                preds = predict(all_rows)
+                preds = predict(all_rows, params)
                 outcomes = []
                 start = 0
-                for job_rows, _ in jobs:
+                for job_rows, _, _ in jobs:
                     end = start + len(job_rows)
                     outcomes.append(preds[start:end] if len(jobs) > 1 else preds)
                     start = end
@@ -151,9 +156,9 @@ class Batcher:
                     outcomes = [exc]
                 else:
                     outcomes = []
-                    for job_rows, _ in jobs:
+                    for job_rows, _, _ in jobs:
                         try:
-                            outcomes.append(predict(job_rows))
+                            outcomes.append(predict(job_rows, None))
                         except Exception as one:
                             outcomes.append(one)
             seconds = time.perf_counter() - t0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,18 +30,23 @@ class Model:
     def __init__(
         self,
         flavor: str,
-        predict: Callable[[npt.NDArray[Any]], Any],
+        predict: Callable[..., Any],
         detail: str,
         classes: list[Any] | None = None,
+        *,
+        takes_params: bool = False,
     ) -> None:
         self.flavor = flavor
         self.detail = detail
         #: the labels a classifier can predict, when the model says (scikit-learn's ``classes_``)
         self.classes = classes
+        self.takes_params = takes_params
+        """``predict`` has a ``params`` argument: it gets a request's ``params`` (MLflow's inference
+        parameters); other models ignore them, as MLflow ignores them for a predict without one."""
         self._predict = predict
 
-    def predict(self, batch: npt.NDArray[Any]) -> list[Any]:
-        out = self._predict(batch)
+    def predict(self, batch: npt.NDArray[Any], params: dict[str, Any] | None = None) -> list[Any]:
+        out = self._predict(batch, params=params) if self.takes_params else self._predict(batch)
         if isinstance(out, tuple):
             out = list(out)
         if isinstance(out, np.ndarray):
@@ -173,4 +179,14 @@ def _load_python(model_dir: Path, manifest: ServingManifest) -> Model:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise LoadError(f"{file_part} has no function {func_name!r}")
-    return Model("python", func, f"{file_part}:{func_name}")
+    return Model("python", func, f"{file_part}:{func_name}", takes_params=_takes_params(func))
+
+
+def _takes_params(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` accepts a ``params`` keyword (MLflow's rule for passing inference parameters)."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin or C function without a signature
+        return False
+    param = parameters.get("params")
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)

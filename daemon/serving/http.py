@@ -1,5 +1,6 @@
 """A small HTTP/1.1 server on asyncio protocols: keep-alive, pipelining (answered in order),
-``Content-Length`` bodies only, header and body caps, idle and slow-request timeouts.
+``Content-Length`` or ``Transfer-Encoding: chunked`` bodies, header and body caps, idle and slow-request
+timeouts. Lines end in CRLF: a bare LF or CR in the head is refused at once (400), not waited on.
 
 One request per connection is handled at a time; the handler answers by calling
 :meth:`Connection.respond`, now or later (after a batch), and the next buffered request is parsed then.
@@ -16,6 +17,8 @@ from typing import Any
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 100
+MAX_CHUNK_LINE = 1024
+"""A chunk-size line (hex size and extensions) longer than this is refused."""
 MAX_BODY_BYTES = 16 * 1024 * 1024
 IDLE_TIMEOUT = 75.0
 REQUEST_TIMEOUT = 30.0
@@ -29,7 +32,7 @@ JSON = b"application/json"
 
 
 class Request:
-    __slots__ = ("close", "content_type", "expect", "http10", "length", "method", "path", "t0")
+    __slots__ = ("chunks", "close", "content_type", "expect", "http10", "length", "method", "path", "t0")
 
     def __init__(self) -> None:
         self.method = b""
@@ -40,6 +43,8 @@ class Request:
         self.expect = False
         self.length = 0
         self.t0 = 0.0
+        self.chunks: _Chunks | None = None
+        """The body's decoder when it comes chunked (``length`` is then the bytes decoded so far)."""
 
 
 class _Reject(Exception):
@@ -54,8 +59,79 @@ ErrorBody = Callable[[int, str], bytes]
 Record = Callable[[Request, int, float], None]
 
 
+class _Chunks:
+    """Decodes a chunked body from the front of the connection's buffer, as much as has arrived."""
+
+    __slots__ = ("done", "parts", "remaining", "trailers")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.remaining = -1  # bytes of the current chunk still to read (+2 for its CRLF); -1: a size line is next
+        self.trailers = False
+        self.done = False
+
+    def feed(self, buf: bytes, total: int, limit: int) -> tuple[bytes, int]:
+        """Consume what can be decoded; return the rest of ``buf`` and the body's decoded length so far.
+
+        Raises :class:`_Reject` on a malformed chunk or a body over ``limit``."""
+        while not self.done:
+            if self.trailers:
+                if buf.startswith(b"\r\n"):
+                    self.done = True
+                    return buf[2:], total
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEADER_BYTES:
+                        raise _Reject(431, f"the chunked body's trailer is larger than {MAX_HEADER_BYTES} bytes")
+                    return buf, total
+                self.done = True
+                return buf[end + 4 :], total
+            if self.remaining < 0:
+                nl = buf.find(b"\r\n", 0, MAX_CHUNK_LINE + 2)
+                if nl < 0:
+                    if len(buf) > MAX_CHUNK_LINE or b"\n" in buf:
+                        raise _Reject(400, "malformed chunk size line")
+                    return buf, total
+                size_text = buf[:nl].split(b";", 1)[0].strip(b" \t")
+                if not size_text or len(size_text) > 15 or size_text.strip(b"0123456789abcdefABCDEF"):
+                    raise _Reject(400, "malformed chunk size")
+                size = int(size_text, 16)
+                buf = buf[nl + 2 :]
+                if size == 0:
+                    self.trailers = True
+                    continue
+                if total + size > limit:
+                    raise _Reject(413, f"the chunked body is larger than the limit of {limit} bytes")
+                total += size
+                self.remaining = size + 2
+            if len(buf) < self.remaining:
+                return buf, total
+            end = self.remaining - 2
+            if buf[end : end + 2] != b"\r\n":
+                raise _Reject(400, "a chunk does not end with CRLF where its size says")
+            self.parts.append(buf[:end])
+            buf = buf[end + 2 :]
+            self.remaining = -1
+        return buf, total
+
+    def body(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+
+def _bare_line_end(data: bytes) -> bool:
+    """True if ``data`` holds an LF not preceded by CR (HTTP/1.1 lines end in CRLF)."""
+    i = data.find(b"\n")
+    while i >= 0:
+        if i == 0 or data[i - 1] != 13:
+            return True
+        i = data.find(b"\n", i + 1)
+    return False
+
+
 def _parse_head(head: bytes) -> Request:
     lines = head.split(b"\r\n")
+    if head.count(b"\n") != len(lines) - 1 or head.count(b"\r") != len(lines) - 1:
+        raise _Reject(400, "a line of the request head ends in a bare LF or CR: lines end in CRLF")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise _Reject(400, "malformed request line")
@@ -71,6 +147,7 @@ def _parse_head(head: bytes) -> Request:
     if len(lines) > MAX_HEADERS + 1:
         raise _Reject(431, f"more than {MAX_HEADERS} header fields")
     length: bytes | None = None
+    chunked = False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not name or name[-1:] in (b" ", b"\t") or name[:1] in (b" ", b"\t"):
@@ -84,7 +161,9 @@ def _parse_head(head: bytes) -> Request:
                 raise _Reject(400, "conflicting Content-Length fields")
             length = v
         elif n == b"transfer-encoding":
-            raise _Reject(411, "chunked or encoded request bodies are not supported: send Content-Length")
+            if value.strip().lower() != b"chunked" or chunked:
+                raise _Reject(501, "only Transfer-Encoding: chunked is supported (once, with no other coding)")
+            chunked = True
         elif n == b"connection":
             tokens = value.lower()
             if b"close" in tokens:
@@ -97,9 +176,15 @@ def _parse_head(head: bytes) -> Request:
             if value.strip().lower() != b"100-continue":
                 raise _Reject(417, "only Expect: 100-continue is supported")
             req.expect = True
-    if length is None:
+    if chunked:
+        if length is not None:
+            raise _Reject(400, "a request cannot have both Content-Length and Transfer-Encoding")
+        if req.http10:
+            raise _Reject(400, "Transfer-Encoding is not defined for HTTP/1.0: send Content-Length")
+        req.chunks = _Chunks()
+    elif length is None:
         if req.method in (b"POST", b"PUT", b"PATCH"):
-            raise _Reject(411, "a request body needs a Content-Length header")
+            raise _Reject(411, "a request body needs a Content-Length or Transfer-Encoding: chunked header")
         req.length = 0
     else:
         req.length = int(length)
@@ -185,7 +270,10 @@ class Connection(asyncio.Protocol):
                     end = buf.find(b"\r\n\r\n")
                     if end < 0:
                         self.buf = buf
-                        if len(buf) > MAX_HEADER_BYTES:
+                        if _bare_line_end(buf):  # the CRLFCRLF we wait for would never come
+                            self.buf = b""
+                            self.fail(400, "a line of the request head ends in a bare LF: lines end in CRLF")
+                        elif len(buf) > MAX_HEADER_BYTES:
                             self.fail(431, f"the request head is larger than {MAX_HEADER_BYTES} bytes")
                         return
                     if end > MAX_HEADER_BYTES:
@@ -202,16 +290,28 @@ class Connection(asyncio.Protocol):
                         self.fail(413, f"the body is {req.length} bytes; the limit is {self.server.max_body}")
                         return
                     self.pending = req
-                    if req.expect and len(self.buf) < req.length:
+                    if req.expect and (len(self.buf) < req.length or (req.chunks is not None and not self.buf)):
                         assert self.transport is not None
                         self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                n = req.length
-                if len(self.buf) < n:
-                    return
-                if n:
-                    body, self.buf = self.buf[:n], self.buf[n:]
+                if req.chunks is not None:
+                    try:
+                        self.buf, req.length = req.chunks.feed(self.buf, req.length, self.server.max_body)
+                    except _Reject as exc:
+                        self.buf = b""
+                        self.fail(exc.status, exc.message)
+                        return
+                    if not req.chunks.done:
+                        return
+                    body = req.chunks.body()
+                    req.chunks = None
                 else:
-                    body = b""
+                    n = req.length
+                    if len(self.buf) < n:
+                        return
+                    if n:
+                        body, self.buf = self.buf[:n], self.buf[n:]
+                    else:
+                        body = b""
                 self.pending = None
                 self.busy = True
                 req.t0 = time.perf_counter()

@@ -4,11 +4,17 @@ Every accepted payload becomes ``list[list[value]]``: one list per row, values i
 signature's inputs, already checked and converted (``null`` → NaN for doubles, integral floats → int for
 longs). Problems raise :class:`InputError` with a status (400 shape, 422 schema) and a message naming the
 row (0-based) and the column.
+
+A schema made with ``mlflow=True`` reads the way MLflow's scoring server does where that is safe: columns
+the signature does not name are dropped (pandas' unnamed index column among them), numeric strings
+(``"13.5"``) in number columns are converted, ``{"inputs": {col: scalar, ...}}`` is one row, and Parquet
+bodies are read (when pyarrow is installed).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -27,7 +33,9 @@ _INT64 = (-(2**63), 2**63 - 1)
 _INT32 = (-(2**31), 2**31 - 1)
 _FLOAT32_MAX = 3.4028234663852886e38
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+PARAMS_KEY = "params"
 Rows = list[list[Any]]
+Params = dict[str, Any]
 
 
 class InputError(Exception):
@@ -135,6 +143,21 @@ _CHECKERS: dict[str, Callable[[Any], Any]] = {
     "boolean": _boolean,
     "string": _string,
 }
+_NUMBER_TYPES = ("double", "float", "long", "integer")
+
+
+def _numeric_strings(ctype: str) -> Callable[[Any], Any]:
+    """The checker of a number column that also takes a number written as a string, as MLflow does."""
+    check = _CHECKERS[ctype]
+
+    def convert(v: Any) -> Any:
+        if type(v) is str:
+            if not v.strip():
+                raise _Bad(f"expected a number, got {_show(v)}")
+            return _csv_value(ctype, v)
+        return check(v)
+
+    return convert
 
 
 def _csv_value(ctype: str, text: str) -> Any:
@@ -169,13 +192,18 @@ def _csv_value(ctype: str, text: str) -> Any:
 class Schema:
     """The input signature, with the checks and the batch dtype it implies."""
 
-    def __init__(self, inputs: Sequence[Column], max_rows: int = MAX_ROWS) -> None:
+    def __init__(self, inputs: Sequence[Column], max_rows: int = MAX_ROWS, *, mlflow: bool = False) -> None:
         self.names = [c.name for c in inputs]
         self.types = [c.type for c in inputs]
         self.width = len(self.names)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.max_rows = max_rows
-        self._checks = [_CHECKERS[t] for t in self.types]
+        self.drop_extra = mlflow
+        """Columns the signature does not name are dropped (MLflow's rule), not refused."""
+        if mlflow:
+            self._checks = [_numeric_strings(t) if t in _NUMBER_TYPES else _CHECKERS[t] for t in self.types]
+        else:
+            self._checks = [_CHECKERS[t] for t in self.types]
         kinds = set(self.types)
         self._all_double = bool(kinds) and kinds <= {"double"}
         self.dtype: npt.DTypeLike | None
@@ -203,11 +231,12 @@ class Schema:
 
     def _check_row(self, i: int, row: list[Any]) -> list[Any]:
         """Validate one positional row (a fresh list the caller owns) and return it converted."""
+        checks: list[Callable[[Any], Any]]
         if self._all_double:
             # Fast path: all floats and none infinite (C-level scans).
             if all(type(v) is float for v in row) and _INF not in row and _NINF not in row:
                 return row
-            checks: list[Callable[[Any], Any]] = [_double] * self.width
+            checks = self._checks
         elif self.width:
             checks = self._checks
         else:
@@ -244,6 +273,13 @@ class Schema:
     def _no_names(self) -> InputError:
         return InputError(422, "the model has no input signature, so rows must be lists of values, not objects")
 
+    def _names_ok(self, keys: Any) -> bool:
+        """Whether ``keys`` (the columns a request names) fit the signature: exactly its names, or, for a
+        schema that drops extra columns, a superset of them."""
+        if len(keys) == self.width:
+            return all(n in keys for n in self.names)
+        return self.drop_extra and len(keys) > self.width and all(n in keys for n in self.names)
+
     def _missing_extra(self, where: str, keys: Any) -> InputError:
         missing = [n for n in self.names if n not in keys]
         if missing:
@@ -262,7 +298,7 @@ class Schema:
         for i, rec in enumerate(records):
             if type(rec) is not dict:
                 raise InputError(400, f"row {i}: expected an object of column: value, got {_show(rec)}")
-            if len(rec) != width:
+            if len(rec) != width and not (self.drop_extra and len(rec) > width):
                 raise self._missing_extra(f"row {i}", rec)
             try:
                 row = [rec[n] for n in names]
@@ -271,12 +307,14 @@ class Schema:
             out.append(self._check_row(i, row))
         return out
 
-    def from_columns(self, cols: dict[str, Any]) -> Rows:
+    def from_columns(self, cols: dict[str, Any], where: str = "inputs") -> Rows:
         if not self.width:
             raise self._no_names()
-        if len(cols) != self.width or any(n not in cols for n in self.names):
-            raise self._missing_extra("inputs", cols)
+        if not self._names_ok(cols):
+            raise self._missing_extra(where, cols)
         lists = [cols[n] for n in self.names]
+        if self.drop_extra and not any(type(v) in (list, dict) for v in lists):
+            return [self._check_row(0, lists)]  # MLflow reads {column: scalar, ...} as one row
         n = -1
         for name, values in zip(self.names, lists, strict=True):
             if type(values) is not list:
@@ -287,6 +325,16 @@ class Schema:
                 raise InputError(422, f"column {_name(name)} has {len(values)} values; the first column has {n}")
         self._count(n)
         return [self._check_row(i, list(row)) for i, row in enumerate(zip(*lists, strict=True))]
+
+    def _order(self, where: str, columns: list[str]) -> list[int]:
+        """Where each signature column is among ``columns`` (a header): refused when one is missing or named
+        twice, or when another column is there and this schema does not drop extras."""
+        named = [c for c in columns if c in self.index]
+        if len(set(named)) != len(named):
+            raise InputError(422, f"{where}: a column is named twice")
+        if len(named) != self.width or (len(columns) != self.width and not self.drop_extra):
+            raise self._missing_extra(where, columns)
+        return [columns.index(n) for n in self.names]
 
     def from_split(self, split: Any) -> Rows:
         if type(split) is not dict:
@@ -304,13 +352,9 @@ class Schema:
             raise InputError(400, "dataframe_split.columns must be a list of column names")
         if not self.width:
             raise self._no_names()
-        if len(columns) != self.width or len(set(columns)) != len(columns) or any(c not in self.index for c in columns):
-            if len(set(columns)) != len(columns):
-                raise InputError(422, "dataframe_split.columns names a column twice")
-            raise self._missing_extra("dataframe_split.columns", columns)
         if columns == self.names:
             return self.from_lists(data)
-        order = [columns.index(n) for n in self.names]
+        order = self._order("dataframe_split.columns", columns)
         self._count(len(data))
         out: Rows = []
         for i, row in enumerate(data):
@@ -337,12 +381,8 @@ class Schema:
         header = [h.strip() for h in header]
         if not self.width:
             raise self._no_names()
-        if len(header) != self.width or set(header) != set(self.names) or len(set(header)) != len(header):
-            if len(set(header)) != len(header):
-                raise InputError(422, "the CSV header names a column twice")
-            raise self._missing_extra("CSV header", header)
+        order = self._order("CSV header", header)
         self._count(len(data))
-        order = [header.index(n) for n in self.names]
         types = self.types
         out: Rows = []
         for i, rec in enumerate(data):
@@ -358,6 +398,23 @@ class Schema:
             out.append(row)
         return out
 
+    def from_parquet(self, body: bytes) -> Rows:
+        """A Parquet file (pandas' ``df.to_parquet()``), read with pyarrow when the environment has it."""
+        try:
+            pa: Any = importlib.import_module("pyarrow")
+            pq: Any = importlib.import_module("pyarrow.parquet")
+        except ImportError:
+            raise InputError(
+                415,
+                "Parquet input needs pyarrow, which this runtime's Python environment does not have: "
+                "send application/json or text/csv, or add pyarrow to the model's requirements",
+            ) from None
+        try:
+            columns = pq.read_table(pa.BufferReader(body)).to_pydict()
+        except Exception as exc:  # pyarrow's errors have no common base worth naming
+            raise InputError(400, f"malformed Parquet: {str(exc)[:200]}") from None
+        return self.from_columns(columns, "the Parquet columns")
+
     # ---- payloads ----------------------------------------------------------------------------------
 
     def from_inputs(self, value: Any, where: str = "inputs") -> Rows:
@@ -368,6 +425,19 @@ class Schema:
         if type(value) is dict:
             return self.from_columns(value)
         raise InputError(400, f"{where} must be a list of rows or an object of columns, got {_show(value)}")
+
+    @staticmethod
+    def take_params(obj: Any) -> Params | None:
+        """Remove and return the ``params`` beside the data (MLflow's inference parameters): an object,
+        or null for none."""
+        if type(obj) is not dict or PARAMS_KEY not in obj:
+            return None
+        params = obj.pop(PARAMS_KEY)
+        if params is None:
+            return None
+        if type(params) is not dict:
+            raise InputError(400, f"params must be an object of name: value, got {_show(params)}")
+        return params
 
     def from_predict(self, obj: Any) -> Rows:
         if type(obj) is not dict or "inputs" not in obj:

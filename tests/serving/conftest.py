@@ -24,9 +24,11 @@ EXAMPLE = REPO / "examples" / "breast_cancer"
 class Serving:
     """One serving process; ``start`` returns once it printed ``LISTENING`` (and, by default, is ready)."""
 
-    def __init__(self, model_dir: Path, log: Path) -> None:
+    def __init__(self, model_dir: Path, log: Path, python: str = sys.executable) -> None:
         self.model_dir = model_dir
         self.log = log
+        self.python = python
+        """The interpreter that runs the runtime (another venv's, to try what this one lacks)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -34,7 +36,7 @@ class Serving:
         err = open(self.log, "ab")  # noqa: SIM115 - closed right after the child inherits it
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.serving", "--model-dir", str(self.model_dir), "--port", "0", *args],
+            [self.python, "-m", "daemon.serving", "--model-dir", str(self.model_dir), "--port", "0", *args],
             stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO,
         )
         err.close()
@@ -117,9 +119,10 @@ class Serving:
 
 
 def send(
-    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | str | dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
+    conn: http.client.HTTPConnection, method: str, path: str,
+    body: bytes | str | dict[str, Any] | Iterator[bytes] | None = None, headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
+    """One request on ``conn``; a dict is sent as JSON, an iterator of bytes chunked."""
     hdrs = dict(headers or {})
     if isinstance(body, dict):
         body = json.dumps(body).encode()
@@ -158,8 +161,8 @@ def write_python_model(path: Path, code: str, *, inputs: str, outputs: str = "",
 def serving_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[Serving] = []
 
-    def make(model_dir: Path) -> Serving:
-        s = Serving(model_dir, tmp_path / f"serving-{len(started)}.err")
+    def make(model_dir: Path, python: str = sys.executable) -> Serving:
+        s = Serving(model_dir, tmp_path / f"serving-{len(started)}.err", python)
         started.append(s)
         return s
 

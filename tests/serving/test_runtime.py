@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import skops.io as sio
 
 from tests.conftest import need
 
-from .conftest import EXAMPLE, Serving, metric, send, write_python_model
+from .conftest import EXAMPLE, Serving, copy_example, metric, send, write_python_model
 
 pytestmark = pytest.mark.integration
 
@@ -196,13 +197,13 @@ def _bad_cases() -> list[tuple[str, str, bytes, str, int, str]]:
         ("mlflow-two-formats", "/invocations", b({"instances": [row], "inputs": [row]}), j, 400, "exactly one of"),
         ("mlflow-no-format", "/invocations", b({"rows": [row]}), j, 400, "exactly one of"),
         ("mlflow-split-missing-column", "/invocations",
-         b({"dataframe_split": {"columns": COLUMNS[:29], "data": [row[:29]]}}), j, 422, "worst fractal dimension"),
+         b({"dataframe_split": {"columns": COLUMNS[:29], "data": [row[:29]]}}), j, 400, "worst fractal dimension"),
         ("mlflow-records-wrong-type", "/invocations",
-         b({"dataframe_records": [{**rec, "mean texture": "high"}]}), j, 422, "column 'mean texture'"),
+         b({"dataframe_records": [{**rec, "mean texture": "high"}]}), j, 400, "column 'mean texture'"),
         ("mlflow-wrong-content-type", "/invocations", b({"inputs": [row]}), "text/plain", 415, "Content-Type"),
         ("csv-bad-number", "/invocations",
          (",".join(f'"{c}"' for c in COLUMNS) + "\n" + ",".join(["abc"] + [str(v) for v in row[1:]]) + "\n").encode(),
-         "text/csv", 422, "row 0, column 'mean radius'"),
+         "text/csv", 400, "row 0, column 'mean radius'"),
         ("feedback-malformed", "/feedback", b({"label": 1}), j, 400, "id"),
         ("feedback-bad-label", "/feedback", b({"id": "x", "label": [1]}), j, 422, "label"),
     ]
@@ -266,8 +267,8 @@ def test_protocol_errors(example_server: Serving) -> None:
         pytest.fail("the connection was reset before the 413 could be read")
     finally:
         conn.close()
-    chunked = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    assert _raw_status(example_server.raw(chunked)) == 411
+    gzipped = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+    assert _raw_status(example_server.raw(gzipped)) == 501
     assert _raw_status(example_server.raw(b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")) == 411
     assert _raw_status(example_server.raw(b"GARBAGE\r\n\r\n")) == 400
     assert _raw_status(example_server.raw(b"GET / HTTP/2.0\r\n\r\n")) == 505
@@ -355,3 +356,83 @@ def test_concurrent_requests_are_batched_and_all_correct(example_server: Serving
     assert rows == n * rounds
     assert batches < rows  # some batches held more than one request
     assert singles < batches
+
+
+GATED_MODEL = """
+import pathlib, time
+
+_gate = pathlib.Path(__file__).with_name("gate")
+_deadline = time.monotonic() + 60
+while not _gate.exists() and time.monotonic() < _deadline:  # loading takes until the test opens the gate
+    time.sleep(0.02)
+
+
+def predict(X):
+    return [0] * len(X)
+"""
+
+
+def test_a_loading_model_answers_503_loading(tmp_path: Path, serving_factory: Any) -> None:
+    model = write_python_model(tmp_path / "m", GATED_MODEL, inputs='{ name = "x", type = "double" }')
+    s = serving_factory(model).start(ready=False)
+    for path, body in (("/predict", {"inputs": [[1.0]]}), ("/invocations", {"inputs": [[1.0]]})):
+        status, headers, data = s.request("POST", path, body)
+        assert (status, json.loads(data)["error_code"]) == (503, "LOADING"), data
+        assert headers["retry-after"] == "1"
+    status, out = s.json("GET", "/health")
+    assert (status, out["status"]) == (503, "loading")
+    (model / "gate").touch()
+    s.wait_ready()
+    status, out = s.json("POST", "/predict", {"inputs": [[1.0]]})
+    assert (status, out["predictions"]) == (200, [0])
+
+
+def test_the_example_polled_from_its_start_is_loading_then_ready(tmp_path: Path, serving_factory: Any) -> None:
+    """The issue's reproduction: the standalone runtime on the example, polled as soon as it listens."""
+    s = serving_factory(copy_example(tmp_path / "example")).start(ready=False)
+    seen: list[tuple[int, str]] = []
+    body = {"dataframe_split": {"columns": COLUMNS, "data": ROWS[:1]}}
+    for _ in range(3000):
+        status, _, data = s.request("POST", "/invocations", body)
+        if status == 200:
+            break
+        seen.append((status, json.loads(data)["error_code"]))
+        time.sleep(0.01)
+    assert status == 200
+    assert all(answer == (503, "LOADING") for answer in seen), set(seen)
+
+
+def test_a_declared_charset_is_honoured_never_guessed(example_server: Serving) -> None:
+    utf16 = json.dumps({"inputs": [ROWS[0]]}).encode("utf-16")
+    declared = {"Content-Type": "application/json; charset=utf-16"}
+    for path in ("/predict", "/invocations", "/feedback"):
+        status, _, data = example_server.request("POST", path, utf16, declared)
+        assert status == 415, (path, data)
+        assert "charset=utf-16" in json.loads(data)["message"]
+        status, _, data = example_server.request("POST", path, utf16, {"Content-Type": "application/json"})
+        assert status == 400, (path, data)
+        assert "not UTF-8" in json.loads(data)["message"]
+    latin = json.dumps({"inputs": [ROWS[0]]}).encode()
+    status, _, _ = example_server.request("POST", "/predict", latin, {"Content-Type": "text/json; charset=latin-1"})
+    assert status == 415
+    bom = b"\xef\xbb\xbf" + latin  # a UTF-8 byte order mark is UTF-8 still
+    status, _, _ = example_server.request("POST", "/predict", bom, {"Content-Type": "application/json; charset=utf-8"})
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health HTTP/1.1\n\n",
+        b"GET /health HTTP/1.1\nHost: x\n\n",
+        b"GET /health HTTP/1.1\r\nHost: x\n\n",
+        b"GET /health HTTP/1.1\r\nHost: x\nX-Other: y\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\rX-Other: y\r\n\r\n",
+    ],
+    ids=["request-line", "all-lines", "header-line", "inside-a-complete-head", "bare-cr"],
+)
+def test_a_bare_line_feed_is_refused_at_once(example_server: Serving, head: bytes) -> None:
+    # The server must answer without waiting for more: the client reads for less than the 30 s request timeout.
+    resp = example_server.raw(head, read_timeout=10)
+    assert _raw_status(resp) == 400, resp
+    assert b"CRLF" in resp
