@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,10 +52,32 @@ CANCEL_WAIT_S = 30.0
 ALL = "*"
 #: Alert rules every deployment has (daemon/monitor/alerts.py).
 BUILTIN_ALERTS = frozenset({"down", "errors"})
+#: Metrics any classifier / any regressor can be scored on: a searched challenger records those of them the
+#: champion's ``[metrics]`` has (roc_auc only as the gate's metric: it needs a binary ``predict_proba``).
+RECORDABLE = (frozenset({"accuracy", "precision", "recall", "f1"}), frozenset({"mae", "rmse", "r2"}))
 
 
 def _dt(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def recorded_metrics(gate: str, champion_dir: Path) -> list[str]:
+    """What a searched challenger is scored on: the gate's metric, and the champion's ``[metrics]`` of its kind
+    (so ``diff`` compares the same figures)."""
+    champion = parse_manifest((champion_dir / MANIFEST_FILE).read_bytes()).metrics
+    kind = next((k for k in RECORDABLE if gate in k), frozenset())
+    return [gate, *sorted(m for m in champion if m in kind and m != gate)]
+
+
+def record_metrics(model_dir: Path, values: dict[str, float]) -> None:
+    """The challenger's own ``[metrics]``, measured on the run's holdout, in place of the champion's copied
+    by the search."""
+    import tomli_w
+
+    path = model_dir / MANIFEST_FILE
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    raw["metrics"] = {k: round(v, 6) for k, v in values.items()}
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
 
 
 class RunStore:
@@ -460,9 +483,14 @@ class Maintenance:
             data = train_csv if p.data == pol.FEEDBACK else data
             holdout = holdout_csv if p.holdout == pol.FEEDBACK else holdout
 
-        def score(model_dir: Path) -> tuple[float, tuple[str, dict[str, float]]]:
-            got = evaluate(model_dir, holdout, target, [p.metric], limits, logfile, token)
+        def score(model_dir: Path, metrics: list[str] | None = None) -> tuple[float, tuple[str, dict[str, float]]]:
+            got = evaluate(model_dir, holdout, target, metrics or [p.metric], limits, logfile, token)
             return got[p.metric], (f"{p.metric} {got[p.metric]:.6f} on {p.holdout}", got)
+
+        def score_searched(model_dir: Path) -> tuple[float, tuple[str, dict[str, float]]]:
+            got = score(model_dir, recorded_metrics(p.metric, champ_dir))
+            record_metrics(model_dir, got[1][1])
+            return got
 
         run, champ_score = await self._step(run, "evaluate_champion", lambda: score(champ_dir))
         run = run.model_copy(update={"champion_score": champ_score})
@@ -488,7 +516,8 @@ class Maintenance:
             run, chal_dir = await self._step(run, "search", searched)
         else:
             run, chal_dir = await self._step(run, "train", make)
-        run, chal_score = await self._step(run, "evaluate_challenger", lambda: score(chal_dir))
+        score_challenger = score_searched if p.search is not None else score
+        run, chal_score = await self._step(run, "evaluate_challenger", lambda: score_challenger(chal_dir))
         run = run.model_copy(update={"challenger_score": chal_score})
         better, verdict = gate(p, champ_score, chal_score)
 

@@ -11,8 +11,10 @@ order, converted like the runtime converts CSV), and runs scikit-learn's ``Halvi
 the gate metric's scorer (:data:`daemon.maintain.space.SCORING`) over a clone of the champion's estimator (or
 the spec's ``estimator`` class). The refitted best estimator becomes the challenger in ``OUT_DIR`` (an empty
 directory): every other file of the champion's directory, the model under the champion's ``model_file`` name
-(skops for ``.skops``, else joblib), and the champion's manifest with ``[params]`` updated with the best
-parameters and ``trusted`` extended by the types the new file needs (unless ``trusted = true``).
+(skops for ``.skops``, else joblib), and the champion's manifest with ``[params]`` saying what the challenger
+is (:func:`challenger_params`) and ``trusted`` extended by the types the new file needs (unless
+``trusted = true``). Its ``[metrics]`` are the champion's until the daemon scores it on the holdout and
+records its own (``daemon/maintain/engine.py``).
 
 On success it prints one JSON line on stdout: ``{"best_params": {...}, "cv_score": S, "candidates": n,
 "evaluations": e, "fits": f, "seconds": t}``: ``candidates`` counts distinct parameter settings,
@@ -183,8 +185,63 @@ def _manifest_value(value: Any) -> bool | int | float | str:
     return plain  # type: ignore[no-any-return]
 
 
+def _short_names(effective: dict[str, Any]) -> dict[str, str]:
+    """A Pipeline's ``step__param`` names by their last part, where that part names one parameter only."""
+    found: dict[str, list[str]] = {}
+    for full in effective:
+        found.setdefault(full.rpartition("__")[2], []).append(full)
+    return {short: names[0] for short, names in found.items() if len(names) == 1}
+
+
+def _scalar(value: Any) -> bool:
+    plain = value.item() if isinstance(value, np.generic) else value
+    return plain is None or isinstance(plain, bool | int | float | str)
+
+
+def challenger_params(
+    champion: dict[str, Any], best: Any, best_params: dict[str, Any], same_estimator: bool
+) -> dict[str, Any]:
+    """The challenger's ``[params]``: its effective parameters, in the champion's names where they name the same
+    ones, so ``diff`` compares like with like (``C = 1.0`` → ``C = 3.77``, never a stale ``C = 1.0`` beside
+    ``clf__C = 3.77``).
+
+    A champion key that names a parameter of the refitted estimator (exactly, or as the last part of one
+    ``step__param``) gets that parameter's value; other champion keys (descriptions, the training script's
+    own) stay as they were. Searched parameters no champion key names are added by their full names. With
+    another estimator class nothing of the champion's describes the challenger: ``estimator`` (its class name)
+    and the searched parameters."""
+    effective: dict[str, Any] = best.get_params(deep=True)
+    if not same_estimator:
+        params: dict[str, Any] = {"estimator": type(best).__name__}
+        covered: set[str] = set()
+    else:
+        params, covered = {}, set()
+        shorts = _short_names(effective)
+        for key, value in champion.items():
+            full = key if key in effective else shorts.get(key)
+            if full is not None and _scalar(effective[full]):
+                params[key] = _manifest_value(effective[full])
+                covered.add(full)
+            else:
+                params[key] = value
+    for key, value in best_params.items():
+        if key in covered:
+            continue
+        if len(key) > PARAM_KEY_MAX:
+            print(f"parameter {key!r} is too long a name for [params]; left out", file=sys.stderr)
+            continue
+        params[key] = _manifest_value(value)
+    return params
+
+
 def write_challenger(
-    champion_dir: Path, model_file: str, out: Path, best: Any, best_params: dict[str, Any], trusted: Any
+    champion_dir: Path,
+    model_file: str,
+    out: Path,
+    best: Any,
+    best_params: dict[str, Any],
+    trusted: Any,
+    same_estimator: bool = True,
 ) -> None:
     rel = Path(model_file)
     source_model = resolve_inside(champion_dir, model_file).resolve()
@@ -228,13 +285,7 @@ def write_challenger(
     import tomli_w
 
     raw = tomllib.loads((champion_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-    params = dict(raw.get("params") or {})
-    for key, value in best_params.items():
-        if len(key) > PARAM_KEY_MAX:
-            print(f"parameter {key!r} is too long a name for [params]; left out", file=sys.stderr)
-            continue
-        params[key] = _manifest_value(value)
-    raw["params"] = params
+    raw["params"] = challenger_params(dict(raw.get("params") or {}), best, best_params, same_estimator)
     if new_trusted is not trusted:
         raw["trusted"] = new_trusted
     (out / MANIFEST_FILE).write_text(tomli_w.dumps(raw), encoding="utf-8")
@@ -319,7 +370,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         best_score = -best_score
     best_params = {k: _plain(v) for k, v in search.best_params_.items()}
     write_challenger(
-        model_dir, manifest.model_file, out, search.best_estimator_, search.best_params_, _trusted(model_dir)
+        model_dir,
+        manifest.model_file,
+        out,
+        search.best_estimator_,
+        search.best_params_,
+        _trusted(model_dir),
+        same_estimator=spec.estimator is None,
     )
     evaluations = len(search.cv_results_["params"])  # halving evaluates survivors again on more rows
     candidates = len({json.dumps(p, sort_keys=True, default=repr) for p in search.cv_results_["params"]})

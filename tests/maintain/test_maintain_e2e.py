@@ -214,10 +214,23 @@ def test_the_built_in_search_makes_a_challenger_that_is_gated_pushed_and_promote
     assert "halving search: cv f1" in searched["message"]
     assert "OMP_NUM_THREADS=1" in Path(got["log"]).read_text()  # one thread per fit: the host keeps serving
     assert got["challenger_score"] >= got["champion_score"] + 0.01
-    # The challenger's manifest records the parameters it was searched to.
-    params = cli_json(d, "show", f"{MODEL}:2")["params"]
-    assert 0.001 <= params["clf__C"] <= 100
-    assert params["clf__C"] != cli_json(d, "show", f"{MODEL}:1")["params"]["C"]
+    # The challenger's manifest records the parameters it was searched to, in the champion's names (its C is
+    # the pipeline's clf__C: no stale C = 1.0 beside clf__C), and its own metrics on the run's holdout.
+    champion, challenger = (cli_json(d, "show", f"{MODEL}:{n}") for n in (1, 2))
+    searched_c = float(searched["message"].split("clf__C=")[1].split(",")[0])
+    assert challenger["params"]["C"] == pytest.approx(searched_c)
+    assert "clf__C" not in challenger["params"]
+    assert set(challenger["metrics"]) == set(champion["metrics"]) == {"accuracy", "precision", "recall", "f1"}
+    assert challenger["metrics"]["f1"] == pytest.approx(got["challenger_score"], abs=1e-6)
+    assert searched["name"] == "search"
+    assert got["steps"][2]["figures"] == pytest.approx(challenger["metrics"], abs=1e-6)
+    # So diff shows real deltas (it showed +0 for every metric and no change of C).
+    diff = cli_json(d, "diff", f"{MODEL}:1", f"{MODEL}:2")
+    c = next(x for x in diff["params"] if x["key"] == "C")
+    assert (c["a"], c["b"]) == (1.0, pytest.approx(searched_c))
+    f1 = next(x for x in diff["metrics"] if x["key"] == "f1")
+    assert f1["delta"] == pytest.approx(challenger["metrics"]["f1"] - champion["metrics"]["f1"], abs=1e-6)
+    assert f1["delta"] != 0
 
 
 @pytest.mark.parametrize(

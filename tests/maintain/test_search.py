@@ -120,10 +120,13 @@ def test_search_makes_a_challenger_the_runtime_loads(example_dir: Path, tmp_path
     assert (out / "model.skops").read_bytes() != (example_dir / "model.skops").read_bytes()
     old = tomllib.loads((example_dir / "modeltui.toml").read_text())
     new = tomllib.loads((out / "modeltui.toml").read_text())
-    assert new["params"]["clf__C"] == result["best_params"]["clf__C"]
+    # [params] are the challenger's effective ones, in the champion's names: C is the searched clf__C.
+    assert new["params"]["C"] == result["best_params"]["clf__C"]
+    assert "clf__C" not in new["params"]
     weight = result["best_params"]["clf__class_weight"]
     assert new["params"]["clf__class_weight"] == ("None" if weight is None else weight)
-    assert {k: v for k, v in new["params"].items() if not k.startswith("clf__")} == old["params"]
+    unchanged = {k: v for k, v in old["params"].items() if k != "C"}
+    assert {k: v for k, v in new["params"].items() if k not in ("C", "clf__class_weight")} == unchanged
     del new["params"], old["params"]
     assert new == old  # trusted unchanged: nothing new to trust
     got = evaluate(out, example_dir / "eval.csv", "target", ["f1", "roc_auc"], FAST, tmp_path / "eval.log")
@@ -145,9 +148,25 @@ def test_another_estimator_extends_trusted(example_dir: Path, tmp_path: Path) ->
     assert 1 <= result["best_params"]["max_depth"] <= 6
     new = tomllib.loads((out / "modeltui.toml").read_text())
     assert "sklearn.tree._tree.Tree" in new["trusted"]
-    assert new["params"]["max_depth"] == result["best_params"]["max_depth"]
+    # Nothing of the champion's LogisticRegression parameters describes a decision tree.
+    assert new["params"] == {"estimator": "DecisionTreeClassifier", **result["best_params"]}
     got = evaluate(out, example_dir / "eval.csv", "target", ["accuracy"], FAST, tmp_path / "eval.log")
     assert 0.8 < got["accuracy"] <= 1.0
+
+
+def test_challenger_params_are_the_effective_ones_in_the_champions_names() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from daemon.maintain.search import challenger_params
+
+    champion = {"estimator": "LogisticRegression", "scaler": "StandardScaler", "C": 1.0, "solver": "lbfgs",
+                "max_iter": 1000, "test_size": 0.25}  # fmt: skip
+    best = Pipeline([("scaler", StandardScaler()), ("clf", LogisticRegression(C=3.77, max_iter=1000))])
+    got = challenger_params(champion, best, {"clf__C": 3.77, "clf__class_weight": None}, same_estimator=True)
+    assert got == {"estimator": "LogisticRegression", "scaler": "StandardScaler", "C": 3.77, "solver": "lbfgs",
+                   "max_iter": 1000, "test_size": 0.25, "clf__class_weight": "None"}  # fmt: skip
 
 
 @pytest.mark.integration
