@@ -21,6 +21,8 @@ MAX_UPLOAD_FILES = 128
 MAX_CHECKOUT_FILES = 128
 #: A push lists every file in one frame; 50,000 entries stay well inside the frame cap.
 MAX_PUSH_FILES = 50_000
+#: A century: a longer grace period means "keep everything" just as well (and overflows date arithmetic).
+MAX_GC_GRACE_SECONDS = 100 * 366 * 86_400
 
 
 class _Request(BaseModel):
@@ -221,7 +223,7 @@ class Rollback(_Request):
 class Gc(_Request):
     op: Literal["store.gc"] = "store.gc"
     dry_run: bool = False
-    grace_seconds: Count | None = None
+    grace_seconds: Annotated[int, Field(ge=0, le=MAX_GC_GRACE_SECONDS)] | None = None
 
 
 class Deploy(_Request):

@@ -328,24 +328,37 @@ def manifest(name: str, extra: str = "") -> bytes:
     return f'name = "{name}"\nflavor = "sklearn"\nmodel_file = "model.skops"\n{extra}'.encode()
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"op": "models.list", "offset": TOO_BIG}, "offset"),
-        ({"op": "aliases.set", "name": "m", "alias": "prod", "version": TOO_BIG}, "version"),
-        ({"op": "aliases.set", "name": "m", "alias": "prod", "version": -TOO_BIG - 1}, "version"),
-        ({"op": "maintain.show", "run": TOO_BIG}, "run"),
-        ({"op": "store.gc", "grace_seconds": TOO_BIG}, "grace_seconds"),
-        ({"op": "versions.log", "name": "m", "offset": TOO_BIG}, "offset"),
-    ],
-)
-def test_integers_beyond_64_bits_are_invalid_naming_the_field(
-    daemon: DaemonProcess, body: dict[str, Any], field: str
+OUT_OF_RANGE = [
+    ({"op": "models.list", "offset": TOO_BIG}, "offset"),
+    ({"op": "aliases.set", "name": "m", "alias": "prod", "version": TOO_BIG}, "version"),
+    ({"op": "aliases.set", "name": "m", "alias": "prod", "version": -TOO_BIG - 1}, "version"),
+    ({"op": "maintain.show", "run": TOO_BIG}, "run"),
+    ({"op": "store.gc", "grace_seconds": TOO_BIG}, "grace_seconds"),
+    ({"op": "versions.log", "name": "m", "offset": TOO_BIG}, "offset"),
+]
+IN_RANGE = [
+    {"op": "models.list", "offset": TOO_BIG - 1},
+    {"op": "aliases.set", "name": "m", "alias": "prod", "version": TOO_BIG - 1},
+    {"op": "maintain.show", "run": TOO_BIG - 1},
+    {"op": "maintain.decide", "run": TOO_BIG - 1, "approve": False},
+    {"op": "store.gc", "grace_seconds": TOO_BIG - 1},
+    {"op": "versions.log", "name": "m", "offset": TOO_BIG - 1},
+    {"op": "versions.checkout", "ref": "m", "offset": TOO_BIG - 1},
+]
+
+
+def test_integers_beyond_64_bits_are_invalid_naming_the_field_and_the_largest_are_answered(
+    daemon: DaemonProcess, tmp_path: Path
 ) -> None:
+    assert daemon.cli("push", str(make_model_dir(tmp_path / "m", "m"))).returncode == 0
     c = RawClient(daemon.socket)
-    reply = c.request(body)
-    assert reply["code"] == "INVALID", reply
-    assert f"{field}: " in reply["message"]
+    for body, field in OUT_OF_RANGE:
+        reply = c.request(body)
+        assert reply["code"] == "INVALID", reply
+        assert f"{field}: " in reply["message"]
+    for body in IN_RANGE:  # a typed answer (a result, NOT_FOUND, INVALID…), never INTERNAL
+        reply = c.request(body)
+        assert reply.get("code") != "INTERNAL", reply
     assert_serving(daemon)
 
 
