@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -150,6 +151,8 @@ class Handlers:
         try:
             await asyncio.to_thread(self.audit.record, uid=c.uid, user=c.user, pid=c.pid, op=request.op,
                                     fields=fields, result=result, message=message)  # fmt: skip
+        except sqlite3.OperationalError as exc:  # a full disk or a busy database: said in one line
+            log.warning("could not write the audit entry of %s by %s: %s", request.op, c.user, exc)
         except Exception:
             log.exception("could not write the audit entry of %s by %s", request.op, c.user)
 

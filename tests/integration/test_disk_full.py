@@ -59,6 +59,8 @@ def test_a_full_disk_makes_registry_writes_unavailable_with_a_disk_space_message
         res = d.cli(*args)
         assert res.returncode == 7, (args, res.stderr)
         assert "no space left" in res.stderr, res.stderr
+    log = (d.state_dir.parent / "daemon.out").read_text()
+    assert "Traceback" not in log  # refusals, and the audit entries that could not be written, in one line each
     filler.unlink()
     assert d.cli("tag", "m:1", "stage=room").returncode == 0
     assert d.cli("alias", "set", "m", "production", "1").returncode == 0
