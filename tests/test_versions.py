@@ -157,6 +157,19 @@ def test_push_requires_uploaded_objects_and_manifest(reg: Registry, tmp_path: Pa
     assert reg.list_models(q.ListModels()).total == 0
 
 
+@pytest.mark.parametrize("nested", ["dir/a/b", "dir/a/b/c/d"])
+def test_a_file_that_is_also_a_directory_is_refused(reg: Registry, tmp_path: Path, nested: str) -> None:
+    files = upload(reg, write_model(tmp_path / "m", extra={"dir/a": b"file"}))
+    sha = next(f.sha256 for f in files if f.path == "dir/a")
+    clash = [*files, q.PushFile(path=nested, sha256=sha, size=4)]
+    with pytest.raises(ProtocolError, match="path dir/a is also a directory") as exc:
+        reg.push(q.Push(files=clash), "alice")
+    assert code_of(exc) == ErrorCode.INVALID
+    assert reg.list_models(q.ListModels()).total == 0
+    siblings = [*files, q.PushFile(path="dir/ab", sha256=sha, size=4), q.PushFile(path="dir/b/a", sha256=sha, size=4)]
+    assert reg.push(q.Push(files=siblings), "alice").created  # prefixes that are not parents are fine
+
+
 def test_manifest_with_wrong_types_is_invalid(reg: Registry, tmp_path: Path) -> None:
     d = tmp_path / "bad"
     d.mkdir()
