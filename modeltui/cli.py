@@ -120,7 +120,10 @@ def parse_time(value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-27T14:30:00Z)") from None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.astimezone().astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.astimezone().astimezone(UTC)
+    except (OverflowError, OSError):
+        raise click.BadParameter(f"{value!r} is outside the years 1-9999 once converted to UTC") from None
 
 
 def check_ref_arg(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -372,6 +372,10 @@ def test_alias_history_at_a_time_outside_the_utc_range_is_invalid(daemon: Daemon
     ok = c.request({"op": "aliases.history", "name": "m", "at": "0001-01-01T00:00:00-14:00"}, req_id=2)
     assert ok["type"] == "response"
     assert ok["result"]["targets_at"] == {}
+    res = daemon.cli("alias", "history", "m", "--at", "0001-01-01T00:00:00+14:00")
+    assert res.returncode == 2  # a bad option value, said before anything is sent
+    assert "1-9999" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_a_subscriber_that_never_reads_is_dropped_with_a_last_frame_saying_why(
