@@ -44,13 +44,23 @@ dtype float64 when every input is double/float (or a mix of double/float and lon
 are long/integer, bool when all are boolean, and object otherwise. Missing doubles (JSON ``null``, empty
 CSV cells) are NaN.
 
-HTTP API (bodies are JSON, ``Content-Length`` required; chunked request bodies get 411):
+HTTP API (bodies with ``Content-Length`` or ``Transfer-Encoding: chunked``; JSON bodies are UTF-8: a
+declared ``charset`` other than UTF-8 gets 415, a body that is not UTF-8 gets 400; a head line ending in
+a bare LF or CR gets 400 at once). While the model loads, ``/predict`` and ``/invocations`` answer 503
+with error_code ``LOADING`` and ``Retry-After: 1``:
 
 * ``POST /predict`` ``{"inputs": [[...], ...]}`` (rows in signature order), ``{"inputs": [{col: v}, ...]}``
-  or ``{"inputs": {col: [v, ...]}}`` → ``{"predictions": [...], "ids": [...], "version": "name:N"}``.
-* ``POST /invocations`` (MLflow's scoring protocol): ``application/json`` with exactly one of
-  ``dataframe_split`` / ``dataframe_records`` / ``instances`` / ``inputs``, or ``text/csv`` with a header
-  row → ``{"predictions": [...]}``. The prediction ids travel in the ``X-Prediction-Ids`` header
+  or ``{"inputs": {col: [v, ...]}}``, optionally with ``"params": {...}``
+  → ``{"predictions": [...], "ids": [...], "version": "name:N"}``. Columns must match the signature exactly.
+* ``POST /invocations`` (MLflow's scoring protocol, read by MLflow's rules: docs/deployments.md lists the
+  differences): ``application/json`` with exactly one of ``dataframe_split`` / ``dataframe_records`` /
+  ``instances`` / ``inputs`` and optionally ``params``, ``text/csv`` with a header row, or Parquet
+  (``application/vnd.apache.parquet``, when pyarrow is installed; 415 naming pyarrow otherwise)
+  → ``{"predictions": [...]}``. Columns the signature does not name are dropped, numbers written as strings
+  are converted, and input errors are 400 (``BAD_REQUEST`` for the shape, ``INVALID_PARAMETER_VALUE`` for
+  the schema), as MLflow answers them. ``params`` go to a ``python`` model whose function has a ``params``
+  argument (``FUNCTION(X, params=...)``; such a request is a batch of its own) and are ignored by other
+  models. The prediction ids travel in the ``X-Prediction-Ids`` header
   (comma-separated) for up to 1000 rows; larger requests get ``X-Prediction-Id-Range: FIRST/COUNT``
   instead (ids are consecutive: the hex counter in the last 12 characters increases by one per row).
 * ``POST /feedback`` ``{"id": ID, "label": L}`` or ``{"items": [{"id": ID, "label": L}, ...]}`` →
@@ -72,6 +82,7 @@ HTTP API (bodies are JSON, ``Content-Length`` required; chunked request bodies g
 * ``GET /health`` → 200 ``{"status": "ok", "ready": true, ...}`` once the model is loaded, else 503;
   ``GET /health/live`` (and MLflow's ``GET /ping`` once ready) → 200.
 * ``GET /metrics`` → Prometheus text format 0.0.4 (below).
+* ``GET /version`` → the runtime's version as bare text (MLflow's ``ScoringServerClient.get_version``).
 
 Metrics (labels are bounded: at most 50 classes per label, then ``other``; at most 100 features):
 
@@ -99,8 +110,9 @@ Metrics (labels are bounded: at most 50 classes per label, then ``other``; at mo
   Without evaluation data (or when it cannot be read: a line on stderr says why) none of these three
   families is exposed; everything else is unchanged.
 
-Input errors get 400 (malformed JSON, wrong shape) or 422 (wrong column or value type, too many rows)
-with ``{"error": "...", "message": "..."}`` naming the row and column.
+Input errors on ``/predict`` get 400 (malformed JSON, wrong shape) or 422 (wrong column or value type, too
+many rows) with ``{"error_code": "...", "message": "..."}`` naming the row and column; ``/invocations``
+answers the same errors with MLflow's 400.
 """
 
 from __future__ import annotations
