@@ -39,7 +39,7 @@ from daemon.monitor.service import Monitor, deployment_targets
 from daemon.monitor.store import MonitorStore
 from daemon.protocol import lifecycle
 from daemon.protocol.events import AlertEvent
-from daemon.server import EventHub, Server, acquire_lock, adopt_socket
+from daemon.server import AlreadyRunning, EventHub, Server, acquire_lock, adopt_socket
 from daemon.settings import Settings
 from daemon.systemd import Notifier, SystemdEnv, inherited_listener, watchdog_loop
 from daemon.versions import Registry
@@ -401,6 +401,8 @@ def run(settings: Settings, *, to_stderr: bool = True, systemd: SystemdEnv | Non
     app = DaemonApp(settings, systemd)
     try:
         asyncio.run(app.serve())
+    except (AlreadyRunning, ActivationError):
+        raise  # expected refusals: the caller says why and exits with its own status
     except Exception as exc:
         log.critical("the daemon stops on an unexpected error", exc_info=exc)
         app.record_crash(exc)

@@ -151,3 +151,19 @@ def test_predict_prints_the_ids_feedback_takes(daemon: DaemonProcess, example_di
     fed = daemon.cli("feedback", "breast-cancer@production", str(labels), "--json")
     assert fed.returncode == 0, fed.stderr
     assert json.loads(fed.stdout)["matched"] == 2
+
+
+def test_a_second_daemon_on_the_socket_is_refused_without_a_crash_record(tmp_path: Path) -> None:
+    env = user_env(tmp_path)
+    assert modeltui(env, "ls").returncode == 0
+    first = daemon_pid(env)
+    try:
+        second = subprocess.run([sys.executable, "-m", "daemon", "run"], env=env, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert second.returncode == 75, second.stderr
+        record = lifecycle.read_record(Path(env["MODELTUI_SOCKET"]))
+        assert record is not None
+        assert (record.pid, record.state) == (first, "running")  # the refused one wrote nothing
+        assert "CRITICAL" not in (Path(env["MODELTUI_STATE_DIR"]) / "daemon.log").read_text()
+    finally:
+        modeltui(env, "daemon", "stop")
