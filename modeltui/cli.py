@@ -3,7 +3,8 @@ the help and exits 2).
 
 Every query takes ``--json`` (one JSON document on stdout; messages go to stderr). Exit codes: 0 success,
 2 usage error, 3 not found, 4 invalid input, 5 conflict, 6 forbidden, 7 daemon unavailable, 8 protocol error,
-9 integrity error, 1 anything else (see docs/cli.md).
+9 integrity error, 10/11 a maintenance run that failed / promoted nothing (``maintain run-now --wait``), 1 anything
+else (see docs/cli.md).
 """
 
 from __future__ import annotations
