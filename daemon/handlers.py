@@ -315,7 +315,8 @@ class Handlers:
 
     # -- aliases ---------------------------------------------------------------------------------------------
     def _alias_moved(self, move: r.AliasEventInfo) -> r.AliasEventInfo:
-        self.event("alias.moved", move.model, move.to_version, move.alias)
+        if move.changed:  # a no-op alias set moves nothing: no event, so no deployment rolls out again
+            self.event("alias.moved", move.model, move.to_version, move.alias)
         return move
 
     @handles(q.AliasSet)

@@ -27,6 +27,7 @@ from daemon.protocol.paths import find_socket
 
 from .cli import Globals, emit, json_option, main, out
 from .client import connect
+from .render import printable
 
 MARK = {"ok": "[green]✓ ok[/]", "warn": "[yellow]! warn[/]", "fail": "[bold red]✗ fail[/]"}
 START = "start it: `modeltui` starts an embedded daemon for you; a system service: systemctl start modeltuid"
@@ -97,8 +98,8 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         for col in ("", "CHECK", "DETAIL"):
             t.add_column(col, overflow="fold")
         for c in checks:
-            fix = f"\n[dim]fix:[/] {escape(c.fix)}" if c.fix else ""  # texts name [sections]: not markup
-            t.add_row(MARK[c.status], escape(c.name), escape(c.detail) + fix)
+            fix = f"\n[dim]fix:[/] {escape(printable(c.fix))}" if c.fix else ""  # texts name [sections]: not markup
+            t.add_row(MARK[c.status], escape(printable(c.name)), escape(printable(c.detail)) + fix)
         out.print(t)
 
     emit(report, as_json, show)

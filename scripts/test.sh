@@ -36,6 +36,14 @@ if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
     fi
 fi
 
+# MLflow's own scoring client, run against the serving runtime (tests/serving/test_mlflow_conformance.py):
+# an isolated venv kept outside the clone so later runs reuse it. Required under CI.
+if [ "${CI:-}" = true ] && [ -z "${MODELTUI_MLFLOW_PYTHON:-}" ]; then
+    mlflow_venv=/var/cache/modeltui/venv-mlflow
+    MLFLOW_VENV="$mlflow_venv" MLFLOW_SPEC="mlflow==3.*" bash bench/registry/setup_mlflow.sh >/dev/null
+    export MODELTUI_MLFLOW_PYTHON="$mlflow_venv/bin/python"
+fi
+
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports

@@ -6,9 +6,10 @@ Each case is a payload shape from MLflow's scoring server (``mlflow/pyfunc/scori
 inputs). Where the runtime answers otherwise on purpose, ``mlflow`` holds MLflow's status and ``doc`` a
 phrase the "Differences from MLflow's scoring server" section of docs/deployments.md must contain.
 
-When bench/registry/.venv-mlflow exists (``bash bench/registry/setup_mlflow.sh``, ~50 s), MLflow's own
-``ScoringServerClient`` is run against the runtime too, and a runtime started from that venv (which has
-pyarrow) reads Parquet; without it those two tests skip.
+With an MLflow venv (``bash bench/registry/setup_mlflow.sh``, ~50 s; ``MODELTUI_MLFLOW_PYTHON`` names its
+python, which scripts/test.sh sets under CI), MLflow's own ``ScoringServerClient`` is run against the runtime
+too, and a runtime started from that venv (which has pyarrow) reads Parquet; without it those two tests skip,
+and under CI they fail.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
+
+from tests.conftest import need
 
 from .conftest import EXAMPLE, REPO, Serving, send, write_python_model
 
@@ -277,8 +280,7 @@ def _has_pyarrow(python: str) -> bool:
 
 @pytest.fixture(scope="module")
 def mlflow_python() -> str:
-    if not MLFLOW_PYTHON.exists():
-        pytest.skip(f"no MLflow venv at {MLFLOW_PYTHON} (bash bench/registry/setup_mlflow.sh makes one)")
+    need(MLFLOW_PYTHON.exists(), f"no MLflow venv at {MLFLOW_PYTHON} (bash bench/registry/setup_mlflow.sh makes one)")
     return str(MLFLOW_PYTHON)
 
 
