@@ -6,6 +6,9 @@ place (:meth:`ModelTuiApp.on_worker_state_changed`). Registry, deployment and al
 one refresh of the screens they concern (an alert that fires is also notified, whatever screen is shown); a
 deployment's log is followed over a connection of its own, owned by the screen that shows it
 (:meth:`ModelTuiApp._on_follow`).
+
+The terminal is asked for clicks only, not every mouse motion, and a terminal that hangs up ends the App
+(:mod:`modeltui.terminal`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydantic import ValidationError
 from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
 from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
@@ -30,6 +34,7 @@ from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent,
 from .client import DaemonClient, DaemonUnavailable
 from .screens import AlertsScreen, FleetScreen, HelpScreen, MaintenanceScreen, ModelsScreen, RegistryScreen
 from .screens.base import AnyCall
+from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode
 
 ConnectionState = Literal["connecting", "connected", "disconnected"]
 ClientFactory = Callable[[], Awaitable[DaemonClient]]
@@ -70,6 +75,9 @@ class ModelTuiApp(App[None]):
             super().__init__()
             self.event = event
 
+    class TerminalLost(Message):
+        """The terminal hung up (posted from the watch's thread): nobody can see or drive the App."""
+
     class AlertsChanged(Message):
         """The daemon pushed an alert event (posted from the client's listener, on the event loop)."""
 
@@ -91,10 +99,26 @@ class ModelTuiApp(App[None]):
         self._lost_reason = ""
 
     # -- lifecycle -------------------------------------------------------------------------------------
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver, asking for clicks only on Linux terminals unless ``MODELTUI_MOUSE`` says more."""
+        return driver_for(super().get_driver_class(), mouse_mode())
+
     def on_mount(self) -> None:
         self._update_subtitle()
         self.push_screen(ModelsScreen())
         self._start_connect()
+        if not self.is_headless:
+            watch = HangupWatch.for_stdin(self._terminal_lost)
+            if watch is not None:
+                watch.start()
+
+    def _terminal_lost(self) -> None:
+        """Called from the watch's thread: hand over to the event loop."""
+        self.post_message(self.TerminalLost())
+
+    @on(TerminalLost)
+    def _on_terminal_lost(self) -> None:
+        self.exit(return_code=HANGUP_STATUS)
 
     async def on_unmount(self) -> None:
         client, self.client = self.client, None

@@ -18,7 +18,7 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from daemon.protocol import requests, results
 from daemon.protocol.events import AlertEvent, RegistryEvent
 
-from ..widgets import AlertHistoryTable, AlertsTable
+from ..widgets import AlertHistoryTable, AlertsTable, QuietStatic
 from .base import RegistryScreen
 
 #: Transitions asked for (newest first).
@@ -45,13 +45,13 @@ class AlertsScreen(RegistryScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("alerts", id="alerts-title", classes="title")
+        yield QuietStatic("alerts", id="alerts-title", classes="title")
         with TabbedContent(id="alerts-tabs", initial="current"):
             with TabPane("Current", id="current"):
                 yield AlertsTable(id="alerts")
             with TabPane("History", id="history"):
                 yield AlertHistoryTable(id="alerts-history")
-        yield Static("loading…", id="alerts-status", classes="status")
+        yield QuietStatic("loading…", id="alerts-status", classes="status")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:

@@ -1,7 +1,8 @@
 """Deployments: every deployment of the daemon, and one deployment's fields, recent events and live log.
 
 Both views re-read on deployment events (debounced by the App), never on a timer; the only timer re-renders
-uptime locally. Undeploy, restart and rollback ask for confirmation and are hidden in read-only mode.
+uptime locally, to the minute, so an idle view repaints nothing (docs/architecture.md). Undeploy, restart
+and rollback ask for confirmation and are hidden in read-only mode.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from daemon.protocol.deploy import DeploymentInfo
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 from daemon.protocol.names import parse_ref
 
-from ..widgets import DeploymentEventsTable, DeploymentFieldsTable, DeploymentsTable, LogView
+from ..widgets import DeploymentEventsTable, DeploymentFieldsTable, DeploymentsTable, LogView, QuietStatic
 from ..widgets._format import short, uptime, version_label
 from ..widgets.deployments_table import version_text
 from .alerts import AlertsScreen
@@ -33,6 +34,8 @@ from .metrics import MetricsScreen
 LOG_TAIL = 200
 #: Recent events shown on the detail view.
 EVENT_COUNT = 20
+#: Seconds between two looks at the uptimes (shown to the minute; a look that changes nothing repaints nothing).
+UPTIME_TICK_SECONDS = 5.0
 #: Actions that change state: hidden and refused in read-only mode.
 MUTATIONS = frozenset({"new", "undeploy", "restart", "rollback"})
 
@@ -147,14 +150,14 @@ class DeploymentsScreen(_DeploymentActions):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("deployments", id="deployments-title", classes="title")
+        yield QuietStatic("deployments", id="deployments-title", classes="title")
         yield DeploymentsTable(id="deployments")
-        yield Static("loading…", id="deployments-status", classes="status")
+        yield QuietStatic("loading…", id="deployments-status", classes="status")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "deployments"
-        self.set_interval(1.0, self._tick)
+        self.set_interval(UPTIME_TICK_SECONDS, self._tick)
         super().on_mount()
 
     def reload(self) -> None:
@@ -261,7 +264,7 @@ class DeploymentScreen(_DeploymentActions):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(self.deployment_name, id="deployment-title", classes="title")
+        yield QuietStatic(self.deployment_name, id="deployment-title", classes="title")
         with TabbedContent(id="tabs", initial=self.initial_tab):
             with TabPane("Logs", id="logs"):
                 yield LogView(id="log")
@@ -273,7 +276,7 @@ class DeploymentScreen(_DeploymentActions):
 
     def on_mount(self) -> None:
         self.sub_title = f"deployment {self.deployment_name}"
-        self.set_interval(1.0, self._show_title)
+        self.set_interval(UPTIME_TICK_SECONDS, self._show_title)
         self.follow()
         super().on_mount()
 

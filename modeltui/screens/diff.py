@@ -12,7 +12,7 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import FileChangesTable, MetricChangesTable, RequirementsTable, ValueChangesTable
+from ..widgets import FileChangesTable, MetricChangesTable, QuietStatic, RequirementsTable, ValueChangesTable
 from .base import RegistryScreen
 
 
@@ -35,7 +35,7 @@ class DiffScreen(RegistryScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"{self.model_name}: v{self.a} → v{self.b}", id="diff-title", classes="title")
+        yield QuietStatic(f"{self.model_name}: v{self.a} → v{self.b}", id="diff-title", classes="title")
         with TabbedContent(id="tabs", initial="files"):
             with TabPane("Files", id="files"):
                 yield FileChangesTable(id="diff-files")

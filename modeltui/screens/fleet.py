@@ -30,7 +30,7 @@ from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 from daemon.protocol.names import parse_ref
 
-from ..widgets import KeyedTable
+from ..widgets import KeyedTable, QuietStatic
 from ..widgets._format import short, version_label, when
 from ..widgets.deployments_table import STATE_TONE, TONES
 from .base import PollingScreen
@@ -220,10 +220,10 @@ class FleetScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("fleet: loading…", id="fleet-title", classes="title")
+        yield QuietStatic("fleet: loading…", id="fleet-title", classes="title")
         yield FleetHostsTable(id="fleet-hosts")
         yield FleetDeploymentsTable(id="fleet-deployments")
-        yield Static("loading…", id="fleet-status", classes="status")
+        yield QuietStatic("loading…", id="fleet-status", classes="status")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:

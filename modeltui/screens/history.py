@@ -10,7 +10,7 @@ from textual.widgets import Footer, Header, Static
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import AliasHistoryTable
+from ..widgets import AliasHistoryTable, QuietStatic
 from .base import RegistryScreen
 
 HISTORY_LIMIT = 1000
@@ -27,7 +27,7 @@ class HistoryScreen(RegistryScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"alias history of {self.model_name}", id="history-title", classes="title")
+        yield QuietStatic(f"alias history of {self.model_name}", id="history-title", classes="title")
         yield AliasHistoryTable(id="history")
         yield Footer(show_command_palette=False)
 

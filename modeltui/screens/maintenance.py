@@ -31,7 +31,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import KeyedTable
+from ..widgets import KeyedTable, QuietStatic
 from ..widgets._format import duration, short, version_label
 from .base import PollingScreen
 from .dialogs import ConfirmDialog, ReasonValidator
@@ -261,11 +261,11 @@ class MaintenanceScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("maintenance: loading…", id="maintenance-title", classes="title")
+        yield QuietStatic("maintenance: loading…", id="maintenance-title", classes="title")
         yield MaintenanceRunsTable(id="maintenance-runs")
         with VerticalScroll(id="maintenance-detail-box"):
-            yield Static("", id="maintenance-detail")
-        yield Static("loading…", id="maintenance-status", classes="status")
+            yield QuietStatic("", id="maintenance-detail")
+        yield QuietStatic("loading…", id="maintenance-status", classes="status")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:

@@ -23,7 +23,7 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
-from ..widgets import ClassMetricsTable, DriftTable, MetricsPlot, MetricsSummary
+from ..widgets import ClassMetricsTable, DriftTable, MetricsPlot, MetricsSummary, QuietStatic
 from ..widgets.metrics_tables import target_state, window_label
 from .base import RegistryScreen
 
@@ -66,11 +66,11 @@ class MetricsScreen(RegistryScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(self.deployment_name, id="metrics-title", classes="title")
+        yield QuietStatic(self.deployment_name, id="metrics-title", classes="title")
         yield MetricsSummary(id="metrics-summary")
         with TabbedContent(id="metrics-tabs", initial="plots"):
             with TabPane("Plots", id="plots"), Grid(id="metrics-plots"):
-                yield MetricsPlot("requests/s", id="plot-rate")
+                yield MetricsPlot("requests/s", zero_as="no requests in the window", id="plot-rate")
                 yield MetricsPlot("p95 latency ms", id="plot-p95")
                 yield MetricsPlot("F1 (macro)", id="plot-f1")
                 yield MetricsPlot("drift PSI (worst feature)", id="plot-drift")

@@ -14,7 +14,7 @@ from textual.widgets import Footer, Header, Static
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import VersionsTable
+from ..widgets import QuietStatic, VersionsTable
 from ..widgets._format import aliases_of, short
 from .base import RegistryScreen
 from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog
@@ -51,9 +51,9 @@ class ModelScreen(RegistryScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(self.model_name, id="model-title", classes="title")
+        yield QuietStatic(self.model_name, id="model-title", classes="title")
         yield VersionsTable(id="versions")
-        yield Static("loading…", id="version-status", classes="status")
+        yield QuietStatic("loading…", id="version-status", classes="status")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:

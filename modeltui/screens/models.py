@@ -15,7 +15,7 @@ from textual.widgets import Footer, Header, Input, Static
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import EmptyRegistry, ModelsTable
+from ..widgets import EmptyRegistry, ModelsTable, QuietStatic
 from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentsScreen
@@ -51,7 +51,7 @@ class ModelsScreen(RegistryScreen):
         yield ModelsTable(id="models")
         with Middle(id="empty-box"), Center():
             yield EmptyRegistry(id="empty")
-        yield Static("loading…", id="page-status", classes="status")
+        yield QuietStatic("loading…", id="page-status", classes="status")
         yield Footer(show_command_palette=False)
 
     def reload(self) -> None:

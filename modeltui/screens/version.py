@@ -12,7 +12,7 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane, Text
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import FilesTable, LineageTable, ParamsTable
+from ..widgets import FilesTable, LineageTable, ParamsTable, QuietStatic
 from ..widgets._format import human_size, short, tags_of, when
 from .base import RegistryScreen
 
@@ -34,7 +34,7 @@ class VersionScreen(RegistryScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"{self.model_name}:{self.number}", id="version-title", classes="title")
+        yield QuietStatic(f"{self.model_name}:{self.number}", id="version-title", classes="title")
         with TabbedContent(id="tabs", initial="manifest"):
             with TabPane("Manifest", id="manifest"):
                 yield TextArea("", read_only=True, show_line_numbers=True, id="manifest-text")

@@ -11,6 +11,7 @@ from .log_view import LogView
 from .metrics_plots import MetricsPlot
 from .metrics_tables import ClassMetricsTable, DriftTable, MetricsSummary
 from .models_table import ModelsTable
+from .quiet_static import QuietStatic
 from .versions_table import VersionsTable
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MetricsSummary",
     "ModelsTable",
     "ParamsTable",
+    "QuietStatic",
     "RequirementsTable",
     "ValueChangesTable",
     "VersionsTable",

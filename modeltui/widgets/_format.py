@@ -71,8 +71,17 @@ def duration(seconds: float | None) -> str:
 
 
 def uptime(started_at: datetime | None, now: datetime) -> str:
-    """How long ago ``started_at`` was (``now`` is timezone-aware)."""
+    """How long ago ``started_at`` was (``now`` is timezone-aware), to the minute: ``<1m``, ``5m``,
+    ``1h05m``, ``2d03h``. Coarse on purpose: a text that changes every second redraws its table every
+    second, which an idle screen over SSH must not do."""
     if started_at is None:
         return "-"
     start = started_at if started_at.tzinfo else started_at.replace(tzinfo=now.tzinfo)
-    return duration((now - start).total_seconds())
+    seconds = (now - start).total_seconds()
+    if seconds < 0:
+        return "-"
+    if seconds < 60:
+        return "<1m"
+    if seconds < 3600:
+        return f"{int(seconds) // 60}m"
+    return duration(seconds)

@@ -1,7 +1,8 @@
 """Tables of the deployments views: every deployment, one deployment's fields, its recent events.
 
 State and health are coloured through component classes (styled in app.tcss); uptime is re-rendered
-locally from ``started_at`` (:meth:`DeploymentsTable.tick`), so it moves without asking the daemon.
+locally from ``started_at`` (:meth:`DeploymentsTable.tick`), to the minute, so it moves without asking the
+daemon and an idle table sends next to nothing to the terminal.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class DeploymentsTable(_ToneTable):
         )
 
     def tick(self, now: datetime | None = None) -> None:
-        """Re-render the uptime column (called every second by the screen; no daemon call)."""
+        """Re-render the uptime column (called on a timer by the screen; no daemon call). Uptime is shown
+        to the minute, so most ticks change nothing and repaint nothing; a change repaints its cell only."""
         if not self.items:
             return
         now = now or datetime.now(UTC)
@@ -115,7 +117,7 @@ class DeploymentsTable(_ToneTable):
             if d is not None:
                 text = uptime(d.started_at, now)
                 if str(self.get_cell(row.key, column)) != text:
-                    self.update_cell(row.key, column, text)
+                    self.set_cell(row.key.value or "", column, text)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

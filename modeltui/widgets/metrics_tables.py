@@ -6,19 +6,19 @@ the daemon for it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import ClassVar
 
 from rich.text import Text
-from textual.widgets import Static
 
 from daemon.protocol.results import DeploymentMetrics
 
-from ._format import duration
 from .keyed_table import KeyedTable
+from .quiet_static import QuietStatic
 
-#: PSI above this is shown as a shifted feature (the usual rule of thumb, as in ``modeltui metrics``).
-PSI_SHIFTED = 0.2
+#: What the drift table says of a feature in each state the daemon gives (it claims nothing on too few
+#: observations: "not_enough_data" until ``min_count`` live values were seen in the window).
+DRIFT_WORDS = {"ok": "ok", "shifted": "shifted", "not_enough_data": "not enough data"}
 
 
 def num(v: float | None, fmt: str = "{:.3f}") -> str:
@@ -44,9 +44,9 @@ def window_label(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def target_state(m: DeploymentMetrics, now: datetime | None = None) -> str:
-    """``UP``/``DOWN (reason)``/``never scraped``, then when the last scrape was (markup)."""
-    now = now or datetime.now(UTC)
+def target_state(m: DeploymentMetrics) -> str:
+    """``UP``/``DOWN (reason)``/``never scraped``, then when the last scrape was, to the minute (markup):
+    a time to the second would change, and repaint the title, on every scrape of an idle deployment."""
     if m.up is None:
         state = "[b]never scraped[/b]"
     elif m.up:
@@ -57,11 +57,27 @@ def target_state(m: DeploymentMetrics, now: datetime | None = None) -> str:
     if m.last_scrape is None:
         return state
     at = m.last_scrape if m.last_scrape.tzinfo else m.last_scrape.replace(tzinfo=UTC)
-    ago = duration(max(0.0, (now - at).total_seconds()))
-    return f"{state}  last scrape {at.astimezone().strftime('%H:%M:%S')} ({ago} ago)"
+    return f"{state}  last scrape {at.astimezone().strftime('%H:%M')}"
 
 
-class MetricsSummary(Static):
+def drift_line(m: DeploymentMetrics) -> str:
+    """The worst drift among the features judged (markup); none judged yet says so, with how many
+    observations it takes."""
+    if not m.drift:
+        return "-"
+    judged = {f: d for f, d in m.drift.items() if d.state != "not_enough_data"}
+    waiting = len(m.drift) - len(judged)
+    if not judged:
+        need = max(d.min_count for d in m.drift.values())
+        return f"{len(m.drift)} feature(s): not enough data yet" + (f" (needs {need} observations)" if need else "")
+    feature, worst = max(judged.items(), key=lambda kv: kv[1].psi)
+    flag = "  [b $error]SHIFTED[/]" if worst.state == "shifted" else ""
+    more = f", {waiting} with not enough data" if waiting else ""
+    return (f"{len(m.drift)} feature(s){more}, worst {Text(feature[:20]).markup} "
+            f"PSI {worst.psi:.3f} KS {worst.ks:.3f}{flag}")
+
+
+class MetricsSummary(QuietStatic):
     """Request rate, errors, latency percentiles, macro quality and the worst drift, four short lines."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -79,13 +95,7 @@ class MetricsSummary(Static):
             f"[b]quality[/b]  {m.labelled:.0f} labelled  accuracy {num(m.accuracy)}  "
             f"P {num(m.precision)}  R {num(m.recall)}  F1 {num(m.f1)} (macro)",
         ]
-        if m.drift:
-            feature, worst = max(m.drift.items(), key=lambda kv: kv[1].psi)
-            flag = "  [b $error]SHIFTED[/]" if worst.psi > PSI_SHIFTED else ""
-            lines.append(f"[b]drift[/b]    {len(m.drift)} feature(s), worst {Text(feature[:20]).markup} "
-                         f"PSI {worst.psi:.3f} KS {worst.ks:.3f}{flag}")
-        else:
-            lines.append("[b]drift[/b]    -")
+        lines.append(f"[b]drift[/b]    {drift_line(m)}")
         self.update("\n".join(lines))
 
 
@@ -102,7 +112,8 @@ class ClassMetricsTable(KeyedTable):
 
 
 class DriftTable(KeyedTable):
-    """PSI and KS of each feature against its reference; shifted ones are flagged."""
+    """PSI and KS of each feature against its reference; shifted ones are flagged, and a feature with too few
+    observations says so instead of a verdict."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ("feature", "psi", "ks", "n", "status")
     COMPONENT_CLASSES: ClassVar[set[str]] = {"drift--shifted"}
@@ -117,7 +128,7 @@ class DriftTable(KeyedTable):
                     f"{d.psi:.3f}",
                     f"{d.ks:.3f}",
                     f"{d.count:.0f}",
-                    Text("shifted", style=shifted) if d.psi > PSI_SHIFTED else Text("ok"),
+                    Text(DRIFT_WORDS.get(d.state, d.state), style=shifted if d.state == "shifted" else ""),
                 ),
             )
             for name, d in sorted(m.drift.items())
