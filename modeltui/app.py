@@ -23,6 +23,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
@@ -32,6 +33,7 @@ from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
+from .render import printable
 from .screens import AlertsScreen, FleetScreen, HelpScreen, MaintenanceScreen, ModelsScreen, RegistryScreen
 from .screens.base import AnyCall
 from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode
@@ -344,6 +346,20 @@ class ModelTuiApp(App[None]):
         for screen in self.screen_stack:
             if isinstance(screen, RegistryScreen) and (events is None or screen.wants(events)):
                 screen.reload()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification (screens' included) with control characters spelt out: messages carry daemon
+        text (alert messages, errors naming registry strings)."""
+        super().notify(printable(message, keep="\n"), title=printable(title), severity=severity, timeout=timeout,
+                       markup=markup)
 
     # -- header ----------------------------------------------------------------------------------------
     def watch_connection(self) -> None:

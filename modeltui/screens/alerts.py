@@ -12,13 +12,12 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.markup import escape
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import AlertEvent, RegistryEvent
 
-from ..widgets import AlertHistoryTable, AlertsTable, QuietStatic
+from ..widgets import AlertHistoryTable, AlertsTable, QuietStatic, literal
 from .base import RegistryScreen
 
 #: Transitions asked for (newest first).
@@ -80,7 +79,7 @@ class AlertsScreen(RegistryScreen):
         self.query_one(AlertHistoryTable).show(alerts.history)
         firing = sum(a.state == "firing" for a in alerts.items)
         pending = len(alerts.items) - firing
-        where = f" of [b]{escape(self.deployment)}[/b]" if self.deployment else ""
+        where = f" of [b]{literal(self.deployment)}[/b]" if self.deployment else ""
         tone = "$error" if firing else "$success"
         self.query_one("#alerts-title", Static).update(
             f"alerts{where}: [b {tone}]{firing} firing[/], {pending} pending  ·  {len(alerts.history)} transition(s)"
@@ -90,7 +89,7 @@ class AlertsScreen(RegistryScreen):
             self._status("no alert holds" if not alerts.items else "c: current · h: history")
 
     def _status(self, text: str) -> None:
-        self.query_one("#alerts-status", Static).update(escape(text))
+        self.query_one("#alerts-status", Static).update(literal(text))
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

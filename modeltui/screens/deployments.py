@@ -14,7 +14,6 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.markup import escape
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from daemon.protocol import requests, results
@@ -22,7 +21,14 @@ from daemon.protocol.deploy import DeploymentInfo
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 from daemon.protocol.names import parse_ref
 
-from ..widgets import DeploymentEventsTable, DeploymentFieldsTable, DeploymentsTable, LogView, QuietStatic
+from ..widgets import (
+    DeploymentEventsTable,
+    DeploymentFieldsTable,
+    DeploymentsTable,
+    LogView,
+    QuietStatic,
+    literal,
+)
 from ..widgets._format import short, uptime, version_label
 from ..widgets.deployments_table import version_text
 from .alerts import AlertsScreen
@@ -187,7 +193,7 @@ class DeploymentsScreen(_DeploymentActions):
             self._status("enter: details and live log")
 
     def _status(self, text: str) -> None:
-        self.query_one("#deployments-status", Static).update(escape(text))
+        self.query_one("#deployments-status", Static).update(literal(text))
 
     def _tick(self) -> None:
         self.query_one(DeploymentsTable).tick()
@@ -315,9 +321,9 @@ class DeploymentScreen(_DeploymentActions):
         second = f"{d.endpoint or '-'}  up {uptime(d.started_at, datetime.now(UTC))}  restarts {d.restarts}"
         room = self.size.width - len(second) - 4  # the message fills the rest of the line, never a third
         if d.message and room >= 12:
-            second += f"  {escape(short(d.message, room))}"
+            second += f"  {literal(short(d.message, room))}"
         self.query_one("#deployment-title", Static).update(
-            f"[b]{escape(d.name)}[/b]  {d.ref}  {version_text(d)}  [b]{d.state}[/b]  {d.health}  {d.backend}\n"
+            f"[b]{literal(d.name)}[/b]  {d.ref}  {version_text(d)}  [b]{d.state}[/b]  {d.health}  {d.backend}\n"
             + second
         )
 

@@ -17,6 +17,8 @@ from textual.widgets import Button, Input, Label, Select, Static
 from daemon.protocol.deploy import Backend, check_deployment_name
 from daemon.protocol.names import check_alias, check_ref, check_text
 
+from ..widgets import QuietStatic
+
 
 class AliasValidator(Validator):
     """An alias name as the daemon accepts it (``daemon.protocol.names.check_alias``)."""
@@ -265,7 +267,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="title")
+            yield QuietStatic(self.question, classes="title")
             with Horizontal(classes="buttons"):
                 yield Button("Yes (y)", id="yes", variant="primary")
                 yield Button("No (n)", id="no")

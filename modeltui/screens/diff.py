@@ -12,7 +12,14 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import FileChangesTable, MetricChangesTable, QuietStatic, RequirementsTable, ValueChangesTable
+from ..widgets import (
+    FileChangesTable,
+    MetricChangesTable,
+    QuietStatic,
+    RequirementsTable,
+    ValueChangesTable,
+    literal,
+)
 from .base import RegistryScreen
 
 
@@ -65,9 +72,9 @@ class DiffScreen(RegistryScreen):
         return any(e.model == self.model_name and e.kind == "version.removed" for e in events)
 
     def _show(self, diff: results.VersionDiff) -> None:
-        flavor = f"  flavor {diff.flavor.a} → {diff.flavor.b}" if diff.flavor else ""
+        flavor = literal(f"  flavor {diff.flavor.a} → {diff.flavor.b}") if diff.flavor else ""
         self.query_one("#diff-title", Static).update(
-            f"[b]{self.model_name}[/b]: v{diff.a.number} ({diff.a.digest[:12]}) → "
+            f"[b]{literal(self.model_name)}[/b]: v{diff.a.number} ({diff.a.digest[:12]}) → "
             f"v{diff.b.number} ({diff.b.digest[:12]}){flavor}\n"
             f"{len(diff.files)} file(s) changed, {diff.unchanged_files} unchanged · "
             f"{len(diff.params)} param(s) · {len(diff.metrics)} metric(s) · "

@@ -22,7 +22,6 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.markup import escape
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Static
 
@@ -30,7 +29,7 @@ from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 from daemon.protocol.names import parse_ref
 
-from ..widgets import KeyedTable, QuietStatic
+from ..widgets import KeyedTable, QuietStatic, literal
 from ..widgets._format import short, version_label, when
 from ..widgets.deployments_table import STATE_TONE, TONES
 from .base import PollingScreen
@@ -317,17 +316,18 @@ class FleetScreen(PollingScreen):
         if status is None:
             return
         if not status.enabled:
-            title.update(f"cluster [b]disabled[/b]\n[$warning]{escape(DISABLED)}[/]")
+            title.update(f"cluster [b]disabled[/b]\n[$warning]{literal(DISABLED)}[/]")
             return
         tone = {"connected": "$success", "suspended": "$warning", "connecting": "$warning"}.get(status.state, "$error")
         staleness = self.listing.staleness_seconds if self.listing is not None else None
         if staleness is None:
             staleness = status.staleness_seconds
-        member = escape(status.host or status.host_id or "?")
-        first = f"cluster [b {tone}]{escape(status.state)}[/]  {staleness_text(staleness)}  this member [b]{member}[/b]"
+        member = literal(status.host or status.host_id or "?")
+        state = literal(status.state)
+        first = f"cluster [b {tone}]{state}[/]  {staleness_text(staleness)}  this member [b]{member}[/b]"
         names = {h.id: h.host for h in status.hosts}
         leaders = "  ".join(
-            f"{escape(job)}: {escape(names.get(leader, leader) if leader else 'none')}"
+            f"{literal(job)}: {literal(names.get(leader, leader) if leader else 'none')}"
             for job, leader in sorted(status.leaders.items())
         )
         title.update(f"{first}\nleaders  {leaders or 'none'}")
@@ -354,7 +354,7 @@ class FleetScreen(PollingScreen):
         self._status(text)
 
     def _status(self, text: str) -> None:
-        self.query_one("#fleet-status", Static).update(escape(short(text, max(20, self.size.width - 2))))
+        self.query_one("#fleet-status", Static).update(literal(short(text, max(20, self.size.width - 2))))
 
     # -- actions ---------------------------------------------------------------------------------------
     def action_focus_hosts(self) -> None:

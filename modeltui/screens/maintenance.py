@@ -24,14 +24,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import KeyedTable, QuietStatic
+from ..widgets import KeyedTable, QuietStatic, literal
 from ..widgets._format import duration, short, version_label
 from .base import PollingScreen
 from .dialogs import ConfirmDialog, ReasonValidator
@@ -96,7 +95,7 @@ def detail_text(run: results.MaintainRunInfo, width: int = 78) -> str:
     """The detail pane's markup: the run, champion beside challenger, the verdict, the steps."""
     tone = TONE_MARKUP[STATE_TONE.get(run.state, "off")]
     lines = [
-        f"[b]run {run.id}[/b]  {escape(run.model)}  [b {tone}]{run.state}[/]  trigger {escape(run.trigger)}"
+        f"[b]run {run.id}[/b]  {literal(run.model)}  [b {tone}]{run.state}[/]  trigger {literal(run.trigger)}"
         + (f"  took {took(run.started_at, run.finished_at)}" if run.finished_at or run.state == "running" else ""),
         f"  {'':<10}{'champion':<14}{'challenger':<14}",
         f"  {'version':<10}{version_label(run.champion):<14}{version_label(run.challenger):<14}",
@@ -104,18 +103,19 @@ def detail_text(run: results.MaintainRunInfo, width: int = 78) -> str:
     delta = ""
     if run.champion_score is not None and run.challenger_score is not None:
         delta = f"({run.challenger_score - run.champion_score:+.3f})"
-    metric = escape(short(run.metric or "score", 9))
+    metric = literal(short(run.metric or "score", 9))
     lines.append(f"  {metric:<10}{score(run.champion_score):<14}{score(run.challenger_score):<14}{delta}")
-    verdict = escape(short(run.reason, width - 11)) if run.reason else "[dim]none yet[/dim]"
+    verdict = literal(short(run.reason, width - 11)) if run.reason else "[dim]none yet[/dim]"
     lines.append(f"[b]verdict[/b]  {verdict}")
     if run.steps:
         lines.append("[b]steps[/b]")
     for step in run.steps:
         step_tone = TONE_MARKUP[STEP_TONE.get(step.state, "off")]
-        head = f"  [{step_tone}]{step.state:<8}[/] {step.name:<20} {took(step.started_at, step.finished_at):>7}"
+        name = literal(f"{step.name:<20}")
+        head = f"  [{step_tone}]{step.state:<8}[/] {name} {took(step.started_at, step.finished_at):>7}"
         message = first_line(step.message)
         room = width - 41
-        lines.append(head + (f"  {escape(short(message, room))}" if message and room > 8 else ""))
+        lines.append(head + (f"  {literal(short(message, room))}" if message and room > 8 else ""))
     return "\n".join(lines)
 
 
@@ -124,12 +124,12 @@ def policy_text(info: results.MaintainPolicyInfo) -> str:
     lines = [f"champion {version_label(info.champion)}", ""]
     for key, value in info.policy.items():
         mark = "  [b $accent](set)[/]" if key in info.overrides else ""
-        lines.append(f"{escape(key):<22} {escape(short(repr(value), 40))}{mark}")
+        lines.append(f"{literal(key):<22} {literal(short(repr(value), 40))}{mark}")
     if not info.policy:
         lines.append("[dim]no maintenance policy[/dim]")
     lines.append("")
     if info.problems:
-        lines += [f"[$warning]problem:[/] {escape(p)}" for p in info.problems]
+        lines += [f"[$warning]problem:[/] {literal(p)}" for p in info.problems]
     else:
         lines.append("[$success]no problems: a run can start[/]")
     return "\n".join(lines)
@@ -177,7 +177,7 @@ class ReasonDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="title")
+            yield QuietStatic(self.question, classes="title")
             yield Label("reason")
             yield Input(placeholder="why (recorded with the run)", id="reason", validators=[ReasonValidator()])
             yield Label("", id="error", classes="error")
@@ -218,9 +218,9 @@ class PolicyDialog(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="policy-dialog"):
-            yield Static(f"Maintenance policy of [b]{escape(self.info.model)}[/b]", classes="title")
+            yield QuietStatic(f"Maintenance policy of [b]{literal(self.info.model)}[/b]", classes="title")
             with VerticalScroll(id="policy-scroll"):
-                yield Static(policy_text(self.info), id="policy-text")
+                yield QuietStatic(policy_text(self.info), id="policy-text")
             with Horizontal(classes="buttons"):
                 yield Button("Close", id="policy-close")
 
@@ -345,7 +345,7 @@ class MaintenanceScreen(PollingScreen):
     def _show_title(self) -> None:
         waiting = sum(r.state == "awaiting_approval" for r in self.runs.values())
         running = sum(r.state == "running" for r in self.runs.values())
-        where = f" of [b]{escape(self.model)}[/b]" if self.model else ""
+        where = f" of [b]{literal(self.model)}[/b]" if self.model else ""
         text = f"maintenance{where}: [b]{len(self.runs)}[/b] run(s)"
         if running:
             text += f", [b $accent]{running} running[/]"
@@ -359,7 +359,7 @@ class MaintenanceScreen(PollingScreen):
         self.query_one("#maintenance-detail", Static).update(text)
 
     def _status(self, text: str) -> None:
-        self.query_one("#maintenance-status", Static).update(escape(short(text, max(20, self.size.width - 2))))
+        self.query_one("#maintenance-status", Static).update(literal(short(text, max(20, self.size.width - 2))))
 
     @on(DataTable.RowHighlighted, "#maintenance-runs")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -405,12 +405,12 @@ class MaintenanceScreen(PollingScreen):
         challenger = version_label(run.challenger)
         if approve:
             question = (
-                f"Approve run [b]{run_id}[/b] of [b]{escape(model)}[/b]?\n{challenger} "
-                f"({escape(scores(run))}) is promoted and every deployment following the alias rolls out."
+                f"Approve run [b]{run_id}[/b] of [b]{literal(model)}[/b]?\n{challenger} "
+                f"({literal(scores(run))}) is promoted and every deployment following the alias rolls out."
             )
         else:
             question = (
-                f"Reject run [b]{run_id}[/b] of [b]{escape(model)}[/b]?\n{challenger} stays in the "
+                f"Reject run [b]{run_id}[/b] of [b]{literal(model)}[/b]?\n{challenger} stays in the "
                 "registry; the alias and deployments stay as they are."
             )
 
@@ -428,7 +428,7 @@ class MaintenanceScreen(PollingScreen):
             )
 
         title = (
-            f"{verb.capitalize()} run [b]{run_id}[/b] of [b]{escape(model)}[/b] ({challenger}, {escape(scores(run))})"
+            f"{verb.capitalize()} run [b]{run_id}[/b] of [b]{literal(model)}[/b] ({challenger}, {literal(scores(run))})"
         )
         self.app.push_screen(ReasonDialog(title, verb.capitalize()), reasoned)
 
@@ -456,7 +456,7 @@ class MaintenanceScreen(PollingScreen):
             if reason is None:
                 return
             self._confirm(
-                f"Cancel run [b]{run_id}[/b] of [b]{escape(model)}[/b]?\n{what.capitalize()}; the champion stays.",
+                f"Cancel run [b]{run_id}[/b] of [b]{literal(model)}[/b]?\n{what.capitalize()}; the champion stays.",
                 lambda: self.call(
                     requests.MaintainCancel(run=run_id, reason=reason),
                     results.MaintainRunInfo,
@@ -466,7 +466,7 @@ class MaintenanceScreen(PollingScreen):
             )
 
         self.app.push_screen(
-            ReasonDialog(f"Cancel run [b]{run_id}[/b] of [b]{escape(model)}[/b] ({what})", "Cancel run"), reasoned
+            ReasonDialog(f"Cancel run [b]{run_id}[/b] of [b]{literal(model)}[/b] ({what})", "Cancel run"), reasoned
         )
 
     def action_run_now(self) -> None:
@@ -483,7 +483,7 @@ class MaintenanceScreen(PollingScreen):
             self.reload()
 
         question = (
-            f"Start a maintenance run of [b]{escape(model)}[/b] now?\nIt evaluates the champion, "
+            f"Start a maintenance run of [b]{literal(model)}[/b] now?\nIt evaluates the champion, "
             "trains a challenger and gates it by the model's policy."
         )
         self._confirm(

@@ -16,14 +16,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.events import ScreenResume, ScreenSuspend
-from textual.markup import escape
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
-from ..widgets import ClassMetricsTable, DriftTable, MetricsPlot, MetricsSummary, QuietStatic
+from ..widgets import ClassMetricsTable, DriftTable, MetricsPlot, MetricsSummary, QuietStatic, literal
 from ..widgets.metrics_tables import target_state, window_label
 from .base import RegistryScreen
 
@@ -148,7 +147,7 @@ class MetricsScreen(RegistryScreen):
 
     def _show_title(self) -> None:
         m = self.metrics
-        first = f"[b]{escape(self.deployment_name)}[/b]  window [b]{window_label(self.window_seconds)}[/b]"
+        first = f"[b]{literal(self.deployment_name)}[/b]  window [b]{window_label(self.window_seconds)}[/b]"
         second = "loading…" if m is None else f"{target_state(m)}  every {self.refresh_seconds:.0f}s"
         self.query_one("#metrics-title", Static).update(f"{first}  {second}")
 

@@ -15,7 +15,7 @@ from textual.widgets import Footer, Header, Input, Static
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import EmptyRegistry, ModelsTable, QuietStatic
+from ..widgets import EmptyRegistry, ModelsTable, QuietStatic, literal
 from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentsScreen
@@ -75,11 +75,11 @@ class ModelsScreen(RegistryScreen):
         self.set_class(empty, "-empty")
         status = self.query_one("#page-status", Static)
         if models.total == 0:
-            status.update(f"no model matches {self.filter_text!r}" if self.filter_text else "no models")
+            status.update(literal(f"no model matches {self.filter_text!r}") if self.filter_text else "no models")
         else:
             last = self.page_offset + len(models.items)
             status.update(f"models {self.page_offset + 1}-{last} of {models.total}"
-                          + (f" matching {self.filter_text!r}" if self.filter_text else ""))
+                          + literal(f" matching {self.filter_text!r}" if self.filter_text else ""))
 
     def watch_filter_text(self) -> None:
         if self.page_offset:

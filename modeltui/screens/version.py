@@ -12,7 +12,8 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane, Text
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..widgets import FilesTable, LineageTable, ParamsTable, QuietStatic
+from ..render import printable
+from ..widgets import FilesTable, LineageTable, ParamsTable, QuietStatic, literal
 from ..widgets._format import human_size, short, tags_of, when
 from .base import RegistryScreen
 
@@ -60,13 +61,15 @@ class VersionScreen(RegistryScreen):
     def _show(self, detail: results.VersionDetail) -> None:
         v = detail.version
         self.query_one("#version-title", Static).update(
-            f"[b]{v.model}:{v.number}[/b]  {v.flavor}  {human_size(v.size)} in {v.file_count} file(s)  "
-            f"aliases: {', '.join(v.aliases) or '-'}\n"
-            f"{when(v.created_at)} by {v.created_by}  {short(v.message, 50)}  {tags_of(v.tags)}"
+            f"[b]{literal(v.model)}:{v.number}[/b]  {literal(v.flavor)}  {human_size(v.size)} in {v.file_count} "
+            f"file(s)  aliases: {literal(', '.join(v.aliases)) or '-'}\n"  # registry text: never markup
+            f"{when(v.created_at)} by {literal(v.created_by)}  {literal(short(v.message, 50))}  "
+            f"{literal(tags_of(v.tags))}"
         )
         area = self.query_one("#manifest-text", TextArea)
-        if area.text != detail.manifest:
-            area.load_text(detail.manifest)
+        manifest = printable(detail.manifest, keep="\n\t")  # a raw ESC would reach the terminal
+        if area.text != manifest:
+            area.load_text(manifest)
         self.query_one(FilesTable).show(detail.files)
         self.query_one(ParamsTable).show(detail)
         self.query_one(LineageTable).show(detail)

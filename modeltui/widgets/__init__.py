@@ -11,7 +11,7 @@ from .log_view import LogView
 from .metrics_plots import MetricsPlot
 from .metrics_tables import ClassMetricsTable, DriftTable, MetricsSummary
 from .models_table import ModelsTable
-from .quiet_static import QuietStatic
+from .quiet_static import QuietStatic, literal
 from .versions_table import VersionsTable
 
 __all__ = [
@@ -39,4 +39,5 @@ __all__ = [
     "RequirementsTable",
     "ValueChangesTable",
     "VersionsTable",
+    "literal",
 ]

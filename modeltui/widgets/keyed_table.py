@@ -4,7 +4,8 @@ the cells that changed.
 Textual's ``DataTable`` repaints the whole table for any change (``clear``, ``add_row``, ``update_cell``):
 some 4 KB a table at 120×40, sent over SSH each time. A view that re-reads every few seconds would send that
 even when nothing changed, so :meth:`KeyedTable.replace_rows` compares first: the same rows in the same
-order update only the cells that differ, and each of those repaints only its own cell.
+order update only the cells that differ, and each of those repaints only its own cell. Every cell is shown
+as text (never parsed as markup) with its control characters spelt out (:func:`as_cell`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,20 @@ from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
+from ..render import printable
+
 Cell = str | Text
+
+
+def as_cell(cell: object) -> Text:
+    """A cell as shown: text, never markup (a DataTable parses ``str`` cells as markup), with control
+    characters spelt out (ESC as ``\\x1b``: registry strings must not drive the terminal). A ``Text``
+    keeps its style."""
+    if isinstance(cell, Text):
+        plain = cell.plain
+        safe = printable(plain)
+        return cell if safe == plain else Text(safe, style=cell.style)
+    return Text(printable(cell))
 
 
 def same_cell(shown: object, new: object) -> bool:
@@ -56,7 +70,7 @@ class KeyedTable(DataTable[Cell]):
     def replace_rows(self, rows: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Show these rows: cell by cell when the keys are the ones shown, in the same order (nothing is
         repainted when nothing changed); else rebuilt, keeping the cursor on the same key."""
-        wanted = [(key, tuple(cells)) for key, cells in rows]
+        wanted = [(key, tuple(as_cell(cell) for cell in cells)) for key, cells in rows]
         if [key for key, _cells in wanted] == self.keys():
             for key, cells in wanted:
                 self._update_row(key, cells)
@@ -75,9 +89,10 @@ class KeyedTable(DataTable[Cell]):
 
     def set_cell(self, row_key: str, column_key: ColumnKey | str, value: Cell) -> None:
         """``update_cell`` that repaints only that cell (or, when the value is wider than its column, the
-        table with the column widened)."""
+        table with the column widened); the value is shown as :func:`as_cell` text."""
+        value = as_cell(value)
         column = self.columns[ColumnKey(column_key) if isinstance(column_key, str) else column_key]
-        width = cell_len(value.plain if isinstance(value, Text) else str(value))
+        width = cell_len(value.plain)
         if column.auto_width and width > column.content_width:
             self.update_cell(row_key, column_key, value, update_width=True)
             return

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from textual.timer import Timer
 from textual.widgets import Log
 
+from ..render import printable
+
 #: Lines kept by default (older lines are dropped).
 MAX_LINES = 5000
 #: Queued lines are written at most this often.
@@ -32,7 +34,8 @@ class LogView(Log):
 
     def append(self, lines: Iterable[str]) -> None:
         """Queue a batch of lines; they are written on the next flush."""
-        batch = lines if isinstance(lines, list) else list(lines)
+        # The model's own output: Textual's Log blanks only U+0000-U+0014, so ESC and the rest are spelt out.
+        batch = [printable(line, keep="\t") for line in lines]
         self.received += len(batch)
         self._queued.extend(batch)
         if self._flush_timer is None and self.is_attached:
