@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.text import Text
 from textual.geometry import Region
@@ -74,7 +75,7 @@ def hostile_detail() -> results.VersionDetail:
     )
 
 
-def rendered(screen: Screen[object]) -> str:
+def rendered(screen: Screen[Any]) -> str:
     """Every line every visible widget of the screen renders: the text the terminal would be sent."""
     lines: list[str] = []
     for widget in screen.query("*"):
@@ -84,19 +85,20 @@ def rendered(screen: Screen[object]) -> str:
     return "\n".join(lines)
 
 
-def cells(screen: Screen[object]) -> list[object]:
+def cells(screen: Screen[Any]) -> list[object]:
     return [cell for table in screen.query(DataTable) for i in range(table.row_count) for cell in table.get_row_at(i)]
 
 
-def assert_spelt_out(screen: Screen[object]) -> None:
+def assert_spelt_out(screen: Screen[Any]) -> None:
     text = rendered(screen)
-    assert "\x1b" not in text and "\x07" not in text, "a control character reached the terminal"
+    assert "\x1b" not in text, "an ESC reached the terminal"
+    assert "\x07" not in text, "a BEL reached the terminal"
     for cell in cells(screen):
         assert isinstance(cell, Text), f"a str cell is parsed as markup: {cell!r}"
         assert "\x1b" not in cell.plain, f"raw ESC in a cell: {cell.plain!r}"
 
 
-async def show_every_tab(pilot: Pilot[None], screen: Screen[object], tabs: list[str]) -> None:
+async def show_every_tab(pilot: Pilot[None], screen: Screen[Any], tabs: list[str]) -> None:
     for tab in tabs:
         screen.query_one(TabbedContent).active = tab
         await pilot.pause()
