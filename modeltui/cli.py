@@ -178,7 +178,10 @@ def main(ctx: click.Context, socket: str | None, config: str | None, no_start: b
         from .app import ModelTuiApp
 
         g: Globals = ctx.obj
-        ModelTuiApp(lambda: connect_or_start(g.socket, config=g.config, start=g.start), readonly=readonly).run()
+        app = ModelTuiApp(lambda: connect_or_start(g.socket, config=g.config, start=g.start), readonly=readonly)
+        app.run()
+        if app.return_code:  # a hung-up terminal ends the TUI with 129 (128 + SIGHUP)
+            sys.exit(app.return_code)
 
 
 # -- init / push / checkout ----------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ def test_tui_ends_when_the_terminal_hangs_up(daemon: DaemonProcess, ignore_hup: 
         ended, cpu = ends_without_spinning(tui)
         assert ended, f"the TUI still runs {EXIT_SECONDS:.0f}s after its terminal hung up (cpu {cpu:.1f}s)"
         assert cpu < CPU_SECONDS, f"the TUI used {cpu:.1f}s of CPU while its terminal was gone"
+        # Killed by the signal, or, with it ignored, ended by the watch: 129 (128 + SIGHUP), never "success".
+        assert tui.proc.returncode == (-signal.SIGHUP if not ignore_hup else 129)
     finally:
         tui.close()
 
