@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from daemon.serving.http import MAX_CHUNKS, _Chunks, _Reject
 from daemon.serving.ledger import Ledger
 from daemon.serving.manifest import Column
 from daemon.serving.metrics import MAX_CLASSES, Metrics, feedback_key
@@ -70,3 +71,20 @@ def test_class_labels_are_bounded() -> None:
     assert feedback_key(True) == "true"
     text = m.render().decode()
     assert 'modeltui_predictions_total{class="other"} 10' in text
+
+
+def test_a_chunked_body_fed_in_small_reads_decodes_exactly_and_keeps_what_follows() -> None:
+    chunks = [bytes([65 + i % 26]) * (i % 5 + 1) for i in range(2000)]
+    wire = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nX-Trailer: 1\r\n\r\nNEXT"
+    decoder, buf, total = _Chunks(), b"", 0
+    for i in range(0, len(wire), 7):  # the connection hands over whatever arrived, mid-line included
+        buf, total = decoder.feed(buf + wire[i : i + 7], total, 1 << 24)
+    assert decoder.done
+    assert (decoder.body(), total, buf) == (b"".join(chunks), sum(map(len, chunks)), b"NEXT")
+
+
+def test_a_body_of_too_many_tiny_chunks_is_refused_with_413() -> None:
+    with pytest.raises(_Reject) as refused:
+        _Chunks().feed(b"1\r\na\r\n" * (MAX_CHUNKS + 1), 0, 1 << 24)
+    assert refused.value.status == 413
+    assert "chunks" in refused.value.message
