@@ -194,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     x_train, x_eval, y_train, y_eval = train_test_split(x, y, test_size=TEST_SIZE, random_state=SEED, stratify=y)
     model = build(args.c).fit(x_train, y_train)
     pred = model.predict(x_eval)
+    # Macro averages, as modeltui's monitoring and maintenance score every model: a challenger's recorded
+    # metrics then compare with these in `modeltui diff`.
     metrics = {
         "accuracy": float(accuracy_score(y_eval, pred)),
-        "precision": float(precision_score(y_eval, pred)),
-        "recall": float(recall_score(y_eval, pred)),
-        "f1": float(f1_score(y_eval, pred)),
+        "precision": float(precision_score(y_eval, pred, average="macro")),
+        "recall": float(recall_score(y_eval, pred, average="macro")),
+        "f1": float(f1_score(y_eval, pred, average="macro")),
     }
 
     blob = canonical_skops(sio.dumps(model))
