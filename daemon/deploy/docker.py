@@ -345,7 +345,7 @@ class DockerBackend:
         return self.where.startswith("unix://") and not os.path.exists(self.where.removeprefix("unix://"))
 
     def _prune(self, keep: int, in_use: set[tuple[str, int]], building: set[str], dry_run: bool) -> img.Pruned:
-        api = self._api()
+        api = self._api(long=True)  # `system df` and removing a large image outlast the 5 s of routine calls
         listing = api.images(filters={"label": f"{LABEL_OWNER}={self.owner}"})
         used_ids = {str(c.get("ImageID")) for c in api.containers(all=True)}
         tags_left = {str(i["Id"]): max(1, len(i.get("RepoTags") or [])) for i in listing}

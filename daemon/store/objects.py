@@ -25,6 +25,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import sqlite3
@@ -48,6 +49,8 @@ from .faults import NO_FAULTS, Faults
 from .pending import Pending
 from .statcache import StatCache, StatKey, forget
 from .tables import utcnow
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 WRITEBACK = 16 << 20
@@ -635,6 +638,9 @@ class ObjectStore:
                     continue
                 entry.unlink()
             except FileNotFoundError:
+                continue
+            except OSError as exc:  # a cleanup must never stop the daemon starting: `gc` retries it later
+                log.warning("could not remove %s from staging: %s", entry, exc.strerror or exc)
                 continue
             files += 1
             size += st.st_size

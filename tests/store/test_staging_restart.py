@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import pytest
 
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, need
 
 pytestmark = pytest.mark.integration
 
@@ -28,3 +29,23 @@ def test_partial_uploads_left_by_a_killed_daemon_are_removed_at_start(daemon_fac
     assert staging.is_dir()
     log = (d.state_dir.parent / "daemon.out").read_text()
     assert "removed 1 partial upload(s) (1047527424 bytes)" in log
+
+
+@pytest.mark.root
+def test_a_staging_file_that_cannot_be_removed_does_not_stop_the_daemon_starting(daemon_factory: object) -> None:
+    need(os.geteuid() == 0, "root, to make a file even root cannot unlink (chattr +i)")
+    d: DaemonProcess = daemon_factory().start()  # type: ignore[operator]
+    d.stop(signal.SIGKILL)
+    stuck = d.state_dir / "staging" / "ingest-stuck"
+    stuck.write_bytes(b"partial")
+    made = subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, text=True)  # even root cannot unlink
+    need(made.returncode == 0, f"chattr +i (root, a file system with attributes): {made.stderr.strip()}")
+    try:
+        d.start()
+        assert d.cli("ls").returncode == 0  # it serves
+        assert stuck.exists()
+        log = (d.state_dir.parent / "daemon.out").read_text()
+        assert "could not remove" in log
+        assert "ingest-stuck" in log
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=False)
