@@ -506,7 +506,8 @@ def daemon_status(ctx: click.Context, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(not_running_document(socket, exc.message), indent=2))
         else:
-            out.print(render.plain(f"no daemon is running on {socket}"))
+            # "no daemon answers" when there is none; a hung daemon's own words ("does not answer: …") otherwise
+            out.print(render.plain(f"no daemon is running on {socket}" if exc.startable else exc.message))
             for line in last_run_lines(socket):
                 out.print(render.plain(line))
         sys.exit(EXIT_CODES[ErrorCode.UNAVAILABLE])

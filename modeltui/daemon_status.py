@@ -49,7 +49,8 @@ def last_run_lines(socket: Path, now: datetime | None = None) -> list[str]:
                          f"went down) ({started}{clue})")
         if rec.log_file:
             lines.append(f"its log: {rec.log_file}")
-    told = rec is not None and rec.state == "crashed" and rec.reason.partition(": ")[2] in start_line
+    detail = rec.reason.partition(": ")[2] if rec is not None and rec.state == "crashed" else ""
+    told = bool(detail) and detail in start_line  # the start log's line is the crash already said
     if start_line and not told:
         lines.append(f"last embedded start wrote: {start_line} (all of it: {start_log})")
     return lines

@@ -26,6 +26,7 @@ from . import render
 from .cli import check_ref_arg, emit, err, fail, json_option, main, out, parse_pairs, run
 from .client import DaemonClient
 from .cluster_cli import staleness
+from .predictions import print_prediction
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -285,8 +286,6 @@ def predict(ctx: click.Context, target: str, input_file: Path, as_json: bool) ->
         )
     except OSError as exc:
         fail(f"{d.name} at {d.endpoint} did not answer: {exc}", EXIT_CODES[ErrorCode.UNAVAILABLE])
-    from .feedback_cli import print_prediction  # feedback_cli imports this module
-
     print_prediction(json.loads(answer), headers, as_json)
 
 

@@ -30,7 +30,7 @@ import csv
 import http.client
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -44,7 +44,6 @@ from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
 from .cli import emit, err, fail, json_option, main, out, run
 from .client import DaemonClient
 from .deploy_cli import find_deployment
-from .render import printable
 
 MAX_LINES = 1_000_000
 CHUNK = 1000
@@ -213,53 +212,6 @@ def output_type(signature: dict[str, Any]) -> str | None:
     return None
 
 
-#: The runtime's id counter: the last 12 hex characters of an id (``daemon/serving/ledger.py``).
-ID_COUNTER_DIGITS = 12
-
-
-def prediction_ids(answer: Any, headers: Mapping[str, str]) -> list[str] | None:
-    """The ids of a prediction answer's rows, for ``modeltui feedback``: ``/predict`` returns them in the body;
-    ``/invocations`` (MLflow's shape) in ``X-Prediction-Ids``, or ``X-Prediction-Id-Range: FIRST/COUNT`` for
-    large batches (consecutive ids). None when the runtime sent none."""
-    if isinstance(answer, dict) and isinstance(answer.get("ids"), list):
-        return [str(i) for i in answer["ids"]]
-    listed = headers.get("X-Prediction-Ids")
-    if listed:
-        return listed.split(",")
-    first, sep, count = (headers.get("X-Prediction-Id-Range") or "").partition("/")
-    if sep and count.isdigit() and len(first) > ID_COUNTER_DIGITS:
-        prefix, counter = first[:-ID_COUNTER_DIGITS], first[-ID_COUNTER_DIGITS:]
-        try:
-            start = int(counter, 16)
-        except ValueError:
-            return None
-        return [f"{prefix}{n:0{ID_COUNTER_DIGITS}x}" for n in range(start, start + int(count))]
-    return None
-
-
-def print_prediction(answer: Any, headers: Mapping[str, str], as_json: bool) -> None:
-    """``predict``'s output: the answer with its ``ids`` (``--json``), or one ``ID  PREDICTION`` line a row
-    under an ``id  prediction`` header (plain text, so ``awk``/``cut`` can turn it into a feedback file)."""
-    ids = prediction_ids(answer, headers)
-    if as_json:
-        if isinstance(answer, dict) and ids is not None:
-            answer = {**answer, "ids": ids}
-        click.echo(json.dumps(answer, indent=2))
-        return
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
-    if not isinstance(predictions, list):
-        click.echo(json.dumps(answer, indent=2))  # not a shape we know: show it as it is
-        return
-    if ids is None or len(ids) != len(predictions):
-        ids = ["-"] * len(predictions)
-    ids = [printable(i) for i in ids]
-    width = max([len("id"), *map(len, ids)])
-    click.echo(f"{'id':<{width}}  prediction")
-    for pid, value in zip(ids, predictions, strict=True):
-        shown = value if isinstance(value, str) else json.dumps(value)
-        click.echo(f"{pid:<{width}}  {printable(shown)}")
-
-
 def _post(conn: http.client.HTTPConnection, path: str, items: list[Item]) -> tuple[int, Any]:
     body = json.dumps({"items": items}, separators=(",", ":")).encode()
     conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
@@ -356,4 +308,4 @@ def feedback(ctx: click.Context, target: str, file: Path, as_json: bool) -> None
     emit(result, as_json, human)
 
 
-__all__ = ["feedback", "prediction_ids", "print_prediction", "read_feedback", "typed_label"]
+__all__ = ["feedback", "read_feedback", "typed_label"]

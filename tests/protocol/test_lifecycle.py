@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.protocol import lifecycle
-from modeltui.feedback_cli import prediction_ids
+from modeltui.predictions import prediction_ids
 
 TRACEBACK = """\
 Traceback (most recent call last):
@@ -46,6 +46,7 @@ def test_record_round_trip_and_unreadable_records(tmp_path: Path) -> None:
 def test_prediction_ids_from_the_body_the_header_or_a_range() -> None:
     assert prediction_ids({"predictions": [1], "ids": ["a"]}, {}) == ["a"]
     assert prediction_ids({"predictions": [1, 0]}, {"X-Prediction-Ids": "p1,p2"}) == ["p1", "p2"]
+    assert prediction_ids({"predictions": [1, 0]}, {"x-prediction-ids": "p1,p2"}) == ["p1", "p2"]  # any case
     first = "0123456789abcdef" + "00000000000e"
     got = prediction_ids({"predictions": [0] * 3}, {"X-Prediction-Id-Range": f"{first}/3"})
     assert got == ["0123456789abcdef00000000000e", "0123456789abcdef00000000000f", "0123456789abcdef000000000010"]
