@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${MODELTUI_VENV:-.venv}/bin/modeltui" "$@"
+exec .venv/bin/modeltui "$@"

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install modeltui into it (with the test tools when given "dev"). Safe to run again:
 # it reinstalls only when pyproject.toml changed since the last install.
-# MODELTUI_VENV names another venv directory (the newcomer test makes a fresh one this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"
-venv="${MODELTUI_VENV:-.venv}"
 
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     if [ "$(id -u)" = 0 ]; then
@@ -15,14 +13,14 @@ if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
         exit 1
     fi
 fi
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+[ -x .venv/bin/python ] || python3 -m venv .venv
 
 spec="."
 [ "$extra" = dev ] && spec=".[dev]"
-stamp="$venv/.modeltui-installed${extra:+-$extra}"
+stamp=".venv/.modeltui-installed${extra:+-$extra}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -e "$spec"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e "$spec"
     echo "$want" > "$stamp"
 fi

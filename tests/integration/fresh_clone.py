@@ -28,6 +28,8 @@ def fresh_env(base: Path, venv_bin: Path) -> dict[str, str]:
     directory and socket under ``base``, and ``venv_bin`` first on PATH."""
     drop = ("MODELTUI_", "XDG_", "PYTHONPATH", "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    # pip's wheel cache stays the real user's: it changes where wheels come from, never what is installed
+    env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
     (base / "home").mkdir(parents=True, exist_ok=True)
     env.update(HOME=str(base / "home"), MODELTUI_STATE_DIR=str(base / "state"),
                MODELTUI_SOCKET=str(base / "run" / "modeltuid.sock"), PYTHONUNBUFFERED="1",

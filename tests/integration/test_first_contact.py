@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,20 @@ def test_embedded_start_failure_shows_the_exception_and_a_log_that_exists(tmp_pa
     assert output_file(res.stderr).is_file()
 
 
-def test_daemon_status_never_starts_one_and_says_when_and_why_the_last_stopped(tmp_path: Path) -> None:
+@pytest.fixture
+def user(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A user whose embedded daemons the test starts through ``modeltui``; whatever still runs at the end,
+    a failed assertion included, is killed."""
     env = user_env(tmp_path)
+    yield env
+    record = lifecycle.read_record(Path(env["MODELTUI_SOCKET"]))
+    if record is not None and lifecycle.pid_alive(record.pid):
+        os.kill(record.pid, signal.SIGKILL)
+        wait_gone(record.pid)
+
+
+def test_daemon_status_never_starts_one_and_says_when_and_why_the_last_stopped(user: dict[str, str]) -> None:
+    env = user
     sock = Path(env["MODELTUI_SOCKET"])
     probe = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), sock, env=env)
 
