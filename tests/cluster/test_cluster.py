@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,10 @@ def chroot() -> str:
 @pytest.fixture
 def pair(
     daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, chroot: str
-) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
+) -> tuple[DaemonProcess, DaemonProcess]:
     a, b = member(daemon_factory, "a", zk, chroot), member(daemon_factory, "b", zk, chroot)
     wait_for(lambda: len((connected(a) or {}).get("hosts", [])) == 2, "both daemons registered", 15)
-    yield a, b
+    return a, b
 
 
 def daemon_log(d: DaemonProcess) -> str:
