@@ -122,7 +122,9 @@ class DaemonProcess:
 
 
 def daemon_env(base: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTUI_")}
+    # No MODELTUI_ settings, and no terminal size of whoever runs pytest: a CLI on a pipe prints whole lines
+    # unless a test gives COLUMNS itself (pytest-xdist workers, for one, inherit a COLUMNS).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTUI_") and k not in ("COLUMNS", "LINES")}
     env.update(
         MODELTUI_STATE_DIR=str(base / "state"),
         MODELTUI_SOCKET=str(base / "run" / "modeltuid.sock"),
