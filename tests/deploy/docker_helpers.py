@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+
+from daemon.deploy.base import owner_id
+from tests.conftest import DaemonProcess, need
 
 REGISTRY = os.environ.get("MODELTUI_DOCKER_REGISTRY", "127.0.0.1:5000")
 BASE_IMAGE = os.environ.get("MODELTUI_DOCKER_BASE_IMAGE", "modeltui-base:bookworm")
@@ -69,3 +74,32 @@ def python_model(path: Path, name: str = "doubler") -> Path:
     )
     (path / "predict.py").write_text("def predict(X):\n    return [2 * float(row[0]) for row in X]\n")
     return path
+
+
+@contextlib.contextmanager
+def docker_daemon_running(
+    daemon_factory: Any, config: str = "", extra_owners: tuple[str, ...] = ()
+) -> Iterator[tuple[DaemonProcess, docker.DockerClient]]:
+    """A real daemon using the real engine and registry (``config``: its daemon.toml), and a client of the
+    engine; afterwards every container and image labelled as its own (or ``extra_owners``') is removed."""
+    problem = engine_problem()
+    need(problem is None, problem or "")
+    need(registry_up(), f"no registry answers on {REGISTRY}; run scripts/services.sh as root")
+    d: DaemonProcess = daemon_factory()
+    if config:
+        Path(d.env["MODELTUI_CONFIG"]).write_text(config)
+    d.env.update(MODELTUI_DOCKER_BASE_IMAGE=BASE_IMAGE, MODELTUI_DOCKER_REGISTRY=REGISTRY)
+    d.start()
+    client = docker.from_env(timeout=60)
+    try:
+        yield d, client
+    finally:
+        d.stop()
+        for owner in (owner_id(d.state_dir), *extra_owners):
+            label = f"modeltui.owner={owner}"
+            for c in client.containers.list(all=True, filters={"label": label}):
+                c.remove(force=True)
+            for image in client.images.list(filters={"label": label}):
+                for tag in image.tags:
+                    client.images.remove(tag, force=True)
+        client.close()

@@ -15,32 +15,16 @@ import docker.errors
 import pytest
 
 from daemon.deploy.base import owner_id
-from tests.conftest import DaemonProcess, need
+from tests.conftest import DaemonProcess
 
-from .docker_helpers import BASE_IMAGE, REGISTRY, engine_problem, http_get, registry_up
+from .docker_helpers import REGISTRY, docker_daemon_running, http_get
 from .test_process import cli_json, deployment, predictions, python_model, wait_for
 
 
 @pytest.fixture
 def docker_daemon(daemon_factory: Any) -> Iterator[tuple[DaemonProcess, docker.DockerClient]]:
-    problem = engine_problem()
-    need(problem is None, problem or "")
-    need(registry_up(), f"no registry answers on {REGISTRY}; run scripts/services.sh as root")
-    d: DaemonProcess = daemon_factory()
-    d.env.update(MODELTUI_DOCKER_BASE_IMAGE=BASE_IMAGE, MODELTUI_DOCKER_REGISTRY=REGISTRY)
-    d.start()
-    client = docker.from_env(timeout=30)
-    try:
-        yield d, client
-    finally:
-        d.stop()
-        label = f"modeltui.owner={owner_id(d.state_dir)}"
-        for c in client.containers.list(all=True, filters={"label": label}):
-            c.remove(force=True)
-        for image in client.images.list(filters={"label": label}):
-            for tag in image.tags:
-                client.images.remove(tag, force=True)
-        client.close()
+    with docker_daemon_running(daemon_factory) as running:
+        yield running
 
 
 def containers(client: docker.DockerClient, d: DaemonProcess) -> list[Any]:

@@ -17,10 +17,9 @@ import docker.errors
 import pytest
 
 from daemon.deploy import image as img
-from daemon.deploy.base import owner_id
-from tests.conftest import DaemonProcess, need
+from tests.conftest import DaemonProcess
 
-from .docker_helpers import BASE_IMAGE, REGISTRY, engine_problem, python_model, registry_up
+from .docker_helpers import REGISTRY, docker_daemon_running, python_model
 from .test_process import cli_json, deployment, predictions, wait_for
 
 # -- the choice (no engine) ----------------------------------------------------------------------------------
@@ -78,27 +77,9 @@ def relabel(engine: docker.DockerClient, base: str, tag: str, labels: dict[str, 
 
 @pytest.fixture
 def docker_daemon(daemon_factory: Any, wheelhouse: Path) -> Iterator[tuple[DaemonProcess, docker.DockerClient]]:
-    problem = engine_problem()
-    need(problem is None, problem or "")
-    need(registry_up(), f"no registry answers on {REGISTRY}; run scripts/services.sh as root")
-    d: DaemonProcess = daemon_factory()
-    Path(d.env["MODELTUI_CONFIG"]).write_text(
-        f'[docker]\nkeep_images = 2\nwheelhouse = "{wheelhouse}"\n\n[exporter]\nenabled = false\n'
-    )
-    d.env.update(MODELTUI_DOCKER_BASE_IMAGE=BASE_IMAGE, MODELTUI_DOCKER_REGISTRY=REGISTRY)
-    d.start()
-    client = docker.from_env(timeout=60)
-    try:
-        yield d, client
-    finally:
-        d.stop()
-        for label in (f"modeltui.owner={owner_id(d.state_dir)}", "modeltui.owner=another-daemon"):
-            for c in client.containers.list(all=True, filters={"label": label}):
-                c.remove(force=True)
-            for image in client.images.list(filters={"label": label}):
-                for tag in image.tags:
-                    client.images.remove(tag, force=True)
-        client.close()
+    config = f'[docker]\nkeep_images = 2\nwheelhouse = "{wheelhouse}"\n\n[exporter]\nenabled = false\n'
+    with docker_daemon_running(daemon_factory, config, extra_owners=("another-daemon",)) as running:
+        yield running
 
 
 def test_gc_and_undeploy_remove_unused_images_keeping_the_newest_per_model(
