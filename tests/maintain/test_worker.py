@@ -156,8 +156,8 @@ def test_cancel_kills_a_training_command_with_its_children(example_dir: Path, tm
     command = "python -c \"import subprocess as s, time; s.Popen(['sleep', '60']); print('started'); time.sleep(60)\""
     token = Cancel()
     timer = threading.Timer(1.0, token.cancel, args=("by a test",))
+    started = time.monotonic()  # before the timer starts: the cancel comes at least 1 s after this
     timer.start()
-    started = time.monotonic()
     with pytest.raises(WorkerError) as info:
         train(command, example_dir, None, tmp_path / "out", FAST, tmp_path / "log", token)
     elapsed = time.monotonic() - started
