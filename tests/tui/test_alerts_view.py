@@ -38,8 +38,12 @@ async def test_an_alert_fires_is_notified_listed_and_resolves(scraped: DaemonPro
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.connection == "connected", "connected")
         assert isinstance(app.screen, ModelsScreen)
-        footer = " ".join(str(w.render()) for w in app.screen.query_one(Footer).query("FooterKey"))
-        assert "Alerts" in footer
+
+        def footer() -> str:
+            return " ".join(str(w.render()) for w in app.screen.query_one(Footer).query("FooterKey"))
+
+        # The footer composes its keys after the screen shows: wait for them (a loaded machine read it empty).
+        await until(pilot, lambda: "Alerts" in footer(), "the footer's keys")
         await pilot.press("A")
         await until(pilot, lambda: isinstance(app.screen, AlertsScreen), "alerts view")
         view = app.screen
