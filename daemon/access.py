@@ -1,7 +1,7 @@
 """Who may do what: a caller's role from its peer credentials (SO_PEERCRED) and ``[access]``.
 
 Reaching the socket at all is decided by the file's mode: 0600 in user mode (only the owner), 0660 and the
-service group in system mode. Then each request type needs a role (``daemon.protocol.requests.ROLE_OF``):
+service group in system mode. Then each request type needs a role (its class's ``role``):
 the daemon's own user and root are admin; anyone else gets the highest role an ``[access]`` entry gives them
 — their user name, ``@group`` for a group they are in (their supplementary groups as the kernel has them for
 the connecting process, read from ``/proc/PID/status``, or the group database when that is not readable), or

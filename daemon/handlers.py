@@ -123,13 +123,13 @@ class Handlers:
         if handler is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OP, f"no handler for {type(request).__name__}")
         caller = ctx.caller
-        needed = q.ROLE_OF[type(request)]
+        needed = request.role
         role = self.access.role(caller.uid, caller.user, caller.groups)
         if not allows(role, needed):
             message = f"{request.op} needs the {needed} role; {caller.user} has {describe(role)}"
             await self._audit(request, ctx, ErrorCode.FORBIDDEN.value, message)
             raise ProtocolError(ErrorCode.FORBIDDEN, message, {"needs": needed, "role": role})
-        if type(request) not in q.MUTATING:
+        if not request.changes_state:
             return await handler(self, request, ctx)
         try:
             result = await handler(self, request, ctx)

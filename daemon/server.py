@@ -30,7 +30,7 @@ from daemon.protocol import frames
 from daemon.protocol.access import Role
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import Event, LogEvent, ProgressEvent
-from daemon.protocol.requests import RESULT_OF
+from daemon.protocol.requests import REQUEST_TYPES
 from daemon.protocol.results import Result
 from daemon.protocol.transport import (
     ConnectionClosed,
@@ -42,7 +42,7 @@ from daemon.protocol.transport import (
 
 log = logging.getLogger("modeltuid.server")
 
-KNOWN_OPS = frozenset(t.model_fields["op"].default for t in RESULT_OF)
+KNOWN_OPS = frozenset(t.model_fields["op"].default for t in REQUEST_TYPES)
 #: Requests one connection may have in flight; more wait (back-pressure, not an error).
 MAX_INFLIGHT_PER_CONNECTION = 8
 #: What the daemon keeps for one subscriber that does not read: at most this many events and this many bytes

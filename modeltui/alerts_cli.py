@@ -80,7 +80,7 @@ def alerts(ctx: click.Context, deployment: str | None, history: bool, limit: int
     if ctx.invoked_subcommand is not None:
         return
     request = q.AlertsListRequest(deployment=deployment, history=limit if history else 0)
-    result = run(ctx, lambda c: c.call(request, r.AlertList))
+    result = run(ctx, lambda c: c.call(request))
     emit(result, as_json, lambda: show_alerts(result))
 
 
@@ -91,7 +91,7 @@ def alerts(ctx: click.Context, deployment: str | None, history: bool, limit: int
 def alerts_rules(ctx: click.Context, deployment: str | None, as_json: bool) -> None:
     """The rules that apply to each deployment (or DEPLOYMENT), and where they come from."""
     request = q.AlertRulesRequest(deployment=deployment)
-    result = run(ctx, lambda c: c.call(request, r.AlertRuleList))
+    result = run(ctx, lambda c: c.call(request))
     emit(result, as_json, lambda: show_rules(result))
 
 
@@ -117,7 +117,7 @@ def alerts_add(
     request = q.AlertAdd.model_validate(
         {"deployment": deployment, "rule": rule, "severity": severity, "name": name, "window_seconds": window_seconds}
     )
-    result = run(ctx, lambda c: c.call(request, r.AlertRuleList))
+    result = run(ctx, lambda c: c.call(request))
     emit(result, as_json, lambda: show_rules(result))
 
 
@@ -129,7 +129,7 @@ def alerts_add(
 def alerts_rm(ctx: click.Context, deployment: str, name: str, as_json: bool) -> None:
     """Remove rule NAME of DEPLOYMENT (removing the last one brings the inherited rules back)."""
     request = q.AlertRemove(deployment=deployment, name=name)
-    result = run(ctx, lambda c: c.call(request, r.AlertRuleList))
+    result = run(ctx, lambda c: c.call(request))
     emit(result, as_json, lambda: show_rules(result))
 
 

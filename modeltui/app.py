@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
-from pydantic import ValidationError
 from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -28,8 +27,8 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from daemon.protocol import requests, results
-from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol import requests
+from daemon.protocol.errors import ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
@@ -184,26 +183,11 @@ class ModelTuiApp(App[None]):
         client = await self._client()
         if client is None:
             return
-        if message.progress is None:
-            result = await client.call(message.request, message.expect)
-        else:
-            result = await self._call_with_progress(client, message)
+        result = await client.call(message.request, progress=message.progress)
         if message.success:
             self.notify(message.success)
         if message.reply is not None and message.screen.is_attached:
             message.reply(result)
-
-    @staticmethod
-    async def _call_with_progress(client: DaemonClient, message: AnyCall) -> Any:
-        """Like ``client.call``, handing the request's progress events to ``message.progress``."""
-        declared = requests.RESULT_OF[type(message.request)]
-        if declared is not message.expect:
-            raise TypeError(f"{type(message.request).__name__} returns {declared.__name__}")
-        reply = await client.send(message.request, progress=message.progress)
-        try:
-            return message.expect.model_validate_json(reply.raw)
-        except ValidationError as exc:
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected {message.expect.__name__}: {exc}") from exc
 
     # -- following a deployment's log ------------------------------------------------------------------
     @on(RegistryScreen.Follow)
@@ -244,7 +228,7 @@ class ModelTuiApp(App[None]):
         client.add_listener(on_event)
         try:
             tail = await client.call(
-                requests.Logs(name=message.deployment, tail=message.tail, follow=True), results.LogLines
+                requests.Logs(name=message.deployment, tail=message.tail, follow=True)
             )
             message.lines(tail.lines)
             overtaken, early = early or [], None

@@ -273,7 +273,7 @@ def checkout_cmd(ctx: click.Context, ref: str, directory: Path, force: bool, as_
 @click.pass_context
 def ls(ctx: click.Context, query: str | None, limit: int, offset: int, as_json: bool) -> None:
     """List models (QUERY filters by name)."""
-    result = run(ctx, lambda c: c.call(q.ListModels(query=query, limit=limit, offset=offset), r.ModelList))
+    result = run(ctx, lambda c: c.call(q.ListModels(query=query, limit=limit, offset=offset)))
     emit(result, as_json, lambda: out.print(render.models_table(result)))
 
 
@@ -285,7 +285,7 @@ def ls(ctx: click.Context, query: str | None, limit: int, offset: int, as_json: 
 @click.pass_context
 def log(ctx: click.Context, name: str, limit: int, offset: int, as_json: bool) -> None:
     """The versions of model NAME, newest first."""
-    result = run(ctx, lambda c: c.call(q.Log(name=name, limit=limit, offset=offset), r.VersionList))
+    result = run(ctx, lambda c: c.call(q.Log(name=name, limit=limit, offset=offset)))
     emit(result.json_items(), as_json, lambda: out.print(render.versions_table(result)))
 
 
@@ -295,7 +295,7 @@ def log(ctx: click.Context, name: str, limit: int, offset: int, as_json: bool) -
 @click.pass_context
 def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show a version: NAME (latest), NAME:3 or NAME@alias."""
-    result = run(ctx, lambda c: c.call(q.Show(ref=ref), r.VersionDetail))
+    result = run(ctx, lambda c: c.call(q.Show(ref=ref)))
     emit(result, as_json, lambda: render.print_version(out, result))
 
 
@@ -306,7 +306,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.pass_context
 def diff(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
     """Compare two versions: files, params, metrics, signature, requirements."""
-    result = run(ctx, lambda c: c.call(q.Diff(a=a, b=b), r.VersionDiff))
+    result = run(ctx, lambda c: c.call(q.Diff(a=a, b=b)))
     emit(result, as_json, lambda: render.print_diff(out, result))
 
 
@@ -320,7 +320,7 @@ def tag(ctx: click.Context, ref: str, tags: tuple[str, ...], unset: tuple[str, .
     """Set or remove tags on a version."""
     tag_map = parse_tags(tags)
     keys = [validated(check_tag_key, k) for k in unset]
-    result = run(ctx, lambda c: c.call(q.Tag(ref=ref, set=tag_map, unset=keys), r.VersionSummary))
+    result = run(ctx, lambda c: c.call(q.Tag(ref=ref, set=tag_map, unset=keys)))
     shown = f"{result.model}:{result.number} tags: {render.tags(result.tags)}"
     emit(result, as_json, lambda: out.print(render.plain(shown)))
 
@@ -333,7 +333,7 @@ def tag(ctx: click.Context, ref: str, tags: tuple[str, ...], unset: tuple[str, .
 def describe(ctx: click.Context, name: str, text: str | None, as_json: bool) -> None:
     """Show model NAME's summary; with TEXT, set its description."""
     request = q.GetModel(name=name) if text is None else q.DescribeModel(name=name, description=text)
-    result = run(ctx, lambda c: c.call(request, r.ModelDetail))
+    result = run(ctx, lambda c: c.call(request))
     emit(result, as_json, lambda: render.print_model(out, result.model))
 
 
@@ -352,8 +352,7 @@ def alias() -> None:
 @click.pass_context
 def alias_set(ctx: click.Context, name: str, alias_name: str, version: int, reason: str, as_json: bool) -> None:
     """Point ALIAS of model NAME at VERSION."""
-    result = run(ctx, lambda c: c.call(q.AliasSet(name=name, alias=alias_name, version=version, reason=reason),
-                                       r.AliasEventInfo))
+    result = run(ctx, lambda c: c.call(q.AliasSet(name=name, alias=alias_name, version=version, reason=reason)))
     emit(result, as_json, lambda: show_alias_set(result))
 
 
@@ -374,7 +373,7 @@ def show_alias_set(e: r.AliasEventInfo) -> None:
 @click.pass_context
 def alias_rm(ctx: click.Context, name: str, alias_name: str, reason: str, as_json: bool) -> None:
     """Remove ALIAS from model NAME."""
-    result = run(ctx, lambda c: c.call(q.AliasRemove(name=name, alias=alias_name, reason=reason), r.AliasEventInfo))
+    result = run(ctx, lambda c: c.call(q.AliasRemove(name=name, alias=alias_name, reason=reason)))
     emit(result, as_json, lambda: out.print(render.alias_move(result)))
 
 
@@ -389,8 +388,7 @@ def alias_history(ctx: click.Context, name: str, alias_name: str | None, at: str
                   as_json: bool) -> None:
     """Every move of the aliases of model NAME, newest first."""
     when = parse_time(at) if at else None
-    result = run(ctx, lambda c: c.call(q.AliasHistoryRequest(name=name, alias=alias_name, at=when, limit=limit),
-                                       r.AliasHistory))
+    result = run(ctx, lambda c: c.call(q.AliasHistoryRequest(name=name, alias=alias_name, at=when, limit=limit)))
     emit(result, as_json, lambda: render.print_history(out, result))
 
 
@@ -406,19 +404,18 @@ def rollback(ctx: click.Context, name: str, alias_name: str | None, reason: str,
     """Move ALIAS of model NAME back to its previous target. Given only a DEPLOYMENT that follows an alias,
     move that alias back and wait until the deployment has rolled out the previous version."""
     if alias_name is not None:
-        result = run(ctx, lambda c: c.call(q.Rollback(name=name, alias=alias_name, reason=reason), r.AliasEventInfo))
+        result = run(ctx, lambda c: c.call(q.Rollback(name=name, alias=alias_name, reason=reason)))
         emit(result, as_json, lambda: out.print(render.alias_move(result)))
         return
     from .deploy_cli import rollout_waiter
 
     async def body(c: DaemonClient) -> tuple[r.AliasEventInfo, str]:
-        dep = (await c.call(q.GetDeployment(name=name, events=0), r.DeploymentDetail)).deployment
+        dep = (await c.call(q.GetDeployment(name=name, events=0))).deployment
         if dep.ref.partition("@")[2] == "":
             raise ProtocolError(ErrorCode.INVALID, f"deployment {name} is pinned to {dep.ref}; deploy another version")
         await c.subscribe("deployments")
         waiter = rollout_waiter(c, name)
-        move = await c.call(q.Rollback(name=dep.model, alias=dep.ref.partition("@")[2], reason=reason),
-                            r.AliasEventInfo)
+        move = await c.call(q.Rollback(name=dep.model, alias=dep.ref.partition("@")[2], reason=reason))
         try:
             return move, await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
@@ -453,7 +450,7 @@ def rm(ctx: click.Context, ref: str, force: bool, whole_model: bool, as_json: bo
         raise click.BadParameter(f"give a version ({ref}:N or {ref}@ALIAS), or --model to remove the whole model")
     else:
         request = q.RemoveVersion(ref=ref, force=force)
-    result = run(ctx, lambda c: c.call(request, r.RemoveResult))
+    result = run(ctx, lambda c: c.call(request))
     emit(result, as_json, lambda: out.print(render.plain(
         f"removed {result.model} versions {', '.join(map(str, result.removed_versions)) or '(none)'}")))
 
@@ -466,7 +463,7 @@ def rm(ctx: click.Context, ref: str, force: bool, whole_model: bool, as_json: bo
 def gc(ctx: click.Context, dry_run: bool, grace: int | None, as_json: bool) -> None:
     """Remove stored files no version references any more, and Docker images no deployment uses beyond the
     newest [docker] keep_images versions of each model."""
-    result = run(ctx, lambda c: c.call(q.Gc(dry_run=dry_run, grace_seconds=grace), r.GcResult))
+    result = run(ctx, lambda c: c.call(q.Gc(dry_run=dry_run, grace_seconds=grace)))
     images = "".join(f"\n  {tag}" for tag in result.images_removed)
     note = f"\n{result.images_note}" if result.images_note else ""
     emit(result, as_json, lambda: out.print(render.plain(
@@ -497,7 +494,7 @@ def daemon_status(ctx: click.Context, as_json: bool) -> None:
     async def ask() -> r.DaemonStatus:
         client = await connect_or_start(g.socket, config=g.config, start=False, client_name="modeltui-cli")
         async with client:
-            return await client.call(q.DaemonStatusRequest(), r.DaemonStatus)
+            return await client.call(q.DaemonStatusRequest())
 
     try:
         result = asyncio.run(ask())
@@ -529,7 +526,7 @@ def daemon_stop(ctx: click.Context) -> None:
         except DaemonUnavailable:
             return False
         async with client:
-            await client.call(q.DaemonStop(), r.Ack)
+            await client.call(q.DaemonStop())
             await asyncio.wait_for(client.closed.wait(), 60)
         return True
 

@@ -148,7 +148,7 @@ class DaemonClient:
     # -- requests ------------------------------------------------------------------------------------------
     async def send(
         self,
-        request: requests._Request,
+        request: requests.BaseRequest[Any],
         *,
         fds: Sequence[int] = (),
         progress: Callable[[int, int, str], None] | None = None,
@@ -157,9 +157,8 @@ class DaemonClient:
         came back (the caller closes them). Raises ProtocolError."""
         if self.closed.is_set():
             raise DaemonUnavailable("the connection to the daemon is closed")
-        if self.readonly and type(request) in requests.MUTATING:
-            op = type(request).model_fields["op"].default
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"{op} changes state: refused by --readonly")
+        if self.readonly and request.changes_state:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{request.op_name} changes state: refused by --readonly")
         req_id = next(self._ids)
         data = b'{"type":"request","id":%d,"request":%s}\n' % (req_id, request.model_dump_json().encode())
         if len(data) > frames.MAX_FRAME_BYTES:
@@ -192,16 +191,12 @@ class DaemonClient:
             self._pending.pop(req_id, None)
             self._progress.pop(req_id, None)
 
-    async def call(self, request: requests._Request, expect: type[R]) -> R:
-        """Send a request and return its typed result."""
-        declared = requests.RESULT_OF[type(request)]
-        if declared is not expect:
-            raise TypeError(f"{type(request).__name__} returns {declared.__name__}, not {expect.__name__}")
-        reply = await self.send(request)
-        try:
-            return expect.model_validate_json(reply.raw)
-        except ValidationError as exc:
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"unexpected {expect.__name__} from the daemon: {exc}") from exc
+    async def call(
+        self, request: requests.BaseRequest[R], *, progress: Callable[[int, int, str], None] | None = None
+    ) -> R:
+        """Send a request and return its result, of the type the request class declares."""
+        reply = await self.send(request, progress=progress)
+        return request.parse_result(reply.raw)
 
     def add_listener(self, listener: EventListener) -> None:
         """Call ``listener`` (on the event loop) for every pushed event of the subscribed topics."""
@@ -212,7 +207,7 @@ class DaemonClient:
             self._listeners.remove(listener)
 
     async def subscribe(self, *topics: str) -> None:
-        await self.call(requests.Subscribe.model_validate({"topics": list(topics)}), results.Ack)
+        await self.call(requests.Subscribe.model_validate({"topics": list(topics)}))
 
 
 async def connect(socket_path: Path, *, client_name: str = "modeltui", timeout: float = 5.0) -> DaemonClient:  # noqa: ASYNC109

@@ -104,7 +104,7 @@ def cluster() -> None:
 def cluster_status(ctx: click.Context, as_json: bool) -> None:
     """The cluster as this daemon sees it. The ZooKeeper connection and the cache's age, the daemons, the
     elections' leaders, every host's deployments; without a cluster configured, says so (exit 0)."""
-    result = run(ctx, lambda c: c.call(q.ClusterStatusRequest(), r.ClusterStatus))
+    result = run(ctx, lambda c: c.call(q.ClusterStatusRequest()))
     emit(result, as_json, lambda: show_status(result))
 
 

@@ -98,7 +98,7 @@ def deploy(
 @click.pass_context
 def undeploy(ctx: click.Context, name: str, as_json: bool) -> None:
     """Stop deployment NAME and forget it."""
-    result = run(ctx, lambda c: c.call(q.Undeploy(name=name), r.DeploymentDetail))
+    result = run(ctx, lambda c: c.call(q.Undeploy(name=name)))
     emit(result, as_json, lambda: out.print(render.plain(f"undeployed {name}")))
 
 
@@ -108,7 +108,7 @@ def undeploy(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def restart(ctx: click.Context, name: str, as_json: bool) -> None:
     """Start deployment NAME again (a new instance replaces the old once healthy)."""
-    result = run(ctx, lambda c: c.call(q.RestartDeployment(name=name), r.DeploymentDetail))
+    result = run(ctx, lambda c: c.call(q.RestartDeployment(name=name)))
     emit(result, as_json, lambda: out.print(render.plain(f"restarting {name}")))
 
 
@@ -151,20 +151,20 @@ def ps(ctx: click.Context, name: str | None, events: int, all_hosts: bool, as_js
     if name:
         if all_hosts:
             raise click.UsageError("--all-hosts lists every host's deployments: give no NAME")
-        detail = run(ctx, lambda c: c.call(q.GetDeployment(name=name, events=events or 10), r.DeploymentDetail))
+        detail = run(ctx, lambda c: c.call(q.GetDeployment(name=name, events=events or 10)))
         emit(detail, as_json, lambda: render.print_deployment(out, detail))
         return
     if not all_hosts:
-        result = run(ctx, lambda c: c.call(q.ListDeployments(), r.DeploymentList))
+        result = run(ctx, lambda c: c.call(q.ListDeployments()))
         emit(result, as_json, lambda: out.print(render.deployments_table(result)))
         return
 
     async def body(c: DaemonClient) -> tuple[r.DeploymentList, str]:
-        found = await c.call(q.ListDeployments(all_hosts=True), r.DeploymentList)
+        found = await c.call(q.ListDeployments(all_hosts=True))
         this_host = socket.gethostname()
         if not as_json and found.cluster_state not in (None, "disabled"):  # the name the cluster knows us by
             with contextlib.suppress(ProtocolError):  # only a label: the list stands without it
-                this_host = (await c.call(q.ClusterStatusRequest(), r.ClusterStatus)).host or this_host
+                this_host = (await c.call(q.ClusterStatusRequest())).host or this_host
         return found, this_host
 
     everywhere, this_host = run(ctx, body)
@@ -190,7 +190,7 @@ def logs(ctx: click.Context, name: str, tail: int, follow: bool) -> None:
                 lines.put_nowait(event.lines)
 
         c.add_listener(on_event)
-        result = await c.call(q.Logs(name=name, tail=tail, follow=follow), r.LogLines)
+        result = await c.call(q.Logs(name=name, tail=tail, follow=follow))
         write(result.lines)
         while follow:
             getter = asyncio.ensure_future(lines.get())
@@ -212,7 +212,7 @@ def logs(ctx: click.Context, name: str, tail: int, follow: bool) -> None:
 
 async def find_deployment(c: DaemonClient, target: str) -> r.DeploymentDetail:
     """A deployment by name, else the running deployment of a ref (``NAME@ALIAS``, ``NAME:N``, ``NAME``)."""
-    found = await c.call(q.ListDeployments(), r.DeploymentList)
+    found = await c.call(q.ListDeployments())
     for d in found.items:
         if d.name == target:
             return r.DeploymentDetail(deployment=d)

@@ -77,7 +77,7 @@ async def diagnose(path: Path) -> list[r.DoctorCheck]:
             return checks
         checks.append(_check("access", "ok", f"{w.user} has the {role} role"))
         try:
-            report = await client.call(q.DoctorRequest(), r.DoctorReport)
+            report = await client.call(q.DoctorRequest())
         except ProtocolError as exc:
             return [*checks, _check("daemon", "fail", exc.message, "see the daemon's log")]
         return checks + report.checks

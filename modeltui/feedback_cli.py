@@ -246,7 +246,7 @@ def feedback(ctx: click.Context, target: str, file: Path, as_json: bool) -> None
         if kind != "csv" or d.version is None:
             return detail, None
         try:
-            version = await c.call(q.Show(ref=f"{d.model}:{d.version}"), r.VersionDetail)
+            version = await c.call(q.Show(ref=f"{d.model}:{d.version}"))
         except ProtocolError:
             return detail, None  # the version is gone from the registry: send the labels as strings
         return detail, output_type(version.signature)

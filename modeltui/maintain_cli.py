@@ -95,7 +95,7 @@ def show_run(run: r.MaintainRunInfo) -> None:
 @click.pass_context
 def policy(ctx: click.Context, name: str, as_json: bool) -> None:
     """The effective maintenance policy of model NAME, and what would stop a run."""
-    result = run(ctx, lambda c: c.call(q.MaintainPolicyRequest(name=name), r.MaintainPolicyInfo))
+    result = run(ctx, lambda c: c.call(q.MaintainPolicyRequest(name=name)))
     emit(result, as_json, lambda: show_policy(result))
 
 
@@ -109,7 +109,7 @@ def set_policy(ctx: click.Context, name: str, pairs: tuple[str, ...], unset: tup
     """Override policy keys of model NAME (e.g. promote=auto metric=f1 min_improvement=0.01 paused=true)."""
     values = parse_pairs(pairs, _key, _value, "KEY=VALUE")
     req = q.MaintainSet(name=name, set=values, unset=list(unset))
-    result = run(ctx, lambda c: c.call(req, r.MaintainPolicyInfo))
+    result = run(ctx, lambda c: c.call(req))
     emit(result, as_json, lambda: show_policy(result))
 
 
@@ -120,11 +120,11 @@ def set_policy(ctx: click.Context, name: str, pairs: tuple[str, ...], unset: tup
 @click.pass_context
 def run_now(ctx: click.Context, name: str, wait: bool, as_json: bool) -> None:
     """Start a maintenance run of model NAME now."""
-    result = run(ctx, lambda c: c.call(q.MaintainRunNow(name=name), r.MaintainRunInfo))
+    result = run(ctx, lambda c: c.call(q.MaintainRunNow(name=name)))
     ask = q.MaintainShow(run=result.id)
     while wait and result.state not in FINAL:
         time.sleep(0.5)
-        result = run(ctx, lambda c: c.call(ask, r.MaintainRunInfo))
+        result = run(ctx, lambda c: c.call(ask))
     emit(result, as_json, lambda: show_run(result))
     code = RUN_EXIT.get(result.state)
     if code is not None:
@@ -138,7 +138,7 @@ def run_now(ctx: click.Context, name: str, wait: bool, as_json: bool) -> None:
 @click.pass_context
 def runs(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> None:
     """Maintenance runs, newest first (of model NAME, or all)."""
-    result = run(ctx, lambda c: c.call(q.MaintainRuns(name=name, limit=limit), r.MaintainRunList))
+    result = run(ctx, lambda c: c.call(q.MaintainRuns(name=name, limit=limit)))
 
     def show() -> None:
         if not result.items:
@@ -158,13 +158,13 @@ def runs(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> Non
 @click.pass_context
 def show(ctx: click.Context, run_id: int, as_json: bool) -> None:
     """One run, step by step."""
-    result = run(ctx, lambda c: c.call(q.MaintainShow(run=run_id), r.MaintainRunInfo))
+    result = run(ctx, lambda c: c.call(q.MaintainShow(run=run_id)))
     emit(result, as_json, lambda: show_run(result))
 
 
 def _decide(ctx: click.Context, run_id: int, approve: bool, reason: str, as_json: bool) -> None:
     req = q.MaintainDecide(run=run_id, approve=approve, reason=reason)
-    result = run(ctx, lambda c: c.call(req, r.MaintainRunInfo))
+    result = run(ctx, lambda c: c.call(req))
     emit(result, as_json, lambda: show_run(result))
 
 
@@ -196,12 +196,12 @@ def reject(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None:
 def cancel(ctx: click.Context, run_id: int, reason: str, as_json: bool) -> None:
     """Stop a run: a running one (its training or evaluation is killed) or one awaiting approval."""
     req = q.MaintainCancel(run=run_id, reason=reason)
-    result = run(ctx, lambda c: c.call(req, r.MaintainRunInfo))
+    result = run(ctx, lambda c: c.call(req))
     emit(result, as_json, lambda: show_run(result))
 
 
 def _pause(ctx: click.Context, name: str | None, paused: bool, as_json: bool) -> None:
-    result = run(ctx, lambda c: c.call(q.MaintainPause(name=name, paused=paused), r.MaintainPauseInfo))
+    result = run(ctx, lambda c: c.call(q.MaintainPause(name=name, paused=paused)))
 
     def show() -> None:
         if name is not None:

@@ -88,5 +88,5 @@ def drift_lines(drift: dict[str, r.FeatureDrift]) -> list[str]:
 def metrics(ctx: click.Context, name: str, window: int, as_json: bool) -> None:
     """Request rate, errors, latency percentiles, accuracy/precision/recall/F1 and drift of deployment NAME."""
     request = q.MetricsRequest(name=name, window_seconds=window)
-    result = run(ctx, lambda c: c.call(request, r.DeploymentMetrics))
+    result = run(ctx, lambda c: c.call(request))
     emit(result, as_json, lambda: show_metrics(result))

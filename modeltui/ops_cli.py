@@ -56,7 +56,7 @@ def audit(ctx: click.Context, since_text: str | None, user: str | None, limit: i
     """Changes asked of the daemon and refused requests, newest first: who (uid), what, when, the result."""
     since = parse_since(since_text) if since_text else None
     req = q.AuditRequest(since=since, user=user, limit=limit)
-    result = run(ctx, lambda c: c.call(req, r.AuditList))
+    result = run(ctx, lambda c: c.call(req))
 
     def show() -> None:
         if not result.items:

@@ -199,7 +199,7 @@ async def push_directory(
             **meta,
         }
     )
-    result = await client.call(push, r.PushResult)
+    result = await client.call(push)
     return result.model_copy(update={"bytes_copied": copied}), copied
 
 

@@ -27,7 +27,6 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
 from daemon.protocol import requests as q  # noqa: E402
-from daemon.protocol import results as r  # noqa: E402
 from modeltui.client import connect  # noqa: E402
 from modeltui.transfer import push_directory  # noqa: E402
 
@@ -37,15 +36,15 @@ async def _deploys(socket_path: Path, model_dir: Path, repeat: int) -> list[floa
     async with client:
         pushed, _ = await push_directory(client, model_dir, name="bench-rf")
         ref = f"{pushed.version.model}:{pushed.version.number}"
-        warm_up = await client.call(q.Deploy(ref=ref, name="bench-warm-up"), r.DeploymentDetail)  # starts the zygote
-        await client.call(q.Undeploy(name=warm_up.deployment.name), r.DeploymentDetail)
+        warm_up = await client.call(q.Deploy(ref=ref, name="bench-warm-up"))  # starts the zygote
+        await client.call(q.Undeploy(name=warm_up.deployment.name))
         times = []
         for i in range(repeat):
             started = time.perf_counter()
-            detail = await client.call(q.Deploy(ref=ref, name=f"bench-{i}"), r.DeploymentDetail)
+            detail = await client.call(q.Deploy(ref=ref, name=f"bench-{i}"))
             times.append(time.perf_counter() - started)
             assert detail.deployment.health == "healthy", detail.deployment.message
-            await client.call(q.Undeploy(name=f"bench-{i}"), r.DeploymentDetail)
+            await client.call(q.Undeploy(name=f"bench-{i}"))
         return times
 
 

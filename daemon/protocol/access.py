@@ -1,4 +1,4 @@
-"""Roles: what a caller may ask the daemon. Each request type needs one (``requests.ROLE_OF``); the daemon
+"""Roles: what a caller may ask the daemon. Each request class declares one (``role``); the daemon
 decides a caller's role from its peer credentials and ``[access]`` (docs/operations.md)."""
 
 from __future__ import annotations

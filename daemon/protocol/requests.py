@@ -1,19 +1,22 @@
 """Requests: one frozen pydantic model per operation, discriminated by ``op``.
 
-``RESULT_OF`` names the result type of each request; a test checks that every request type has exactly one
-handler in the daemon.
+A request class states its own facts: its result type (``class Ping(BaseRequest[r.Pong])``), the role it
+needs (``role``) and whether it changes state (``changes_state``: audited, refused by read-only clients).
+Adding a request is this class, a member of ``Request`` and one handler method in the daemon; tests check
+that every request type has a role, a result and exactly one handler.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from . import results as r
 from .access import Role
 from .alerts import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, RuleName, Severity, parse_rule
 from .deploy import Backend, ContainerOptions, DeploymentName, EnvName, EnvValue, Port
+from .errors import ErrorCode, ProtocolError
 from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
 from .values import Count, Ordinal, UtcTime
 
@@ -25,73 +28,133 @@ MAX_PUSH_FILES = 50_000
 MAX_GC_GRACE_SECONDS = 100 * 366 * 86_400
 
 
-class _Request(BaseModel):
+R = TypeVar("R", bound=r.Result)
+
+
+class BaseRequest(BaseModel, Generic[R]):
+    """A request whose answer is an ``R``. Subclasses set ``role``; the result type comes from ``[R]``."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: the result type, taken from the class's ``BaseRequest[...]`` base when the class is made
+    result: ClassVar[type[r.Result]]
+    #: the least role a caller needs (docs/operations.md, "Access control")
+    role: ClassVar[Role]
+    #: audited, needs at least the operator role, and refused by a read-only client
+    changes_state: ClassVar[bool] = False
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for base in cls.__mro__:
+            meta = getattr(base, "__pydantic_generic_metadata__", None)
+            if meta and meta["origin"] is BaseRequest and meta["args"]:
+                cls.result = meta["args"][0]
+                return
 
     @property
     def fd_count(self) -> int:
         """How many file descriptors travel with this request (SCM_RIGHTS)."""
         return 0
 
+    @property
+    def op_name(self) -> str:
+        """The wire name of this request (``op``)."""
+        return str(type(self).model_fields["op"].default)
 
-class Ping(_Request):
+    def parse_result(self, raw: bytes) -> R:
+        """The daemon's answer to this request, as its declared result type."""
+        try:
+            return cast(R, self.result.model_validate_json(raw))
+        except ValidationError as exc:
+            raise ProtocolError(
+                ErrorCode.BAD_FRAME, f"unexpected {self.result.__name__} from the daemon: {exc}"
+            ) from exc
+
+
+class Ping(BaseRequest[r.Pong]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["ping"] = "ping"
 
 
-class DaemonStatusRequest(_Request):
+class DaemonStatusRequest(BaseRequest[r.DaemonStatus]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["daemon.status"] = "daemon.status"
 
 
-class DaemonStop(_Request):
+class DaemonStop(BaseRequest[r.Ack]):
+    role: ClassVar[Role] = "admin"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["daemon.stop"] = "daemon.stop"
 
 
-class Subscribe(_Request):
+class Subscribe(BaseRequest[r.Ack]):
     """Start receiving events on this connection for the given topics."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["subscribe"] = "subscribe"
     topics: Annotated[list[Literal["registry", "deployments", "alerts"]], Field(min_length=1, max_length=8)]
 
 
-class ListModels(_Request):
+class ListModels(BaseRequest[r.ModelList]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["models.list"] = "models.list"
     query: Annotated[str, Field(max_length=128)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 200
     offset: Count = 0
 
 
-class GetModel(_Request):
+class GetModel(BaseRequest[r.ModelDetail]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["models.get"] = "models.get"
     name: ModelName
 
 
-class DescribeModel(_Request):
+class DescribeModel(BaseRequest[r.ModelDetail]):
     """Set a model's description."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["models.describe"] = "models.describe"
     name: ModelName
     description: Text
 
 
-class RemoveModel(_Request):
+class RemoveModel(BaseRequest[r.RemoveResult]):
+    role: ClassVar[Role] = "admin"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["models.rm"] = "models.rm"
     name: ModelName
     force: bool = False
 
 
-class Log(_Request):
+class Log(BaseRequest[r.VersionList]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["versions.log"] = "versions.log"
     name: ModelName
     limit: Annotated[int, Field(ge=1, le=10_000)] = 100
     offset: Count = 0
 
 
-class Show(_Request):
+class Show(BaseRequest[r.VersionDetail]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["versions.show"] = "versions.show"
     ref: RefStr
 
 
-class Diff(_Request):
+class Diff(BaseRequest[r.VersionDiff]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["versions.diff"] = "versions.diff"
     a: RefStr
     b: RefStr
@@ -103,8 +166,11 @@ class UploadFile(BaseModel):
     size: Count
 
 
-class Upload(_Request):
+class Upload(BaseRequest[r.UploadResult]):
     """Stream files into the object store; one descriptor per file is passed with the frame."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["objects.upload"] = "objects.upload"
     files: Annotated[list[UploadFile], Field(min_length=1, max_length=MAX_UPLOAD_FILES)]
@@ -129,7 +195,7 @@ class Source(BaseModel):
     path: Annotated[str, Field(max_length=4096)] | None = None
 
 
-class VersionMeta(_Request):
+class VersionMeta(BaseRequest[r.PushResult]):
     """What a push says about the version besides its files."""
 
     name: ModelName | None = None
@@ -141,6 +207,9 @@ class VersionMeta(_Request):
 
 class Push(VersionMeta):
     """Create a version from uploaded objects. Identical content returns the existing version."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["versions.push"] = "versions.push"
     files: Annotated[list[PushFile], Field(min_length=1, max_length=MAX_PUSH_FILES)]
@@ -157,6 +226,9 @@ class PushFiles(VersionMeta):
     """Upload and create a version in one round trip: one descriptor per file comes with the frame.
     For directories of at most MAX_UPLOAD_FILES files; larger ones use objects.upload, then versions.push."""
 
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["versions.push_files"] = "versions.push_files"
     files: Annotated[list[NewFile], Field(min_length=1, max_length=MAX_UPLOAD_FILES)]
 
@@ -165,9 +237,11 @@ class PushFiles(VersionMeta):
         return len(self.files)
 
 
-class Checkout(_Request):
+class Checkout(BaseRequest[r.CheckoutResult]):
     """A page of a version's files, each with an open read-only descriptor: paged so neither side ever
     holds more than MAX_CHECKOUT_FILES descriptors for one request."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["versions.checkout"] = "versions.checkout"
     ref: RefStr
@@ -175,20 +249,29 @@ class Checkout(_Request):
     limit: Annotated[int, Field(ge=1, le=MAX_CHECKOUT_FILES)] = MAX_CHECKOUT_FILES
 
 
-class Tag(_Request):
+class Tag(BaseRequest[r.VersionSummary]):
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["versions.tag"] = "versions.tag"
     ref: RefStr
     set: Annotated[dict[TagKey, TagValue], Field(max_length=100)] = Field(default_factory=dict)
     unset: Annotated[list[TagKey], Field(max_length=100)] = Field(default_factory=list)
 
 
-class RemoveVersion(_Request):
+class RemoveVersion(BaseRequest[r.RemoveResult]):
+    role: ClassVar[Role] = "admin"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["versions.rm"] = "versions.rm"
     ref: RefStr
     force: bool = False
 
 
-class AliasSet(_Request):
+class AliasSet(BaseRequest[r.AliasEventInfo]):
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["aliases.set"] = "aliases.set"
     name: ModelName
     alias: AliasName
@@ -196,14 +279,19 @@ class AliasSet(_Request):
     reason: Line = ""
 
 
-class AliasRemove(_Request):
+class AliasRemove(BaseRequest[r.AliasEventInfo]):
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["aliases.rm"] = "aliases.rm"
     name: ModelName
     alias: AliasName
     reason: Line = ""
 
 
-class AliasHistoryRequest(_Request):
+class AliasHistoryRequest(BaseRequest[r.AliasHistory]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["aliases.history"] = "aliases.history"
     name: ModelName
     alias: AliasName | None = None
@@ -211,8 +299,11 @@ class AliasHistoryRequest(_Request):
     limit: Annotated[int, Field(ge=1, le=10_000)] = 1000
 
 
-class Rollback(_Request):
+class Rollback(BaseRequest[r.AliasEventInfo]):
     """Move an alias back to the version it pointed to before its last move."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["aliases.rollback"] = "aliases.rollback"
     name: ModelName
@@ -220,16 +311,22 @@ class Rollback(_Request):
     reason: Line = ""
 
 
-class Gc(_Request):
+class Gc(BaseRequest[r.GcResult]):
+    role: ClassVar[Role] = "admin"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["store.gc"] = "store.gc"
     dry_run: bool = False
     grace_seconds: Annotated[int, Field(ge=0, le=MAX_GC_GRACE_SECONDS)] | None = None
 
 
-class Deploy(_Request):
+class Deploy(BaseRequest[r.DeploymentDetail]):
     """Deploy a version. ``NAME@ALIAS`` follows the alias (each move rolls out); ``NAME:N`` is pinned;
     ``NAME`` means the latest version, pinned. With ``wait`` the answer comes when the first instance is
     healthy (or has failed); build and start progress arrive as progress events meanwhile."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["deployments.create"] = "deployments.create"
     ref: RefStr
@@ -242,33 +339,45 @@ class Deploy(_Request):
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
 
 
-class Undeploy(_Request):
+class Undeploy(BaseRequest[r.DeploymentDetail]):
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["deployments.rm"] = "deployments.rm"
     name: DeploymentName
 
 
-class ListDeployments(_Request):
+class ListDeployments(BaseRequest[r.DeploymentList]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["deployments.list"] = "deployments.list"
     model: str | None = None
     all_hosts: bool = Field(default=False, description="also the deployments other daemons of the cluster run")
 
 
-class GetDeployment(_Request):
+class GetDeployment(BaseRequest[r.DeploymentDetail]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["deployments.get"] = "deployments.get"
     name: DeploymentName
     events: Annotated[int, Field(ge=0, le=1000)] = 20
 
 
-class RestartDeployment(_Request):
+class RestartDeployment(BaseRequest[r.DeploymentDetail]):
     """Start the deployment again (a new instance, rolled out like a version change)."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["deployments.restart"] = "deployments.restart"
     name: DeploymentName
 
 
-class Logs(_Request):
+class Logs(BaseRequest[r.LogLines]):
     """The last ``tail`` lines of a deployment's log; with ``follow`` new lines keep arriving as log events
     on this connection until it closes."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["deployments.logs"] = "deployments.logs"
     name: DeploymentName
@@ -276,32 +385,41 @@ class Logs(_Request):
     follow: bool = False
 
 
-class MetricsRequest(_Request):
+class MetricsRequest(BaseRequest[r.DeploymentMetrics]):
     """Derived metrics of a deployment over the last ``window_seconds`` (60 s to 30 days)."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["metrics.get"] = "metrics.get"
     name: DeploymentName
     window_seconds: Annotated[int, Field(ge=60, le=30 * 86_400)] = 3600
 
 
-class AlertsListRequest(_Request):
+class AlertsListRequest(BaseRequest[r.AlertList]):
     """Current alerts (pending and firing), optionally of one deployment, with the latest transitions."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["alerts.list"] = "alerts.list"
     deployment: DeploymentName | None = None
     history: Annotated[int, Field(ge=0, le=10_000)] = 0
 
 
-class AlertRulesRequest(_Request):
+class AlertRulesRequest(BaseRequest[r.AlertRuleList]):
     """The rules that apply to each deployment (or one), with where each comes from."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["alerts.rules"] = "alerts.rules"
     deployment: DeploymentName | None = None
 
 
-class AlertAdd(_Request):
+class AlertAdd(BaseRequest[r.AlertRuleList]):
     """Add (or replace, by name) a rule of a deployment. The first edit copies the rules it inherited
     (manifest or built-in) into its own."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["alerts.add"] = "alerts.add"
     deployment: DeploymentName
@@ -316,7 +434,10 @@ class AlertAdd(_Request):
         return parse_rule(value).expr
 
 
-class AlertRemove(_Request):
+class AlertRemove(BaseRequest[r.AlertRuleList]):
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
     op: Literal["alerts.rm"] = "alerts.rm"
     deployment: DeploymentName
     name: RuleName
@@ -326,9 +447,12 @@ PolicyKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z_]+
 PolicyValue = Annotated[str, Field(max_length=4096)]
 
 
-class MaintainSet(_Request):
+class MaintainSet(BaseRequest[r.MaintainPolicyInfo]):
     """Override keys of a model's maintenance policy (``key=value``; see docs/maintenance.md); ``unset``
     returns keys to the manifest's value. The whole resulting policy is checked before anything is stored."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["maintain.set"] = "maintain.set"
     name: ModelName
@@ -336,31 +460,43 @@ class MaintainSet(_Request):
     unset: Annotated[list[PolicyKey], Field(max_length=50)] = Field(default_factory=list)
 
 
-class MaintainPolicyRequest(_Request):
+class MaintainPolicyRequest(BaseRequest[r.MaintainPolicyInfo]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["maintain.policy"] = "maintain.policy"
     name: ModelName
 
 
-class MaintainRunNow(_Request):
+class MaintainRunNow(BaseRequest[r.MaintainRunInfo]):
     """Start a run now (one per model at a time)."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["maintain.run_now"] = "maintain.run_now"
     name: ModelName
 
 
-class MaintainRuns(_Request):
+class MaintainRuns(BaseRequest[r.MaintainRunList]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["maintain.runs"] = "maintain.runs"
     name: ModelName | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 50
 
 
-class MaintainShow(_Request):
+class MaintainShow(BaseRequest[r.MaintainRunInfo]):
+    role: ClassVar[Role] = "viewer"
+
     op: Literal["maintain.show"] = "maintain.show"
     run: Ordinal
 
 
-class MaintainDecide(_Request):
+class MaintainDecide(BaseRequest[r.MaintainRunInfo]):
     """Approve (promote and roll out) or reject a challenger awaiting approval."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["maintain.decide"] = "maintain.decide"
     run: Ordinal
@@ -368,25 +504,33 @@ class MaintainDecide(_Request):
     reason: Text = ""
 
 
-class MaintainCancel(_Request):
+class MaintainCancel(BaseRequest[r.MaintainRunInfo]):
     """Stop a run that is running (its worker is killed, no later step starts) or awaiting approval."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["maintain.cancel"] = "maintain.cancel"
     run: Ordinal
     reason: Text = ""
 
 
-class MaintainPause(_Request):
+class MaintainPause(BaseRequest[r.MaintainPauseInfo]):
     """Pause (or resume) the maintenance of one model, or of every model (the global switch) without a name.
     A paused model, or any model while the global switch is on, starts no run: scheduled, alert or manual."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
 
     op: Literal["maintain.pause"] = "maintain.pause"
     name: ModelName | None = None
     paused: bool = True
 
 
-class AuditRequest(_Request):
+class AuditRequest(BaseRequest[r.AuditList]):
     """Recorded changes and refusals, newest first (``modeltui audit``)."""
+
+    role: ClassVar[Role] = "operator"
 
     op: Literal["audit.list"] = "audit.list"
     since: UtcTime | None = None
@@ -394,14 +538,18 @@ class AuditRequest(_Request):
     limit: Annotated[int, Field(ge=1, le=10_000)] = 200
 
 
-class DoctorRequest(_Request):
+class DoctorRequest(BaseRequest[r.DoctorReport]):
     """The daemon's checks of itself: database, disk, directories, and every configured service."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["daemon.doctor"] = "daemon.doctor"
 
 
-class ClusterStatusRequest(_Request):
+class ClusterStatusRequest(BaseRequest[r.ClusterStatus]):
     """The ZooKeeper connection, the daemons and their deployments, the elections' leaders, the cache's age."""
+
+    role: ClassVar[Role] = "viewer"
 
     op: Literal["cluster.status"] = "cluster.status"
 
@@ -456,67 +604,6 @@ Request = Annotated[
 
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 
-RESULT_OF: dict[type[_Request], type[r.Result]] = {
-    Ping: r.Pong,
-    DaemonStatusRequest: r.DaemonStatus,
-    DaemonStop: r.Ack,
-    Subscribe: r.Ack,
-    ListModels: r.ModelList,
-    GetModel: r.ModelDetail,
-    DescribeModel: r.ModelDetail,
-    RemoveModel: r.RemoveResult,
-    Log: r.VersionList,
-    Show: r.VersionDetail,
-    Diff: r.VersionDiff,
-    Upload: r.UploadResult,
-    Push: r.PushResult,
-    PushFiles: r.PushResult,
-    Checkout: r.CheckoutResult,
-    Tag: r.VersionSummary,
-    RemoveVersion: r.RemoveResult,
-    AliasSet: r.AliasEventInfo,
-    AliasRemove: r.AliasEventInfo,
-    AliasHistoryRequest: r.AliasHistory,
-    Rollback: r.AliasEventInfo,
-    Gc: r.GcResult,
-    Deploy: r.DeploymentDetail,
-    Undeploy: r.DeploymentDetail,
-    ListDeployments: r.DeploymentList,
-    GetDeployment: r.DeploymentDetail,
-    RestartDeployment: r.DeploymentDetail,
-    Logs: r.LogLines,
-    MetricsRequest: r.DeploymentMetrics,
-    AlertsListRequest: r.AlertList,
-    AlertRulesRequest: r.AlertRuleList,
-    AlertAdd: r.AlertRuleList,
-    AlertRemove: r.AlertRuleList,
-    ClusterStatusRequest: r.ClusterStatus,
-    MaintainSet: r.MaintainPolicyInfo,
-    MaintainPolicyRequest: r.MaintainPolicyInfo,
-    MaintainRunNow: r.MaintainRunInfo,
-    MaintainRuns: r.MaintainRunList,
-    MaintainShow: r.MaintainRunInfo,
-    MaintainDecide: r.MaintainRunInfo,
-    MaintainCancel: r.MaintainRunInfo,
-    MaintainPause: r.MaintainPauseInfo,
-    AuditRequest: r.AuditList,
-    DoctorRequest: r.DoctorReport,
-}
 
-#: Requests that change state (audited and, in system mode, need the operator role; see issue 7).
-_MUTATING: list[type[_Request]] = [DaemonStop, DescribeModel, RemoveModel, Upload, Push, PushFiles, Tag]
-_MUTATING += [RemoveVersion, AliasSet, AliasRemove, Rollback, Gc, Deploy, Undeploy, RestartDeployment]
-_MUTATING += [AlertAdd, AlertRemove, MaintainSet, MaintainRunNow, MaintainDecide, MaintainCancel, MaintainPause]
-MUTATING: frozenset[type[_Request]] = frozenset(_MUTATING)
-
-#: The role each request needs (docs/operations.md, "Access control"): a test checks every type has one.
-#: Viewers read; operators change models, aliases, deployments, alerts and maintenance; admins also remove
-#: versions and models, collect garbage and stop the daemon.
-_VIEWER: list[type[_Request]] = [Ping, DaemonStatusRequest, Subscribe, ListModels, GetModel, Log, Show, Diff]
-_VIEWER += [Checkout, AliasHistoryRequest, ListDeployments, GetDeployment, Logs, MetricsRequest]
-_VIEWER += [AlertsListRequest, AlertRulesRequest, ClusterStatusRequest, MaintainPolicyRequest, MaintainRuns]
-_VIEWER += [MaintainShow, DoctorRequest]
-_ADMIN: list[type[_Request]] = [DaemonStop, RemoveModel, RemoveVersion, Gc]
-ROLE_OF: dict[type[_Request], Role] = {}
-for _types, _role in ((_VIEWER, "viewer"), (MUTATING, "operator"), (_ADMIN, "admin"), ([AuditRequest], "operator")):
-    ROLE_OF.update(dict.fromkeys(_types, cast(Role, _role)))
+#: every request type, in the order of ``Request``
+REQUEST_TYPES: tuple[type[BaseRequest[Any]], ...] = get_args(get_args(Request)[0])

@@ -58,7 +58,7 @@ class AlertsScreen(RegistryScreen):
         super().on_mount()
 
     def reload(self) -> None:
-        self.call(requests.AlertsListRequest(deployment=self.deployment, history=HISTORY), results.AlertList,
+        self.call(requests.AlertsListRequest(deployment=self.deployment, history=HISTORY),
                   self._show, group="list")
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:

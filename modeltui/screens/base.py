@@ -35,13 +35,12 @@ class RegistryScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
 
     class Call(Message, Generic[R]):
-        """Ask the App to send ``request`` to the daemon and hand the ``expect`` result to ``reply``."""
+        """Ask the App to send ``request`` to the daemon and hand its result to ``reply``."""
 
         def __init__(
             self,
             screen: RegistryScreen,
-            request: requests._Request,
-            expect: type[R],
+            request: requests.BaseRequest[R],
             reply: Callable[[R], None] | None = None,
             *,
             group: str | None = None,
@@ -51,7 +50,6 @@ class RegistryScreen(Screen[None]):
             super().__init__()
             self.screen = screen
             self.request = request
-            self.expect = expect
             self.reply = reply
             self.group = group
             """Calls of one screen in the same group cancel each other (the newest wins)."""
@@ -88,8 +86,7 @@ class RegistryScreen(Screen[None]):
 
     def call(
         self,
-        request: requests._Request,
-        expect: type[R],
+        request: requests.BaseRequest[R],
         reply: Callable[[R], None] | None = None,
         *,
         group: str | None = None,
@@ -97,7 +94,7 @@ class RegistryScreen(Screen[None]):
         progress: Callable[[int, int, str], None] | None = None,
     ) -> None:
         """Post a :class:`Call` (to the App)."""
-        self.post_message(self.Call(self, request, expect, reply, group=group, success=success,
+        self.post_message(self.Call(self, request, reply, group=group, success=success,
                                     progress=progress))
 
     def on_mount(self) -> None:

@@ -86,7 +86,7 @@ class _DeploymentActions(RegistryScreen):
         question = (f"Undeploy [b]{name}[/b] ({d.ref}, {version_label(d.version)})?\n"
                     f"Its {d.backend} instance stops and {d.endpoint or 'its endpoint'} stops answering.")
         self._confirm(question, lambda: self.call(
-            requests.Undeploy(name=name), results.DeploymentDetail, lambda _d: self.after_undeploy(name),
+            requests.Undeploy(name=name), lambda _d: self.after_undeploy(name),
             success=f"undeployed {name}",
         ))
 
@@ -98,7 +98,7 @@ class _DeploymentActions(RegistryScreen):
         question = (f"Restart [b]{name}[/b] ({d.ref})?\n"
                     "A new instance starts and replaces the running one once it is healthy.")
         self._confirm(question, lambda: self.call(
-            requests.RestartDeployment(name=name), results.DeploymentDetail, lambda _d: self.reload(),
+            requests.RestartDeployment(name=name), lambda _d: self.reload(),
             success=f"restarting {name}",
         ))
 
@@ -128,13 +128,13 @@ class _DeploymentActions(RegistryScreen):
                 question = (f"Roll [b]{alias}[/b] of {model} back from [b]{now}[/b] to [b]{before}[/b]?\n"
                             f"{name} then rolls out {before}.")
                 self._confirm(question, lambda: self.call(
-                    requests.Rollback(name=model, alias=alias, reason=choice.reason), results.AliasEventInfo,
+                    requests.Rollback(name=model, alias=alias, reason=choice.reason),
                     lambda _info: self.reload(), success=f"rolled {model}@{alias} back to {before}",
                 ))
 
             self.app.push_screen(RollbackDialog(model, [alias], alias), chosen)
 
-        self.call(requests.AliasHistoryRequest(name=model, alias=alias, limit=1), results.AliasHistory,
+        self.call(requests.AliasHistoryRequest(name=model, alias=alias, limit=1),
                   got_history, group="history")
 
 
@@ -167,7 +167,7 @@ class DeploymentsScreen(_DeploymentActions):
         super().on_mount()
 
     def reload(self) -> None:
-        self.call(requests.ListDeployments(), results.DeploymentList, self._show, group="list")
+        self.call(requests.ListDeployments(), self._show, group="list")
 
     def deployments_changed(self, events: Sequence[DeploymentEvent]) -> None:
         last = events[-1]
@@ -241,8 +241,7 @@ class DeploymentsScreen(_DeploymentActions):
         self._status(f"deploying {choice.ref}…")
         self.call(
             requests.Deploy(ref=choice.ref, name=choice.name, backend=choice.backend, port=choice.port,
-                            wait=False),
-            results.DeploymentDetail, deployed, progress=progress, success=f"deploying {choice.ref}",
+                            wait=False), deployed, progress=progress, success=f"deploying {choice.ref}",
         )
 
 
@@ -287,8 +286,7 @@ class DeploymentScreen(_DeploymentActions):
         super().on_mount()
 
     def reload(self) -> None:
-        self.call(requests.GetDeployment(name=self.deployment_name, events=EVENT_COUNT),
-                  results.DeploymentDetail, self._show, group="get")
+        self.call(requests.GetDeployment(name=self.deployment_name, events=EVENT_COUNT), self._show, group="get")
 
     def deployments_changed(self, events: Sequence[DeploymentEvent]) -> None:
         mine = [e for e in events if e.deployment == self.deployment_name]

@@ -63,7 +63,6 @@ class DiffScreen(RegistryScreen):
     def reload(self) -> None:
         self.call(
             requests.Diff(a=f"{self.model_name}:{self.a}", b=f"{self.model_name}:{self.b}"),
-            results.VersionDiff,
             self._show,
             group="diff",
         )

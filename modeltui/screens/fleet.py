@@ -231,8 +231,8 @@ class FleetScreen(PollingScreen):
 
     # -- asking ----------------------------------------------------------------------------------------
     def reload(self) -> None:
-        self.call(requests.ClusterStatusRequest(), results.ClusterStatus, self._show_status, group="status")
-        self.call(requests.ListDeployments(all_hosts=True), results.DeploymentList, self._show_list, group="list")
+        self.call(requests.ClusterStatusRequest(), self._show_status, group="status")
+        self.call(requests.ListDeployments(all_hosts=True), self._show_list, group="list")
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         """Registry events matter only for the models some deployment follows."""
@@ -249,7 +249,7 @@ class FleetScreen(PollingScreen):
             self.models[model] = next((m for m in page.items if m.name == model), None)
             self._show_deployments()
 
-        self.call(requests.ListModels(query=model, limit=MODEL_PAGE), results.ModelList, got, group=f"model {model}")
+        self.call(requests.ListModels(query=model, limit=MODEL_PAGE), got, group=f"model {model}")
 
     # -- showing ---------------------------------------------------------------------------------------
     def _show_status(self, status: results.ClusterStatus) -> None:

@@ -36,8 +36,7 @@ class HistoryScreen(RegistryScreen):
         super().on_mount()
 
     def reload(self) -> None:
-        self.call(requests.AliasHistoryRequest(name=self.model_name, limit=HISTORY_LIMIT),
-                  results.AliasHistory, self._show, group="history")
+        self.call(requests.AliasHistoryRequest(name=self.model_name, limit=HISTORY_LIMIT), self._show, group="history")
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         return any(e.model == self.model_name and e.kind == "alias.moved" for e in events)

@@ -279,7 +279,6 @@ class MaintenanceScreen(PollingScreen):
     def reload(self) -> None:
         self.call(
             requests.MaintainRuns(name=self.model, limit=RUN_LIMIT),
-            results.MaintainRunList,
             self._show_list,
             group="list",
         )
@@ -291,7 +290,7 @@ class MaintenanceScreen(PollingScreen):
         return self.model is None or any(e.model == self.model for e in events)
 
     def _ask(self, run: int) -> None:
-        self.call(requests.MaintainShow(run=run), results.MaintainRunInfo, self._show_run, group="show")
+        self.call(requests.MaintainShow(run=run), self._show_run, group="show")
 
     def poll(self) -> None:
         """Every second while a shown run is running; else every IDLE_TICKS seconds (runs the CLI or a
@@ -421,7 +420,6 @@ class MaintenanceScreen(PollingScreen):
                 question,
                 lambda: self.call(
                     requests.MaintainDecide(run=run_id, approve=approve, reason=reason),
-                    results.MaintainRunInfo,
                     self._decided,
                     success=f"run {run_id} {verb}d",
                 ),
@@ -459,7 +457,6 @@ class MaintenanceScreen(PollingScreen):
                 f"Cancel run [b]{run_id}[/b] of [b]{literal(model)}[/b]?\n{what.capitalize()}; the champion stays.",
                 lambda: self.call(
                     requests.MaintainCancel(run=run_id, reason=reason),
-                    results.MaintainRunInfo,
                     self._decided,
                     success=f"run {run_id} cancelled",
                 ),
@@ -490,7 +487,6 @@ class MaintenanceScreen(PollingScreen):
             question,
             lambda: self.call(
                 requests.MaintainRunNow(name=model),
-                results.MaintainRunInfo,
                 begun,
                 success=f"maintenance run of {model} started",
             ),
@@ -502,7 +498,6 @@ class MaintenanceScreen(PollingScreen):
             return
         self.call(
             requests.MaintainPolicyRequest(name=run.model),
-            results.MaintainPolicyInfo,
             self._show_policy,
             group="policy",
         )

@@ -87,8 +87,8 @@ class MetricsScreen(RegistryScreen):
     # -- asking ----------------------------------------------------------------------------------------
     def reload(self) -> None:
         self._stop_timer()
-        self.call(requests.MetricsRequest(name=self.deployment_name, window_seconds=self.window_seconds),
-                  results.DeploymentMetrics, self._show, group="metrics")
+        request = requests.MetricsRequest(name=self.deployment_name, window_seconds=self.window_seconds)
+        self.call(request, self._show, group="metrics")
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         return False

@@ -61,10 +61,9 @@ class ModelScreen(RegistryScreen):
         super().on_mount()
 
     def reload(self) -> None:
-        self.call(requests.GetModel(name=self.model_name), results.ModelDetail, self._show_model,
-                  group="model")
-        self.call(requests.Log(name=self.model_name, limit=PAGE_SIZE, offset=self.page_offset),
-                  results.VersionList, self._show_versions, group="log")
+        self.call(requests.GetModel(name=self.model_name), self._show_model, group="model")
+        page = requests.Log(name=self.model_name, limit=PAGE_SIZE, offset=self.page_offset)
+        self.call(page, self._show_versions, group="log")
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         return any(e.model == self.model_name for e in events)
@@ -151,7 +150,6 @@ class ModelScreen(RegistryScreen):
                     self.call(
                         requests.AliasSet(name=self.model_name, alias=choice.alias, version=version,
                                           reason=choice.reason),
-                        results.AliasEventInfo,
                         lambda _info: self.reload(),
                         success=f"{choice.alias} → v{version}",
                     )
@@ -180,7 +178,6 @@ class ModelScreen(RegistryScreen):
                 if yes:
                     self.call(
                         requests.Rollback(name=self.model_name, alias=choice.alias, reason=choice.reason),
-                        results.AliasEventInfo,
                         lambda info: self.reload(),
                         success=f"rolled {choice.alias} back",
                     )

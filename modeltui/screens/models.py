@@ -57,7 +57,6 @@ class ModelsScreen(RegistryScreen):
     def reload(self) -> None:
         self.call(
             requests.ListModels(query=self.filter_text or None, limit=PAGE_SIZE, offset=self.page_offset),
-            results.ModelList,
             self._show,
             group="list",
         )

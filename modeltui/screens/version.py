@@ -52,7 +52,7 @@ class VersionScreen(RegistryScreen):
         super().on_mount()
 
     def reload(self) -> None:
-        self.call(requests.Show(ref=f"{self.model_name}:{self.number}"), results.VersionDetail, self._show,
+        self.call(requests.Show(ref=f"{self.model_name}:{self.number}"), self._show,
                   group="show")
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:

@@ -226,8 +226,8 @@ def test_every_request_type_is_refused_below_its_role(system_daemon: DaemonProce
     """Each request type the viewer may not send, sent raw by the viewer's own process (a client that checks
     nothing): the daemon answers FORBIDDEN naming the role."""
     d = system_daemon
-    above = [x for x in REQUESTS if isinstance(x, q._Request) and not allows("viewer", q.ROLE_OF[type(x)])]
-    assert {type(x) for x in above} == {t for t, role in q.ROLE_OF.items() if role != "viewer"}
+    above = [x for x in REQUESTS if isinstance(x, q.BaseRequest) and not allows("viewer", x.role)]
+    assert {type(x) for x in above} == {t for t in q.REQUEST_TYPES if t.role != "viewer"}
     sendable = [x for x in above if x.fd_count == 0]  # with descriptors, see test_protocol's fd checks
     env = {k: v for k, v in d.env.items() if not k.startswith("MODELTUI_")}
     lines = "\n".join(x.model_dump_json() for x in sendable)
@@ -236,4 +236,4 @@ def test_every_request_type_is_refused_below_its_role(system_daemon: DaemonProce
     got = json.loads(ran.stdout)
     for req in sendable:
         op = req.op
-        assert got[op] == f"FORBIDDEN: {op} needs the {q.ROLE_OF[type(req)]} role; mtui-alice has the viewer role"
+        assert got[op] == f"FORBIDDEN: {op} needs the {req.role} role; mtui-alice has the viewer role"

@@ -3,27 +3,40 @@ from its user name, its groups and ``[access]``."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from daemon.access import Access
 from daemon.protocol import requests as q
+from daemon.protocol import results as r
 from daemon.protocol.access import ROLES, allows
 from daemon.settings import AccessSection
 
 
-def test_every_request_type_has_a_role() -> None:
-    missing = [t.__name__ for t in q.RESULT_OF if t not in q.ROLE_OF]
-    assert missing == [], f"request types without a role: {missing}"
-    assert set(q.ROLE_OF) == set(q.RESULT_OF)
-    assert set(q.ROLE_OF.values()) <= set(ROLES)
+def test_every_request_type_has_a_role_and_a_result() -> None:
+    missing = [t.__name__ for t in q.REQUEST_TYPES if "role" not in vars(t) or not hasattr(t, "result")]
+    assert missing == [], f"request types without their own role or a result type: {missing}"
+    assert {t.role for t in q.REQUEST_TYPES} <= set(ROLES)
+
+
+def test_a_request_class_without_a_role_is_caught() -> None:
+    class NoRole(q.BaseRequest[r.Pong]):
+        op: Literal["x.norole"] = "x.norole"
+
+    assert "role" not in vars(NoRole)
+    assert NoRole.result is r.Pong
+    with pytest.raises(AttributeError):
+        _ = NoRole().role
 
 
 def test_changes_need_more_than_a_viewer_and_reads_need_no_more() -> None:
-    for t in q.MUTATING:
-        assert q.ROLE_OF[t] in ("operator", "admin"), t.__name__
-    assert {t for t, role in q.ROLE_OF.items() if role == "admin"} == {q.DaemonStop, q.RemoveModel,
-                                                                       q.RemoveVersion, q.Gc}  # fmt: skip
-    assert q.ROLE_OF[q.AuditRequest] == "operator"  # who did what: not for every viewer
+    for t in q.REQUEST_TYPES:
+        if t.changes_state:
+            assert t.role in ("operator", "admin"), t.__name__
+    assert {t for t in q.REQUEST_TYPES if t.role == "admin"} == {q.DaemonStop, q.RemoveModel,
+                                                                 q.RemoveVersion, q.Gc}  # fmt: skip
+    assert q.AuditRequest.role == "operator"  # who did what: not for every viewer
 
 
 @pytest.mark.parametrize(

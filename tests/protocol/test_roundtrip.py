@@ -175,8 +175,8 @@ def _union_members(annotated: object) -> set[type]:
 
 
 def test_samples_cover_every_request_result_and_event() -> None:
-    assert {type(x) for x in REQUESTS} == _union_members(q.Request) == set(q.RESULT_OF)
-    assert {type(x) for x in RESULTS} == set(q.RESULT_OF.values())
+    assert {type(x) for x in REQUESTS} == _union_members(q.Request) == set(q.REQUEST_TYPES)
+    assert {type(x) for x in RESULTS} == {t.result for t in q.REQUEST_TYPES}
     assert {type(x) for x in EVENTS} == _union_members(events.Event)
 
 
@@ -215,7 +215,7 @@ def test_other_frames_roundtrip() -> None:
 def test_every_request_type_has_exactly_one_handler() -> None:
     from daemon.handlers import HANDLERS
 
-    assert set(HANDLERS) == set(q.RESULT_OF)
+    assert set(HANDLERS) == set(q.REQUEST_TYPES)
     assert len(set(HANDLERS.values())) == len(HANDLERS)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from textual.widgets import Footer, Static, TabbedContent
 
-from daemon.protocol import requests, results
+from daemon.protocol import requests
 from modeltui.screens import AlertsScreen, DeploymentsScreen, HelpScreen, ModelsScreen
 from modeltui.widgets import AlertHistoryTable, AlertsTable
 from tests.conftest import DaemonProcess
@@ -31,7 +31,7 @@ def notes(app: Any, text: str) -> list[Any]:
 async def test_an_alert_fires_is_notified_listed_and_resolves(scraped: DaemonProcess) -> None:
     dep = await deploy(scraped, "sign@production")
     added = await query(scraped, requests.AlertAdd(deployment=dep.name, rule="up == 0 for 1s",
-                                                   severity="critical", name="gone"), results.AlertRuleList)
+                                                   severity="critical", name="gone"))
     assert [r.expr for r in added.items if r.name == "gone"] == ["up == 0 for 1s"]
     (pid,) = scraped.serving_pids(dep.name)
     app = make_app(scraped)
@@ -77,7 +77,7 @@ async def test_an_alert_fires_is_notified_listed_and_resolves(scraped: DaemonPro
             assert dep.name in note.message
             assert "gone" in note.message
             # The same as alerts.list says.
-            listed = await query(scraped, requests.AlertsListRequest(), results.AlertList)
+            listed = await query(scraped, requests.AlertsListRequest())
             assert (dep.name, "gone", "firing") in [(a.deployment, a.rule, a.state) for a in listed.items]
             # (the built-in rule 'down', up == 0 for 1m, is pending meanwhile; it is listed too)
             await until(pilot, lambda: set(table.items) == {f"{a.deployment}/{a.rule}" for a in listed.items},
@@ -102,7 +102,7 @@ async def test_an_alert_fires_is_notified_listed_and_resolves(scraped: DaemonPro
 async def test_a_firing_alert_is_notified_on_any_screen_and_a_is_on_deployments(scraped: DaemonProcess) -> None:
     dep = await deploy(scraped, "sign@production")
     await query(scraped, requests.AlertAdd(deployment=dep.name, rule="up == 0 for 1s", severity="warning",
-                                           name="gone"), results.AlertRuleList)
+                                           name="gone"))
     (pid,) = scraped.serving_pids(dep.name)
     app = make_app(scraped)
     async with app.run_test(size=SIZE) as pilot:

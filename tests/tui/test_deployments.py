@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from textual.widgets import Footer, Static, TabbedContent
@@ -34,6 +34,8 @@ from modeltui.widgets import DeploymentEventsTable, DeploymentFieldsTable, Deplo
 from tests.conftest import DaemonProcess
 
 from .test_app import SIZE, make_app, push, rows, show_json, until
+
+R = TypeVar("R", bound=results.Result)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -109,7 +111,7 @@ async def settle_clients(pilot: Any, daemon: DaemonProcess, expected: int) -> No
     loop = asyncio.get_running_loop()
     deadline, clients = loop.time() + 5, -1
     while loop.time() < deadline:
-        clients = (await query(daemon, requests.DaemonStatusRequest(), results.DaemonStatus)).clients
+        clients = (await query(daemon, requests.DaemonStatusRequest())).clients
         if clients == expected:
             return
         await pilot.pause(0.1)
@@ -118,24 +120,23 @@ async def settle_clients(pilot: Any, daemon: DaemonProcess, expected: int) -> No
 
 async def deploy(daemon: DaemonProcess, ref: str, **fields: Any) -> DeploymentInfo:
     async with await connect(daemon.socket) as client:
-        detail = await client.call(requests.Deploy(ref=ref, wait=True, timeout_seconds=60, **fields),
-                                   results.DeploymentDetail)
+        detail = await client.call(requests.Deploy(ref=ref, wait=True, timeout_seconds=60, **fields))
     d = detail.deployment
     assert d.state == "running", d
     return d
 
 
-async def query(daemon: DaemonProcess, request: requests._Request, expect: type[Any]) -> Any:
+async def query(daemon: DaemonProcess, request: requests.BaseRequest[R]) -> R:
     async with await connect(daemon.socket) as client:
-        return await client.call(request, expect)
+        return await client.call(request)
 
 
 async def undeploy_all(client: DaemonClient) -> None:
     """Teardown: running instances outlive the daemon, so every test removes what it deployed."""
-    listing = await client.call(requests.ListDeployments(), results.DeploymentList)
+    listing = await client.call(requests.ListDeployments())
     for d in listing.items:
         try:
-            await client.call(requests.Undeploy(name=d.name), results.DeploymentDetail)
+            await client.call(requests.Undeploy(name=d.name))
         except Exception:
             if d.instance is not None and d.backend == "process":
                 with contextlib.suppress(ValueError, OSError):
@@ -239,7 +240,7 @@ async def test_undeploy_with_confirmation_stops_the_process(echo: DaemonProcess)
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirmation")
         await pilot.press("y")
         await until(pilot, lambda: screen.query_one(DeploymentsTable).row_count == 0, "row removed", 20)
-    listing = await query(echo, requests.ListDeployments(), results.DeploymentList)
+    listing = await query(echo, requests.ListDeployments())
     assert listing.items == []
     deadline = time.monotonic() + 10
     while answers(d.endpoint) and time.monotonic() < deadline:
@@ -256,7 +257,7 @@ async def test_logs_follow_and_a_flood_keeps_the_app_responsive(echo: DaemonProc
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_deployments(pilot)
         await until(pilot, lambda: table_row(screen, d.name)["state"] == "running", "row")
-        clients_before = (await query(echo, requests.DaemonStatusRequest(), results.DaemonStatus)).clients
+        clients_before = (await query(echo, requests.DaemonStatusRequest())).clients
 
         await pilot.press("l")
         await until(pilot, lambda: isinstance(app.screen, DeploymentScreen), "log view")
@@ -426,7 +427,7 @@ async def test_readonly_hides_and_refuses_deployment_actions(echo: DaemonProcess
             await pilot.press(key)
             await pilot.pause(0.1)
             assert app.screen is detail, key
-    listing = await query(echo, requests.ListDeployments(), results.DeploymentList)
+    listing = await query(echo, requests.ListDeployments())
     assert [x.state for x in listing.items] == ["running"]
 
 
