@@ -39,10 +39,10 @@ from daemon.monitor.service import Monitor, deployment_targets
 from daemon.monitor.store import MonitorStore
 from daemon.protocol import lifecycle
 from daemon.protocol.events import AlertEvent
+from daemon.registry.service import Registry
 from daemon.server import AlreadyRunning, EventHub, Server, acquire_lock, adopt_socket
 from daemon.settings import Settings
 from daemon.systemd import Notifier, SystemdEnv, inherited_listener, watchdog_loop
-from daemon.versions import Registry
 
 if TYPE_CHECKING:
     from daemon.cluster.service import Cluster

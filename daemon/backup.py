@@ -15,7 +15,7 @@ objects referenced by *that snapshot* (not by the live database) are copied. Obj
 version's objects are durable before its row commits, so they all exist, unless the garbage collector removes
 one whose versions were deleted after the snapshot: the backup holds a shared flock on ``STATE/gc.lock`` from
 before the snapshot until the last object is copied, and GC takes it exclusively without waiting, refusing to
-run meanwhile (``daemon/store/objects.py``). Everything is written to ``DEST.partial`` and renamed to ``DEST``
+run meanwhile (``daemon/registry/objects.py``). Everything is written to ``DEST.partial`` and renamed to ``DEST``
 only when complete and fsynced, so an interrupted backup never looks like a finished one.
 
 Small objects are rows of the ``blobs`` table, so they are in the snapshot already. ``stat_cache`` (inode →
@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
 from daemon import __version__
+from daemon.registry.objects import GC_LOCK, fsync_dir
 from daemon.store.engine import DB_NAME
 from daemon.store.migrations import MIGRATIONS
-from daemon.store.objects import GC_LOCK, fsync_dir
 
 if TYPE_CHECKING:
     from daemon.settings import Settings

@@ -34,9 +34,9 @@ from daemon.protocol.events import LogEvent, RegistryEvent
 from daemon.protocol.frames import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from daemon.protocol.names import parse_ref
 from daemon.readcache import ReadCache
+from daemon.registry.service import Registry
 from daemon.server import Context, EventHub, HandlerResult, Serialized
 from daemon.settings import Settings
-from daemon.versions import Registry
 
 if TYPE_CHECKING:
     from daemon.cluster.service import Cluster

@@ -14,7 +14,7 @@ import pytest
 from daemon.protocol import requests as q
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.manifest import parse_manifest
-from daemon.versions import Registry, version_digest
+from daemon.registry.service import Registry, version_digest
 
 MANIFEST = """name = "{name}"
 flavor = "sklearn"

@@ -554,8 +554,8 @@ def part_inprocess(zk: ZkEnsemble, work: Path, chroot: str = "/bench-join") -> d
 
     from daemon.cluster.mirror import Mirror
     from daemon.cluster.zk import Zk
+    from daemon.registry.service import Registry
     from daemon.settings import ClusterSection
-    from daemon.versions import Registry
 
     loop = asyncio.new_event_loop()  # never run: Zk only hands state changes to it
     z = Zk(ClusterSection(zookeeper=zk.connect_string(), chroot=chroot), loop)

@@ -1,6 +1,6 @@
 """The registry shared through ZooKeeper: publishing this host's writes, and mirroring the others' into the cache.
 
-Publishing (:class:`SharedRegistry` for ``daemon.versions``, blocking, in the registry's worker thread):
+Publishing (:class:`SharedRegistry` for ``daemon.registry.service``, blocking, in the registry's worker thread):
 a push uploads the version's files to the OCI registry first, then creates its version node inside the local
 transaction (a number already taken on another host → ``CONFLICT``); an alias move is one ZooKeeper
 transaction that checks the alias node's version (compare-and-set: two hosts moving the same alias at once →
@@ -30,7 +30,7 @@ from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict
 from daemon.protocol.names import check_model_name
-from daemon.versions import Registry
+from daemon.registry.service import Registry
 
 from .artifacts import ArtifactError, ArtifactFile, ArtifactStore
 from .layout import (

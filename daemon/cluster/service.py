@@ -20,8 +20,8 @@ from pathlib import Path
 
 from daemon.protocol import results as r
 from daemon.protocol.deploy import DeploymentInfo
+from daemon.registry.service import Registry
 from daemon.settings import Settings
-from daemon.versions import Registry
 
 from .artifacts import ArtifactStore
 from .layout import DeploymentNode, HostNode, Paths

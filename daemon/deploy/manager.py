@@ -34,9 +34,9 @@ from daemon.protocol.deploy import ContainerOptions
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
 from daemon.protocol.events import DeploymentEvent, Event, LogEvent
 from daemon.protocol.names import parse_ref
+from daemon.registry.service import Registry
 from daemon.settings import Settings
 from daemon.store.deployments import DeploymentRecord
-from daemon.versions import Registry
 
 from .base import (
     Backend,

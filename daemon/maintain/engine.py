@@ -32,9 +32,9 @@ from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
 from daemon.protocol.events import AlertEvent
 from daemon.protocol.manifest import MANIFEST_FILE, Manifest, parse_manifest
+from daemon.registry.service import Registry
 from daemon.store.db import Db
 from daemon.store.engine import make_engine
-from daemon.versions import Registry
 
 from . import feedback as fb
 from . import policy as pol

@@ -35,7 +35,7 @@ from daemon.store.migrations import migrate
 
 if TYPE_CHECKING:
     from daemon.deploy.manager import DeploymentManager
-    from daemon.versions import Registry
+    from daemon.registry.service import Registry
 
 log = logging.getLogger("modeltuid.monitor.alerts")
 

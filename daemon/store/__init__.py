@@ -1,4 +1,6 @@
-"""Persistence for the registry: SQLite tables, the engine, migrations and the content-addressed object store.
+"""The shared SQLite database: the engine and its pragmas, raw transactions, the schema's migrations, the
+SQLModel tables, and the deployments' rows.
 
-SQLModel rows never leave this package: :mod:`daemon.store.convert` turns them into protocol DTOs.
+Features keep their own queries beside them (:mod:`daemon.registry`, :mod:`daemon.monitor.store`, …);
+SQLModel rows never reach a handler or a client: each feature turns them into protocol DTOs first.
 """

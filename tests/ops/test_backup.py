@@ -33,8 +33,8 @@ from daemon.backup import (
     verify,
     verify_main,
 )
+from daemon.registry.objects import INLINE_MAX
 from daemon.settings import Settings, load_settings
-from daemon.store.objects import INLINE_MAX
 from tests.conftest import DaemonProcess, make_model_dir
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.protocol import requests as q
-from daemon.versions import Registry
+from daemon.registry.service import Registry
 
 MANIFEST = b'name = "iris"\nflavor = "sklearn"\nmodel_file = "model.bin"\n'
 

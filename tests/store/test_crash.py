@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from daemon.protocol import requests as q
+from daemon.registry.service import Registry
 from daemon.store.faults import ENV_FAULT, FAULT_EXIT_CODE, POINTS
-from daemon.versions import Registry
 
 PUSH_SCRIPT = """
 import os, sys
 from pathlib import Path
 from daemon.protocol import requests as q
-from daemon.versions import Registry
+from daemon.registry.service import Registry
 
 state, model = Path(sys.argv[1]), Path(sys.argv[2])
 reg = Registry(state)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from daemon.registry.service import Registry
 from daemon.store.engine import make_engine, read_session, write_session
-from daemon.versions import Registry
 
 
 def test_pragmas_and_permissions(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ import pytest
 
 from daemon.protocol import requests as q
 from daemon.protocol.errors import ProtocolError
+from daemon.registry.objects import ObjectStore
+from daemon.registry.service import Registry
+from daemon.registry.statcache import forget
 from daemon.store.db import db_time
-from daemon.store.objects import ObjectStore
-from daemon.store.statcache import forget
-from daemon.versions import Registry
 
 from .conftest import MANIFEST
 

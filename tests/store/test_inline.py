@@ -17,11 +17,11 @@ from sqlalchemy import event
 
 from daemon.protocol import requests as q
 from daemon.protocol.errors import ErrorCode, ProtocolError
-from daemon.store import objects
+from daemon.registry import objects
+from daemon.registry.objects import INLINE_MAX, ObjectStore
+from daemon.registry.pending import Pending
+from daemon.registry.service import Registry
 from daemon.store.faults import Faults
-from daemon.store.objects import INLINE_MAX, ObjectStore
-from daemon.store.pending import Pending
-from daemon.versions import Registry
 
 from .conftest import MANIFEST
 

@@ -11,9 +11,9 @@ from sqlmodel import SQLModel
 
 from daemon.protocol import requests as q
 from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.registry.service import Registry
 from daemon.store import migrations, tables
 from daemon.store.engine import make_engine
-from daemon.versions import Registry
 
 
 def _schema(engine_url: str) -> dict[str, object]:

@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from daemon.protocol.errors import ErrorCode, ProtocolError
-from daemon.store.objects import ObjectStore
-from daemon.versions import Registry
+from daemon.registry.objects import ObjectStore
+from daemon.registry.service import Registry
 
 
 def ingest(reg: Registry, path: Path, size: int | None = None) -> tuple[str, int, bool]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.protocol import results as r
-
-from .tables import FileRow, VersionRow
+from daemon.store.tables import FileRow, VersionRow
 
 
 def _files(a: list[FileRow], b: list[FileRow]) -> tuple[list[r.FileChange], int]:

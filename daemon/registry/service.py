@@ -6,7 +6,7 @@ serialized by an in-process lock plus ``BEGIN IMMEDIATE`` (other processes wait 
 failure is a :class:`ProtocolError` with a code; database exceptions never escape.
 
 Frequent operations (push, log, show, model listings, alias moves) and GC use hand-written SQL
-(:mod:`daemon.store.sql`, :mod:`daemon.store.objects`); rare ones (tag, diff, checkout, removal of a model,
+(:mod:`daemon.registry.sql`, :mod:`daemon.registry.objects`); rare ones (tag, diff, checkout, removal of a model,
 history) use the ORM, where brevity beats speed.
 
 Lock order: the registry's write lock (``_lock``), then the object store's lock (``objects.lock``); never the
@@ -41,16 +41,16 @@ from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
 from daemon.protocol.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from daemon.protocol.names import Ref, check_alias, check_model_name, check_tag_key, check_tag_value, parse_ref
-from daemon.store import convert, queries, sql
+from daemon.registry import convert, queries, sql
+from daemon.registry.diff import diff_versions
+from daemon.registry.objects import Ingested, ObjectStore, Progress
+from daemon.registry.queries import model_id
+from daemon.registry.statcache import StatCache
 from daemon.store.db import Db
 from daemon.store.deployments import DeploymentStore, deployed_versions
-from daemon.store.diff import diff_versions
 from daemon.store.engine import DB_NAME, make_engine, read_session, write_session
 from daemon.store.faults import Faults
 from daemon.store.migrations import migrate
-from daemon.store.objects import Ingested, ObjectStore, Progress
-from daemon.store.queries import model_id
-from daemon.store.statcache import StatCache
 from daemon.store.tables import AliasEventRow, AliasRow, FileRow, ModelRow, VersionRow, utcnow
 
 __all__ = ["Ingested", "Registry", "SharedRegistry", "version_digest"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from daemon.protocol import results as r
-
-from .tables import AliasEventRow, FileRow, ModelRow, VersionRow
+from daemon.store.tables import AliasEventRow, FileRow, ModelRow, VersionRow
 
 
 def model_summary(model: ModelRow, *, versions: int, latest: int | None, aliases: dict[str, int]) -> r.ModelSummary:

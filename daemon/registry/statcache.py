@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import chunked, db_time, marks
-from .tables import utcnow
+from daemon.store.db import chunked, db_time, marks
+from daemon.store.tables import utcnow
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from sqlmodel import Session, col, select
 from daemon.protocol import results as r
 from daemon.protocol.errors import not_found
 from daemon.protocol.names import Ref
+from daemon.store.tables import AliasEventRow, AliasRow, FileRow, ModelRow, VersionRow
 
 from . import convert
-from .tables import AliasEventRow, AliasRow, FileRow, ModelRow, VersionRow
 
 
 def find_model(s: Session, name: str) -> ModelRow | None:

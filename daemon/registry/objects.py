@@ -6,7 +6,7 @@ Two kinds of stored object, and one of not-yet-stored uploads:
   memory bounded by one 1 MiB buffer), fsynced, renamed into place, directory fsynced; after a crash an
   object file is either complete or absent. Every object larger than ``INLINE_MAX`` is one.
 * **Blobs**: rows of the ``blobs`` table, for objects of at most ``INLINE_MAX`` bytes. They are never written
-  at upload: the content waits in memory (:mod:`daemon.store.pending`) and the push that references it
+  at upload: the content waits in memory (:mod:`daemon.registry.pending`) and the push that references it
   INSERTs it in its own transaction, so the push's one fsynced commit makes the version and its new objects
   durable together. File objects written before blobs existed keep working; if a digest is stored both ways
   (only transiently, e.g. a pending upload spilled to disk while a push committed it), the file wins.
@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from daemon.protocol.errors import ErrorCode, ProtocolError, invalid
+from daemon.store.db import Db, chunked, db_time, marks
+from daemon.store.engine import DB_NAME, private_dir
+from daemon.store.faults import NO_FAULTS, Faults
+from daemon.store.tables import utcnow
 
-from .db import Db, chunked, db_time, marks
-from .engine import DB_NAME, private_dir
-from .faults import NO_FAULTS, Faults
 from .pending import Pending
 from .statcache import StatCache, StatKey, forget
-from .tables import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ hundreds of MiB of small files must still be pushable).
 This module also keeps *leases*: digests already stored as blobs that an upload reused. A blob has no mtime to
 refresh, so the lease plays that role for GC's grace period (leases live in memory only, like uploads).
 
-Not thread-safe: :class:`~daemon.store.objects.ObjectStore` calls it under its store lock.
+Not thread-safe: :class:`~daemon.registry.objects.ObjectStore` calls it under its store lock.
 """
 
 from __future__ import annotations

@@ -19,8 +19,7 @@ from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import not_found
 from daemon.protocol.names import Ref
-
-from .db import db_time, from_db_time
+from daemon.store.db import db_time, from_db_time
 
 
 @dataclass(frozen=True, slots=True)
