@@ -475,6 +475,47 @@ class DeploymentManager:
                     with contextlib.suppress(OSError):
                         await asyncio.to_thread(rotate, name)
 
+    # -- queries for the layers above (monitor, maintenance, doctor, handlers) ----------------------------------
+
+    def names(self) -> list[str]:
+        """Every deployment this daemon supervises."""
+        return list(self.supervisors)
+
+    def exists(self, name: str) -> bool:
+        return name in self.supervisors
+
+    def uses_backend(self, backend: str) -> bool:
+        """Some deployment runs on ``backend`` (the doctor fails rather than warns when its engine is down)."""
+        return any(sup.rec.backend == backend for sup in self.supervisors.values())
+
+    def running_version(self, name: str) -> tuple[str, int] | None:
+        """(model, version) the deployment runs or starts; None for an unknown one."""
+        sup = self.supervisors.get(name)
+        if sup is None or sup.rec.version is None:
+            return None
+        return sup.rec.model, sup.rec.version
+
+    def serving(self, model: str) -> list[tuple[str, Instance]]:
+        """(deployment, instance) of every running instance of ``model`` (feedback reads their predictions)."""
+        return [
+            (name, sup.current)
+            for name, sup in list(self.supervisors.items())
+            if sup.rec.model == model and sup.current is not None
+        ]
+
+    def scrape_targets(self) -> list[tuple[str, Instance | None]]:
+        """Every deployment that should run, with its current instance (None: it is down). One still on its
+        first start is left out: starting is not being down (no spurious ``up == 0``)."""
+        out: list[tuple[str, Instance | None]] = []
+        for name, sup in list(self.supervisors.items()):
+            if sup.rec.desired != "running":
+                continue
+            first_start = sup.rec.started_at is None and sup.rec.state in ("pending", "building", "starting")
+            if sup.current is None and first_start:
+                continue
+            out.append((name, sup.current))
+        return out
+
     # -- requests --------------------------------------------------------------------------------------------
 
     def _get(self, name: str) -> Supervisor:

@@ -474,14 +474,7 @@ class Alerts:
 
 def describe_from(manager: DeploymentManager) -> Describe:
     """(model, version) of what a deployment runs, read from the deployment manager (on the event loop)."""
-
-    def describe(name: str) -> tuple[str, int] | None:
-        sup = manager.supervisors.get(name)
-        if sup is None or sup.rec.version is None:
-            return None
-        return sup.rec.model, sup.rec.version
-
-    return describe
+    return manager.running_version
 
 
 def manifest_rules_from(registry: Registry) -> ManifestRules:

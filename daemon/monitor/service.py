@@ -35,24 +35,13 @@ MINUTE_POINTS_UP_TO = 6 * 3600
 
 
 def deployment_targets(manager: DeploymentManager) -> list[Target]:
-    """Every deployment that should run: its current instance's admin port (none: recorded as down). One
-    still on its first start is not a target yet: starting is not being down (no spurious `up == 0`)."""
-    out: list[Target] = []
-    for name, sup in list(manager.supervisors.items()):
-        if sup.rec.desired != "running":
-            continue
-        inst = sup.current
-        if inst is None and sup.rec.started_at is None and sup.rec.state in ("pending", "building", "starting"):
-            continue
-        if inst is None:
-            out.append(Target(name, "127.0.0.1", None))
-        else:
-            out.append(
-                Target(
-                    name, "127.0.0.1", inst.admin_port, f"{inst.instance_id}/{inst.key}", inst.started_at.timestamp()
-                )
-            )
-    return out
+    """The deployment manager's scrape targets as the scraper takes them (no instance: recorded as down)."""
+    return [
+        Target(name, "127.0.0.1", None)
+        if inst is None
+        else Target(name, "127.0.0.1", inst.admin_port, f"{inst.instance_id}/{inst.key}", inst.started_at.timestamp())
+        for name, inst in manager.scrape_targets()
+    ]
 
 
 @dataclass(frozen=True)
