@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"log file: {settings.log_file}")
         return 0
     if args.command in ("backup", "restore", "verify"):
-        from daemon import backup
+        from daemon.backup import backup, restore, verify
 
         if args.command == "backup":
             return backup.backup_main(settings, args.dest)
         if args.command == "restore":
-            return backup.restore_main(settings, args.src)
-        return backup.verify_main(args.path or settings.state_dir)
+            return restore.restore_main(settings, args.src)
+        return verify.verify_main(args.path or settings.state_dir)
     from daemon.systemd import take_environment
 
     # First, before anything can start a child: NOTIFY_SOCKET, WATCHDOG_* and LISTEN_* are for us only.

@@ -62,7 +62,7 @@ PENDING_MIN_TTL_S = 300
 #: How many blob sizes ``ObjectStore`` remembers (~200 bytes each).
 KNOWN_BLOBS = 16_384
 #: In the state directory: a backup holds a shared flock on it while it copies the objects its database
-#: snapshot references; GC needs it exclusively (non-blocking) to remove anything (``daemon/backup.py``).
+#: snapshot references; GC needs it exclusively (non-blocking) to remove anything (``daemon/backup/backup.py``).
 GC_LOCK = "gc.lock"
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _SHA_RE = re.compile(r"[0-9a-f]{64}")

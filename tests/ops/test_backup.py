@@ -1,4 +1,4 @@
-"""Backups while a real daemon serves, their verification, and restores (``daemon/backup.py``)."""
+"""Backups while a real daemon serves, their verification, and restores (``daemon/backup/``)."""
 
 from __future__ import annotations
 
@@ -21,21 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.backup import (
-    EXIT_DAEMON_RUNNING,
-    MANIFEST,
-    BackupError,
-    DaemonRunning,
-    backup,
-    backup_main,
-    restore,
-    restore_main,
-    verify,
-    verify_main,
-)
+from daemon.backup.backup import backup, backup_main
+from daemon.backup.common import MANIFEST, BackupError
+from daemon.backup.restore import EXIT_DAEMON_RUNNING, DaemonRunning, restore, restore_main
+from daemon.backup.verify import verify, verify_main
 from daemon.registry.objects import INLINE_MAX
 from daemon.settings import Settings, load_settings
-from tests.conftest import DaemonProcess, make_model_dir
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import make_model_dir
 
 pytestmark = pytest.mark.integration
 
