@@ -18,17 +18,28 @@ import os
 import resource
 import signal
 import socket
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from daemon import __version__
+from daemon.access import Access
 from daemon.audit import AuditStore
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
-from daemon.handlers import Handlers
+from daemon.handlers.changes import RegistryChanges
+from daemon.handlers.cluster import ClusterHandlers
+from daemon.handlers.deployments import DeploymentHandlers
+from daemon.handlers.dispatch import Dispatcher
+from daemon.handlers.maintenance import MaintenanceHandlers
+from daemon.handlers.monitoring import MonitoringHandlers
+from daemon.handlers.ops import OpsHandlers
+from daemon.handlers.registry import RegistryHandlers
+from daemon.handlers.shared import ingest_pool as handler_pool
 from daemon.logs import setup_logging
 from daemon.maintain.engine import Maintenance, RunStore
 from daemon.maintain.feedback import Source
@@ -39,6 +50,7 @@ from daemon.monitor.service import Monitor, deployment_targets
 from daemon.monitor.store import MonitorStore
 from daemon.protocol import lifecycle
 from daemon.protocol.events import AlertEvent
+from daemon.readcache import ReadCache
 from daemon.registry.service import Registry
 from daemon.server import AlreadyRunning, EventHub, Server, acquire_lock, adopt_socket
 from daemon.settings import Settings
@@ -65,21 +77,31 @@ def raise_fd_limit() -> None:
 
 
 class DaemonApp:
-    """The daemon: one asyncio loop, one registry, one socket server."""
+    """The daemon: one asyncio loop, one registry, one socket server.
+
+    :meth:`startup` builds the services in dependency order (registry, deployments, audit, monitoring,
+    cluster, maintenance, exporter), the handlers last, then serves; :meth:`shutdown` stops what was built,
+    in the reverse order of what depends on what.
+    """
 
     def __init__(self, settings: Settings, systemd: SystemdEnv | None = None) -> None:
         self.settings = settings
         self.systemd = systemd or SystemdEnv()
         self.notifier = Notifier(self.systemd.notify_socket)
         self.stopping = asyncio.Event()
+        self.hub = EventHub()
         self.registry: Registry | None = None
-        self.server: Server | None = None
-        self.handlers: Handlers | None = None
         self.deployments: DeploymentManager | None = None
-        self.monitor: MonitorScheduler | None = None
-        self.exporter: Exporter | None = None
+        self.audit: AuditStore | None = None
+        self.monitor: Monitor | None = None
+        self.alerts: Alerts | None = None
+        self.scheduler: MonitorScheduler | None = None
         self.cluster: Cluster | None = None
         self.maintenance: Maintenance | None = None
+        self.exporter: Exporter | None = None
+        self.ingest_pool: ThreadPoolExecutor | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.server: Server | None = None
         self._lock_fds: list[int] = []
         #: what asked the daemon to stop (recorded beside the socket for ``modeltui daemon status``)
         self.stop_reason = "a daemon stop request"
@@ -115,6 +137,40 @@ class DaemonApp:
         self._record("crashed", lifecycle.exception_line(exc))
 
     async def startup(self) -> None:
+        """Services in dependency order, the handlers last; the socket accepts requests at the very end."""
+        s = self.settings
+        started = time.monotonic()
+        self._hold_state()
+        registry = self.registry = await self._open_registry()
+        deployments = self.deployments = self._deployment_manager(registry)
+        cache = ReadCache()
+        changes = RegistryChanges(cache, self.hub, deployments)
+        audit = self.audit = await asyncio.to_thread(AuditStore, s.state_dir, s.busy_timeout_seconds)
+        monitor, alerts, scheduler = await self._build_monitoring(registry, deployments)
+        await deployments.start()
+        cluster = None
+        if s.cluster.enabled:  # before serving: pushes and alias moves go to the shared registry from the first
+            cluster = self.cluster = await self._start_cluster(registry, deployments, changes)
+        maintenance = self.maintenance = await self._start_maintenance(registry, deployments, alerts, changes)
+        scheduler.start()  # after the deployment manager: its instances are the targets
+        exporter_url = await self._start_exporter(monitor, deployments) if s.exporter.enabled else None
+        pool = self.ingest_pool = handler_pool()
+        handlers = [
+            OpsHandlers(s, registry, self.hub, audit, deployments, cluster, exporter_url, started, self.request_stop),
+            RegistryHandlers(registry, changes, cache, pool, deployments),
+            DeploymentHandlers(deployments, cluster),
+            MonitoringHandlers(monitor, alerts, deployments),
+            MaintenanceHandlers(maintenance),
+            ClusterHandlers(cluster),
+        ]
+        access = Access(s.access)  # roles ([access]): the daemon's user and root are admin
+        self.dispatcher = Dispatcher(handlers, access, audit)
+        await self._serve_socket(self.dispatcher, access)
+        if self.notifier.enabled:  # everything is started: the socket accepts requests from here on
+            self.notifier.ready(await self._status_line())
+
+    def _hold_state(self) -> None:
+        """Create the state and socket directories and take their locks; record this run beside the socket."""
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if s.mode == "user":
@@ -126,11 +182,26 @@ class DaemonApp:
         s.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if s.mode == "user" else 0o755)
         self._lock_fds.append(acquire_lock(s.lock_file, s.socket))
         self._record("running")
-        self.registry = await asyncio.to_thread(
+
+    async def _open_registry(self) -> Registry:
+        s = self.settings
+        registry = await asyncio.to_thread(
             Registry, s.state_dir, busy_timeout_s=s.busy_timeout_seconds, gc_grace_seconds=s.gc_grace_seconds
         )
-        await asyncio.to_thread(self._clear_staging, self.registry)
-        hub = EventHub()
+        await asyncio.to_thread(self._clear_staging, registry)
+        return registry
+
+    @staticmethod
+    def _clear_staging(registry: Registry) -> None:
+        """Partial uploads of a daemon that was killed stay in staging/ until removed: we hold the state
+        lock and serve nothing yet, so none of them can still be in flight."""
+        files, size = registry.clear_staging()
+        if files:
+            log.info("removed %d partial upload(s) (%d bytes) left in staging by an earlier daemon", files, size)
+
+    def _deployment_manager(self, registry: Registry) -> DeploymentManager:
+        """The manager with its backends (process always; docker when its SDK is installed); not started."""
+        s = self.settings
         owner = owner_id(s.state_dir)
         backends: dict[str, Backend] = {
             "process": ProcessBackend(
@@ -143,66 +214,106 @@ class DaemonApp:
         docker = _docker_backend(s, owner)
         if docker is not None:
             backends["docker"] = docker
-        self.deployments = DeploymentManager(s, self.registry, backends, hub.publish, hub.listeners)
-        self.handlers = handlers = Handlers(
-            s,
-            self.registry,
-            hub,
-            client_count=lambda: len(hub.connections),
-            request_stop=self.request_stop,
-            deployments=self.deployments,
-        )
-        self.server = Server(
-            s.socket,
-            handlers.dispatch,
-            hub,
-            socket_mode=0o600 if s.mode == "user" else 0o660,
-            max_clients=s.max_clients,
-            listener=self._inherited_socket(),
-        )
-        self.server.role_of = lambda c: handlers.access.role(c.uid, c.user, c.groups)
-        handlers.audit = await asyncio.to_thread(AuditStore, s.state_dir, s.busy_timeout_seconds)
-        monitor_store = await asyncio.to_thread(MonitorStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
-        deployments = self.deployments
-        monitor = Monitor(s.monitor, monitor_store, lambda: deployment_targets(deployments))
+        return DeploymentManager(s, registry, backends, self.hub.publish, self.hub.listeners)
+
+    async def _build_monitoring(
+        self, registry: Registry, deployments: DeploymentManager
+    ) -> tuple[Monitor, Alerts, MonitorScheduler]:
+        """The monitor, its alert engine (rules and states loaded) and its scheduler (not started)."""
+        s = self.settings
+        store = await asyncio.to_thread(MonitorStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
+        monitor = self.monitor = Monitor(s.monitor, store, lambda: deployment_targets(deployments))
         alert_store = await asyncio.to_thread(AlertStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
-        monitor.alerts = Alerts(
+        alerts = self.alerts = Alerts(
             alert_store,
             metrics=functools.partial(monitor.metrics, points=False),
             up=monitor.up,
             describe=describe_from(deployments),
-            manifest_rules=manifest_rules_from(self.registry),
-            publish=self._alert_published(hub),
+            manifest_rules=manifest_rules_from(registry),
+            publish=self._alert_published(),
         )
-        await asyncio.to_thread(monitor.alerts.load)
-        handlers.monitor = monitor
-        self.monitor = MonitorScheduler(monitor)
-        await self.deployments.start()
-        if s.cluster.enabled:  # before serving: pushes and alias moves go to the shared registry from the first
-            self.cluster = await self._start_cluster(handlers, self.deployments, sorted(backends))
-            handlers.cluster = self.cluster
-        self.maintenance = handlers.maintenance = await self._start_maintenance(handlers, self.deployments)
-        self.monitor.start()  # after the deployment manager: its instances are the targets
-        if s.exporter.enabled:
-            await self._start_exporter(monitor, deployments)
-        await self.server.start()
-        log.info(
-            "modeltuid %d serving on %s%s (state in %s)",
-            os.getpid(),
-            s.socket,
-            " (socket from systemd)" if self.systemd.listen_fds else "",
-            s.state_dir,
-        )
-        if self.notifier.enabled:  # everything is started: the socket accepts requests from here on
-            self.notifier.ready(await self._status_line())
+        await asyncio.to_thread(alerts.load)
+        monitor.alerts = alerts
+        self.scheduler = MonitorScheduler(monitor)
+        return monitor, alerts, self.scheduler
 
-    @staticmethod
-    def _clear_staging(registry: Registry) -> None:
-        """Partial uploads of a daemon that was killed stay in staging/ until removed: we hold the state
-        lock and serve nothing yet, so none of them can still be in flight."""
-        files, size = registry.clear_staging()
-        if files:
-            log.info("removed %d partial upload(s) (%d bytes) left in staging by an earlier daemon", files, size)
+    def _alert_published(self) -> Callable[[AlertEvent], None]:
+        """Alert events go to subscribers, and to maintenance (an alert may trigger a run); on the loop.
+        Maintenance starts after the alerts: it is looked up when an alert fires."""
+
+        def publish(event: AlertEvent) -> None:
+            self.hub.publish(event)
+            if self.maintenance is not None:
+                self.maintenance.on_alert(event)
+
+        return publish
+
+    async def _start_cluster(
+        self, registry: Registry, deployments: DeploymentManager, changes: RegistryChanges
+    ) -> Cluster:
+        """Join the cluster: connect to ZooKeeper in the background; serve from the cache meanwhile."""
+        from daemon.cluster.service import Cluster, deployment_nodes  # kazoo only where a cluster is configured
+
+        cluster = Cluster(
+            self.settings,
+            registry,
+            deployments=lambda: deployment_nodes(deployments.list(None).items, cluster.id, cluster.host),
+            notify=changes.stored,
+            capabilities=sorted(deployments.backends),
+            version=__version__,
+        )
+        await cluster.start()
+        return cluster
+
+    async def _start_maintenance(
+        self, registry: Registry, deployments: DeploymentManager, alerts: Alerts, changes: RegistryChanges
+    ) -> Maintenance:
+        s = self.settings
+        store = await asyncio.to_thread(RunStore, s.state_dir, s.busy_timeout_seconds)
+        interrupted = await asyncio.to_thread(store.interrupt_running)
+        if interrupted:
+            log.warning("%d maintenance run(s) were cut short by the last stop: marked interrupted", interrupted)
+        maintenance = Maintenance(
+            registry,
+            store,
+            s.state_dir,
+            notify=changes.stored,
+            deployments=lambda model: list(deployments.list(model).items),
+            alert_names=functools.partial(own_alert_names, alerts, deployments),
+            leader=functools.partial(remote_leader, self.cluster),
+            feedback_inputs=s.deploy.feedback_inputs,
+            sources=lambda model: [Source(name, i.version, i.admin_url) for name, i in deployments.serving(model)],
+        )
+        await maintenance.start()
+        return maintenance
+
+    async def _start_exporter(self, monitor: Monitor, deployments: DeploymentManager) -> str | None:
+        """Serve the daemon's own /metrics; a taken port is logged, not fatal (the registry still serves).
+        Returns its URL, None when it does not serve."""
+        exporter = Exporter(self.settings.exporter, monitor, lambda: deployments.list(None).items)
+        try:
+            url = await exporter.start()
+        except OSError as exc:
+            log.error("the Prometheus exporter cannot listen on %s: %s", self.settings.exporter.address, exc)
+            return None
+        self.exporter = exporter
+        log.info("Prometheus exporter serving on %s", url)
+        return url
+
+    async def _serve_socket(self, dispatcher: Dispatcher, access: Access) -> None:
+        s = self.settings
+        self.server = Server(
+            s.socket,
+            dispatcher.dispatch,
+            self.hub,
+            socket_mode=0o600 if s.mode == "user" else 0o660,
+            max_clients=s.max_clients,
+            listener=self._inherited_socket(),
+            access=access,
+        )
+        await self.server.start()
+        activated = " (socket from systemd)" if self.systemd.listen_fds else ""
+        log.info("modeltuid %d serving on %s%s (state in %s)", os.getpid(), s.socket, activated, s.state_dir)
 
     def _inherited_socket(self) -> socket.socket | None:
         """The listening socket systemd passed (socket activation), or None to bind our own."""
@@ -216,7 +327,7 @@ class DaemonApp:
 
     async def _status_line(self) -> str:
         """A one-line summary for ``systemctl status`` (STATUS=)."""
-        deployments = len(self.deployments.supervisors) if self.deployments is not None else 0
+        deployments = len(self.deployments.names()) if self.deployments is not None else 0
         models = "?"
         if self.registry is not None:
             try:
@@ -230,94 +341,9 @@ class DaemonApp:
             await asyncio.sleep(STATUS_INTERVAL)
             self.notifier.status(await self._status_line())
 
-    async def _start_cluster(self, handlers: Handlers, deployments: DeploymentManager, backends: list[str]) -> Cluster:
-        """Join the cluster: connect to ZooKeeper in the background; serve from the cache meanwhile."""
-        from daemon.cluster.service import Cluster, deployment_nodes  # kazoo only where a cluster is configured
-
-        assert self.registry is not None
-        kinds = {"version": "version.pushed", "alias": "alias.moved", "history": "alias.moved",
-                 "tag": "version.tagged", "describe": "model.described"}  # fmt: skip
-
-        def notify(kind: str, model: str, version: int | None, alias: str | None) -> None:
-            handlers.cache.invalidate(model)
-            handlers.event(kinds[kind], model, version, alias)
-
-        cluster = Cluster(
-            self.settings,
-            self.registry,
-            deployments=lambda: deployment_nodes(deployments.list(None).items, cluster.id, cluster.host),
-            notify=notify,
-            capabilities=backends,
-            version=__version__,
-        )
-        await cluster.start()
-        return cluster
-
-    def _alert_published(self, hub: EventHub) -> Callable[[AlertEvent], None]:
-        """Alert events go to subscribers, and to maintenance (an alert may trigger a run); on the loop."""
-
-        def publish(event: AlertEvent) -> None:
-            hub.publish(event)
-            if self.maintenance is not None:
-                self.maintenance.on_alert(event)
-
-        return publish
-
-    async def _start_maintenance(self, handlers: Handlers, deployments: DeploymentManager) -> Maintenance:
-        s = self.settings
-        assert self.registry is not None
-        store = await asyncio.to_thread(RunStore, s.state_dir, s.busy_timeout_seconds)
-        interrupted = await asyncio.to_thread(store.interrupt_running)
-        if interrupted:
-            log.warning("%d maintenance run(s) were cut short by the last stop: marked interrupted", interrupted)
-        kinds = {"version": "version.pushed", "alias": "alias.moved"}
-        cluster = self.cluster
-
-        alerts = self.monitor.monitor.alerts if self.monitor is not None else None
-
-        def own_alert_names(model: str) -> set[str]:
-            """Rules the deployments of ``model`` have of their own (``alerts add``); blocking."""
-            if alerts is None:
-                return set()
-            names = {d.name for d in list(deployments.list(model).items)}
-            return {rule.name for rule in alerts.rules({}).items if rule.deployment in names}
-
-        def leader(model: str) -> str | None:
-            who = None if cluster is None else cluster.presence.leaders.get(f"model-{model}")
-            return None if cluster is None or who in (None, cluster.id) else who
-
-        maintenance = Maintenance(
-            self.registry,
-            store,
-            s.state_dir,
-            notify=lambda kind, model, version, alias: handlers.event(kinds[kind], model, version, alias),
-            deployments=lambda model: list(deployments.list(model).items),
-            alert_names=lambda model: own_alert_names(model),
-            leader=leader,
-            feedback_inputs=s.deploy.feedback_inputs,
-            sources=lambda model: [
-                Source(name, sup.current.version, sup.current.admin_url)
-                for name, sup in list(deployments.supervisors.items())
-                if sup.rec.model == model and sup.current is not None
-            ],
-        )
-        await maintenance.start()
-        return maintenance
-
-    async def _start_exporter(self, monitor: Monitor, deployments: DeploymentManager) -> None:
-        """Serve the daemon's own /metrics; a taken port is logged, not fatal (the registry still serves)."""
-        exporter = Exporter(self.settings.exporter, monitor, lambda: deployments.list(None).items)
-        try:
-            url = await exporter.start()
-        except OSError as exc:
-            log.error("the Prometheus exporter cannot listen on %s: %s", self.settings.exporter.address, exc)
-            return
-        self.exporter = exporter
-        if self.handlers is not None:
-            self.handlers.exporter_url = url
-        log.info("Prometheus exporter serving on %s", url)
-
     async def shutdown(self) -> None:
+        """Stop what was built: the socket first, the cluster before anything it reports on, readers before
+        what they read, the stores and the locks last."""
         self.notifier.stopping()
         log.info("shutting down")
         if self.server is not None:
@@ -329,23 +355,28 @@ class DaemonApp:
         if self.maintenance is not None:  # runs in flight stop here (marked interrupted at the next start)
             await self.maintenance.close()
             await asyncio.to_thread(self.maintenance.store.close)
-        if self.monitor is not None:  # before the deployment manager it scrapes
-            await self.monitor.shutdown()
-            await asyncio.to_thread(self.monitor.monitor.store.close)
-            if self.monitor.monitor.alerts is not None:
-                await asyncio.to_thread(self.monitor.monitor.alerts.store.close)
+        await self._stop_monitoring()
         if self.deployments is not None:
             await self.deployments.close()  # deployments keep running: the next daemon adopts them
-        if self.handlers is not None:
-            await asyncio.to_thread(self.handlers.ingest_pool.shutdown, wait=True)
-            if self.handlers.audit is not None:
-                await asyncio.to_thread(self.handlers.audit.close)
+        if self.ingest_pool is not None:
+            await asyncio.to_thread(self.ingest_pool.shutdown, wait=True)
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
         if self.registry is not None:
             await asyncio.to_thread(self.registry.close)
         self._record("stopped", self.stop_reason)
         while self._lock_fds:  # last: no other daemon may start while we still write
             os.close(self._lock_fds.pop())
         log.info("stopped")
+
+    async def _stop_monitoring(self) -> None:
+        """Before the deployment manager it scrapes: the scheduler, then the stores its jobs write."""
+        if self.scheduler is not None:
+            await self.scheduler.shutdown()
+        if self.monitor is not None:
+            await asyncio.to_thread(self.monitor.store.close)
+        if self.alerts is not None:
+            await asyncio.to_thread(self.alerts.store.close)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -377,6 +408,21 @@ class DaemonApp:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 self.notifier.close()
+
+
+def own_alert_names(alerts: Alerts, deployments: DeploymentManager, model: str) -> set[str]:
+    """Rules the deployments of ``model`` have of their own (``alerts add``): maintenance leaves the alerts
+    they raise to the operator. Blocking."""
+    names = {d.name for d in list(deployments.list(model).items)}
+    return {rule.name for rule in alerts.rules({}).items if rule.deployment in names}
+
+
+def remote_leader(cluster: Cluster | None, model: str) -> str | None:
+    """The host elected to maintain ``model`` when it is another one (None: this daemon runs it)."""
+    if cluster is None:
+        return None
+    who = cluster.presence.leaders.get(f"model-{model}")
+    return None if who in (None, cluster.id) else who
 
 
 def _docker_backend(settings: Settings, owner: str) -> Backend | None:

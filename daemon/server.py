@@ -25,9 +25,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from daemon import __version__
-from daemon.access import caller_groups
+from daemon.access import Access, caller_groups
 from daemon.protocol import frames
-from daemon.protocol.access import Role
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import Event, LogEvent, ProgressEvent
 from daemon.protocol.requests import REQUEST_TYPES
@@ -271,9 +270,6 @@ def adopt_socket(fd: int, expected: Path | None = None) -> socket.socket:
 class Server:
     """Accepts connections and runs one reader task per connection."""
 
-    role_of: Callable[[Caller], Role | None] | None = None
-    """Set by the composition root: the role each connection is told in its welcome (access control)."""
-
     def __init__(
         self,
         socket_path: Path,
@@ -283,13 +279,16 @@ class Server:
         socket_mode: int = 0o600,
         max_clients: int = 256,
         listener: socket.socket | None = None,
+        access: Access | None = None,
     ) -> None:
         """``listener``: an already listening socket (from :func:`adopt_socket`) to serve on instead of
-        binding ``socket_path``; it is closed on stop but its file is left alone (its owner removes it)."""
+        binding ``socket_path``; it is closed on stop but its file is left alone (its owner removes it).
+        ``access``: the roles, so each connection's welcome says the caller's (None: the welcome says none)."""
         self.socket_path = socket_path
         self._inherited = listener
         self.dispatch = dispatch
         self.hub = hub
+        self.access = access
         self.socket_mode = socket_mode
         self.max_frame = frames.MAX_FRAME_BYTES
         self.max_clients = max_clients
@@ -455,7 +454,8 @@ class Server:
                 {"daemon": frames.PROTOCOL_VERSION, "client": hello.protocol},
             )
             return False
-        role = self.role_of(c.caller) if self.role_of is not None else None
+        caller = c.caller
+        role = None if self.access is None else self.access.role(caller.uid, caller.user, caller.groups)
         welcome = frames.Welcome(
             protocol=frames.PROTOCOL_VERSION, daemon_version=__version__, user=c.caller.user, role=role
         )
