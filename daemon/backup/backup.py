@@ -181,6 +181,18 @@ def backup(
         raise
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the snapshot in ``DEST.partial/registry.db`` holds, read right after it was taken."""
+
+    schema: int
+    seconds: float
+    referenced: list[tuple[str, int, int]]
+    blobs: set[str]
+    models: int
+    versions: int
+
+
 def _backup_into(
     state_dir: Path,
     dest: Path,
@@ -195,75 +207,16 @@ def _backup_into(
     objects_out = partial / OBJECTS
     objects_out.mkdir(mode=0o700)
     with _gc_shared(state_dir, gc_wait_s):
-        t0 = time.monotonic()
-        try:
-            schema = _snapshot(state_dir / DB_NAME, partial / DB_NAME, busy_timeout_s)
-        except sqlite3.Error as exc:
-            raise BackupError(f"cannot snapshot {state_dir / DB_NAME}: {exc}") from None
-        snapshot_s = time.monotonic() - t0
-        conn = sqlite3.connect(f"file:{quote(os.fspath(partial / DB_NAME))}?mode=ro", uri=True)
-        try:
-            checked = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
-            if checked != ["ok"]:
-                raise BackupError(f"the registry database in {state_dir} is damaged: {'; '.join(checked)}")
-            referenced = referenced_objects(conn)
-            blobs = {str(sha) for (sha,) in conn.execute("SELECT sha256 FROM blobs")}
-            models, versions = count_rows(conn, "models"), count_rows(conn, "versions")
-        finally:
-            conn.close()
-        todo: list[tuple[str, int]] = []
-        missing: list[str] = []
-        for sha, _, size in referenced:
-            if object_path(state_dir, sha).is_file():
-                todo.append((sha, size))
-            elif sha not in blobs:
-                missing.append(sha)
-        if missing:
-            raise BackupError(
-                f"{len(missing)} object(s) referenced by the registry are missing from {state_dir / OBJECTS}, "
-                f"e.g. {missing[0]}; the store itself is damaged (run verify on it)"
-            )
-        for sub in sorted({sha[:2] for sha, _ in todo}):
-            (objects_out / sub).mkdir(mode=0o700)
-
-        def one(item: tuple[str, int]) -> tuple[int, bool]:
-            sha, size = item
-            if on_object is not None:
-                on_object(sha)
-            got, got_size, linked = place(object_path(state_dir, sha), object_path(partial, sha), link)
-            if got != sha or got_size != size:
-                raise BackupError(
-                    f"object {sha} in {state_dir / OBJECTS} is corrupt (its content hashes to {got}, "
-                    f"{got_size} bytes; {size} expected): the backup was not made"
-                )
-            return got_size, linked
-
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="backup") as pool:
-            placed = list(pool.map(one, todo))
+        snap = _take_snapshot(state_dir, partial, busy_timeout_s)
+        todo = _file_objects(state_dir, snap)
+        placed = _copy_objects(state_dir, partial, todo, link, on_object)
     object_bytes = sum(size for size, _ in placed)
     linked = sum(1 for _, was_linked in placed if was_linked)
     for sub in sorted({sha[:2] for sha, _ in todo}):
         fsync_dir(objects_out / sub)
     fsync_dir(objects_out)
     db_sha, db_bytes = hash_file(partial / DB_NAME)
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created_at": created_at,
-        "daemon_version": __version__,
-        "schema_version": schema,
-        "source": {"host": socket.gethostname(), "state_dir": os.fspath(state_dir.absolute())},
-        "counts": {
-            "models": models,
-            "versions": versions,
-            "objects": len(referenced),
-            "file_objects": len(todo),
-            "blobs": len(blobs),
-        },
-        "object_bytes": object_bytes,
-        "total_bytes": object_bytes + db_bytes,
-        "db": {"name": DB_NAME, "size": db_bytes, "sha256": db_sha},
-    }
+    manifest = _manifest(state_dir, created_at, snap, len(todo), object_bytes, db_sha, db_bytes)
     _write_durably(partial / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     fsync_dir(partial)
     os.rename(partial, dest)  # replaces an empty directory `dest` atomically
@@ -271,17 +224,110 @@ def _backup_into(
     return BackupResult(
         path=dest,
         created_at=created_at,
-        schema_version=schema,
-        models=models,
-        versions=versions,
+        schema_version=snap.schema,
+        models=snap.models,
+        versions=snap.versions,
         objects=len(todo),
-        blobs=len(blobs),
+        blobs=len(snap.blobs),
         object_bytes=object_bytes,
         db_bytes=db_bytes,
         linked=linked,
         seconds=time.monotonic() - started,
-        snapshot_seconds=snapshot_s,
+        snapshot_seconds=snap.seconds,
     )
+
+
+def _take_snapshot(state_dir: Path, partial: Path, busy_timeout_s: float) -> _Snapshot:
+    """Snapshot the live database into ``partial`` and read what it references; refuses a damaged one."""
+    t0 = time.monotonic()
+    try:
+        schema = _snapshot(state_dir / DB_NAME, partial / DB_NAME, busy_timeout_s)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot snapshot {state_dir / DB_NAME}: {exc}") from None
+    seconds = time.monotonic() - t0
+    conn = sqlite3.connect(f"file:{quote(os.fspath(partial / DB_NAME))}?mode=ro", uri=True)
+    try:
+        checked = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+        if checked != ["ok"]:
+            raise BackupError(f"the registry database in {state_dir} is damaged: {'; '.join(checked)}")
+        return _Snapshot(
+            schema=schema,
+            seconds=seconds,
+            referenced=referenced_objects(conn),
+            blobs={str(sha) for (sha,) in conn.execute("SELECT sha256 FROM blobs")},
+            models=count_rows(conn, "models"),
+            versions=count_rows(conn, "versions"),
+        )
+    finally:
+        conn.close()
+
+
+def _file_objects(state_dir: Path, snap: _Snapshot) -> list[tuple[str, int]]:
+    """(sha256, size) of every file object the snapshot references; refuses when one is neither a file object
+    nor a blob (the store itself is damaged)."""
+    todo: list[tuple[str, int]] = []
+    missing: list[str] = []
+    for sha, _, size in snap.referenced:
+        if object_path(state_dir, sha).is_file():
+            todo.append((sha, size))
+        elif sha not in snap.blobs:
+            missing.append(sha)
+    if missing:
+        raise BackupError(
+            f"{len(missing)} object(s) referenced by the registry are missing from {state_dir / OBJECTS}, "
+            f"e.g. {missing[0]}; the store itself is damaged (run verify on it)"
+        )
+    return todo
+
+
+def _copy_objects(
+    state_dir: Path,
+    partial: Path,
+    todo: list[tuple[str, int]],
+    link: bool,
+    on_object: Callable[[str], None] | None,
+) -> list[tuple[int, bool]]:
+    """Link or copy each object into ``partial``, hash-checked; (size, linked) of each, in ``todo``'s order."""
+    for sub in sorted({sha[:2] for sha, _ in todo}):
+        (partial / OBJECTS / sub).mkdir(mode=0o700)
+
+    def one(item: tuple[str, int]) -> tuple[int, bool]:
+        sha, size = item
+        if on_object is not None:
+            on_object(sha)
+        got, got_size, linked = place(object_path(state_dir, sha), object_path(partial, sha), link)
+        if got != sha or got_size != size:
+            raise BackupError(
+                f"object {sha} in {state_dir / OBJECTS} is corrupt (its content hashes to {got}, "
+                f"{got_size} bytes; {size} expected): the backup was not made"
+            )
+        return got_size, linked
+
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="backup") as pool:
+        return list(pool.map(one, todo))
+
+
+def _manifest(
+    state_dir: Path, created_at: str, snap: _Snapshot, file_objects: int, object_bytes: int, db_sha: str, db_bytes: int
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_at": created_at,
+        "daemon_version": __version__,
+        "schema_version": snap.schema,
+        "source": {"host": socket.gethostname(), "state_dir": os.fspath(state_dir.absolute())},
+        "counts": {
+            "models": snap.models,
+            "versions": snap.versions,
+            "objects": len(snap.referenced),
+            "file_objects": file_objects,
+            "blobs": len(snap.blobs),
+        },
+        "object_bytes": object_bytes,
+        "total_bytes": object_bytes + db_bytes,
+        "db": {"name": DB_NAME, "size": db_bytes, "sha256": db_sha},
+    }
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -105,12 +105,19 @@ def verify(path: Path) -> VerifyReport:
 
 
 def _check_db(conn: sqlite3.Connection, root: Path, report: VerifyReport, manifest: dict[str, Any] | None) -> None:
-    problems = report.problems
     conn.execute("BEGIN")  # one snapshot for every query below (a live state directory)
+    if _check_schema(conn, report, manifest):
+        _check_objects(conn, root, report)
+
+
+def _check_schema(conn: sqlite3.Connection, report: VerifyReport, manifest: dict[str, Any] | None) -> bool:
+    """Integrity, foreign keys, a known schema version, the registry tables and the manifest's counts; False
+    when the objects cannot be checked (nothing after a failed integrity check can be trusted)."""
+    problems = report.problems
     integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(20)")]
     if integrity != ["ok"]:
         problems.extend(f"integrity_check: {line}" for line in integrity)
-        return  # nothing below can be trusted
+        return False
     fk = conn.execute("PRAGMA foreign_key_check").fetchall()
     if fk:
         tables = sorted({str(row[0]) for row in fk})
@@ -119,18 +126,25 @@ def _check_db(conn: sqlite3.Connection, root: Path, report: VerifyReport, manife
     report.schema_version = version
     if not 1 <= version <= len(MIGRATIONS):
         problems.append(f"schema version {version} is unknown (this modeltui knows 1..{len(MIGRATIONS)})")
-        return
+        return False
     if manifest is not None and manifest.get("schema_version") != version:
         problems.append(f"schema version {version}, but the manifest records {manifest.get('schema_version')}")
     if not (has_table(conn, "files") and has_table(conn, "models") and has_table(conn, "versions")):
         problems.append("the registry tables are missing")
-        return
+        return False
     report.models, report.versions = count_rows(conn, "models"), count_rows(conn, "versions")
     if manifest is not None:
         counts = manifest.get("counts", {})
         for name, got in (("models", report.models), ("versions", report.versions)):
             if counts.get(name) != got:
                 problems.append(f"{got} {name}, but the manifest records {counts.get(name)}")
+    return True
+
+
+def _check_objects(conn: sqlite3.Connection, root: Path, report: VerifyReport) -> None:
+    """Every object ``files`` references: a file object (re-hashed) or else a blob of the recorded size; then
+    every blob re-hashed."""
+    problems = report.problems
     has_blobs = has_table(conn, "blobs")
     blob_sizes: dict[str, int] = (
         {str(s): int(n) for s, n in conn.execute("SELECT sha256, size FROM blobs")} if has_blobs else {}
@@ -149,21 +163,8 @@ def _check_db(conn: sqlite3.Connection, root: Path, report: VerifyReport, manife
             inline.append(sha)
         else:
             problems.append(f"object {sha} ({hi} bytes) is missing")
-
-    def check_file(item: tuple[str, int]) -> str | None:
-        sha, size = item
-        try:
-            got, got_size = hash_file(object_path(root, sha))
-        except OSError as exc:
-            return f"object {sha}: unreadable: {exc.strerror}"
-        if got_size != size:
-            return f"object {sha}: {got_size} bytes, {size} expected"
-        if got != sha:
-            return f"object {sha}: content does not match its sha256 (hashes to {got})"
-        return None
-
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="verify") as pool:
-        problems.extend(p for p in pool.map(check_file, files) if p is not None)
+        problems.extend(p for p in pool.map(lambda item: _check_file(root, *item), files) if p is not None)
     sizes = {sha: hi for sha, _, hi in referenced}
     for sha in inline:
         if blob_sizes[sha] != sizes[sha]:
@@ -173,6 +174,19 @@ def _check_db(conn: sqlite3.Connection, root: Path, report: VerifyReport, manife
             blob = bytes(data)
             if len(blob) != size or hashlib.sha256(blob).hexdigest() != sha:
                 problems.append(f"blob {sha}: content does not match its sha256 or size")
+
+
+def _check_file(root: Path, sha: str, size: int) -> str | None:
+    """The problem with one file object, or None when its size and sha256 are right."""
+    try:
+        got, got_size = hash_file(object_path(root, sha))
+    except OSError as exc:
+        return f"object {sha}: unreadable: {exc.strerror}"
+    if got_size != size:
+        return f"object {sha}: {got_size} bytes, {size} expected"
+    if got != sha:
+        return f"object {sha}: content does not match its sha256 (hashes to {got})"
+    return None
 
 
 def verify_main(path: Path, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
