@@ -13,7 +13,6 @@ import os
 import shutil
 import sqlite3
 import stat
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 from daemon.cluster.artifacts import ArtifactStore
@@ -114,17 +113,14 @@ def zookeeper(settings: Settings, cluster: Cluster | None) -> r.DoctorCheck | No
 
 async def docker(deployments: DeploymentManager) -> r.DoctorCheck | None:
     backend = deployments.backends.get("docker")
-    used = any(sup.rec.backend == "docker" for sup in deployments.supervisors.values())
+    used = deployments.uses_backend("docker")
     if backend is None:
         if used:
             return check("docker", "fail", "docker deployments exist but the docker SDK is not installed",
                          "install the project with its docker extra into the daemon's environment")  # fmt: skip
         return None
-    ping: Callable[[], Awaitable[None]] | None = getattr(backend, "ping", None)
-    if ping is None:
-        return None
     try:
-        await asyncio.wait_for(ping(), SERVICE_TIMEOUT_S)
+        await asyncio.wait_for(backend.ping(), SERVICE_TIMEOUT_S)
     except Exception as exc:  # the engine's errors are many; any of them means "not usable now"
         fix = ("start the engine (systemctl start docker) or set [docker] host / DOCKER_HOST; the daemon's user "
                "needs /run/docker.sock (group docker, which is root-equivalent)")  # fmt: skip
@@ -164,7 +160,7 @@ async def run_checks(
     ]
     optional = [zookeeper(settings, cluster), await docker(deployments), exporter(settings, exporter_url)]
     if settings.docker.registry:
-        used = any(sup.rec.backend == "docker" for sup in deployments.supervisors.values())
+        used = deployments.uses_backend("docker")
         optional.append(await asyncio.to_thread(registry, "image registry", settings.docker.registry, used))
     shared = settings.cluster.registry or settings.docker.registry
     if settings.cluster.enabled and shared and shared != settings.docker.registry:

@@ -1,5 +1,6 @@
 """What every backend offers the manager: start an instance, wait for it to end, stop it, find the ones
-this daemon started earlier, read and follow its log.
+this daemon started earlier, read and follow its log; and what some offer (a warm-up, log rotation, an
+engine to ping, images to prune), which the others leave as no-ops.
 
 An *instance* is one running copy of one version: a child process or a container. It listens on two
 ports: the deployment's public port (bound with SO_REUSEPORT only once the model is loaded, so during a
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar
 
 from daemon.protocol.deploy import ContainerOptions
 
@@ -76,45 +78,64 @@ class Instance:
         return f"http://127.0.0.1:{self.public_port}"
 
 
-class Backend(Protocol):
-    name: str
+class Backend(ABC):
+    """A way to run instances. Subclasses implement the abstract methods; the optional ones default to doing
+    nothing, so the manager calls them on every backend without asking which one it has."""
 
+    name: ClassVar[str]
+    builds_images: ClassVar[bool] = False
+    """Starting an instance builds an image first (the deployment shows ``building``, not ``starting``), and
+    the image policy runs after an undeploy or a rollout."""
+
+    @abstractmethod
     async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
         """Launch the instance and return once it runs (not necessarily healthy yet)."""
-        ...
 
+    @abstractmethod
     async def wait(self, instance: Instance) -> int | None:
         """Return when the instance has ended, with its exit status when known."""
-        ...
 
+    @abstractmethod
     async def stop(self, instance: Instance, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; idempotent; never raises for a gone instance."""
-        ...
 
+    @abstractmethod
     async def discover(self) -> list[Instance]:
         """Every instance this daemon (this state directory) started that still runs."""
-        ...
 
+    @abstractmethod
     async def logs(self, instance: Instance, tail: int) -> list[str]:
         """The last ``tail`` lines of the instance's log."""
-        ...
 
+    @abstractmethod
     def follow(self, instance: Instance) -> AsyncIterator[list[str]]:
         """New log lines from now on, in batches, until the instance ends or the iterator is closed."""
-        ...
+
+    # -- optional: each does nothing unless a backend has something to do ----------------------------------
 
     async def close(self) -> None:
         """Release clients and threads; running instances keep running."""
-        ...
+        return None
 
+    def warm(self) -> None:
+        """Prepare for fast starts, once there are deployments to start (the process backend's zygote)."""
+        return None
 
-@runtime_checkable
-class PrunesImages(Protocol):
-    """A backend that builds images (Docker) and removes the ones its image policy lets go."""
+    def rotate(self, deployment: str) -> bool:
+        """Blocking: rotate the deployment's log file when it is over its size limit; True when it was."""
+        return False
+
+    def remove_logs(self, deployment: str) -> None:
+        """Blocking: delete a removed deployment's logs, so a later one of the same name starts afresh."""
+        return None
+
+    async def ping(self) -> None:
+        """Raise :class:`BackendUnavailable` unless the backend's engine answers (the doctor asks)."""
+        return None
 
     async def prune_images(self, *, keep: int, in_use: set[tuple[str, int]], dry_run: bool = False) -> Pruned:
         """Remove images of versions no deployment uses beyond the newest ``keep`` per model."""
-        ...
+        return Pruned()
 
 
 def owner_id(state_dir: Path) -> str:

@@ -38,7 +38,7 @@ from daemon.protocol.deploy import check_env_name, check_env_value
 from daemon.settings import DockerSection
 
 from . import image as img
-from .base import BackendError, BackendUnavailable, Instance, InstanceSpec, ProgressLine, owner_id
+from .base import Backend, BackendError, BackendUnavailable, Instance, InstanceSpec, ProgressLine, owner_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,10 +144,11 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(f"{head}.{micro}{tz or '+00:00'}")
 
 
-class DockerBackend:
+class DockerBackend(Backend):
     """Runs deployments as containers of the Docker Engine at ``settings.host`` (or ``DOCKER_HOST``)."""
 
     name = "docker"
+    builds_images = True
 
     def __init__(self, settings: DockerSection, *, state_dir: Path, owner: str | None = None) -> None:
         self.settings = settings

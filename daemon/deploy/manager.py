@@ -45,7 +45,6 @@ from .base import (
     Instance,
     InstanceSpec,
     ProgressLine,
-    PrunesImages,
     free_port,
 )
 from .health import http_status
@@ -120,13 +119,31 @@ class Supervisor:
         await asyncio.to_thread(
             self.m.registry.deployments.save, self.rec, (event, self.rec.message) if event else None
         )
+        self._publish(kind, self.rec.message)
+
+    async def change_state(
+        self,
+        state: str,
+        health: str | None = None,
+        *,
+        kind: Literal["changed", "rollout", "removed"] = "changed",
+        event: str = "",
+        message: str | None = None,
+    ) -> None:
+        """The one place a deployment's state changes (and its health with it, when given): then it is
+        recorded and published as :meth:`_changed` does; a removed deployment's row is gone, so only told."""
+        self.rec.state = state
+        if health is not None:
+            self.rec.health = health
+        if kind == "removed":
+            self._publish(kind, "")
+            return
+        await self._changed(kind, event, message)
+
+    def _publish(self, kind: Literal["created", "changed", "rollout", "removed", "progress"], message: str) -> None:
         self.m.publish(
             DeploymentEvent(
-                kind=kind,
-                deployment=self.rec.name,
-                state=self.rec.state,
-                version=self.rec.version,
-                message=self.rec.message,
+                kind=kind, deployment=self.rec.name, state=self.rec.state, version=self.rec.version, message=message
             )
         )
 
@@ -134,11 +151,7 @@ class Supervisor:
         """Build and start progress: to a caller waiting on its deploy request, and to every subscriber."""
         for sink in list(self.progress_sinks):
             sink(line)
-        self.m.publish(
-            DeploymentEvent(
-                kind="progress", deployment=self.rec.name, state=self.rec.state, version=self.rec.version, message=line
-            )
-        )
+        self._publish("progress", line)
 
     # -- starting --------------------------------------------------------------------------------------------
 
@@ -208,9 +221,7 @@ class Supervisor:
 
     async def _start_current(self, version: int, *, reason: str, fresh: bool = False) -> bool:
         """(Re)start the deployment's only instance; False when it failed (backoff follows)."""
-        self.rec.state = "building" if self.backend.name == "docker" else "starting"
-        self.rec.health = "unknown"
-        await self._changed(message="")
+        await self.change_state("building" if self.backend.builds_images else "starting", "unknown", message="")
         started = time.monotonic()
         try:
             inst = await self._launch(version)
@@ -221,12 +232,12 @@ class Supervisor:
             self._note_short_run(time.monotonic() - started)
             text = _reason(exc)
             looping = self.short_runs >= self.m.settings.deploy.crashloop_restarts
-            self.rec.state = "failed" if fresh else "crashloop" if looping else "degraded"
-            await self._changed(event="failed", message=f"version {version} did not start: {text}")
+            state = "failed" if fresh else "crashloop" if looping else "degraded"
+            await self.change_state(state, event="failed", message=f"version {version} did not start: {text}")
             return False
         self._adopt(inst)
-        self.rec.state, self.rec.health = "running", "healthy"
-        await self._changed(event="started", message=f"{reason}: version {version} serving on {inst.endpoint}")
+        note = f"{reason}: version {version} serving on {inst.endpoint}"
+        await self.change_state("running", "healthy", event="started", message=note)
         return True
 
     def _note_short_run(self, ran: float) -> None:
@@ -244,9 +255,9 @@ class Supervisor:
             raise
         except Exception:
             log.exception("supervisor of %s failed", self.rec.name)
-            self.rec.state = "failed"
             with contextlib.suppress(Exception):  # e.g. the row is gone: the log has the story
-                await self._changed(event="failed", message="internal error in the supervisor; see the daemon log")
+                note = "internal error in the supervisor; see the daemon log"
+                await self.change_state("failed", event="failed", message=note)
         finally:
             if not self.first_start.done():
                 self.first_start.set_result("the daemon stopped")
@@ -264,11 +275,15 @@ class Supervisor:
                     ok = await self._start_current(target, reason="started", fresh=True)
         elif self.current is not None:
             self.first_start.set_result(None)
-            self.rec.state, self.rec.health = "running", "unknown"
-            await self._changed(event="adopted", message=f"adopted {self.current.key} after a daemon restart")
+            note = f"adopted {self.current.key} after a daemon restart"
+            await self.change_state("running", "unknown", event="adopted", message=note)
             await self._check_health()
         else:
-            self.first_start.set_result(None)  # it died while no daemon watched: the loop restarts it
+            self.first_start.set_result(None)
+            if self.rec.instance is not None:  # it died while no daemon watched: the loop restarts it
+                self.rec.instance = None
+                note = "the instance was gone when the daemon started; restarting it"
+                await self.change_state("degraded", "unhealthy", message=note)
         while True:
             if self.current is None:
                 if await self._wait_command(self._backoff()):
@@ -311,16 +326,14 @@ class Supervisor:
         self._note_short_run(ran)
         self.current = None
         self.rec.instance = None
-        self.rec.health = "unhealthy"
         looping = self.short_runs >= self.m.settings.deploy.crashloop_restarts
-        self.rec.state = "crashloop" if looping else "degraded"
         text = f"version {inst.version} {reason}; restarting in {self._backoff():.1f} s"
         if looping:
             text = (
                 f"crash loop ({self.short_runs} exits within {self.m.settings.deploy.crashloop_window_seconds:.0f} s "
                 f"of starting): {text}"
             )
-        await self._changed(event="exited", message=text)
+        await self.change_state("crashloop" if looping else "degraded", "unhealthy", event="exited", message=text)
 
     async def _check_health(self) -> None:
         assert self.current is not None
@@ -377,10 +390,8 @@ class Supervisor:
             return
         self._adopt(new)
         self.rollout_to = None
-        self.rec.state, self.rec.health = "running", "healthy"
-        await self._changed(
-            kind="rollout", event="rolled-out", message=f"rolled out version {version} (was {old.version})"
-        )
+        note = f"rolled out version {version} (was {old.version})"
+        await self.change_state("running", "healthy", kind="rollout", event="rolled-out", message=note)
         await self.backend.stop(old, self.m.settings.deploy.stop_grace_seconds)
         self.m.images_released(self.rec.backend)
 
@@ -433,18 +444,15 @@ class DeploymentManager:
             )
             if rec.backend not in self.backends:
                 continue
-            if adopted is None and rec.instance is not None:  # it died while no daemon watched: start it again
-                rec.instance, rec.state, rec.health = None, "degraded", "unhealthy"
-                rec.message = "the instance was gone when the daemon started; restarting it"
             self._supervise(rec, adopted, fresh=False)
         self._maintenance = asyncio.create_task(self._maintain())
 
-    def _warm(self, backend: str) -> None:
+    def _warm(self, name: str) -> None:
         """Let a backend prepare for fast starts (the process backend's zygote: ~150 MiB), only once it has
         deployments to start, so a daemon that only keeps a registry does not pay for it."""
-        warm = getattr(self.backends.get(backend), "warm", None)
-        if warm is not None:
-            warm()
+        backend = self.backends.get(name)
+        if backend is not None:
+            backend.warm()
 
     async def close(self) -> None:
         """Stop supervising; instances keep running for the next daemon to adopt."""
@@ -465,15 +473,11 @@ class DeploymentManager:
         return sup
 
     async def _maintain(self) -> None:
-        rotate = getattr(self.backends.get("process"), "rotate", None)
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
-            if rotate is None:
-                continue
             for name, sup in list(self.supervisors.items()):
-                if sup.rec.backend == "process":
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(rotate, name)
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(sup.backend.rotate, name)
 
     # -- queries for the layers above (monitor, maintenance, doctor, handlers) ----------------------------------
 
@@ -588,16 +592,13 @@ class DeploymentManager:
             await sup.backend.stop(sup.current, self.settings.deploy.stop_grace_seconds)
         self.supervisors.pop(sup.rec.name, None)
         await asyncio.to_thread(self.registry.deployments.delete, sup.rec.name)
-        remove_logs = getattr(sup.backend, "remove_logs", None)
-        if remove_logs is not None:  # a later deployment of the same name starts a fresh log
-            await asyncio.to_thread(remove_logs, sup.rec.name)
-        self.publish(DeploymentEvent(kind="removed", deployment=sup.rec.name, state="stopped", version=sup.rec.version))
+        await asyncio.to_thread(sup.backend.remove_logs, sup.rec.name)  # a later one of the same name starts afresh
+        sup.rec.desired, sup.rec.instance = "stopped", None
+        await sup.change_state("stopped", "unknown", kind="removed")
 
     async def undeploy(self, name: str) -> r.DeploymentDetail:
         sup = self._get(name)
         await self._remove(sup)
-        sup.rec.desired, sup.rec.state, sup.rec.health = "stopped", "stopped", "unknown"
-        sup.rec.instance = None
         self.images_released(sup.rec.backend)
         return r.DeploymentDetail(deployment=sup.rec.info())
 
@@ -642,15 +643,19 @@ class DeploymentManager:
 
     async def prune_images(self, *, dry_run: bool = False) -> Pruned:
         """Apply the image policy now (``gc``); nothing without a backend that builds images."""
-        pruner = self.backends.get("docker")
-        if not isinstance(pruner, PrunesImages):
-            return Pruned()
-        keep = self.settings.docker.keep_images
-        return await pruner.prune_images(keep=keep, in_use=self.images_in_use(), dry_run=dry_run)
+        pruned = Pruned()
+        for backend in self.backends.values():
+            if backend.builds_images:
+                found = await backend.prune_images(
+                    keep=self.settings.docker.keep_images, in_use=self.images_in_use(), dry_run=dry_run
+                )
+                pruned = Pruned(removed=pruned.removed + found.removed, bytes=pruned.bytes + found.bytes)
+        return pruned
 
     def images_released(self, backend: str) -> None:
         """A deployment stopped using an image (undeploy, rollout): apply the policy in the background."""
-        if backend == "docker":
+        used = self.backends.get(backend)
+        if used is not None and used.builds_images:
             self._background(self._prune_quietly())
 
     async def _prune_quietly(self) -> None:

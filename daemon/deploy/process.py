@@ -24,7 +24,7 @@ from pathlib import Path
 import daemon
 from daemon.settings import DeploySection
 
-from .base import BackendError, Instance, InstanceSpec, ProgressLine
+from .base import Backend, BackendError, Instance, InstanceSpec, ProgressLine
 from .zygote import Zygote
 
 log = logging.getLogger("modeltuid.deploy.process")
@@ -79,7 +79,7 @@ def _read_from(path: Path, pos: int) -> tuple[bytes, int]:
     return data, pos + len(data)
 
 
-class ProcessBackend:
+class ProcessBackend(Backend):
     name = "process"
 
     def __init__(
