@@ -3,7 +3,7 @@
 # (dockerd in the background), a loopback OCI registry on 127.0.0.1:5000 (Debian's docker-registry)
 # and the local base image (scripts/docker-base.sh). Each is started only when it does not answer.
 # Also installs Debian's zookeeper package (jars only, no service): the ZooKeeper tests start their own
-# servers on loopback ports (tests/cluster/zkserver.py), and systemd-analyze for the unit checks
+# servers on loopback ports (tests/helpers/zookeeper.py), and systemd-analyze for the unit checks
 # (tests/ops/test_systemd.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."

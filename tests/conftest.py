@@ -1,138 +1,16 @@
-"""Shared fixtures: a real modeltuid process on a real socket, the CLI as a subprocess, model directories."""
+"""Shared fixtures: a real modeltuid process on a real socket, the example model directory (the helpers they
+build on are in tests/helpers/)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from daemon.deploy.base import owner_id
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "breast_cancer"
-
-#: Set by CI: a test that needs a service or privilege fails instead of skipping when it is missing.
-REQUIRE_SERVICES = os.environ.get("MODELTUI_REQUIRE_SERVICES") == "1"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip when a prerequisite is missing, or fail when CI says every prerequisite must be there."""
-    if condition:
-        return
-    if REQUIRE_SERVICES:
-        pytest.fail(f"required but missing: {reason}")
-    pytest.skip(reason)
-
-
-@dataclass
-class DaemonProcess:
-    """A real ``modeltuid run`` child process with its own state directory and socket."""
-
-    state_dir: Path
-    socket: Path
-    proc: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-    def start(self, timeout: float = 15.0) -> DaemonProcess:
-        log = open(self.state_dir.parent / "daemon.out", "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                out = (self.state_dir.parent / "daemon.out").read_text(errors="replace")
-                raise RuntimeError(f"modeltuid exited with {self.proc.returncode}:\n{out}")
-            if self.socket.exists() and self.ping():
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("modeltuid did not start in time")
-
-    def ping(self) -> bool:
-        """True when the daemon answers hello on its socket."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(2)
-        try:
-            sock.connect(str(self.socket))
-            sock.sendall(b'{"type": "hello", "protocol": 1, "client": "conftest"}\n')
-            return b'"welcome"' in sock.recv(4096)
-        except OSError:
-            return False
-        finally:
-            sock.close()
-
-    def cli(self, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run ``modeltui ARGS`` against this daemon and capture its output."""
-        return subprocess.run(
-            [sys.executable, "-m", "modeltui", *args],
-            env=self.env,
-            input=input.decode() if input is not None else None,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def serving_pids(self, deployment: str = "") -> list[int]:
-        """Serving processes this daemon started (for ``deployment``, or all): they outlive the daemon."""
-        label = f"{owner_id(self.state_dir)}/{deployment + '/' if deployment else ''}"
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    argv = (entry / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if any(a.decode(errors="replace").startswith(label) for a in argv) and b"daemon.serving" in argv:
-                    pids.append(int(entry.name))
-        # Forked from the zygote: their command line is the zygote's; the backend keeps a record of each.
-        for record in (self.state_dir / "deploy" / "instances").glob("*.json"):
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                rec = json.loads(record.read_text())
-                if deployment in ("", rec["deployment"]) and Path(f"/proc/{rec['pid']}").exists():
-                    pids.append(int(rec["pid"]))
-        return sorted(set(pids))
-
-    def kill_deployments(self) -> None:
-        for pid in self.serving_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
-def daemon_env(base: Path) -> dict[str, str]:
-    # No MODELTUI_ settings, and no terminal size of whoever runs pytest: a CLI on a pipe prints whole lines
-    # unless a test gives COLUMNS itself (pytest-xdist workers, for one, inherit a COLUMNS).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTUI_") and k not in ("COLUMNS", "LINES")}
-    env.update(
-        MODELTUI_STATE_DIR=str(base / "state"),
-        MODELTUI_SOCKET=str(base / "run" / "modeltuid.sock"),
-        MODELTUI_CONFIG=str(base / "daemon.toml"),
-        HOME=str(base / "home"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.paths import EXAMPLE
 
 
 @pytest.fixture
@@ -166,19 +44,3 @@ def example_dir(tmp_path: Path) -> Path:
     dest = tmp_path / "breast_cancer"
     shutil.copytree(EXAMPLE, dest)
     return dest
-
-
-def make_model_dir(path: Path, name: str = "demo", *, weights: bytes = b"w1", extra: dict[str, bytes] | None = None,
-                   params: str = "C = 1.0", metrics: str = "accuracy = 0.9") -> Path:
-    """A small, valid model directory (the daemon never loads the model file, so any bytes do)."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "modeltui.toml").write_text(
-        f'name = "{name}"\nflavor = "sklearn"\nmodel_file = "model.skops"\n'
-        f'requirements = ["scikit-learn"]\n\n[params]\n{params}\n\n[metrics]\n{metrics}\n\n'
-        '[signature]\ninputs = [{name = "x", type = "double"}]\n'
-    )
-    (path / "model.skops").write_bytes(weights)
-    for rel, data in (extra or {}).items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_bytes(data)
-    return path

@@ -9,7 +9,7 @@ import pytest
 from daemon.protocol.manifest import parse_manifest as registry_parse
 from daemon.serving.manifest import ManifestError
 from daemon.serving.manifest import parse_manifest as serving_parse
-from tests.conftest import EXAMPLE
+from tests.helpers.paths import EXAMPLE
 
 BASE = 'name = "m"\nflavor = "sklearn"\nmodel_file = "model.skops"\n'
 SIG = '[signature]\ninputs = [{name = "a", type = "double"}, {name = "b", type = "long"}]\n'

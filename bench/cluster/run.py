@@ -4,7 +4,7 @@
                                                      [--json FILE] [--results bench/cluster/RESULTS.md]
                                                      [--workdir DIR] [--keep]
 
-1. A standalone ZooKeeper (tests/cluster/zkserver.py) is seeded directly with kazoo: N valid version nodes
+1. A standalone ZooKeeper (tests/helpers/zookeeper.py) is seeded directly with kazoo: N valid version nodes
    (``layout.VersionNode``) spread over M models, plus per model a ``production`` alias and one history entry.
 2. Floor: a bare kazoo loop in this process reads the same nodes a full sync reads, with sequential synchronous
    calls (as ``Mirror.sync`` does), and, for information, pipelined (``*_async`` for everything, then wait).
@@ -59,7 +59,7 @@ from daemon.cluster.layout import (  # noqa: E402
 )
 from modeltui.client import connect  # noqa: E402
 from modeltui.transfer import push_directory  # noqa: E402
-from tests.cluster.zkserver import JAVA_DIR, ZkEnsemble, java_missing  # noqa: E402
+from tests.helpers.zookeeper import JAVA_DIR, ZkEnsemble, java_missing  # noqa: E402
 
 REGISTRY = "127.0.0.1:5000"
 ALIAS = "production"
@@ -821,7 +821,7 @@ Run {res["started"]} with `{res["command"]}`, at commit {res["commit"]}.
 
 **Machine:** {mach["nproc"]} CPUs ({mach["cpu"]}), {mach["ram_gib"]} GiB RAM, Linux {mach["kernel"]},
 Python {mach["python"]}, ZooKeeper {mach["zookeeper"]} (Debian jar, standalone, `forceSync=no`, the test harness
-`tests/cluster/zkserver.py`), kazoo {mach["kazoo"]}. Work directory on {mach["workdir_fs"]}; one 4 KiB
+`tests/helpers/zookeeper.py`), kazoo {mach["kazoo"]}. Work directory on {mach["workdir_fs"]}; one 4 KiB
 `fsync` there takes {mach["fsync_4k_p50_ms"]} ms (p50 of 50).
 
 ## Figures

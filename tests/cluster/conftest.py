@@ -1,4 +1,4 @@
-"""Fixtures for real ZooKeeper servers (Debian's zookeeper package; see zkserver.py).
+"""Fixtures for real ZooKeeper servers (Debian's zookeeper package; see tests/helpers/zookeeper.py).
 
 ``zk`` is a standalone server, ``zk_ensemble`` a three-server ensemble; both are function-scoped (a
 standalone server serves in about 0.5 s, an ensemble in about 1.5 s) and are killed at teardown.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import need
-from .zkserver import ZkEnsemble, java_missing
+from tests.helpers.prerequisites import need
+from tests.helpers.zookeeper import ZkEnsemble, java_missing
 
 
 def _ensemble(base: Path, size: int) -> Iterator[ZkEnsemble]:

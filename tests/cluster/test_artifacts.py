@@ -29,8 +29,7 @@ from daemon.cluster.artifacts import (
     DigestMismatch,
     _parse_manifest,
 )
-
-from ..conftest import need
+from tests.helpers.prerequisites import need
 
 REGISTRY = os.environ.get("MODELTUI_DOCKER_REGISTRY", "127.0.0.1:5000")
 OCI_NAME = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
-from ..conftest import DaemonProcess, make_model_dir, need
-from ..monitor.test_drift_e2e import _rows
-from .zkserver import ZkEnsemble
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.example_data import eval_features
+from tests.helpers.models import make_model_dir
+from tests.helpers.prerequisites import need
+from tests.helpers.zookeeper import ZkEnsemble
 
 REGISTRY = "127.0.0.1:5000"
 
@@ -103,7 +105,7 @@ def test_a_push_on_a_is_deployable_on_b_and_a_sees_it_running_at_its_endpoint(
     dep = cli_json(b, "deploy", "breast-cancer@production", "--name", "bc")["deployment"]
     assert dep["state"] == "running"
     assert dep["version"] == 1
-    _, rows = _rows(example_dir)
+    _, rows = eval_features(example_dir)
     req = urllib.request.Request(f"{dep['endpoint']}/predict", json.dumps({"inputs": rows[:3]}).encode(),
                                  {"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=10) as resp:

@@ -9,8 +9,7 @@ from kazoo.client import KazooClient
 
 from daemon.cluster.layout import DeploymentNode, HostNode, Paths
 from daemon.cluster.presence import Presence, candidate_owner
-
-from .zkserver import ZkEnsemble
+from tests.helpers.zookeeper import ZkEnsemble
 
 
 def test_candidate_names_parse_strictly() -> None:

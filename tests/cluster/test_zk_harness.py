@@ -11,7 +11,7 @@ import pytest
 from kazoo.client import KazooClient, KazooState
 from kazoo.retry import KazooRetry
 
-from .zkserver import ZkEnsemble
+from tests.helpers.zookeeper import ZkEnsemble
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

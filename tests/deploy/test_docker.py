@@ -24,9 +24,17 @@ from daemon.deploy.base import BackendError, BackendUnavailable, Instance, Insta
 from daemon.deploy.docker import ALLOWED_RUN_KEYS, DockerBackend, run_kwargs
 from daemon.protocol.deploy import ContainerOptions
 from daemon.settings import DockerSection
-
-from ..conftest import EXAMPLE, need
-from .docker_helpers import BASE_IMAGE, REGISTRY, engine_problem, http_get, http_post, python_model, registry_up
+from tests.helpers.docker_engine import (
+    BASE_IMAGE,
+    REGISTRY,
+    engine_problem,
+    http_get,
+    http_post,
+    python_model,
+    registry_up,
+)
+from tests.helpers.paths import EXAMPLE
+from tests.helpers.prerequisites import need
 
 #: One digest per test session: the first build of the tiny model is real, later tests reuse the image.
 SESSION = uuid.uuid4().hex

@@ -15,10 +15,11 @@ import docker.errors
 import pytest
 
 from daemon.deploy.base import owner_id
-from tests.conftest import DaemonProcess
-
-from .docker_helpers import REGISTRY, docker_daemon_running, http_get
-from .test_process import cli_json, deployment, predictions, python_model, wait_for
+from tests.helpers.daemon import DaemonProcess, cli_json, deployment
+from tests.helpers.docker_engine import REGISTRY, docker_daemon_running, http_get
+from tests.helpers.endpoints import predictions
+from tests.helpers.models import python_model
+from tests.helpers.waiting import wait_for
 
 
 @pytest.fixture

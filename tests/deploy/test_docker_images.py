@@ -17,10 +17,10 @@ import docker.errors
 import pytest
 
 from daemon.deploy import image as img
-from tests.conftest import DaemonProcess
-
-from .docker_helpers import REGISTRY, docker_daemon_running, python_model
-from .test_process import cli_json, deployment, predictions, wait_for
+from tests.helpers.daemon import DaemonProcess, cli_json, deployment
+from tests.helpers.docker_engine import REGISTRY, docker_daemon_running, python_model
+from tests.helpers.endpoints import predictions
+from tests.helpers.waiting import wait_for
 
 # -- the choice (no engine) ----------------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
-from tests.serving.test_drift_metrics import samples
-
-from .test_process import cli_json, post
+from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.endpoints import predict_ids
+from tests.helpers.example_data import eval_rows
+from tests.helpers.prometheus import samples
 
 pytestmark = pytest.mark.integration
 
@@ -43,28 +43,13 @@ def deploy_example(d: DaemonProcess, example_dir: Path) -> dict[str, Any]:
     return dep
 
 
-def eval_rows(example_dir: Path) -> tuple[list[list[float]], list[int]]:
-    with (example_dir / "eval.csv").open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    header = rows[0]
-    t = header.index("target")
-    features = [[float(v) for i, v in enumerate(r) if i != t] for r in rows[1:]]
-    return features, [int(r[t]) for r in rows[1:]]
-
-
-def predict(endpoint: str, rows: list[list[float]]) -> tuple[list[str], list[int]]:
-    status, body = post(endpoint + "/predict", {"inputs": rows})
-    assert status == 200, body
-    return body["ids"], body["predictions"]
-
-
 def test_feedback_from_csv_and_jsonl_builds_the_confusion_matrix(
     daemon: DaemonProcess, example_dir: Path, tmp_path: Path
 ) -> None:
     dep = deploy_example(daemon, example_dir)
     endpoint, admin = dep["endpoint"], dep["instance"]["admin_url"]
     rows, truth = eval_rows(example_dir)
-    ids, preds = predict(endpoint, rows[:80])
+    ids, preds = predict_ids(endpoint, rows[:80])
     assert len(ids) == 80
 
     # CSV: extra columns, quoted header, and labels spelled the way spreadsheets write them (1.0, " 0").
@@ -149,7 +134,7 @@ def _bad_files(tmp_path: Path, ids: list[str]) -> dict[str, tuple[Path, str]]:
 def test_bad_files_exit_4_and_send_nothing(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> None:
     dep = deploy_example(daemon, example_dir)
     rows, _ = eval_rows(example_dir)
-    ids, _ = predict(dep["endpoint"], rows[:20])
+    ids, _ = predict_ids(dep["endpoint"], rows[:20])
     for case, (path, message) in _bad_files(tmp_path, ids).items():
         res = daemon.cli("feedback", "breast-cancer-production", str(path), "--json")
         assert res.returncode == 4, (case, res.returncode, res.stderr)

@@ -13,69 +13,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
-
-PREDICT = """\
-import os, sys, threading
-FACTOR = {factor}
-{extra}
-def predict(X):
-    print(f"predicting {{len(X)}} rows", flush=True)
-    return [FACTOR * row[0] for row in X]
-"""
-
-
-def python_model(path: Path, *, factor: float = 2.0, extra: str = "", name: str = "dbl") -> Path:
-    """A python-flavor model returning FACTOR * x; ``extra`` runs at import (to make it crash or fail)."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "modeltui.toml").write_text(
-        f'name = "{name}"\nflavor = "python"\nmodel_file = "predict.py:predict"\nrequirements = []\n\n'
-        '[signature]\ninputs = [{name = "x", type = "double"}]\n'
-    )
-    (path / "predict.py").write_text(PREDICT.format(factor=factor, extra=extra))
-    return path
-
-
-def post(url: str, body: Any, ctype: str = "application/json") -> tuple[int, Any]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": ctype}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def cli_json(d: DaemonProcess, *args: str) -> Any:
-    res = d.cli(*args, "--json")
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def deployment(d: DaemonProcess, name: str) -> dict[str, Any]:
-    return cli_json(d, "ps", name)["deployment"]  # type: ignore[no-any-return]
-
-
-def predictions(endpoint: str, xs: list[float]) -> list[float]:
-    status, body = post(endpoint + "/predict", {"inputs": [[x] for x in xs]})
-    assert status == 200, body
-    return body["predictions"]  # type: ignore[no-any-return]
+from tests.helpers.daemon import DaemonProcess, cli_json, deployment
+from tests.helpers.endpoints import post, predictions
+from tests.helpers.models import python_model
+from tests.helpers.waiting import wait_for
 
 
 @pytest.fixture
@@ -364,7 +310,7 @@ HOSTILE = [
 def test_hostile_deploy_requests_are_refused_by_the_daemon(dbl: tuple[DaemonProcess, Path], fields: dict[str, Any],
                                                            message: str) -> None:
     """What a peer sends bypassing the CLI: refused as INVALID before any backend sees it."""
-    from tests.integration.rawsock import RawClient
+    from tests.helpers.rawsock import RawClient
 
     d, _ = dbl
     raw = RawClient(d.socket)

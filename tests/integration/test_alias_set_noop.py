@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, make_model_dir
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import make_model_dir
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from daemon.protocol.frames import MAX_FRAME_BYTES
-from tests.conftest import DaemonProcess, make_model_dir
-from tests.integration.rawsock import RawClient
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import make_model_dir
+from tests.helpers.rawsock import RawClient
 
 pytestmark = pytest.mark.integration
 

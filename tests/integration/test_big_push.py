@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, make_model_dir
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import make_model_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, make_model_dir
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import make_model_dir
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +197,7 @@ def test_init_writes_a_manifest_that_pushes(daemon: DaemonProcess, tmp_path: Pat
 
 
 def test_no_daemon_and_no_start_is_unavailable(tmp_path: Path) -> None:
-    from tests.conftest import daemon_env
+    from tests.helpers.daemon import daemon_env
 
     env = daemon_env(tmp_path)
     res = subprocess.run([sys.executable, "-m", "modeltui", "--no-start", "ls"], env=env, capture_output=True,

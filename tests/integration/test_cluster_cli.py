@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import DaemonProcess
+from tests.helpers.daemon import DaemonProcess
 
 pytestmark = pytest.mark.integration
 

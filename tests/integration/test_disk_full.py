@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, daemon_env, make_model_dir, need
+from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.models import make_model_dir
+from tests.helpers.prerequisites import need
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 

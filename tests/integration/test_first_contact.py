@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from daemon.protocol import lifecycle
-from tests.conftest import DaemonProcess, daemon_env
+from tests.helpers.daemon import DaemonProcess, daemon_env
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from daemon.protocol.errors import ErrorCode
 from daemon.server import KNOWN_OPS
-from tests.conftest import DaemonProcess, daemon_env
-from tests.integration.rawsock import RawClient
+from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.rawsock import RawClient
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,8 @@ import pytest
 from daemon.protocol.events import RegistryEvent
 from daemon.protocol.paths import find_socket
 from modeltui.client import connect
-from tests.conftest import DaemonProcess, daemon_env, make_model_dir
+from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.models import make_model_dir
 
 pytestmark = pytest.mark.integration
 

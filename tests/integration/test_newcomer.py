@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
-from tests.integration.fresh_clone import fresh_env, repo_copy
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.fresh_clone import fresh_env, repo_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

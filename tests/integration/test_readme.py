@@ -1,7 +1,7 @@
 """The README, executed: every ```bash block of README.md and docs/*.md runs as written, in order, on a fresh
 state directory, from a copy of the repository (so the files the blocks write stay out of the checkout) with
 the checkout's .venv linked in.
-Blocks that cannot run here are marked in the Markdown (``tests/integration/readme_blocks.py``)."""
+Blocks that cannot run here are marked in the Markdown (``tests/helpers/readme_blocks.py``)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, DaemonProcess, need
-from tests.integration.fresh_clone import fresh_env, repo_copy
-from tests.integration.readme_blocks import Block, MarkerError, bash_blocks
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.fresh_clone import fresh_env, repo_copy
+from tests.helpers.paths import REPO
+from tests.helpers.prerequisites import need
+from tests.helpers.readme_blocks import Block, MarkerError, bash_blocks
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK_TIMEOUT = 600.0

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_model_dir, need
+from tests.helpers.models import make_model_dir
+from tests.helpers.prerequisites import need
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from modeltui.maintain_cli import NOT_SET, policy_value
-
-from ..conftest import DaemonProcess
+from tests.helpers.daemon import DaemonProcess
 
 MODEL = "breast-cancer"
 

@@ -7,9 +7,7 @@ bad policies are refused at ``maintain set``."""
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,28 +20,12 @@ from typing import Any
 
 import pytest
 
-from ..conftest import DaemonProcess
-from ..deploy.test_process import cli_json, wait_for
+from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.endpoints import predict_ids
+from tests.helpers.example_data import EXAMPLE_MODEL, eval_rows, shifted_model
+from tests.helpers.waiting import wait_for
 
-MODEL = "breast-cancer"
-
-
-def shifted_model(example_dir: Path, tmp_path: Path) -> Path:
-    """The example plus fresh labelled data from a shifted input distribution: a training file and a holdout
-    file (every feature × 1.6 + 0.5; the champion, fitted before the shift, does worse on it)."""
-    d = tmp_path / "model"
-    shutil.copytree(example_dir, d)
-    with (example_dir / "eval.csv").open() as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], rows[1:]
-    t = header.index("target")
-    moved = [[v if i == t else f"{float(v) * 1.6 + 0.5:.6f}" for i, v in enumerate(r)] for r in body]
-    for name, part in (("fresh_train.csv", moved[::2] * 2 + moved[1::4]), ("fresh_holdout.csv", moved[1::2])):
-        with (d / name).open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(part)
-    return d
+MODEL = EXAMPLE_MODEL
 
 
 @pytest.fixture
@@ -263,8 +245,6 @@ def test_an_f1_alert_from_shifted_feedback_triggers_a_run_that_rolls_out_a_bette
     promoted and rolled out, and predictions now come from the new version."""
     from sklearn.metrics import f1_score
 
-    from ..deploy.test_feedback import eval_rows, predict
-
     d = daemon_factory("d")
     Path(d.env["MODELTUI_CONFIG"]).write_text("[monitor]\nscrape_interval_seconds = 1\n")
     d.start()
@@ -274,9 +254,9 @@ def test_an_f1_alert_from_shifted_feedback_triggers_a_run_that_rolls_out_a_bette
     # Shifted traffic: the champion's F1 on it, as the labels will tell the monitor.
     rows, truth = eval_rows(model_dir)  # the unshifted reference rows and their labels
     shifted = [[v * 1.6 + 0.5 for v in row] for row in rows]
-    ids, preds = predict(dep["endpoint"], shifted)
+    ids, preds = predict_ids(dep["endpoint"], shifted)
     live_f1 = float(f1_score(truth, preds, average="macro", zero_division=0))
-    reference_f1 = float(f1_score(truth, predict(dep["endpoint"], rows)[1], average="macro", zero_division=0))
+    reference_f1 = float(f1_score(truth, predict_ids(dep["endpoint"], rows)[1], average="macro", zero_division=0))
     assert live_f1 < reference_f1 - 0.02  # the shift hurts the champion
     threshold = round((live_f1 + reference_f1) / 2, 4)
     add = d.cli("alerts", "add", "bc", f"f1 < {threshold} for 0", "--name", "low-f1", "--window", "10m")
@@ -326,8 +306,6 @@ def test_a_run_trains_and_evaluates_on_the_deployments_labelled_feedback(
     daemon after the runtime that held them was replaced by the rollout."""
     import numpy as np
 
-    from ..deploy.test_feedback import eval_rows, predict
-
     d = daemon
     assert d.cli("push", str(example_dir), "--alias", "production").returncode == 0
     dep = cli_json(d, "deploy", f"{MODEL}@production", "--name", "bc")["deployment"]
@@ -343,7 +321,7 @@ def test_a_run_trains_and_evaluates_on_the_deployments_labelled_feedback(
     rng = np.random.default_rng(0)
     shifted = [[v * 1.6 * rng.normal(1, 0.02) + 0.5 for v in row] for _ in range(4) for row in rows]
     labels = truth * 4
-    ids, _ = predict(dep["endpoint"], shifted)
+    ids, _ = predict_ids(dep["endpoint"], shifted)
     path = tmp_path / "labels.csv"
     path.write_text("id,label\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, labels, strict=True)))
     assert d.cli("feedback", "bc", str(path)).returncode == 0
@@ -377,15 +355,13 @@ def test_without_feedback_inputs_the_runtimes_keep_none_and_feedback_cannot_be_d
 ) -> None:
     """``[deploy] feedback_inputs = false`` saves each runtime the memory of its predictions' inputs; a
     policy that would train on feedback is then refused at ``maintain set``, with the reason."""
-    from ..deploy.test_feedback import eval_rows, predict
-
     d = daemon_factory("d")
     Path(d.env["MODELTUI_CONFIG"]).write_text("[deploy]\nfeedback_inputs = false\n")
     d.start()
     assert d.cli("push", str(example_dir), "--alias", "production").returncode == 0
     dep = cli_json(d, "deploy", f"{MODEL}@production", "--name", "bc")["deployment"]
     rows, truth = eval_rows(example_dir)
-    ids, _ = predict(dep["endpoint"], rows[:20])
+    ids, _ = predict_ids(dep["endpoint"], rows[:20])
     path = tmp_path / "labels.csv"
     path.write_text("id,label\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth[:20], strict=True)))
     assert d.cli("feedback", "bc", str(path)).returncode == 0

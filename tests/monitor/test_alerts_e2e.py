@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
-from tests.deploy.test_process import cli_json, wait_for
-from tests.monitor.test_metrics_e2e import CLASSIFIER
+from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.models import CLASSIFIER
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ predictions (the README's request.json sent a few times) are not enough data for
 
 from __future__ import annotations
 
-import csv
 import json
 import urllib.request
 from pathlib import Path
@@ -13,25 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
-from tests.deploy.test_process import cli_json, post, wait_for
-from tests.monitor.test_exporter import free_port
+from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.endpoints import free_port, post, send_rows
+from tests.helpers.example_data import eval_features
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _rows(example: Path) -> tuple[list[str], list[list[float]]]:
-    with open(example / "eval.csv") as f:
-        table = list(csv.reader(f))
-    header = table[0]
-    keep = [i for i, c in enumerate(header) if c != "target"]
-    return [header[i] for i in keep], [[float(r[i]) for i in keep] for r in table[1:]]
-
-
-def _send(endpoint: str, rows: list[list[float]]) -> None:
-    for start in range(0, len(rows), 50):
-        status, body = post(endpoint + "/predict", {"inputs": rows[start : start + 50]})
-        assert status == 200, body
 
 
 def test_shifted_inputs_raise_drift_and_fire_the_alert(daemon_factory: Any, example_dir: Path) -> None:
@@ -43,10 +29,10 @@ def test_shifted_inputs_raise_drift_and_fire_the_alert(daemon_factory: Any, exam
     shifted = cli_json(d, "deploy", "breast-cancer:1", "--name", "shifted")["deployment"]["endpoint"]
     for name in ("steady", "shifted"):
         assert d.cli("alerts", "add", name, "drift_psi > 0.2 for 0", "--name", "drift").returncode == 0
-    _, rows = _rows(example_dir)
+    _, rows = eval_features(example_dir)
     # 3 × the 143 rows: past the minimum sample, in the window and in at least one minute of the plot.
-    _send(steady, rows * 3)  # the reference data itself: no drift
-    _send(shifted, [[v * 1.6 + 0.5 for v in row] for row in rows] * 3)  # every feature moved up
+    send_rows(steady, rows * 3)  # the reference data itself: no drift
+    send_rows(shifted, [[v * 1.6 + 0.5 for v in row] for row in rows] * 3)  # every feature moved up
 
     def drift(name: str) -> dict[str, Any]:
         got: dict[str, Any] = cli_json(d, "metrics", name, "--window", "5m")["drift"]

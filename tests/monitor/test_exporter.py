@@ -8,18 +8,16 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,11 +27,15 @@ from daemon.monitor.derive import MIN_DRIFT_OBSERVATIONS, Drift
 from daemon.monitor.exporter import METRIC_NAMES, Exporter, Snapshot, render
 from daemon.monitor.service import CycleReport, Monitor, feature_drift
 from daemon.protocol import results as r
+from daemon.protocol.alerts import Severity
 from daemon.protocol.deploy import DeploymentInfo
 from daemon.settings import ExporterSection
-from tests.conftest import REPO, DaemonProcess, need
-from tests.deploy.test_process import cli_json, post, wait_for
-from tests.monitor.test_metrics_e2e import classifier
+from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.endpoints import free_port, post
+from tests.helpers.models import classifier
+from tests.helpers.paths import REPO
+from tests.helpers.prerequisites import need
+from tests.helpers.waiting import wait_for
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CONFIG = REPO / "config"
@@ -66,15 +68,14 @@ def full_metrics(name: str, classes: int = 3, features: int = 2, observations: f
     )
 
 
-@dataclass
-class FakeAlert:
-    deployment: str
-    rule: str
-    severity: str
-    state: str
+def alert(deployment: str, rule: str, severity: Severity, state: Literal["pending", "firing"]) -> r.AlertStateInfo:
+    """One state as the alerts engine reports it (``Alerts.states()``)."""
+    return r.AlertStateInfo(
+        deployment=deployment, rule=rule, severity=severity, state=state, value=0.5, since=NOW, active_since=NOW
+    )
 
 
-def snapshot(alerts: list[FakeAlert] | None = None) -> Snapshot:
+def snapshot(alerts: list[r.AlertStateInfo] | None = None) -> Snapshot:
     from daemon.monitor.exporter import _convert
 
     return Snapshot(
@@ -114,8 +115,8 @@ def promtool_check_metrics(text: bytes) -> None:
 
 def test_exposition_is_promtool_clean_and_holds_the_derived_values() -> None:
     alerts = [
-        FakeAlert("churn", "f1 < 0.85 for 10m", "critical", "firing"),
-        FakeAlert("idle", "p99", "warning", "pending"),
+        alert("churn", "f1 < 0.85 for 10m", "critical", "firing"),
+        alert("idle", "p99", "warning", "pending"),
     ]
     body = render(snapshot(alerts))
     promtool_check_metrics(body)
@@ -143,7 +144,7 @@ def test_exposition_is_promtool_clean_and_holds_the_derived_values() -> None:
 
 
 def test_metric_names_lists_exactly_what_a_full_exposition_emits() -> None:
-    body = render(snapshot([FakeAlert("churn", "r", "warning", "firing")])).decode()
+    body = render(snapshot([alert("churn", "r", "warning", "firing")])).decode()
     emitted = {fam.name + ("_total" if fam.type == "counter" else "") for fam in text_string_to_metric_families(body)}
     assert emitted == set(METRIC_NAMES)
 
@@ -312,12 +313,6 @@ def test_grafana_dashboard_queries_only_exported_names() -> None:
 
 
 # -- a real Prometheus scraping a real daemon ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get_json(url: str) -> Any:

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, need
+from tests.helpers.paths import REPO
+from tests.helpers.prerequisites import need
 
 DASHBOARD = REPO / "config" / "grafana-dashboard.json"
 ALL_DEPLOYMENTS = ".*"  # what Grafana puts for $deployment when "All" is selected (the variable's allValue)

@@ -10,28 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
-from tests.deploy.test_process import cli_json, post, wait_for
+from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.endpoints import post
+from tests.helpers.models import classifier
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 INTERVAL = 1.0
-CLASSIFIER = """\
-def predict(X):
-    return [int(row[0] > 0) for row in X]
-"""
-
-
-def classifier(path: Path) -> Path:
-    path.mkdir(parents=True)
-    (path / "modeltui.toml").write_text(
-        'name = "sign"\nflavor = "python"\nmodel_file = "predict.py:predict"\nrequirements = []\n\n'
-        '[signature]\ninputs = [{name = "x", type = "double"}]\n'
-    )
-    (path / "predict.py").write_text(CLASSIFIER)
-    return path
-
-
 def metrics(d: DaemonProcess, name: str) -> dict[str, Any]:
     return cli_json(d, "metrics", name, "--window", "5m")  # type: ignore[no-any-return]
 

@@ -34,8 +34,10 @@ import pytest
 
 from daemon.protocol import requests as q
 from daemon.protocol.access import allows
-from tests.conftest import EXAMPLE, DaemonProcess, daemon_env, need
-from tests.protocol.test_roundtrip import REQUESTS
+from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.paths import EXAMPLE
+from tests.helpers.prerequisites import need
+from tests.helpers.protocol_samples import REQUESTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
+from tests.helpers.daemon import DaemonProcess
 
 pytestmark = pytest.mark.integration
 

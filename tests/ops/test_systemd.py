@@ -27,7 +27,9 @@ import pytest
 from daemon.logs import JsonFormatter, stream_handler, syslog_priority
 from daemon.server import adopt_socket
 from daemon.systemd import Notifier, SystemdEnv, take_environment, watchdog_loop
-from tests.conftest import REPO, DaemonProcess, need
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.paths import REPO
+from tests.helpers.prerequisites import need
 
 SERVICE = REPO / "config" / "modeltuid.service"
 SOCKET_UNIT = REPO / "config" / "modeltuid.socket"

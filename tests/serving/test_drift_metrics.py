@@ -14,28 +14,15 @@ import pytest
 
 from daemon.serving.drift import FeatureHistograms, load_reference
 from daemon.serving.manifest import read_manifest
-from tests.conftest import need
-
-from .conftest import EXAMPLE, Serving, copy_example, send, write_python_model
+from tests.helpers.paths import EXAMPLE
+from tests.helpers.prerequisites import need
+from tests.helpers.prometheus import samples
+from tests.helpers.serving import Serving, copy_example, send, write_python_model
 
 pytestmark = pytest.mark.integration
 
 DECILES = np.arange(1, 10) / 10
 FAMILIES = ("modeltui_feature_value", "modeltui_feature_reference_ratio", "modeltui_feature_missing_total")
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """Every sample of metric ``name`` (exact name) with its labels."""
-    out = []
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and m.group(1) == name:
-            out.append((dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
-    return out
-
-
 def by_feature(text: str, name: str, key: str) -> dict[str, list[tuple[float, float]]]:
     """feature → [(bound, value), ...] in exposition order, for a bucket-like family (``le`` or ``bound``)."""
     out: dict[str, list[tuple[float, float]]] = {}

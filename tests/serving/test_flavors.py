@@ -22,7 +22,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from .conftest import REPO, metric, write_python_model
+from tests.helpers.paths import REPO
+from tests.helpers.prometheus import metric
+from tests.helpers.serving import write_python_model
 
 pytestmark = pytest.mark.integration
 

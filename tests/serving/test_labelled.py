@@ -13,9 +13,12 @@ import pytest
 
 from daemon.serving.labelled import LabelledRows
 from daemon.serving.ledger import Ledger
+from tests.helpers.example_data import eval_table
+from tests.helpers.paths import EXAMPLE
+from tests.helpers.prometheus import metric
+from tests.helpers.serving import Serving, write_python_model
 
-from .conftest import Serving, metric, write_python_model
-from .test_runtime import COLUMNS, ROWS, TARGETS
+COLUMNS, ROWS, TARGETS = eval_table(EXAMPLE)
 
 # ---- ledger -------------------------------------------------------------------------------------------
 

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from tests.conftest import need
-
-from .conftest import EXAMPLE, REPO, Serving, send, write_python_model
+from tests.helpers.paths import EXAMPLE, REPO
+from tests.helpers.prerequisites import need
+from tests.helpers.serving import Serving, send, write_python_model
 
 pytestmark = pytest.mark.integration
 

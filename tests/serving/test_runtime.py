@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import http.client
 import json
 import shutil
@@ -17,21 +16,16 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from tests.conftest import need
-
-from .conftest import EXAMPLE, Serving, copy_example, metric, send, write_python_model
+from tests.helpers.example_data import eval_table
+from tests.helpers.paths import EXAMPLE
+from tests.helpers.prerequisites import need
+from tests.helpers.prometheus import metric
+from tests.helpers.serving import Serving, copy_example, send, write_python_model
 
 pytestmark = pytest.mark.integration
 
 
-def _eval() -> tuple[list[str], list[list[float]], list[int]]:
-    with (EXAMPLE / "eval.csv").open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    header, data = rows[0][:30], rows[1:]
-    return header, [[float(v) for v in r[:30]] for r in data], [int(r[30]) for r in data]
-
-
-COLUMNS, ROWS, TARGETS = _eval()
+COLUMNS, ROWS, TARGETS = eval_table(EXAMPLE)
 EXPECTED: list[int] = sio.load(EXAMPLE / "model.skops").predict(np.array(ROWS)).tolist()
 
 

@@ -10,8 +10,7 @@ import pytest
 
 from daemon.protocol import requests as q
 from daemon.registry.service import Registry
-
-MANIFEST = b'name = "iris"\nflavor = "sklearn"\nmodel_file = "model.bin"\n'
+from tests.helpers.models import IRIS_MANIFEST
 
 
 def _ingest_path(reg: Registry, path: Path) -> q.PushFile:
@@ -39,7 +38,7 @@ def reg(state: Path) -> Iterator[Registry]:
 def model_dir(tmp_path: Path) -> Path:
     d = tmp_path / "model"
     d.mkdir()
-    (d / "modeltui.toml").write_bytes(MANIFEST)
+    (d / "modeltui.toml").write_bytes(IRIS_MANIFEST)
     (d / "model.bin").write_bytes(os.urandom(3 * (1 << 20) + 17))
     return d
 

@@ -19,8 +19,7 @@ from daemon.registry.objects import ObjectStore
 from daemon.registry.service import Registry
 from daemon.registry.statcache import forget
 from daemon.store.db import db_time
-
-from .conftest import MANIFEST
+from tests.helpers.models import IRIS_MANIFEST
 
 Ingest = Callable[[Registry, Path], q.PushFile]
 
@@ -89,7 +88,7 @@ def test_gc_removes_only_old_unreferenced(ingest_path: Ingest, reg: Registry, mo
 def test_gc_of_blobs_and_pending_uploads(ingest_path: Ingest, reg: Registry, tmp_path: Path) -> None:
     """Blobs follow the rules of file objects, with ``created_at`` as their mtime; pending uploads count as
     unreferenced objects uploaded when they were last uploaded."""
-    manifest = ingest_path(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest = ingest_path(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     kept = ingest_path(reg, write(tmp_path / "model.bin", b"kept"))
     reg.push(q.Push(files=[manifest, kept]), "alice")
     old = ingest_path(reg, write(tmp_path / "model.bin", b"old, unreferenced"))
@@ -158,7 +157,7 @@ def test_pushing_reused_object_refreshes_grace(ingest_path: Ingest, reg: Registr
 
 def test_reused_blob_is_leased_until_its_push(ingest_path: Ingest, reg: Registry, tmp_path: Path) -> None:
     """A blob has no mtime: an upload reusing an old unreferenced blob leases it for the grace period."""
-    manifest = ingest_path(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest = ingest_path(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights = ingest_path(reg, write(tmp_path / "model.bin", b"weights"))
     reg.push(q.Push(files=[manifest, weights]), "alice")
     reg.remove_model(q.RemoveModel(name="iris"), "alice")
@@ -197,7 +196,7 @@ def test_gc_and_an_upload_reusing_the_object_do_not_interleave(
     not report the object as stored and then lose it: the push that follows has to succeed."""
     d = tmp_path / "m"
     d.mkdir()
-    (d / "modeltui.toml").write_bytes(MANIFEST)
+    (d / "modeltui.toml").write_bytes(IRIS_MANIFEST)
     (d / "model.bin").write_bytes(os.urandom(200_000))  # a file object (larger than INLINE_MAX)
     weights = ingest_path(reg, d / "model.bin")
     obj = reg.objects.path_of(weights.sha256)

@@ -22,8 +22,7 @@ from daemon.registry.objects import INLINE_MAX, ObjectStore
 from daemon.registry.pending import Pending
 from daemon.registry.service import Registry
 from daemon.store.faults import Faults
-
-from .conftest import MANIFEST
+from tests.helpers.models import IRIS_MANIFEST
 
 Ingest = Callable[[Registry, Path], q.PushFile]
 
@@ -52,7 +51,7 @@ def on_disk(reg: Registry) -> list[Path]:
 
 
 def test_small_upload_writes_nothing_and_push_stores_blobs(reg: Registry, tmp_path: Path) -> None:
-    manifest, copied = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, copied = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     assert copied
     weights, copied = ingest(reg, write(tmp_path / "model.bin", b"w" * INLINE_MAX))
     assert copied
@@ -69,7 +68,7 @@ def test_small_upload_writes_nothing_and_push_stores_blobs(reg: Registry, tmp_pa
     assert reg.objects.kind_of(weights.sha256) == "blob"
     assert reg.objects.size_of(weights.sha256) == INLINE_MAX
     assert ingest(reg, tmp_path / "model.bin") == (weights, False)
-    assert reg.counts() == (1, 1, 2, len(MANIFEST) + INLINE_MAX)
+    assert reg.counts() == (1, 1, 2, len(IRIS_MANIFEST) + INLINE_MAX)
 
 
 def test_one_byte_over_inline_max_is_a_file_object(reg: Registry, tmp_path: Path) -> None:
@@ -81,7 +80,7 @@ def test_one_byte_over_inline_max_is_a_file_object(reg: Registry, tmp_path: Path
 
 def test_checkout_of_blobs_gives_sealed_memfds(reg: Registry, tmp_path: Path) -> None:
     data = os.urandom(5000)
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights, _ = ingest(reg, write(tmp_path / "model.bin", data))
     reg.push(q.Push(files=[manifest, weights]), "alice")
     result, fds = reg.checkout(q.Checkout(ref="iris"))
@@ -95,7 +94,7 @@ def test_checkout_of_blobs_gives_sealed_memfds(reg: Registry, tmp_path: Path) ->
         assert os.read(fd, len(data) + 1) == data
         with pytest.raises(PermissionError):  # sealed: immutable, like a file object
             os.pwrite(fd, b"evil", 0)
-        assert os.pread(fds[1], 1 << 16, 0) == MANIFEST
+        assert os.pread(fds[1], 1 << 16, 0) == IRIS_MANIFEST
     finally:
         for fd in fds:
             os.close(fd)
@@ -110,7 +109,7 @@ def test_file_object_written_before_blobs_keeps_working(reg: Registry, tmp_path:
     assert reg.objects.kind_of(sha) == "file"
     weights, copied = ingest(reg, write(tmp_path / "model.bin", data))
     assert (weights.sha256, copied) == (sha, False)
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     reg.push(q.Push(files=[manifest, weights]), "alice")
     assert reg.objects.kind_of(sha) == "file"
     assert blob_count(reg) == 1  # only the manifest
@@ -123,7 +122,7 @@ def test_file_object_written_before_blobs_keeps_working(reg: Registry, tmp_path:
 
 
 def test_file_object_wins_over_blob_and_gc_drops_the_shadowed_blob(reg: Registry, tmp_path: Path) -> None:
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights, _ = ingest(reg, write(tmp_path / "model.bin", b"both ways"))
     reg.push(q.Push(files=[manifest, weights]), "alice")
     reg.objects._copy(-1, weights.size, None, data=(memoryview(b"both ways"), weights.sha256))
@@ -141,7 +140,7 @@ def test_file_object_wins_over_blob_and_gc_drops_the_shadowed_blob(reg: Registry
 def test_pending_over_budget_spills_oldest_to_file_objects(reg: Registry, tmp_path: Path) -> None:
     """The client was told these are uploaded: beyond the memory budget they go to disk, never away."""
     reg.objects._pending.budget_bytes = 10_000
-    files = [ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))[0]]
+    files = [ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))[0]]
     for i in range(6):
         files.append(ingest(reg, write(tmp_path / f"f{i}", bytes([i]) * 4000))[0])
     files.append(ingest(reg, write(tmp_path / "model.bin", b"m"))[0])
@@ -155,7 +154,7 @@ def test_pending_over_budget_spills_oldest_to_file_objects(reg: Registry, tmp_pa
 
 
 def test_pending_uploads_expire(reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights, _ = ingest(reg, write(tmp_path / "model.bin", b"w"))
     later = time.monotonic_ns() + reg.objects._pending.ttl_ns + 1
     monkeypatch.setattr(objects.time, "monotonic_ns", lambda: later)
@@ -190,7 +189,7 @@ def test_stat_cache_hit_requires_stored_or_pending(
 
 
 def test_failed_push_keeps_pending_uploads(reg: Registry, tmp_path: Path) -> None:
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights, _ = ingest(reg, write(tmp_path / "model.bin", b"w"))
     missing = q.PushFile(path="extra", sha256="ab" * 32, size=1)
     with pytest.raises(ProtocolError, match="upload it first"):
@@ -201,7 +200,7 @@ def test_failed_push_keeps_pending_uploads(reg: Registry, tmp_path: Path) -> Non
 
 
 def test_push_of_existing_version_leaves_no_pending(reg: Registry, tmp_path: Path) -> None:
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights, _ = ingest(reg, write(tmp_path / "model.bin", b"w"))
     reg.push(q.Push(files=[manifest, weights]), "alice")
     ingest(reg, tmp_path / "model.bin")
@@ -215,7 +214,7 @@ def test_gc_deleting_a_blob_and_an_upload_of_it_do_not_interleave(
 ) -> None:
     """GC deleted an old unreferenced blob but has not committed; an upload of that content must not lease the
     blob it still sees (and report it stored): it waits for the commit, then holds the content as pending."""
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights, _ = ingest(reg, write(tmp_path / "model.bin", b"old weights"))
     reg.push(q.Push(files=[manifest, weights]), "alice")
     reg.remove_model(q.RemoveModel(name="iris"), "alice")
@@ -299,7 +298,7 @@ def test_pending_accounting() -> None:
 def test_remembered_blob_sizes_follow_gc(reg: Registry, tmp_path: Path) -> None:
     """Uploads remember which blobs exist; GC's deletions must make them forget, or a re-upload would report
     content as stored that is gone."""
-    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", MANIFEST))
+    manifest, _ = ingest(reg, write(tmp_path / "modeltui.toml", IRIS_MANIFEST))
     weights, _ = ingest(reg, write(tmp_path / "model.bin", b"w"))
     reg.push(q.Push(files=[manifest, weights]), "alice")
     assert ingest(reg, tmp_path / "model.bin") == (weights, False)  # found, and remembered

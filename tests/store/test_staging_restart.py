@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import DaemonProcess, need
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.prerequisites import need
 
 pytestmark = pytest.mark.integration
 

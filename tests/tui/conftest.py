@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess
-from tests.monitor.test_metrics_e2e import classifier
-
-from .test_app import push
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import classifier
+from tests.helpers.tui import push
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ from textual.widgets import Footer, Static, TabbedContent
 from daemon.protocol import requests
 from modeltui.screens import AlertsScreen, DeploymentsScreen, HelpScreen, ModelsScreen
 from modeltui.widgets import AlertHistoryTable, AlertsTable
-from tests.conftest import DaemonProcess
-
-from .test_app import SIZE, make_app, rows, until
-from .test_deployments import deploy, query
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.tui import SIZE, deploy, make_app, query, rows, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

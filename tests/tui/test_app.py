@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from textual.pilot import Pilot
@@ -31,7 +28,6 @@ from modeltui.widgets import (
     EmptyRegistry,
     FileChangesTable,
     FilesTable,
-    KeyedTable,
     LineageTable,
     MetricChangesTable,
     ModelsTable,
@@ -40,47 +36,11 @@ from modeltui.widgets import (
     ValueChangesTable,
     VersionsTable,
 )
-from tests.conftest import DaemonProcess, make_model_dir
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import make_model_dir
+from tests.helpers.tui import SIZE, make_app, push, rows, show_json, until
 
 pytestmark = pytest.mark.integration
-
-SIZE = (80, 24)
-
-
-def make_app(daemon: DaemonProcess, *, readonly: bool = False) -> ModelTuiApp:
-    return ModelTuiApp(lambda: connect(daemon.socket), readonly=readonly)
-
-
-def rows(table: KeyedTable) -> list[list[str]]:
-    """What the user sees in a table, as plain strings."""
-    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
-
-
-async def until(pilot: Pilot[None], check: Callable[[], Any], what: str, timeout: float = 8.0) -> None:
-    """Let the app run (no key pressed) until ``check()`` is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # the widget may not be mounted yet
-            pass
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
-def push(daemon: DaemonProcess, path: Path, *args: str) -> None:
-    done = daemon.cli("push", str(path), *args)
-    assert done.returncode == 0, done.stderr
-
-
-def show_json(daemon: DaemonProcess, ref: str) -> dict[str, Any]:
-    done = daemon.cli("show", ref, "--json")
-    assert done.returncode == 0, done.stderr
-    data: dict[str, Any] = json.loads(done.stdout)
-    return data
-
 
 @pytest.fixture
 def two_versions(daemon: DaemonProcess, tmp_path: Path) -> DaemonProcess:

@@ -4,68 +4,47 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from textual.widgets import Footer, Static, TabbedContent
 
-from daemon.protocol import requests, results
-from daemon.protocol.deploy import DeploymentInfo
-from modeltui.client import DaemonClient, connect
+from daemon.protocol import requests
+from modeltui.client import connect
 from modeltui.screens import (
     ConfirmDialog,
     DeployDialog,
     DeploymentScreen,
-    DeploymentsScreen,
     HelpScreen,
-    ModelsScreen,
     RollbackDialog,
 )
 from modeltui.widgets import DeploymentEventsTable, DeploymentFieldsTable, DeploymentsTable, LogView
-from tests.conftest import DaemonProcess
-
-from .test_app import SIZE, make_app, push, rows, show_json, until
-
-R = TypeVar("R", bound=results.Result)
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import echo_model
+from tests.helpers.tui import (
+    DEPLOYMENT_COLUMNS,
+    SIZE,
+    deploy,
+    make_app,
+    open_deployments,
+    push,
+    query,
+    rows,
+    show_json,
+    table_row,
+    undeploy_all,
+    until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-#: predict doubles each row and logs one line per call; an input >= 1000 floods the log with that many lines.
-PREDICT = '''\
-import sys
-
-
-def predict(X):
-    first = float(X[0][0])
-    if first >= 1000:
-        sys.stdout.write("".join(f"flood line {i}\\n" for i in range(int(first))))
-    else:
-        print(f"predicted {len(X)} row(s), first {first}")
-    sys.stdout.flush()
-    return [2 * float(row[0]) for row in X]
-'''
-
-COLUMNS = list(DeploymentsTable.COLUMNS)
 FLOODS = 10
-
-
-def python_model(path: Path, name: str = "echo", *, note: str = "") -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "predict.py").write_text(PREDICT + (f"# {note}\n" if note else ""))
-    (path / "modeltui.toml").write_text(
-        f'name = "{name}"\nflavor = "python"\nmodel_file = "predict.py:predict"\n\n'
-        '[signature]\ninputs = [{ name = "x", type = "double" }]\n'
-    )
-    return path
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10) -> tuple[int, Any]:
@@ -118,57 +97,14 @@ async def settle_clients(pilot: Any, daemon: DaemonProcess, expected: int) -> No
     raise AssertionError(f"the daemon has {clients} client(s), expected {expected}")
 
 
-async def deploy(daemon: DaemonProcess, ref: str, **fields: Any) -> DeploymentInfo:
-    async with await connect(daemon.socket) as client:
-        detail = await client.call(requests.Deploy(ref=ref, wait=True, timeout_seconds=60, **fields))
-    d = detail.deployment
-    assert d.state == "running", d
-    return d
-
-
-async def query(daemon: DaemonProcess, request: requests.BaseRequest[R]) -> R:
-    async with await connect(daemon.socket) as client:
-        return await client.call(request)
-
-
-async def undeploy_all(client: DaemonClient) -> None:
-    """Teardown: running instances outlive the daemon, so every test removes what it deployed."""
-    listing = await client.call(requests.ListDeployments())
-    for d in listing.items:
-        try:
-            await client.call(requests.Undeploy(name=d.name))
-        except Exception:
-            if d.instance is not None and d.backend == "process":
-                with contextlib.suppress(ValueError, OSError):
-                    os.kill(int(d.instance.key.split(":")[0]), signal.SIGKILL)
-
-
 @pytest.fixture
 async def echo(daemon: DaemonProcess, tmp_path: Path) -> AsyncIterator[DaemonProcess]:
     """A daemon with the python model ``echo`` (v1, alias production); whatever a test deploys is removed."""
-    push(daemon, python_model(tmp_path / "echo-v1"), "--alias", "production", "-m", "first")
+    push(daemon, echo_model(tmp_path / "echo-v1"), "--alias", "production", "-m", "first")
     yield daemon
     if daemon.proc is not None and daemon.proc.poll() is None:
         async with await connect(daemon.socket) as client:
             await undeploy_all(client)
-
-
-def table_row(screen: DeploymentsScreen, name: str) -> dict[str, str]:
-    for row in rows(screen.query_one(DeploymentsTable)):
-        if row[0] == name:
-            return dict(zip(COLUMNS, row, strict=True))
-    raise KeyError(name)
-
-
-async def open_deployments(pilot: Any) -> DeploymentsScreen:
-    app = pilot.app
-    await until(pilot, lambda: app.connection == "connected", "connected")
-    assert isinstance(app.screen, ModelsScreen)
-    await pilot.press("d")
-    await until(pilot, lambda: isinstance(app.screen, DeploymentsScreen), "deployments screen")
-    screen = app.screen
-    assert isinstance(screen, DeploymentsScreen)
-    return screen
 
 
 async def test_table_shows_a_deployment_live(echo: DaemonProcess) -> None:
@@ -192,7 +128,7 @@ async def test_table_shows_a_deployment_live(echo: DaemonProcess) -> None:
         assert d.endpoint is not None
         assert await asyncio.to_thread(predict, d.endpoint, 21.0) == [42.0]
         # State is coloured.
-        state = table.get_row_at(table.get_row_index(d.name))[COLUMNS.index("state")]
+        state = table.get_row_at(table.get_row_index(d.name))[DEPLOYMENT_COLUMNS.index("state")]
         assert state.style  # type: ignore[union-attr]
 
         # Enter opens the detail: fields and recent events.
@@ -351,7 +287,7 @@ async def test_new_deployment_dialog_deploys(echo: DaemonProcess) -> None:
 async def test_rollback_moves_the_alias_back_and_the_deployment_follows(
     echo: DaemonProcess, tmp_path: Path
 ) -> None:
-    push(echo, python_model(tmp_path / "echo-v2", note="v2"), "-m", "second")
+    push(echo, echo_model(tmp_path / "echo-v2", note="v2"), "-m", "second")
     d = await deploy(echo, "echo@production")
     assert d.version == 1
     moved = await asyncio.to_thread(echo.cli, "alias", "set", "echo", "production", "2", "--reason", "try v2")

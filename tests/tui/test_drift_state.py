@@ -44,7 +44,7 @@ async def test_unjudged_features_say_not_enough_data() -> None:
         statuses = [str(table.get_row_at(i)[-1]) for i in range(table.row_count)]
         assert statuses == ["not enough data", "not enough data"]
         summary = str(app.query_one(MetricsSummary).render())
-        assert "not enough data yet (needs 50 observations)" in summary
+        assert "not enough data for 2 feature(s): at most 3 observations, 50 needed" in summary
         assert "SHIFTED" not in summary
 
 

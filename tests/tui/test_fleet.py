@@ -16,10 +16,9 @@ from modeltui.client import connect
 from modeltui.screens import FleetScreen, HelpScreen, ModelsScreen
 from modeltui.screens.fleet import DISABLED, DRIFT, REFRESH_SECONDS, THIS_HOST, should_run
 from modeltui.widgets import KeyedTable
-from tests.conftest import DaemonProcess
-
-from .test_app import SIZE, make_app, push, rows, show_json, until
-from .test_deployments import deploy, python_model, undeploy_all
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import echo_model
+from tests.helpers.tui import SIZE, deploy, make_app, push, rows, show_json, undeploy_all, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -29,8 +28,8 @@ COLUMNS = ("host", "name", "ref", "version", "should run", "state", "health", "e
 @pytest.fixture
 async def echo2(daemon: DaemonProcess, tmp_path: Path) -> AsyncIterator[DaemonProcess]:
     """The python model ``echo``: v1 (alias production) and v2; whatever a test deploys is removed."""
-    push(daemon, python_model(tmp_path / "echo-v1"), "--alias", "production", "-m", "first")
-    push(daemon, python_model(tmp_path / "echo-v2", note="v2"), "-m", "second")
+    push(daemon, echo_model(tmp_path / "echo-v1"), "--alias", "production", "-m", "first")
+    push(daemon, echo_model(tmp_path / "echo-v2", note="v2"), "-m", "second")
     yield daemon
     if daemon.proc is not None and daemon.proc.poll() is None:
         async with await connect(daemon.socket) as client:
@@ -39,7 +38,7 @@ async def echo2(daemon: DaemonProcess, tmp_path: Path) -> AsyncIterator[DaemonPr
 
 def broken_model(path: Path) -> Path:
     """A version of ``echo`` whose predict module fails on import: it never gets healthy."""
-    python_model(path, note="v3")
+    echo_model(path, note="v3")
     (path / "predict.py").write_text('raise RuntimeError("this version cannot start")\n')
     return path
 

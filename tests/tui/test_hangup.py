@@ -11,9 +11,8 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import DaemonProcess
-
-from .pty_tui import PtyTui
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.pty_terminal import PtyTui
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE, DaemonProcess, daemon_env
-
-from .pty_tui import PtyTui
+from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.paths import EXAMPLE
+from tests.helpers.pty_terminal import PtyTui
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

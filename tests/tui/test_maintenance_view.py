@@ -16,10 +16,9 @@ from textual.widgets import Footer, Static
 
 from modeltui.screens import ConfirmDialog, HelpScreen, MaintenanceScreen, PolicyDialog, ReasonDialog
 from modeltui.widgets import KeyedTable
-from tests.conftest import DaemonProcess
-from tests.maintain.test_maintain_e2e import MODEL, shifted_model
-
-from .test_app import SIZE, make_app, rows, show_json, until
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.example_data import EXAMPLE_MODEL, shifted_model
+from tests.helpers.tui import SIZE, make_app, rows, show_json, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -33,9 +32,9 @@ def awaiting(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> tuple[
     pushed = d.cli("push", str(shifted_model(example_dir, tmp_path)), "--alias", "production")
     assert pushed.returncode == 0, pushed.stderr
     policy = ["data=fresh_train.csv", "holdout=fresh_holdout.csv", "target=target", "metric=f1"]
-    done = d.cli("maintain", "set", MODEL, *policy, "timeout_seconds=120", "promote=approve")
+    done = d.cli("maintain", "set", EXAMPLE_MODEL, *policy, "timeout_seconds=120", "promote=approve")
     assert done.returncode == 0, done.stderr
-    ran = d.cli("maintain", "run-now", MODEL, "--wait", "--json")
+    ran = d.cli("maintain", "run-now", EXAMPLE_MODEL, "--wait", "--json")
     assert ran.returncode == 0, ran.stderr
     run: dict[str, Any] = json.loads(ran.stdout)
     assert run["state"] == "awaiting_approval", run
@@ -75,7 +74,7 @@ async def test_approve_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, di
 
         await until(pilot, lambda: run_row(screen, run_id)["state"] == "awaiting_approval", "the run listed")
         row = run_row(screen, run_id)
-        assert row["model"] == MODEL
+        assert row["model"] == EXAMPLE_MODEL
         assert row["metric"] == f"f1 {champion} → {challenger}"
         assert row["trigger"].startswith("manual")
         await until(pilot, lambda: "steps" in detail(screen), "the run's detail")
@@ -133,7 +132,7 @@ async def test_approve_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, di
         await pilot.press("a")
         await pilot.pause(0.2)
         assert app.screen is screen
-    got = await asyncio.to_thread(show_json, d, f"{MODEL}@production")
+    got = await asyncio.to_thread(show_json, d, f"{EXAMPLE_MODEL}@production")
     assert got["version"]["number"] == 2
 
 
@@ -158,7 +157,7 @@ async def test_cancel_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, dic
         await pilot.press("c")
         await pilot.pause(0.2)
         assert app.screen is screen
-    got = await asyncio.to_thread(show_json, d, f"{MODEL}@production")
+    got = await asyncio.to_thread(show_json, d, f"{EXAMPLE_MODEL}@production")
     assert got["version"]["number"] == 1  # never promoted
 
 

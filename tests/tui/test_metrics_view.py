@@ -14,12 +14,10 @@ from textual.widgets import Footer, Static, TabbedContent
 from daemon.protocol import requests, results
 from modeltui.screens import DeploymentScreen, HelpScreen, MetricsScreen
 from modeltui.widgets import ClassMetricsTable, DeploymentsTable, DriftTable, MetricsPlot, MetricsSummary
-from tests.conftest import DaemonProcess
-from tests.deploy.test_process import post
-from tests.monitor.test_drift_e2e import _rows, _send
-
-from .test_app import SIZE, make_app, push, rows, until
-from .test_deployments import deploy, open_deployments, query, table_row
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.endpoints import post, send_rows
+from tests.helpers.example_data import eval_features
+from tests.helpers.tui import SIZE, deploy, make_app, open_deployments, push, query, rows, table_row, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -187,9 +185,9 @@ async def test_drift_table_and_plot_show_a_shifted_deployment(daemon_factory: An
     push(d, example_dir)
     dep = await deploy(d, "breast-cancer:1", name="shifted")
     assert dep.endpoint is not None
-    _, data = _rows(example_dir)
+    _, data = eval_features(example_dir)
     shifted = [[v * 1.6 + 0.5 for v in row] for row in data] * 3  # past the minimum sample for a drift verdict
-    await asyncio.to_thread(_send, dep.endpoint, shifted)
+    await asyncio.to_thread(send_rows, dep.endpoint, shifted)
     app = make_app(d)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.connection == "connected", "connected")

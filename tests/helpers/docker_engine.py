@@ -15,7 +15,8 @@ import docker
 import docker.errors
 
 from daemon.deploy.base import owner_id
-from tests.conftest import DaemonProcess, need
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.prerequisites import need
 
 REGISTRY = os.environ.get("MODELTUI_DOCKER_REGISTRY", "127.0.0.1:5000")
 BASE_IMAGE = os.environ.get("MODELTUI_DOCKER_BASE_IMAGE", "modeltui-base:bookworm")
