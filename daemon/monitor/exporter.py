@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,6 +35,9 @@ from daemon.settings import ExporterSection
 
 from .derive import MIN_DRIFT_OBSERVATIONS
 from .service import Monitor
+
+if TYPE_CHECKING:
+    from .alerts import Alerts
 
 log = logging.getLogger("modeltuid.exporter")
 
@@ -109,50 +112,19 @@ class Snapshot:
     targets_up: int | None = None
 
 
-def _text(value: Any, default: str = "") -> str:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value
-    for attr in ("value", "name"):  # enums, rule objects
-        inner = getattr(value, attr, None)
-        if isinstance(inner, str):
-            return inner
-    return str(value)
-
-
-async def alert_states_async(monitor: object) -> list[AlertState] | None:
-    """The alerts engine's current states, or None when the monitor has no engine (defensive: any shape
-    with ``deployment``, ``rule`` or ``name``, ``severity`` and ``state`` per item)."""
-    engine = getattr(monitor, "alerts", None)
-    states = getattr(engine, "states", None)
-    if not callable(states):
+def alert_states(alerts: Alerts | None) -> list[AlertState] | None:
+    """The alerts engine's current states, one per (deployment, rule), at most :data:`MAX_ALERT_SERIES`; None
+    when the monitor has no engine (then the exposition has no alert family at all)."""
+    if alerts is None:
         return None
-    items = states()
-    if inspect.isawaitable(items):
-        items = await items
-    return _convert(items)
+    return _convert(alerts.states())
 
 
-def _convert(items: Any) -> list[AlertState]:
-    if isinstance(items, dict):
-        items = items.values()
-    out: list[AlertState] = []
-    for item in items or ():
-        rule = getattr(item, "rule", None)
-        if rule is None:
-            rule = getattr(item, "name", None)
-        deployment = getattr(item, "deployment", None)
-        if deployment is None:
-            deployment = getattr(rule, "deployment", None)
-        severity = getattr(item, "severity", None)
-        if severity is None:
-            severity = getattr(rule, "severity", None)
-        state = _text(getattr(item, "state", None)).lower()
-        out.append(AlertState(_text(deployment), _text(rule), _text(severity, "warning"), state == "firing"))
-        if len(out) >= MAX_ALERT_SERIES:
-            break
-    return out
+def _convert(items: Iterable[r.AlertStateInfo]) -> list[AlertState]:
+    return [
+        AlertState(item.deployment, item.rule, item.severity, item.state == "firing")
+        for item in itertools.islice(items, MAX_ALERT_SERIES)
+    ]
 
 
 def _families(snap: Snapshot) -> Iterator[Metric]:
@@ -363,7 +335,7 @@ class Exporter:
         started = time.monotonic()
         deployments = list(self.deployments())  # on the loop: the manager's records are the loop's
         try:
-            alerts = await alert_states_async(self.monitor)
+            alerts = alert_states(self.monitor.alerts)
         except Exception:  # the alerts engine must not take the exporter down with it
             log.exception("alert states unavailable")
             alerts = None
