@@ -32,7 +32,7 @@ from daemon.protocol.errors import ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
-from .render import printable
+from .format import printable
 from .screens import AlertsScreen, FleetScreen, HelpScreen, MaintenanceScreen, ModelsScreen, RegistryScreen
 from .screens.base import AnyCall
 from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode

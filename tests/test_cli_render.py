@@ -13,7 +13,13 @@ from rich.console import Console, RenderableType
 
 from daemon.protocol import results as r
 from daemon.protocol.deploy import ContainerOptions, DeploymentInfo
-from modeltui import alerts_cli, cluster_cli, deploy_cli, monitor_cli, ops_cli, render
+from modeltui import format as fmt
+from modeltui.cli import alerts as alerts_cli
+from modeltui.cli import cluster as cluster_cli
+from modeltui.cli import deploy as deploy_cli
+from modeltui.cli import monitor as monitor_cli
+from modeltui.cli import ops as ops_cli
+from modeltui.cli import render
 
 NOW = datetime(2026, 11, 27, 14, 30, tzinfo=UTC)
 MODEL = "breast-cancer-wisconsin-diagnostic"  # 34 characters: long, as real model names get
@@ -219,7 +225,7 @@ def test_kept_columns_stay_whole_even_on_a_very_narrow_terminal() -> None:
     ],
 )
 def test_printable_spells_out_control_characters(raw: str, shown: str) -> None:
-    assert render.printable(raw) == shown
+    assert fmt.printable(raw) == shown
 
 
 def test_rich_alone_would_pass_escape_sequences_through() -> None:
@@ -287,7 +293,7 @@ def test_show_ls_log_ps_alerts_audit_spell_out_control_characters(monkeypatch: p
 
 
 def test_error_messages_spell_out_control_characters(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modeltui import cli
+    from modeltui.cli import common as cli
 
     con, buffer = console(80)
     monkeypatch.setattr(cli, "err", con)

@@ -57,8 +57,8 @@ from daemon.cluster.layout import (  # noqa: E402
     decode,
     encode,
 )
+from modeltui.cli.transfer import push_directory  # noqa: E402
 from modeltui.client import connect  # noqa: E402
-from modeltui.transfer import push_directory  # noqa: E402
 from tests.helpers.zookeeper import JAVA_DIR, ZkEnsemble, java_missing  # noqa: E402
 
 REGISTRY = "127.0.0.1:5000"
@@ -852,7 +852,7 @@ Raw figures: `{json_path if json_path else "(no --json given)"}`.
   no `[cluster]`, timed until it answers `hello`; subtract it to compare the sync alone with the floor.
 * **Push latency.** Daemons A and B on a fresh chroot, both connected. {res.get("push", {}).get("pushes", 0)}
   distinct small model directories (same model `pushbench`, different weights → a new version each) are pushed
-  on A one after the other through `modeltui.client` + `modeltui.transfer.push_directory` (what the CLI does,
+  on A one after the other through `modeltui.client` + `modeltui.cli.transfer.push_directory` (what the CLI does,
   without a process per push), after one uncounted warm-up push. "Acknowledged" is when the push call
   returned; B's SQLite is polled read-only every 5 ms for that version number. Each push waits until the
   previous one is visible on B. The push includes uploading the files to the OCI registry on {REGISTRY}.

@@ -200,14 +200,14 @@ async def push_raw(client: DaemonClient, directory: Path) -> tuple[r.PushResult,
 def pick_push() -> tuple[str, PushFn]:
     """modeltui's own push helper when there is one (what the CLI runs), else the bare protocol."""
     try:
-        from modeltui.transfer import push_directory
+        from modeltui.cli.transfer import push_directory
     except ImportError:
         return "bare protocol (Upload + Push)", push_raw
 
     async def helper(client: DaemonClient, directory: Path) -> tuple[r.PushResult, int]:
         return await push_directory(client, directory)
 
-    return "modeltui.transfer.push_directory", helper
+    return "modeltui.cli.transfer.push_directory", helper
 
 
 # -- the modeltui side -------------------------------------------------------------------------------------

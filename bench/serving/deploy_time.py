@@ -27,8 +27,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
 from daemon.protocol import requests as q  # noqa: E402
+from modeltui.cli.transfer import push_directory  # noqa: E402
 from modeltui.client import connect  # noqa: E402
-from modeltui.transfer import push_directory  # noqa: E402
 
 
 async def _deploys(socket_path: Path, model_dir: Path, repeat: int) -> list[float]:

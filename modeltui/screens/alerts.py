@@ -17,6 +17,7 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from daemon.protocol import requests, results
 from daemon.protocol.events import AlertEvent, RegistryEvent
 
+from ..format import PALETTE
 from ..widgets import AlertHistoryTable, AlertsTable, QuietStatic, literal
 from .base import RegistryScreen
 
@@ -80,7 +81,7 @@ class AlertsScreen(RegistryScreen):
         firing = sum(a.state == "firing" for a in alerts.items)
         pending = len(alerts.items) - firing
         where = f" of [b]{literal(self.deployment)}[/b]" if self.deployment else ""
-        tone = "$error" if firing else "$success"
+        tone = PALETTE["bad" if firing else "ok"].variable
         self.query_one("#alerts-title", Static).update(
             f"alerts{where}: [b {tone}]{firing} firing[/], {pending} pending  ·  {len(alerts.history)} transition(s)"
         )

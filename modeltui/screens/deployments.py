@@ -21,6 +21,7 @@ from daemon.protocol.deploy import DeploymentInfo
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 from daemon.protocol.names import parse_ref
 
+from ..format import short, uptime, version_label
 from ..widgets import (
     DeploymentEventsTable,
     DeploymentFieldsTable,
@@ -29,7 +30,6 @@ from ..widgets import (
     QuietStatic,
     literal,
 )
-from ..widgets._format import short, uptime, version_label
 from ..widgets.deployments_table import version_text
 from .alerts import AlertsScreen
 from .base import RegistryScreen

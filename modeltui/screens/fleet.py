@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -29,9 +28,8 @@ from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 from daemon.protocol.names import parse_ref
 
+from ..format import CLUSTER_TONE, DEPLOYMENT_TONE, PALETTE, short, staleness, version_label, when
 from ..widgets import KeyedTable, QuietStatic, literal
-from ..widgets._format import short, version_label, when
-from ..widgets.deployments_table import STATE_TONE, TONES
 from .base import PollingScreen
 
 #: Seconds between two asks while the view is shown (the cluster cache has no events for clients).
@@ -105,25 +103,12 @@ def models_to_resolve(refs: Iterable[str]) -> list[str]:
     return sorted(names)
 
 
-def staleness_text(seconds: float | None) -> str:
-    """``cache live`` or ``cache may be N s stale``."""
-    if not seconds:
-        return "cache live"
-    return f"cache may be {seconds:.0f} s stale"
-
-
 class _FleetTable(KeyedTable):
-    """A table whose state words are coloured (component classes styled in app.tcss)."""
+    """A table whose state words are coloured in the palette of :mod:`modeltui.format`."""
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"fleet--{tone}" for tone in TONES}
-
-    def tone(self, text: str, tone: str | None) -> Text:
-        style: Style | str = self.get_component_rich_style(f"fleet--{tone}", partial=True) if tone else ""
-        return Text(text, style=style)
-
-    def toned(self, word: str) -> Text:
-        """``word`` in the colour of its state (plain when it has none)."""
-        return self.tone(word, STATE_TONE.get(word))
+    def toned_state(self, word: str) -> Text:
+        """A deployment state or health word in its colour."""
+        return self.toned(word, DEPLOYMENT_TONE)
 
 
 class FleetHostsTable(_FleetTable):
@@ -177,8 +162,8 @@ class FleetDeploymentsTable(_FleetTable):
             Text(r.ref),
             version,
             self._target(r, target),
-            self.toned(r.state),
-            self.toned(r.health),
+            self.toned_state(r.state),
+            self.toned_state(r.health),
             Text(r.endpoint or "-"),
             Text(r.model),
         )
@@ -316,15 +301,15 @@ class FleetScreen(PollingScreen):
         if status is None:
             return
         if not status.enabled:
-            title.update(f"cluster [b]disabled[/b]\n[$warning]{literal(DISABLED)}[/]")
+            title.update(f"cluster [b]disabled[/b]\n[{PALETTE['warn'].variable}]{literal(DISABLED)}[/]")
             return
-        tone = {"connected": "$success", "suspended": "$warning", "connecting": "$warning"}.get(status.state, "$error")
-        staleness = self.listing.staleness_seconds if self.listing is not None else None
-        if staleness is None:
-            staleness = status.staleness_seconds
+        tone = PALETTE[CLUSTER_TONE.get(status.state, "bad")].variable
+        stale_seconds = self.listing.staleness_seconds if self.listing is not None else None
+        if stale_seconds is None:
+            stale_seconds = status.staleness_seconds
         member = literal(status.host or status.host_id or "?")
         state = literal(status.state)
-        first = f"cluster [b {tone}]{state}[/]  {staleness_text(staleness)}  this member [b]{member}[/b]"
+        first = f"cluster [b {tone}]{state}[/]  {staleness(stale_seconds)}  this member [b]{member}[/b]"
         names = {h.id: h.host for h in status.hosts}
         leaders = "  ".join(
             f"{literal(job)}: {literal(names.get(leader, leader) if leader else 'none')}"

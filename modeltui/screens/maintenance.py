@@ -15,10 +15,8 @@ actions that change something are hidden and refused in read-only mode.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import ClassVar
 
-from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -30,8 +28,8 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
+from ..format import PALETTE, RUN_TONE, STEP_TONE, elapsed, short, version_label, when_short
 from ..widgets import KeyedTable, QuietStatic, literal
-from ..widgets._format import duration, short, version_label
 from .base import PollingScreen
 from .dialogs import ConfirmDialog, ReasonValidator
 
@@ -43,22 +41,6 @@ LIVE_SECONDS = 1.0
 IDLE_TICKS = 5
 #: Actions that change state: hidden and refused in read-only mode.
 MUTATIONS = frozenset({"approve", "reject", "run_now", "cancel_run"})
-#: Each run state's tone (component classes styled in app.tcss).
-STATE_TONE: dict[str, str] = {
-    "running": "busy",
-    "awaiting_approval": "warn",
-    "promoted": "ok",
-    "rejected": "off",
-    "failed": "bad",
-    "interrupted": "bad",
-    "cancelled": "off",
-}
-STEP_TONE: dict[str, str] = {"running": "busy", "done": "ok", "failed": "bad", "skipped": "off"}
-TONES = ("ok", "busy", "warn", "bad", "off")
-#: Markup colour of each tone (the detail pane is a Static, not a table).
-TONE_MARKUP = {"ok": "$success", "busy": "$accent", "warn": "$warning", "bad": "$error", "off": "$text-muted"}
-
-
 def score(value: float | None) -> str:
     """A metric's value to three decimals (``-`` when there is none)."""
     return "-" if value is None else f"{value:.3f}"
@@ -74,29 +56,16 @@ def scores(run: results.MaintainRunInfo) -> str:
     return text
 
 
-def started(moment: datetime) -> str:
-    """A run's start in the local zone, short: ``11-27 20:51``."""
-    return moment.astimezone().strftime("%m-%d %H:%M")
-
-
-def took(start: datetime, end: datetime | None) -> str:
-    """How long a step (or run) took; ``…`` while it runs."""
-    if end is None:
-        return "…"
-    seconds = (end - start).total_seconds()
-    return f"{seconds:.1f}s" if seconds < 60 else duration(seconds)
-
-
 def first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def detail_text(run: results.MaintainRunInfo, width: int = 78) -> str:
     """The detail pane's markup: the run, champion beside challenger, the verdict, the steps."""
-    tone = TONE_MARKUP[STATE_TONE.get(run.state, "off")]
+    tone = PALETTE[RUN_TONE.get(run.state, "off")].variable
     lines = [
         f"[b]run {run.id}[/b]  {literal(run.model)}  [b {tone}]{run.state}[/]  trigger {literal(run.trigger)}"
-        + (f"  took {took(run.started_at, run.finished_at)}" if run.finished_at or run.state == "running" else ""),
+        + (f"  took {elapsed(run.started_at, run.finished_at)}" if run.finished_at or run.state == "running" else ""),
         f"  {'':<10}{'champion':<14}{'challenger':<14}",
         f"  {'version':<10}{version_label(run.champion):<14}{version_label(run.challenger):<14}",
     ]
@@ -110,9 +79,9 @@ def detail_text(run: results.MaintainRunInfo, width: int = 78) -> str:
     if run.steps:
         lines.append("[b]steps[/b]")
     for step in run.steps:
-        step_tone = TONE_MARKUP[STEP_TONE.get(step.state, "off")]
+        step_tone = PALETTE[STEP_TONE.get(step.state, "off")].variable
         name = literal(f"{step.name:<20}")
-        head = f"  [{step_tone}]{step.state:<8}[/] {name} {took(step.started_at, step.finished_at):>7}"
+        head = f"  [{step_tone}]{step.state:<8}[/] {name} {elapsed(step.started_at, step.finished_at):>7}"
         message = first_line(step.message)
         room = width - 41
         lines.append(head + (f"  {literal(short(message, room))}" if message and room > 8 else ""))
@@ -129,9 +98,9 @@ def policy_text(info: results.MaintainPolicyInfo) -> str:
         lines.append("[dim]no maintenance policy[/dim]")
     lines.append("")
     if info.problems:
-        lines += [f"[$warning]problem:[/] {literal(p)}" for p in info.problems]
+        lines += [f"[{PALETTE['warn'].variable}]problem:[/] {literal(p)}" for p in info.problems]
     else:
-        lines.append("[$success]no problems: a run can start[/]")
+        lines.append(f"[{PALETTE['ok'].variable}]no problems: a run can start[/]")
     return "\n".join(lines)
 
 
@@ -139,13 +108,6 @@ class MaintenanceRunsTable(KeyedTable):
     """One row per run, newest first; the state coloured. The columns a user checks first come first."""
 
     COLUMNS = ("run", "model", "state", "trigger", "metric", "started", "reason")
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"maintenance--{tone}" for tone in TONES}
-
-    def toned(self, word: str) -> Text:
-        tone = STATE_TONE.get(word)
-        style: Style | str = self.get_component_rich_style(f"maintenance--{tone}", partial=True) if tone else ""
-        return Text(word, style=style)
-
     def show(self, runs: Sequence[results.MaintainRunInfo]) -> None:
         self.replace_rows(
             (
@@ -153,10 +115,10 @@ class MaintenanceRunsTable(KeyedTable):
                 (
                     str(run.id),
                     Text(run.model),
-                    self.toned(run.state),
+                    self.toned(run.state, RUN_TONE),
                     Text(short(run.trigger, 16)),
                     Text(scores(run)),
-                    started(run.started_at),
+                    when_short(run.started_at),
                     Text(short(run.reason, 30)),
                 ),
             )
@@ -349,7 +311,7 @@ class MaintenanceScreen(PollingScreen):
         if running:
             text += f", [b $accent]{running} running[/]"
         if waiting:
-            text += f", [b $warning]{waiting} awaiting approval[/]"
+            text += f", [b {PALETTE['warn'].variable}]{waiting} awaiting approval[/]"
         self.query_one("#maintenance-title", Static).update(text)
 
     def _show_detail(self) -> None:

@@ -14,8 +14,8 @@ from textual.widgets import Footer, Header, Static
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
+from ..format import aliases_of, short
 from ..widgets import QuietStatic, VersionsTable, literal
-from ..widgets._format import aliases_of, short
 from .base import RegistryScreen
 from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog
 from .diff import DiffScreen
@@ -71,7 +71,7 @@ class ModelScreen(RegistryScreen):
     def _show_model(self, detail: results.ModelDetail) -> None:
         self.aliases = dict(detail.model.aliases)
         m = detail.model
-        text = f"[b]{literal(m.name)}[/b]  {m.versions} version(s)  aliases: {literal(aliases_of(m.aliases)) or '-'}"
+        text = f"[b]{literal(m.name)}[/b]  {m.versions} version(s)  aliases: {literal(aliases_of(m.aliases))}"
         if m.description:
             text += f"\n{literal(short(m.description, 100))}"  # registry text: never markup
         self.query_one("#model-title", Static).update(text)

@@ -12,9 +12,8 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane, Text
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
-from ..render import printable
+from ..format import printable, short, size, tags_of, when
 from ..widgets import FilesTable, LineageTable, ParamsTable, QuietStatic, literal
-from ..widgets._format import human_size, short, tags_of, when
 from .base import RegistryScreen
 
 
@@ -61,7 +60,7 @@ class VersionScreen(RegistryScreen):
     def _show(self, detail: results.VersionDetail) -> None:
         v = detail.version
         self.query_one("#version-title", Static).update(
-            f"[b]{literal(v.model)}:{v.number}[/b]  {literal(v.flavor)}  {human_size(v.size)} in {v.file_count} "
+            f"[b]{literal(v.model)}:{v.number}[/b]  {literal(v.flavor)}  {size(v.size)} in {v.file_count} "
             f"file(s)  aliases: {literal(', '.join(v.aliases)) or '-'}\n"  # registry text: never markup
             f"{when(v.created_at)} by {literal(v.created_by)}  {literal(short(v.message, 50))}  "
             f"{literal(tags_of(v.tags))}"

@@ -1,6 +1,6 @@
 """Tables of the alerts view: the alerts that hold now (pending or firing) and the transitions before.
 
-Severity and state are coloured through component classes (styled in app.tcss).
+Severity and state are coloured in the palette of :mod:`modeltui.format`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from rich.text import Text
 
 from daemon.protocol.results import AlertStateInfo, AlertTransitionInfo
 
-from ._format import short, uptime
+from ..format import ALERT_TONE, short, uptime, when_short
 from .keyed_table import KeyedTable
-
-TONES = ("critical", "warning", "info", "firing", "pending", "resolved")
 
 
 def value_text(v: float | None) -> str:
@@ -24,13 +22,9 @@ def value_text(v: float | None) -> str:
 
 
 class _AlertTable(KeyedTable):
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"alerts--{tone}" for tone in TONES}
-
-    def toned(self, word: str) -> Text:
-        """``word`` in the colour of its severity or state (plain when it has none)."""
-        if word not in TONES:
-            return Text(word)
-        return Text(word, style=self.get_component_rich_style(f"alerts--{word}", partial=True))
+    def toned_alert(self, word: str) -> Text:
+        """An alert state or severity in its colour."""
+        return self.toned(word, ALERT_TONE)
 
 
 class AlertsTable(_AlertTable):
@@ -52,7 +46,7 @@ class AlertsTable(_AlertTable):
         self.replace_rows(
             (
                 f"{a.deployment}/{a.rule}",
-                (self.toned(a.state), self.toned(a.severity), Text(a.deployment), Text(a.rule),
+                (self.toned_alert(a.state), self.toned_alert(a.severity), Text(a.deployment), Text(a.rule),
                  value_text(a.value), uptime(a.since, now), Text(short(a.expr, 30))),
             )
             for a in ordered
@@ -68,7 +62,7 @@ class AlertHistoryTable(_AlertTable):
         self.replace_rows(
             (
                 str(i),
-                (t.at.astimezone().strftime("%m-%d %H:%M:%S"), self.toned(t.state), self.toned(t.severity),
+                (when_short(t.at), self.toned_alert(t.state), self.toned_alert(t.severity),
                  Text(t.deployment), Text(t.rule), value_text(t.value), Text(short(t.message, 50))),
             )
             for i, t in enumerate(transitions)

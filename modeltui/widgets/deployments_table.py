@@ -1,6 +1,6 @@
 """Tables of the deployments views: every deployment, one deployment's fields, its recent events.
 
-State and health are coloured through component classes (styled in app.tcss); uptime is re-rendered
+State and health are coloured in the palette of :mod:`modeltui.format`; uptime is re-rendered
 locally from ``started_at`` (:meth:`DeploymentsTable.tick`), to the minute, so it moves without asking the
 daemon and an idle table sends next to nothing to the terminal.
 """
@@ -9,33 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
 
-from rich.style import Style
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
 from daemon.protocol.deploy import DeploymentEventInfo, DeploymentInfo
 
-from ._format import short, uptime, version_label, when
+from ..format import DEPLOYMENT_TONE, short, uptime, version_label, when, when_short
 from .keyed_table import KeyedTable
-
-#: Which colour (component class suffix) each deployment state and health is shown in.
-STATE_TONE: dict[str, str] = {
-    "running": "ok",
-    "healthy": "ok",
-    "pending": "busy",
-    "building": "busy",
-    "starting": "busy",
-    "degraded": "warn",
-    "crashloop": "warn",
-    "failed": "bad",
-    "unhealthy": "bad",
-    "stopped": "off",
-    "unknown": "off",
-}
-TONES = ("ok", "busy", "warn", "bad", "off")
 
 
 def version_text(d: DeploymentInfo) -> str:
@@ -47,13 +29,9 @@ def version_text(d: DeploymentInfo) -> str:
 
 
 class _ToneTable(KeyedTable):
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"deployments--{tone}" for tone in TONES}
-
-    def toned(self, word: str) -> Text:
-        """``word`` in the colour of its tone (plain when it has none)."""
-        tone = STATE_TONE.get(word)
-        style: Style | str = self.get_component_rich_style(f"deployments--{tone}", partial=True) if tone else ""
-        return Text(word, style=style)
+    def toned_state(self, word: str) -> Text:
+        """A deployment state or health word in its colour."""
+        return self.toned(word, DEPLOYMENT_TONE)
 
 
 class DeploymentsTable(_ToneTable):
@@ -93,8 +71,8 @@ class DeploymentsTable(_ToneTable):
                     d.name,
                     d.ref,
                     version_text(d),
-                    self.toned(d.state),
-                    self.toned(d.health),
+                    self.toned_state(d.state),
+                    self.toned_state(d.health),
                     d.endpoint or "-",
                     uptime(d.started_at, now),
                     str(d.restarts),
@@ -138,9 +116,9 @@ class DeploymentFieldsTable(_ToneTable):
             ("ref", d.ref),
             ("model", d.model),
             ("version", version_text(d)),
-            ("state", self.toned(d.state)),
+            ("state", self.toned_state(d.state)),
             ("desired", d.desired),
-            ("health", self.toned(d.health)),
+            ("health", self.toned_state(d.health)),
             ("endpoint", d.endpoint or "-"),
             ("port", str(d.port)),
             ("backend", d.backend),
@@ -166,7 +144,7 @@ class DeploymentEventsTable(KeyedTable):
 
     def show(self, events: Sequence[DeploymentEventInfo]) -> None:
         self.replace_rows(
-            (str(i), (e.at.astimezone().strftime("%m-%d %H:%M:%S"), e.kind, version_label(e.version),
+            (str(i), (when_short(e.at), e.kind, version_label(e.version),
                       Text(short(e.message, 60))))
             for i, e in enumerate(events)
         )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from daemon.protocol.results import FileInfo, VersionDetail
 
-from ._format import human_size, value, version_label, when
+from ..format import size, value, version_label, when
 from .keyed_table import KeyedTable
 
 
@@ -16,7 +16,7 @@ class FilesTable(KeyedTable):
     COLUMNS = ("path", "size", "sha256")
 
     def show(self, files: Sequence[FileInfo]) -> None:
-        self.replace_rows((f.path, (f.path, human_size(f.size), f.sha256)) for f in files)
+        self.replace_rows((f.path, (f.path, size(f.size), f.sha256)) for f in files)
 
 
 class ParamsTable(KeyedTable):

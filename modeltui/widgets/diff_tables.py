@@ -9,7 +9,7 @@ from rich.text import Text
 
 from daemon.protocol.results import FileChange, MetricChange, ValueChange
 
-from ._format import digest, human_size, value
+from ..format import digest, size, value
 from .keyed_table import KeyedTable
 
 
@@ -22,7 +22,7 @@ class FileChangesTable(KeyedTable):
         self.replace_rows(
             (
                 c.path,
-                (c.status, c.path, human_size(c.size_a), human_size(c.size_b),
+                (c.status, c.path, size(c.size_a), size(c.size_b),
                  digest(c.sha256_a), digest(c.sha256_b)),
             )
             for c in changes

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from daemon.protocol.results import AliasEventInfo
 
-from ._format import version_label, when
+from ..format import version_label, when
 from .keyed_table import KeyedTable
 
 

@@ -10,7 +10,7 @@ as text (never parsed as markup) with its control characters spelt out (:func:`a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from rich.cells import cell_len
@@ -20,7 +20,7 @@ from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from ..render import printable
+from ..format import PALETTE, printable
 
 Cell = str | Text
 
@@ -43,10 +43,21 @@ def same_cell(shown: object, new: object) -> bool:
     return type(shown) is type(new) and shown == new
 
 
+def tone_css() -> str:
+    """The palette (:data:`modeltui.format.PALETTE`) as component-class rules of every keyed table."""
+    return "\n".join(
+        f"KeyedTable > .tone--{name} {{ color: {tone.variable};{' text-style: bold;' if tone.bold else ''} }}"
+        for name, tone in PALETTE.items()
+    )
+
+
 class KeyedTable(DataTable[Cell]):
-    """Subclasses set COLUMNS and call :meth:`replace_rows` with ``(key, cells)`` pairs."""
+    """Subclasses set COLUMNS and call :meth:`replace_rows` with ``(key, cells)`` pairs; state words are
+    coloured with :meth:`toned`, in the one palette the CLI uses too."""
 
     COLUMNS: ClassVar[Sequence[str]] = ()
+    COMPONENT_CLASSES: ClassVar[set[str]] = {f"tone--{name}" for name in PALETTE}
+    DEFAULT_CSS = tone_css()
 
     _repaint_only: Coordinate | None = None
     """Set around one ``update_cell``: the repaint it asks for covers this cell only."""
@@ -56,6 +67,14 @@ class KeyedTable(DataTable[Cell]):
 
     def on_mount(self) -> None:
         self.add_columns(*self.COLUMNS)
+
+    def tone(self, text: str, tone: str | None) -> Text:
+        """``text`` in the colour of ``tone`` (a key of the palette; plain for ``None``)."""
+        return Text(text, style=self.get_component_rich_style(f"tone--{tone}", partial=True) if tone else "")
+
+    def toned(self, word: str, tones: Mapping[str, str]) -> Text:
+        """``word`` in the colour of its tone in ``tones`` (plain when it has none)."""
+        return self.tone(word, tones.get(word))
 
     @property
     def current_key(self) -> str | None:

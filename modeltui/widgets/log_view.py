@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from textual.timer import Timer
 from textual.widgets import Log
 
-from ..render import printable
+from ..format import printable
 
 #: Lines kept by default (older lines are dropped).
 MAX_LINES = 5000

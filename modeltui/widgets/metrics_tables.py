@@ -6,13 +6,13 @@ the daemon for it.
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import ClassVar
 
 from rich.text import Text
 
 from daemon.protocol.results import DeploymentMetrics
 
+from ..format import PALETTE, clock, drift_summary, ms, pct
 from .keyed_table import KeyedTable
 from .quiet_static import QuietStatic
 
@@ -24,15 +24,6 @@ DRIFT_WORDS = {"ok": "ok", "shifted": "shifted", "not_enough_data": "not enough 
 def num(v: float | None, fmt: str = "{:.3f}") -> str:
     """A number, ``-`` for None."""
     return "-" if v is None else fmt.format(v)
-
-
-def ms(v: float | None) -> str:
-    """Seconds shown as milliseconds."""
-    return "-" if v is None else f"{v * 1000:.1f} ms"
-
-
-def pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.2f}%"
 
 
 def window_label(seconds: int) -> str:
@@ -50,31 +41,19 @@ def target_state(m: DeploymentMetrics) -> str:
     if m.up is None:
         state = "[b]never scraped[/b]"
     elif m.up:
-        state = "[b $success]UP[/]"
+        state = f"[b {PALETTE['ok'].variable}]UP[/]"
     else:
         reason = Text(m.scrape_error[:40]).markup if m.scrape_error else ""
-        state = "[b $error]DOWN[/]" + (f" ({reason})" if reason else "")
+        state = f"[{PALETTE['bad'].markup}]DOWN[/]" + (f" ({reason})" if reason else "")
     if m.last_scrape is None:
         return state
-    at = m.last_scrape if m.last_scrape.tzinfo else m.last_scrape.replace(tzinfo=UTC)
-    return f"{state}  last scrape {at.astimezone().strftime('%H:%M')}"
+    return f"{state}  last scrape {clock(m.last_scrape)}"
 
 
 def drift_line(m: DeploymentMetrics) -> str:
-    """The worst drift among the features judged (markup); none judged yet says so, with how many
-    observations it takes."""
-    if not m.drift:
-        return "-"
-    judged = {f: d for f, d in m.drift.items() if d.state != "not_enough_data"}
-    waiting = len(m.drift) - len(judged)
-    if not judged:
-        need = max(d.min_count for d in m.drift.values())
-        return f"{len(m.drift)} feature(s): not enough data yet" + (f" (needs {need} observations)" if need else "")
-    feature, worst = max(judged.items(), key=lambda kv: kv[1].psi)
-    flag = "  [b $error]SHIFTED[/]" if worst.state == "shifted" else ""
-    more = f", {waiting} with not enough data" if waiting else ""
-    return (f"{len(m.drift)} feature(s){more}, worst {Text(feature[:20]).markup} "
-            f"PSI {worst.psi:.3f} KS {worst.ks:.3f}{flag}")
+    """:func:`~modeltui.format.drift_summary` as markup, ``SHIFTED`` in the palette's "bad" tone."""
+    text = Text(drift_summary(m.drift)).markup
+    return text.replace("SHIFTED", f"[{PALETTE['bad'].markup}]SHIFTED[/]") if text.endswith("SHIFTED") else text
 
 
 class MetricsSummary(QuietStatic):
@@ -116,10 +95,7 @@ class DriftTable(KeyedTable):
     observations says so instead of a verdict."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ("feature", "psi", "ks", "n", "status")
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"drift--shifted"}
-
     def show(self, m: DeploymentMetrics) -> None:
-        shifted = self.get_component_rich_style("drift--shifted", partial=True)
         self.replace_rows(
             (
                 name,
@@ -128,7 +104,7 @@ class DriftTable(KeyedTable):
                     f"{d.psi:.3f}",
                     f"{d.ks:.3f}",
                     f"{d.count:.0f}",
-                    Text(DRIFT_WORDS.get(d.state, d.state), style=shifted if d.state == "shifted" else ""),
+                    self.tone(DRIFT_WORDS.get(d.state, d.state), "bad" if d.state == "shifted" else None),
                 ),
             )
             for name, d in sorted(m.drift.items())

@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 
 from daemon.protocol.results import ModelSummary
 
-from ._format import aliases_of, short, version_label, when
+from ..format import aliases_of, short, version_label, when
 from .keyed_table import KeyedTable
 
 

@@ -19,7 +19,7 @@ from textual.css.styles import RulesMap
 from textual.visual import VisualType
 from textual.widgets import Static
 
-from ..render import printable
+from ..format import printable
 
 
 def literal(text: str) -> str:

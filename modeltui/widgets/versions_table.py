@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 
 from daemon.protocol.results import VersionSummary
 
-from ._format import digest, human_size, short, tags_of, when
+from ..format import digest, short, size, tags_of, when
 from .keyed_table import KeyedTable
 
 MARK = "●"
@@ -55,7 +55,7 @@ class VersionsTable(KeyedTable):
                     short(tags_of(v.tags), 30),
                     v.created_by,
                     when(v.created_at),
-                    human_size(v.size),
+                    size(v.size),
                 ),
             )
             for v in versions

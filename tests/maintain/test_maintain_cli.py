@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modeltui.maintain_cli import NOT_SET, policy_value
+from modeltui.cli.maintain import NOT_SET, policy_value
 from tests.helpers.daemon import DaemonProcess
 
 MODEL = "breast-cancer"

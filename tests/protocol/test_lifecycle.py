@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.protocol import lifecycle
-from modeltui.predictions import prediction_ids
+from modeltui.cli.predictions import prediction_ids
 
 TRACEBACK = """\
 Traceback (most recent call last):

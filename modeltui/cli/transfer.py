@@ -25,7 +25,7 @@ from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.manifest import MANIFEST_FILE, Manifest, parse_manifest
 from daemon.protocol.names import check_rel_path
 
-from .client import DaemonClient
+from ..client import DaemonClient
 
 SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints"})
 UPLOAD_BATCH = q.MAX_UPLOAD_FILES

@@ -20,9 +20,10 @@ from daemon.protocol.alerts import parse_duration, parse_rule
 from daemon.protocol.errors import EXIT_CODES, ErrorCode
 from daemon.protocol.events import Event
 
+from .. import format as fmt
+from ..client import DaemonClient
 from . import render
-from .cli import emit, fail, json_option, main, out, run
-from .client import DaemonClient
+from .common import emit, fail, json_option, main, out, run
 
 TOPICS = ("registry", "deployments", "alerts")
 
@@ -32,7 +33,7 @@ def _invalid(message: str) -> None:
 
 
 def _at(t: datetime) -> str:
-    return f"{render.when(t)} UTC"
+    return f"{fmt.when(t)} UTC"
 
 
 def _value(v: float | None) -> str:

@@ -12,24 +12,15 @@ from rich.text import Text
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 
+from .. import format as fmt
 from . import render
-from .cli import emit, json_option, main, out, run
+from .common import emit, json_option, main, out, run
 
 NOT_CONFIGURED = "cluster: not configured (set [cluster] zookeeper in the daemon's config)"
-STATE_STYLE = {"connected": "green", "connecting": "yellow", "suspended": "yellow", "lost": "bold red"}
-
-
-def seconds(value: float) -> str:
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
-
-
-def staleness(value: float | None) -> str:
-    """``cache live`` or ``cache may be 12 s stale``."""
-    return "cache live" if not value else f"cache may be {seconds(value)} s stale"
 
 
 def _when(t: datetime | None) -> str:
-    return "-" if t is None else f"{render.when(t)} UTC"
+    return "-" if t is None else f"{fmt.when(t)} UTC"
 
 
 def _row(key: str, value: str | Text) -> Text:
@@ -65,8 +56,8 @@ def show_status(s: r.ClusterStatus) -> None:
     since = f" since {_when(s.since)}" if s.since else ""
     out.print(
         Text.assemble(
-            "cluster: ", (render.printable(s.state), STATE_STYLE.get(s.state, "")),
-            f"{since} ({staleness(s.staleness_seconds)})",
+            "cluster: ", render.toned(s.state, fmt.CLUSTER_TONE),
+            f"{since} ({fmt.staleness(s.staleness_seconds)})",
         )
     )
     session = f"  session {s.session}" if s.session else ""
@@ -108,4 +99,4 @@ def cluster_status(ctx: click.Context, as_json: bool) -> None:
     emit(result, as_json, lambda: show_status(result))
 
 
-__all__ = ["NOT_CONFIGURED", "cluster", "cluster_status", "seconds", "show_status", "staleness"]
+__all__ = ["NOT_CONFIGURED", "cluster", "cluster_status", "show_status"]

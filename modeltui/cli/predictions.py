@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .render import printable
+from ..format import printable
 
 #: The runtime's id counter: the last 12 hex characters of an id (``daemon/serving/ledger.py``).
 ID_COUNTER_DIGITS = 12

@@ -20,12 +20,12 @@ from daemon.protocol import results as r
 from daemon.protocol.deploy import ContainerOptions, check_env_name, check_env_value
 from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
 from daemon.protocol.events import Event
-from daemon.protocol.names import parse_ref
 
+from .. import format as fmt
+from ..client import DaemonClient
 from . import render
-from .cli import check_ref_arg, emit, err, fail, json_option, main, out, parse_pairs, run
-from .client import DaemonClient
-from .cluster_cli import staleness
+from .common import check_ref_arg, emit, err, fail, json_option, main, out, parse_pairs, run
+from .deployments import find_deployment
 from .predictions import print_prediction
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -119,7 +119,7 @@ def all_hosts_table(result: r.DeploymentList, this_host: str) -> render.FitTable
     """``ps --all-hosts``: this host's deployments (as ``ps`` shows them), then the other hosts'."""
     if not result.items and not result.remote:
         return Text("no deployments on any host: deploy one with `modeltui deploy NAME@production`")
-    rows = [[Text(render.printable(this_host), style="bold"), *render.deployment_row(d)] for d in result.items]
+    rows = [[Text(fmt.printable(this_host), style="bold"), *render.deployment_row(d)] for d in result.items]
     for rd in sorted(result.remote, key=lambda rd: (rd.host, rd.host_id, rd.name)):
         rows.append([rd.host, rd.name, render.ref_cell(rd.name, rd.ref), str(rd.version or "-"), rd.backend,
                      render.state_text(rd.state), rd.health, rd.endpoint or "-", "-", "-"])
@@ -134,7 +134,7 @@ def cluster_warning(result: r.DeploymentList) -> str | None:
     if state in (None, "disabled"):
         return "no cluster configured: only this host's deployments are shown"
     return (
-        f"ZooKeeper is {state} ({staleness(result.staleness_seconds)}): "
+        f"ZooKeeper is {state} ({fmt.staleness(result.staleness_seconds)}): "
         "other hosts' deployments may be missing or out of date"
     )
 
@@ -204,33 +204,10 @@ def logs(ctx: click.Context, name: str, tail: int, follow: bool) -> None:
 
     def write(batch: list[str]) -> None:  # the model's own output: its control characters are spelt out
         if batch:
-            sys.stdout.write("\n".join(render.printable(line, keep="\t") for line in batch) + "\n")
+            sys.stdout.write("\n".join(fmt.printable(line, keep="\t") for line in batch) + "\n")
             sys.stdout.flush()
 
     run(ctx, body)
-
-
-async def find_deployment(c: DaemonClient, target: str) -> r.DeploymentDetail:
-    """A deployment by name, else the running deployment of a ref (``NAME@ALIAS``, ``NAME:N``, ``NAME``)."""
-    found = await c.call(q.ListDeployments())
-    for d in found.items:
-        if d.name == target:
-            return r.DeploymentDetail(deployment=d)
-    try:
-        ref = parse_ref(target)
-    except ValueError:
-        ref = None
-    if ref is not None:
-        matches = [d for d in found.items if d.model == ref.name and d.endpoint]
-        if ref.alias:
-            matches = [d for d in matches if d.ref == target]
-        elif ref.number:
-            matches = [d for d in matches if d.version == ref.number]
-        if matches:
-            return r.DeploymentDetail(deployment=sorted(matches, key=lambda d: d.state != "running")[0])
-    raise ProtocolError(
-        ErrorCode.NOT_FOUND, f"no deployment serves {target!r}; deploy it first: modeltui deploy {target}"
-    )
 
 
 def _request_body(path: Path) -> tuple[str, bytes, str]:
@@ -287,37 +264,3 @@ def predict(ctx: click.Context, target: str, input_file: Path, as_json: bool) ->
     except OSError as exc:
         fail(f"{d.name} at {d.endpoint} did not answer: {exc}", EXIT_CODES[ErrorCode.UNAVAILABLE])
     print_prediction(json.loads(answer), headers, as_json)
-
-
-def rollout_waiter(c: DaemonClient, name: str) -> asyncio.Future[str]:
-    """A future set to the message of deployment ``name``'s next finished (or failed) rollout; subscribe to
-    "deployments" before moving the alias, or the event may pass unseen."""
-    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    def on_event(event: Event) -> None:
-        if (
-            event.topic == "deployments"
-            and event.deployment == name
-            and event.kind == "rollout"
-            and not event.message.startswith("rolling out")
-            and not done.done()
-        ):
-            done.set_result(event.message)
-            c.remove_listener(on_event)
-
-    c.add_listener(on_event)
-    return done
-
-
-__all__ = [
-    "all_hosts_table",
-    "cluster_warning",
-    "deploy",
-    "find_deployment",
-    "logs",
-    "predict",
-    "ps",
-    "restart",
-    "rollout_waiter",
-    "undeploy",
-]

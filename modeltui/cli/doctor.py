@@ -25,9 +25,9 @@ from daemon.protocol import results as r
 from daemon.protocol.errors import ProtocolError
 from daemon.protocol.paths import find_socket
 
-from .cli import Globals, emit, json_option, main, out
-from .client import connect
-from .render import printable
+from ..client import connect
+from ..format import printable
+from .common import Globals, emit, json_option, main, out
 
 MARK = {"ok": "[green]✓ ok[/]", "warn": "[yellow]! warn[/]", "fail": "[bold red]✗ fail[/]"}
 START = "start it: `modeltui` starts an embedded daemon for you; a system service: systemctl start modeltuid"

@@ -11,8 +11,9 @@ import click
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 
+from .. import format as fmt
 from . import render
-from .cli import emit, json_option, main, out, run
+from .common import emit, json_option, main, out, run
 
 DURATION = re.compile(r"^(\d+)([smhdw])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -39,7 +40,7 @@ def audit_table(entries: list[r.AuditEntry]) -> render.FitTable:
     for e in entries:
         result = render.plain(e.result)
         result.stylize("" if e.result == "ok" else "red")
-        at = render.when(e.at)
+        at = fmt.when(e.at)
         user = f"{e.user} ({e.uid})"
         rows.append((render.Cell(render.plain(at), render.plain(at[5:])), render.Cell(render.plain(user),
                      render.plain(e.user)), e.op, e.target, result, render.one_line(e.message)))

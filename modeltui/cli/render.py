@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, JustifyMethod, RenderResult
@@ -17,50 +15,8 @@ from rich.text import Text
 from daemon.protocol import results as r
 from daemon.protocol.deploy import DeploymentInfo
 
-from .hints import push_example
-
-
-def size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def when(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def tags(t: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(t.items())) or "-"
-
-
-#: Invisible characters that reorder what follows them (a "Trojan Source" line can read as another).
-BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-SPELT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _spelt(ch: str) -> str:
-    code = ord(ch)
-    return SPELT.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def _unsafe(ch: str) -> bool:
-    return unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in BIDI_CONTROLS
-
-
-def printable(value: object, *, keep: str = "") -> str:
-    """``value`` with every control character spelt out (ESC as ``\\x1b``), except those in ``keep``.
-
-    Strings from the registry reach terminals: a raw ESC can clear the screen or retitle the window, a CR or
-    newline can forge an output line. Rich passes ESC, NUL, DEL and the C1 controls through, so everything
-    the CLI prints from the daemon goes through here (``plain`` for Rich, directly for ``sys.stdout``)."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(_spelt(ch) if _unsafe(ch) and ch not in keep else ch for ch in text)
+from ..format import DEPLOYMENT_TONE, PALETTE, aliases_of, duration, printable, size, tags_of, uptime, when
+from ..hints import push_example
 
 
 def plain(value: object, *, newlines: bool = False) -> Text:
@@ -210,7 +166,7 @@ def models_table(result: r.ModelList) -> FitTable | Text:
     if not result.items:
         return Text(f"no models yet: push one with `{push_example()}`")
     rows = [(m.name, str(m.versions), str(m.latest or "-"),
-             ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-", when(m.updated_at),
+             aliases_of(m.aliases), when(m.updated_at),
              one_line(m.description)) for m in result.items]
     return FitTable(MODEL_COLS, rows, caption=f"{len(result.items)} of {result.total}")
 
@@ -221,7 +177,7 @@ VERSION_COLS = (Col("version", justify="right"), Col("aliases"), Col("digest", d
 
 
 def versions_table(result: r.VersionList) -> FitTable:
-    rows = [(str(v.number), ", ".join(v.aliases) or "-", v.digest[:12], one_line(v.message), tags(v.tags),
+    rows = [(str(v.number), ", ".join(v.aliases) or "-", v.digest[:12], one_line(v.message), tags_of(v.tags),
              v.created_by, when(v.created_at), size(v.size)) for v in result.items]
     return FitTable(VERSION_COLS, rows, caption=f"{len(result.items)} of {result.total}")
 
@@ -230,9 +186,8 @@ def print_model(console: Console, m: r.ModelSummary) -> None:
     console.print(plain(m.name), style="bold")
     if m.description:
         console.print(plain(m.description, newlines=True))
-    aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"
     console.print(f"versions: {m.versions}  latest: {m.latest or '-'}  created: {when(m.created_at)}")
-    console.print(plain(f"aliases: {aliases}"))
+    console.print(plain(f"aliases: {aliases_of(m.aliases)}"))
 
 
 def print_version(console: Console, d: r.VersionDetail) -> None:
@@ -244,7 +199,7 @@ def print_version(console: Console, d: r.VersionDetail) -> None:
         ("parent", str(v.parent) if v.parent else "-"),
         ("flavor", f"{v.flavor} ({d.model_file})"),
         ("message", v.message or "-"),
-        ("tags", tags(v.tags)),
+        ("tags", tags_of(v.tags)),
         ("by", f"{v.created_by} at {when(v.created_at)}"),
         ("source", (d.source.git_commit or "-") + (" (dirty)" if d.source.git_dirty else "")),
         ("size", f"{size(v.size)} in {v.file_count} files"),
@@ -333,31 +288,12 @@ HISTORY_COLS = (Col("when", drop=3), Col("alias"), Col("from", justify="right"),
 
 def print_status(console: Console, s: r.DaemonStatus) -> None:
     console.print(plain(f"modeltuid {s.daemon_version} (protocol {s.protocol}), pid {s.pid}, {s.mode} mode, "
-                        f"up {s.uptime_seconds:.0f}s"))
+                        f"up {duration(s.uptime_seconds)}"))
     console.print(plain(f"socket {s.socket}"))
     console.print(plain(f"state  {s.state_dir}"))
     console.print(f"{s.models} models, {s.versions} versions, {s.objects} objects ({size(s.object_bytes)}), "
                   f"{s.clients} clients")
     console.print(plain(f"metrics {s.exporter}" if s.exporter else "metrics exporter off"))
-
-
-def uptime(since: datetime | None, now: datetime | None = None) -> str:
-    """``3d4h``, ``2h5m``, ``7m12s`` or ``40s``: two units are enough to read at a glance."""
-    if since is None:
-        return "-"
-    seconds = max(0, int(((now or datetime.now(UTC)) - since).total_seconds()))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-STATE_STYLE = {"running": "green", "starting": "yellow", "building": "yellow", "pending": "yellow",
-               "degraded": "yellow", "crashloop": "bold red", "failed": "red", "stopped": "dim"}
 
 
 def ref_cell(name: str, ref: str) -> Cell:
@@ -372,8 +308,14 @@ def ref_cell(name: str, ref: str) -> Cell:
     return Cell(plain(ref), plain(ref))
 
 
+def toned(word: str, tones: dict[str, str]) -> Text:
+    """``word`` in the colour of its tone in ``tones`` (plain when it has none)."""
+    tone = tones.get(word)
+    return Text(printable(word), style=PALETTE[tone].style if tone else "")
+
+
 def state_text(state: str) -> Text:
-    return Text(printable(state), style=STATE_STYLE.get(state, ""))
+    return toned(state, DEPLOYMENT_TONE)
 
 
 DEPLOYMENT_COLS = (Col("name"), Col("ref"), Col("ver"), Col("backend", drop=1), Col("state"),

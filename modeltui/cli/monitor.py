@@ -9,8 +9,9 @@ import click
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 
+from .. import format as fmt
 from . import render
-from .cli import emit, json_option, main, out, run
+from .common import emit, json_option, main, out, run
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _WINDOW = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -28,28 +29,20 @@ def _window(ctx: click.Context, param: click.Parameter, value: str) -> int:
     return parse_window(value)
 
 
-def _num(v: float | None, fmt: str = "{:.3f}") -> str:
-    return "-" if v is None else fmt.format(v)
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1000:.1f} ms"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.2f}%"
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def show_metrics(m: r.DeploymentMetrics) -> None:
     up = "unknown" if m.up is None else ("up" if m.up else f"DOWN ({m.scrape_error})" if m.scrape_error else "DOWN")
-    scraped = m.last_scrape.strftime("%Y-%m-%d %H:%M:%S UTC") if m.last_scrape else "never"
+    scraped = f"{fmt.when(m.last_scrape)} UTC" if m.last_scrape else "never"
     lines = [  # each under 80 columns with a 40-character deployment name
         f"{m.deployment}  window {m.window_seconds}s",
         f"target        {up}  last scrape {scraped}",
         f"requests      {m.requests:.0f}  ({m.request_rate:.3f}/s)",
-        f"errors        5xx {_pct(m.error_rate)}  4xx {_pct(m.client_error_rate)}",
-        f"latency       p50 {_ms(m.latency_p50_seconds)}  p95 {_ms(m.latency_p95_seconds)}  "
-        f"p99 {_ms(m.latency_p99_seconds)}",
+        f"errors        5xx {fmt.pct(m.error_rate)}  4xx {fmt.pct(m.client_error_rate)}",
+        f"latency       p50 {fmt.ms(m.latency_p50_seconds)}  p95 {fmt.ms(m.latency_p95_seconds)}  "
+        f"p99 {fmt.ms(m.latency_p99_seconds)}",
         f"feedback      {m.labelled:.0f} labelled  accuracy {_num(m.accuracy)}  f1 {_num(m.f1)} (macro)",
         f"              precision {_num(m.precision)}  recall {_num(m.recall)} (macro)",
     ]
@@ -68,11 +61,9 @@ def drift_lines(drift: dict[str, r.FeatureDrift]) -> list[str]:
     """Each judged feature's PSI and KS (SHIFTED flagged); the features with too few observations for any
     verdict in one line, with how many there are and how many it takes."""
     lines = ["drift"]
-    waiting = [d for d in drift.values() if d.state == "not_enough_data"]
+    waiting = fmt.drift_waiting(drift)
     if waiting:
-        most = max(d.count for d in waiting)
-        need = max(d.min_count for d in waiting)
-        lines.append(f"  not enough data for {len(waiting)} feature(s): at most {most:.0f} observations, {need} needed")
+        lines.append(f"  {waiting}")
     for feature, d in sorted(drift.items()):
         if d.state != "not_enough_data":
             flag = "  SHIFTED" if d.state == "shifted" else ""

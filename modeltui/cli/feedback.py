@@ -1,6 +1,6 @@
 """``modeltui feedback TARGET FILE``: send ground-truth labels that arrived late to a deployment.
 
-TARGET is found exactly like ``modeltui predict`` finds it (:func:`modeltui.deploy_cli.find_deployment`: a
+TARGET is found exactly like ``modeltui predict`` finds it (:func:`modeltui.cli.deployments.find_deployment`: a
 deployment name, else the running deployment of a ref). FILE is one of:
 
 * CSV (``.csv``) with a header row that has an ``id`` and a ``label`` column (other columns are ignored);
@@ -41,9 +41,9 @@ from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
 
-from .cli import emit, err, fail, json_option, main, out, run
-from .client import DaemonClient
-from .deploy_cli import find_deployment
+from ..client import DaemonClient
+from .common import emit, err, fail, json_option, main, out, run
+from .deployments import find_deployment
 
 MAX_LINES = 1_000_000
 CHUNK = 1000

@@ -1,4 +1,5 @@
-"""``modeltui daemon status`` when no daemon answers: say so, and when and why the last one stopped.
+"""``modeltui daemon status|stop``. When no daemon answers, status says so, and when and why the last one
+stopped.
 
 Status never starts a daemon (a start would hide the crash the user is asking about). What is known comes
 from the files beside the socket (:mod:`daemon.protocol.lifecycle`): the daemon's record of its last run and
@@ -7,14 +8,26 @@ the output of the last embedded start.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.protocol import lifecycle
+import click
 
-from .render import uptime, when
+from daemon.protocol import lifecycle
+from daemon.protocol import requests as q
+from daemon.protocol import results as r
+from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
+from daemon.protocol.paths import find_socket
+
+from ..client import DaemonUnavailable, connect_or_start
+from ..format import uptime, when
+from . import render
+from .common import Globals, emit, err, fail, json_option, main, out
 
 
 def _log_written(log_file: str) -> datetime | None:
@@ -68,3 +81,64 @@ def not_running_document(socket: Path, message: str) -> dict[str, Any]:
         "start_log": str(start_log) if start_log.exists() else None,
         "start_log_last_line": lifecycle.last_line(start_log) or None,
     }
+
+
+@main.group()
+def daemon() -> None:
+    """The daemon this client talks to."""
+
+
+@daemon.command("status")
+@json_option
+@click.pass_context
+def daemon_status(ctx: click.Context, as_json: bool) -> None:
+    """Is a daemon answering, and what does it hold. Never starts one: when none answers, say so (and when
+    and why the last one stopped, when known) and exit 7."""
+    g: Globals = ctx.obj
+
+    async def ask() -> r.DaemonStatus:
+        client = await connect_or_start(g.socket, config=g.config, start=False, client_name="modeltui-cli")
+        async with client:
+            return await client.call(q.DaemonStatusRequest())
+
+    try:
+        result = asyncio.run(ask())
+    except DaemonUnavailable as exc:
+        socket = find_socket(g.socket, g.config)
+        if as_json:
+            click.echo(json.dumps(not_running_document(socket, exc.message), indent=2))
+        else:
+            # "no daemon answers" when there is none; a hung daemon's own words ("does not answer: …") otherwise
+            out.print(render.plain(f"no daemon is running on {socket}" if exc.startable else exc.message))
+            for line in last_run_lines(socket):
+                out.print(render.plain(line))
+        sys.exit(EXIT_CODES[ErrorCode.UNAVAILABLE])
+    except ProtocolError as exc:
+        fail(exc.message, EXIT_CODES.get(exc.code, 1))
+        return
+    emit(result, as_json, lambda: render.print_status(out, result))
+
+
+@daemon.command("stop")
+@click.pass_context
+def daemon_stop(ctx: click.Context) -> None:
+    """Ask the daemon to shut down cleanly (it finishes the requests in flight first)."""
+    g: Globals = ctx.obj
+
+    async def stop() -> bool:
+        try:
+            client = await connect_or_start(g.socket, config=g.config, start=False, client_name="modeltui-cli")
+        except DaemonUnavailable:
+            return False
+        async with client:
+            await client.call(q.DaemonStop())
+            await asyncio.wait_for(client.closed.wait(), 60)
+        return True
+
+    try:
+        stopped = asyncio.run(stop())
+    except ProtocolError as exc:
+        fail(exc.message, EXIT_CODES.get(exc.code, 1))
+    except TimeoutError:
+        fail("the daemon did not stop within 60 s; see its log", 1)
+    err.print("daemon stopped" if stopped else "no daemon was running")

@@ -1,187 +1,27 @@
-"""``modeltui``: the headless CLI. With no subcommand it opens the TUI (in a terminal; without one it prints
-the help and exits 2).
-
-Every query takes ``--json`` (one JSON document on stdout; messages go to stderr). Exit codes: 0 success,
-2 usage error, 3 not found, 4 invalid input, 5 conflict, 6 forbidden, 7 daemon unavailable, 8 protocol error,
-9 integrity error, 10/11 a maintenance run that failed / promoted nothing (``maintain run-now --wait``), 1 anything
-else (see docs/cli.md).
-"""
+"""Registry commands of the CLI: init, push, checkout, ls, log, show, diff, tag, describe, alias, rollback,
+rm and gc."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
-from daemon.protocol.names import check_alias, check_tag_key, check_tag_value, parse_ref
+from daemon.protocol.names import check_alias, check_tag_key, parse_ref
 
-from . import __version__, render
-from .client import DaemonClient, DaemonUnavailable, connect_or_start
-from .init import build_manifest, write_manifest
+from .. import format as fmt
+from ..client import DaemonClient
+from . import render
+from .common import check_ref_arg, emit, err, fail, json_option, main, out, parse_tags, parse_time, run, validated
+from .deployments import rollout_waiter
+from .manifest import build_manifest, write_manifest
 from .transfer import checkout, push_directory
-
-T = TypeVar("T")
-
-
-def stdout_width() -> int | None:
-    """The terminal's width (``None``: Rich asks it, or ``$COLUMNS``). A pipe gets whole lines: a script that
-    greps a table must not see names cut to fit 80 columns."""
-    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 10_000
-
-
-out = Console(highlight=False, soft_wrap=True, width=stdout_width())
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Globals(BaseModel):
-    socket: str | None
-    config: str | None
-    start: bool
-    readonly: bool
-
-
-def fail(message: str, code: int) -> None:
-    shown = escape(render.printable(message, keep="\n"))  # the message is text: no markup, no escape sequences
-    err.print(f"[bold red]modeltui: error:[/] {shown}", markup=True)
-    sys.exit(code)
-
-
-def run(ctx: click.Context, body: Callable[[DaemonClient], Awaitable[T]]) -> T:
-    """Connect (starting an embedded daemon if needed), run ``body``, map errors to exit codes."""
-    g: Globals = ctx.obj
-
-    async def main() -> T:
-        client = await connect_or_start(g.socket, config=g.config, start=g.start, client_name="modeltui-cli")
-        client.readonly = g.readonly
-        async with client:
-            return await body(client)
-
-    try:
-        return asyncio.run(main())
-    except ProtocolError as exc:
-        fail(exc.message, EXIT_CODES.get(exc.code, 1))
-    except OSError as exc:  # local files: unreadable model directory, unwritable checkout target, …
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}", 1)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    raise AssertionError("unreachable")
-
-
-def emit(value: BaseModel | list[Any] | dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
-    if as_json:
-        if isinstance(value, BaseModel):
-            click.echo(value.model_dump_json(indent=2))
-        else:
-            click.echo(json.dumps(value, indent=2, default=str))
-    else:
-        human()
-
-
-def validated(kind: Callable[[str], str], value: str) -> str:
-    try:
-        return kind(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def parse_pairs(
-    values: tuple[str, ...], check_key: Callable[[str], str], check_value: Callable[[str], str], shape: str
-) -> dict[str, str]:
-    """``KEY=VALUE`` options (tags, environment) into a dict, each side checked like the daemon checks it."""
-    pairs: dict[str, str] = {}
-    for item in values:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} must look like {shape}")
-        pairs[validated(check_key, key)] = validated(check_value, val)
-    return pairs
-
-
-def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
-    return parse_pairs(values, check_tag_key, check_tag_value, "key=value")
-
-
-def parse_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-27T14:30:00Z)") from None
-    try:
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.astimezone().astimezone(UTC)
-    except (OverflowError, OSError):
-        raise click.BadParameter(f"{value!r} is outside the years 1-9999 once converted to UTC") from None
-
-
-def check_ref_arg(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        parse_ref(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="print one JSON document on stdout")
-
-
-EXAMPLES = """\b
-Examples:
-  modeltui                         the TUI (over SSH: ssh -t HOST modeltui)
-  modeltui push examples/breast_cancer --alias production
-  modeltui ls                      models, their versions and aliases
-  modeltui deploy breast-cancer@production
-  modeltui ps                      deployments: state, version, endpoint
-  modeltui predict breast-cancer@production --input request.json
-  modeltui COMMAND --help          one command's arguments and options
-"""
-
-
-def has_terminal() -> bool:
-    """The TUI reads keys from stdin and draws on stdout: both must be a terminal."""
-    return sys.stdin.isatty() and sys.stdout.isatty()
-
-
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog=EXAMPLES)
-@click.option("--socket", envvar=None, help="daemon socket (default: $MODELTUI_SOCKET, the config, or the default)")
-@click.option("--config", help="daemon config file used to find the socket")
-@click.option("--no-start", is_flag=True, help="do not start an embedded daemon when none answers")
-@click.option("--readonly", is_flag=True, help="send nothing that changes state (TUI: hide those actions)")
-@click.version_option(__version__, prog_name="modeltui")
-@click.pass_context
-def main(ctx: click.Context, socket: str | None, config: str | None, no_start: bool, readonly: bool) -> None:
-    """Model management over SSH: a TUI and a CLI for the modeltuid daemon.
-
-    With no command, modeltui opens the TUI, which needs a terminal: over SSH use `ssh -t HOST modeltui`;
-    without one it prints this help and exits 2. Every command runs without a terminal, and the queries
-    take --json.
-    """
-    ctx.obj = Globals(socket=socket, config=config, start=not no_start, readonly=readonly)
-    if ctx.invoked_subcommand is None:
-        if not has_terminal():  # a TUI on a pipe waits for keys that never come (`ssh host modeltui`)
-            click.echo(ctx.get_help(), err=True)
-            fail("no terminal for the TUI: give a command, or run it in a terminal (ssh -t)", 2)
-        from .app import ModelTuiApp
-
-        g: Globals = ctx.obj
-        app = ModelTuiApp(lambda: connect_or_start(g.socket, config=g.config, start=g.start), readonly=readonly)
-        app.run()
-        if app.return_code:  # a hung-up terminal ends the TUI with 129 (128 + SIGHUP)
-            sys.exit(app.return_code)
 
 
 # -- init / push / checkout ----------------------------------------------------------------------------------
@@ -243,7 +83,7 @@ def push(ctx: click.Context, directory: Path, name: str | None, message: str, ta
     def human() -> None:
         verb = "pushed" if result.created else "unchanged, already"
         out.print(render.plain(f"{verb} {v.model}:{v.number}  {v.digest[:12]}  {v.file_count} files, "
-                               f"{render.size(v.size)} ({render.size(copied)} copied)"))
+                               f"{fmt.size(v.size)} ({fmt.size(copied)} copied)"))
         if alias:
             out.print(f"{v.model}@{alias} -> {v.number}")
 
@@ -321,7 +161,7 @@ def tag(ctx: click.Context, ref: str, tags: tuple[str, ...], unset: tuple[str, .
     tag_map = parse_tags(tags)
     keys = [validated(check_tag_key, k) for k in unset]
     result = run(ctx, lambda c: c.call(q.Tag(ref=ref, set=tag_map, unset=keys)))
-    shown = f"{result.model}:{result.number} tags: {render.tags(result.tags)}"
+    shown = f"{result.model}:{result.number} tags: {fmt.tags_of(result.tags)}"
     emit(result, as_json, lambda: out.print(render.plain(shown)))
 
 
@@ -361,7 +201,7 @@ def show_alias_set(e: r.AliasEventInfo) -> None:
     if e.changed:
         out.print(render.alias_move(e))
         return
-    since = f"since {render.when(e.at)}, by {e.by}"
+    since = f"since {fmt.when(e.at)}, by {e.by}"
     out.print(render.plain(f"{e.model}@{e.alias} already points to {e.to_version} ({since}): nothing changed"))
 
 
@@ -407,7 +247,6 @@ def rollback(ctx: click.Context, name: str, alias_name: str | None, reason: str,
         result = run(ctx, lambda c: c.call(q.Rollback(name=name, alias=alias_name, reason=reason)))
         emit(result, as_json, lambda: out.print(render.alias_move(result)))
         return
-    from .deploy_cli import rollout_waiter
 
     async def body(c: DaemonClient) -> tuple[r.AliasEventInfo, str]:
         dep = (await c.call(q.GetDeployment(name=name, events=0))).deployment
@@ -468,92 +307,6 @@ def gc(ctx: click.Context, dry_run: bool, grace: int | None, as_json: bool) -> N
     note = f"\n{result.images_note}" if result.images_note else ""
     emit(result, as_json, lambda: out.print(render.plain(
         f"{'would remove' if dry_run else 'removed'} {result.objects_removed} objects "
-        f"({render.size(result.bytes_removed)}), {result.staging_removed} staging files and "
-        f"{len(result.images_removed)} images ({render.size(result.image_bytes_removed)}){images}{note}",
+        f"({fmt.size(result.bytes_removed)}), {result.staging_removed} staging files and "
+        f"{len(result.images_removed)} images ({fmt.size(result.image_bytes_removed)}){images}{note}",
         newlines=True)))
-
-
-# -- daemon ----------------------------------------------------------------------------------------------------
-@main.group()
-def daemon() -> None:
-    """The daemon this client talks to."""
-
-
-@daemon.command("status")
-@json_option
-@click.pass_context
-def daemon_status(ctx: click.Context, as_json: bool) -> None:
-    """Is a daemon answering, and what does it hold. Never starts one: when none answers, say so (and when
-    and why the last one stopped, when known) and exit 7."""
-    from daemon.protocol.paths import find_socket
-
-    from .daemon_status import last_run_lines, not_running_document
-
-    g: Globals = ctx.obj
-
-    async def ask() -> r.DaemonStatus:
-        client = await connect_or_start(g.socket, config=g.config, start=False, client_name="modeltui-cli")
-        async with client:
-            return await client.call(q.DaemonStatusRequest())
-
-    try:
-        result = asyncio.run(ask())
-    except DaemonUnavailable as exc:
-        socket = find_socket(g.socket, g.config)
-        if as_json:
-            click.echo(json.dumps(not_running_document(socket, exc.message), indent=2))
-        else:
-            # "no daemon answers" when there is none; a hung daemon's own words ("does not answer: …") otherwise
-            out.print(render.plain(f"no daemon is running on {socket}" if exc.startable else exc.message))
-            for line in last_run_lines(socket):
-                out.print(render.plain(line))
-        sys.exit(EXIT_CODES[ErrorCode.UNAVAILABLE])
-    except ProtocolError as exc:
-        fail(exc.message, EXIT_CODES.get(exc.code, 1))
-        return
-    emit(result, as_json, lambda: render.print_status(out, result))
-
-
-@daemon.command("stop")
-@click.pass_context
-def daemon_stop(ctx: click.Context) -> None:
-    """Ask the daemon to shut down cleanly (it finishes the requests in flight first)."""
-    g: Globals = ctx.obj
-
-    async def stop() -> bool:
-        try:
-            client = await connect_or_start(g.socket, config=g.config, start=False, client_name="modeltui-cli")
-        except DaemonUnavailable:
-            return False
-        async with client:
-            await client.call(q.DaemonStop())
-            await asyncio.wait_for(client.closed.wait(), 60)
-        return True
-
-    try:
-        stopped = asyncio.run(stop())
-    except ProtocolError as exc:
-        fail(exc.message, EXIT_CODES.get(exc.code, 1))
-    except TimeoutError:
-        fail("the daemon did not stop within 60 s; see its log", 1)
-    err.print("daemon stopped" if stopped else "no daemon was running")
-
-
-def entry() -> None:
-    """Console script: request models validate names client-side; show those errors like the daemon's."""
-    try:
-        main()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
-                             for e in exc.errors(include_url=False))
-        fail(f"invalid input: {problems}", EXIT_CODES[ErrorCode.INVALID])
-
-
-from . import alerts_cli as _alerts_cli  # noqa: E402,F401  (registers `alerts` and `watch` on `main`)
-from . import cluster_cli as _cluster_cli  # noqa: E402,F401  (registers `cluster` on `main`)
-from . import deploy_cli as _deploy_cli  # noqa: E402,F401  (registers the deployment commands on `main`)
-from . import doctor as _doctor  # noqa: E402,F401  (registers `doctor` on `main`)
-from . import feedback_cli as _feedback_cli  # noqa: E402,F401  (registers `feedback` on `main`)
-from . import maintain_cli as _maintain_cli  # noqa: E402,F401  (registers `maintain` on `main`)
-from . import monitor_cli as _monitor_cli  # noqa: E402,F401  (registers the monitoring commands on `main`)
-from . import ops_cli as _ops_cli  # noqa: E402,F401  (registers `audit` on `main`)

@@ -12,8 +12,9 @@ import click
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 
+from .. import format as fmt
 from . import render
-from .cli import emit, fail, json_option, main, out, parse_pairs, run
+from .common import emit, fail, json_option, main, out, parse_pairs, run
 
 FINAL = ("promoted", "rejected", "failed", "interrupted", "cancelled", "awaiting_approval")
 #: Exit status of ``run-now --wait`` for a run that ended without the challenger it was for (docs/cli.md):
@@ -82,7 +83,7 @@ def show_run(run: r.MaintainRunInfo) -> None:
     if run.reason:
         out.print(render.plain(f"  {run.reason}"))
     for step in run.steps:
-        took = f"{(step.finished_at - step.started_at).total_seconds():.2f} s" if step.finished_at else "…"
+        took = fmt.elapsed(step.started_at, step.finished_at)
         first = step.message.splitlines()[0] if step.message else ""
         out.print(render.plain(f"  {step.state:<8} {step.name:<20} {took:>9}  {first}"))
     if run.log:
@@ -146,7 +147,7 @@ def runs(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> Non
         for x in result.items:
             out.print(render.plain(
                 f"{x.id:>5}  {x.model}  {x.state:<18} {x.metric} {_score(x.champion_score)} → "
-                f"{_score(x.challenger_score)}  {x.started_at:%Y-%m-%d %H:%M:%S}  {x.reason[:60]}"
+                f"{_score(x.challenger_score)}  {fmt.when(x.started_at)}  {x.reason[:60]}"
             ))  # fmt: skip
 
     emit(result, as_json, show)
