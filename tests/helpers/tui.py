@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from textual.notifications import Notification
 from textual.pilot import Pilot
 
 from daemon.protocol import requests, results
@@ -115,3 +116,8 @@ async def open_deployments(pilot: Any) -> DeploymentsScreen:
     screen = app.screen
     assert isinstance(screen, DeploymentsScreen)
     return screen
+
+
+def notifications(app: ModelTuiApp, text: str) -> list[Notification]:
+    """The App's notifications whose message or title holds ``text``."""
+    return [n for n in app._notifications if text in n.message or text in (n.title or "")]
