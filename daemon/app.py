@@ -141,6 +141,7 @@ class DaemonApp:
         s = self.settings
         started = time.monotonic()
         self._hold_state()
+        listener = self._inherited_socket()  # a socket systemd passed that we cannot serve on: refused first
         registry = self.registry = await self._open_registry()
         deployments = self.deployments = self._deployment_manager(registry)
         cache = ReadCache()
@@ -163,9 +164,7 @@ class DaemonApp:
             MaintenanceHandlers(maintenance),
             ClusterHandlers(cluster),
         ]
-        access = Access(s.access)  # roles ([access]): the daemon's user and root are admin
-        self.dispatcher = Dispatcher(handlers, access, audit)
-        await self._serve_socket(self.dispatcher, access)
+        await self._serve_socket(handlers, audit, listener)
         if self.notifier.enabled:  # everything is started: the socket accepts requests from here on
             self.notifier.ready(await self._status_line())
 
@@ -222,7 +221,7 @@ class DaemonApp:
         """The monitor, its alert engine (rules and states loaded) and its scheduler (not started)."""
         s = self.settings
         store = await asyncio.to_thread(MonitorStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
-        monitor = self.monitor = Monitor(s.monitor, store, lambda: deployment_targets(deployments))
+        monitor = self.monitor = Monitor(s.monitor, store, functools.partial(deployment_targets, deployments))
         alert_store = await asyncio.to_thread(AlertStore, s.state_dir, busy_timeout_s=s.busy_timeout_seconds)
         alerts = self.alerts = Alerts(
             alert_store,
@@ -300,15 +299,18 @@ class DaemonApp:
         log.info("Prometheus exporter serving on %s", url)
         return url
 
-    async def _serve_socket(self, dispatcher: Dispatcher, access: Access) -> None:
+    async def _serve_socket(self, handlers: list[object], audit: AuditStore, listener: socket.socket | None) -> None:
+        """Route requests to ``handlers`` and accept connections (on ``listener`` when systemd passed one)."""
         s = self.settings
+        access = Access(s.access)  # roles ([access]): the daemon's user and root are admin
+        self.dispatcher = Dispatcher(handlers, access, audit)
         self.server = Server(
             s.socket,
-            dispatcher.dispatch,
+            self.dispatcher.dispatch,
             self.hub,
             socket_mode=0o600 if s.mode == "user" else 0o660,
             max_clients=s.max_clients,
-            listener=self._inherited_socket(),
+            listener=listener,
             access=access,
         )
         await self.server.start()

@@ -1,9 +1,9 @@
 """Serialised results of read requests, kept until the models they read change.
 
-Versions are immutable and every change to a model goes through a handler that publishes an event for it,
-so "drop a model's entries when its event is published" is exact. A read snapshots the generations of what
-it reads *before* it starts; if a write lands meanwhile, the entry it stores is already stale and is never
-served. Bounded by total bytes, least recently used first.
+Versions are immutable and every change to a model ends in ``RegistryChanges.changed``
+(daemon/handlers/changes.py), which drops the model's entries as it publishes the event, so the cache is
+exact. A read snapshots the generations of what it reads *before* it starts; if a write lands meanwhile, the
+entry it stores is already stale and is never served. Bounded by total bytes, least recently used first.
 """
 
 from __future__ import annotations

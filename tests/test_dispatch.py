@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
-
 import pytest
 
 from daemon.access import Access
@@ -71,7 +69,7 @@ class OtherPingHandlers:
 
 
 @pytest.fixture
-def audit(tmp_path: Path) -> Any:
+def audit(tmp_path: Path) -> Iterator[AuditStore]:
     store = AuditStore(tmp_path)
     yield store
     store.close()
