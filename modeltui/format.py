@@ -148,6 +148,16 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def window(seconds: int) -> str:
+    """A time window in the largest whole unit up to hours, as the metrics keys name them: ``300`` → ``5m``,
+    ``3600`` → ``1h``, ``86400`` → ``24h``, ``90`` → ``90s``."""
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
 def seconds(value: float) -> str:
     """A few seconds: ``2.5`` under ten, ``12`` from ten on."""
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"

@@ -178,7 +178,7 @@ def test_alerts_and_rules_keep_deployment_rule_and_state(monkeypatch: pytest.Mon
     text = printed_by(monkeypatch, alerts_cli, 80, lambda: alerts_cli.show_rules(rules))
     assert_fits(text, 80, NAME, "f1_below_threshold", "f1 < 0.85 for 10m")
     wide = printed_by(monkeypatch, alerts_cli, 200, lambda: alerts_cli.show_rules(rules))
-    assert_fits(wide, 200, "300s", "manifest", "warning")
+    assert_fits(wide, 200, "5m", "manifest", "warning")
 
 
 def test_metrics_lines_fit(monkeypatch: pytest.MonkeyPatch) -> None:

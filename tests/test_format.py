@@ -44,6 +44,11 @@ def test_uptime_of_nothing_and_of_a_naive_time() -> None:
     assert fmt.uptime((NOW - timedelta(minutes=5)).replace(tzinfo=None), NOW) == "5m"  # naive is UTC
 
 
+@pytest.mark.parametrize(("seconds", "shown"), [(90, "90s"), (300, "5m"), (3600, "1h"), (86400, "24h")])
+def test_window(seconds: int, shown: str) -> None:
+    assert fmt.window(seconds) == shown
+
+
 def test_elapsed() -> None:
     assert fmt.elapsed(NOW, None) == "…"
     assert fmt.elapsed(NOW, NOW + timedelta(seconds=0.42)) == "0.4s"

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import sys
 from datetime import datetime
+from typing import NoReturn
 
 import click
 
@@ -28,7 +29,7 @@ from .common import emit, fail, json_option, main, out, run
 TOPICS = ("registry", "deployments", "alerts")
 
 
-def _invalid(message: str) -> None:
+def _invalid(message: str) -> NoReturn:
     fail(message, EXIT_CODES[ErrorCode.INVALID])
 
 
@@ -66,7 +67,7 @@ def show_rules(result: r.AlertRuleList) -> None:
         out.print("no deployments")
         return
     rows = [(rule.deployment, rule.name, rule.severity, rule.expr,
-             f"{rule.window_seconds}s" if rule.metric != "up" else "-", rule.source) for rule in result.items]
+             fmt.window(rule.window_seconds) if rule.metric != "up" else "-", rule.source) for rule in result.items]
     out.print(render.FitTable(RULE_COLS, rows))
 
 
@@ -114,7 +115,6 @@ def alerts_add(
         window_seconds = parse_duration(window, what="window")
     except ValueError as exc:
         _invalid(str(exc))
-        return
     request = q.AlertAdd.model_validate(
         {"deployment": deployment, "rule": rule, "severity": severity, "name": name, "window_seconds": window_seconds}
     )

@@ -1,5 +1,6 @@
-"""``modeltui``: the headless CLI. With no subcommand it opens the TUI (in a terminal; without one it prints
-the help and exits 2).
+"""What every command of ``modeltui`` shares: the click group :func:`main` the command modules register on
+(with no subcommand it opens the TUI in a terminal; without one it prints the help and exits 2), the
+consoles, :func:`run` (connect, call, map errors to exit codes), :func:`emit` and the argument checks.
 
 Every query takes ``--json`` (one JSON document on stdout; messages go to stderr). Exit codes: 0 success,
 2 usage error, 3 not found, 4 invalid input, 5 conflict, 6 forbidden, 7 daemon unavailable, 8 protocol error,
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import BaseModel, ValidationError
@@ -49,7 +50,8 @@ class Globals(BaseModel):
     readonly: bool
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``message`` as the CLI's error and exit with ``code``."""
     shown = escape(printable(message, keep="\n"))  # the message is text: no markup, no escape sequences
     err.print(f"[bold red]modeltui: error:[/] {shown}", markup=True)
     sys.exit(code)
@@ -74,7 +76,6 @@ def run(ctx: click.Context, body: Callable[[DaemonClient], Awaitable[T]]) -> T:
         fail(f"{where}{exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-    raise AssertionError("unreachable")
 
 
 def emit(value: BaseModel | list[Any] | dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:

@@ -115,7 +115,6 @@ def daemon_status(ctx: click.Context, as_json: bool) -> None:
         sys.exit(EXIT_CODES[ErrorCode.UNAVAILABLE])
     except ProtocolError as exc:
         fail(exc.message, EXIT_CODES.get(exc.code, 1))
-        return
     emit(result, as_json, lambda: render.print_status(out, result))
 
 

@@ -246,7 +246,6 @@ def predict(ctx: click.Context, target: str, input_file: Path, as_json: bool) ->
     endpoint = d.endpoint
     if not endpoint:
         fail(f"deployment {d.name} is {d.state}, not serving: {d.message}", EXIT_CODES[ErrorCode.UNAVAILABLE])
-        return
     path, body, ctype = _request_body(input_file)
     req = urllib.request.Request(endpoint + path, data=body, headers={"Content-Type": ctype}, method="POST")
     try:

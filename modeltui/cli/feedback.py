@@ -39,6 +39,7 @@ import click
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
+from daemon.protocol.deploy import DeploymentInfo
 from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
 
 from ..client import DaemonClient
@@ -223,6 +224,38 @@ def _post(conn: http.client.HTTPConnection, path: str, items: list[Item]) -> tup
         return resp.status, {"message": data[:300].decode(errors="replace")}
 
 
+def send_labels(d: DeploymentInfo, items: list[Item]) -> tuple[int, int]:
+    """POST ``items`` to the deployment's ``/feedback`` in chunks of :data:`CHUNK`: (matched, unknown). A
+    deployment that does not answer, or refuses a chunk, ends the command saying how many were sent."""
+    url = urlsplit(d.endpoint or "")
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=60)
+    path = url.path.rstrip("/") + "/feedback"
+    matched = unknown = sent = 0
+    try:
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            try:
+                status, answer = _post(conn, path, chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                fail(
+                    f"{d.name} at {d.endpoint} did not answer: {exc}; {sent} of {len(items)} labels were sent",
+                    EXIT_CODES[ErrorCode.UNAVAILABLE],
+                )
+            if status != 200 or not isinstance(answer, dict):
+                message = answer.get("message", answer) if isinstance(answer, dict) else answer
+                fail(
+                    f"{d.name} answered {status}: {message}; {sent} of {len(items)} labels were sent "
+                    f"(lines of the chunk starting at label {start + 1} were not)",
+                    EXIT_CODES[ErrorCode.INVALID if status < 500 else ErrorCode.UNAVAILABLE],
+                )
+            matched += int(answer.get("matched", 0))
+            unknown += int(answer.get("unknown", 0))
+            sent += len(chunk)
+    finally:
+        conn.close()
+    return matched, unknown
+
+
 @main.command()
 @click.argument("target", metavar="DEPLOYMENT|REF")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -235,10 +268,8 @@ def feedback(ctx: click.Context, target: str, file: Path, as_json: bool) -> None
         kind, items = read_feedback(file)
     except FeedbackFileError as exc:
         fail(f"{exc}; nothing was sent", EXIT_CODES[ErrorCode.INVALID])
-        return
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_CODES[ErrorCode.INVALID])
-        return
 
     async def body(c: DaemonClient) -> tuple[r.DeploymentDetail, str | None]:
         detail = await find_deployment(c, target)
@@ -255,38 +286,11 @@ def feedback(ctx: click.Context, target: str, file: Path, as_json: bool) -> None
     d = detail.deployment
     if not d.endpoint:
         fail(f"deployment {d.name} is {d.state}, not serving: {d.message}", EXIT_CODES[ErrorCode.UNAVAILABLE])
-        return
     if kind == "csv":
         for item in items:
             item["label"] = typed_label(item["label"], out_type)
-    url = urlsplit(d.endpoint)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=60)
-    path = url.path.rstrip("/") + "/feedback"
-    matched = unknown = sent = 0
-    try:
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
-            try:
-                status, answer = _post(conn, path, chunk)
-            except (OSError, http.client.HTTPException) as exc:
-                fail(
-                    f"{d.name} at {d.endpoint} did not answer: {exc}; {sent} of {len(items)} labels were sent",
-                    EXIT_CODES[ErrorCode.UNAVAILABLE],
-                )
-                return
-            if status != 200 or not isinstance(answer, dict):
-                message = answer.get("message", answer) if isinstance(answer, dict) else answer
-                fail(
-                    f"{d.name} answered {status}: {message}; {sent} of {len(items)} labels were sent "
-                    f"(lines of the chunk starting at label {start + 1} were not)",
-                    EXIT_CODES[ErrorCode.INVALID if status < 500 else ErrorCode.UNAVAILABLE],
-                )
-                return
-            matched += int(answer.get("matched", 0))
-            unknown += int(answer.get("unknown", 0))
-            sent += len(chunk)
-    finally:
-        conn.close()
+    matched, unknown = send_labels(d, items)
+    sent = len(items)
     result = {
         "deployment": d.name,
         "version": d.version,

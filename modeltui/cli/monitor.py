@@ -37,7 +37,7 @@ def show_metrics(m: r.DeploymentMetrics) -> None:
     up = "unknown" if m.up is None else ("up" if m.up else f"DOWN ({m.scrape_error})" if m.scrape_error else "DOWN")
     scraped = f"{fmt.when(m.last_scrape)} UTC" if m.last_scrape else "never"
     lines = [  # each under 80 columns with a 40-character deployment name
-        f"{m.deployment}  window {m.window_seconds}s",
+        f"{m.deployment}  window {fmt.window(m.window_seconds)}",
         f"target        {up}  last scrape {scraped}",
         f"requests      {m.requests:.0f}  ({m.request_rate:.3f}/s)",
         f"errors        5xx {fmt.pct(m.error_rate)}  4xx {fmt.pct(m.client_error_rate)}",

@@ -22,8 +22,9 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
+from ..format import window
 from ..widgets import ClassMetricsTable, DriftTable, MetricsPlot, MetricsSummary, QuietStatic, literal
-from ..widgets.metrics_tables import target_state, window_label
+from ..widgets.metrics_tables import target_state
 from .base import RegistryScreen
 
 #: The windows the keys 1-4 choose, in seconds.
@@ -147,7 +148,7 @@ class MetricsScreen(RegistryScreen):
 
     def _show_title(self) -> None:
         m = self.metrics
-        first = f"[b]{literal(self.deployment_name)}[/b]  window [b]{window_label(self.window_seconds)}[/b]"
+        first = f"[b]{literal(self.deployment_name)}[/b]  window [b]{window(self.window_seconds)}[/b]"
         second = "loading…" if m is None else f"{target_state(m)}  every {self.refresh_seconds:.0f}s"
         self.query_one("#metrics-title", Static).update(f"{first}  {second}")
 

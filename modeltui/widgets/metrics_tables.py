@@ -26,15 +26,6 @@ def num(v: float | None, fmt: str = "{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
-def window_label(seconds: int) -> str:
-    """``300`` → ``5m``, ``3600`` → ``1h``, ``86400`` → ``24h``."""
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
-
-
 def target_state(m: DeploymentMetrics) -> str:
     """``UP``/``DOWN (reason)``/``never scraped``, then when the last scrape was, to the minute (markup):
     a time to the second would change, and repaint the title, on every scrape of an idle deployment."""
