@@ -1,7 +1,7 @@
 """``modeltui doctor``, the daemon's half: each check says ok, warn or fail, what it saw, and the fix.
 
 The client checks what only it can see: the socket's path, its permissions for the caller, whether anything
-answers (``modeltui/doctor.py``). Here the daemon checks itself: the database's integrity, free space, its
+answers (``modeltui/cli/doctor.py``). Here the daemon checks itself: the database's integrity, free space, its
 directories, and every service it is configured to use (ZooKeeper, the Docker engine, the OCI registry, the
 Prometheus exporter). A service nothing depends on yet is a warning, not a failure.
 """
