@@ -157,10 +157,19 @@ class Supervisor:
 
     async def _launch(self, version: int) -> Instance:
         """Start ``version`` and return it once healthy; anything short of that stops it and raises."""
+        inst = await self.backend.start(await self._spec(version), self._progress)
+        if inst.image:
+            self.rec.image = inst.image
+        self._progress(f"waiting for version {version} to become healthy")
+        await self._until_healthy(inst)
+        return inst
+
+    async def _spec(self, version: int) -> InstanceSpec:
+        """What the backend needs to start ``version``: its files (materialized from the registry) and ports."""
         dest = self.m.state_dir / "deploy" / "models"
         model_dir = await asyncio.to_thread(self.m.registry.materialize, self.rec.model, version, dest)
         _, _, digest = await asyncio.to_thread(self.m.registry.resolve, f"{self.rec.model}:{version}")
-        spec = InstanceSpec(
+        return InstanceSpec(
             deployment=self.rec.name,
             instance_id=secrets.token_hex(4),
             model=self.rec.model,
@@ -174,10 +183,9 @@ class Supervisor:
             log_dir=self.m.state_dir / "deployments" / self.rec.name,
             feedback_inputs=self.m.settings.deploy.feedback_inputs,
         )
-        inst = await self.backend.start(spec, self._progress)
-        if inst.image:
-            self.rec.image = inst.image
-        self._progress(f"waiting for version {version} to become healthy")
+
+    async def _until_healthy(self, inst: Instance) -> None:
+        """Return once ``/health`` answers 200; an exit or the health timeout stops the instance and raises."""
         exited = asyncio.ensure_future(self.backend.wait(inst))
         deadline = time.monotonic() + self.m.settings.deploy.health_timeout_seconds
         try:
@@ -187,7 +195,7 @@ class Supervisor:
                 # Ready on the admin port implies listening on the public one (bound before the model is set).
                 status = await http_status(inst.admin_port)
                 if status == 200:
-                    return inst
+                    return
                 if time.monotonic() > deadline:
                     raise LaunchError(
                         f"not healthy within {self.m.settings.deploy.health_timeout_seconds:.0f} s "
@@ -263,13 +271,29 @@ class Supervisor:
                 self.first_start.set_result("the daemon stopped")
 
     async def _run(self) -> None:
+        if await self._begin():
+            return
+        while True:
+            if self.current is None:
+                if await self._wait_command(self._backoff()):
+                    return
+                if self.current is None and self.rec.version is not None:
+                    self.rec.restarts += 1
+                    await self._start_current(self.rec.version, reason="restarted")
+                continue
+            if await self._watch(self.current):
+                return
+
+    async def _begin(self) -> bool:
+        """The first start of a new deployment, or taking over after a daemon restart; True when it was
+        stopped before it ever ran."""
         if self.fresh and self.rec.version is not None:
             ok = await self._start_current(self.rec.version, reason="deployed", fresh=True)
             self.first_start.set_result(None if ok else self.rec.message)
             while not ok:  # never ran: nothing to restart on its own; a restart, a rollout or undeploy decide
                 kind, version = await self.commands.get()
                 if kind == "stop":
-                    return
+                    return True
                 target = version or self.rec.version
                 if target is not None:
                     ok = await self._start_current(target, reason="started", fresh=True)
@@ -284,33 +308,30 @@ class Supervisor:
                 self.rec.instance = None
                 note = "the instance was gone when the daemon started; restarting it"
                 await self.change_state("degraded", "unhealthy", message=note)
-        while True:
-            if self.current is None:
-                if await self._wait_command(self._backoff()):
-                    return
-                if self.current is None and self.rec.version is not None:
-                    self.rec.restarts += 1
-                    await self._start_current(self.rec.version, reason="restarted")
-                continue
-            watched = self.current
-            exited = asyncio.ensure_future(self.backend.wait(watched))
-            try:
-                while not exited.done():
-                    getter = asyncio.ensure_future(self.commands.get())
-                    done, _ = await asyncio.wait(
-                        {exited, getter}, timeout=HEALTH_INTERVAL, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if getter in done:
-                        if await self._handle(getter.result()):
-                            return
-                        break  # the instance may have changed: watch the new one
-                    getter.cancel()
-                    if not done:
-                        await self._check_health()
-            finally:
-                exited.cancel()
-            if exited.done() and not exited.cancelled() and self.current is watched:
-                await self._crashed(watched, exited.result())
+        return False
+
+    async def _watch(self, watched: Instance) -> bool:
+        """Check its health while it runs and take commands; True when the deployment was stopped. Returns
+        as well when a command changed the instance or it exited (then it is recorded as crashed)."""
+        exited = asyncio.ensure_future(self.backend.wait(watched))
+        try:
+            while not exited.done():
+                getter = asyncio.ensure_future(self.commands.get())
+                done, _ = await asyncio.wait(
+                    {exited, getter}, timeout=HEALTH_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    if await self._handle(getter.result()):
+                        return True
+                    break  # the instance may have changed: watch the new one
+                getter.cancel()
+                if not done:
+                    await self._check_health()
+        finally:
+            exited.cancel()
+        if exited.done() and not exited.cancelled() and self.current is watched:
+            await self._crashed(watched, exited.result())
+        return False
 
     async def _wait_command(self, delay: float) -> bool:
         """Sleep ``delay`` unless a command arrives; True when the deployment was stopped."""
@@ -534,6 +555,19 @@ class DeploymentManager:
         return r.DeploymentDetail(deployment=info, events=found)
 
     async def deploy(self, req: q.Deploy, progress: ProgressLine) -> r.DeploymentDetail:
+        rec = await self._new_record(req)
+        await asyncio.to_thread(
+            self.registry.deployments.create, rec, f"deploy {rec.ref} (version {rec.version}) on port {rec.port}"
+        )
+        self.publish(DeploymentEvent(kind="created", deployment=rec.name, state=rec.state, version=rec.version))
+        self._warm(rec.backend)
+        sup = self._supervise(rec, None, fresh=True)
+        if req.wait:
+            await self._first_start(sup, req.timeout_seconds, progress)
+        return await self._detail(sup)
+
+    async def _new_record(self, req: q.Deploy) -> DeploymentRecord:
+        """The deployment ``req`` asks for, checked against the backends and the deployments there are."""
         if req.backend not in self.backends:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"the {req.backend} backend is not available")
         try:
@@ -548,7 +582,7 @@ class DeploymentManager:
         port = req.port or free_port()
         if port in used:
             raise conflict(f"port {port} is used by another deployment")
-        rec = DeploymentRecord(
+        return DeploymentRecord(
             name=name,
             model=model,
             ref=str(ref) if ref.alias or ref.number else f"{model}:{number}",
@@ -559,27 +593,22 @@ class DeploymentManager:
             env=dict(req.env),
             options=req.options.model_dump(),
         )
-        await asyncio.to_thread(
-            self.registry.deployments.create, rec, f"deploy {rec.ref} (version {number}) on port {port}"
-        )
-        self.publish(DeploymentEvent(kind="created", deployment=name, state=rec.state, version=number))
-        self._warm(rec.backend)
-        sup = self._supervise(rec, None, fresh=True)
-        if not req.wait:
-            return await self._detail(sup)
+
+    async def _first_start(self, sup: Supervisor, within: float, progress: ProgressLine) -> None:
+        """Wait for the first start (passing on its progress) up to ``within`` seconds; a deployment whose first
+        start failed is removed, and the caller told why."""
         sup.progress_sinks.append(progress)
         try:
-            failure = await asyncio.wait_for(asyncio.shield(sup.first_start), req.timeout_seconds)
+            failure = await asyncio.wait_for(asyncio.shield(sup.first_start), within)
         except TimeoutError:
-            return await self._detail(sup)
+            return
         finally:
             with contextlib.suppress(ValueError):
                 sup.progress_sinks.remove(progress)
         if failure is not None:
             await self._remove(sup)
             code = ErrorCode.UNAVAILABLE if sup.unavailable else ErrorCode.CONFLICT
-            raise ProtocolError(code, f"deployment {name!r} failed and was removed: {failure}")
-        return await self._detail(sup)
+            raise ProtocolError(code, f"deployment {sup.rec.name!r} failed and was removed: {failure}")
 
     async def _remove(self, sup: Supervisor) -> None:
         await sup.commands.put(("stop", None))

@@ -129,129 +129,162 @@ def _convert(items: Iterable[r.AlertStateInfo]) -> list[AlertState]:
 
 def _families(snap: Snapshot) -> Iterator[Metric]:
     """The exposition of one snapshot, family by family (each family's HELP says what it means)."""
-    w = snap.window_seconds
-    over = f" over the last {w} s"
-    up = GaugeMetricFamily(
-        "modeltui_deployment_up", "1 if the monitor's last scrape of the deployment succeeded", labels=["deployment"]
-    )
-    info = GaugeMetricFamily(
-        "modeltui_deployment_info",
-        "Always 1: what a deployment serves and its state",
-        labels=["deployment", "model", "version", "backend", "state"],
-    )
-    restarts = CounterMetricFamily(
-        "modeltui_deployment_restarts", "Restarts of the deployment's instance by its supervisor", labels=["deployment"]
-    )
-    rate = GaugeMetricFamily(
-        "modeltui_deployment_requests_per_second", f"Model requests (/predict, /invocations) per second{over}",
-        labels=["deployment"],
-    )
-    errors = GaugeMetricFamily(
-        "modeltui_deployment_error_ratio", f"Share of model requests answered with status >= 500{over}",
-        labels=["deployment"],
-    )
-    client_errors = GaugeMetricFamily(
-        "modeltui_deployment_client_error_ratio", f"Share of model requests answered with status 4xx{over}",
-        labels=["deployment"],
-    )
-    latency = {
-        p: GaugeMetricFamily(
-            f"modeltui_deployment_latency_{p}_seconds",
-            f"The {q} quantile of model request latency{over}, from the runtime's histogram buckets",
+    deployments = _DeploymentFamilies(snap.window_seconds)
+    for dep in snap.deployments:
+        deployments.add(dep, snap.metrics.get(dep.name))
+    yield from deployments.families()
+    if snap.alerts is not None:
+        yield _alert_family(snap.alerts)
+    yield from _exporter_families(snap)
+
+
+class _DeploymentFamilies:
+    """The per-deployment families of one exposition; :meth:`add` puts in one deployment's series."""
+
+    def __init__(self, window_seconds: int) -> None:
+        over = f" over the last {window_seconds} s"
+        self.up = GaugeMetricFamily(
+            "modeltui_deployment_up", "1 if the monitor's last scrape of the deployment succeeded",
             labels=["deployment"],
         )
-        for p, q in QUANTILES
-    }
-    labelled = GaugeMetricFamily(
-        "modeltui_deployment_labelled", f"Predictions that received a feedback label{over}", labels=["deployment"]
-    )
-    macro = {
-        k: GaugeMetricFamily(
-            f"modeltui_deployment_{k}", f"{desc} from labelled feedback{over}", labels=["deployment"]
+        self.info = GaugeMetricFamily(
+            "modeltui_deployment_info",
+            "Always 1: what a deployment serves and its state",
+            labels=["deployment", "model", "version", "backend", "state"],
         )
-        for k, desc in (
-            ("accuracy", "Accuracy"),
-            ("precision", "Macro-averaged precision"),
-            ("recall", "Macro-averaged recall"),
-            ("f1", "Macro-averaged F1 score"),
+        self.restarts = CounterMetricFamily(
+            "modeltui_deployment_restarts", "Restarts of the deployment's instance by its supervisor",
+            labels=["deployment"],
         )
-    }
-    per_class = {
-        k: GaugeMetricFamily(
-            f"modeltui_deployment_class_{k}", f"{desc}{over}", labels=["deployment", "class"]
+        self.rate = GaugeMetricFamily(
+            "modeltui_deployment_requests_per_second", f"Model requests (/predict, /invocations) per second{over}",
+            labels=["deployment"],
         )
-        for k, desc in (
-            ("precision", "Precision of one class"),
-            ("recall", "Recall of one class"),
-            ("f1", "F1 score of one class"),
-            ("support", "Labelled predictions whose actual class is this one"),
+        self.errors = GaugeMetricFamily(
+            "modeltui_deployment_error_ratio", f"Share of model requests answered with status >= 500{over}",
+            labels=["deployment"],
         )
-    }
-    psi = GaugeMetricFamily(
-        "modeltui_deployment_drift_psi",
-        f"Population stability index of an input feature against its reference{over}",
-        labels=["deployment", "feature"],
-    )
-    ks = GaugeMetricFamily(
-        "modeltui_deployment_drift_ks",
-        f"Kolmogorov-Smirnov statistic of an input feature against its reference{over}",
-        labels=["deployment", "feature"],
-    )
-    observations = GaugeMetricFamily(
-        "modeltui_deployment_drift_observations",
-        f"Live observations of an input feature{over}; PSI and KS are exported only from "
-        f"{MIN_DRIFT_OBSERVATIONS} on (fewer say nothing about drift)",
-        labels=["deployment", "feature"],
-    )
-    for dep in snap.deployments:
+        self.client_errors = GaugeMetricFamily(
+            "modeltui_deployment_client_error_ratio", f"Share of model requests answered with status 4xx{over}",
+            labels=["deployment"],
+        )
+        self.latency = {
+            p: GaugeMetricFamily(
+                f"modeltui_deployment_latency_{p}_seconds",
+                f"The {q} quantile of model request latency{over}, from the runtime's histogram buckets",
+                labels=["deployment"],
+            )
+            for p, q in QUANTILES
+        }
+        self.labelled = GaugeMetricFamily(
+            "modeltui_deployment_labelled", f"Predictions that received a feedback label{over}",
+            labels=["deployment"],
+        )
+        self.macro = {
+            k: GaugeMetricFamily(
+                f"modeltui_deployment_{k}", f"{desc} from labelled feedback{over}", labels=["deployment"]
+            )
+            for k, desc in (
+                ("accuracy", "Accuracy"),
+                ("precision", "Macro-averaged precision"),
+                ("recall", "Macro-averaged recall"),
+                ("f1", "Macro-averaged F1 score"),
+            )
+        }
+        self.per_class = {
+            k: GaugeMetricFamily(
+                f"modeltui_deployment_class_{k}", f"{desc}{over}", labels=["deployment", "class"]
+            )
+            for k, desc in (
+                ("precision", "Precision of one class"),
+                ("recall", "Recall of one class"),
+                ("f1", "F1 score of one class"),
+                ("support", "Labelled predictions whose actual class is this one"),
+            )
+        }
+        self.psi = GaugeMetricFamily(
+            "modeltui_deployment_drift_psi",
+            f"Population stability index of an input feature against its reference{over}",
+            labels=["deployment", "feature"],
+        )
+        self.ks = GaugeMetricFamily(
+            "modeltui_deployment_drift_ks",
+            f"Kolmogorov-Smirnov statistic of an input feature against its reference{over}",
+            labels=["deployment", "feature"],
+        )
+        self.observations = GaugeMetricFamily(
+            "modeltui_deployment_drift_observations",
+            f"Live observations of an input feature{over}; PSI and KS are exported only from "
+            f"{MIN_DRIFT_OBSERVATIONS} on (fewer say nothing about drift)",
+            labels=["deployment", "feature"],
+        )
+
+    def families(self) -> Iterator[Metric]:
+        yield from (self.up, self.info, self.restarts, self.rate, self.errors, self.client_errors)
+        yield from (*self.latency.values(), self.labelled, *self.macro.values(), *self.per_class.values())
+        yield from (self.psi, self.ks, self.observations)
+
+    def add(self, dep: DeploymentInfo, m: r.DeploymentMetrics | None) -> None:
         name = dep.name
-        m = snap.metrics.get(name)
-        info.add_metric(
-            [name, dep.model, "" if dep.version is None else str(dep.version), dep.backend, dep.state], 1.0
-        )
-        restarts.add_metric([name], float(dep.restarts))
-        up.add_metric([name], 1.0 if m is not None and m.up else 0.0)
+        version = "" if dep.version is None else str(dep.version)
+        self.info.add_metric([name, dep.model, version, dep.backend, dep.state], 1.0)
+        self.restarts.add_metric([name], float(dep.restarts))
+        self.up.add_metric([name], 1.0 if m is not None and m.up else 0.0)
         if m is None:
-            continue
-        rate.add_metric([name], m.request_rate)
+            return
+        self._add_traffic(name, m)
+        self._add_quality(name, m)
+        self._add_drift(name, m)
+
+    def _add_traffic(self, name: str, m: r.DeploymentMetrics) -> None:
+        self.rate.add_metric([name], m.request_rate)
         if m.error_rate is not None:
-            errors.add_metric([name], m.error_rate)
+            self.errors.add_metric([name], m.error_rate)
         if m.client_error_rate is not None:
-            client_errors.add_metric([name], m.client_error_rate)
-        for p, fam in latency.items():
+            self.client_errors.add_metric([name], m.client_error_rate)
+        for p, fam in self.latency.items():
             v = getattr(m, f"latency_{p}_seconds")
             if v is not None:
                 fam.add_metric([name], v)
-        labelled.add_metric([name], m.labelled)
-        for k, fam in macro.items():
+
+    def _add_quality(self, name: str, m: r.DeploymentMetrics) -> None:
+        self.labelled.add_metric([name], m.labelled)
+        for k, fam in self.macro.items():
             v = getattr(m, k)
             if v is not None:
                 fam.add_metric([name], v)
         top = sorted(m.per_class.items(), key=lambda kv: (-kv[1].support, kv[0]))[:MAX_CLASSES]
         for cls, cm in sorted(top):
-            for k, fam in per_class.items():
+            for k, fam in self.per_class.items():
                 fam.add_metric([name, cls], getattr(cm, k))
+
+    def _add_drift(self, name: str, m: r.DeploymentMetrics) -> None:
         for feature, d in sorted(m.drift.items())[:MAX_FEATURES]:
-            observations.add_metric([name, feature], d.count)
+            self.observations.add_metric([name, feature], d.count)
             if d.state != "not_enough_data":
-                psi.add_metric([name, feature], d.psi)
-                ks.add_metric([name, feature], d.ks)
-    yield from (up, info, restarts, rate, errors, client_errors, *latency.values(), labelled, *macro.values())
-    yield from (*per_class.values(), psi, ks, observations)
-    if snap.alerts is not None:
-        firing = GaugeMetricFamily(
-            "modeltui_alert_firing", "1 while the alert rule fires, 0 while it is pending or resolved",
-            labels=["deployment", "rule", "severity"],
-        )
-        seen: set[tuple[str, str, str]] = set()
-        for a in snap.alerts:
-            key = (a.deployment, a.rule, a.severity)
-            if key not in seen:  # one series per key: a duplicate would make the exposition invalid
-                seen.add(key)
-                firing.add_metric(list(key), 1.0 if a.firing else 0.0)
-        yield firing
+                self.psi.add_metric([name, feature], d.psi)
+                self.ks.add_metric([name, feature], d.ks)
+
+
+def _alert_family(alerts: list[AlertState]) -> Metric:
+    firing = GaugeMetricFamily(
+        "modeltui_alert_firing", "1 while the alert rule fires, 0 while it is pending or resolved",
+        labels=["deployment", "rule", "severity"],
+    )
+    seen: set[tuple[str, str, str]] = set()
+    for a in alerts:
+        key = (a.deployment, a.rule, a.severity)
+        if key not in seen:  # one series per key: a duplicate would make the exposition invalid
+            seen.add(key)
+            firing.add_metric(list(key), 1.0 if a.firing else 0.0)
+    return firing
+
+
+def _exporter_families(snap: Snapshot) -> Iterator[Metric]:
+    """The exporter's and the monitor's own state."""
     yield GaugeMetricFamily(
-        "modeltui_exporter_window_seconds", "The window the derived deployment metrics cover", value=float(w)
+        "modeltui_exporter_window_seconds", "The window the derived deployment metrics cover",
+        value=float(snap.window_seconds),
     )
     yield GaugeMetricFamily(
         "modeltui_exporter_compute_seconds", "How long the last computation of this exposition took",
