@@ -38,6 +38,24 @@ def daemon(daemon_factory: object) -> DaemonProcess:
     return daemon_factory().start()  # type: ignore[operator, no-any-return]
 
 
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One started daemon shared by a module's tests (a start costs about a second, a few hundred times a run).
+
+    Only for tests that leave nothing another test could see: refused requests, reads, names no other test of
+    the module uses. A test that stops the daemon, counts its clients or log lines, or asserts version numbers
+    of a common name takes its own ``daemon``."""
+    base = tmp_path_factory.mktemp("daemon")
+    (base / "home").mkdir()
+    env = daemon_env(base)
+    shared = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
+    try:
+        yield shared.start()
+    finally:
+        shared.stop()
+        shared.kill_deployments()
+
+
 @pytest.fixture
 def example_dir(tmp_path: Path) -> Path:
     """A private copy of the bundled scikit-learn example model directory."""

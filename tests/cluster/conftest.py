@@ -1,7 +1,8 @@
 """Fixtures for real ZooKeeper servers (Debian's zookeeper package; see tests/helpers/zookeeper.py).
 
-``zk`` is a standalone server, ``zk_ensemble`` a three-server ensemble; both are function-scoped (a
-standalone server serves in about 0.5 s, an ensemble in about 1.5 s) and are killed at teardown.
+``zk`` is a standalone server shared by the whole run (a server serves in about 0.5 s, an ensemble in about
+1.5 s); ``own_zk`` a standalone server and ``zk_ensemble`` a three-server ensemble of a test's own, for the
+tests that stop or kill servers. Each is killed at teardown.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ def _ensemble(base: Path, size: int) -> Iterator[ZkEnsemble]:
         ensemble.close()
 
 
+@pytest.fixture(scope="session")
+def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZkEnsemble]:
+    """One started standalone ZooKeeper server (a ZkEnsemble of size 1) for the whole run; ``zk.connect_string()``
+    for clients. Its users never stop it and write only below a path of their own (``chroot``)."""
+    yield from _ensemble(tmp_path_factory.mktemp("zk"), 1)
+
+
 @pytest.fixture
-def zk(tmp_path: Path) -> Iterator[ZkEnsemble]:
-    """A started standalone ZooKeeper server (a ZkEnsemble of size 1); ``zk.connect_string()`` for clients."""
+def own_zk(tmp_path: Path) -> Iterator[ZkEnsemble]:
+    """A standalone server of the test's own, for a test that stops and restarts it."""
     yield from _ensemble(tmp_path / "zk", 1)
 
 

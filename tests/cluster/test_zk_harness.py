@@ -97,7 +97,8 @@ def test_standalone_create_and_read(zk: ZkEnsemble) -> None:
         assert client.get("/modeltui/registry/demo")[0] == b"v2"
 
 
-def test_standalone_stop_and_restart_keeps_data(zk: ZkEnsemble) -> None:
+def test_standalone_stop_and_restart_keeps_data(own_zk: ZkEnsemble) -> None:
+    zk = own_zk
     with kazoo_client(zk.connect_string()) as (client, _):
         client.create("/kept", b"x")
     zk.stop_all()

@@ -32,6 +32,15 @@ def dbl(daemon: DaemonProcess, tmp_path: Path) -> tuple[DaemonProcess, Path]:
     return daemon, model
 
 
+@pytest.fixture(scope="module")
+def dbl_refusing(module_daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> DaemonProcess:
+    """One daemon with ``dbl`` version 1 at production for every hostile request: each is refused, so none
+    leaves anything the next could see (each checks that nothing runs)."""
+    model = python_model(tmp_path_factory.mktemp("model") / "dbl")
+    assert module_daemon.cli("push", str(model), "--alias", "production").returncode == 0
+    return module_daemon
+
+
 def test_example_deploy_predict_feedback_undeploy(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> None:
     assert daemon.cli("push", str(example_dir), "--alias", "production").returncode == 0
     out = cli_json(daemon, "deploy", "breast-cancer@production")
@@ -210,8 +219,8 @@ def test_logs_tail_and_follow(dbl: tuple[DaemonProcess, Path]) -> None:
         (["--name", "../../etc"], "invalid deployment name"),
     ],
 )
-def test_bad_deploy_input_is_refused(dbl: tuple[DaemonProcess, Path], args: list[str], message: str) -> None:
-    d, _ = dbl
+def test_bad_deploy_input_is_refused(dbl_refusing: DaemonProcess, args: list[str], message: str) -> None:
+    d = dbl_refusing
     res = d.cli("deploy", "dbl:1", *args)
     assert res.returncode in (2, 4), res.stderr
     assert message in res.stderr
@@ -307,12 +316,12 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(("fields", "message"), HOSTILE, ids=[m for _, m in HOSTILE])
-def test_hostile_deploy_requests_are_refused_by_the_daemon(dbl: tuple[DaemonProcess, Path], fields: dict[str, Any],
+def test_hostile_deploy_requests_are_refused_by_the_daemon(dbl_refusing: DaemonProcess, fields: dict[str, Any],
                                                            message: str) -> None:
     """What a peer sends bypassing the CLI: refused as INVALID before any backend sees it."""
     from tests.helpers.rawsock import RawClient
 
-    d, _ = dbl
+    d = dbl_refusing
     raw = RawClient(d.socket)
     try:
         raw.send({"type": "request", "id": 1, "request": {"op": "deployments.create", "ref": "dbl:1", **fields}})

@@ -23,6 +23,13 @@ from tests.helpers.rawsock import RawClient
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module: each test here is refused, reads, or pushes a name of its own. The tests
+    that count log lines, or check out ``m:1`` as they pushed it, start their own from ``daemon_factory``."""
+    return module_daemon
+
+
 @pytest.fixture(autouse=True)
 def _close_raw_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every RawClient a test opens is closed at teardown (warnings are errors here)."""
@@ -380,9 +387,11 @@ def test_alias_history_at_a_time_outside_the_utc_range_is_invalid(daemon: Daemon
 
 
 def test_a_subscriber_that_never_reads_is_dropped_with_a_last_frame_saying_why(
-    daemon: DaemonProcess, tmp_path: Path
+    daemon_factory: Any, tmp_path: Path
 ) -> None:
     from daemon.server import MAX_QUEUED_EVENTS
+
+    daemon: DaemonProcess = daemon_factory().start()  # it counts the daemon's log lines
 
     assert daemon.cli("push", str(make_model_dir(tmp_path / "m", "m"))).returncode == 0
     sleeper = RawClient(daemon.socket)
@@ -464,8 +473,9 @@ def test_a_deeply_nested_manifest_is_refused_by_client_and_daemon(daemon: Daemon
 
 @pytest.mark.parametrize("obstacle", ["directory", "parent-is-a-file"])
 def test_checkout_force_over_what_is_in_the_way_is_a_conflict(
-    daemon: DaemonProcess, tmp_path: Path, obstacle: str
+    daemon_factory: Any, tmp_path: Path, obstacle: str
 ) -> None:
+    daemon: DaemonProcess = daemon_factory().start()  # its m:1 is the version it pushes
     src = make_model_dir(tmp_path / "m", "m", extra={"sub/data.csv": b"x\n1\n"})
     assert daemon.cli("push", str(src)).returncode == 0
     dest = tmp_path / "out"
@@ -483,7 +493,8 @@ def test_checkout_force_over_what_is_in_the_way_is_a_conflict(
     assert not list(tmp_path.rglob("*.modeltui-tmp"))
 
 
-def test_clients_that_hang_up_on_refused_requests_leave_no_tracebacks(daemon: DaemonProcess) -> None:
+def test_clients_that_hang_up_on_refused_requests_leave_no_tracebacks(daemon_factory: Any) -> None:
+    daemon: DaemonProcess = daemon_factory().start()  # it reads what the daemon logs meanwhile
     log = daemon.state_dir.parent / "daemon.out"
     before = log.stat().st_size
     for _ in range(2):

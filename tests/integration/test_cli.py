@@ -167,16 +167,16 @@ def test_git_commit_is_recorded(daemon: DaemonProcess, tmp_path: Path) -> None:
         (("alias", "history", "m", "--at", "yesterday"), 2, "ISO 8601"),
     ],
 )
-def test_errors_have_messages_and_exit_codes(daemon: DaemonProcess, args: tuple[str, ...], code: int,
+def test_errors_have_messages_and_exit_codes(module_daemon: DaemonProcess, args: tuple[str, ...], code: int,
                                              words: str) -> None:
-    res = daemon.cli(*args)
+    res = module_daemon.cli(*args)  # refused: nothing changes, so one daemon serves every case
     assert res.returncode == code, (res.stdout, res.stderr)
     assert words in res.stderr
     assert res.stdout == ""
 
 
-def test_json_errors_keep_stdout_clean(daemon: DaemonProcess) -> None:
-    res = daemon.cli("show", "missing", "--json")
+def test_json_errors_keep_stdout_clean(module_daemon: DaemonProcess) -> None:
+    res = module_daemon.cli("show", "missing", "--json")
     assert res.returncode == 3
     assert res.stdout == ""
     assert "missing" in res.stderr

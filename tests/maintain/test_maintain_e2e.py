@@ -8,6 +8,7 @@ bad policies are refused at ``maintain set``."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,19 +24,33 @@ import pytest
 from tests.helpers.daemon import DaemonProcess, cli_json
 from tests.helpers.endpoints import predict_ids
 from tests.helpers.example_data import EXAMPLE_MODEL, eval_rows, shifted_model
+from tests.helpers.paths import EXAMPLE
 from tests.helpers.waiting import wait_for
 
 MODEL = EXAMPLE_MODEL
 
 
-@pytest.fixture
-def served(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> DaemonProcess:
-    d = daemon
-    assert d.cli("push", str(shifted_model(example_dir, tmp_path)), "--alias", "production").returncode == 0
+def serve(d: DaemonProcess, model_dir: Path) -> DaemonProcess:
+    """The shifted example pushed at production, deployed as ``bc``, with a maintenance policy."""
+    assert d.cli("push", str(model_dir), "--alias", "production").returncode == 0
     assert cli_json(d, "deploy", f"{MODEL}@production", "--name", "bc")["deployment"]["version"] == 1
     base = ["data=fresh_train.csv", "holdout=fresh_holdout.csv", "target=target", "metric=f1", "timeout_seconds=120"]
     assert d.cli("maintain", "set", MODEL, *base).returncode == 0
     return d
+
+
+@pytest.fixture
+def served(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> DaemonProcess:
+    return serve(daemon, shifted_model(example_dir, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def served_for_refusals(module_daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> DaemonProcess:
+    """One served daemon for the refused policies: a refusal stores nothing (each case checks), so they share."""
+    tmp = tmp_path_factory.mktemp("refusals")
+    example = tmp / "breast_cancer"
+    shutil.copytree(EXAMPLE, example)
+    return serve(module_daemon, shifted_model(example, tmp))
 
 
 #: ``run-now --wait`` exit statuses (docs/cli.md): the run failed (or was interrupted); nothing was promoted.
@@ -229,7 +244,8 @@ def test_the_built_in_search_makes_a_challenger_that_is_gated_pushed_and_promote
         ("search=[1, 2]", "search must be a table"),
     ],
 )
-def test_bad_policies_are_refused_at_set(served: DaemonProcess, setting: str, message: str) -> None:
+def test_bad_policies_are_refused_at_set(served_for_refusals: DaemonProcess, setting: str, message: str) -> None:
+    served = served_for_refusals
     before = cli_json(served, "maintain", "policy", MODEL)["overrides"]
     done = served.cli("maintain", "set", MODEL, setting)
     assert done.returncode == 4, done.stderr

@@ -42,14 +42,25 @@ from tests.helpers.tui import SIZE, make_app, push, rows, show_json, until
 
 pytestmark = pytest.mark.integration
 
-@pytest.fixture
-def two_versions(daemon: DaemonProcess, tmp_path: Path) -> DaemonProcess:
+def push_two_versions(daemon: DaemonProcess, tmp_path: Path) -> DaemonProcess:
     """demo:1 (production, accuracy 0.9, C 1.0) and demo:2 (accuracy 0.95, C 2.0, one more file)."""
     push(daemon, make_model_dir(tmp_path / "v1", "demo"), "--alias", "production", "-m", "first")
     v2 = make_model_dir(tmp_path / "v2", "demo", weights=b"w2-bigger", params="C = 2.0",
                         metrics="accuracy = 0.95", extra={"notes.txt": b"hello"})
     push(daemon, v2, "-m", "second", "--tag", "team=ml")
     return daemon
+
+
+@pytest.fixture(scope="module")
+def two_versions(module_daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> DaemonProcess:
+    """The two versions in one daemon shared by the tests that only look (or cancel before any change)."""
+    return push_two_versions(module_daemon, tmp_path_factory.mktemp("two-versions"))
+
+
+@pytest.fixture
+def own_two_versions(daemon: DaemonProcess, tmp_path: Path) -> DaemonProcess:
+    """The two versions in a daemon of the test's own, for the tests that push or move aliases."""
+    return push_two_versions(daemon, tmp_path)
 
 
 async def open_model(pilot: Pilot[None], name: str = "demo") -> ModelScreen:
@@ -77,8 +88,8 @@ async def test_empty_registry_says_how_to_push_the_example(daemon: DaemonProcess
         assert not app.screen.query_one(ModelsTable).display
 
 
-async def test_models_table_and_live_update_from_cli_push(two_versions: DaemonProcess, tmp_path: Path) -> None:
-    daemon = two_versions
+async def test_models_table_and_live_update_from_cli_push(own_two_versions: DaemonProcess, tmp_path: Path) -> None:
+    daemon = own_two_versions
     app = make_app(daemon)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one(ModelsTable)
@@ -94,9 +105,9 @@ async def test_models_table_and_live_update_from_cli_push(two_versions: DaemonPr
         assert not app.screen.has_class("-empty")
 
 
-async def test_filter_asks_the_daemon(two_versions: DaemonProcess, tmp_path: Path) -> None:
-    push(two_versions, make_model_dir(tmp_path / "other", "other"))
-    app = make_app(two_versions)
+async def test_filter_asks_the_daemon(own_two_versions: DaemonProcess, tmp_path: Path) -> None:
+    push(own_two_versions, make_model_dir(tmp_path / "other", "other"))
+    app = make_app(own_two_versions)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one(ModelsTable)
         await until(pilot, lambda: table.row_count == 2, "two models")
@@ -188,8 +199,8 @@ async def test_mark_two_versions_and_diff(two_versions: DaemonProcess) -> None:
         assert diff.query_one(RequirementsTable).row_count == 0
 
 
-async def test_alias_move_through_the_modal(two_versions: DaemonProcess) -> None:
-    app = make_app(two_versions)
+async def test_alias_move_through_the_modal(own_two_versions: DaemonProcess) -> None:
+    app = make_app(own_two_versions)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_model(pilot)
         assert screen.query_one(VersionsTable).current_version == 2
@@ -212,7 +223,7 @@ async def test_alias_move_through_the_modal(two_versions: DaemonProcess) -> None
         await pilot.press("enter", *"better", "space", *"f1", "enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirmation")
         await pilot.press("y")
-        await until(pilot, lambda: show_json(two_versions, "demo@production")["version"]["number"] == 2,
+        await until(pilot, lambda: show_json(own_two_versions, "demo@production")["version"]["number"] == 2,
                     "production moved to 2")
         await until(pilot, lambda: screen.aliases == {"production": 2}, "screen shows the move")
         seen = rows(screen.query_one(VersionsTable))
@@ -245,10 +256,10 @@ async def test_cancelled_alias_move_changes_nothing(two_versions: DaemonProcess)
     assert show_json(two_versions, "demo@production")["version"]["number"] == 1
 
 
-async def test_rollback_with_reason_and_confirmation(two_versions: DaemonProcess) -> None:
-    moved = two_versions.cli("alias", "set", "demo", "production", "2", "--reason", "promote")
+async def test_rollback_with_reason_and_confirmation(own_two_versions: DaemonProcess) -> None:
+    moved = own_two_versions.cli("alias", "set", "demo", "production", "2", "--reason", "promote")
     assert moved.returncode == 0, moved.stderr
-    app = make_app(two_versions)
+    app = make_app(own_two_versions)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_model(pilot)
         await until(pilot, lambda: screen.aliases == {"production": 2}, "aliases loaded")
@@ -258,18 +269,18 @@ async def test_rollback_with_reason_and_confirmation(two_versions: DaemonProcess
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "confirmation")
         await pilot.press("y")
         await until(pilot, lambda: screen.aliases == {"production": 1}, "rolled back on screen")
-    assert show_json(two_versions, "demo@production")["version"]["number"] == 1
+    assert show_json(own_two_versions, "demo@production")["version"]["number"] == 1
 
 
-async def test_live_update_on_the_model_screen(two_versions: DaemonProcess, tmp_path: Path) -> None:
-    app = make_app(two_versions)
+async def test_live_update_on_the_model_screen(own_two_versions: DaemonProcess, tmp_path: Path) -> None:
+    app = make_app(own_two_versions)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_model(pilot)
         v3 = make_model_dir(tmp_path / "v3", "demo", weights=b"w3")
-        await asyncio.to_thread(push, two_versions, v3, "-m", "third")
+        await asyncio.to_thread(push, own_two_versions, v3, "-m", "third")
         table = screen.query_one(VersionsTable)
         await until(pilot, lambda: rows(table)[0][1] == "v3", "v3 appears without a key press")
-        await asyncio.to_thread(two_versions.cli, "alias", "set", "demo", "production", "3", "--reason", "x")
+        await asyncio.to_thread(own_two_versions.cli, "alias", "set", "demo", "production", "3", "--reason", "x")
         await until(pilot, lambda: screen.aliases == {"production": 3}, "alias move appears")
 
 
