@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
@@ -152,20 +153,45 @@ async def push_directory(
     total = sum(f.size for f in files)
     meta = {"name": name, "message": message, "tags": tags or {}, "alias": alias, "source": source}
     if len(files) <= UPLOAD_BATCH:  # the common case: upload and create the version in one round trip
-        one_trip = q.PushFiles.model_validate(
-            {"files": [{"path": f.path, "size": f.size, "executable": f.executable} for f in files], **meta}
-        )
-        try:
-            reply = await client.send(
-                one_trip, fds=first_fds, progress=lambda n, _t, path: progress(n, total, path) if progress else None
-            )
-        finally:
-            for fd in first_fds:
-                os.close(fd)
-        pushed = r.PushResult.model_validate_json(reply.raw)
-        if progress is not None:
-            progress(total, total, "")
+        pushed = await _push_in_one_trip(client, files, first_fds, meta, total, progress)
         return pushed, pushed.bytes_copied
+    uploaded, copied = await _upload_in_batches(client, directory, files, first_fds, total, progress)
+    push = q.Push.model_validate(
+        {
+            "files": [
+                {"path": f.path, "sha256": uploaded[f.path].sha256, "size": f.size, "executable": f.executable}
+                for f in files
+            ],
+            **meta,
+        }
+    )
+    result = await client.call(push)
+    return result.model_copy(update={"bytes_copied": copied}), copied
+
+
+async def _push_in_one_trip(client: DaemonClient, files: list[LocalFile], fds: list[int], meta: dict[str, Any],
+                            total: int, progress: Progress | None) -> r.PushResult:
+    """``PushFiles``: the files (their descriptors already open) and the version in one request."""
+    one_trip = q.PushFiles.model_validate(
+        {"files": [{"path": f.path, "size": f.size, "executable": f.executable} for f in files], **meta}
+    )
+    try:
+        reply = await client.send(
+            one_trip, fds=fds, progress=lambda n, _t, path: progress(n, total, path) if progress else None
+        )
+    finally:
+        for fd in fds:
+            os.close(fd)
+    pushed = r.PushResult.model_validate_json(reply.raw)
+    if progress is not None:
+        progress(total, total, "")
+    return pushed
+
+
+async def _upload_in_batches(client: DaemonClient, directory: Path, files: list[LocalFile], first_fds: list[int],
+                             total: int, progress: Progress | None) -> tuple[dict[str, r.UploadedObject], int]:
+    """``Upload`` the files :data:`UPLOAD_BATCH` at a time (the first batch already open): each file's
+    stored object by path, and the bytes actually copied."""
     uploaded: dict[str, r.UploadedObject] = {}
     done = 0
     copied = 0
@@ -190,17 +216,7 @@ async def push_directory(
             copied += item.size if item.copied else 0
         if progress is not None:
             progress(done, total, "")
-    push = q.Push.model_validate(
-        {
-            "files": [
-                {"path": f.path, "sha256": uploaded[f.path].sha256, "size": f.size, "executable": f.executable}
-                for f in files
-            ],
-            **meta,
-        }
-    )
-    result = await client.call(push)
-    return result.model_copy(update={"bytes_copied": copied}), copied
+    return uploaded, copied
 
 
 def _conflict(message: str) -> ProtocolError:
