@@ -303,3 +303,17 @@ def test_error_messages_spell_out_control_characters(monkeypatch: pytest.MonkeyP
     assert_no_raw_controls(buffer.getvalue())
     assert "\\x1b[2J" in buffer.getvalue()
     assert "[bold]" in buffer.getvalue()  # text, not markup
+
+
+def test_state_words_are_coloured_from_the_one_palette(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ps, cluster status and alerts colour a state as the TUI does: its tone in modeltui.format.PALETTE."""
+    firing = r.AlertStateInfo(deployment=NAME, rule="r", severity="warning", state="firing", value=1.0, since=NOW,
+                              active_since=NOW, expr="up == 0")
+    buffer = io.StringIO()
+    monkeypatch.setattr(alerts_cli, "out", Console(file=buffer, width=200, force_terminal=True,
+                                                   color_system="standard"))
+    alerts_cli.show_alerts(r.AlertList(items=[firing], history=[]))
+    assert "\x1b[1;31mFIRING" in buffer.getvalue()  # bad: bold red
+    assert "\x1b[33mwarning" in buffer.getvalue()  # warn: yellow
+    assert render.state_text("crashloop").style == fmt.PALETTE["bad"].style == "bold red"
+    assert render.state_text("starting").style == fmt.PALETTE["busy"].style

@@ -54,11 +54,15 @@ def show_alerts(result: r.AlertList) -> None:
     if not result.items:
         out.print("no alerts pending or firing")
     else:
-        out.print(render.FitTable(ALERT_COLS, [(s.state.upper(), s.severity, s.deployment, s.rule, s.expr,
-                                                _value(s.value), _at(s.since)) for s in result.items]))
+        holding: list[list[render.CellValue]] = [
+            [render.toned(s.state, fmt.ALERT_TONE, s.state.upper()), render.toned(s.severity, fmt.ALERT_TONE),
+             s.deployment, s.rule, s.expr, _value(s.value), _at(s.since)]
+            for s in result.items
+        ]
+        out.print(render.FitTable(ALERT_COLS, holding))
     if result.history:
-        rows = [(_at(t.at), t.state, t.severity, t.deployment, t.rule, render.one_line(t.message))
-                for t in result.history]
+        rows = [(_at(t.at), render.toned(t.state, fmt.ALERT_TONE), render.toned(t.severity, fmt.ALERT_TONE),
+                 t.deployment, t.rule, render.one_line(t.message)) for t in result.history]
         out.print(render.FitTable(TRANSITION_COLS, rows, title="history (newest first)"))
 
 

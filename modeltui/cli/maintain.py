@@ -69,7 +69,7 @@ def show_policy(p: r.MaintainPolicyInfo) -> None:
         mark = "  (set)" if key in p.overrides else ""
         out.print(render.plain(f"  {key:<26} {policy_value(value)}{mark}"))
     for problem in p.problems:
-        out.print(render.plain(f"  problem: {problem}"), style="yellow")
+        out.print(render.plain(f"  problem: {problem}"), style=fmt.PALETTE["warn"].style)
 
 
 def show_run(run: r.MaintainRunInfo) -> None:

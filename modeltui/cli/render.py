@@ -308,10 +308,10 @@ def ref_cell(name: str, ref: str) -> Cell:
     return Cell(plain(ref), plain(ref))
 
 
-def toned(word: str, tones: dict[str, str]) -> Text:
-    """``word`` in the colour of its tone in ``tones`` (plain when it has none)."""
+def toned(word: str, tones: dict[str, str], shown: str | None = None) -> Text:
+    """``word`` (spelt ``shown`` when given) in the colour of its tone in ``tones`` (plain when it has none)."""
     tone = tones.get(word)
-    return Text(printable(word), style=PALETTE[tone].style if tone else "")
+    return Text(printable(word if shown is None else shown), style=PALETTE[tone].style if tone else "")
 
 
 def state_text(state: str) -> Text:
