@@ -43,7 +43,7 @@ from daemon.handlers.shared import ingest_pool as handler_pool
 from daemon.logs import setup_logging
 from daemon.maintain.engine import Maintenance, RunStore
 from daemon.maintain.feedback import Source
-from daemon.monitor.alerts import Alerts, AlertStore, describe_from, manifest_rules_from
+from daemon.monitor.alerts import Alerts, AlertStore, manifest_rules_from
 from daemon.monitor.exporter import Exporter
 from daemon.monitor.scheduler import MonitorScheduler
 from daemon.monitor.service import Monitor, deployment_targets
@@ -227,7 +227,7 @@ class DaemonApp:
             alert_store,
             metrics=functools.partial(monitor.metrics, points=False),
             up=monitor.up,
-            describe=describe_from(deployments),
+            describe=deployments.running_version,
             manifest_rules=manifest_rules_from(registry),
             publish=self._alert_published(),
         )

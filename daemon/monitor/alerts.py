@@ -34,7 +34,6 @@ from daemon.store.engine import make_engine
 from daemon.store.migrations import migrate
 
 if TYPE_CHECKING:
-    from daemon.deploy.manager import DeploymentManager
     from daemon.registry.service import Registry
 
 log = logging.getLogger("modeltuid.monitor.alerts")
@@ -470,11 +469,6 @@ class Alerts:
 
 
 # -- wiring ----------------------------------------------------------------------------------------------------
-
-
-def describe_from(manager: DeploymentManager) -> Describe:
-    """(model, version) of what a deployment runs, read from the deployment manager (on the event loop)."""
-    return manager.running_version
 
 
 def manifest_rules_from(registry: Registry) -> ManifestRules:
