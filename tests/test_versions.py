@@ -445,12 +445,12 @@ def test_duplicate_paths_are_found_in_linear_time() -> None:
     """20,000 files took 7 s with a quadratic duplicate check; the whole check must stay well under a second."""
     manifest = parse_manifest(b'name = "iris"\nflavor = "sklearn"\nmodel_file = "f0"\n')
     files = [q.PushFile(path=f"f{i}", sha256="0" * 64, size=1) for i in range(20_000)]
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU time: other processes on a loaded machine do not count
     Registry._check_files(files, manifest)
     with pytest.raises(ProtocolError, match="duplicate file paths: f1, f7") as exc:
         Registry._check_files([*files, files[7], files[1], files[7]], manifest)
     assert code_of(exc) == ErrorCode.INVALID
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 def test_push_result_matches_what_show_reads_back(reg: Registry, push) -> None:

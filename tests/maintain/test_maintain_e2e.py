@@ -167,7 +167,7 @@ def test_cancel_kills_a_running_training_and_changes_nothing(served: DaemonProce
     started = cli_json(d, "maintain", "runs", MODEL)["items"][0]
     begun = time.monotonic()
     got = cli_json(d, "maintain", "cancel", str(started["id"]), "--reason", "wrong data")
-    assert time.monotonic() - begun < 10
+    assert time.monotonic() - begun < 60  # answered, not after the training's 120 s sleep (a CLI start included)
     assert got["state"] == "cancelled", got
     _, stderr = waiting.communicate(timeout=60)
     assert waiting.returncode == NOT_PROMOTED, stderr  # the waiting client does not report success
