@@ -40,10 +40,7 @@ def traffic(endpoint: str) -> None:
 
 
 async def metrics_get(d: DaemonProcess, name: str, window: int) -> results.DeploymentMetrics:
-    got: results.DeploymentMetrics = await query(
-        d, requests.MetricsRequest(name=name, window_seconds=window), results.DeploymentMetrics
-    )
-    return got
+    return await query(d, requests.MetricsRequest(name=name, window_seconds=window))
 
 
 async def test_metrics_view_shows_what_metrics_get_returns(scraped: DaemonProcess) -> None:
