@@ -222,7 +222,7 @@ async def _all_calls_unavailable(b: DockerBackend, tmp_path: Path, limit: float)
 
 async def test_engine_missing_is_unavailable_fast(tmp_path: Path) -> None:
     b = DockerBackend(DockerSection(host="unix:///nonexistent.sock"), state_dir=tmp_path, owner="o")
-    await _all_calls_unavailable(b, tmp_path, limit=1.0)
+    await _all_calls_unavailable(b, tmp_path, limit=4.0)  # below the 5 s engine timeout it must not wait for
     await b.close()
 
 
