@@ -70,7 +70,9 @@ async def test_metrics_view_shows_what_metrics_get_returns(scraped: DaemonProces
         shown = view.metrics
         assert shown is not None
         assert shown.up is True
-        assert 2.0 <= view.refresh_seconds < 4.0, view.refresh_seconds  # learned from 1 s scrapes, floored
+        # Learned from 1 s scrapes, floored at 2 s; the gaps it sees grow with a busy machine's delays, never to
+        # the 60 s ceiling.
+        assert 2.0 <= view.refresh_seconds < 10.0, view.refresh_seconds
         truth = await metrics_get(scraped, dep.name, 300)
         assert truth.requests == shown.requests == 4
         assert truth.labelled == shown.labelled == len(XS)
