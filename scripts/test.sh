@@ -49,4 +49,5 @@ fi
 .venv/bin/lint-imports
 # One process. `-n 2 --dist loadfile` (pytest-xdist, in the dev extra) takes 12.5 min instead of 18.5 on a
 # 2-core machine, but under that load some tests still race (three such races found and fixed so far).
-.venv/bin/python -m pytest "$@"
+# The 30 slowest tests are listed at the end, so a run shows where its time went.
+.venv/bin/python -m pytest --durations=30 "$@"
