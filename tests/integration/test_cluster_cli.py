@@ -14,6 +14,12 @@ pytestmark = pytest.mark.integration
 NOT_CONFIGURED = "cluster: not configured (set [cluster] zookeeper in the daemon's config)"
 
 
+@pytest.fixture(scope="module")
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module: every test here only reads (or is refused)."""
+    return module_daemon
+
+
 def test_cluster_status_without_a_cluster(daemon: DaemonProcess) -> None:
     human = daemon.cli("cluster", "status")
     assert human.returncode == 0, human.stderr

@@ -22,6 +22,12 @@ EXIT_SECONDS = 10.0
 CPU_SECONDS = 3.0
 
 
+@pytest.fixture(scope="module")
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module: each TUI only connects and lists no models; the test ends the TUI, not it."""
+    return module_daemon
+
+
 def started(daemon: DaemonProcess, *, ignore_hup: bool) -> PtyTui:
     tui = PtyTui(daemon.env, ignore_hup=ignore_hup)
     tui.wait_for("no models")
