@@ -25,7 +25,15 @@ def cli_json(daemon: DaemonProcess, *args: str) -> Any:
     return json.loads(res.stdout)  # exactly one JSON document on stdout
 
 
-def test_version_control_end_to_end(daemon: DaemonProcess, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module: each test is refused, reads, or pushes a model name no other test uses. The
+    two that list every model or count what gc removes start their own from ``daemon_factory``."""
+    return module_daemon
+
+
+def test_version_control_end_to_end(daemon_factory: Any, tmp_path: Path) -> None:
+    daemon: DaemonProcess = daemon_factory().start()  # it lists every model
     v1 = make_model_dir(tmp_path / "v1", "churn", weights=b"\x00weights-1" * 1000,
                         extra={"sub/dir/vocab.txt": b"a\nb\n", "run.sh": b"#!/bin/sh\n"})
     os.chmod(v1 / "run.sh", 0o755)
@@ -110,7 +118,8 @@ def test_aliases_history_at_time_and_rollback(daemon: DaemonProcess, tmp_path: P
     assert "production" in res.stderr
 
 
-def test_tag_describe_rm_gc(daemon: DaemonProcess, tmp_path: Path) -> None:
+def test_tag_describe_rm_gc(daemon_factory: Any, tmp_path: Path) -> None:
+    daemon: DaemonProcess = daemon_factory().start()  # it counts what gc removes
     make_model_dir(tmp_path / "a", "m", weights=b"A" * 5000)
     make_model_dir(tmp_path / "b", "m", weights=b"B" * 7000)
     cli_json(daemon, "push", str(tmp_path / "a"), "--alias", "staging")
@@ -167,16 +176,16 @@ def test_git_commit_is_recorded(daemon: DaemonProcess, tmp_path: Path) -> None:
         (("alias", "history", "m", "--at", "yesterday"), 2, "ISO 8601"),
     ],
 )
-def test_errors_have_messages_and_exit_codes(module_daemon: DaemonProcess, args: tuple[str, ...], code: int,
+def test_errors_have_messages_and_exit_codes(daemon: DaemonProcess, args: tuple[str, ...], code: int,
                                              words: str) -> None:
-    res = module_daemon.cli(*args)  # refused: nothing changes, so one daemon serves every case
+    res = daemon.cli(*args)
     assert res.returncode == code, (res.stdout, res.stderr)
     assert words in res.stderr
     assert res.stdout == ""
 
 
-def test_json_errors_keep_stdout_clean(module_daemon: DaemonProcess) -> None:
-    res = module_daemon.cli("show", "missing", "--json")
+def test_json_errors_keep_stdout_clean(daemon: DaemonProcess) -> None:
+    res = daemon.cli("show", "missing", "--json")
     assert res.returncode == 3
     assert res.stdout == ""
     assert "missing" in res.stderr
