@@ -39,7 +39,9 @@ class FakeClient(DaemonClient):
         self._progress: dict[int, Callable[[int, int, str], None]] = {}
         self._answers: dict[RequestType, Answer] = {requests.Subscribe: results.Ack()}
         self.sent: list[requests.BaseRequest[Any]] = []
-        """Every request the App sent, in order."""
+        """Every request the App sent, in order (on any of its connections)."""
+        self.others: list[FakeClient] = []
+        """The further connections the App opened while this one was open (a log's follow opens one)."""
 
     # -- what the test sets up ---------------------------------------------------------------------------
     def answer(self, request_type: RequestType, answer: Answer) -> FakeClient:
@@ -50,6 +52,13 @@ class FakeClient(DaemonClient):
                             f"not {type(answer).__name__}")
         self._answers[request_type] = answer
         return self
+
+    def another(self) -> FakeClient:
+        """A further connection: the same user and answers, its own listeners and its own ``closed``."""
+        other = FakeClient(user=self.welcome.user, role=self.welcome.role)
+        other._answers, other.sent = self._answers, self.sent
+        self.others.append(other)
+        return other
 
     def push(self, event: Event) -> None:
         """Deliver ``event`` to the listeners, as a frame pushed by the daemon would be."""
@@ -91,9 +100,15 @@ class FakeClient(DaemonClient):
 
 
 def fake_app(client: FakeClient, *, readonly: bool = False) -> ModelTuiApp:
-    """The real App, connected to ``client`` (every connection it opens, a log's follow included, is this one)."""
+    """The real App, connected to ``client``; it connects to ``client`` again after a hang-up (ctrl+r), and a
+    connection it opens beside the main one (a log's follow) is ``client.another()``."""
+    connected = False
 
     async def connect() -> DaemonClient:
+        nonlocal connected
+        if connected and not client.closed.is_set():
+            return client.another()
+        connected = True
         client.closed.clear()
         return client
 

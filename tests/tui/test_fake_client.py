@@ -59,7 +59,7 @@ async def test_a_daemon_error_is_notified_and_the_app_stays_connected() -> None:
         assert app.screen.query_one(ModelsTable).row_count == 0
 
 
-async def test_the_daemon_going_away_shows_in_the_header() -> None:
+async def test_the_daemon_going_away_shows_in_the_header_and_ctrl_r_reconnects() -> None:
     client = canned_client()
     app = fake_app(client)
     async with app.run_test(size=SIZE) as pilot:
@@ -68,6 +68,11 @@ async def test_the_daemon_going_away_shows_in_the_header() -> None:
         await until(pilot, lambda: app.connection == "disconnected", "disconnected")
         assert "DISCONNECTED" in app.sub_title
         assert notifications(app, "daemon unavailable")
+
+        await pilot.press("ctrl+r")  # the daemon is back
+        await until(pilot, lambda: app.connection == "connected", "reconnected")
+        assert len(client.sent_of(requests.Subscribe)) == 2
+        await until(pilot, lambda: len(client.sent_of(requests.ListModels)) == 2, "the view re-reads its models")
 
 
 async def test_a_viewer_gets_a_read_only_app() -> None:
