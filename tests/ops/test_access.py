@@ -98,8 +98,10 @@ def as_user(user: str, argv: list[str], env: dict[str, str], **kw: Any) -> subpr
                           capture_output=True, text=True, timeout=120, check=False, **kw)  # fmt: skip
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def system_daemon() -> Iterator[DaemonProcess]:
+    """One system-mode daemon for the module (its tests check refusals, the socket's mode, and one operator's
+    changes that the others never look at)."""
     need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
     ensure_accounts()
     svc = pwd.getpwnam(SERVICE)
