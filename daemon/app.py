@@ -102,6 +102,8 @@ class DaemonApp:
         self.ingest_pool: ThreadPoolExecutor | None = None
         self.dispatcher: Dispatcher | None = None
         self.server: Server | None = None
+        #: the socket systemd passed, until the server owns it (closed here if startup fails before that)
+        self.listener: socket.socket | None = None
         self._lock_fds: list[int] = []
         #: what asked the daemon to stop (recorded beside the socket for ``modeltui daemon status``)
         self.stop_reason = "a daemon stop request"
@@ -141,7 +143,7 @@ class DaemonApp:
         s = self.settings
         started = time.monotonic()
         self._hold_state()
-        listener = self._inherited_socket()  # a socket systemd passed that we cannot serve on: refused first
+        listener = self.listener = self._inherited_socket()  # one we cannot serve on is refused first
         registry = self.registry = await self._open_registry()
         deployments = self.deployments = self._deployment_manager(registry)
         cache = ReadCache()
@@ -350,6 +352,8 @@ class DaemonApp:
         log.info("shutting down")
         if self.server is not None:
             await self.server.stop()
+        elif self.listener is not None:  # startup failed before the server took it over
+            self.listener.close()
         if self.cluster is not None:  # leave the cluster (its ephemeral nodes go) before anything else stops
             await self.cluster.stop()
         if self.exporter is not None:  # before the monitor it reads

@@ -79,12 +79,6 @@ def _instance_record(inst: Instance) -> dict[str, Any]:
     return data
 
 
-def _instance_from(data: dict[str, Any]) -> Instance:
-    fields = dict(data)
-    fields["started_at"] = datetime.fromisoformat(fields["started_at"])
-    return Instance(**fields)
-
-
 class Supervisor:
     """Owns one deployment's instance. Everything that starts or stops it runs in :meth:`run`."""
 

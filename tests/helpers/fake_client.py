@@ -19,7 +19,7 @@ from daemon.protocol.access import Role
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import Event
 from modeltui.app import ModelTuiApp
-from modeltui.client import DaemonClient, EventListener, Reply
+from modeltui.client import DaemonClient, DaemonUnavailable, EventListener, Reply
 
 RequestType = type[requests.BaseRequest[Any]]
 Answer = results.Result | ProtocolError | Callable[[requests.BaseRequest[Any]], results.Result]
@@ -82,7 +82,7 @@ class FakeClient(DaemonClient):
     ) -> Reply:
         """The canned answer as the daemon's bytes (``call`` then parses them as the real client does)."""
         if self.closed.is_set():
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "the connection to the daemon is closed")
+            raise DaemonUnavailable("the connection to the daemon is closed")  # as the real client says
         if self.readonly and request.changes_state:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"{request.op_name} changes state: refused by --readonly")
         self.sent.append(request)
