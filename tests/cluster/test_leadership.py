@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -46,10 +47,11 @@ def client(zk: ZkEnsemble) -> Iterator[KazooClient]:
 def test_the_lowest_candidacy_leads_and_a_suspended_session_leads_nothing(client: KazooClient) -> None:
     zk = _Zk(client)
     # Another daemon stood for "jobs" first: the lowest sequence leads.
-    earlier = client.create("/lead/leader/jobs/c-h0-", b"", ephemeral=True, sequence=True, makepath=True)
+    root = f"/{uuid.uuid4().hex}"  # the run's server is shared: a path of this test's own
+    earlier = client.create(f"{root}/leader/jobs/c-h0-", b"", ephemeral=True, sequence=True, makepath=True)
     me = HostNode(id="h1", host="h", pid=1, socket="/s", started_at="2026-01-01T00:00:00Z")
     none: list[DeploymentNode] = []
-    presence = Presence(zk, Paths("/lead"), "h1", lambda: me, lambda: none, lambda _d: ("jobs", "model-m"))  # type: ignore[arg-type]
+    presence = Presence(zk, Paths(root), "h1", lambda: me, lambda: none, lambda _d: ("jobs", "model-m"))  # type: ignore[arg-type]
     presence.refresh()
     assert presence.leaders == {"jobs": "h0", "model-m": "h1"}
     assert not presence.is_leader("jobs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -80,21 +81,22 @@ def test_standalone_create_and_read(zk: ZkEnsemble) -> None:
     assert zk[0].four_letter("ruok") == "imok"
     assert zk.leader() is zk[0]
     assert zk[0].mode() == "standalone"
+    root = f"/{uuid.uuid4().hex}/registry"  # the run's server is shared: a path of this test's own
 
     with kazoo_client(zk.connect_string()) as (client, _):
-        client.create("/modeltui/registry/demo", b"v1", makepath=True)
-        data, stat = client.get("/modeltui/registry/demo")
+        client.create(f"{root}/demo", b"v1", makepath=True)
+        data, stat = client.get(f"{root}/demo")
         assert data == b"v1"
         assert stat.version == 0
-        client.set("/modeltui/registry/demo", b"v2")
-        assert client.get("/modeltui/registry/demo")[0] == b"v2"
-        assert client.get_children("/modeltui/registry") == ["demo"]
+        client.set(f"{root}/demo", b"v2")
+        assert client.get(f"{root}/demo")[0] == b"v2"
+        assert client.get_children(root) == ["demo"]
         # maxSessionTimeout is raised in zoo.cfg: with tickTime=200 the default cap would be 20 ticks = 4 s.
         assert negotiated_timeout_ms(zk, client.client_id[0]) == SESSION_TIMEOUT_S * 1000
 
     # A new client sees what the first one wrote.
     with kazoo_client(zk.connect_string()) as (client, _):
-        assert client.get("/modeltui/registry/demo")[0] == b"v2"
+        assert client.get(f"{root}/demo")[0] == b"v2"
 
 
 def test_standalone_stop_and_restart_keeps_data(own_zk: ZkEnsemble) -> None:
