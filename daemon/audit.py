@@ -179,7 +179,7 @@ Row = tuple[float, int, str, int, str, str, str, str, str]
 
 def aggregate_row(a: Aggregate) -> Row:
     request = {"count": a.count, "first": a.first, "last": a.last, "ops": dict(a.ops[:MAX_ITEMS])}
-    return (a.last, a.uid, a.user, 0, AGGREGATE_OP, f"uid={a.uid}", REFUSED, a.message()[:1000],
+    return (a.last, a.uid, a.user, 0, AGGREGATE_OP, f"count={a.count}", REFUSED, a.message()[:1000],
             json.dumps(request))  # fmt: skip
 
 

@@ -102,6 +102,7 @@ def test_a_flood_of_refusals_is_counted_and_the_operators_action_stays(
     first = counted[-1]
     assert f"more refusals of mtui-alice (uid {alice}) between " in first["message"]
     assert "models.describe ×" in first["message"]
+    assert first["target"] == f"count={first['request']['count']}"  # the table shows the count
 
     mine = trail(d, "--user", "mtui-bob")
     assert [(e["op"], e["result"], e["target"]) for e in mine if e["op"] == "models.describe"] == [
