@@ -17,6 +17,8 @@ so far), when the uid is evicted from the bounded table of tracked uids, and at 
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -30,6 +32,8 @@ from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode
 from daemon.store.db import Db
 from daemon.store.engine import make_engine
+
+log = logging.getLogger("modeltuid.audit")
 
 #: Entries of actions kept (the oldest go): everything but refusals.
 KEEP = 1_000_000
@@ -202,8 +206,12 @@ class AuditStore:
             self._engine.dispose()
 
     def flush(self) -> None:
-        """Write every refusal count held in memory."""
-        self._write([aggregate_row(a) for a in self.limiter.drain()])
+        """Write every refusal count held in memory; a failing write (a full disk) is logged, not raised."""
+        aggregates = self.limiter.drain()
+        try:
+            self._write([aggregate_row(a) for a in aggregates])
+        except sqlite3.Error as exc:
+            log.warning("could not write the counts of %d users' refusals: %s", len(aggregates), exc)
 
     def record(self, *, uid: int, user: str, pid: int, op: str, fields: dict[str, Any], result: str,
                message: str = "") -> None:  # fmt: skip
