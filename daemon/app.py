@@ -312,6 +312,9 @@ class DaemonApp:
             self.hub,
             socket_mode=0o600 if s.mode == "user" else 0o660,
             max_clients=s.max_clients,
+            max_clients_per_uid=s.max_clients_per_uid,
+            admin_reserved_clients=s.admin_reserved_clients,
+            idle_timeout=s.idle_timeout_seconds,
             listener=listener,
             access=access,
         )

@@ -8,6 +8,7 @@ descriptors to pass back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import functools
@@ -51,6 +52,14 @@ MAX_QUEUED_EVENTS = 1_000
 MAX_QUEUED_BYTES = 2 * frames.MAX_FRAME_BYTES
 #: How long a dropped subscriber has to read what is already on its way and that last frame.
 FAREWELL_SECONDS = 60.0
+#: How long a new connection has to send its hello.
+HANDSHAKE_SECONDS = 10.0
+#: How long a refused connection is kept so that its client can send its hello and then read why (never
+#: more than MAX_REFUSING at once: beyond that a refused connection is closed at once, without a frame).
+REFUSAL_LINGER_SECONDS = 2.0
+MAX_REFUSING = 64
+#: Refusals of one uid are logged at most once in this many seconds (a flood of connections, not of lines).
+REFUSAL_LOG_SECONDS = 60.0
 
 
 class AlreadyRunning(Exception):
@@ -110,6 +119,8 @@ class Connection:
     """Fell too far behind: nothing more is queued for it, and it is being closed."""
     unsent: int = 0
     """Answers that could not be sent because the peer had gone (logged once, when the connection ends)."""
+    last_active: float = 0.0
+    """Loop time of its last frame read or request finished (the idle timeout counts from there)."""
 
     def push(self, data: bytes) -> bool:
         """Queue an event; False when the connection is dropped or its queue is at a limit."""
@@ -278,12 +289,20 @@ class Server:
         *,
         socket_mode: int = 0o600,
         max_clients: int = 256,
+        max_clients_per_uid: int = 32,
+        admin_reserved_clients: int = 8,
+        idle_timeout: float = 300.0,
         listener: socket.socket | None = None,
         access: Access | None = None,
     ) -> None:
         """``listener``: an already listening socket (from :func:`adopt_socket`) to serve on instead of
         binding ``socket_path``; it is closed on stop but its file is left alone (its owner removes it).
-        ``access``: the roles, so each connection's welcome says the caller's (None: the welcome says none)."""
+        ``access``: the roles, so each connection's welcome says the caller's (None: the welcome says none).
+
+        Admission: at most ``max_clients`` connections; at most ``max_clients_per_uid`` of one uid (root and
+        the daemon's own uid excepted); the last ``admin_reserved_clients`` only for admins. A connection that
+        said hello and then has nothing in flight and no subscription for ``idle_timeout`` seconds is closed
+        (0: never)."""
         self.socket_path = socket_path
         self._inherited = listener
         self.dispatch = dispatch
@@ -292,6 +311,13 @@ class Server:
         self.socket_mode = socket_mode
         self.max_frame = frames.MAX_FRAME_BYTES
         self.max_clients = max_clients
+        self.max_clients_per_uid = max_clients_per_uid
+        self.admin_reserved_clients = min(admin_reserved_clients, max_clients)
+        self.idle_timeout = idle_timeout
+        self._exempt_uids = frozenset({0, os.getuid() if access is None else access.owner_uid})
+        self._per_uid: collections.Counter[int] = collections.Counter()
+        self._refusing: set[asyncio.Task[Any]] = set()
+        self._refusals_logged: dict[int, float] = {}
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._open: set[socket.socket] = set()  # every accepted socket, handshake or not
@@ -309,6 +335,8 @@ class Server:
             st = os.stat(self.socket_path)
             self._inode = (st.st_dev, st.st_ino)
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        if self.idle_timeout > 0:
+            self._spawn(self._close_idle_connections())
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, stop reading, let requests in flight finish (bounded), then close.
@@ -367,25 +395,76 @@ class Server:
                 log.error("accept failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
-            if len(self._open) >= self.max_clients:
-                log.warning("refusing a connection: %d clients already", self.max_clients)
+            try:
+                uid = peer_credentials(sock).uid
+            except OSError:
                 sock.close()
                 continue
+            if len(self._open) >= self.max_clients:
+                self._refuse(sock, uid, "max_clients", f"the daemon already serves {self.max_clients} connections "
+                             "(max_clients in [daemon]); try again later")  # fmt: skip
+                continue
+            if uid not in self._exempt_uids and self._per_uid[uid] >= self.max_clients_per_uid:
+                self._refuse(sock, uid, "max_clients_per_uid", f"uid {uid} already has {self.max_clients_per_uid} "
+                             "connections open (max_clients_per_uid in [daemon]); close one first")  # fmt: skip
+                continue
             self._open.add(sock)
-            self._spawn(self._serve_connection(sock))
+            self._per_uid[uid] += 1
+            self._spawn(self._serve_connection(sock, uid))
 
-    async def _serve_connection(self, sock: socket.socket) -> None:
+    def _refuse(self, sock: socket.socket, uid: int, limit: str, message: str) -> None:
+        """Turn a connection away: one error frame saying which limit, then close (after its client has had
+        a moment to send its hello, so that it reads the frame rather than a broken pipe). Logged at most
+        once a minute per uid."""
+        now = asyncio.get_running_loop().time()
+        if now - self._refusals_logged.get(uid, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
+            if len(self._refusals_logged) > 4096:
+                self._refusals_logged = {u: t for u, t in self._refusals_logged.items()
+                                         if now - t < REFUSAL_LOG_SECONDS}  # fmt: skip
+            self._refusals_logged[uid] = now
+            log.warning("refusing connections of %s: %s (logged once a minute per user)", user_name(uid), message)
+        if len(self._refusing) >= MAX_REFUSING:
+            sock.close()
+            return
+        self._spawn(self._turn_away(sock, limit, message), self._refusing)
+
+    async def _turn_away(self, sock: socket.socket, limit: str, message: str) -> None:
+        frame = frames.ErrorFrame(id=None, code=ErrorCode.UNAVAILABLE, message=message, data={"limit": limit})
+        conn = FramedSocket(sock, self.max_frame)
+        try:
+            with contextlib.suppress(TimeoutError, ConnectionClosed, FrameTooLarge, OSError):
+                await asyncio.wait_for(conn.read_frame(), REFUSAL_LINGER_SECONDS)  # its hello, if it sends one
+            with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+                await asyncio.wait_for(conn.write(frames.encode(frame)), REFUSAL_LINGER_SECONDS)
+        finally:
+            conn.close()
+
+    async def _serve_connection(self, sock: socket.socket, uid: int) -> None:
         conn: FramedSocket | None = None
         c: Connection | None = None
         writer: asyncio.Task[None] | None = None
+        admitted = True
         try:
             creds = peer_credentials(sock)
             name = await asyncio.to_thread(user_name, creds.uid)  # NSS may block: not on the loop
             groups = await asyncio.to_thread(caller_groups, creds.pid, creds.uid, creds.gid, name)
+            role = None if self.access is None else self.access.role(creds.uid, name, groups)
+            if role != "admin" and len(self._open) > self.max_clients - self.admin_reserved_clients:
+                self._open.discard(sock)  # the slot is free again at once; the refusal lingers outside the count
+                self._per_uid[uid] -= 1
+                if self._per_uid[uid] <= 0:
+                    del self._per_uid[uid]
+                admitted = False
+                open_for_all = self.max_clients - self.admin_reserved_clients
+                self._refuse(sock, uid, "admin_reserved_clients", f"the daemon already serves {open_for_all} "
+                             f"connections; the other {self.admin_reserved_clients} are kept for admins "
+                             "(max_clients, admin_reserved_clients in [daemon]); try again later")  # fmt: skip
+                return
             conn = FramedSocket(sock, self.max_frame)
             c = Connection(conn, Caller(creds.uid, creds.gid, creds.pid, name, groups))
             if not await self._handshake(c):
                 return
+            c.last_active = asyncio.get_running_loop().time()
             self.hub.connections.add(c)
             writer = self._spawn(self._write_events(c))
             await self._read_requests(c)
@@ -405,11 +484,15 @@ class Server:
                                   c.caller.user, c.caller.pid, c.unsent)  # fmt: skip
                 if writer is not None:
                     writer.cancel()
-                self._open.discard(sock)
-                if conn is not None:
-                    conn.close()
-                else:
-                    sock.close()
+                if admitted:  # else the refusal owns the socket now
+                    self._open.discard(sock)
+                    self._per_uid[uid] -= 1
+                    if self._per_uid[uid] <= 0:
+                        del self._per_uid[uid]
+                    if conn is not None:
+                        conn.close()
+                    else:
+                        sock.close()
 
     async def _send_error(
         self, c: Connection, req_id: int | None, code: ErrorCode, message: str, data: dict[str, Any] | None = None
@@ -429,11 +512,14 @@ class Server:
     async def _handshake(self, c: Connection) -> bool:
         hello_error = "the first frame must be hello{protocol, client}"
         try:
-            raw = await asyncio.wait_for(c.conn.read_frame(), 10)
+            raw = await asyncio.wait_for(c.conn.read_frame(), HANDSHAKE_SECONDS)
             for fd in c.conn.frame_fds():  # nothing may ride on a hello
                 os.close(fd)
             hello = frames.CLIENT_FRAME.validate_json(raw)
         except TimeoutError:
+            with contextlib.suppress(ConnectionClosed, OSError):
+                said = f"no hello within {HANDSHAKE_SECONDS:.0f} s; closing the connection"
+                await self._send_error(c, None, ErrorCode.BAD_FRAME, said)
             return False
         except FrameTooLarge as exc:
             await self._send_error(c, None, ErrorCode.FRAME_TOO_LARGE, str(exc))
@@ -462,6 +548,26 @@ class Server:
         await c.conn.write(frames.encode(welcome))
         return True
 
+    async def _close_idle_connections(self) -> None:
+        """Close connections that said hello and then sat idle (nothing in flight, no subscription, which
+        is also how a log is followed) for ``idle_timeout`` seconds, each with a last frame saying why."""
+        loop = asyncio.get_running_loop()
+        period = min(max(self.idle_timeout / 4, 0.05), 15.0)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for c in list(self.hub.connections):
+                if c.topics or c.inflight or c.dropped or now - c.last_active < self.idle_timeout:
+                    continue
+                self.hub.connections.discard(c)
+                c.drop()
+                log.debug("closing an idle connection of %s (pid %d)", c.caller.user, c.caller.pid)
+                message = (f"this connection was idle for {self.idle_timeout:g} s (idle_timeout_seconds in "
+                           "[daemon]); the daemon closed it: reconnect to send more")  # fmt: skip
+                data = {"reason": "idle", "idle_timeout_seconds": self.idle_timeout}
+                farewell = frames.ErrorFrame(id=None, code=ErrorCode.UNAVAILABLE, message=message, data=data)
+                self._spawn(EventHub._farewell(c, frames.encode(farewell)))
+
     async def _write_events(self, c: Connection) -> None:
         with contextlib.suppress(ConnectionClosed, OSError):
             while True:
@@ -476,6 +582,7 @@ class Server:
                 # Its id is unknown, so the client could not tell which call failed: say why and hang up.
                 await self._send_error(c, None, ErrorCode.FRAME_TOO_LARGE, f"{exc}; closing the connection")
                 return
+            c.last_active = asyncio.get_running_loop().time()
             fds = c.conn.frame_fds()
             parsed = self._parse_request(raw)
             if self._stopping:
@@ -503,6 +610,7 @@ class Server:
             task = self._spawn(self._handle(c, parsed, fds), self._handlers)
             c.inflight.add(task)
             task.add_done_callback(c.inflight.discard)
+            task.add_done_callback(lambda _t: setattr(c, "last_active", asyncio.get_running_loop().time()))
             task.add_done_callback(lambda _t: slots.release())
 
     async def _refuse_while_stopping(self, c: Connection, req_id: int | None, fds: list[int]) -> None:

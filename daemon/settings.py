@@ -30,6 +30,12 @@ class DaemonSection(_Section):
     #: each line also starts with its syslog priority, ``<3>`` … ``<7>``, for journald
     log_format: Literal["text", "json"] = "text"
     max_clients: Annotated[int, Field(ge=1, le=10_000)] = 256
+    #: connections one uid may hold (root and the daemon's own user excepted: they are admins)
+    max_clients_per_uid: Annotated[int, Field(ge=1, le=10_000)] = 32
+    #: the last this many of ``max_clients`` are only for admins
+    admin_reserved_clients: Annotated[int, Field(ge=0, le=10_000)] = 8
+    #: a connection idle this long after hello (nothing in flight, no subscription) is closed; 0 = never
+    idle_timeout_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
 
 
 class StoreSection(_Section):
@@ -198,6 +204,9 @@ class Settings(BaseModel):
     log_level: str
     log_format: Literal["text", "json"] = "text"
     max_clients: int
+    max_clients_per_uid: int = 32
+    admin_reserved_clients: int = 8
+    idle_timeout_seconds: float = 300.0
     busy_timeout_seconds: float
     gc_grace_seconds: int
     deploy: DeploySection = Field(default_factory=DeploySection)
@@ -275,6 +284,9 @@ def load_settings(
         log_level=level.upper(),
         log_format=d.log_format,
         max_clients=d.max_clients,
+        max_clients_per_uid=d.max_clients_per_uid,
+        admin_reserved_clients=d.admin_reserved_clients,
+        idle_timeout_seconds=d.idle_timeout_seconds,
         busy_timeout_seconds=parsed.store.busy_timeout_seconds,
         gc_grace_seconds=parsed.store.gc_grace_seconds,
         deploy=parsed.deploy,
