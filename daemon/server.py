@@ -300,9 +300,9 @@ class Server:
         ``access``: the roles, so each connection's welcome says the caller's (None: the welcome says none).
 
         Admission: at most ``max_clients`` connections; at most ``max_clients_per_uid`` of one uid (root and
-        the daemon's own uid excepted); the last ``admin_reserved_clients`` only for admins. A connection that
-        said hello and then has nothing in flight and no subscription for ``idle_timeout`` seconds is closed
-        (0: never)."""
+        the daemon's own uid excepted); the last ``admin_reserved_clients`` only for admins (at most all but
+        one). A connection that said hello and then has nothing in flight and no subscription for
+        ``idle_timeout`` seconds is closed (0: never)."""
         self.socket_path = socket_path
         self._inherited = listener
         self.dispatch = dispatch
@@ -312,7 +312,7 @@ class Server:
         self.max_frame = frames.MAX_FRAME_BYTES
         self.max_clients = max_clients
         self.max_clients_per_uid = max_clients_per_uid
-        self.admin_reserved_clients = min(admin_reserved_clients, max_clients)
+        self.admin_reserved_clients = max(0, min(admin_reserved_clients, max_clients - 1))  # one for everyone
         self.idle_timeout = idle_timeout
         self._exempt_uids = frozenset({0, os.getuid() if access is None else access.owner_uid})
         self._per_uid: collections.Counter[int] = collections.Counter()
@@ -609,8 +609,8 @@ class Server:
                 continue
             task = self._spawn(self._handle(c, parsed, fds), self._handlers)
             c.inflight.add(task)
-            task.add_done_callback(c.inflight.discard)
             task.add_done_callback(lambda _t: setattr(c, "last_active", asyncio.get_running_loop().time()))
+            task.add_done_callback(c.inflight.discard)
             task.add_done_callback(lambda _t: slots.release())
 
     async def _refuse_while_stopping(self, c: Connection, req_id: int | None, fds: list[int]) -> None:

@@ -32,7 +32,7 @@ class DaemonSection(_Section):
     max_clients: Annotated[int, Field(ge=1, le=10_000)] = 256
     #: connections one uid may hold (root and the daemon's own user excepted: they are admins)
     max_clients_per_uid: Annotated[int, Field(ge=1, le=10_000)] = 32
-    #: the last this many of ``max_clients`` are only for admins
+    #: the last this many of ``max_clients`` are only for admins (at most ``max_clients`` - 1)
     admin_reserved_clients: Annotated[int, Field(ge=0, le=10_000)] = 8
     #: a connection idle this long after hello (nothing in flight, no subscription) is closed; 0 = never
     idle_timeout_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0

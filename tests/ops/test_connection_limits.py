@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -80,12 +81,16 @@ class Holder:
 
 
 def settle(d: DaemonProcess) -> None:
-    """Wait until the daemon serves nobody but the asking connection (the previous test's are gone)."""
+    """Wait until the daemon serves nobody but the asking connection (the previous test's are gone), then
+    until it has closed that one too (it closes its end once it has forgotten the connection)."""
     deadline = time.monotonic() + 20
     while True:
         c = RawClient(d.socket)
         try:
             clients = c.request({"op": "daemon.status"})["result"]["clients"]
+            c.sock.shutdown(socket.SHUT_WR)
+            while c.sock.recv(65536):
+                pass
         finally:
             c.close()
         if clients == 1:
