@@ -422,7 +422,7 @@ class Server:
                 self._refusals_logged = {u: t for u, t in self._refusals_logged.items()
                                          if now - t < REFUSAL_LOG_SECONDS}  # fmt: skip
             self._refusals_logged[uid] = now
-            log.warning("refusing connections of %s: %s (logged once a minute per user)", user_name(uid), message)
+            log.warning("refusing a connection of uid %d: %s (logged once a minute per uid)", uid, message)
         if len(self._refusing) >= MAX_REFUSING:
             sock.close()
             return

@@ -150,6 +150,9 @@ def test_a_user_past_the_per_uid_cap_is_refused_others_are_not(limited_daemon: D
                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
         assert got.returncode != 0
         assert "max_clients_per_uid" in " ".join(got.stderr.split()), got.stderr
+        # Refused twice, logged once (at most once a minute per uid: a flood of connections is not one of lines).
+        logged = (d.state_dir / "daemon.log").read_text()
+        assert logged.count(f"refusing a connection of uid {pw.pw_uid}:") == 1, logged[-2000:]
         bob = Holder(d, "mtui-bob", 1)  # another user still gets in
         try:
             assert [a["type"] for a in bob.answers] == ["response"], bob.answers
