@@ -13,33 +13,50 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import site
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from tests.helpers.daemon import DaemonProcess, daemon_env
 from tests.helpers.prerequisites import need
 
 SERVICE = "mtui-svc"
 OPERATORS = "mtui-ops"
 #: user -> supplementary groups
 USERS = {SERVICE: [], "mtui-alice": [SERVICE], "mtui-bob": [SERVICE, OPERATORS], "mtui-eve": []}
+#: the daemon.toml of the access tests: the service group views, the operators' group operates
+ACCESS_CONFIG = f'[access]\nviewers = ["@{SERVICE}"]\noperators = ["@{OPERATORS}"]\n[exporter]\nenabled = false\n'
+
+
+def _exists(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _make(argv: list[str], lookup: Callable[[str], object], name: str) -> None:
+    """Run groupadd/useradd unless ``name`` exists; another test process may be making it at the same time
+    (two xdist workers): then the command fails and the account is there, which is all we need."""
+    if not _exists(lookup, name):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert done.returncode == 0 or _exists(lookup, name), done.stderr
 
 
 def ensure_accounts() -> None:
     for group in (SERVICE, OPERATORS):
-        try:
-            grp.getgrnam(group)
-        except KeyError:
-            subprocess.run(["groupadd", "--system", group], check=True)
+        _make(["groupadd", "--system", group], grp.getgrnam, group)
     for user, groups in USERS.items():
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            primary = ["--gid", SERVICE] if user == SERVICE else ["--user-group"]
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", *primary,
-                            user], check=True)  # fmt: skip
+        primary = ["--gid", SERVICE] if user == SERVICE else ["--user-group"]
+        argv = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", *primary, user]
+        _make(argv, pwd.getpwnam, user)
         subprocess.run(["usermod", "-G", ",".join(groups), user], check=True)
 
 
@@ -68,3 +85,52 @@ def python_for_users() -> str:
         paths = [str(Path(__file__).resolve().parents[2]), *site.getsitepackages()]
         (Path(purelib) / "modeltui-tests.pth").write_text("\n".join(paths) + "\n")
     return str(venv / "bin" / "python")
+
+
+def as_user(user: str, argv: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as ``user`` with the user's groups, as a login would give them."""
+    pw = pwd.getpwnam(user)
+    return subprocess.run(argv, env=env, user=pw.pw_uid, group=pw.pw_gid, extra_groups=USERS[user],
+                          capture_output=True, text=True, timeout=120, check=False, **kw)  # fmt: skip
+
+
+def cli(d: DaemonProcess, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``modeltui ARGS`` as ``user`` against daemon ``d`` (never starting one)."""
+    env = {k: v for k, v in d.env.items() if not k.startswith("MODELTUI_")} | {"HOME": "/nonexistent"}
+    return as_user(user, [python_for_users(), "-m", "modeltui", "--socket", str(d.socket), "--no-start", *args], env)
+
+
+def system_daemon_process(config: str, prefix: str) -> Iterator[DaemonProcess]:
+    """A system-mode daemon running as the service user with ``config`` as its daemon.toml, for a fixture to
+    yield from; it is stopped (and what it started killed) afterwards."""
+    need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
+    ensure_accounts()
+    svc = pwd.getpwnam(SERVICE)
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(base, 0o755)  # the users must reach the socket's directory (the socket's own mode decides)
+    (base / "home").mkdir()
+    env = daemon_env(base)
+    env["MODELTUI_MODE"] = "system"
+    (base / "daemon.toml").write_text(config)
+    for p in (base / "home", base / "daemon.toml"):
+        os.chown(p, svc.pw_uid, svc.pw_gid)
+    for name in ("run", "state"):  # like systemd's RuntimeDirectory= and StateDirectory=
+        (base / name).mkdir(mode=0o755 if name == "run" else 0o700)
+        os.chown(base / name, svc.pw_uid, svc.pw_gid)
+    d = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
+    with open(base / "daemon.out", "wb") as out:
+        d.proc = subprocess.Popen([python_for_users(), "-m", "daemon", "run"], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, user=svc.pw_uid, group=svc.pw_gid,
+                                  extra_groups=[])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not (d.socket.exists() and d.ping()):
+            assert d.proc.poll() is None, (base / "daemon.out").read_text()
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.05)
+        yield d
+    finally:
+        d.stop()
+        for pid in d.serving_pids():
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)

@@ -13,132 +13,32 @@ Making the users and groups needs root: under CI that is required, elsewhere the
 
 from __future__ import annotations
 
-import atexit
-import functools
 import grp
 import json
 import os
 import pwd
 import shutil
-import signal
-import site
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from daemon.protocol import requests as q
 from daemon.protocol.access import allows
-from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.daemon import DaemonProcess
 from tests.helpers.paths import EXAMPLE
-from tests.helpers.prerequisites import need
 from tests.helpers.protocol_samples import REQUESTS
+from tests.helpers.real_users import ACCESS_CONFIG, SERVICE, as_user, cli, python_for_users, system_daemon_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-SERVICE = "mtui-svc"
-OPERATORS = "mtui-ops"
-#: user -> supplementary groups
-USERS = {SERVICE: [], "mtui-alice": [SERVICE], "mtui-bob": [SERVICE, OPERATORS], "mtui-eve": []}
-CONFIG = f'[access]\nviewers = ["@{SERVICE}"]\noperators = ["@{OPERATORS}"]\n[exporter]\nenabled = false\n'
-
-
-def ensure_accounts() -> None:
-    for group in (SERVICE, OPERATORS):
-        try:
-            grp.getgrnam(group)
-        except KeyError:
-            subprocess.run(["groupadd", "--system", group], check=True)
-    for user, groups in USERS.items():
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            primary = ["--gid", SERVICE] if user == SERVICE else ["--user-group"]
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", *primary,
-                            user], check=True)  # fmt: skip
-        subprocess.run(["usermod", "-G", ",".join(groups), user], check=True)
-
-
-@functools.cache
-def python_for_users() -> str:
-    """An interpreter other uids can start, with this checkout's packages.
-
-    The venv's own interpreter when anyone may run it (a Debian python3.11, as on the servers we target).
-    When it lives where other uids cannot reach (pyenv under /root, on some build machines): a venv of the
-    system's python3 of the same minor version, made once under /tmp, whose ``.pth`` names this venv's
-    site-packages and the checkout; processes the daemon starts use it too (its ``sys.executable``)."""
-    try:
-        subprocess.run([sys.executable, "-c", "pass"], user=65534, group=65534, extra_groups=[], check=True)
-        return sys.executable
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin")
-    need(system is not None, "a python other users can run")
-    assert system is not None
-    venv = Path(tempfile.gettempdir()) / f"mtui-test-python-{os.getpid()}"
-    if not venv.exists():
-        subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
-        atexit.register(shutil.rmtree, venv, True)
-        ask = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", ask], capture_output=True, text=True,
-                                 check=True).stdout.strip()  # fmt: skip
-        paths = [str(Path(__file__).resolve().parents[2]), *site.getsitepackages()]
-        (Path(purelib) / "modeltui-tests.pth").write_text("\n".join(paths) + "\n")
-    return str(venv / "bin" / "python")
-
-
-def as_user(user: str, argv: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    pw = pwd.getpwnam(user)
-    return subprocess.run(argv, env=env, user=pw.pw_uid, group=pw.pw_gid, extra_groups=USERS[user],
-                          capture_output=True, text=True, timeout=120, check=False, **kw)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def system_daemon() -> Iterator[DaemonProcess]:
     """One system-mode daemon for the module (its tests check refusals, the socket's mode, and one operator's
     changes that the others never look at)."""
-    need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
-    ensure_accounts()
-    svc = pwd.getpwnam(SERVICE)
-    base = Path(tempfile.mkdtemp(prefix="mtui-access-"))
-    os.chmod(base, 0o755)  # the users must reach the socket's directory (the socket's own mode decides)
-    (base / "home").mkdir()
-    python = python_for_users()
-    env = daemon_env(base)
-    env["MODELTUI_MODE"] = "system"
-    (base / "daemon.toml").write_text(CONFIG)
-    for p in (base / "home", base / "daemon.toml"):
-        os.chown(p, svc.pw_uid, svc.pw_gid)
-    for name in ("run", "state"):  # like systemd's RuntimeDirectory= and StateDirectory=
-        (base / name).mkdir(mode=0o755 if name == "run" else 0o700)
-        os.chown(base / name, svc.pw_uid, svc.pw_gid)
-    d = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
-    log = open(base / "daemon.out", "wb")  # noqa: SIM115 - closed below
-    d.proc = subprocess.Popen([python, "-m", "daemon", "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              user=svc.pw_uid, group=svc.pw_gid, extra_groups=[])  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while not (d.socket.exists() and d.ping()):
-            assert d.proc.poll() is None, (base / "daemon.out").read_text()
-            assert time.monotonic() < deadline, "the daemon did not start"
-            time.sleep(0.05)
-        yield d
-    finally:
-        d.stop()
-        log.close()
-        for pid in d.serving_pids():
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def cli(d: DaemonProcess, user: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in d.env.items() if not k.startswith("MODELTUI_")} | {"HOME": "/nonexistent"}
-    return as_user(user, [python_for_users(), "-m", "modeltui", "--socket", str(d.socket), "--no-start", *args], env)
+    yield from system_daemon_process(ACCESS_CONFIG, "mtui-access-")
 
 
 def shared_model(d: DaemonProcess) -> Path:

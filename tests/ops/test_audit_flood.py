@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import pwd
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,7 @@ from daemon.audit import AGGREGATE_OP, AuditStore, RefusalLimiter
 from daemon.store import migrations
 from daemon.store.engine import make_engine
 from tests.helpers.daemon import DaemonProcess
-from tests.ops.test_access import as_user, cli, ensure_accounts, python_for_users
-from tests.ops.test_access import system_daemon as system_daemon  # the module's own daemon
+from tests.helpers.real_users import ACCESS_CONFIG, as_user, cli, python_for_users, system_daemon_process
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -55,14 +53,12 @@ asyncio.run(main())
 """
 
 
+
+
 @pytest.fixture(scope="module")
-def accounts() -> None:
-    """The test users, made before the daemon (test_access may be making them at once on the other worker)."""
-    try:
-        ensure_accounts()
-    except subprocess.CalledProcessError:
-        time.sleep(1)
-        ensure_accounts()
+def system_daemon() -> Iterator[DaemonProcess]:
+    """The module's own system-mode daemon: a viewer floods it with refusals."""
+    yield from system_daemon_process(ACCESS_CONFIG, "mtui-audit-")
 
 
 def send(d: DaemonProcess, user: str, n: int) -> dict[str, int]:
@@ -81,7 +77,7 @@ def trail(d: DaemonProcess, *args: str) -> list[dict[str, Any]]:
 
 
 def test_a_flood_of_refusals_is_counted_and_the_operators_action_stays(
-    accounts: None, system_daemon: DaemonProcess
+    system_daemon: DaemonProcess
 ) -> None:
     d = system_daemon
     # An operator's action first (allowed, failed: no such model), then the viewer's flood.

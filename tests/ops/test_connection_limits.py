@@ -9,23 +9,18 @@ own, subscribed like the TUI so that the idle timeout leaves them open; root is 
 from __future__ import annotations
 
 import json
-import os
 import pwd
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.daemon import DaemonProcess, daemon_env
-from tests.helpers.prerequisites import need
+from tests.helpers.daemon import DaemonProcess
 from tests.helpers.rawsock import RawClient
-from tests.helpers.real_users import SERVICE, USERS, ensure_accounts, python_for_users
+from tests.helpers.real_users import SERVICE, USERS, python_for_users, system_daemon_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -101,35 +96,7 @@ def settle(d: DaemonProcess) -> None:
 
 @pytest.fixture(scope="module")
 def limited_daemon() -> Iterator[DaemonProcess]:
-    need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
-    ensure_accounts()
-    svc = pwd.getpwnam(SERVICE)
-    base = Path(tempfile.mkdtemp(prefix="mtui-limits-"))
-    os.chmod(base, 0o755)
-    (base / "home").mkdir()
-    env = daemon_env(base)
-    env["MODELTUI_MODE"] = "system"
-    (base / "daemon.toml").write_text(CONFIG)
-    for p in (base / "home", base / "daemon.toml"):
-        os.chown(p, svc.pw_uid, svc.pw_gid)
-    for name in ("run", "state"):
-        (base / name).mkdir(mode=0o755 if name == "run" else 0o700)
-        os.chown(base / name, svc.pw_uid, svc.pw_gid)
-    d = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
-    with open(base / "daemon.out", "wb") as out:
-        argv = [python_for_users(), "-m", "daemon", "run"]
-        d.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, user=svc.pw_uid,
-                                  group=svc.pw_gid, extra_groups=[])  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while not (d.socket.exists() and d.ping()):
-            assert d.proc.poll() is None, (base / "daemon.out").read_text()
-            assert time.monotonic() < deadline, "the daemon did not start"
-            time.sleep(0.05)
-        yield d
-    finally:
-        d.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    yield from system_daemon_process(CONFIG, "mtui-limits-")
 
 
 def test_a_user_past_the_per_uid_cap_is_refused_others_are_not(limited_daemon: DaemonProcess) -> None:
