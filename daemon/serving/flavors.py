@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 from .manifest import ManifestError, ServingManifest, resolve_inside
+from .picklescan import PICKLE_SUFFIXES as PICKLE_SUFFIXES
+from .picklescan import scan_file
 from .treefast import fast_predict
 
-PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+#: Globals outside the pickle scan's allow-list that the daemon lets this process load (comma-separated): it
+#: sets them only for a version whose refused globals the run-code policy allowed (docs/security.md).
+PICKLE_ALLOW_ENV = "MODELTUI_PICKLE_ALLOW"
 
 
 class LoadError(Exception):
@@ -104,6 +109,14 @@ def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
             raise LoadError(
                 f"refusing to load {manifest.model_file}: pickle/joblib files run arbitrary code when loaded. "
                 f"Save the model with skops, or set trusted = true in modeltui.toml if you trust this file"
+            )
+        allow = [g for g in os.environ.get(PICKLE_ALLOW_ENV, "").split(",") if g]
+        scan = scan_file(path, manifest.model_file, allow)  # defence in depth: the daemon scanned it at push
+        if not scan.ok:
+            raise LoadError(
+                f"refusing to load {manifest.model_file}: pickle scan {scan.summary()}. Unpickling it would "
+                f"import those globals, which can run code; an admin can approve the version "
+                f"(modeltui approve-code) or save the model with skops"
             )
         try:
             if suffix == ".joblib":

@@ -1,0 +1,165 @@
+"""The pickle scan: crafted pickles (os.system, builtins.eval, subprocess.Popen; plain and joblib-wrapped) are
+refused with the global named, real scikit-learn models pass, and the runtime scans before it unpickles."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import pickle
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import joblib  # type: ignore[import-untyped]
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from daemon.serving.picklescan import allowed, scan_bytes, scan_file
+from tests.helpers.paths import REPO
+
+TWO = '{ name = "a", type = "double" }, { name = "b", type = "double" }'
+
+
+class _System:
+    def __reduce__(self) -> Any:
+        return (os.system, ("touch /tmp/modeltui-picklescan-pwned",))
+
+
+class _Eval:
+    def __reduce__(self) -> Any:
+        return (builtins.eval, ("1 + 1",))
+
+
+class _Popen:
+    def __reduce__(self) -> Any:
+        return (subprocess.Popen, (["true"],))
+
+
+EVIL = {"os.system": (_System, "posix.system"), "eval": (_Eval, "eval"), "Popen": (_Popen, "Popen")}
+
+
+def _joblib(obj: Any, compress: Any = 0) -> bytes:
+    out = io.BytesIO()
+    joblib.dump(obj, out, compress=compress)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("evil", sorted(EVIL))
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_crafted_pickles_are_refused_naming_the_global(evil: str, protocol: int) -> None:
+    cls, needle = EVIL[evil]
+    result = scan_bytes(pickle.dumps({"model": cls()}, protocol=protocol), "model.pkl")
+    assert not result.ok
+    assert any(needle in g for g in result.refused)
+    assert needle in result.summary()
+    assert "model.pkl" in result.summary()
+
+
+@pytest.mark.parametrize("evil", sorted(EVIL))
+@pytest.mark.parametrize("compress", [0, 3, ("gzip", 3), ("xz", 3)])
+def test_joblib_wrapped_pickles_are_refused(evil: str, compress: Any) -> None:
+    cls, needle = EVIL[evil]
+    # the payload after numpy arrays (their raw bytes sit between the opcodes) and inside an object array
+    for obj in ({"w": np.arange(5000.0), "x": cls()}, {"w": np.arange(10), "o": np.array([1, cls()], dtype=object)}):
+        result = scan_bytes(_joblib(obj, compress), "model.joblib")
+        assert not result.ok
+        assert any(needle in g for g in result.refused), result
+
+
+def test_real_sklearn_models_pass_as_pickle_and_joblib() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 4))
+    y = (x[:, 0] > 0.5).astype(int)
+    example = REPO / "examples" / "breast_cancer" / "model.skops"
+    pipeline = sio.load(example, trusted=sio.get_untrusted_types(file=example))  # the example model itself
+    models = [
+        pipeline,
+        LogisticRegression().fit(x, y),
+        RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y),
+        GradientBoostingClassifier(n_estimators=3).fit(x, y),
+        HistGradientBoostingClassifier(max_iter=3).fit(x, y),
+    ]
+    for model in models:
+        for protocol in (2, 4, 5):
+            got = scan_bytes(pickle.dumps(model, protocol=protocol), "m.pkl")
+            assert got.ok, (type(model).__name__, protocol, got)
+        for compress in (0, 3, ("bz2", 3)):
+            got = scan_bytes(_joblib(model, compress), "m.joblib")
+            assert got.ok, (type(model).__name__, compress, got)
+            assert got.summary().startswith("ok (")
+            assert "all allowed" in got.summary()
+
+
+def test_the_allow_list_refuses_what_runs_code() -> None:
+    for module, name in [
+        ("builtins", "eval"), ("builtins", "exec"), ("builtins", "getattr"), ("builtins", "__import__"),
+        ("os", "system"), ("posix", "system"), ("subprocess", "Popen"), ("sklearn.utils", "Popen"),
+        ("numpy.testing._private.utils", "runstring"), ("sklearn.utils._testing", "TempMemmap"),
+        ("sklearn.base", "os.system"), ("scipy.io", "FortranFile"), ("joblib", "Parallel"),
+    ]:  # fmt: skip
+        assert not allowed(module, name), (module, name)
+    for module, name in [
+        ("builtins", "set"),
+        ("builtins", "slice"),
+        ("numpy", "dtype"),
+        ("sklearn.tree._tree", "Tree"),
+    ]:
+        assert allowed(module, name)
+    assert allowed("posix", "system", extra={"posix.system"})  # what an approval lets through, exactly
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    assert not scan_bytes(b"not a pickle at all", "x.pkl").ok
+    assert not scan_bytes(pickle.dumps([1, 2, 3])[:-1], "x.pkl").ok  # no STOP
+    missing = scan_file(tmp_path / "missing.pkl")
+    assert not missing.ok
+    assert "cannot read" in (missing.error or "")
+
+
+# -- the runtime scans before it unpickles -----------------------------------------------------------------------
+
+
+def _pickle_dir(path: Path, payload: bytes, name: str = "model.pkl") -> Path:
+    path.mkdir()
+    (path / name).write_bytes(payload)
+    (path / "modeltui.toml").write_text(
+        f'name = "p"\nflavor = "sklearn"\nmodel_file = "{name}"\ntrusted = true\n[signature]\ninputs = [{TWO}]\n'
+    )
+    return path
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["model.pkl", "model.joblib"])
+def test_runtime_refuses_a_crafted_pickle_even_when_trusted(tmp_path: Path, serving_factory: Any, name: str) -> None:
+    marker = Path("/tmp/modeltui-picklescan-pwned")
+    marker.unlink(missing_ok=True)
+    payload = pickle.dumps(_System()) if name.endswith(".pkl") else _joblib({"w": np.ones(9), "x": _System()})
+    s = serving_factory(_pickle_dir(tmp_path / "m", payload, name)).start(ready=False)
+    assert s.proc is not None
+    assert s.proc.wait(30) == 3
+    err = s.stderr()
+    assert "pickle scan refused: posix.system" in err
+    assert name in err
+    assert not marker.exists()  # nothing was unpickled
+
+
+@pytest.mark.integration
+def test_runtime_loads_a_real_model_pickle_and_honours_the_daemons_allowance(
+    tmp_path: Path, serving_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = np.random.default_rng(0).random((40, 2))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    s = serving_factory(_pickle_dir(tmp_path / "ok", _joblib(model), "model.joblib")).start()
+    assert s.json("POST", "/predict", {"inputs": [[0.9, 0.1]]})[1]["predictions"] == [1]
+    # a global the daemon allowed (an approved version) loads; _Eval's payload is harmless
+    monkeypatch.setenv("MODELTUI_PICKLE_ALLOW", "builtins.eval")
+    d = _pickle_dir(tmp_path / "approved", pickle.dumps({"m": model, "x": _Eval()}))
+    s2 = serving_factory(d).start(ready=False)
+    assert s2.proc is not None
+    assert s2.proc.wait(30) == 3
+    assert "has no predict method" in s2.stderr()
+    assert "pickle scan" not in s2.stderr()
