@@ -40,6 +40,7 @@ from daemon.handlers.monitoring import MonitoringHandlers
 from daemon.handlers.ops import OpsHandlers
 from daemon.handlers.registry import RegistryHandlers
 from daemon.handlers.shared import ingest_pool as handler_pool
+from daemon.handlers.signing import SigningHandlers
 from daemon.logs import setup_logging
 from daemon.maintain.engine import Maintenance, RunStore
 from daemon.maintain.feedback import Source
@@ -148,6 +149,7 @@ class DaemonApp:
         deployments = self.deployments = self._deployment_manager(registry)
         cache = ReadCache()
         changes = RegistryChanges(cache, self.hub, deployments)
+        deployments.signing.on_checked = cache.invalidate  # a check at deploy time may change what show says
         audit = self.audit = await asyncio.to_thread(AuditStore, s.state_dir, s.busy_timeout_seconds)
         monitor, alerts, scheduler = await self._build_monitoring(registry, deployments)
         await deployments.start()
@@ -165,6 +167,7 @@ class DaemonApp:
             MonitoringHandlers(monitor, alerts, deployments),
             MaintenanceHandlers(maintenance),
             ClusterHandlers(cluster),
+            SigningHandlers(deployments.signing, changes),
         ]
         await self._serve_socket(handlers, audit, listener)
         if self.notifier.enabled:  # everything is started: the socket accepts requests from here on
@@ -283,6 +286,7 @@ class DaemonApp:
             alert_names=functools.partial(own_alert_names, alerts, deployments),
             leader=functools.partial(remote_leader, self.cluster),
             feedback_inputs=s.deploy.feedback_inputs,
+            signing=deployments.signing,
             sources=lambda model: [Source(name, i.version, i.admin_url) for name, i in deployments.serving(model)],
         )
         await maintenance.start()

@@ -181,6 +181,18 @@ class AccessSection(_Section):
     viewers: Annotated[list[Principal], Field(max_length=1000)] = Field(default_factory=lambda: ["*"])
 
 
+class SigningSection(_Section):
+    """Signed versions (docs/security.md, "Signed versions")."""
+
+    #: git's gpg.ssh.allowedSignersFile format: "PRINCIPAL[,…] [OPTIONS] KEYTYPE KEY". None: no signer is allowed.
+    allowed_signers: Path | None = None
+    #: "none": signatures are recorded and shown only; "deploy": deployments start (deploy, rollout by alias
+    #: move) only versions with a verified signature; "promote": that, and aliases move only to such versions.
+    require: Literal["none", "deploy", "promote"] = "none"
+    #: Per ssh-keygen run (verifying runs off the event loop).
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
@@ -190,6 +202,7 @@ class ConfigFile(_Section):
     exporter: ExporterSection = Field(default_factory=ExporterSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     access: AccessSection = Field(default_factory=AccessSection)
+    signing: SigningSection = Field(default_factory=SigningSection)
 
 
 class Settings(BaseModel):
@@ -215,6 +228,7 @@ class Settings(BaseModel):
     exporter: ExporterSection = Field(default_factory=ExporterSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     access: AccessSection = Field(default_factory=AccessSection)
+    signing: SigningSection = Field(default_factory=SigningSection)
 
     @property
     def log_file(self) -> Path:
@@ -293,6 +307,11 @@ def load_settings(
         monitor=parsed.monitor,
         exporter=parsed.exporter,
         access=parsed.access,
+        signing=parsed.signing.model_copy(
+            update={"allowed_signers": _resolve(base, parsed.signing.allowed_signers)}
+            if parsed.signing.allowed_signers
+            else {}
+        ),
         cluster=parsed.cluster.model_copy(
             update={"zookeeper": check_connect_string(env["MODELTUI_ZOOKEEPER"])} if "MODELTUI_ZOOKEEPER" in env else {}
         ),

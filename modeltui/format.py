@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.protocol.results import FeatureDrift
+from daemon.protocol.results import FeatureDrift, SignatureInfo
 
 # -- text from the registry ------------------------------------------------------------------------------------
 #: Invisible characters that reorder what follows them (a "Trojan Source" line can read as another).
@@ -73,6 +73,18 @@ def digest(sha: str | None, width: int = 12) -> str:
 
 
 # -- sizes, durations, times -----------------------------------------------------------------------------------
+def signer(sig: SignatureInfo | None, *, long: bool = False) -> str:
+    """Who signed a version: ``verified alice@example.com``, ``not allowed SHA256:…`` or ``unsigned``; ``long``
+    adds the key and who sent the signature."""
+    if sig is None:
+        return "unsigned"
+    if not long:
+        return printable(f"{sig.status} {sig.principal or sig.fingerprint}")
+    key = f"{sig.key_type.removeprefix('ssh-').upper()} {sig.fingerprint}"
+    who = f"{sig.principal} " if sig.principal else ""
+    return printable(f"{sig.status} {who}({key}, sent by {sig.signed_by})")
+
+
 def size(n: int | None) -> str:
     """``1536`` → ``1.5 KiB``, ``512`` → ``512 B``; ``None`` → ``-``."""
     if n is None:

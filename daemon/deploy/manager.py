@@ -35,6 +35,7 @@ from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, 
 from daemon.protocol.events import DeploymentEvent, Event, LogEvent
 from daemon.protocol.names import parse_ref
 from daemon.registry.service import Registry
+from daemon.registry.signing import SigningPolicy
 from daemon.settings import Settings
 from daemon.store.deployments import DeploymentRecord
 
@@ -377,13 +378,27 @@ class Supervisor:
         if version is None:
             return False
         if self.current is None:
+            if kind == "rollout" and not await self._signed(version):
+                return False
             self.short_runs = 0
             await self._start_current(version, reason="restarted" if kind == "restart" else f"rolled out to {version}")
             return False
         if kind == "rollout" and version == self.current.version:
             return False
+        if kind == "rollout" and not await self._signed(version):
+            return False
         await self._rollout(version)
         return False
+
+    async def _signed(self, version: int) -> bool:
+        """Whether ``[signing] require`` lets ``version`` roll out; a refusal is the deployment's event."""
+        try:
+            await self.m.signing.require(self.rec.model, version, "deploy")
+        except ProtocolError as exc:
+            message = f"rollout to version {version} refused: {exc.message}"
+            await self._changed(kind="rollout", event="rollout-refused", message=message)
+            return False
+        return True
 
     async def _rollout(self, version: int) -> None:
         assert self.current is not None
@@ -430,6 +445,8 @@ class DeploymentManager:
         self.tailers: dict[str, asyncio.Task[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: ``[signing] require``: checked before a deployment starts or rolls out a version
+        self.signing = SigningPolicy(registry, settings.signing)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -569,6 +586,7 @@ class DeploymentManager:
         except ValueError as exc:
             raise invalid(str(exc)) from None
         model, number, _ = await asyncio.to_thread(self.registry.resolve, req.ref)
+        await self.signing.require(model, number, "deploy")
         name = req.name or (f"{model}-{ref.alias}" if ref.alias else model)
         if name in self.supervisors:
             raise conflict(f"a deployment named {name!r} exists; undeploy it first or pass another --name")

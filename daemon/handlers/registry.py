@@ -118,10 +118,12 @@ class RegistryHandlers:
 
     @handles(q.Push)
     async def push(self, req: q.Push, ctx: Context) -> r.PushResult:
+        self.deployments.signing.check_push_alias(req.alias)
         return self._pushed(req, await asyncio.to_thread(self.registry.push, req, ctx.caller.user))
 
     @handles(q.PushFiles)
     async def push_files(self, req: q.PushFiles, ctx: Context) -> r.PushResult:
+        self.deployments.signing.check_push_alias(req.alias)
         for fd in ctx.fds:
             check_readable(fd)
 
@@ -163,6 +165,7 @@ class RegistryHandlers:
 
     @handles(q.AliasSet)
     async def alias_set(self, req: q.AliasSet, ctx: Context) -> r.AliasEventInfo:
+        await self.deployments.signing.require(req.name, req.version, "promote")
         return self._alias_moved(await asyncio.to_thread(self.registry.alias_set, req, ctx.caller.user))
 
     @handles(q.AliasRemove)

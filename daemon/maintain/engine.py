@@ -33,6 +33,7 @@ from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, 
 from daemon.protocol.events import AlertEvent
 from daemon.protocol.manifest import MANIFEST_FILE, Manifest, parse_manifest
 from daemon.registry.service import Registry
+from daemon.registry.signing import SigningPolicy
 from daemon.store.db import Db
 from daemon.store.engine import make_engine
 
@@ -207,8 +208,11 @@ class Maintenance:
         leader: Callable[[str], str | None] | None = None,
         sources: Callable[[str], list[fb.Source]] | None = None,
         feedback_inputs: bool = True,
+        signing: SigningPolicy | None = None,
     ) -> None:
         self.registry = registry
+        self.signing = signing
+        """``[signing] require``: a challenger is promoted only with a verified signature under "promote"."""
         self.store = store
         self.root = state_dir / "maintenance"
         self.notify = notify
@@ -569,6 +573,11 @@ class Maintenance:
     async def _promote(self, run: r.MaintainRunInfo, p: pol.Policy, reason: str) -> r.MaintainRunInfo:
         model, number = run.model, run.challenger
         assert number is not None
+        if self.signing is not None:
+            try:
+                await self.signing.require(model, number, "promote")
+            except ProtocolError as exc:
+                raise _StepFailed(run, f"promote refused: {exc.message}") from None
 
         def promote() -> tuple[None, tuple[str, dict[str, float]]]:
             self.registry.alias_set(q.AliasSet(name=model, alias=p.alias, version=number, reason=reason[:1000]), USER)
@@ -646,6 +655,8 @@ class Maintenance:
             return run
         info = await asyncio.to_thread(self.policy, run.model)
         p = pol.Policy.model_validate(info.policy)
+        if self.signing is not None and run.challenger is not None:  # refused: the run still awaits approval
+            await self.signing.require(run.model, run.challenger, "promote")
         try:
             run = await self._promote(run, p, f"maintenance run {run.id} approved by {user}: {reason}")
         except _StepFailed as failed:

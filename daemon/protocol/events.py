@@ -22,6 +22,7 @@ class RegistryEvent(_Event):
         "version.pushed",
         "version.removed",
         "version.tagged",
+        "version.signed",
         "model.removed",
         "model.described",
         "alias.moved",

@@ -18,6 +18,7 @@ from .alerts import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, RuleName, Severity, 
 from .deploy import Backend, ContainerOptions, DeploymentName, EnvName, EnvValue, Port
 from .errors import ErrorCode, ProtocolError
 from .names import AliasName, Line, ModelName, RefStr, RelPath, Sha256, TagKey, TagValue, Text
+from .signing import MAX_SIGNATURE_BYTES
 from .values import Count, Ordinal, UtcTime
 
 MAX_UPLOAD_FILES = 128
@@ -554,6 +555,23 @@ class ClusterStatusRequest(BaseRequest[r.ClusterStatus]):
     op: Literal["cluster.status"] = "cluster.status"
 
 
+class SignVersion(BaseRequest[r.SignResult]):
+    """Record a signature of a version: ``ssh-keygen -Y sign -n modeltui-version`` over
+    ``daemon.protocol.signing.statement(model, digest)``. ``digest`` is the content the signer signed: a
+    version whose digest differs is refused, so an alias moved meanwhile cannot make it sign something else.
+    A signature that does not verify is refused; a good one by a key the allowed-signers file does not name is
+    recorded as "not allowed". Signing again with the same key replaces that key's signature."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
+    op: Literal["versions.sign"] = "versions.sign"
+    ref: RefStr
+    digest: Sha256
+    signature: Annotated[str, Field(min_length=1, max_length=MAX_SIGNATURE_BYTES)]
+
+
+
 Request = Annotated[
     Ping
     | DaemonStatusRequest
@@ -598,7 +616,8 @@ Request = Annotated[
     | MaintainCancel
     | MaintainPause
     | AuditRequest
-    | DoctorRequest,
+    | DoctorRequest
+    | SignVersion,
     Field(discriminator="op"),
 ]
 

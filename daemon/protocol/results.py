@@ -72,6 +72,20 @@ class SourceInfo(Result):
     path: str | None = None
 
 
+class SignatureInfo(Result):
+    """A signature of a version (``modeltui sign``, ``push --sign``) and what the daemon made of it."""
+
+    status: Literal["verified", "not allowed"] = Field(
+        description="verified: good, by a key the allowed-signers file names; not allowed: good, by another key"
+    )
+    principal: str | None = Field(description="the allowed signer the key belongs to (None when not allowed)")
+    fingerprint: str
+    key_type: str
+    signed_by: str = Field(description="the user who sent the signature")
+    signed_at: datetime
+    checked_at: datetime = Field(description="when the daemon last checked it against the allowed-signers file")
+
+
 class VersionSummary(Result):
     model: str
     number: int
@@ -99,6 +113,9 @@ class VersionList(Result):
 
     rows: list[VersionRow]
     total: int
+    signed: dict[int, SignatureInfo] = Field(
+        default_factory=dict, description="each signed version of the page: its best signature (verified first)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -122,10 +139,17 @@ class VersionList(Result):
 
     def json_items(self) -> dict[str, Any]:
         """The page as objects, for people and scripts (``modeltui log --json``)."""
-        return {"items": [v.model_dump(mode="json") for v in self.items], "total": self.total}
+        signed = {n: s.model_dump(mode="json") for n, s in self.signed.items()}
+        items = [v.model_dump(mode="json") | {"signature": signed.get(v.number)} for v in self.items]
+        return {"items": items, "total": self.total}
 
 
 _SUMMARIES: TypeAdapter[list[VersionSummary]] = TypeAdapter(list[VersionSummary])
+
+
+class SignResult(Result):
+    version: VersionSummary
+    signature: SignatureInfo
 
 
 class VersionDetail(Result):
@@ -141,6 +165,7 @@ class VersionDetail(Result):
     files: list[FileInfo]
     children: list[int]
     lineage: list[int] = Field(description="ancestors, nearest first")
+    signatures: list[SignatureInfo] = Field(default_factory=list, description="verified first")
 
 
 class PushResult(Result):

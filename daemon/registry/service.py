@@ -466,6 +466,38 @@ class Registry:
             model, number = sql.resolve(conn, _ref(ref))
             return model.name, number, sql.summary(conn, model, number).digest
 
+    # -- signatures (checked by daemon/registry/signing.py, outside any transaction) ------------------------
+
+    @_guarded
+    def signature_texts(self, model: str, number: int) -> list[tuple[int, str]]:
+        """(id, armored text) of each signature of ``model:number``."""
+        with self._db.read() as conn:
+            key = sql.get_model(conn, model)
+            sql.check_version(conn, key, number)
+            return sql.signature_texts(conn, key.id, number)
+
+    @_guarded
+    def record_signature(self, model: str, number: int, digest: str, values: dict[str, Any]) -> r.SignResult:
+        """Record a checked signature of ``model:number``, whose digest must still be ``digest``."""
+        with self._write_sql() as conn:
+            key = sql.get_model(conn, model)
+            sql.check_version(conn, key, number)
+            found = sql.summary(conn, key, number)
+            if found.digest != digest:
+                raise conflict(f"{model}:{number} holds other content than the signed digest {digest[:12]}…")
+            sql.put_signature(conn, key.id, number, values)
+            best = sql.signatures(conn, key.id, number)
+            signed = next(s for s in best if s.fingerprint == values["fingerprint"])
+            return r.SignResult(version=found, signature=signed)
+
+    @_guarded
+    def record_signature_checks(self, checks: list[tuple[int, str, str | None]]) -> None:
+        """Store the outcome (status, principal) of checking signatures again, by id."""
+        now = utcnow()
+        with self._write_sql() as conn:
+            for sid, status, principal in checks:
+                sql.set_signature_check(conn, sid, status, principal, now)
+
     # -- the shared registry's changes, applied to this host's cache (no publishing back) ------------------
 
     @_guarded

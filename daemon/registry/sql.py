@@ -221,7 +221,8 @@ def log_page(conn: sqlite3.Connection, model: ModelKey, offset: int, limit: int)
             (model.id, limit, offset),
         )
     ]
-    return r.VersionList.model_construct(rows=rows, total=int(total))
+    signed = best_signatures(conn, model.id, [row[1] for row in rows])
+    return r.VersionList.model_construct(rows=rows, total=int(total), signed=signed)
 
 
 def files(conn: sqlite3.Connection, mid: int, number: int) -> list[r.FileInfo]:
@@ -285,6 +286,7 @@ def detail(conn: sqlite3.Connection, model: ModelKey, number: int) -> r.VersionD
         files=files(conn, model.id, number),
         children=sorted(n for (n,) in children),
         lineage=lineage(conn, model, number, row[2]),
+        signatures=signatures(conn, model.id, number),
     )
 
 
@@ -351,8 +353,90 @@ def retag(conn: sqlite3.Connection, mid: int, number: int, set_: dict[str, str],
 def remove_version(conn: sqlite3.Connection, mid: int, number: int, now: datetime) -> None:
     vid = "(SELECT id FROM versions WHERE model_id = ? AND number = ?)"
     conn.execute(f"DELETE FROM files WHERE version_id = {vid}", (mid, number))
+    conn.execute(f"DELETE FROM version_signatures WHERE version_id = {vid}", (mid, number))
     conn.execute("DELETE FROM versions WHERE model_id = ? AND number = ?", (mid, number))
     conn.execute("UPDATE models SET updated_at = ? WHERE id = ?", (db_time(now), mid))
+
+
+# -- signatures ------------------------------------------------------------------------------------------
+
+_SIGNATURE_COLUMNS = "s.status, s.principal, s.fingerprint, s.key_type, s.signed_by, s.signed_at, s.checked_at"
+#: Verified first, then the newest.
+_SIGNATURE_ORDER = "ORDER BY s.status <> 'verified', s.signed_at DESC, s.id DESC"
+
+
+def _signature(row: tuple[Any, ...]) -> r.SignatureInfo:
+    status, principal, fingerprint, key_type, by, signed_at, checked_at = row
+    return r.SignatureInfo.model_construct(
+        status=status,
+        principal=principal,
+        fingerprint=fingerprint,
+        key_type=key_type,
+        signed_by=by,
+        signed_at=from_db_time(signed_at),
+        checked_at=from_db_time(checked_at),
+    )
+
+
+def signatures(conn: sqlite3.Connection, mid: int, number: int) -> list[r.SignatureInfo]:
+    rows = conn.execute(
+        f"SELECT {_SIGNATURE_COLUMNS} FROM version_signatures s JOIN versions v ON v.id = s.version_id "
+        f"WHERE v.model_id = ? AND v.number = ? {_SIGNATURE_ORDER}",
+        (mid, number),
+    )
+    return [_signature(row) for row in rows]
+
+
+def best_signatures(conn: sqlite3.Connection, mid: int, numbers: Sequence[int]) -> dict[int, r.SignatureInfo]:
+    """The best signature (verified first, then the newest) of each of ``numbers`` that has one."""
+    if not numbers:
+        return {}
+    marks = ",".join("?" * len(numbers))
+    best: dict[int, r.SignatureInfo] = {}
+    for number, *row in conn.execute(
+        f"SELECT v.number, {_SIGNATURE_COLUMNS} FROM version_signatures s JOIN versions v ON v.id = s.version_id "
+        f"WHERE v.model_id = ? AND v.number IN ({marks}) {_SIGNATURE_ORDER}",
+        (mid, *numbers),
+    ):
+        best.setdefault(number, _signature(tuple(row)))
+    return best
+
+
+def signature_texts(conn: sqlite3.Connection, mid: int, number: int) -> list[tuple[int, str]]:
+    """(row id, armored signature) of each signature of a version, for checking them again."""
+    rows = conn.execute(
+        "SELECT s.id, s.signature FROM version_signatures s JOIN versions v ON v.id = s.version_id "
+        "WHERE v.model_id = ? AND v.number = ? ORDER BY s.id",
+        (mid, number),
+    )
+    return [(int(i), str(text)) for i, text in rows]
+
+
+def put_signature(conn: sqlite3.Connection, mid: int, number: int, values: dict[str, Any]) -> None:
+    """Record a signature of a version; the same key's earlier signature of it is replaced."""
+    conn.execute(
+        "INSERT INTO version_signatures (version_id, fingerprint, key_type, signature, status, principal, "
+        "signed_by, signed_at, checked_at) "
+        "SELECT id, :fingerprint, :key_type, :signature, :status, :principal, :signed_by, :signed_at, :checked_at "
+        "FROM versions WHERE model_id = :mid AND number = :number "
+        "ON CONFLICT (version_id, fingerprint) DO UPDATE SET key_type = excluded.key_type, "
+        "signature = excluded.signature, status = excluded.status, principal = excluded.principal, "
+        "signed_by = excluded.signed_by, signed_at = excluded.signed_at, checked_at = excluded.checked_at",
+        {
+            **values,
+            "signed_at": db_time(values["signed_at"]),
+            "checked_at": db_time(values["checked_at"]),
+            "mid": mid,
+            "number": number,
+        },
+    )
+
+
+def set_signature_check(conn: sqlite3.Connection, sid: int, status: str, principal: str | None, at: datetime) -> None:
+    conn.execute(
+        "UPDATE version_signatures SET status = ?, principal = ?, checked_at = ? WHERE id = ?",
+        (status, principal, db_time(at), sid),
+    )
 
 
 # -- aliases ---------------------------------------------------------------------------------------------

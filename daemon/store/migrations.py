@@ -386,6 +386,29 @@ def v11_audit(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V12_SIGNATURES = """
+CREATE TABLE version_signatures (
+    id INTEGER NOT NULL PRIMARY KEY,
+    version_id INTEGER NOT NULL REFERENCES versions (id) ON DELETE CASCADE,
+    fingerprint VARCHAR NOT NULL,
+    key_type VARCHAR NOT NULL,
+    signature VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    principal VARCHAR,
+    signed_by VARCHAR NOT NULL,
+    signed_at DATETIME NOT NULL,
+    checked_at DATETIME NOT NULL,
+    CONSTRAINT uq_version_signatures_version_key UNIQUE (version_id, fingerprint)
+);
+"""
+
+
+def v12_version_signatures(conn: Connection) -> None:
+    """Signatures of versions (``modeltui sign``): one per version and key, with the last verification."""
+    for statement in _statements(V12_SIGNATURES):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -401,6 +424,7 @@ MIGRATIONS: list[Migration] = [
     v9_maintenance,
     v10_feedback,
     v11_audit,
+    v12_version_signatures,
 ]
 
 

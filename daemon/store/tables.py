@@ -117,6 +117,24 @@ class AliasEventRow(SQLModel, table=True):
     reason: str = ""
 
 
+class VersionSignatureRow(SQLModel, table=True):
+    """A signature of a version (``daemon/registry/signing.py``): one per version and key."""
+
+    __tablename__ = "version_signatures"
+    __table_args__ = (UniqueConstraint("version_id", "fingerprint", name="uq_version_signatures_version_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id", ondelete="CASCADE", nullable=False)
+    fingerprint: str
+    key_type: str
+    signature: str
+    status: str
+    principal: str | None = None
+    signed_by: str
+    signed_at: datetime = _ts()
+    checked_at: datetime = _ts()
+
+
 class StatCacheRow(SQLModel, table=True):
     """(device, inode, size, mtime, ctime) of a file already ingested → its sha256: skip re-reading it."""
 

@@ -21,6 +21,7 @@ from . import render
 from .common import check_ref_arg, emit, err, fail, json_option, main, out, parse_tags, parse_time, run, validated
 from .deployments import rollout_waiter
 from .manifest import build_manifest, write_manifest
+from .signing import key_option, say_signed, sign_version
 from .transfer import checkout, push_directory
 
 
@@ -54,17 +55,35 @@ def init(directory: Path, name: str | None, flavor: str | None, model_file: str 
 @click.option("-m", "--message", default="", help="what changed")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="repeatable")
 @click.option("--alias", help="also point this alias at the pushed version")
+@click.option("--sign", "sign_it", is_flag=True, help="sign the version with your SSH key (see modeltui sign)")
+@key_option
 @json_option
 @click.pass_context
 def push(ctx: click.Context, directory: Path, name: str | None, message: str, tags: tuple[str, ...],
-         alias: str | None, as_json: bool) -> None:
+         alias: str | None, sign_it: bool, key: Path | None, as_json: bool) -> None:
     """Push DIRECTORY as a new immutable version (identical content returns the existing one)."""
     tag_map = parse_tags(tags)
     if alias is not None:
         validated(check_alias, alias)
     show_bar = not as_json and sys.stderr.isatty()
+    sign_it = sign_it or key is not None
+    signed: list[r.SignResult] = []
 
     async def body(client: DaemonClient) -> tuple[r.PushResult, int]:
+        if not sign_it:
+            return await pushing(client, alias)
+        # Signed before the alias moves: under [signing] require = "promote" an alias moves to signed versions only.
+        pushed, copied = await pushing(client, None)
+        v = pushed.version
+        signed.append(await sign_version(client, v.model, v.number, v.digest, key))
+        if alias is not None:
+            move = q.AliasSet(name=v.model, alias=alias, version=v.number, reason=f"push --sign {v.number}")
+            await client.call(move)
+            moved = v.model_copy(update={"aliases": sorted({*v.aliases, alias})})
+            pushed = pushed.model_copy(update={"version": moved})
+        return pushed, copied
+
+    async def pushing(client: DaemonClient, alias: str | None) -> tuple[r.PushResult, int]:
         if not show_bar:
             return await push_directory(client, directory, name=name, message=message, tags=tag_map, alias=alias)
         with Progress(TextColumn("pushing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -84,10 +103,13 @@ def push(ctx: click.Context, directory: Path, name: str | None, message: str, ta
         verb = "pushed" if result.created else "unchanged, already"
         out.print(render.plain(f"{verb} {v.model}:{v.number}  {v.digest[:12]}  {v.file_count} files, "
                                f"{fmt.size(v.size)} ({fmt.size(copied)} copied)"))
+        if signed:
+            say_signed(signed[0])
         if alias:
             out.print(f"{v.model}@{alias} -> {v.number}")
 
-    emit({**result.model_dump(mode="json"), "bytes_copied": copied}, as_json, human)
+    signature = {"signature": signed[0].signature.model_dump(mode="json")} if signed else {}
+    emit({**result.model_dump(mode="json"), "bytes_copied": copied, **signature}, as_json, human)
 
 
 @main.command("checkout")

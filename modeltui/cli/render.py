@@ -15,7 +15,7 @@ from rich.text import Text
 from daemon.protocol import results as r
 from daemon.protocol.deploy import DeploymentInfo
 
-from ..format import DEPLOYMENT_TONE, PALETTE, aliases_of, duration, printable, size, tags_of, uptime, when
+from ..format import DEPLOYMENT_TONE, PALETTE, aliases_of, duration, printable, signer, size, tags_of, uptime, when
 from ..hints import push_example
 
 
@@ -173,12 +173,13 @@ def models_table(result: r.ModelList) -> FitTable | Text:
 
 VERSION_COLS = (Col("version", justify="right"), Col("aliases"), Col("digest", drop=2),
                 Col("message", drop=6, shorten=20), Col("tags", drop=4, shorten=16), Col("by", drop=3),
-                Col("created", drop=5), Col("size", drop=1, justify="right"))
+                Col("created", drop=5), Col("size", drop=1, justify="right"), Col("signed", drop=7, shorten=16))
 
 
 def versions_table(result: r.VersionList) -> FitTable:
     rows = [(str(v.number), ", ".join(v.aliases) or "-", v.digest[:12], one_line(v.message), tags_of(v.tags),
-             v.created_by, when(v.created_at), size(v.size)) for v in result.items]
+             v.created_by, when(v.created_at), size(v.size), signer(result.signed.get(v.number)))
+            for v in result.items]
     return FitTable(VERSION_COLS, rows, caption=f"{len(result.items)} of {result.total}")
 
 
@@ -201,6 +202,8 @@ def print_version(console: Console, d: r.VersionDetail) -> None:
         ("message", v.message or "-"),
         ("tags", tags_of(v.tags)),
         ("by", f"{v.created_by} at {when(v.created_at)}"),
+        *(("signed", signer(sig, long=True)) for sig in d.signatures),
+        *([("signed", "unsigned")] if not d.signatures else []),
         ("source", (d.source.git_commit or "-") + (" (dirty)" if d.source.git_dirty else "")),
         ("size", f"{size(v.size)} in {v.file_count} files"),
         ("lineage", " ← ".join(str(n) for n in [v.number, *d.lineage])),

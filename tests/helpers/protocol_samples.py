@@ -72,6 +72,8 @@ REQUESTS: list[BaseModel] = [
     q.AlertAdd(deployment="churn-prod", rule='drift_psi{feature="x"} > 0.2 for 10m', severity="critical",
                name="drift-x", window_seconds=600),
     q.AlertRemove(deployment="churn-prod", name="drift-x"),
+    q.SignVersion(ref="m:3", digest=SHA,
+                  signature="-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n"),
 ]
 INSTANCE = deploy.InstanceInfo(id="ab12", version=2, key="123:456", admin_url="http://127.0.0.1:4000",
                                started_at=NOW)
@@ -81,6 +83,8 @@ DEPLOYMENT = deploy.DeploymentInfo(
     env={"THREADS": "2"}, options=deploy.ContainerOptions(), instance=INSTANCE, rollout_to=3, created_at=NOW,
     updated_at=NOW, started_at=NOW,
 )
+SIGNED = r.SignatureInfo(status="verified", principal="alice@example.com", fingerprint="SHA256:" + "A" * 43,
+                         key_type="ssh-ed25519", signed_by="alice", signed_at=NOW, checked_at=NOW)
 
 RESULTS: list[r.Result] = [
     r.Ack(),
@@ -96,6 +100,8 @@ RESULTS: list[r.Result] = [
                     requirements=["scikit-learn"], source=r.SourceInfo(git_commit="f" * 40), files=[FILE],
                     children=[3], lineage=[1]),
     r.PushResult(version=SUMMARY, created=True),
+    r.SignResult(version=SUMMARY, signature=SIGNED),
+    r.VersionList.model_validate({"items": [SUMMARY], "total": 1, "signed": {SUMMARY.number: SIGNED}}),
     r.UploadResult(items=[r.UploadedObject(path="a", sha256=SHA, size=1, copied=False)]),
     r.CheckoutResult(version=SUMMARY, files=[FILE], total_files=1),
     r.VersionDiff(a=SUMMARY, b=SUMMARY,
