@@ -65,6 +65,12 @@ class DeploySection(_Section):
     )
 
 
+def _zero_or_at_least_32(value: int) -> int:
+    if 0 < value < 32:
+        raise ValueError("use 0 (no limit) or at least 32 MiB")
+    return value
+
+
 class DockerSection(_Section):
     """The Docker backend: where the engine is, what images start from, where they are pushed."""
 
@@ -78,6 +84,13 @@ class DockerSection(_Section):
     #: per model, the images of this many newest versions stay after undeploy and rollouts (and gc); older
     #: ones go unless a deployment uses them (see docs/deploy-docker.md)
     keep_images: Annotated[int, Field(ge=0, le=1000)] = 2
+    #: limits every container gets unless its deployment sets its own (``--cpus``/``--memory``); 0 = none
+    cpus: Annotated[float, Field(ge=0, le=256)] = 1.0
+    memory_mb: Annotated[int, Field(ge=0, le=1 << 20), AfterValidator(_zero_or_at_least_32)] = 1024
+    #: at most this many processes and threads per container (a fork bomb stops here)
+    pids_limit: Annotated[int, Field(ge=16, le=1 << 22)] = 256
+    #: the size of the tmpfs on /tmp, the only writable place (the root filesystem is read-only)
+    tmpfs_mb: Annotated[int, Field(ge=1, le=1 << 16)] = 64
 
 
 class MonitorSection(_Section):

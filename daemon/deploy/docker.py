@@ -8,7 +8,15 @@ hangs the daemon, and the daemon starts fine without Docker (the client is made 
 Containers carry ``modeltui.owner`` (a stable id of the daemon's state directory), which is how
 :meth:`DockerBackend.discover` finds them again after a daemon restart. What a container may be given is
 decided in one place, :func:`run_kwargs`, from a fixed allowlist: never privileged, no mounts, devices,
-capabilities or namespaces of the host.
+capabilities or namespaces of the host. Every container is hardened the same way (:func:`hardening`): a
+read-only root filesystem with a small tmpfs on ``/tmp``, every capability dropped, no-new-privileges, a
+pids limit, memory and CPU limits (the deployment's or ``[docker]``'s), an unprivileged uid.
+
+Networks: with ``network = "bridge"`` each deployment gets its own user-defined bridge network
+(:func:`network_name`), so containers of different deployments cannot reach each other and none reaches the
+host's loopback services; only the public port is published on ``bind_address``, the admin port on
+127.0.0.1 only (for the daemon). With ``network = "host"`` containers share the host's network: the admin
+routes are then only as private as the runtime's admin credential makes them (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -51,8 +59,12 @@ ALLOWED_RUN_KEYS = frozenset(
     {
         "image", "command", "name", "detach", "labels", "environment", "user", "network_mode", "ports",
         "nano_cpus", "mem_limit", "log_config", "restart_policy",
+        "read_only", "tmpfs", "cap_drop", "security_opt", "pids_limit",
     }
 )  # fmt: skip
+#: The keys :func:`hardening` sets: always present, never loosened by a deployment.
+HARDENING_KEYS = frozenset({"read_only", "tmpfs", "cap_drop", "security_opt", "pids_limit", "user"})
+LABEL_DEPLOYMENT = "modeltui.deployment"
 
 
 #: What a missing, hung or restarting engine raises (API errors with a status are handled before these).
@@ -75,17 +87,42 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     return dict(env)
 
 
+def hardening(settings: DockerSection) -> dict[str, Any]:
+    """What every container gets, whatever its deployment says: nothing in the image can be changed
+    (``/tmp`` is a small tmpfs, the only place to write; logs go to stdout), no capability, no way to gain
+    privileges (setuid bits are stripped from the image too), a bounded number of processes, a uid that owns
+    nothing."""
+    return {
+        "user": img.RUN_AS,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={settings.tmpfs_mb}m,mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": settings.pids_limit,
+    }
+
+
+def network_name(owner: str, deployment: str) -> str:
+    """The bridge network of one deployment (``network = "bridge"``); the owner keeps two daemons apart."""
+    return f"modeltui-{owner}-{deployment}"
+
+
 def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner: str) -> dict[str, Any]:
     """The complete ``containers.run`` arguments for one instance: only allowlisted keys, only from
     ``ContainerOptions`` and the backend's own settings."""
     env = check_env(spec.env)
-    admin_host = settings.bind_address if settings.bind_address not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    bridge = settings.network == "bridge"
+    if bridge:  # the container's own network namespace: listen on all of it; only published ports are reachable
+        listen, admin_host = "0.0.0.0", "127.0.0.1"
+    else:
+        listen = settings.bind_address
+        admin_host = listen if listen not in ("0.0.0.0", "::", "") else "127.0.0.1"
     env.update(MODELTUI_ADMIN_PORT=str(spec.admin_port), MODELTUI_ADMIN_HOST=admin_host)
     opts = spec.options
     kw: dict[str, Any] = {
         "image": image,
         "command": [
-            "--host", settings.bind_address, "--port", str(spec.admin_port), "--public-port", str(spec.public_port),
+            "--host", listen, "--port", str(spec.admin_port), "--public-port", str(spec.public_port),
             "--model-version", str(spec.version), "--instance", spec.instance_id,
             *([] if spec.feedback_inputs else ["--no-feedback-inputs"]),
         ],
@@ -93,7 +130,7 @@ def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner
         "detach": True,
         "labels": {
             LABEL_OWNER: owner,
-            "modeltui.deployment": spec.deployment,
+            LABEL_DEPLOYMENT: spec.deployment,
             "modeltui.instance": spec.instance_id,
             "modeltui.model": spec.model,
             "modeltui.version": str(spec.version),
@@ -101,25 +138,27 @@ def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner
             "modeltui.admin_port": str(spec.admin_port),
         },
         "environment": env,
-        "user": img.RUN_AS,
         "log_config": {
             "type": "json-file",
             "config": {"max-size": f"{opts.log_max_mb}m", "max-file": str(opts.log_files)},
         },
         "restart_policy": {"Name": "no"},  # the daemon supervises and restarts
+        **hardening(settings),
     }  # fmt: skip
-    if settings.network == "host":
+    if not bridge:
         kw["network_mode"] = "host"
     else:
-        kw["network_mode"] = "bridge"
-        kw["ports"] = {
+        kw["network_mode"] = network_name(owner, spec.deployment)
+        kw["ports"] = {  # the admin port for the daemon only (host loopback), never on bind_address
             f"{spec.public_port}/tcp": (settings.bind_address, spec.public_port),
-            f"{spec.admin_port}/tcp": (settings.bind_address, spec.admin_port),
+            f"{spec.admin_port}/tcp": ("127.0.0.1", spec.admin_port),
         }
-    if opts.cpus is not None:
-        kw["nano_cpus"] = int(opts.cpus * 1e9)
-    if opts.memory_mb is not None:
-        kw["mem_limit"] = f"{opts.memory_mb}m"
+    cpus = opts.cpus if opts.cpus is not None else settings.cpus
+    memory_mb = opts.memory_mb if opts.memory_mb is not None else settings.memory_mb
+    if cpus:
+        kw["nano_cpus"] = int(cpus * 1e9)
+    if memory_mb:
+        kw["mem_limit"] = f"{memory_mb}m"
     extra = set(kw) - ALLOWED_RUN_KEYS
     if extra:  # a programming error, not user input: refuse rather than run something unreviewed
         raise BackendError(f"refusing container options outside the allowlist: {sorted(extra)}")
@@ -162,6 +201,17 @@ class DockerBackend(Backend):
         self._closed = threading.Event()
         self._streams: set[Any] = set()
         self._image_locks: dict[str, asyncio.Lock] = {}
+        self._warned_host_network = False
+
+    def _warn_host_network(self) -> None:
+        """Said once per daemon run, when a container is started or adopted with host networking."""
+        if self.settings.network == "host" and not self._warned_host_network:
+            self._warned_host_network = True
+            log.warning(
+                "Docker deployments share the host's network ([docker] network = host): a container can reach "
+                "the host's loopback services and other deployments' admin ports, which only their admin token "
+                "protects; use network = bridge where the engine has bridge networking (docs/deploy-docker.md)"
+            )
 
     # -- the engine ----------------------------------------------------------------------------------------
 
@@ -298,6 +348,7 @@ class DockerBackend(Backend):
         await self.ping()
         tag = await self.ensure_image(spec, progress)
         kw = run_kwargs(spec, self.settings, image=tag, owner=self.owner)
+        self._warn_host_network()
         progress(f"starting container {kw['name']}")
         attrs = await self._call(lambda: self._run(kw))
         return Instance(
@@ -322,6 +373,8 @@ class DockerBackend(Backend):
                 api.remove_container(old["Id"], force=True)
         except docker.errors.NotFound:
             pass
+        if kw["network_mode"] != "host":
+            self._ensure_network(api, kw["network_mode"], kw["labels"][LABEL_DEPLOYMENT])
         client = self._client
         try:
             container = client.containers.run(**kw)
@@ -330,6 +383,44 @@ class DockerBackend(Backend):
                 api.remove_container(kw["name"], force=True)  # created but not started: do not leak it
             raise
         return dict(api.inspect_container(container.id))
+
+    def _ensure_network(self, api: Any, name: str, deployment: str) -> None:
+        """The deployment's own bridge network (instances of one deployment share it, a rollout too)."""
+        try:
+            found = api.inspect_network(name)
+        except docker.errors.NotFound:
+            try:
+                api.create_network(
+                    name, driver="bridge", check_duplicate=True,
+                    labels={LABEL_OWNER: self.owner, LABEL_DEPLOYMENT: deployment},
+                )  # fmt: skip
+                log.info("created network %s", name)
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: another instance made it meanwhile
+                    raise
+                found = api.inspect_network(name)
+        if (found.get("Labels") or {}).get(LABEL_OWNER) != self.owner:
+            raise BackendError(f"the Docker network {name} exists but is not this daemon's; remove it")
+
+    def _remove_idle_networks(self, api: Any, only: str | None = None) -> None:
+        """Remove this daemon's deployment networks that no container uses any more (``only``: that one)."""
+        filters: dict[str, Any] = {"label": f"{LABEL_OWNER}={self.owner}"}
+        if only is not None:
+            filters["name"] = only
+        for net in api.networks(filters=filters):
+            name = str(net.get("Name", ""))
+            if only is not None and name != only:
+                continue  # the name filter matches substrings
+            if api.containers(all=True, filters={"network": name}):
+                continue
+            try:
+                api.remove_network(net["Id"])
+                log.info("removed network %s", name)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:  # a container joined meanwhile ("has active endpoints")
+                log.info("keeping network %s: %s", name, exc.explanation or exc)
 
     # -- images ------------------------------------------------------------------------------------------
 
@@ -415,7 +506,9 @@ class DockerBackend(Backend):
 
     def _stop(self, cid: str, grace: float) -> None:
         api = self._api()
+        network = None
         with contextlib.suppress(docker.errors.NotFound):
+            network = str(api.inspect_container(cid)["HostConfig"].get("NetworkMode") or "")
             api.stop(cid, timeout=max(0, round(grace)))
         try:
             api.remove_container(cid, force=True)
@@ -424,11 +517,16 @@ class DockerBackend(Backend):
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
+        if network and network.startswith(f"modeltui-{self.owner}-"):
+            self._remove_idle_networks(api, only=network)
 
     # -- discover ------------------------------------------------------------------------------------------
 
     async def discover(self) -> list[Instance]:
-        return await self._call(self._discover)
+        found = await self._call(self._discover)
+        if found:
+            self._warn_host_network()
+        return found
 
     def _discover(self) -> list[Instance]:
         api = self._api()
@@ -466,6 +564,7 @@ class DockerBackend(Backend):
             log.info("removing %s container %s (%s) left by an earlier run", state, name, cid[:12])
             with contextlib.suppress(docker.errors.NotFound):
                 api.remove_container(cid, force=True)
+        self._remove_idle_networks(api)
         return found
 
     # -- logs ----------------------------------------------------------------------------------------------

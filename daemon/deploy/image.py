@@ -7,8 +7,8 @@ servers, and needed where a container does not trust the host's certificates. Th
 version must match the host's (the wheels are built for it): Debian 12 gives 3.11 on both sides.
 
 The image holds only the serving runtime (``daemon/serving``, which imports nothing else from ``daemon``)
-and the model's files, and runs as an unprivileged uid. The synchronous functions here take a docker-py
-``APIClient`` and are meant to run in a worker thread.
+and the model's files, runs as an unprivileged uid and has no setuid or setgid file (:data:`STRIP_SETID`).
+The synchronous functions here take a docker-py ``APIClient`` and are meant to run in a worker thread.
 
 Images are removed by the image policy (``[docker] keep_images``): per model, the images of the newest
 ``keep_images`` versions stay, and every image a deployment uses; :func:`images_to_remove` decides.
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 RUN_AS = "10001:10001"
 VENV = "/opt/modeltui/venv"
 MODEL_DIR = "/model"
+#: Removes every setuid/setgid bit (su, mount, passwd… of the base image, setgid directories like /var/mail,
+#: anything in the venv): with them gone a process in the container has no file to gain privileges through,
+#: even without no-new-privileges. The runtime and model files are copied afterwards with modes 0644/0755.
+STRIP_SETID = "find / -xdev -perm /6000 -exec chmod a-s {} +"
 #: A plain requirement specifier: a name, extras, version clauses, markers. No options ("-r", "--index-url"),
 #: no URLs or paths: the wheelhouse is built from the daemon's configured index only.
 _REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]*\])?[A-Za-z0-9 <>=!~*.,;()'\"_+-]*$")
@@ -236,6 +240,7 @@ RUN {VENV}/bin/pip install --no-index --find-links /wheels --no-cache-dir --disa
 FROM {base_image}
 ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
 COPY --from=deps {VENV} {VENV}
+RUN {STRIP_SETID}
 COPY runtime/ /app/
 COPY model/ {MODEL_DIR}/
 ENV PYTHONPATH=/app

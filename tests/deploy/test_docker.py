@@ -99,6 +99,7 @@ async def _healthy(inst: Instance, timeout: float = 60.0) -> None:
 class _FakeApi:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.networks: dict[str, dict[str, Any]] = {}
 
     def ping(self) -> bool:
         return True
@@ -110,6 +111,15 @@ class _FakeApi:
         if ref.startswith("modeltui-"):
             raise docker.errors.NotFound("no such container")
         return {"Id": ref, "State": {"StartedAt": "2025-01-02T03:04:05.123456789Z"}}
+
+    def inspect_network(self, name: str) -> dict[str, Any]:
+        if name not in self.networks:
+            raise docker.errors.NotFound("no such network")
+        return self.networks[name]
+
+    def create_network(self, name: str, **kw: Any) -> dict[str, Any]:
+        self.networks[name] = {"Name": name, **{k.capitalize(): v for k, v in kw.items()}}
+        return {"Id": name}
 
 
 class _FakeContainers:
@@ -143,6 +153,7 @@ async def test_only_allowlisted_arguments_reach_containers_run(tmp_path: Path, n
     expected = {
         "image", "command", "name", "detach", "labels", "environment", "user", "network_mode",
         "nano_cpus", "mem_limit", "log_config", "restart_policy",
+        "read_only", "tmpfs", "cap_drop", "security_opt", "pids_limit",
     }  # fmt: skip
     if network == "bridge":
         expected.add("ports")
@@ -150,9 +161,20 @@ async def test_only_allowlisted_arguments_reach_containers_run(tmp_path: Path, n
             f"{spec.public_port}/tcp": ("127.0.0.1", spec.public_port),
             f"{spec.admin_port}/tcp": ("127.0.0.1", spec.admin_port),
         }
+        assert kw["network_mode"] == "modeltui-o1-dep"  # the deployment's own network, made before the run
+        assert fake.api.networks["modeltui-o1-dep"]["Labels"] == {"modeltui.owner": "o1", "modeltui.deployment": "dep"}
+        assert kw["command"][:2] == ["--host", "0.0.0.0"]  # inside its own namespace; only published ports reach it
+    else:
+        assert kw["network_mode"] == "host"
+        assert kw["command"][:2] == ["--host", "127.0.0.1"]
+        assert fake.api.networks == {}
     assert set(kw) == expected
     assert expected <= ALLOWED_RUN_KEYS
-    assert kw["network_mode"] == network
+    assert kw["read_only"] is True
+    assert kw["tmpfs"] == {"/tmp": "rw,nosuid,nodev,noexec,size=64m,mode=1777"}
+    assert kw["cap_drop"] == ["ALL"]
+    assert kw["security_opt"] == ["no-new-privileges:true"]
+    assert kw["pids_limit"] == 256
     assert kw["user"] == "10001:10001"
     assert kw["nano_cpus"] == 500_000_000
     assert kw["mem_limit"] == "256m"
@@ -161,13 +183,35 @@ async def test_only_allowlisted_arguments_reach_containers_run(tmp_path: Path, n
     assert kw["environment"] == {
         "GREETING": "hello", "MODELTUI_ADMIN_PORT": str(spec.admin_port), "MODELTUI_ADMIN_HOST": "127.0.0.1",
     }  # fmt: skip
-    assert kw["command"][:2] == ["--host", "127.0.0.1"]
     assert kw["labels"]["modeltui.owner"] == "o1"
     assert kw["image"] == f"modeltui/doubler:1-{SESSION[:12]}"
     assert inst.key == "c0ffee"
     assert inst.started_at == datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
     assert any("reusing" in line for line in lines)
     await b.close()
+
+
+def test_limits_default_from_settings_and_a_deployment_overrides_them(tmp_path: Path) -> None:
+    model = python_model(tmp_path / "m")
+    plain = _spec(model, tmp_path, options=ContainerOptions())
+    kw = run_kwargs(plain, DockerSection(), image="i", owner="o")
+    assert (kw["nano_cpus"], kw["mem_limit"], kw["pids_limit"]) == (1_000_000_000, "1024m", 256)
+    own = DockerSection(cpus=2.5, memory_mb=300, pids_limit=64, tmpfs_mb=8)
+    kw = run_kwargs(plain, own, image="i", owner="o")
+    assert (kw["nano_cpus"], kw["mem_limit"], kw["pids_limit"]) == (2_500_000_000, "300m", 64)
+    assert "size=8m" in kw["tmpfs"]["/tmp"]
+    kw = run_kwargs(
+        _spec(model, tmp_path, options=ContainerOptions(cpus=0.25, memory_mb=64)), own, image="i", owner="o"
+    )
+    assert (kw["nano_cpus"], kw["mem_limit"]) == (250_000_000, "64m")
+    unlimited = run_kwargs(plain, DockerSection(cpus=0, memory_mb=0), image="i", owner="o")
+    assert "nano_cpus" not in unlimited
+    assert "mem_limit" not in unlimited
+    assert unlimited["read_only"] is True  # limits may be loosened, the hardening may not
+    for bad in ({"memory_mb": 16}, {"pids_limit": 0}, {"cpus": -1}, {"tmpfs_mb": 0}):
+        with pytest.raises(ValidationError):
+            DockerSection(**bad)  # type: ignore[arg-type]
+    assert "RUN find / -xdev -perm /6000 -exec chmod a-s {} +" in img.dockerfile("base", {})
 
 
 def test_hostile_options_env_and_requirements_are_refused(tmp_path: Path) -> None:

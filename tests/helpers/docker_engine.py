@@ -82,7 +82,8 @@ def docker_daemon_running(
     daemon_factory: Any, config: str = "", extra_owners: tuple[str, ...] = ()
 ) -> Iterator[tuple[DaemonProcess, docker.DockerClient]]:
     """A real daemon using the real engine and registry (``config``: its daemon.toml), and a client of the
-    engine; afterwards every container and image labelled as its own (or ``extra_owners``') is removed."""
+    engine; afterwards every container, image and network labelled as its own (or ``extra_owners``') is
+    removed."""
     problem = engine_problem()
     need(problem is None, problem or "")
     need(registry_up(), f"no registry answers on {REGISTRY}; run scripts/services.sh as root")
@@ -103,4 +104,7 @@ def docker_daemon_running(
             for image in client.images.list(filters={"label": label}):
                 for tag in image.tags:
                     client.images.remove(tag, force=True)
+            for network in client.networks.list(filters={"label": label}):  # network = "bridge"
+                with contextlib.suppress(docker.errors.NotFound):
+                    network.remove()
         client.close()
