@@ -445,7 +445,8 @@ def _docker_backend(settings: Settings, owner: str) -> Backend | None:
     except ImportError as exc:
         log.info("the docker backend is unavailable: %s", exc)
         return None
-    return DockerBackend(settings.docker, state_dir=settings.state_dir, owner=owner)
+    auth = settings.registry_access(settings.docker.registry).docker_auth if settings.docker.registry else None
+    return DockerBackend(settings.docker, state_dir=settings.state_dir, owner=owner, registry_auth=auth)
 
 
 def _sighup_ignored(signum: int, frame: FrameType | None) -> None:  # pragma: no cover - trivial

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from daemon.cluster.artifacts import ArtifactStore
 from daemon.deploy.manager import DeploymentManager
 from daemon.protocol import results as r
-from daemon.settings import Settings
+from daemon.settings import RegistryAccess, Settings
 
 if TYPE_CHECKING:
     from daemon.cluster.service import Cluster
@@ -128,10 +128,10 @@ async def docker(deployments: DeploymentManager) -> r.DoctorCheck | None:
     return check("docker", "ok", "the engine answers")
 
 
-def registry(name: str, address: str, needed: bool) -> r.DoctorCheck:
-    """Blocking: ``GET /v2/`` of an OCI registry."""
+def registry(name: str, address: str, needed: bool, access: RegistryAccess | None = None) -> r.DoctorCheck:
+    """Blocking: ``GET /v2/`` of an OCI registry (with TLS and credentials as ``[registry]`` says)."""
     try:
-        ArtifactStore(address, timeout_s=SERVICE_TIMEOUT_S).ping()
+        ArtifactStore(address, timeout_s=SERVICE_TIMEOUT_S, access=access).ping()
     except Exception as exc:  # ArtifactError or a socket error: either way it cannot be used
         fix = (f"start the registry at {address} (systemctl start docker-registry) or fix its address in the "
                "daemon's config")  # fmt: skip
@@ -161,8 +161,10 @@ async def run_checks(
     optional = [zookeeper(settings, cluster), await docker(deployments), exporter(settings, exporter_url)]
     if settings.docker.registry:
         used = deployments.uses_backend("docker")
-        optional.append(await asyncio.to_thread(registry, "image registry", settings.docker.registry, used))
+        image = settings.registry_access(settings.docker.registry)
+        optional.append(await asyncio.to_thread(registry, "image registry", settings.docker.registry, used, image))
     shared = settings.cluster.registry or settings.docker.registry
     if settings.cluster.enabled and shared and shared != settings.docker.registry:
-        optional.append(await asyncio.to_thread(registry, "artifact registry", shared, True))
+        access = settings.registry_access(shared)
+        optional.append(await asyncio.to_thread(registry, "artifact registry", shared, True, access))
     return checks + [c for c in optional if c is not None]

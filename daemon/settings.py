@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from daemon.protocol import paths
 
@@ -179,6 +182,41 @@ class ClusterSection(_Section):
         return bool(self.zookeeper)
 
 
+def is_loopback_host(address: str) -> bool:
+    """Whether ``HOST[:PORT]`` (``[::1]:PORT`` for IPv6) names this host: ``localhost`` or a loopback IP."""
+    host = address.rpartition(":")[0] if address.count(":") == 1 or address.startswith("[") else address
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RegistrySection(_Section):
+    """How the daemon talks to its OCI registries (``[docker] registry`` for images, ``[cluster] registry``
+    for versions' files): TLS and credentials (HTTP Basic, as docker-registry's htpasswd auth wants). See
+    docs/security.md, "Registry authentication and TLS"."""
+
+    #: None: TLS unless the registry is on loopback (or ``allow_plain_http``); true/false: always/never TLS
+    tls: bool | None = None
+    #: plain HTTP to a registry that is not on loopback; refused at start otherwise (credentials never are)
+    allow_plain_http: bool = False
+    #: a PEM bundle of the CA(s) the registry's certificate must chain to (None: the system's CAs)
+    ca_file: Path | None = None
+    #: the user name (also MODELTUI_REGISTRY_USERNAME); "" = no credentials
+    username: Annotated[str, Field(max_length=256, pattern=r"^[^:\s]*$")] = ""
+    #: a file holding the password, readable by the daemon's user only (mode 0600 or 0400, like ssh keys);
+    #: MODELTUI_REGISTRY_PASSWORD in the environment is used instead when set
+    password_file: Path | None = None
+
+    def uses_tls(self, address: str) -> bool:
+        if self.tls is not None:
+            return self.tls
+        return not (is_loopback_host(address) or self.allow_plain_http)
+
+
 #: A user name, or ``@group`` for every member of a group; ``*`` is everyone who can reach the socket.
 Principal = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^(\*|@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?)$")]
 
@@ -217,6 +255,28 @@ class ConfigFile(_Section):
     access: AccessSection = Field(default_factory=AccessSection)
     signing: SigningSection = Field(default_factory=SigningSection)
 
+    registry: RegistrySection = Field(default_factory=RegistrySection)
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """What a client of one registry needs: the address, whether to use TLS (and which CAs), credentials."""
+
+    address: str
+    tls: bool = False
+    ca_file: Path | None = None
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        return (self.username, self.password) if self.username else None
+
+    @property
+    def docker_auth(self) -> dict[str, str] | None:
+        """The ``auth_config`` of docker-py's ``push`` (None: push anonymously)."""
+        return {"username": self.username, "password": self.password} if self.username else None
+
 
 class Settings(BaseModel):
     """Everything the daemon needs to start, resolved to absolute paths."""
@@ -242,6 +302,19 @@ class Settings(BaseModel):
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     access: AccessSection = Field(default_factory=AccessSection)
     signing: SigningSection = Field(default_factory=SigningSection)
+    registry: RegistrySection = Field(default_factory=RegistrySection)
+    #: read from ``[registry] password_file`` or MODELTUI_REGISTRY_PASSWORD at start, never shown
+    registry_password: SecretStr | None = None
+
+    def registry_access(self, address: str) -> RegistryAccess:
+        reg = self.registry
+        password = self.registry_password.get_secret_value() if self.registry_password else ""
+        return RegistryAccess(address, reg.uses_tls(address), reg.ca_file, reg.username, password)
+
+    @property
+    def artifact_registry(self) -> str:
+        """The registry a cluster's versions travel through ("" = none)."""
+        return self.cluster.registry or self.docker.registry
 
     @property
     def log_file(self) -> Path:
@@ -303,7 +376,7 @@ def load_settings(
     level = log_level or env.get("MODELTUI_LOG_LEVEL") or d.log_level
     if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
-    return Settings(
+    settings = Settings(
         mode=mode,
         config_path=config_path,
         socket=sock.absolute(),
@@ -334,3 +407,72 @@ def load_settings(
             | ({"base_image": env["MODELTUI_DOCKER_BASE_IMAGE"]} if env.get("MODELTUI_DOCKER_BASE_IMAGE") else {})
         ),
     )
+    return _with_registry(settings, parsed.registry, base, env)
+
+
+def _with_registry(settings: Settings, reg: RegistrySection, base: Path, env: Mapping[str, str]) -> Settings:
+    """Resolve ``[registry]`` (paths, the environment, the password file) and refuse what would be unsafe."""
+    reg = reg.model_copy(
+        update={
+            "ca_file": _resolve(base, reg.ca_file) if reg.ca_file else None,
+            "password_file": _resolve(base, reg.password_file) if reg.password_file else None,
+            "username": env.get("MODELTUI_REGISTRY_USERNAME", reg.username),
+        }
+    )
+    if ":" in reg.username or any(c.isspace() for c in reg.username) or len(reg.username) > 256:
+        raise ConfigError("[registry] username: at most 256 characters, no ':' or white space (HTTP Basic)")
+    if reg.ca_file and not reg.ca_file.is_file():
+        raise ConfigError(f"[registry] ca_file: {reg.ca_file} is not a readable file")
+    password = env.get("MODELTUI_REGISTRY_PASSWORD")
+    if password is None and reg.password_file:
+        password = read_password_file(reg.password_file)
+    if bool(password) != bool(reg.username):
+        have, lack = ("a password", "[registry] username") if password else ("[registry] username", "a password")
+        raise ConfigError(f"{have} is set but {lack} is not (give both, or neither for no credentials)")
+    used = {f"[docker] registry = {settings.docker.registry!r}": settings.docker.registry}
+    if settings.cluster.enabled and settings.artifact_registry:
+        what = "[cluster] registry" if settings.cluster.registry else "[docker] registry (used by the cluster)"
+        used[f"{what} = {settings.artifact_registry!r}"] = settings.artifact_registry
+    for what, address in used.items():
+        if not address or reg.uses_tls(address) or is_loopback_host(address):
+            continue
+        if not reg.allow_plain_http:
+            raise ConfigError(
+                f"{what}: plain HTTP to a registry that is not on loopback is refused; use TLS ([registry] tls, "
+                "ca_file) or, on a network you trust, set [registry] allow_plain_http = true"
+            )
+        if password:
+            raise ConfigError(f"{what}: plain HTTP would carry the registry credentials in clear; use TLS")
+    return settings.model_copy(update={"registry": reg, "registry_password": SecretStr(password) if password else None})
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of ``path``; refused when its group or others may read or write it (like ssh's keys), or
+    when it belongs to another user than the daemon's (root's files excepted)."""
+    where = f"[registry] password_file {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{where}: not a regular file")
+        if st.st_mode & 0o077:
+            raise ConfigError(
+                f"{where}: mode {stat.S_IMODE(st.st_mode):04o} lets its group or others read or change it; a "
+                "password must be readable by the daemon's user only (chmod 600)"
+            )
+        euid = os.geteuid()
+        if euid != 0 and st.st_uid not in (euid, 0):
+            raise ConfigError(f"{where}: owned by uid {st.st_uid}, not by the daemon's user ({euid}) or root")
+        data = f.read(4097)
+    if len(data) > 4096:
+        raise ConfigError(f"{where}: longer than 4096 bytes")
+    try:
+        lines = data.decode().splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8 text") from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"{where}: the first line (the password) is empty")
+    return lines[0]

@@ -15,6 +15,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v curl >/dev/null || need+=(curl)
+# The registry TLS/htpasswd tests (tests/helpers/tls_registry.py): a self-signed certificate and bcrypt hashes.
+command -v openssl >/dev/null || need+=(openssl)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 [ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 # systemd-analyze (verify/security of config/modeltuid.service; systemd need not be PID 1).
 command -v systemd-analyze >/dev/null || need+=(systemd)

@@ -11,22 +11,31 @@ Media types: the config is ``application/vnd.modeltui.version.config.v1+json`` a
 only checks that the referenced blobs exist; tests/cluster/test_artifacts.py pushes exactly this), so no
 standard image type is borrowed and nothing mistakes a version for a runnable image.
 
-Standard library only and blocking: callers run it in a thread. Plain HTTP, no auth: the registry is meant to
-be on a trusted network. Fetched blobs are verified (size and sha256) by the reader, never trusted.
+Standard library only and blocking: callers run it in a thread. TLS (verified against ``[registry] ca_file``
+or the system's CAs) and HTTP Basic credentials as ``[registry]`` says (docs/security.md); plain HTTP only to a
+loopback registry or where ``allow_plain_http`` allows it, and credentials never in clear to another host.
+Credentials go to the registry's own host and scheme only: a redirect elsewhere (a blob in storage) is followed
+without them, and a redirect from https to http is refused. A ``Bearer`` token flow (``WWW-Authenticate:
+Bearer realm=...``) is not implemented: docker-registry's htpasswd auth is Basic. Fetched blobs are verified
+(size and sha256) by the reader, never trusted.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
 import re
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
+
+from daemon.settings import RegistryAccess, is_loopback_host
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.modeltui.version.config.v1+json"
@@ -71,11 +80,28 @@ def _safe_path(title: object) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, registry: str, *, timeout_s: float = 30.0, prefix: str = "modeltui") -> None:
+    def __init__(
+        self, registry: str, *, timeout_s: float = 30.0, prefix: str = "modeltui", access: RegistryAccess | None = None
+    ) -> None:
         self.registry = registry
         self.timeout_s = timeout_s
         self.prefix = prefix
         self.uploads = 0  # blobs actually uploaded (HEAD missed): lets tests and logs see that a push was a no-op
+        self.access = access or RegistryAccess(registry)
+        self.scheme = "https" if self.access.tls else "http"
+        self._ssl: ssl.SSLContext | None = None
+        if self.access.tls:
+            ca = self.access.ca_file
+            try:  # the CA bundle only when given (not added to the system's), else the system's CAs
+                self._ssl = ssl.create_default_context(cafile=str(ca) if ca else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ArtifactError(f"registry {registry}: cannot load the CA bundle {ca}: {exc}") from None
+        self._authorization: str | None = None
+        if self.access.credentials:
+            if not self.access.tls and not is_loopback_host(registry):
+                raise ArtifactError(f"registry {registry}: refusing to send credentials over plain HTTP")
+            user, password = self.access.credentials
+            self._authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     # -- names -----------------------------------------------------------------------------------------------
 
@@ -100,15 +126,28 @@ class ArtifactStore:
         body: bytes | None = None,
         stream: tuple[BinaryIO, int] | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send one request on a fresh connection; ``target`` is a path or an absolute http URL (Location)."""
+        """Send one request on a fresh connection; ``target`` is a path or an absolute URL (a Location).
+
+        The credentials go only to the registry itself (same scheme, host and port); https never becomes http."""
         url = urlsplit(target)
-        if url.scheme not in ("", "http"):
+        scheme = url.scheme or self.scheme
+        if scheme not in ("http", "https"):
             raise ArtifactError(f"{self._where(method, target)}: unsupported URL scheme {url.scheme!r}")
+        if self.scheme == "https" and scheme == "http":
+            raise ArtifactError(f"{self._where(method, target)}: refusing a redirect from https to plain http")
         host = url.netloc or self.registry
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        conn = http.client.HTTPConnection(host, timeout=self.timeout_s)
+        own = scheme == self.scheme and host.lower() == self.registry.lower()
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            context = self._ssl if own and self._ssl else ssl.create_default_context()
+            conn = http.client.HTTPSConnection(host, timeout=self.timeout_s, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, timeout=self.timeout_s)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
+            if own and self._authorization:
+                conn.putheader("Authorization", self._authorization)
             for k, v in (headers or {}).items():
                 conn.putheader(k, v)
             length = stream[1] if stream else len(body or b"")
@@ -123,6 +162,19 @@ class ArtifactStore:
                     conn.send(chunk)
                     left -= len(chunk)
             return conn, conn.getresponse()
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            raise ArtifactError(
+                f"{self._where(method, path)} failed: TLS certificate verification failed "
+                f"({exc.verify_message or exc}); set [registry] ca_file to the CA that signed the registry's "
+                "certificate"
+            ) from None
+        except ssl.SSLError as exc:
+            conn.close()
+            raise ArtifactError(
+                f"{self._where(method, path)} failed: TLS error ({exc.reason or exc}); does the registry serve "
+                "TLS on this port? ([registry] tls)"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             reason = "timed out" if isinstance(exc, socket.timeout) else str(exc) or type(exc).__name__
@@ -141,8 +193,19 @@ class ArtifactStore:
         finally:
             conn.close()
         if resp.status not in ok:
-            raise ArtifactError(f"{self._where(method, target)}: {resp.status} {resp.reason}{_detail(data)}")
+            raise ArtifactError(self._refused(method, target, resp, data))
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+    def _refused(self, method: str, target: str, resp: http.client.HTTPResponse, data: bytes) -> str:
+        """What a refusal says: the registry, the request, the status, the registry's reason and what to do."""
+        text = f"{self._where(method, target)}: {resp.status} {resp.reason}{_detail(data)}"
+        if resp.status == 401:
+            if self._authorization:
+                return f"{text}; the registry refused the credentials ([registry] username and password)"
+            return f"{text}; the registry wants credentials: set [registry] username and password_file"
+        if resp.status == 400 and self.scheme == "http" and b"HTTPS" in data:
+            return f"{text}; the registry serves TLS: set [registry] tls = true"
+        return text
 
     def ping(self) -> None:
         """Raise ArtifactError unless the registry answers the V2 API within the timeout."""
@@ -251,10 +314,10 @@ class ArtifactStore:
                     continue
                 if resp.status != 200:
                     try:
-                        detail = _detail(resp.read(4096))
+                        data = resp.read(4096)
                     except (OSError, http.client.HTTPException):
-                        detail = ""
-                    raise ArtifactError(f"{self._where('GET', target)}: {resp.status} {resp.reason}{detail}")
+                        data = b""
+                    raise ArtifactError(self._refused("GET", target, resp, data))
                 self._stream(resp, target, sha256, size, write)
                 return
             finally:

@@ -105,7 +105,8 @@ class Cluster:
         self.paths = Paths(cfg.chroot)
         self.registry_address = cfg.registry or settings.docker.registry
         self.zk = Zk(cfg, asyncio.get_running_loop())
-        artifacts = ArtifactStore(self.registry_address) if self.registry_address else None
+        access = settings.registry_access(self.registry_address)
+        artifacts = ArtifactStore(self.registry_address, access=access) if self.registry_address else None
         self.mirror = Mirror(self.zk, self.paths, registry, artifacts, host=self.id, notify=notify)
         started = datetime.now(UTC)
         self.presence = Presence(

@@ -189,8 +189,16 @@ class DockerBackend(Backend):
     name = "docker"
     builds_images = True
 
-    def __init__(self, settings: DockerSection, *, state_dir: Path, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: DockerSection,
+        *,
+        state_dir: Path,
+        owner: str | None = None,
+        registry_auth: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.registry_auth = registry_auth  # [registry] credentials for pushes (None: anonymous)
         self.state_dir = state_dir
         self.owner = owner or owner_id(state_dir)
         self.wheelhouse = settings.wheelhouse or state_dir / "wheelhouse"
@@ -329,7 +337,7 @@ class DockerBackend(Backend):
             if self.settings.registry:
                 progress(f"pushing {tag}")
                 try:
-                    await self._call(lambda: img.push_image(self._api(long=True), tag, report))
+                    await self._call(lambda: img.push_image(self._api(long=True), tag, report, self.registry_auth))
                 except BackendUnavailable:
                     raise
                 except BackendError as exc:

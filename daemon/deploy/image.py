@@ -316,14 +316,19 @@ def build_image(api: Any, ctx: Path, tag: str, progress: Callable[[str], None], 
     return image_id
 
 
-def push_image(api: Any, tag: str, progress: Callable[[str], None]) -> None:
-    """``docker push`` the tag; one progress line per layer and status change (not every byte count)."""
+def push_image(api: Any, tag: str, progress: Callable[[str], None], auth: dict[str, str] | None = None) -> None:
+    """``docker push`` the tag; one progress line per layer and status change (not every byte count).
+
+    ``auth`` (``{"username", "password"}``, from ``[registry]``) goes to the engine for this push only; the engine
+    picks TLS itself and trusts the registry's CA from ``/etc/docker/certs.d/HOST:PORT/ca.crt``."""
     repo, _, version = tag.rpartition(":")
     seen: dict[str, str] = {}
-    for item in api.push(repo, tag=version, stream=True, decode=True):
+    for item in api.push(repo, tag=version, stream=True, decode=True, auth_config=auth):
         if "error" in item:
-            detail = item.get("errorDetail", {}).get("message") or item["error"]
-            raise ImageError(f"pushing {tag} failed: {str(detail).strip()}")
+            detail = str(item.get("errorDetail", {}).get("message") or item["error"]).strip()
+            if "unauthorized" in detail.lower() or "no basic auth credentials" in detail:
+                detail += " (the registry's credentials: [registry] username and password_file)"
+            raise ImageError(f"pushing {tag} failed: {detail}")
         status = item.get("status")
         if not isinstance(status, str):
             continue
