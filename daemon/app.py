@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from daemon import __version__
 from daemon.access import Access
 from daemon.audit import AuditStore
+from daemon.deploy import workload
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
@@ -99,6 +100,7 @@ class DaemonApp:
         self.scheduler: MonitorScheduler | None = None
         self.cluster: Cluster | None = None
         self.maintenance: Maintenance | None = None
+        self.workloads = workload.WorkloadIdentity("", os.geteuid(), os.getegid(), settings.state_dir)
         self.exporter: Exporter | None = None
         self.ingest_pool: ThreadPoolExecutor | None = None
         self.dispatcher: Dispatcher | None = None
@@ -146,6 +148,8 @@ class DaemonApp:
         self._hold_state()
         listener = self.listener = self._inherited_socket()  # one we cannot serve on is refused first
         registry = self.registry = await self._open_registry()
+        self.workloads = await asyncio.to_thread(workload.setup, s)  # who deployments and workers run as
+        workload.configure(self.workloads)
         deployments = self.deployments = self._deployment_manager(registry)
         cache = ReadCache()
         changes = RegistryChanges(cache, self.hub, deployments)
@@ -212,7 +216,8 @@ class DaemonApp:
                 s.deploy,
                 owner=owner,
                 log_root=s.state_dir / "deployments",
-                records=s.state_dir / "deploy" / "instances",
+                records=self.workloads.root / "deploy" / "instances",
+                identity=self.workloads,
             ),
         }
         docker = _docker_backend(s, owner)
@@ -280,7 +285,7 @@ class DaemonApp:
         maintenance = Maintenance(
             registry,
             store,
-            s.state_dir,
+            self.workloads.root,  # the runs' files: where their workers (the workload account) reach them
             notify=changes.stored,
             deployments=lambda model: list(deployments.list(model).items),
             alert_names=functools.partial(own_alert_names, alerts, deployments),

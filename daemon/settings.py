@@ -244,6 +244,16 @@ class SigningSection(_Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
 
 
+class WorkloadsSection(_Section):
+    """Who workloads run as (docs/security.md, "Workloads run under their own uid")."""
+
+    #: the account serving processes, maintenance workers and searches run as (its primary group too); None:
+    #: ``modeltui-run`` in system mode, the daemon's own user in user mode; "": the daemon's own user (a warning)
+    user: Annotated[str, Field(max_length=32, pattern=r"^([a-z_][a-z0-9_-]*\$?)?$")] | None = None
+    #: where workloads' files live (None: beside the state directory, ``STATE-workloads``)
+    dir: Path | None = None
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
@@ -254,6 +264,7 @@ class ConfigFile(_Section):
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     access: AccessSection = Field(default_factory=AccessSection)
     signing: SigningSection = Field(default_factory=SigningSection)
+    workloads: WorkloadsSection = Field(default_factory=WorkloadsSection)
 
     registry: RegistrySection = Field(default_factory=RegistrySection)
 
@@ -302,6 +313,7 @@ class Settings(BaseModel):
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     access: AccessSection = Field(default_factory=AccessSection)
     signing: SigningSection = Field(default_factory=SigningSection)
+    workloads: WorkloadsSection = Field(default_factory=WorkloadsSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     #: read from ``[registry] password_file`` or MODELTUI_REGISTRY_PASSWORD at start, never shown
     registry_password: SecretStr | None = None
@@ -398,6 +410,7 @@ def load_settings(
             if parsed.signing.allowed_signers
             else {}
         ),
+        workloads=parsed.workloads,
         cluster=parsed.cluster.model_copy(
             update={"zookeeper": check_connect_string(env["MODELTUI_ZOOKEEPER"])} if "MODELTUI_ZOOKEEPER" in env else {}
         ),

@@ -129,6 +129,10 @@ class Backend(ABC):
         """Blocking: delete a removed deployment's logs, so a later one of the same name starts afresh."""
         return None
 
+    def models_root(self, default: Path) -> Path:
+        """Where versions are materialized for this backend's instances (``default``: the state directory's)."""
+        return default
+
     async def ping(self) -> None:
         """Raise :class:`BackendUnavailable` unless the backend's engine answers (the doctor asks)."""
         return None

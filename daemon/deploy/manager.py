@@ -161,7 +161,7 @@ class Supervisor:
 
     async def _spec(self, version: int) -> InstanceSpec:
         """What the backend needs to start ``version``: its files (materialized from the registry) and ports."""
-        dest = self.m.state_dir / "deploy" / "models"
+        dest = self.backend.models_root(self.m.state_dir / "deploy" / "models")  # where workloads may read
         model_dir = await asyncio.to_thread(self.m.registry.materialize, self.rec.model, version, dest)
         _, _, digest = await asyncio.to_thread(self.m.registry.resolve, f"{self.rec.model}:{version}")
         return InstanceSpec(

@@ -25,6 +25,7 @@ import daemon
 from daemon.settings import DeploySection
 
 from .base import Backend, BackendError, Instance, InstanceSpec, ProgressLine
+from .workload import WorkloadError, WorkloadIdentity
 from .zygote import Zygote
 
 log = logging.getLogger("modeltuid.deploy.process")
@@ -90,17 +91,26 @@ class ProcessBackend(Backend):
         log_root: Path,
         records: Path,
         python: str = sys.executable,
+        identity: WorkloadIdentity | None = None,
     ) -> None:
         self.settings = settings
         self.owner = owner
         self.log_root = log_root
-        #: one JSON file per instance forked by the zygote (their command line is the zygote's)
+        #: one JSON file per instance forked by the zygote (their command line is the zygote's); written by
+        #: the zygote, so in the workload directory: trusted only for processes that run as the workload
         self.records = records
         self.python = python
-        self.zygote = Zygote(python, settings.preload, self._base_env(), records.parent / "zygote.log")
+        #: who the instances run as (default: as the daemon, with their files in the state directory)
+        self.identity = identity or WorkloadIdentity("", os.geteuid(), os.getegid(), records.parent.parent)
+        self.zygote = Zygote(
+            python, settings.preload, self._base_env(), log_root.parent / "deploy" / "zygote.log", self.identity.wrap
+        )
 
     def log_path(self, deployment: str) -> Path:
         return self.log_root / deployment / LOG_NAME
+
+    def models_root(self, default: Path) -> Path:
+        return self.identity.root / "deploy" / "models" if self.identity.user else default
 
     def warm(self) -> None:
         """Start the zygote in the background (deployments started before it is ready spawn cold)."""
@@ -163,11 +173,11 @@ class ProcessBackend(Backend):
     def _spawn(self, spec: InstanceSpec, env: dict[str, str]) -> Instance:
         """Start the runtime in a new interpreter (slow: imports everything) with stdout/stderr → the log."""
         log_path = self._announce(spec, "cold start")
-        argv = [self.python, "-m", "daemon.serving", *self._runtime_args(spec)]
+        argv = self.identity.wrap([self.python, "-m", "daemon.serving", *self._runtime_args(spec)])
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
             pid = os.posix_spawn(
-                self.python,
+                argv[0],
                 argv,
                 env,
                 file_actions=[
@@ -178,12 +188,17 @@ class ProcessBackend(Backend):
                 setsid=True,
             )
         except OSError as exc:
-            raise BackendError(f"cannot start {self.python}: {exc.strerror or exc}") from exc
+            raise BackendError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
         finally:
             os.close(fd)
         return self._instance(spec, pid, _start_ticks(pid))
 
     async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
+        try:
+            self.identity.check()
+        except WorkloadError as exc:
+            raise BackendError(str(exc)) from None
+        await asyncio.to_thread(self.identity.share, [spec.model_dir])  # the workload account reads its files
         env = {**self._base_env(), "MODELTUI_DEPLOYMENT": spec.deployment, **spec.env}
         # Libraries read variables such as OMP_NUM_THREADS when imported: a deployment that sets its own
         # environment gets a fresh interpreter, where they take effect.
@@ -291,7 +306,7 @@ class ProcessBackend(Backend):
     def _scan(self) -> list[Instance]:
         prefix = f"{self.owner}/"
         found: list[Instance] = []
-        uid = os.getuid()
+        uid = self.identity.process_uid
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -340,6 +355,8 @@ class ProcessBackend(Backend):
             try:
                 rec = json.loads(path.read_text())
                 alive = rec["owner"] == self.owner and _start_ticks(int(rec["pid"])) == int(rec["ticks"])
+                # A record is written where workloads write: it names only a process of theirs.
+                alive = alive and self.identity.owns(int(rec["pid"]))
             except (OSError, ValueError, KeyError, TypeError):
                 alive = False
             if not alive:

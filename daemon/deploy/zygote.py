@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import signal
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,19 @@ READY_WAIT = 2.0
 
 
 class Zygote:
-    def __init__(self, python: str, preload: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        python: str,
+        preload: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        wrap: Callable[[list[str]], list[str]] = list,
+    ) -> None:
         self.python = python
+        #: the command line as the workload account (daemon.deploy.workload); raises when it cannot be
+        self.wrap = wrap
+        #: our end of the datagram pair that hands each child its log descriptor (the child cannot open the log)
+        self._fds: socket.socket | None = None
         self.preload = preload
         self.env = env
         self.log_path = log_path
@@ -47,19 +60,24 @@ class Zygote:
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            with open(fd, "ab") as err:  # noqa: ASYNC230 - opening a log file is instant
-                self.proc = await asyncio.create_subprocess_exec(
-                    self.python,
-                    "-m",
-                    "daemon.serving.zygote",
-                    "--preload",
-                    ",".join(self.preload),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=err,
-                    env=self.env,
-                    start_new_session=True,
-                )
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            ours.setblocking(False)
+            argv = [self.python, "-m", "daemon.serving.zygote", "--preload", ",".join(self.preload)]
+            with open(fd, "ab") as err, theirs:  # noqa: ASYNC230 - opening a log file is instant
+                try:
+                    self.proc = await asyncio.create_subprocess_exec(
+                        *self.wrap([*argv, "--fd-socket", str(theirs.fileno())]),
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=err,
+                        env=self.env,
+                        start_new_session=True,
+                        pass_fds=(theirs.fileno(),),
+                    )
+                except BaseException:
+                    ours.close()
+                    raise
+            self._fds = ours
             assert self.proc.stdout is not None
             async with asyncio.timeout(READY_TIMEOUT):
                 first = json.loads(await self.proc.stdout.readline() or b"{}")
@@ -82,6 +100,9 @@ class Zygote:
                 if not fut.done():
                     fut.set_exception(RuntimeError("the zygote ended"))
             self._pending.clear()
+            if self._fds is not None:
+                self._fds.close()
+                self._fds = None
             self.ready = asyncio.get_running_loop().create_future()  # not ready any more
             self.ready.set_result(False)
 
@@ -103,6 +124,13 @@ class Zygote:
         self._pending[req_id] = fut
         request = {"id": req_id, "argv": argv, "env": env, "log": str(log_path), "record": str(record), "label": label}
         try:
+            if self._fds is not None:  # the log descriptor first, then the request that uses it (same order)
+                log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                try:
+                    socket.send_fds(self._fds, [b"L"], [log_fd])
+                finally:
+                    os.close(log_fd)
+                request["log_fd"] = True
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             async with asyncio.timeout(SPAWN_TIMEOUT):
                 await self.proc.stdin.drain()

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import daemon
+from daemon.deploy import workload
 from daemon.protocol.manifest import MANIFEST_FILE, parse_manifest
 
 from .space import SearchSpec, search_argv
@@ -71,10 +72,14 @@ TAIL_CHARS = 4000
 MEMORY_MARKERS = ("MemoryError", "Unable to allocate", "std::bad_alloc", "Cannot allocate memory", "out of memory")
 PYTHON_NAMES = ("python", "python3")
 
-# Runs with -I -S: no site, no environment; sets the address-space limit, then becomes the real command.
+# Runs with -I -S: no site, no environment; sets the address-space limit (and, run as the workload account,
+# a umask that lets the daemon's group read what the worker writes), then becomes the real command.
 _LAUNCHER = """\
 import os, resource, sys
 limit = int(sys.argv[1])
+if sys.argv[2] != "-":
+    os.umask(int(sys.argv[2], 8))
+del sys.argv[2]
 _, hard = resource.getrlimit(resource.RLIMIT_AS)
 if hard != resource.RLIM_INFINITY:
     limit = min(limit, hard)
@@ -210,9 +215,8 @@ def evaluate(
     # have shadowed (a model directory could hold a "daemon" package of its own).
     root = Path(daemon.__path__[0]).resolve().parent
     with tempfile.TemporaryFile() as result:
-        outcome = _run(
-            argv, cwd=root, limits=limits, log=log, stdout=result, what="evaluate", title=str(model_dir), cancel=cancel
-        )
+        outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="evaluate", title=str(model_dir),
+                       cancel=cancel, reads=(model_dir, data))  # fmt: skip
         if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
             raise _failure("evaluating " + str(model_dir), outcome, limits)
         result.seek(0)
@@ -264,7 +268,8 @@ def train(
         raise ValueError(f"{output} exists and is not an empty directory")
     output.mkdir(parents=True, exist_ok=True)
     title = shlex.join(argv)
-    outcome = _run(argv, cwd=model_dir, limits=limits, log=log, stdout=None, what="train", title=title, cancel=cancel)
+    outcome = _run(argv, cwd=model_dir, limits=limits, log=log, stdout=None, what="train", title=title, cancel=cancel,
+                   reads=(model_dir, data), writes=(output,))  # fmt: skip
     if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
         raise _failure("the training command", outcome, limits)
     problem = check_model_dir(output)
@@ -303,7 +308,8 @@ def search(
     title = f"{spec.method} search of {model_dir}"
     with tempfile.TemporaryFile() as result:
         outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="search", title=title,
-                       cancel=cancel, env={name: os.environ.get(name, "1") for name in THREAD_VARIABLES})  # fmt: skip
+                       cancel=cancel, env={name: os.environ.get(name, "1") for name in THREAD_VARIABLES},
+                       reads=(model_dir, data), writes=(output,))  # fmt: skip
         if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
             raise _failure("the search", outcome, limits)
         result.seek(0)
@@ -362,11 +368,26 @@ def _run(
     title: str,
     cancel: Cancel | None = None,
     env: dict[str, str] | None = None,
+    reads: tuple[Path | None, ...] = (),
+    writes: tuple[Path, ...] = (),
 ) -> _Outcome:
-    """Run ``argv`` under the limits; stderr (and stdout unless given) is appended to ``log``."""
+    """Run ``argv`` under the limits; stderr (and stdout unless given) is appended to ``log``. It runs as the
+    workload account when the daemon has one (:mod:`daemon.deploy.workload`), which is then given ``reads``
+    to read and ``writes`` to write in."""
     if cancel is not None and cancel.cancelled:
         raise WorkerError(f"{what} not started: cancelled ({cancel.reason})", kind="cancelled")
-    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(limits.memory_mb * 1024 * 1024)]
+    identity = workload.current()
+    umask = "-"
+    if identity is not None:
+        try:
+            identity.check()
+        except workload.WorkloadError as exc:
+            raise WorkerError(f"{what} not started: {exc}", kind="failed") from None
+        identity.share([p for p in reads if p is not None], writes)
+        umask = "007" if identity.switches else "-"
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(limits.memory_mb * 1024 * 1024), umask]
+    if identity is not None:
+        launcher = identity.wrap(launcher)
     env = dict(os.environ, PYTHONUNBUFFERED="1") | (env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:

@@ -14,6 +14,8 @@ a whole line, so the SIGCHLD handler's lines never interleave with a reply):
   runs the serving runtime with ``argv``. Before answering, the zygote writes ``record`` (``label`` plus
   pid and start time) so the daemon can find the child after a restart: a forked child's command line
   is the zygote's, not its own. Answer: ``{"id": N, "pid": P, "ticks": T}`` or ``{"id": N, "error": "..."}``.
+  With ``"log_fd": true`` the log arrives as a descriptor on the ``--fd-socket`` datagram socket, sent
+  just before the request (a zygote running as the workload account cannot open the daemon's log).
 * When a child ends: ``{"exited": P, "status": S}`` (S < 0: killed by signal -S).
 
 The zygote exits when stdin closes (the daemon went away); its children keep serving.
@@ -27,8 +29,12 @@ import importlib
 import json
 import os
 import signal
+import socket
 import sys
 from typing import Any
+
+#: the ``--fd-socket`` descriptor: closed in each child (no workload may take another one's log descriptor)
+_fd_socket: int | None = None
 
 
 def _say(message: dict[str, Any]) -> None:
@@ -59,7 +65,9 @@ def _child(req: dict[str, Any]) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        log = os.open(req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if _fd_socket is not None:
+            os.close(_fd_socket)
+        log = req["_log_fd"] if "_log_fd" in req else os.open(req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
@@ -94,7 +102,8 @@ def _spawn(req: dict[str, Any]) -> dict[str, Any]:
     ticks = start_ticks(pid)
     record = {**req.get("label", {}), "pid": pid, "ticks": ticks}
     tmp = req["record"] + ".tmp"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "w") as f:
+        os.fchmod(f.fileno(), 0o640)  # whatever the umask: the daemon reads it through the workload group
         json.dump(record, f)
     os.replace(tmp, req["record"])
     return {"id": req["id"], "pid": pid, "ticks": ticks}
@@ -103,7 +112,11 @@ def _spawn(req: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m daemon.serving.zygote")
     ap.add_argument("--preload", default="numpy", help="comma-separated modules to import up front")
+    ap.add_argument("--fd-socket", type=int, default=None, help="datagram socket the log descriptors come on")
     args = ap.parse_args(argv)
+    global _fd_socket
+    _fd_socket = args.fd_socket
+    fds = socket.socket(fileno=args.fd_socket) if args.fd_socket is not None else None
     loaded = []
     for name in filter(None, args.preload.split(",")):
         try:
@@ -121,7 +134,16 @@ def main(argv: list[str] | None = None) -> int:
         req: Any = None
         try:
             req = json.loads(line)
-            answer = _spawn(req)
+            if req.get("log_fd") and fds is not None:
+                _, got, _, _ = socket.recv_fds(fds, 16, 1)
+                if not got:
+                    raise ValueError("no log descriptor came with the request")
+                req["_log_fd"] = got[0]
+            try:
+                answer = _spawn(req)
+            finally:
+                if "_log_fd" in req:
+                    os.close(req["_log_fd"])
         except Exception as exc:  # one bad request must not end the zygote
             answer = {"id": req.get("id") if isinstance(req, dict) else None, "error": str(exc)}
         _say(answer)

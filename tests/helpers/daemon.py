@@ -80,7 +80,12 @@ class DaemonProcess:
                 if any(a.decode(errors="replace").startswith(label) for a in argv) and b"daemon.serving" in argv:
                     pids.append(int(entry.name))
         # Forked from the zygote: their command line is the zygote's; the backend keeps a record of each.
-        for record in (self.state_dir / "deploy" / "instances").glob("*.json"):
+        workloads = self.state_dir.with_name(self.state_dir.name + "-workloads")  # system mode: their own uid
+        records = [
+            *(self.state_dir / "deploy" / "instances").glob("*.json"),
+            *(workloads / "deploy" / "instances").glob("*.json"),
+        ]
+        for record in records:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 rec = json.loads(record.read_text())
                 if deployment in ("", rec["deployment"]) and Path(f"/proc/{rec['pid']}").exists():

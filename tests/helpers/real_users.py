@@ -2,7 +2,8 @@
 
 The same accounts as tests/ops/test_access.py: the daemon runs as the service user ``mtui-svc``, whose primary
 group owns its 0660 socket; ``mtui-alice`` is in that group (a viewer), ``mtui-bob`` also in ``mtui-ops`` (an
-operator), ``mtui-eve`` in neither (an outsider).
+operator), ``mtui-eve`` in neither (an outsider). Workloads (deployments, maintenance workers) run as
+``mtui-run``, in no group of the others, the way an install makes ``modeltui-run`` (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from tests.helpers.prerequisites import need
 
 SERVICE = "mtui-svc"
 OPERATORS = "mtui-ops"
+WORKLOAD = "mtui-run"
 #: user -> supplementary groups
-USERS = {SERVICE: [], "mtui-alice": [SERVICE], "mtui-bob": [SERVICE, OPERATORS], "mtui-eve": []}
+USERS = {SERVICE: [], "mtui-alice": [SERVICE], "mtui-bob": [SERVICE, OPERATORS], "mtui-eve": [], WORKLOAD: []}
+#: what the unit gives the daemon (config/modeltuid.service: AmbientCapabilities=), to run workloads as WORKLOAD
+DAEMON_CAPS = "+setuid,+setgid,+kill"
 #: the daemon.toml of the access tests: the service group views, the operators' group operates
 ACCESS_CONFIG = f'[access]\nviewers = ["@{SERVICE}"]\noperators = ["@{OPERATORS}"]\n[exporter]\nenabled = false\n'
 
@@ -101,8 +105,11 @@ def cli(d: DaemonProcess, user: str, *args: str) -> subprocess.CompletedProcess[
 
 
 def system_daemon_process(config: str, prefix: str) -> Iterator[DaemonProcess]:
-    """A system-mode daemon running as the service user with ``config`` as its daemon.toml, for a fixture to
-    yield from; it is stopped (and what it started killed) afterwards."""
+    """A system-mode daemon running as the service user with ``config`` as its daemon.toml (plus ``[workloads]
+    user = WORKLOAD`` unless it has a ``[workloads]`` section), for a fixture to yield from; it is stopped (and
+    what it started killed) afterwards. Started as the unit starts it: the service user with the ambient
+    capabilities to run workloads as another uid, and the workload directory systemd makes
+    (``StateDirectory=modeltui modeltui-workloads``), beside the state directory."""
     need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
     ensure_accounts()
     svc = pwd.getpwnam(SERVICE)
@@ -111,17 +118,27 @@ def system_daemon_process(config: str, prefix: str) -> Iterator[DaemonProcess]:
     (base / "home").mkdir()
     env = daemon_env(base)
     env["MODELTUI_MODE"] = "system"
+    if "[workloads]" not in config:
+        config += f'[workloads]\nuser = "{WORKLOAD}"\n'
     (base / "daemon.toml").write_text(config)
     for p in (base / "home", base / "daemon.toml"):
         os.chown(p, svc.pw_uid, svc.pw_gid)
-    for name in ("run", "state"):  # like systemd's RuntimeDirectory= and StateDirectory=
+    for name in ("run", "state", "state-workloads"):  # like systemd's RuntimeDirectory= and StateDirectory=
         (base / name).mkdir(mode=0o755 if name == "run" else 0o700)
         os.chown(base / name, svc.pw_uid, svc.pw_gid)
     d = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
     with open(base / "daemon.out", "wb") as out:
-        d.proc = subprocess.Popen([python_for_users(), "-m", "daemon", "run"], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, user=svc.pw_uid, group=svc.pw_gid,
-                                  extra_groups=[])  # fmt: skip
+        setpriv = [
+            shutil.which("setpriv") or "setpriv",
+            f"--reuid={svc.pw_uid}",
+            f"--regid={svc.pw_gid}",
+            "--clear-groups",
+            f"--inh-caps={DAEMON_CAPS}",
+            f"--ambient-caps={DAEMON_CAPS}",
+            "--",
+        ]
+        d.proc = subprocess.Popen([*setpriv, python_for_users(), "-m", "daemon", "run"], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
     try:
         deadline = time.monotonic() + 20
         while not (d.socket.exists() and d.ping()):

@@ -1,0 +1,181 @@
+"""Workloads never hold the daemon's identity (docs/security.md, "Workloads run under their own uid"): with real
+users, a system-mode daemon running as ``mtui-svc`` with the unit's capabilities, and ``[workloads] user =
+"mtui-run"``.
+
+An operator (``mtui-bob``) pushes and deploys a python-flavour model whose code, when the runtime loads it,
+tries what the attack review did: connect to the daemon's socket (where the daemon's own uid is welcomed as
+admin) and read ``registry.db``. Both are refused, the serving process runs as ``mtui-run`` with no groups and
+no capabilities, and the audit trail names the operator. On the old code the model ran as ``mtui-svc``: it
+connected, was welcomed as admin, and read the database.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pwd
+import shutil
+import stat
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.real_users import ACCESS_CONFIG, SERVICE, WORKLOAD, cli, system_daemon_process
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+#: Runs when the runtime imports the model (as the workload): what it could reach, for predict to report.
+PROBE = '''\
+import asyncio, os, socket, sys
+
+SOCKET, DB = {socket!r}, {db!r}
+
+
+def attempt(action):
+    try:
+        action()
+        return 0
+    except OSError as exc:
+        return exc.errno or -1
+
+
+def connect():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(SOCKET)
+    finally:
+        s.close()
+
+
+def read_db():
+    with open(DB, "rb") as f:
+        f.read(16)
+
+
+def role():
+    """The role the daemon gives this process (0 none, 1 viewer, 2 operator, 3 admin; -1 no connection)."""
+    try:
+        from modeltui.client import connect as hello
+
+        async def ask():
+            c = await hello(__import__("pathlib").Path(SOCKET))
+            got = c.welcome.role
+            await c.close()
+            return got
+        return {{None: 0, "viewer": 1, "operator": 2, "admin": 3}}[asyncio.run(ask())]
+    except Exception:
+        return -1
+
+
+REPORT = [attempt(connect), attempt(read_db), role(), os.getuid(), os.geteuid(), os.getgid(), len(os.getgroups())]
+print("probe", REPORT, flush=True)
+
+
+def predict(X):
+    return [REPORT[int(row[0])] for row in X]
+'''
+
+
+@pytest.fixture(scope="module")
+def system_daemon() -> Iterator[DaemonProcess]:
+    yield from system_daemon_process(ACCESS_CONFIG, "mtui-workload-")
+
+
+def probe_model(d: DaemonProcess) -> Path:
+    """The probing model, where the operator can read it (the client passes open descriptors)."""
+    dest = d.state_dir.parent / "probe"
+    dest.mkdir()
+    (dest / "modeltui.toml").write_text(
+        'name = "probe"\nflavor = "python"\nmodel_file = "predict.py:predict"\nrequirements = []\n\n'
+        '[signature]\ninputs = [{name = "x", type = "double"}]\n'
+    )
+    (dest / "predict.py").write_text(PROBE.format(socket=str(d.socket), db=str(d.state_dir / "registry.db")))
+    for p in [dest, *dest.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_the_daemon(
+    system_daemon: DaemonProcess,
+) -> None:
+    d = system_daemon
+    run, svc = pwd.getpwnam(WORKLOAD), pwd.getpwnam(SERVICE)
+    model = probe_model(d)
+    pushed = cli(d, "mtui-bob", "push", str(model))
+    assert pushed.returncode == 0, pushed.stderr
+    deployed = cli(d, "mtui-bob", "deploy", "probe:1", "--name", "probe", "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    detail = json.loads(deployed.stdout)["deployment"]
+    assert detail["state"] == "running", detail
+
+    body = json.dumps({"inputs": [[0], [1], [2], [3], [4], [5], [6]]}).encode()
+    req = urllib.request.Request(
+        detail["endpoint"] + "/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        sock_errno, db_errno, role, uid, euid, gid, groups = json.loads(resp.read())["predictions"]
+    assert sock_errno == errno.EACCES, f"the workload reached the daemon's socket (errno {sock_errno})"
+    assert role == -1, f"the workload was welcomed with role {role}"
+    assert db_errno == errno.EACCES, f"the workload could open registry.db (errno {db_errno})"
+    assert (uid, euid, gid, groups) == (run.pw_uid, run.pw_uid, run.pw_gid, 0)
+
+    # From outside: every serving process of the deployment runs as the workload account, with nothing more.
+    pids = d.serving_pids("probe")
+    assert pids
+    for pid in pids:
+        st = status(pid)
+        assert st["Uid"].split() == [str(run.pw_uid)] * 4, st["Uid"]
+        assert st["Gid"].split() == [str(run.pw_gid)] * 4, st["Gid"]
+        assert str(svc.pw_uid) not in st["Uid"].split()
+        assert st["Groups"] == ""
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert int(st[caps], 16) == 0, (caps, st[caps])
+        assert st["NoNewPrivs"] == "1"
+
+    # The daemon's state stays its own; the workload directory is shared with the workload group only.
+    assert stat.S_IMODE(d.state_dir.stat().st_mode) == 0o700
+    workloads = d.state_dir.with_name(d.state_dir.name + "-workloads")
+    st_dir = workloads.stat()
+    assert (st_dir.st_uid, st_dir.st_gid, stat.S_IMODE(st_dir.st_mode)) == (svc.pw_uid, run.pw_gid, 0o750)
+
+    # The serving log is still written (through the daemon's descriptor) and the operator can read it.
+    logs = cli(d, "mtui-bob", "logs", "probe")
+    assert logs.returncode == 0, logs.stderr
+    assert "probe [13, 13, -1" in logs.stdout, logs.stdout
+
+    # What the operator caused is audited as the operator; nothing was done as the service account.
+    audit = cli(d, "mtui-bob", "audit", "--json")
+    assert audit.returncode == 0, audit.stderr
+    items = json.loads(audit.stdout)["items"]
+    done = {(e["op"], e["user"]) for e in items if e["result"] == "ok"}
+    assert ("deployments.create", "mtui-bob") in done, done
+    assert not [e for e in items if e["user"] in (SERVICE, WORKLOAD)], items
+
+    assert cli(d, "mtui-bob", "undeploy", "probe").returncode == 0
+
+
+def test_without_the_capabilities_workloads_do_not_start_as_the_daemon(tmp_path: Path) -> None:
+    """A daemon that cannot switch (here: the workload account does not exist) refuses to deploy and says
+    which setting decides; it never runs the model as itself."""
+    config = ACCESS_CONFIG + '[workloads]\nuser = "mtui-nosuchuser"\n'
+    gen = system_daemon_process(config, "mtui-workload-none-")
+    d = next(gen)
+    try:
+        model = probe_model(d)
+        assert cli(d, "mtui-bob", "push", str(model)).returncode == 0
+        deployed = cli(d, "mtui-bob", "deploy", "probe:1", "--name", "probe")
+        assert deployed.returncode != 0
+        assert "[workloads] user" in deployed.stderr + deployed.stdout, deployed.stderr
+        assert d.serving_pids("probe") == []
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        gen.close()
