@@ -292,7 +292,10 @@ class DaemonApp:
             leader=functools.partial(remote_leader, self.cluster),
             feedback_inputs=s.deploy.feedback_inputs,
             signing=deployments.signing,
-            sources=lambda model: [Source(name, i.version, i.admin_url) for name, i in deployments.serving(model)],
+            sources=lambda model: [
+                Source(name, i.version, i.admin_url, deployments.admin_token(name))
+                for name, i in deployments.serving(model)
+            ],
         )
         await maintenance.start()
         return maintenance

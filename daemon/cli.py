@@ -42,11 +42,29 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["verify"].add_argument(
         "path", type=Path, nargs="?", metavar="PATH", help="a backup (default: the state directory)"
     )
+    tls = sub.add_parser("tls", help="TLS helpers: self-signed makes a certificate and key for a first try")
+    tls.add_argument("action", choices=["self-signed"])
+    tls.add_argument("--out", type=Path, required=True, help="directory for cert.pem and key.pem (made 0700)")
+    tls.add_argument("--host", required=True, help="the name or address clients use (also valid: localhost)")
+    tls.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "tls":
+        from daemon.deploy.tls import TlsError, self_signed
+
+        if not 1 <= args.days <= 3650:
+            print("modeltuid: --days must be from 1 to 3650", file=sys.stderr)
+            return 2
+        try:
+            cert, key = self_signed(args.out, args.host, days=args.days)
+        except (TlsError, OSError) as exc:
+            print(f"modeltuid: {exc}", file=sys.stderr)
+            return 1
+        print(f"certificate: {cert}\nkey: {key}\nset [serving] tls_cert and tls_key to these paths")
+        return 0
     try:
         settings = load_settings(args.config, socket=args.socket, state_dir=args.state_dir, log_level=args.log_level)
     except ConfigError as exc:

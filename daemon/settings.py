@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from daemon.protocol import paths
 
@@ -72,6 +72,34 @@ def _zero_or_at_least_32(value: int) -> int:
     if 0 < value < 32:
         raise ValueError("use 0 (no limit) or at least 32 MiB")
     return value
+
+
+class ServingSection(_Section):
+    """Authentication and TLS of the deployments' runtimes (docs/security.md, "Endpoint authentication").
+
+    A deployment is *beyond loopback* when its runtime listens on an address outside 127.0.0.0/8 and ::1:
+    today that is the Docker backend with ``[docker] bind_address`` such as ``0.0.0.0`` (the process backend
+    always binds 127.0.0.1)."""
+
+    #: auto: the prediction and feedback routes need the deployment's token when it is beyond loopback, and
+    #: stay open on loopback (as before); on/off: always/never. The admin routes always need the admin token.
+    auth: Literal["auto", "on", "off"] = "auto"
+    #: ``/health`` (and ``/ping``, ``/health/live``) answer without a token: load balancers probe them, and
+    #: they reveal nothing about inputs
+    health_open: bool = True
+    #: ``/metrics`` without a token; None: open on loopback, closed beyond it (it carries per-feature
+    #: histograms of the clients' inputs). The daemon's scrapes always send the admin token.
+    metrics_open: bool | None = None
+    #: PEM certificate (chain) and key: the runtime's public port serves HTTPS (both or neither;
+    #: ``modeltuid tls self-signed`` makes a pair for a first try)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> ServingSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key (or neither)")
+        return self
 
 
 class DockerSection(_Section):
@@ -263,6 +291,7 @@ class ConfigFile(_Section):
     exporter: ExporterSection = Field(default_factory=ExporterSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     access: AccessSection = Field(default_factory=AccessSection)
+    serving: ServingSection = Field(default_factory=ServingSection)
     signing: SigningSection = Field(default_factory=SigningSection)
     workloads: WorkloadsSection = Field(default_factory=WorkloadsSection)
 
@@ -312,6 +341,7 @@ class Settings(BaseModel):
     exporter: ExporterSection = Field(default_factory=ExporterSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     access: AccessSection = Field(default_factory=AccessSection)
+    serving: ServingSection = Field(default_factory=ServingSection)
     signing: SigningSection = Field(default_factory=SigningSection)
     workloads: WorkloadsSection = Field(default_factory=WorkloadsSection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
@@ -405,6 +435,9 @@ def load_settings(
         monitor=parsed.monitor,
         exporter=parsed.exporter,
         access=parsed.access,
+        serving=parsed.serving.model_copy(
+            update={k: _resolve(base, v) for k in ("tls_cert", "tls_key") if (v := getattr(parsed.serving, k))}
+        ),
         signing=parsed.signing.model_copy(
             update={"allowed_signers": _resolve(base, parsed.signing.allowed_signers)}
             if parsed.signing.allowed_signers

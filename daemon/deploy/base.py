@@ -52,6 +52,10 @@ class InstanceSpec:
     log_dir: Path
     feedback_inputs: bool = True
     """The runtime keeps its recent predictions' inputs, so labelled feedback can train (``[deploy]``)."""
+    runtime_env: dict[str, str] = field(default_factory=dict)
+    """Set by modeltui for the runtime itself (``MODELTUI_*``: token hashes, TLS files; never a secret in
+    argv): added after ``env``; unlike a deployment's own ``env`` it never makes a process start cold."""
+
 
 
 @dataclass

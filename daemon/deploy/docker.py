@@ -117,7 +117,7 @@ def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner
     else:
         listen = settings.bind_address
         admin_host = listen if listen not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    env.update(MODELTUI_ADMIN_PORT=str(spec.admin_port), MODELTUI_ADMIN_HOST=admin_host)
+    env.update(spec.runtime_env, MODELTUI_ADMIN_PORT=str(spec.admin_port), MODELTUI_ADMIN_HOST=admin_host)
     opts = spec.options
     kw: dict[str, Any] = {
         "image": image,

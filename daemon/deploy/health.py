@@ -1,4 +1,5 @@
-"""A minimal HTTP GET for health checks: the daemon needs no HTTP client library for one request line."""
+"""A minimal HTTP client for the daemon's own calls to its runtimes' admin ports (health checks, token
+rotation): the daemon needs no HTTP client library for one request line."""
 
 from __future__ import annotations
 
@@ -6,13 +7,31 @@ import asyncio
 import contextlib
 
 
-async def http_status(port: int, path: str = "/health", *, within: float = 2.0, host: str = "127.0.0.1") -> int:
-    """The status code of ``GET path``, or 0 when nothing answers in time."""
+def bearer(token: str | None) -> str:
+    """The ``Authorization`` header line for ``token`` ("" for none)."""
+    return f"Authorization: Bearer {token}\r\n" if token else ""
+
+
+async def http_status(
+    port: int,
+    path: str = "/health",
+    *,
+    within: float = 2.0,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    method: str = "GET",
+    body: bytes = b"",
+) -> int:
+    """The status code of ``METHOD path`` (with the admin ``token`` when given), or 0 when nothing answers
+    in time."""
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(within):
             reader, writer = await asyncio.open_connection(host, port)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{bearer(token)}Connection: close\r\n"
+            if body or method != "GET":
+                head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            writer.write(head.encode() + b"\r\n" + body)
             await writer.drain()
             line = await reader.readline()
     except (OSError, TimeoutError):

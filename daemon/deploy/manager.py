@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -36,7 +37,9 @@ from daemon.protocol.events import DeploymentEvent, Event, LogEvent
 from daemon.protocol.names import parse_ref
 from daemon.registry.service import Registry
 from daemon.registry.signing import SigningPolicy
+from daemon.serving.auth import sha256_hex
 from daemon.settings import Settings
+from daemon.store.credentials import Credentials
 from daemon.store.deployments import DeploymentRecord
 
 from .base import (
@@ -48,6 +51,7 @@ from .base import (
     ProgressLine,
     free_port,
 )
+from .endpoint import auth_required, runtime_env
 from .health import http_status
 from .image import Pruned
 
@@ -99,6 +103,8 @@ class Supervisor:
         self.unavailable = False
         self.progress_sinks: list[ProgressLine] = []
         self.task: asyncio.Task[None] | None = None
+        #: the token the daemon's own calls to this deployment's runtimes send (loaded before the first)
+        self.admin_token: str | None = None
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
 
@@ -164,6 +170,7 @@ class Supervisor:
         dest = self.backend.models_root(self.m.state_dir / "deploy" / "models")  # where workloads may read
         model_dir = await asyncio.to_thread(self.m.registry.materialize, self.rec.model, version, dest)
         _, _, digest = await asyncio.to_thread(self.m.registry.resolve, f"{self.rec.model}:{version}")
+        creds = await self._credentials()
         return InstanceSpec(
             deployment=self.rec.name,
             instance_id=secrets.token_hex(4),
@@ -177,7 +184,14 @@ class Supervisor:
             options=ContainerOptions.model_validate(self.rec.options),
             log_dir=self.m.state_dir / "deployments" / self.rec.name,
             feedback_inputs=self.m.settings.deploy.feedback_inputs,
+            runtime_env=runtime_env(self.m.settings, self.rec.backend, creds),
         )
+
+    async def _credentials(self) -> Credentials:
+        """The deployment's tokens (an admin token is made for one deployed before tokens existed)."""
+        creds, _ = await asyncio.to_thread(self.m.registry.credentials.ensure, self.rec.name, with_token=False)
+        self.admin_token = creds.admin_token
+        return creds
 
     async def _until_healthy(self, inst: Instance) -> None:
         """Return once ``/health`` answers 200; an exit or the health timeout stops the instance and raises."""
@@ -188,7 +202,7 @@ class Supervisor:
                 if exited.done():
                     raise LaunchError(await self._exit_reason(inst, exited.result()))
                 # Ready on the admin port implies listening on the public one (bound before the model is set).
-                status = await http_status(inst.admin_port)
+                status = await http_status(inst.admin_port, token=self.admin_token)
                 if status == 200:
                     return
                 if time.monotonic() > deadline:
@@ -282,6 +296,8 @@ class Supervisor:
     async def _begin(self) -> bool:
         """The first start of a new deployment, or taking over after a daemon restart; True when it was
         stopped before it ever ran."""
+        with contextlib.suppress(ProtocolError, OSError):  # a database error shows in the first start instead
+            await self._credentials()
         if self.fresh and self.rec.version is not None:
             ok = await self._start_current(self.rec.version, reason="deployed", fresh=True)
             self.first_start.set_result(None if ok else self.rec.message)
@@ -353,7 +369,7 @@ class Supervisor:
 
     async def _check_health(self) -> None:
         assert self.current is not None
-        healthy = await http_status(self.current.admin_port) == 200
+        healthy = await http_status(self.current.admin_port, token=self.admin_token) == 200
         health = "healthy" if healthy else "unhealthy"
         if health != self.rec.health:
             self.rec.health = health
@@ -570,12 +586,64 @@ class DeploymentManager:
         await asyncio.to_thread(
             self.registry.deployments.create, rec, f"deploy {rec.ref} (version {rec.version}) on port {rec.port}"
         )
+        # The clients' token is made now and shown once, in this answer (a crash before this line leaves a
+        # deployment without one: ``deploy token NAME --rotate`` makes it).
+        creds, _ = await asyncio.to_thread(self.registry.credentials.ensure, rec.name, with_token=True)
         self.publish(DeploymentEvent(kind="created", deployment=rec.name, state=rec.state, version=rec.version))
         self._warm(rec.backend)
         sup = self._supervise(rec, None, fresh=True)
         if req.wait:
             await self._first_start(sup, req.timeout_seconds, progress)
-        return await self._detail(sup)
+        detail = await self._detail(sup)
+        return detail.model_copy(update={"token": creds.token or None})
+
+    # -- endpoint credentials ----------------------------------------------------------------------------------
+
+    def admin_token(self, name: str) -> str | None:
+        """The token the daemon's own calls to ``name``'s runtimes send (scrapes, feedback pulls)."""
+        sup = self.supervisors.get(name)
+        return sup.admin_token if sup is not None else None
+
+    async def token(self, name: str, *, reveal: bool) -> r.DeploymentToken:
+        sup = self._get(name)
+        creds = await asyncio.to_thread(self.registry.credentials.get, name)
+        return self._token_result(sup, creds, reveal=reveal)
+
+    def _token_result(self, sup: Supervisor, creds: Credentials | None, *, reveal: bool) -> r.DeploymentToken:
+        has = creds is not None and bool(creds.token)
+        return r.DeploymentToken(
+            name=sup.rec.name,
+            exists=has,
+            required=auth_required(self.settings, sup.rec.backend),
+            created_at=datetime.fromtimestamp(creds.created_at, UTC) if creds else None,
+            rotated_at=datetime.fromtimestamp(creds.rotated_at, UTC) if creds else None,
+            token=creds.token if reveal and creds is not None and creds.token else None,
+        )
+
+    async def rotate_token(self, name: str) -> r.DeploymentToken:
+        """A new clients' token: stored first (a restart from now on gets its hash), then handed to the running
+        instance on its admin port (``POST /admin/token``), which takes it for every request from then on.
+        An instance that cannot be told (starting, or gone) is restarted so none keeps the old token."""
+        sup = self._get(name)
+        creds = await asyncio.to_thread(self.registry.credentials.rotate, name)
+        sup.admin_token = creds.admin_token
+        body = json.dumps({"token_sha256": sha256_hex(creds.token)}).encode()
+        inst = sup.current
+        told = inst is None
+        if inst is not None:
+            status = await http_status(
+                inst.admin_port, "/admin/token", method="POST", body=body, token=creds.admin_token, within=5.0
+            )
+            told = status == 200
+        if sup.rollout_to is not None or not told:
+            sup.commands.put_nowait(("restart", None))
+        await self._changed_token(sup, told)
+        return self._token_result(sup, creds, reveal=True)
+
+    async def _changed_token(self, sup: Supervisor, told: bool) -> None:
+        how = "the running instance took it" if told else "restarting the instance to take it"
+        await asyncio.to_thread(self.registry.deployments.save, sup.rec, ("token", f"new clients' token ({how})"))
+
 
     async def _new_record(self, req: q.Deploy) -> DeploymentRecord:
         """The deployment ``req`` asks for, checked against the backends and the deployments there are."""

@@ -199,7 +199,7 @@ class ProcessBackend(Backend):
         except WorkloadError as exc:
             raise BackendError(str(exc)) from None
         await asyncio.to_thread(self.identity.share, [spec.model_dir])  # the workload account reads its files
-        env = {**self._base_env(), "MODELTUI_DEPLOYMENT": spec.deployment, **spec.env}
+        env = {**self._base_env(), "MODELTUI_DEPLOYMENT": spec.deployment, **spec.env, **spec.runtime_env}
         # Libraries read variables such as OMP_NUM_THREADS when imported: a deployment that sets its own
         # environment gets a fresh interpreter, where they take effect.
         if self.settings.zygote and not spec.env:

@@ -55,6 +55,18 @@ class DeploymentHandlers:
     async def restart_deployment(self, req: q.RestartDeployment, ctx: Context) -> r.DeploymentDetail:
         return await self.deployments.restart(req.name)
 
+    @handles(q.DeploymentTokenStatus)
+    async def token_status(self, req: q.DeploymentTokenStatus, ctx: Context) -> r.DeploymentToken:
+        return await self.deployments.token(req.name, reveal=False)
+
+    @handles(q.RotateDeploymentToken)
+    async def rotate_token(self, req: q.RotateDeploymentToken, ctx: Context) -> r.DeploymentToken:
+        return await self.deployments.rotate_token(req.name)
+
+    @handles(q.UseDeploymentToken)
+    async def use_token(self, req: q.UseDeploymentToken, ctx: Context) -> r.DeploymentToken:
+        return await self.deployments.token(req.name, reveal=True)
+
     @handles(q.Logs)
     async def logs(self, req: q.Logs, ctx: Context) -> r.LogLines:
         if req.follow:

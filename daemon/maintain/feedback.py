@@ -46,6 +46,8 @@ class Source:
     deployment: str
     version: int
     admin_url: str
+    token: str | None = None
+    """The deployment's admin token (``GET /feedback/rows`` needs it)."""
 
 
 class Page(BaseModel):
@@ -75,7 +77,9 @@ Rows = list[Labelled]
 def fetch(source: Source, after: int, limit: int = PAGE_ROWS) -> Page:
     """One page of the runtime's labelled rows after ``after``; blocking. Raises OSError or ValueError."""
     query = urllib.parse.urlencode({"after": after, "limit": limit})
-    with urllib.request.urlopen(f"{source.admin_url}/feedback/rows?{query}", timeout=TIMEOUT_S) as resp:
+    headers = {"Authorization": f"Bearer {source.token}"} if source.token else {}
+    req = urllib.request.Request(f"{source.admin_url}/feedback/rows?{query}", headers=headers)
+    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
         body = resp.read(MAX_PAGE_BYTES + 1)
     if len(body) > MAX_PAGE_BYTES:
         raise ValueError(f"{source.deployment}: the feedback page is larger than {MAX_PAGE_BYTES} bytes")

@@ -40,18 +40,21 @@ class Target:
     port: int | None  # None: the deployment has no running instance (recorded as down)
     instance: str | None = None
     started_at: float | None = None
+    token: str | None = None
+    """The deployment's admin token (sent on every scrape: ``/metrics`` may be closed)."""
 
 
 class ScrapeError(Exception):
     pass
 
 
-async def fetch(host: str, port: int, path: str = "/metrics") -> str:
-    """One HTTP/1.1 GET with ``Connection: close``; the body as text (status 200 only)."""
+async def fetch(host: str, port: int, path: str = "/metrics", token: str | None = None) -> str:
+    """One HTTP/1.1 GET with ``Connection: close`` (and the bearer ``token``); the body as text (200 only)."""
     reader, writer = await asyncio.open_connection(host, port)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-                     .encode())  # fmt: skip
+        line = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Accept: text/plain\r\nConnection: close\r\n\r\n"
+        writer.write(line.encode())
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -132,7 +135,7 @@ async def scrape_one(target: Target, timeout_s: float, reader: Reader | None = N
         return result(False, "no running instance")
     try:
         async with asyncio.timeout(timeout_s):
-            text = await fetch(target.host, target.port)
+            text = await fetch(target.host, target.port, token=target.token)
             samples = await _parse_async(text, target.deployment, reader)
     except TimeoutError:
         return result(False, f"no answer within {timeout_s:g} s")

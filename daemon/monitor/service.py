@@ -39,7 +39,14 @@ def deployment_targets(manager: DeploymentManager) -> list[Target]:
     return [
         Target(name, "127.0.0.1", None)
         if inst is None
-        else Target(name, "127.0.0.1", inst.admin_port, f"{inst.instance_id}/{inst.key}", inst.started_at.timestamp())
+        else Target(
+            name,
+            "127.0.0.1",
+            inst.admin_port,
+            f"{inst.instance_id}/{inst.key}",
+            inst.started_at.timestamp(),
+            manager.admin_token(name),
+        )
         for name, inst in manager.scrape_targets()
     ]
 

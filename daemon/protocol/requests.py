@@ -374,6 +374,35 @@ class RestartDeployment(BaseRequest[r.DeploymentDetail]):
     name: DeploymentName
 
 
+class DeploymentTokenStatus(BaseRequest[r.DeploymentToken]):
+    """Whether the deployment has a clients' token and whether its endpoint needs one; never the token."""
+
+    role: ClassVar[Role] = "viewer"
+
+    op: Literal["deployments.token"] = "deployments.token"
+    name: DeploymentName
+
+
+class RotateDeploymentToken(BaseRequest[r.DeploymentToken]):
+    """Make a new clients' token (the old one stops working at once; the running instances take the new one
+    without a restart) and return it, once."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
+    op: Literal["deployments.token.rotate"] = "deployments.token.rotate"
+    name: DeploymentName
+
+
+class UseDeploymentToken(BaseRequest[r.DeploymentToken]):
+    """The clients' token, for ``modeltui predict``/``feedback`` to send (they never print it)."""
+
+    role: ClassVar[Role] = "operator"
+
+    op: Literal["deployments.token.use"] = "deployments.token.use"
+    name: DeploymentName
+
+
 class Logs(BaseRequest[r.LogLines]):
     """The last ``tail`` lines of a deployment's log; with ``follow`` new lines keep arriving as log events
     on this connection until it closes."""
@@ -617,6 +646,9 @@ Request = Annotated[
     | MaintainPause
     | AuditRequest
     | DoctorRequest
+    | DeploymentTokenStatus
+    | RotateDeploymentToken
+    | UseDeploymentToken
     | SignVersion,
     Field(discriminator="op"),
 ]

@@ -280,6 +280,21 @@ class GcResult(Result):
 class DeploymentDetail(Result):
     deployment: DeploymentInfo
     events: list[DeploymentEventInfo] = Field(default_factory=list)
+    token: str | None = Field(
+        default=None, description="the clients' bearer token, only in the answer to the deploy that made it"
+    )
+
+
+class DeploymentToken(Result):
+    """A deployment's clients' token: whether it exists, whether the endpoint asks for it, and the token
+    itself only when it was just made (``--rotate``) or asked for to be used (``modeltui predict``)."""
+
+    name: str
+    exists: bool
+    required: bool = Field(description="the prediction and feedback routes need it ([serving] auth)")
+    created_at: datetime | None = None
+    rotated_at: datetime | None = None
+    token: str | None = None
 
 
 class RemoteDeployment(Result):

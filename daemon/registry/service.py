@@ -46,6 +46,7 @@ from daemon.registry.diff import diff_versions
 from daemon.registry.objects import Ingested, ObjectStore, Progress
 from daemon.registry.queries import model_id
 from daemon.registry.statcache import StatCache
+from daemon.store.credentials import CredentialStore
 from daemon.store.db import Db
 from daemon.store.deployments import DeploymentStore, deployed_versions
 from daemon.store.engine import DB_NAME, make_engine, read_session, write_session
@@ -181,6 +182,7 @@ class Registry:
         self._db = Db(self._engine)
         self._stat_cache = StatCache(self.state_dir / DB_NAME, self._lock, busy_timeout_s=busy_timeout_s)
         self.deployments = DeploymentStore(self._db, self._lock)
+        self.credentials = CredentialStore(self._db, self._lock)
         #: Set by the daemon when a cluster is configured: pushes and alias moves go there too.
         self.shared: SharedRegistry | None = None
         self.objects = ObjectStore(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 from .app import App
+from .auth import Auth, tls_context
 from .drift import EvaluationDataError, FeatureHistograms, load_reference
 from .flavors import LoadError, Model, load_model
 from .http import bind_shared
@@ -65,8 +68,15 @@ def _load(model_dir: Path, manifest: ServingManifest) -> tuple[Model, FeatureHis
 async def _serve(args: argparse.Namespace) -> int:
     model_dir: Path = args.model_dir
     manifest = read_manifest(model_dir)
+    try:  # read and removed from the environment before any model code is imported
+        auth = Auth.from_env(os.environ)
+        tls = tls_context(os.environ)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        print(f"modeltui-serving: {exc}", file=sys.stderr, flush=True)
+        return 2
     app = App(
         manifest,
+        auth=auth,
         version=str(args.model_version),
         max_batch_size=args.max_batch_size,
         max_wait=args.max_wait_ms / 1000.0,
@@ -103,8 +113,8 @@ async def _serve(args: argparse.Namespace) -> int:
     # No await between here and set_model: a connection queued on the shared port meets a ready model.
     app.set_model(model, features)
     if public is not None:
-        await app.server.listen_shared(public)
-        sys.stdout.write(f"SERVING {shown}:{args.public_port}\n")
+        await app.server.listen_shared(public, tls)
+        sys.stdout.write(f"SERVING {shown}:{args.public_port}{' (TLS)' if tls else ''}\n")
         sys.stdout.flush()
     print(
         f"modeltui-serving: {app.version_label} ({model.flavor}: {model.detail}) ready on {shown}:{port}",

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import VERSION
+from .auth import ADMIN, CLIENT, NONE, Auth
 from .batching import Batcher, Outcome
 from .drift import FeatureHistograms
 from .flavors import Model
@@ -23,6 +24,8 @@ MAX_FEEDBACK_ITEMS = 10_000
 INLINE_IDS = 1_000
 _ERROR_CODES = {
     400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
     422: "INVALID_PARAMETER_VALUE",
     501: "NOT_IMPLEMENTED",
@@ -42,7 +45,9 @@ _ENDPOINTS = {
     b"/ping": "/ping",
     b"/metrics": "/metrics",
     b"/version": "/version",
+    b"/admin/token": "/admin/token",
 }
+_CHALLENGE = b'WWW-Authenticate: Bearer realm="modeltui"\r\n'
 Route = Callable[[Connection, Request, bytes], None]
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _dumps_strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -95,8 +100,23 @@ class App:
         max_wait: float = 0.002,
         max_body: int | None = None,
         feedback_inputs: bool = True,
+        auth: Auth | None = None,
     ) -> None:
         self.manifest = manifest
+        self.auth = auth or Auth()
+        a = self.auth
+        self._needs: dict[bytes, int] = {  # the least token each route needs (NONE: open)
+            b"/predict": CLIENT if a.public else NONE,
+            b"/invocations": CLIENT if a.public else NONE,
+            b"/feedback": CLIENT if a.public else NONE,
+            b"/feedback/rows": ADMIN if a.admin is not None else NONE,
+            b"/admin/token": ADMIN,
+            b"/health": NONE if a.health_open else CLIENT,
+            b"/health/live": NONE if a.health_open else CLIENT,
+            b"/ping": NONE if a.health_open else CLIENT,
+            b"/metrics": NONE if a.metrics_open else CLIENT,
+            b"/version": NONE,
+        }
         self.feedback_inputs = feedback_inputs
         """Keep the inputs of recent predictions (labelled rows for retraining); False saves the memory."""
         self.version_label = f"{manifest.name}:{version}"
@@ -126,6 +146,7 @@ class App:
             b"/ping": get,
             b"/metrics": {b"GET": self._metrics},
             b"/version": {b"GET": self._version},
+            b"/admin/token": {b"POST": self._admin_token},
         }
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -183,7 +204,29 @@ class App:
             msg = f"{method} is not allowed here; use {allow}"
             conn.respond(req, 405, error_body(405, msg), extra=b"Allow: %s\r\n" % allow.encode())
             return
+        need = self._needs[path]
+        # (an admin route on the public port answers 404 whatever the token: it is not served there)
+        if need and not (need == ADMIN and conn.public) and not self._authorized(conn, req, need):
+            return
         fn(conn, req, body)
+
+    def _authorized(self, conn: Connection, req: Request, need: int) -> bool:
+        """True when the request's bearer token opens a route needing ``need``; otherwise answers 401 (no
+        or a wrong token, ``WWW-Authenticate: Bearer``) or 403 (the clients' token on an admin route)."""
+        got = self.auth.presented(req.authorization) if req.authorization else NONE
+        if got >= need:
+            return True
+        if got == CLIENT:
+            conn.respond(req, 403, error_body(403, "this route needs the daemon's admin token, not the clients' token"))
+            return False
+        if not req.authorization:
+            message = "this endpoint needs a bearer token: send Authorization: Bearer TOKEN"
+        else:
+            message = "the bearer token is not valid for this deployment"
+        if need == CLIENT and self.auth.token is None:
+            message += " (the deployment has no client token yet: modeltui deploy token NAME --rotate makes one)"
+        conn.respond(req, 401, error_body(401, message), extra=_CHALLENGE)
+        return False
 
     def _not_ready(self, conn: Connection, req: Request) -> bool:
         if self.batcher is None:
@@ -365,6 +408,26 @@ class App:
                 m.feedback[(predicted, m.actual_label(actual))] += 1
         m.feedback_unknown += unknown
         conn.respond(req, 200, _dumps({"matched": matched, "unknown": unknown}).encode())
+
+    def _admin_token(self, conn: Connection, req: Request, body: bytes) -> None:
+        """``POST /admin/token`` ``{"token_sha256": HEX}`` (admin port, admin token): the clients' token
+        changes now, for every request from here on; connections stay open (rotation without a restart)."""
+        if conn.public:
+            conn.respond(req, 404, error_body(404, "/admin/token is served on the instance's admin port only"))
+            return
+        ok, obj = self._json(conn, req, body)
+        if not ok:
+            return
+        value = obj.get("token_sha256") if type(obj) is dict and len(obj) == 1 else None
+        if type(value) is not str:
+            conn.respond(req, 400, error_body(400, 'expected {"token_sha256": "64 hex characters"}'))
+            return
+        try:
+            self.auth.set_token(value)
+        except ValueError as exc:
+            conn.respond(req, 422, error_body(422, str(exc)))
+            return
+        conn.respond(req, 200, b'{"ok":true}')
 
     def _feedback_rows(self, conn: Connection, req: Request, body: bytes) -> None:
         if conn.public:  # other clients' inputs: only for the daemon, on the instance's own port

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -36,7 +37,18 @@ JSON = b"application/json"
 
 
 class Request:
-    __slots__ = ("chunks", "close", "content_type", "expect", "http10", "length", "method", "path", "t0")
+    __slots__ = (
+        "authorization",
+        "chunks",
+        "close",
+        "content_type",
+        "expect",
+        "http10",
+        "length",
+        "method",
+        "path",
+        "t0",
+    )
 
     def __init__(self) -> None:
         self.method = b""
@@ -44,6 +56,7 @@ class Request:
         self.http10 = False
         self.close = False
         self.content_type = b""
+        self.authorization = b""
         self.expect = False
         self.length = 0
         self.t0 = 0.0
@@ -177,6 +190,8 @@ def _parse_head(head: bytes) -> Request:
                 req.close = False
         elif n == b"content-type":
             req.content_type = value.strip()
+        elif n == b"authorization":
+            req.authorization = value.strip()
         elif n == b"expect":
             if value.strip().lower() != b"100-continue":
                 raise _Reject(417, "only Expect: 100-continue is supported")
@@ -471,19 +486,21 @@ class HttpServer:
         assert self._loop is not None
         return self._loop.time()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
         self._server = await self._loop.create_server(
-            lambda: Connection(self), host, port, backlog=1024, reuse_address=True
+            lambda: Connection(self), host, port, backlog=1024, reuse_address=True, ssl=tls
         )
         self._sweeper = asyncio.create_task(self._sweep())
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
 
-    async def listen_shared(self, sock: socket.socket) -> None:
-        """Also accept on a socket from :func:`bind_shared`."""
+    async def listen_shared(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """Also accept on a socket from :func:`bind_shared` (TLS when ``tls`` is given)."""
         assert self._loop is not None
-        self._public = await self._loop.create_server(lambda: Connection(self, public=True), sock=sock, backlog=1024)
+        self._public = await self._loop.create_server(
+            lambda: Connection(self, public=True), sock=sock, backlog=1024, ssl=tls
+        )
 
     async def _sweep(self) -> None:
         while True:

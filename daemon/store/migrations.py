@@ -409,6 +409,24 @@ def v12_version_signatures(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V13_DEPLOYMENT_CREDENTIALS = """
+CREATE TABLE deployment_credentials (
+    deployment_id INTEGER NOT NULL PRIMARY KEY REFERENCES deployments (id) ON DELETE CASCADE,
+    token VARCHAR NOT NULL,
+    admin_token VARCHAR NOT NULL,
+    created_at FLOAT NOT NULL,
+    rotated_at FLOAT NOT NULL
+);
+"""
+
+
+def v13_deployment_credentials(conn: Connection) -> None:
+    """Each deployment's bearer tokens (docs/security.md, "Endpoint authentication"): the clients' token
+    (shown once; ``""`` until one is made) and the admin token only the daemon uses; gone with the deployment."""
+    for statement in _statements(V13_DEPLOYMENT_CREDENTIALS):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -425,6 +443,7 @@ MIGRATIONS: list[Migration] = [
     v10_feedback,
     v11_audit,
     v12_version_signatures,
+    v13_deployment_credentials,
 ]
 
 

@@ -193,6 +193,18 @@ class DeploymentRow(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class DeploymentCredentialRow(SQLModel, table=True):
+    """A deployment's bearer tokens (``daemon/store/credentials.py``); deleted with the deployment."""
+
+    __tablename__ = "deployment_credentials"
+
+    deployment_id: int = Field(foreign_key="deployments.id", ondelete="CASCADE", primary_key=True)
+    token: str
+    admin_token: str
+    created_at: float
+    rotated_at: float
+
+
 class DeploymentEventRow(SQLModel, table=True):
     __tablename__ = "deployment_events"
     __table_args__ = (Index("ix_deployment_events_deployment_id", "deployment_id", "id"),)

@@ -35,7 +35,58 @@ def parse_env(values: tuple[str, ...]) -> dict[str, str]:
     return parse_pairs(values, check_env_name, check_env_value, "NAME=VALUE")
 
 
-@main.command()
+@click.command("token")
+@click.argument("name")
+@click.option("--rotate", is_flag=True, help="make a new token (printed once); the old one stops working at once")
+@json_option
+@click.pass_context
+def token(ctx: click.Context, name: str, rotate: bool, as_json: bool) -> None:
+    """Say whether deployment NAME has a clients' token and whether its endpoint asks for it (the token is
+    never shown again); with --rotate make a new one and print it, once."""
+    request: q.DeploymentTokenStatus | q.RotateDeploymentToken = (
+        q.RotateDeploymentToken(name=name) if rotate else q.DeploymentTokenStatus(name=name)
+    )
+    result = run(ctx, lambda c: c.call(request))
+
+    def show() -> None:
+        if result.token:
+            out.print(render.plain(f"new token for {result.name} (shown once; the old one no longer works):"))
+            out.print(render.plain(result.token))
+            return
+        needed = "needs it" if result.required else "does not need it ([serving] auth)"
+        if result.exists:
+            when = fmt.when(result.rotated_at)
+            out.print(render.plain(f"{result.name} has a clients' token (made {when}); its endpoint {needed}"))
+        else:
+            out.print(render.plain(f"{result.name} has no clients' token; its endpoint {needed}"))
+            out.print(render.plain(f"make one with: modeltui deploy token {name} --rotate"))
+
+    emit(result, as_json, show)
+
+
+class DeployCommand(click.Command):
+    """``deploy REF ...``, and ``deploy token NAME [--rotate]`` (a model named ``token`` is deployed as
+    ``token:N`` or ``token@ALIAS``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args[:1] == ["token"] and len(args) > 1:
+            ctx.meta["deploy.token"] = args[1:]
+            return []
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> object:
+        rest = ctx.meta.pop("deploy.token", None)
+        if rest is None:
+            return super().invoke(ctx)
+        with token.make_context("deploy token", list(rest), parent=ctx) as sub:
+            return token.invoke(sub)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_usage(ctx, formatter)
+        formatter.write_usage(ctx.command_path, "token NAME [--rotate] [--json]")
+
+
+@main.command(cls=DeployCommand)
 @click.argument("ref", callback=check_ref_arg)
 @click.option("--name", help="deployment name (default: MODEL-ALIAS for NAME@ALIAS, else MODEL)")
 @click.option("--backend", type=click.Choice(["process", "docker"]), default="process", show_default=True)
@@ -60,7 +111,9 @@ def deploy(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Deploy REF: NAME@ALIAS follows the alias (moving it rolls out), NAME:N is pinned."""
+    """Deploy REF: NAME@ALIAS follows the alias (moving it rolls out), NAME:N is pinned. Prints the
+    deployment's bearer token once (its endpoint asks for it per [serving] auth). `deploy token NAME
+    [--rotate]` says whether a token exists, or makes a new one."""
     request = q.Deploy.model_validate(
         {
             "ref": ref,
@@ -85,11 +138,16 @@ def deploy(
     result = run(ctx, body)
     d = result.deployment
     where = d.endpoint or f"port {d.port}"
-    emit(
-        result,
-        as_json,
-        lambda: out.print(render.plain(f"deployed {d.name}: {d.model}:{d.version} ({d.state}) on {where}")),
-    )
+
+    def show() -> None:
+        out.print(render.plain(f"deployed {d.name}: {d.model}:{d.version} ({d.state}) on {where}"))
+        if result.token:
+            out.print(
+                render.plain(f"bearer token (shown once; `modeltui deploy token {d.name} --rotate` makes a new one):")
+            )
+            out.print(render.plain(result.token))
+
+    emit(result, as_json, show)
 
 
 @main.command()
@@ -121,8 +179,20 @@ def all_hosts_table(result: r.DeploymentList, this_host: str) -> render.FitTable
         return Text("no deployments on any host: deploy one with `modeltui deploy NAME@production`")
     rows = [[Text(fmt.printable(this_host), style="bold"), *render.deployment_row(d)] for d in result.items]
     for rd in sorted(result.remote, key=lambda rd: (rd.host, rd.host_id, rd.name)):
-        rows.append([rd.host, rd.name, render.ref_cell(rd.name, rd.ref), str(rd.version or "-"), rd.backend,
-                     render.state_text(rd.state), rd.health, rd.endpoint or "-", "-", "-"])
+        rows.append(
+            [
+                rd.host,
+                rd.name,
+                render.ref_cell(rd.name, rd.ref),
+                str(rd.version or "-"),
+                rd.backend,
+                render.state_text(rd.state),
+                rd.health,
+                rd.endpoint or "-",
+                "-",
+                "-",
+            ]
+        )
     return render.FitTable(ALL_HOSTS_COLS, rows)
 
 
@@ -241,13 +311,14 @@ def _request_body(path: Path) -> tuple[str, bytes, str]:
 def predict(ctx: click.Context, target: str, input_file: Path, as_json: bool) -> None:
     """Send INPUT to the deployment serving TARGET; print each row's prediction id (for `modeltui feedback`)
     and prediction, or with --json the answer with its "ids"."""
-    detail = run(ctx, lambda c: find_deployment(c, target))
+    detail = run(ctx, lambda c: find_deployment(c, target, with_token=True))
     d = detail.deployment
     endpoint = d.endpoint
     if not endpoint:
         fail(f"deployment {d.name} is {d.state}, not serving: {d.message}", EXIT_CODES[ErrorCode.UNAVAILABLE])
     path, body, ctype = _request_body(input_file)
-    req = urllib.request.Request(endpoint + path, data=body, headers={"Content-Type": ctype}, method="POST")
+    headers = {"Content-Type": ctype} | ({"Authorization": f"Bearer {detail.token}"} if detail.token else {})
+    req = urllib.request.Request(endpoint + path, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             answer = resp.read()

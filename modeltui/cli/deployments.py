@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
@@ -13,9 +14,37 @@ from daemon.protocol.names import parse_ref
 
 from ..client import DaemonClient
 
+#: a bearer token to send instead of asking the daemon for the deployment's (docs/security.md)
+TOKEN_ENV = "MODELTUI_TOKEN"
 
-async def find_deployment(c: DaemonClient, target: str) -> r.DeploymentDetail:
-    """A deployment by name, else the running deployment of a ref (``NAME@ALIAS``, ``NAME:N``, ``NAME``)."""
+
+async def endpoint_token(c: DaemonClient, name: str) -> str | None:
+    """The token ``predict``/``feedback`` send to ``name``'s endpoint: ``$MODELTUI_TOKEN``, else, when the
+    endpoint asks for one, the deployment's own from the daemon (operators; a viewer gets None and the
+    endpoint's 401 says what is missing). Never printed."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    status = await c.call(q.DeploymentTokenStatus(name=name))
+    if not status.required or not status.exists:
+        return None
+    try:
+        return (await c.call(q.UseDeploymentToken(name=name))).token
+    except ProtocolError as exc:
+        if exc.code == ErrorCode.FORBIDDEN:
+            return None
+        raise
+
+
+async def find_deployment(c: DaemonClient, target: str, *, with_token: bool = False) -> r.DeploymentDetail:
+    """A deployment by name, else the running deployment of a ref (``NAME@ALIAS``, ``NAME:N``, ``NAME``); with
+    ``with_token`` its ``token`` is what to send to its endpoint (:func:`endpoint_token`)."""
+    detail = await _find(c, target)
+    if with_token:
+        detail = detail.model_copy(update={"token": await endpoint_token(c, detail.deployment.name)})
+    return detail
+
+
+async def _find(c: DaemonClient, target: str) -> r.DeploymentDetail:
     found = await c.call(q.ListDeployments())
     for d in found.items:
         if d.name == target:

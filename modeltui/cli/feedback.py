@@ -213,9 +213,10 @@ def output_type(signature: dict[str, Any]) -> str | None:
     return None
 
 
-def _post(conn: http.client.HTTPConnection, path: str, items: list[Item]) -> tuple[int, Any]:
+def _post(conn: http.client.HTTPConnection, path: str, items: list[Item], token: str | None) -> tuple[int, Any]:
     body = json.dumps({"items": items}, separators=(",", ":")).encode()
-    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    conn.request("POST", path, body=body, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
     try:
@@ -224,7 +225,7 @@ def _post(conn: http.client.HTTPConnection, path: str, items: list[Item]) -> tup
         return resp.status, {"message": data[:300].decode(errors="replace")}
 
 
-def send_labels(d: DeploymentInfo, items: list[Item]) -> tuple[int, int]:
+def send_labels(d: DeploymentInfo, items: list[Item], token: str | None = None) -> tuple[int, int]:
     """POST ``items`` to the deployment's ``/feedback`` in chunks of :data:`CHUNK`: (matched, unknown). A
     deployment that does not answer, or refuses a chunk, ends the command saying how many were sent."""
     url = urlsplit(d.endpoint or "")
@@ -235,7 +236,7 @@ def send_labels(d: DeploymentInfo, items: list[Item]) -> tuple[int, int]:
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             try:
-                status, answer = _post(conn, path, chunk)
+                status, answer = _post(conn, path, chunk, token)
             except (OSError, http.client.HTTPException) as exc:
                 fail(
                     f"{d.name} at {d.endpoint} did not answer: {exc}; {sent} of {len(items)} labels were sent",
@@ -272,7 +273,7 @@ def feedback(ctx: click.Context, target: str, file: Path, as_json: bool) -> None
         fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_CODES[ErrorCode.INVALID])
 
     async def body(c: DaemonClient) -> tuple[r.DeploymentDetail, str | None]:
-        detail = await find_deployment(c, target)
+        detail = await find_deployment(c, target, with_token=True)
         d = detail.deployment
         if kind != "csv" or d.version is None:
             return detail, None
@@ -289,7 +290,7 @@ def feedback(ctx: click.Context, target: str, file: Path, as_json: bool) -> None
     if kind == "csv":
         for item in items:
             item["label"] = typed_label(item["label"], out_type)
-    matched, unknown = send_labels(d, items)
+    matched, unknown = send_labels(d, items, detail.token)
     sent = len(items)
     result = {
         "deployment": d.name,

@@ -132,3 +132,16 @@ def cli_json(d: DaemonProcess, *args: str) -> Any:
 def deployment(d: DaemonProcess, name: str) -> dict[str, Any]:
     """Deployment ``name`` as ``modeltui ps NAME --json`` shows it."""
     return cli_json(d, "ps", name)["deployment"]  # type: ignore[no-any-return]
+
+
+def admin_token(d: DaemonProcess, name: str) -> str:
+    """Deployment ``name``'s admin token, read as only the daemon's user can: from its database."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(d.state_dir / "registry.db")) as db:
+        row = db.execute(
+            "SELECT c.admin_token FROM deployment_credentials c JOIN deployments d ON d.id = c.deployment_id "
+            "WHERE d.name = ?",
+            (name,),
+        ).fetchone()
+    return str(row[0])

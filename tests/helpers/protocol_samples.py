@@ -65,6 +65,9 @@ REQUESTS: list[BaseModel] = [
     q.MaintainPause(name=None, paused=True),
     q.GetDeployment(name="churn-prod", events=5),
     q.RestartDeployment(name="churn-prod"),
+    q.DeploymentTokenStatus(name="churn-prod"),
+    q.RotateDeploymentToken(name="churn-prod"),
+    q.UseDeploymentToken(name="churn-prod"),
     q.Logs(name="churn-prod", tail=10, follow=True),
     q.MetricsRequest(name="churn-prod", window_seconds=900),
     q.AlertsListRequest(deployment="churn-prod", history=10),
@@ -143,6 +146,8 @@ RESULTS: list[r.Result] = [
                                     target="name=m alias=production", result="FORBIDDEN",
                                     message="needs the operator role", request={"name": "m", "version": 2})]),
     r.LogLines(deployment="churn-prod", lines=["a", "b"], truncated=True),
+    r.DeploymentToken(name="churn-prod", exists=True, required=True, created_at=NOW, rotated_at=NOW,
+                      token="tok-" + "x" * 40),
     r.DeploymentMetrics(
         deployment="churn-prod", window_seconds=900, start=NOW, end=NOW, up=True, last_scrape=NOW, scrape_error="",
         requests=120.0, request_rate=0.13, error_rate=0.01, client_error_rate=0.0, latency_p50_seconds=0.001,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.daemon import DaemonProcess, admin_token, cli_json
 from tests.helpers.endpoints import predict_ids
 from tests.helpers.example_data import EXAMPLE_MODEL, eval_rows, shifted_model
 from tests.helpers.paths import EXAMPLE
@@ -381,7 +381,10 @@ def test_without_feedback_inputs_the_runtimes_keep_none_and_feedback_cannot_be_d
     path = tmp_path / "labels.csv"
     path.write_text("id,label\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth[:20], strict=True)))
     assert d.cli("feedback", "bc", str(path)).returncode == 0
-    with urllib.request.urlopen(dep["instance"]["admin_url"] + "/feedback/rows", timeout=5) as resp:
+    rows_req = urllib.request.Request(
+        dep["instance"]["admin_url"] + "/feedback/rows", headers={"Authorization": f"Bearer {admin_token(d, 'bc')}"}
+    )
+    with urllib.request.urlopen(rows_req, timeout=5) as resp:
         assert json.loads(resp.read())["rows"] == []
     refused = d.cli("maintain", "set", MODEL, "data=feedback", "holdout=feedback")
     assert refused.returncode == 4

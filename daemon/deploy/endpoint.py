@@ -1,0 +1,80 @@
+"""What a deployment's runtime is told about authentication and TLS (docs/security.md, "Endpoint
+authentication" and "TLS"), from ``[serving]`` and the deployment's credentials.
+
+*Beyond loopback* means the runtime listens on an address outside 127.0.0.0/8 and ::1. The process backend
+always binds 127.0.0.1; the Docker backend binds ``[docker] bind_address`` (``0.0.0.0`` serves other hosts).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from daemon.serving.auth import (
+    ENV_ADMIN,
+    ENV_AUTH,
+    ENV_HEALTH_OPEN,
+    ENV_METRICS_OPEN,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    ENV_TOKEN,
+    sha256_hex,
+)
+from daemon.settings import Settings
+from daemon.store.credentials import Credentials
+
+from .base import BackendError
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ::1; ``0.0.0.0``, ``::``, "" and names are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_host(settings: Settings, backend: str) -> str:
+    """Where the backend's runtimes listen."""
+    return settings.docker.bind_address if backend == "docker" else "127.0.0.1"
+
+
+def beyond_loopback(settings: Settings, backend: str) -> bool:
+    return not is_loopback(bind_host(settings, backend))
+
+
+def auth_required(settings: Settings, backend: str) -> bool:
+    """Whether the prediction and feedback routes need the clients' token (``[serving] auth``)."""
+    mode = settings.serving.auth
+    return mode == "on" or (mode == "auto" and beyond_loopback(settings, backend))
+
+
+def runtime_env(settings: Settings, backend: str, creds: Credentials) -> dict[str, str]:
+    """The runtime's ``MODELTUI_*`` settings: token hashes (never the tokens), which routes are open, TLS."""
+    serving = settings.serving
+    metrics_open = serving.metrics_open
+    if metrics_open is None:
+        metrics_open = not beyond_loopback(settings, backend)
+    env = {
+        ENV_AUTH: "on" if auth_required(settings, backend) else "off",
+        ENV_TOKEN: sha256_hex(creds.token) if creds.token else "",
+        ENV_ADMIN: sha256_hex(creds.admin_token),
+        ENV_HEALTH_OPEN: "1" if serving.health_open else "0",
+        ENV_METRICS_OPEN: "1" if metrics_open else "0",
+    }
+    if serving.tls_cert is not None and serving.tls_key is not None:
+        if backend != "process":
+            raise BackendError(
+                "[serving] tls_cert/tls_key are used by the process backend only: a container cannot read "
+                "files of the host (put a TLS-terminating proxy in front of the Docker backend's port)"
+            )
+        env[ENV_TLS_CERT] = str(serving.tls_cert)
+        env[ENV_TLS_KEY] = str(serving.tls_key)
+    return env
+
+
+def scheme(settings: Settings, backend: str) -> str:
+    """The public endpoint's scheme."""
+    tls = settings.serving.tls_cert is not None and backend == "process"
+    return "https" if tls else "http"

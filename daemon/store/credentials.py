@@ -1,0 +1,84 @@
+"""Each deployment's bearer tokens, in the registry's database (so a backup keeps them and a crash leaves
+the old pair or the new one, never half).
+
+``token`` is the clients' token (shown once when made; ``""`` for a deployment made before tokens existed,
+until ``modeltui deploy token NAME --rotate``); ``admin_token`` only the daemon uses (health checks, scrapes,
+feedback pulls, rotation). The runtimes only ever receive their SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from daemon.protocol.errors import not_found
+
+from .db import Db
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str
+    admin_token: str
+    created_at: float
+    rotated_at: float
+
+
+class CredentialStore:
+    """Thread-safe; shares the registry's write lock (one writer at a time)."""
+
+    def __init__(self, db: Db, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def get(self, deployment: str) -> Credentials | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT c.token, c.admin_token, c.created_at, c.rotated_at FROM deployment_credentials c "
+                "JOIN deployments d ON d.id = c.deployment_id WHERE d.name = ?",
+                (deployment,),
+            ).fetchone()
+        return None if row is None else Credentials(row[0], row[1], row[2], row[3])
+
+    def ensure(self, deployment: str, *, with_token: bool) -> tuple[Credentials, bool]:
+        """The deployment's credentials, made now if it has none (True then): an admin token always, a
+        clients' token when ``with_token`` (a new deployment; an older one gets its token on rotation)."""
+        with self._lock, self._db.write() as conn:
+            row = conn.execute("SELECT id FROM deployments WHERE name = ?", (deployment,)).fetchone()
+            if row is None:
+                raise not_found(f"no deployment named {deployment!r}")
+            got = conn.execute(
+                "SELECT token, admin_token, created_at, rotated_at FROM deployment_credentials WHERE deployment_id = ?",
+                (row[0],),
+            ).fetchone()
+            if got is not None:
+                return Credentials(got[0], got[1], got[2], got[3]), False
+            now = time.time()
+            made = Credentials(new_token() if with_token else "", new_token(), now, now)
+            conn.execute(
+                "INSERT INTO deployment_credentials (deployment_id, token, admin_token, created_at, rotated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (row[0], made.token, made.admin_token, now, now),
+            )
+            return made, True
+
+    def rotate(self, deployment: str) -> Credentials:
+        """A new clients' token (the admin token stays); made in one transaction."""
+        self.ensure(deployment, with_token=False)
+        token = new_token()
+        with self._lock, self._db.write() as conn:
+            conn.execute(
+                "UPDATE deployment_credentials SET token = ?, rotated_at = ? WHERE deployment_id = "
+                "(SELECT id FROM deployments WHERE name = ?)",
+                (token, time.time(), deployment),
+            )
+        got = self.get(deployment)
+        assert got is not None
+        return got
