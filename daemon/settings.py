@@ -212,9 +212,11 @@ class ClusterSection(_Section):
 
 def is_loopback_host(address: str) -> bool:
     """Whether ``HOST[:PORT]`` (``[::1]:PORT`` for IPv6) names this host: ``localhost`` or a loopback IP."""
-    host = address.rpartition(":")[0] if address.count(":") == 1 or address.startswith("[") else address
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host == "localhost":
+    if address.startswith("["):  # [IPv6] or [IPv6]:PORT
+        host = address[1 : address.find("]")]
+    else:  # HOST, HOST:PORT or a bare IPv6 address
+        host = address.rpartition(":")[0] if address.count(":") == 1 else address
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

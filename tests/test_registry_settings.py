@@ -28,7 +28,9 @@ def password_file(tmp_path: Path, mode: int = 0o600, text: str = "pw-123\n") -> 
     return p
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:5000", "localhost:5000", "[::1]:5000", "127.3.4.5", "::1"])
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:5000", "localhost:5000", "LocalHost", "[::1]:5000", "[::1]", "127.3.4.5", "::1"]
+)
 def test_loopback_hosts(address: str) -> None:
     assert is_loopback_host(address)
 

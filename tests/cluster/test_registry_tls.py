@@ -162,8 +162,10 @@ def test_two_cluster_daemons_transfer_a_version_through_the_tls_registry(
     secret.chmod(0o600)
     chroot = f"/modeltui-tls-{uuid.uuid4().hex[:8]}"
     daemons = []
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         d = daemon_factory(name)
+        if name == "c":  # the environment wins over the file: a wrong password
+            d.env["MODELTUI_REGISTRY_PASSWORD"] = "not-the-password"
         d.env["MODELTUI_ZK_CREDENTIALS"] = "modeltui:cluster-test-secret"  # when ZooKeeper digest auth is on
         Path(d.env["MODELTUI_CONFIG"]).write_text(
             f'[cluster]\nzookeeper = "{zk.connect_string()}"\nchroot = "{chroot}"\nregistry = "{reg.address}"\n'
@@ -171,7 +173,7 @@ def test_two_cluster_daemons_transfer_a_version_through_the_tls_registry(
             f'password_file = "{secret}"\n[exporter]\nenabled = false\n'
         )
         daemons.append(d.start())
-    a, b = daemons
+    a, b, c = daemons
     model_dir = make_model_dir(tmp_path / "m", weights=os.urandom(4096))
     assert a.cli("push", str(model_dir)).returncode == 0
     deadline = time.monotonic() + 15
@@ -191,8 +193,19 @@ def test_two_cluster_daemons_transfer_a_version_through_the_tls_registry(
             assert (out / p.relative_to(model_dir)).read_bytes() == p.read_bytes()
     repos = reg.base / "data" / "docker" / "registry" / "v2" / "repositories" / "modeltui"
     assert any(repos.iterdir()), "the version's files went through the TLS registry"
-    doctor = {c["name"]: c for c in cli_json(a, "doctor")["checks"]}
+    doctor = {x["name"]: x for x in cli_json(a, "doctor")["checks"]}
     assert doctor["artifact registry"]["status"] == "ok", doctor["artifact registry"]
+    # C's password is wrong: its push is refused (UNAVAILABLE, exit 7) saying which registry said 401, and so
+    # does its doctor.
+    refused = c.cli("push", str(make_model_dir(tmp_path / "m2", "other")))
+    assert refused.returncode == 7, refused.stderr
+    for part in ("cannot share the version's files", reg.address, "401", "refused the credentials"):
+        assert part in refused.stderr, refused.stderr
+    failed = c.cli("doctor", "--json")
+    assert failed.returncode != 0, failed.stdout
+    doctor = {x["name"]: x for x in json.loads(failed.stdout)["checks"]}
+    assert doctor["artifact registry"]["status"] == "fail", doctor["artifact registry"]
+    assert "401" in doctor["artifact registry"]["detail"], doctor["artifact registry"]
 
 
 # -- the Docker engine pushes an image to it --------------------------------------------------------------------
