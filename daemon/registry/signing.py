@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 Status = Literal["verified", "not allowed"]
 #: What a policy check is for: starting a version in a deployment, or moving an alias to it.
 Stage = Literal["deploy", "promote"]
-_ACTION = {"deploy": "deploy or roll out", "promote": "move an alias to"}
+_ACTION = {"deploy": "deploy it or roll it out", "promote": "move an alias to it"}
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class SigningPolicy:
         texts = await asyncio.to_thread(self.registry.signature_texts, model, number)
         if not texts:
             raise conflict(
-                f"{model}:{number} is unsigned and {setting} refuses to {_ACTION[stage]} it; "
+                f"{model}:{number} is unsigned and {setting} refuses to {_ACTION[stage]}; "
                 f"sign it with `modeltui sign {model}:{number}`",
                 setting="signing.require",
                 version=f"{model}:{number}",
@@ -183,7 +183,7 @@ class SigningPolicy:
             where = self.section.allowed_signers or "no allowed-signers file ([signing] allowed_signers)"
             raise conflict(
                 f"no signature of {model}:{number} is by a signer {where} allows, and {setting} refuses to "
-                f"{_ACTION[stage]} it",
+                f"{_ACTION[stage]}",
                 setting="signing.require",
                 version=f"{model}:{number}",
             )

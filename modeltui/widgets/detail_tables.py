@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from daemon.protocol.results import FileInfo, VersionDetail
 
-from ..format import size, value, version_label, when
+from ..format import signer, size, value, version_label, when
 from .keyed_table import KeyedTable
 
 
@@ -30,6 +30,13 @@ class ParamsTable(KeyedTable):
         self.replace_rows(rows)
 
 
+def signer_pairs(detail: VersionDetail) -> list[tuple[str, str]]:
+    """Who signed the version (docs/security.md, "Signed versions"): one row per signature, or "unsigned"."""
+    if not detail.signatures:
+        return [("signed", "unsigned")]
+    return [(f"signed ({i})" if i > 1 else "signed", signer(s, long=True)) for i, s in enumerate(detail.signatures, 1)]
+
+
 class LineageTable(KeyedTable):
     """Where a version comes from: parent, ancestors, children and its source."""
 
@@ -50,6 +57,7 @@ class LineageTable(KeyedTable):
             ("digest", v.digest),
             ("created by", v.created_by),
             ("created at", when(v.created_at)),
+            *signer_pairs(detail),
             ("requirements", ", ".join(detail.requirements) or "-"),
         ]
         self.replace_rows((k, (k, val)) for k, val in pairs)

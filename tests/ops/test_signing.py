@@ -5,29 +5,52 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from daemon.protocol import requests as q
+from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.signing import NAMESPACE, parse_signature, statement
 from modeltui.client import connect
-from tests.helpers.daemon import DaemonProcess, cli_json, daemon_env, deployment
+from tests.helpers.daemon import DaemonProcess, cli_json, daemon_env
 from tests.helpers.models import make_model_dir, python_model
 from tests.helpers.prerequisites import need
 from tests.helpers.waiting import wait_for
 
 ALICE = "alice@example.com"
+R = TypeVar("R", bound=r.Result)
+
+
+def call(d: DaemonProcess, request: q.BaseRequest[R]) -> R:
+    """One request over the daemon's socket (cheaper than a CLI process where the CLI is not what is tested)."""
+
+    async def go() -> R:
+        async with await connect(d.socket) as client:
+            return await client.call(request)
+
+    return asyncio.run(go())
 
 
 def keygen(path: Path, comment: str) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
     return path
+
+
+def signer_line(principal: str, key: Path) -> str:
+    """An allowed-signers line (git's gpg.ssh.allowedSignersFile format) for ``key``, in our namespace only."""
+    kind, blob = key.with_suffix(".pub").read_text().split()[:2]
+    return f'{principal} namespaces="{NAMESPACE}" {kind} {blob}\n'
+
+
+def ssh_sign(key: Path, data: bytes, namespace: str = NAMESPACE) -> str:
+    cmd = ["ssh-keygen", "-Y", "sign", "-f", str(key), "-n", namespace]
+    return subprocess.run(cmd, input=data, capture_output=True, check=True).stdout.decode()
 
 
 def fingerprint(key: Path) -> str:
@@ -48,8 +71,7 @@ def d(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Path]) -> Iterat
     base = tmp_path_factory.mktemp("daemon")
     (base / "home").mkdir()
     allowed = base / "allowed_signers"
-    pub = (keys["alice"].with_suffix(".pub")).read_text().split()
-    allowed.write_text(f'{ALICE} namespaces="{NAMESPACE}" {pub[0]} {pub[1]}\n')
+    allowed.write_text(signer_line(ALICE, keys["alice"]))
     env = daemon_env(base)
     Path(env["MODELTUI_CONFIG"]).write_text(
         '[signing]\nallowed_signers = "allowed_signers"\nrequire = "deploy"\n\n'
@@ -63,33 +85,31 @@ def d(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Path]) -> Iterat
         daemon.kill_deployments()
 
 
-def test_a_signed_push_is_verified_and_shown_with_its_signer(d: DaemonProcess, keys: dict[str, Path],
-                                                              tmp_path: Path) -> None:
+def test_a_signed_push_is_verified_and_shown_with_its_signer(
+    d: DaemonProcess, keys: dict[str, Path], tmp_path: Path
+) -> None:
     model = make_model_dir(tmp_path / "m", name="signed")
     pushed = cli_json(d, "push", str(model), "--sign", "-k", str(keys["alice"]), "--alias", "production")
     assert pushed["signature"]["status"] == "verified"
-    shown = cli_json(d, "show", "signed@production")
-    [sig] = shown["signatures"]
-    assert sig["status"] == "verified"
-    assert sig["principal"] == ALICE
-    assert sig["fingerprint"] == fingerprint(keys["alice"])
-    assert sig["key_type"] == "ssh-ed25519"
+    [sig] = call(d, q.Show(ref="signed@production")).signatures
+    assert (sig.status, sig.principal, sig.key_type) == ("verified", ALICE, "ssh-ed25519")
+    assert sig.fingerprint == fingerprint(keys["alice"])
     human = d.cli("show", "signed:1")
-    assert f"signed  verified {ALICE} (ED25519 {sig['fingerprint']}" in human.stdout, human.stdout
-    log = cli_json(d, "log", "signed")
-    assert log["items"][0]["signature"]["principal"] == ALICE
-    assert "verified" in d.cli("log", "signed").stdout
+    assert f"signed  verified {ALICE} (ED25519 {sig.fingerprint}" in human.stdout, human.stdout
+    assert call(d, q.Log(name="signed")).json_items()["items"][0]["signature"]["principal"] == ALICE
+    assert f"verified {ALICE}" in d.cli("log", "signed").stdout
 
 
-def test_a_key_not_allowed_is_recorded_as_such_and_does_not_count(d: DaemonProcess, keys: dict[str, Path],
-                                                                  tmp_path: Path) -> None:
+def test_a_key_not_allowed_is_recorded_as_such_and_does_not_count(
+    d: DaemonProcess, keys: dict[str, Path], tmp_path: Path
+) -> None:
     make_model_dir(tmp_path / "m", name="outsider")
     res = d.cli("push", str(tmp_path / "m"), "--sign", "-k", str(keys["mallory"]))
     assert res.returncode == 0, res.stderr
     assert "does not count" in res.stderr
-    [sig] = cli_json(d, "show", "outsider:1")["signatures"]
-    assert (sig["status"], sig["principal"]) == ("not allowed", None)
-    assert sig["fingerprint"] == fingerprint(keys["mallory"])
+    [sig] = call(d, q.Show(ref="outsider:1")).signatures
+    assert (sig.status, sig.principal) == ("not allowed", None)
+    assert sig.fingerprint == fingerprint(keys["mallory"])
     assert "not allowed" in d.cli("show", "outsider:1").stdout
     refused = d.cli("deploy", "outsider:1")
     assert refused.returncode == 5, refused.stderr
@@ -98,11 +118,11 @@ def test_a_key_not_allowed_is_recorded_as_such_and_does_not_count(d: DaemonProce
     assert "allowed" in refused.stderr
 
 
-def test_an_unsigned_version_is_refused_then_deployed_once_signed(d: DaemonProcess, keys: dict[str, Path],
-                                                                 tmp_path: Path) -> None:
+def test_an_unsigned_version_is_refused_then_deployed_once_signed(
+    d: DaemonProcess, keys: dict[str, Path], tmp_path: Path
+) -> None:
     python_model(tmp_path / "m", name="later")
     assert d.cli("push", str(tmp_path / "m"), "--alias", "production").returncode == 0
-    assert cli_json(d, "show", "later:1")["signatures"] == []
     assert "unsigned" in d.cli("show", "later:1").stdout
     refused = d.cli("deploy", "later@production")
     assert refused.returncode == 5
@@ -113,49 +133,80 @@ def test_an_unsigned_version_is_refused_then_deployed_once_signed(d: DaemonProce
     signed = d.cli("sign", "later:1", "-k", str(keys["alice"]))
     assert signed.returncode == 0, signed.stderr
     assert f"verified {ALICE}" in signed.stdout
-    res = d.cli("deploy", "later@production", "--json", timeout=180)
+    res = d.cli("deploy", "later@production", timeout=180)
     assert res.returncode == 0, res.stderr
-    assert deployment(d, "later-production")["version"] == 1
+    assert call(d, q.GetDeployment(name="later-production")).deployment.version == 1
 
     # An alias moved to an unsigned version: the move is allowed ("deploy" is not "promote"), its rollout is not.
     python_model(tmp_path / "m2", name="later", factor=3.0)
     assert d.cli("push", str(tmp_path / "m2")).returncode == 0
-    assert d.cli("alias", "set", "later", "production", "2").returncode == 0
-    wait_for(lambda: any(e["kind"] == "rollout-refused" for e in cli_json(d, "ps", "later-production")["events"]),
-             "the rollout to the unsigned version 2 refused", timeout=60)
-    info = deployment(d, "later-production")
-    assert (info["version"], info["state"]) == (1, "running")
-    assert d.cli("undeploy", "later-production").returncode == 0
+    call(d, q.AliasSet(name="later", alias="production", version=2))
+    refused = wait_for(
+        lambda: [e for e in call(d, q.GetDeployment(name="later-production")).events if e.kind == "rollout-refused"],
+        "the rollout to the unsigned version 2 refused",
+        timeout=60,
+    )
+    assert "later:2 is unsigned" in refused[0].message
+    info = call(d, q.GetDeployment(name="later-production")).deployment
+    assert (info.version, info.state) == (1, "running")
+    call(d, q.Undeploy(name="later-production"))
 
 
-def test_a_tampered_signature_is_refused_and_never_recorded(d: DaemonProcess, keys: dict[str, Path],
-                                                            tmp_path: Path) -> None:
+def test_a_tampered_signature_is_refused_and_never_recorded(
+    d: DaemonProcess, keys: dict[str, Path], tmp_path: Path
+) -> None:
     make_model_dir(tmp_path / "m", name="tampered")
     v = cli_json(d, "push", str(tmp_path / "m"))["version"]
-    good = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["alice"]), "-n", NAMESPACE],
-                          input=statement("tampered", v["digest"]), capture_output=True, check=True).stdout.decode()
+    good = ssh_sign(keys["alice"], statement("tampered", v["digest"]))
     lines = good.strip().splitlines()
     blob = bytearray(base64.b64decode("".join(lines[1:-1])))
     blob[-1] ^= 1  # one bit of the signature itself
     body = base64.b64encode(bytes(blob)).decode()
-    bad = "\n".join([lines[0], *(body[i:i + 70] for i in range(0, len(body), 70)), lines[-1]]) + "\n"
+    bad = "\n".join([lines[0], *(body[i : i + 70] for i in range(0, len(body), 70)), lines[-1]]) + "\n"
     assert parse_signature(bad).fingerprint == fingerprint(keys["alice"])  # still names alice's key
-    other = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["alice"]), "-n", NAMESPACE],
-                           input=statement("tampered", "0" * 64), capture_output=True, check=True).stdout.decode()
-    git_ns = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(keys["alice"]), "-n", "git"],
-                            input=statement("tampered", v["digest"]), capture_output=True, check=True).stdout.decode()
-
-    async def send(signature: str) -> ProtocolError:
-        async with await connect(d.socket) as client:
-            with pytest.raises(ProtocolError) as caught:
-                await client.call(q.SignVersion(ref="tampered:1", digest=v["digest"], signature=signature))
-            return caught.value
+    other = ssh_sign(keys["alice"], statement("tampered", "0" * 64))  # another version's content
+    git_ns = ssh_sign(keys["alice"], statement("tampered", v["digest"]), namespace="git")  # a commit signature
 
     for signature, says in ((bad, "does not verify"), (other, "does not verify"), (git_ns, "namespace 'git'")):
-        exc = asyncio.run(send(signature))
-        assert exc.code is ErrorCode.INVALID, exc
-        assert says in exc.message
-    assert cli_json(d, "show", "tampered:1")["signatures"] == []
-    audit = cli_json(d, "audit", "--limit", "20")
-    refused = [e for e in audit["items"] if e["op"] == "versions.sign" and e["result"] == "INVALID"]
-    assert len(refused) >= 3, json.dumps(audit)[:2000]
+        with pytest.raises(ProtocolError) as caught:
+            call(d, q.SignVersion(ref="tampered:1", digest=v["digest"], signature=signature))
+        assert caught.value.code is ErrorCode.INVALID, caught.value
+        assert says in caught.value.message
+    assert call(d, q.Show(ref="tampered:1")).signatures == []
+    audit = call(d, q.AuditRequest(limit=50))
+    refused = [e for e in audit.items if e.op == "versions.sign" and e.result == "INVALID"]
+    assert len(refused) == 3, audit
+
+
+def test_promote_needs_a_verified_signature_and_a_revoked_signer_stops_counting(
+    daemon_factory: Any, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    d: DaemonProcess = daemon_factory()
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(signer_line(ALICE, keys["alice"]))
+    Path(d.env["MODELTUI_CONFIG"]).write_text(f'[signing]\nallowed_signers = "{allowed}"\nrequire = "promote"\n')
+    d.start()
+    model = make_model_dir(tmp_path / "m", name="promoted")
+
+    refused = d.cli("push", str(model), "--alias", "production")
+    assert refused.returncode == 5
+    assert '[signing] require = "promote" refuses push --alias production' in refused.stderr
+    assert cli_json(d, "push", str(model))["version"]["number"] == 1
+    with pytest.raises(ProtocolError) as caught:
+        call(d, q.AliasSet(name="promoted", alias="production", version=1))
+    assert caught.value.code is ErrorCode.CONFLICT
+    assert "promoted:1 is unsigned" in caught.value.message
+
+    # push --sign signs before it moves the alias (same content: version 1 again, now signed)
+    res = d.cli("push", str(model), "--sign", "-k", str(keys["alice"]), "--alias", "production")
+    assert res.returncode == 0, res.stderr
+    assert "promoted@production -> 1" in res.stdout
+    assert [s.status for s in call(d, q.Show(ref="promoted:1")).signatures] == ["verified"]
+
+    # alice leaves the allowed signers: her signature stops counting at the next check, and show says so
+    allowed.write_text(signer_line("mallory@example.com", keys["mallory"]))
+    with pytest.raises(ProtocolError) as caught:
+        call(d, q.AliasSet(name="promoted", alias="staging", version=1))
+    assert "no signature of promoted:1 is by a signer" in caught.value.message
+    [sig] = call(d, q.Show(ref="promoted:1")).signatures
+    assert (sig.status, sig.principal) == ("not allowed", None)
