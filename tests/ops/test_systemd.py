@@ -421,8 +421,11 @@ def test_unit_file_says_what_the_daemon_relies_on() -> None:
         "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30s", "Restart": "on-failure",
         "KillMode": "process", "User": "modeltui", "Group": "modeltui", "Environment": "MODELTUI_MODE=system",
         "ExecStart": f"{INSTALLED_EXEC} run", "RuntimeDirectory": "modeltui", "RuntimeDirectoryMode": "0750",
-        "StateDirectory": "modeltui", "StateDirectoryMode": "0700", "ConfigurationDirectory": "modeltui",
-        "UMask": "0077", "CapabilityBoundingSet": "", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+        "StateDirectory": "modeltui modeltui-workloads", "StateDirectoryMode": "0700",
+        "ConfigurationDirectory": "modeltui", "UMask": "0077", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+        # workloads start as their own uid and nothing else (docs/security.md)
+        "CapabilityBoundingSet": "CAP_SETUID CAP_SETGID CAP_KILL",
+        "AmbientCapabilities": "CAP_SETUID CAP_SETGID CAP_KILL",
         "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6", "MemoryDenyWriteExecute": "yes",
         "RestartPreventExitStatus": "78",
     }  # fmt: skip
@@ -445,6 +448,7 @@ def test_unit_file_says_what_the_daemon_relies_on() -> None:
     ):
         assert u.get(key) == ["yes"], key
     assert "@system-service" in u["SystemCallFilter"]
+    assert u["SystemCallFilter"][-1] == "@setuid @chown capset"  # after ~@privileged: allowed again
     s = unit_settings(SOCKET_UNIT)
     assert s["ListenStream"] == ["/run/modeltui/modeltuid.sock"]
     assert s["SocketMode"] == ["0660"]
@@ -503,4 +507,6 @@ def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
     )
     m = re.search(r"Overall exposure level for modeltuid\.service: (\d+\.\d+)", res.stdout)
     assert m, res.stdout + res.stderr
-    assert float(m.group(1)) <= 2.0, res.stdout  # docs/operations.md records the figure
+    # docs/operations.md records the figure; 0.5 of it are the three capabilities that start and stop workloads
+    # as their own uid (CAP_SETUID, CAP_SETGID, CAP_KILL: docs/security.md) and the system calls that needs
+    assert float(m.group(1)) <= 2.1, res.stdout
