@@ -106,6 +106,10 @@ def zookeeper(settings: Settings, cluster: Cluster | None) -> r.DoctorCheck | No
     if cluster is None:
         return check("zookeeper", "fail", f"{where}: the cluster service did not start (see the daemon's log)", fix)
     s = cluster.status()
+    if s.problem:
+        return check("zookeeper", "fail", f"{where}: {s.problem}",
+                     "give every daemon of the cluster the same [cluster] zk_credentials_file (user:password, mode "
+                     "0600) or MODELTUI_ZK_CREDENTIALS, then restart this one (docs/cluster.md)")  # fmt: skip
     if s.state == "connected":
         return check("zookeeper", "ok", f"{where}: connected (session {s.session})")
     return check("zookeeper", "fail", f"{where}: {s.state}; cache may be {s.staleness_seconds:.0f} s stale", fix)

@@ -204,6 +204,11 @@ class ClusterSection(_Section):
     registry: Annotated[str, Field(max_length=256)] = ""
     #: how this daemon is named to the others ("" = the host name); unique per daemon with host_id
     host: Annotated[str, Field(max_length=128)] = ""
+    #: ``digest``: authenticate as ``user:password`` and make every node creator-only (docs/cluster.md);
+    #: ``none`` loosens that: no credential, every node open to whoever reaches ZooKeeper
+    zk_auth: Literal["digest", "none"] = "digest"
+    #: a file holding ``user:password``, readable by the daemon's user only (MODELTUI_ZK_CREDENTIALS wins)
+    zk_credentials_file: Annotated[str, Field(max_length=4096)] = ""
 
     @property
     def enabled(self) -> bool:
@@ -245,6 +250,59 @@ class RegistrySection(_Section):
         if self.tls is not None:
             return self.tls
         return not (is_loopback_host(address) or self.allow_plain_http)
+
+
+ZK_CREDENTIALS_ENV = "MODELTUI_ZK_CREDENTIALS"
+
+
+def zk_credentials(cluster: ClusterSection, env: Mapping[str, str], base: Path) -> SecretStr | None:
+    """The ``user:password`` a cluster daemon authenticates with (None: no cluster, or ``zk_auth = "none"``).
+
+    From MODELTUI_ZK_CREDENTIALS, else from ``zk_credentials_file``, which must be a regular file that only its
+    owner (the daemon's user, or root) can read or write: like ssh with a private key, a credential others can
+    read is refused rather than used."""
+    zookeeper = env.get("MODELTUI_ZOOKEEPER", cluster.zookeeper)
+    if not zookeeper or cluster.zk_auth == "none":
+        return None
+    if env.get(ZK_CREDENTIALS_ENV):
+        return SecretStr(_check_zk_credential(env[ZK_CREDENTIALS_ENV], ZK_CREDENTIALS_ENV))
+    if not cluster.zk_credentials_file:
+        raise ConfigError(
+            '[cluster] zk_auth = "digest" needs a credential: set [cluster] zk_credentials_file (a file holding '
+            f'user:password, mode 0600) or {ZK_CREDENTIALS_ENV}; or set zk_auth = "none" to use ZooKeeper '
+            "without authentication (every node open to whoever reaches it)"
+        )
+    path = _resolve(base, Path(cluster.zk_credentials_file))
+    where = f"[cluster] zk_credentials_file {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{where}: not a regular file")
+        if st.st_mode & 0o077:
+            raise ConfigError(
+                f"{where}: mode {stat.S_IMODE(st.st_mode):04o} lets others read or change it; a credential "
+                "must be readable by the daemon's user only (chmod 600)"
+            )
+        euid = os.geteuid()
+        if euid != 0 and st.st_uid not in (euid, 0):
+            raise ConfigError(f"{where}: owned by uid {st.st_uid}, not by the daemon's user ({euid}) or root")
+        data = f.read(4097)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8 text") from None
+    return SecretStr(_check_zk_credential(text.strip("\r\n"), where))
+
+
+def _check_zk_credential(value: str, where: str) -> str:
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password or len(value) > 4096 or any(c in value for c in "\r\n\0"):
+        raise ConfigError(f"{where}: use user:password on one line (both non-empty)")
+    return value
 
 
 #: A user name, or ``@group`` for every member of a group; ``*`` is everyone who can reach the socket.
@@ -342,6 +400,8 @@ class Settings(BaseModel):
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     exporter: ExporterSection = Field(default_factory=ExporterSection)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
+    #: ``user:password`` for ZooKeeper (``[cluster] zk_auth = "digest"``), never shown
+    zk_credentials: SecretStr | None = None
     access: AccessSection = Field(default_factory=AccessSection)
     serving: ServingSection = Field(default_factory=ServingSection)
     signing: SigningSection = Field(default_factory=SigningSection)
@@ -449,6 +509,7 @@ def load_settings(
         cluster=parsed.cluster.model_copy(
             update={"zookeeper": check_connect_string(env["MODELTUI_ZOOKEEPER"])} if "MODELTUI_ZOOKEEPER" in env else {}
         ),
+        zk_credentials=zk_credentials(parsed.cluster, env, base),
         docker=parsed.docker.model_copy(
             update={"host": env.get("DOCKER_HOST") or parsed.docker.host}
             | ({"registry": env["MODELTUI_DOCKER_REGISTRY"]} if "MODELTUI_DOCKER_REGISTRY" in env else {})

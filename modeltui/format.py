@@ -267,4 +267,5 @@ ALERT_TONE: dict[str, str] = {
     "firing": "bad", "pending": "warn", "resolved": "ok", "critical": "bad", "warning": "warn", "info": "busy",
 }
 #: The tone of the cluster connection's state.
-CLUSTER_TONE: dict[str, str] = {"connected": "ok", "connecting": "warn", "suspended": "warn", "lost": "bad"}
+CLUSTER_TONE: dict[str, str] = {"connected": "ok", "connecting": "warn", "suspended": "warn", "lost": "bad",
+                                 "refused": "bad"}

@@ -104,7 +104,8 @@ class Cluster:
         self.id = host_id(settings.state_dir, self.host)
         self.paths = Paths(cfg.chroot)
         self.registry_address = cfg.registry or settings.docker.registry
-        self.zk = Zk(cfg, asyncio.get_running_loop())
+        secret = settings.zk_credentials
+        self.zk = Zk(cfg, asyncio.get_running_loop(), credentials=secret.get_secret_value() if secret else None)
         access = settings.registry_access(self.registry_address)
         artifacts = ArtifactStore(self.registry_address, access=access) if self.registry_address else None
         self.mirror = Mirror(self.zk, self.paths, registry, artifacts, host=self.id, notify=notify)
@@ -137,7 +138,8 @@ class Cluster:
             asyncio.create_task(self.mirror.run(), name="cluster-sync"),
             asyncio.create_task(self._presence_loop(), name="cluster-presence"),
         ]
-        log.info("cluster: member %s, ZooKeeper %s%s", self.id, self.cfg.zookeeper, self.cfg.chroot)
+        auth = "digest credential" if self.zk.acl else 'no credential (zk_auth = "none")'
+        log.info("cluster: member %s, ZooKeeper %s%s, %s", self.id, self.cfg.zookeeper, self.cfg.chroot, auth)
 
     def _state_changed(self, state: str, new_session: bool) -> None:
         if state == "connected":
@@ -194,7 +196,8 @@ class Cluster:
             enabled=True,
             zookeeper=self.cfg.zookeeper,
             chroot=self.cfg.chroot,
-            state=self.zk.state,
+            state=self.zk.shown_state,
+            problem=self.zk.refused if self.zk.shown_state == "refused" else "",
             since=_dt(self.zk.since),
             staleness_seconds=round(self.zk.staleness(), 3),
             session=None if self.zk.session is None else f"{self.zk.session:#x}",

@@ -335,7 +335,10 @@ class ClusterStatus(Result):
     enabled: bool
     zookeeper: str = ""
     chroot: str = ""
-    state: str = Field(default="disabled", description="connecting, connected, suspended, lost or disabled")
+    state: str = Field(
+        default="disabled", description="connecting, connected, suspended, lost, refused (credential) or disabled"
+    )
+    problem: str = Field(default="", description="why ZooKeeper refuses this daemon (refused), naming the setting")
     since: datetime | None = None
     staleness_seconds: float = Field(default=0.0, description="how far this host's cache may be behind (0: live)")
     session: str | None = None

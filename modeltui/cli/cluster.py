@@ -60,6 +60,8 @@ def show_status(s: r.ClusterStatus) -> None:
             f"{since} ({fmt.staleness(s.staleness_seconds)})",
         )
     )
+    if s.problem:
+        out.print(render.plain(s.problem))
     session = f"  session {s.session}" if s.session else ""
     out.print(_row("zookeeper", render.plain(f"{s.zookeeper}  chroot {s.chroot or '/'}{session}")))
     out.print(_row("member", render.plain(f"{s.host_id} on {s.host}")))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
+from daemon.cluster.zk import digest_acl
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.example_data import eval_features
 from tests.helpers.models import make_model_dir
@@ -24,6 +25,19 @@ from tests.helpers.rawsock import RawClient
 from tests.helpers.zookeeper import ZkEnsemble
 
 REGISTRY = "127.0.0.1:5000"
+#: The credential every test daemon of a cluster shares ([cluster] zk_auth = "digest", the default).
+CREDENTIAL = "modeltui:cluster-test-secret"
+
+
+def zk_client(zk: ZkEnsemble, credential: str | None = CREDENTIAL) -> KazooClient:
+    """A started kazoo client authenticated as the test daemons are (``None``: no credential at all)."""
+    client = KazooClient(
+        hosts=zk.connect_string(),
+        auth_data=[("digest", credential)] if credential else None,
+        default_acl=digest_acl(credential) if credential else None,
+    )
+    client.start(10)
+    return client
 
 
 def cli_json(d: DaemonProcess, *args: str) -> Any:
@@ -56,6 +70,7 @@ def registry_up() -> bool:
 def member(daemon_factory: Callable[[str], DaemonProcess], name: str, zk: ZkEnsemble, chroot: str,
            cluster: str = "") -> DaemonProcess:  # fmt: skip
     d = daemon_factory(name)
+    d.env.setdefault("MODELTUI_ZK_CREDENTIALS", CREDENTIAL)
     Path(d.env["MODELTUI_CONFIG"]).write_text(
         f'[cluster]\nzookeeper = "{zk.connect_string()}"\nchroot = "{chroot}"\nregistry = "{REGISTRY}"\n'
         f"session_timeout_seconds = 4\n{cluster}\n[exporter]\nenabled = false\n"
@@ -201,8 +216,7 @@ def test_an_alias_moved_elsewhere_meanwhile_is_a_conflict_not_an_overwrite(
         assert a.cli("push", str(make_model_dir(tmp_path / f"m{i}", weights=f"w{i}".encode()))).returncode == 0
     assert a.cli("alias", "set", "demo", "production", "1").returncode == 0
     wait_for(lambda: cli_json(b, "show", "demo@production")["version"]["number"] == 1, "alias on B")
-    client = KazooClient(hosts=zk.connect_string())
-    client.start(10)
+    client = zk_client(zk)
     try:
         path = f"{chroot}/models/demo/aliases/production"
         data, _ = client.get(path)
@@ -270,8 +284,7 @@ def test_the_whole_ensemble_away_for_30_s_reads_answer_writes_fail_fast_and_ever
 def test_hostile_or_corrupt_nodes_are_ignored_and_the_daemon_keeps_serving(
     daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, chroot: str
 ) -> None:
-    client = KazooClient(hosts=zk.connect_string())
-    client.start(10)
+    client = zk_client(zk)
     try:
         good = {"version": 1, "by": "x", "at": "2026-01-01T00:00:00Z"}
         for path, data in {
@@ -385,8 +398,7 @@ def test_versions_that_appear_after_their_model_was_seen_are_still_synced(
 
     d = member(daemon_factory, "a", zk, chroot)
     wait_for(lambda: connected(d), "connected")
-    client = KazooClient(hosts=zk.connect_string())
-    client.start(10)
+    client = zk_client(zk)
     try:
         client.create(f"{chroot}/models/late", b"", makepath=True)
         time.sleep(0.5)  # the daemon syncs "late": nothing below it yet

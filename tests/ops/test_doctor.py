@@ -45,6 +45,7 @@ def test_a_healthy_daemon_passes(daemon: DaemonProcess) -> None:
 def test_a_missing_zookeeper_fails_with_the_fix(daemon_factory: Callable[[str], DaemonProcess]) -> None:
     d = daemon_factory("d")
     where = f"127.0.0.1:{free_port()}"
+    d.env["MODELTUI_ZK_CREDENTIALS"] = "modeltui:doctor-test"  # a cluster needs one ([cluster] zk_auth)
     Path(d.env["MODELTUI_CONFIG"]).write_text(f'[cluster]\nzookeeper = "{where}"\nregistry = "127.0.0.1:5000"\n')
     d.start()
     code, checks = doctor(d)

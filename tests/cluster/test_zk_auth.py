@@ -1,0 +1,277 @@
+"""ZooKeeper with credentials, against a real server: every node a daemon makes is its digest credential's
+only (creator-all, nothing for the world); a client without the credential, or with a wrong password, can read
+and write none of them (kazoo, and Debian's real zkCli); a daemon with a wrong credential says so naming the
+setting and keeps serving from its cache; a world-open tree left by an older cluster is locked on start; a
+credential file others can read is refused like ssh refuses such a key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+
+from daemon.cluster.zk import digest_acl
+from daemon.settings import ClusterSection, ConfigError, zk_credentials
+from tests.helpers.daemon import DaemonProcess
+from tests.helpers.models import make_model_dir
+from tests.helpers.prerequisites import need
+from tests.helpers.zookeeper import JAVA_DIR, ZkEnsemble
+
+REGISTRY = "127.0.0.1:5000"
+CREDENTIAL = "modeltui:the-cluster-secret"
+WRONG = "modeltui:not-the-secret"
+
+
+def cli_json(d: DaemonProcess, *args: str) -> Any:
+    done = d.cli(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def member(factory: Callable[[str], DaemonProcess], name: str, zk: ZkEnsemble, chroot: str,
+           credential: str | None = CREDENTIAL, extra: str = "") -> DaemonProcess:  # fmt: skip
+    d = factory(name)
+    if credential is not None:
+        d.env["MODELTUI_ZK_CREDENTIALS"] = credential
+    Path(d.env["MODELTUI_CONFIG"]).write_text(
+        f'[cluster]\nzookeeper = "{zk.connect_string()}"\nchroot = "{chroot}"\nregistry = "{REGISTRY}"\n'
+        f"session_timeout_seconds = 4\n{extra}\n[exporter]\nenabled = false\n"
+    )
+    return d.start()
+
+
+def state(d: DaemonProcess) -> str:
+    return str(cli_json(d, "cluster", "status")["state"])
+
+
+def client(zk: ZkEnsemble, credential: str | None) -> KazooClient:
+    c = KazooClient(
+        hosts=zk.connect_string(),
+        auth_data=[("digest", credential)] if credential else None,
+        default_acl=digest_acl(credential) if credential else None,
+    )
+    c.start(10)
+    return c
+
+
+@pytest.fixture
+def owner(zk: ZkEnsemble) -> Iterator[KazooClient]:
+    c = client(zk, CREDENTIAL)
+    yield c
+    c.stop()
+    c.close()
+
+
+def tree(c: KazooClient, top: str) -> list[str]:
+    """``top`` and every node below it (read with a client that may)."""
+    out, todo = [], [top]
+    while todo:
+        path = todo.pop()
+        out.append(path)
+        todo += [f"{path}/{child}" for child in c.get_children(path)]
+    return sorted(out)
+
+
+def daemon_log(d: DaemonProcess) -> str:
+    paths = (d.state_dir.parent / "daemon.out", d.state_dir / "daemon.log")
+    return "".join(p.read_text(errors="replace") for p in paths if p.exists())
+
+
+def registry_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def zkcli(zk: ZkEnsemble, commands: str) -> str:
+    """Debian's zkCli (ZooKeeperMain from the zookeeper package's jar), reading ``commands`` on stdin."""
+    jar, nop = JAVA_DIR / "zookeeper.jar", JAVA_DIR / "slf4j-nop.jar"
+    need(jar.exists() and nop.exists(), "zkCli needs /usr/share/java/zookeeper.jar and slf4j-nop.jar (zookeeper)")
+    done = subprocess.run(
+        ["java", "-cp", f"{jar}:{nop}", "org.apache.zookeeper.ZooKeeperMain", "-server", zk.connect_string()],
+        input=commands + "quit\n", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
+def test_every_node_is_the_credentials_only_and_nothing_opens_it_without_it(
+    daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, owner: KazooClient, tmp_path: Path
+) -> None:
+    need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
+    top = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
+    chroot = f"{top}/team"  # the chroot's parent is made by the daemon too
+    a = member(daemon_factory, "a", zk, chroot)
+    b = member(daemon_factory, "b", zk, chroot)
+    wait_for(lambda: len(cli_json(a, "cluster", "status")["hosts"]) == 2, "both daemons registered")
+    # Two daemons with one credential share the registry as without one.
+    assert a.cli("push", str(make_model_dir(tmp_path / "m")), "--alias", "production").returncode == 0
+    wait_for(lambda: cli_json(b, "show", "demo@production")["version"]["number"] == 1, "the push seen on B")
+    assert b.cli("tag", "demo:1", "team=ml").returncode == 0
+    wait_for(lambda: owner.get_children(f"{chroot}/leader/jobs"), "the election's candidates")
+
+    nodes = tree(owner, top)
+    kinds = {"/versions/", "/aliases/", "/history/ev-", "/hosts/", "/leader/jobs/c-"}
+    assert all(any(k in n for n in nodes) for k in kinds), nodes  # data, sequential and ephemeral nodes
+    assert {n: owner.get_acls(n)[0] for n in nodes} == dict.fromkeys(nodes, digest_acl(CREDENTIAL))
+
+    for credential in (None, WRONG):
+        other = client(zk, credential)
+        try:
+            for n in nodes:
+                with pytest.raises(NoAuthError):
+                    other.get(n)
+                with pytest.raises(NoAuthError):
+                    other.get_children(n)
+                with pytest.raises(NoAuthError):
+                    other.get_acls(n)
+                with pytest.raises(NoAuthError):
+                    other.set(n, b"x")
+                with pytest.raises(NoAuthError):
+                    other.create(f"{n}/intruder", b"x")
+                if n != top:  # deleting is the parent's permission: "/" is ZooKeeper's own (world:anyone)
+                    with pytest.raises(NoAuthError):
+                        other.delete(n)
+        finally:
+            other.stop()
+            other.close()
+    assert tree(owner, top) == nodes  # nothing was made, changed or removed
+
+    # An operator inspects them with the real zkCli: refused without the credential, read after addauth.
+    version = next(n for n in nodes if "/versions/" in n)
+    refused = zkcli(zk, f"get {version}\n")
+    assert "Insufficient permission" in refused
+    assert '"model":"demo"' not in refused
+    granted = zkcli(zk, f"addauth digest {CREDENTIAL}\nget {version}\ngetAcl {version}\n")
+    assert '"model":"demo"' in granted
+    assert "'digest,'modeltui:" in granted
+    assert "cdrwa" in granted
+
+
+def test_a_wrong_or_missing_credential_is_named_and_the_daemon_serves_from_its_cache(
+    daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, tmp_path: Path
+) -> None:
+    chroot = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
+    a = member(daemon_factory, "a", zk, chroot)
+    wait_for(lambda: state(a) == "connected", "A connected")
+    wrong = member(daemon_factory, "wrong", zk, chroot, WRONG)
+    bare = member(daemon_factory, "bare", zk, chroot, None, 'zk_auth = "none"')
+    for d, setting in ((wrong, "zk_credentials_file"), (bare, 'zk_auth = "none"')):
+        status = wait_for(lambda d=d: (s := cli_json(d, "cluster", "status"))["state"] == "refused" and s, "refused")
+        assert "NoAuth" in status["problem"], status
+        assert setting in status["problem"], status
+        assert "refuses access" in d.cli("cluster", "status").stdout  # the human form says it too
+        done = d.cli("doctor", "--json")
+        check = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["zookeeper"]
+        assert done.returncode == 1
+        assert check["status"] == "fail"
+        assert setting in check["detail"], check
+        assert "zk_credentials_file" in check["fix"]
+        # Writes that need the shared registry are refused as when ZooKeeper is away (exit 7), naming why ...
+        moved = d.cli("alias", "set", "demo", "production", "1")
+        assert moved.returncode == 7, moved.stderr
+        assert "refuses access" in moved.stderr
+        # ... reads answer from the cache, and the log says why, with the setting.
+        assert d.cli("ls").returncode == 0
+        log = daemon_log(d)
+        assert "ZooKeeper refuses access" in log
+        assert setting in log
+    # Neither got in: A sees only itself.
+    assert [h["id"] for h in cli_json(a, "cluster", "status")["hosts"]] == [cli_json(a, "cluster", "status")["host_id"]]
+
+
+def test_a_world_open_tree_of_an_older_cluster_is_locked_at_start(
+    daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, owner: KazooClient
+) -> None:
+    chroot = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
+    old = client(zk, None)  # a daemon of before: no credential, every node world:anyone
+    try:
+        old.create(f"{chroot}/models/legacy/aliases/production", b"{}", makepath=True)
+        old.create(f"{chroot}/hosts/old-daemon", b"{}", ephemeral=True, makepath=True)
+        d = member(daemon_factory, "d", zk, chroot)
+        wait_for(lambda: state(d) == "connected", "connected")
+        nodes = tree(owner, chroot)
+        assert f"{chroot}/hosts/old-daemon" in nodes
+        assert {n: owner.get_acls(n)[0] for n in nodes} == dict.fromkeys(nodes, digest_acl(CREDENTIAL))
+        with pytest.raises(NoAuthError):
+            old.get_children(chroot)
+        with pytest.raises(NoAuthError):
+            old.create(f"{chroot}/models/new", b"")
+        assert "locked to this cluster's credential" in daemon_log(d)
+    finally:
+        old.stop()
+        old.close()
+
+
+# -- the credential's source (no server needed) ---------------------------------------------------------------
+
+ON = ClusterSection(zookeeper="127.0.0.1:2181")
+
+
+def test_credentials_come_from_the_environment_or_a_private_file(tmp_path: Path) -> None:
+    secret = tmp_path / "zk-credentials"
+    secret.write_text("svc:s3cret\n")
+    secret.chmod(0o600)
+    in_file = ON.model_copy(update={"zk_credentials_file": "zk-credentials"})  # relative to the config file
+    assert zk_credentials(in_file, {}, tmp_path).get_secret_value() == "svc:s3cret"  # type: ignore[union-attr]
+    from_env = zk_credentials(in_file, {"MODELTUI_ZK_CREDENTIALS": "env:pw"}, tmp_path)
+    assert from_env is not None
+    assert from_env.get_secret_value() == "env:pw"
+    assert "s3cret" not in repr(zk_credentials(in_file, {}, tmp_path))
+    assert zk_credentials(ClusterSection(), {}, tmp_path) is None  # no cluster
+    assert zk_credentials(ON.model_copy(update={"zk_auth": "none"}), {}, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "content", "expected"),
+    [(0o640, "svc:pw", "chmod 600"), (0o604, "svc:pw", "mode 0604"), (0o600, "no-colon", "user:password"),
+     (0o600, "svc:", "user:password"), (0o600, "svc:pw\nmore", "one line")],
+)  # fmt: skip
+def test_a_credential_file_others_can_read_or_a_bad_one_is_refused(
+    tmp_path: Path, mode: int, content: str, expected: str
+) -> None:
+    secret = tmp_path / "zk-credentials"
+    secret.write_text(content)
+    secret.chmod(mode)
+    with pytest.raises(ConfigError, match=expected) as err:
+        zk_credentials(ON.model_copy(update={"zk_credentials_file": str(secret)}), {}, tmp_path)
+    assert "zk_credentials_file" in str(err.value)
+    assert content not in str(err.value)
+
+
+def test_a_cluster_without_a_credential_does_not_start(tmp_path: Path) -> None:
+    config = tmp_path / "daemon.toml"
+    config.write_text('[cluster]\nzookeeper = "127.0.0.1:2181"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTUI_")}
+    env |= {"MODELTUI_CONFIG": str(config), "MODELTUI_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run([sys.executable, "-m", "daemon", "check-config"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 78, done.stderr
+    assert 'zk_auth = "none"' in done.stderr
+    assert "zk_credentials_file" in done.stderr
+    env["MODELTUI_ZK_CREDENTIALS"] = "svc:pw"
+    shown = subprocess.run([sys.executable, "-m", "daemon", "check-config"], env=env, capture_output=True,
+                           text=True, timeout=60, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "svc:pw" not in shown.stdout  # check-config never shows it
