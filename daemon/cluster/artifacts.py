@@ -15,9 +15,10 @@ Standard library only and blocking: callers run it in a thread. TLS (verified ag
 or the system's CAs) and HTTP Basic credentials as ``[registry]`` says (docs/security.md); plain HTTP only to a
 loopback registry or where ``allow_plain_http`` allows it, and credentials never in clear to another host.
 Credentials go to the registry's own host and scheme only: a redirect elsewhere (a blob in storage) is followed
-without them, and a redirect from https to http is refused. A ``Bearer`` token flow (``WWW-Authenticate:
-Bearer realm=...``) is not implemented: docker-registry's htpasswd auth is Basic. Fetched blobs are verified
-(size and sha256) by the reader, never trusted.
+without them, and a redirect from https to http is refused. docker-registry's htpasswd auth is HTTP Basic; a
+registry with token auth (``401`` with ``WWW-Authenticate: Bearer realm=...``) is followed too: the credentials
+go to the realm (https, or loopback) for a token of the challenge's scope, and the token to the registry.
+Fetched blobs are verified (size and sha256) by the reader, never trusted.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from daemon.settings import RegistryAccess, is_loopback_host
 
@@ -45,6 +46,8 @@ EXECUTABLE = "io.modeltui.executable"
 MAX_MANIFEST = 4 * 1024 * 1024
 CHUNK = 1024 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 
 
 class ArtifactError(Exception):
@@ -102,6 +105,7 @@ class ArtifactStore:
                 raise ArtifactError(f"registry {registry}: refusing to send credentials over plain HTTP")
             user, password = self.access.credentials
             self._authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._bearer: str | None = None  # the last token from the registry's token service (token auth)
 
     # -- names -----------------------------------------------------------------------------------------------
 
@@ -125,10 +129,12 @@ class ArtifactStore:
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         stream: tuple[BinaryIO, int] | None = None,
+        auth: str | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send one request on a fresh connection; ``target`` is a path or an absolute URL (a Location).
 
-        The credentials go only to the registry itself (same scheme, host and port); https never becomes http."""
+        The credentials go only to the registry itself (same scheme, host and port), unless ``auth`` says what to
+        send (the token service: "" for nothing); https never becomes http."""
         url = urlsplit(target)
         scheme = url.scheme or self.scheme
         if scheme not in ("http", "https"):
@@ -140,14 +146,16 @@ class ArtifactStore:
         own = scheme == self.scheme and host.lower() == self.registry.lower()
         conn: http.client.HTTPConnection
         if scheme == "https":
-            context = self._ssl if own and self._ssl else ssl.create_default_context()
+            context = self._ssl if own and self._ssl else self._other_ssl()
             conn = http.client.HTTPSConnection(host, timeout=self.timeout_s, context=context)
         else:
             conn = http.client.HTTPConnection(host, timeout=self.timeout_s)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
-            if own and self._authorization:
-                conn.putheader("Authorization", self._authorization)
+            if auth is None and own:
+                auth = f"Bearer {self._bearer}" if self._bearer else self._authorization
+            if auth:
+                conn.putheader("Authorization", auth)
             for k, v in (headers or {}).items():
                 conn.putheader(k, v)
             length = stream[1] if stream else len(body or b"")
@@ -183,8 +191,21 @@ class ArtifactStore:
             conn.close()
             raise
 
-    def _request(self, method: str, target: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, dict[str, str], bytes]:
-        """One complete request: status, headers (lower-case names) and a bounded body; other statuses raise."""
+    def _other_ssl(self) -> ssl.SSLContext:
+        """For another host (blob storage, a token service): the system's CAs plus ``ca_file``."""
+        context = ssl.create_default_context()
+        if self.access.ca_file:
+            try:
+                context.load_verify_locations(cafile=str(self.access.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ArtifactError(f"registry {self.registry}: cannot load {self.access.ca_file}: {exc}") from None
+        return context
+
+    def _request(
+        self, method: str, target: str, ok: tuple[int, ...], *, retry: bool = True, **kw: Any
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One complete request: status, headers (lower-case names) and a bounded body; other statuses raise.
+        A token-auth challenge is answered once (a streamed body is not resent: a POST before it got the token)."""
         conn, resp = self._send(method, target, **kw)
         try:
             data = resp.read(MAX_MANIFEST + 1)
@@ -192,6 +213,8 @@ class ArtifactStore:
             raise ArtifactError(f"{self._where(method, target)}: reading the answer failed: {exc}") from None
         finally:
             conn.close()
+        if retry and kw.get("stream") is None and kw.get("auth") is None and self._bearer_challenge(resp):
+            return self._request(method, target, ok, retry=False, **kw)
         if resp.status not in ok:
             raise ArtifactError(self._refused(method, target, resp, data))
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
@@ -206,6 +229,33 @@ class ArtifactStore:
         if resp.status == 400 and self.scheme == "http" and b"HTTPS" in data:
             return f"{text}; the registry serves TLS: set [registry] tls = true"
         return text
+
+    def _bearer_challenge(self, resp: http.client.HTTPResponse) -> bool:
+        """On a 401 asking for a Bearer token: get one from the realm it names (True: send the request again)."""
+        challenge = resp.getheader("WWW-Authenticate", "") if resp.status == 401 else ""
+        if not challenge.lower().startswith("bearer "):
+            return False
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.get("realm", "")
+        url = urlsplit(realm)
+        where = f"registry {self.registry}: token service {realm.split('?')[0]!r}"
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ArtifactError(f"{where}: the realm is not an http(s) URL")
+        downgrade = url.scheme == "http" and self.scheme == "https"
+        if downgrade or (url.scheme == "http" and self._authorization and not is_loopback_host(url.netloc)):
+            raise ArtifactError(f"{where}: refusing to ask for a token over plain HTTP")
+        query = urlencode([(k, params[k]) for k in ("service", "scope") if params.get(k)])
+        target = realm + (("&" if url.query else "?") + query if query else "")
+        _, _, data = self._request("GET", target, (200,), auth=self._authorization or "")
+        try:
+            answer = json.loads(data)
+            token = answer.get("token") or answer.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise ArtifactError(f"{where}: the answer holds no usable token")
+        self._bearer = token
+        return True
 
     def ping(self) -> None:
         """Raise ArtifactError unless the registry answers the V2 API within the timeout."""
@@ -306,11 +356,15 @@ class ArtifactStore:
         """Stream one blob to ``write``, verifying size and digest; DigestMismatch means discard what was written."""
         _hex(sha256, "sha256")
         target = f"/v2/{self.repository(model)}/blobs/sha256:{sha256}"
-        for _ in range(5):  # the registry may redirect to its storage backend
+        challenged = False
+        for _ in range(5):  # the registry may redirect to its storage backend (or ask for a token once)
             conn, resp = self._send("GET", target)
             try:
                 if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
                     target = resp.getheader("Location", "")
+                    continue
+                if not challenged and self._bearer_challenge(resp):
+                    challenged = True
                     continue
                 if resp.status != 200:
                     try:

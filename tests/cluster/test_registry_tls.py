@@ -6,6 +6,7 @@ that the credentials never follow a redirect to another host."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import io
@@ -14,6 +15,7 @@ import os
 import tarfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -248,3 +250,83 @@ def test_the_docker_engine_pushes_with_auth_config_and_a_wrong_password_fails_cl
     finally:
         api.remove_image(tag, force=True)
         client.close()
+
+
+# -- token auth (WWW-Authenticate: Bearer): a local fake of distribution's token flow -------------------------
+
+
+class _TokenRegistry(http.server.BaseHTTPRequestHandler):
+    """``/v2/...`` wants ``Bearer tok-<scope>``; ``/token`` gives it for the right Basic credentials. ``realm``
+    is where the challenge sends clients (a class attribute a test may change)."""
+
+    realm = ""
+    log: list[tuple[str, str | None]]
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        self.log.append((self.path.split("?")[0], auth))
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/token":
+            scope = urllib.parse.parse_qs(url.query).get("scope", [""])[0]
+            good = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            if auth != good:
+                self._send(401, b'{"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}')
+            else:
+                self._send(200, json.dumps({"token": f"tok-{scope}"}).encode())
+            return
+        scope = "registry:catalog:*" if url.path == "/v2/" else "repository:m:pull"
+        if auth != f"Bearer tok-{scope}":
+            challenge = f'Bearer realm="{self.realm}",service="fake",scope="{scope}"'
+            self._send(401, b"{}", {"WWW-Authenticate": challenge})
+        else:
+            self._send(200, b"blob")
+
+
+@pytest.fixture
+def token_registry() -> Iterator[tuple[str, type[_TokenRegistry]]]:
+    handler = type("H", (_TokenRegistry,), {"log": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    address = f"127.0.0.1:{server.server_address[1]}"
+    handler.realm = f"http://{address}/token"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield address, handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_token_auth_registry_gets_the_credentials_at_its_realm_and_the_token_after(
+    token_registry: tuple[str, type[_TokenRegistry]],
+) -> None:
+    address, handler = token_registry
+    store = ArtifactStore(address, timeout_s=5, access=RegistryAccess(address, username=USER, password=PASSWORD))
+    store.ping()
+    assert fetch(store, "m", ArtifactFile("x", hashlib.sha256(b"blob").hexdigest(), 4)) == b"blob"
+    basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    # The credentials went to the realm, once per scope (the catalog, then the repository); the tokens to /v2/.
+    assert [auth for path, auth in handler.log if path == "/token"] == [basic, basic]
+    assert ("/v2/", "Bearer tok-registry:catalog:*") in handler.log
+    wrong = ArtifactStore(address, timeout_s=5, access=RegistryAccess(address, username=USER, password="nope"))
+    with pytest.raises(ArtifactError, match=r"/token: 401 .*refused the credentials"):
+        wrong.ping()
+
+
+def test_a_token_realm_over_plain_http_elsewhere_gets_no_credentials(
+    token_registry: tuple[str, type[_TokenRegistry]],
+) -> None:
+    address, handler = token_registry
+    handler.realm = "http://192.0.2.1/token"  # TEST-NET-1: never contacted
+    store = ArtifactStore(address, timeout_s=5, access=RegistryAccess(address, username=USER, password=PASSWORD))
+    with pytest.raises(ArtifactError, match="refusing to ask for a token over plain HTTP"):
+        store.ping()
+    assert [path for path, _ in handler.log] == ["/v2/"]
