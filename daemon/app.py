@@ -34,6 +34,7 @@ from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend
 from daemon.handlers.changes import RegistryChanges
 from daemon.handlers.cluster import ClusterHandlers
+from daemon.handlers.codepolicy import CodePolicyHandlers
 from daemon.handlers.deployments import DeploymentHandlers
 from daemon.handlers.dispatch import Dispatcher
 from daemon.handlers.maintenance import MaintenanceHandlers
@@ -169,7 +170,8 @@ class DaemonApp:
             RegistryHandlers(registry, changes, cache, pool, deployments),
             DeploymentHandlers(deployments, cluster),
             MonitoringHandlers(monitor, alerts, deployments),
-            MaintenanceHandlers(maintenance),
+            MaintenanceHandlers(maintenance, deployments.code_policy),
+            CodePolicyHandlers(deployments.code_policy, changes),
             ClusterHandlers(cluster),
             SigningHandlers(deployments.signing, changes),
         ]
@@ -292,6 +294,7 @@ class DaemonApp:
             leader=functools.partial(remote_leader, self.cluster),
             feedback_inputs=s.deploy.feedback_inputs,
             signing=deployments.signing,
+            code_policy=deployments.code_policy,
             sources=lambda model: [
                 Source(name, i.version, i.admin_url, deployments.admin_token(name))
                 for name, i in deployments.serving(model)

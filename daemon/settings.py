@@ -342,6 +342,17 @@ class WorkloadsSection(_Section):
     dir: Path | None = None
 
 
+class PolicySection(_Section):
+    """Who may make code from a manifest run on the daemon's hosts (docs/security.md, "Code-running manifests
+    and pickle files")."""
+
+    #: "admin": only admins deploy, roll out (alias move), train or promote a version whose manifest runs code
+    #: (``flavor = "python"``, ``trusted = true`` on a model file that fails or skips the pickle scan,
+    #: ``[training] command``), unless an admin approved that version (``modeltui approve-code``);
+    #: "operators": operators may too (the behaviour before this setting existed).
+    run_code: Literal["admin", "operators"] = "admin"
+
+
 class ConfigFile(_Section):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     store: StoreSection = Field(default_factory=StoreSection)
@@ -354,6 +365,7 @@ class ConfigFile(_Section):
     serving: ServingSection = Field(default_factory=ServingSection)
     signing: SigningSection = Field(default_factory=SigningSection)
     workloads: WorkloadsSection = Field(default_factory=WorkloadsSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
 
     registry: RegistrySection = Field(default_factory=RegistrySection)
 
@@ -406,6 +418,7 @@ class Settings(BaseModel):
     serving: ServingSection = Field(default_factory=ServingSection)
     signing: SigningSection = Field(default_factory=SigningSection)
     workloads: WorkloadsSection = Field(default_factory=WorkloadsSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
     registry: RegistrySection = Field(default_factory=RegistrySection)
     #: read from ``[registry] password_file`` or MODELTUI_REGISTRY_PASSWORD at start, never shown
     registry_password: SecretStr | None = None
@@ -506,6 +519,7 @@ def load_settings(
             else {}
         ),
         workloads=parsed.workloads,
+        policy=parsed.policy,
         cluster=parsed.cluster.model_copy(
             update={"zookeeper": check_connect_string(env["MODELTUI_ZOOKEEPER"])} if "MODELTUI_ZOOKEEPER" in env else {}
         ),

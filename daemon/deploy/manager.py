@@ -35,6 +35,7 @@ from daemon.protocol.deploy import ContainerOptions
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
 from daemon.protocol.events import DeploymentEvent, Event, LogEvent
 from daemon.protocol.names import parse_ref
+from daemon.registry.codepolicy import CodePolicy
 from daemon.registry.service import Registry
 from daemon.registry.signing import SigningPolicy
 from daemon.serving.auth import sha256_hex
@@ -180,7 +181,7 @@ class Supervisor:
             model_dir=model_dir,
             public_port=self.rec.port,
             admin_port=free_port(),
-            env=dict(self.rec.env),
+            env=dict(self.rec.env) | await asyncio.to_thread(self.m.code_policy.runtime_env, self.rec.model, version),
             options=ContainerOptions.model_validate(self.rec.options),
             log_dir=self.m.state_dir / "deployments" / self.rec.name,
             feedback_inputs=self.m.settings.deploy.feedback_inputs,
@@ -463,6 +464,11 @@ class DeploymentManager:
         self._tasks: set[asyncio.Task[None]] = set()
         #: ``[signing] require``: checked before a deployment starts or rolls out a version
         self.signing = SigningPolicy(registry, settings.signing)
+        #: ``[policy] run_code``: checked with the caller by the handlers, and before any instance starts
+        self.code_policy = CodePolicy(registry, settings)
+        self.code_policy.followed = lambda m, a: any(
+            s.rec.model == m and s.rec.alias == a for s in self.supervisors.values()
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 

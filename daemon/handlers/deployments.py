@@ -26,6 +26,7 @@ class DeploymentHandlers:
 
     @handles(q.Deploy)
     async def deploy(self, req: q.Deploy, ctx: Context) -> r.DeploymentDetail:
+        await self.deployments.code_policy.require_ref(ctx.caller, req.ref, "deploy")  # [policy] run_code
         return await self.deployments.deploy(req, lambda line: ctx.progress(0, 0, line))
 
     @handles(q.Undeploy)

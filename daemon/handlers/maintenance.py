@@ -8,17 +8,21 @@ from daemon.maintain.engine import Maintenance
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.errors import not_found
+from daemon.registry.codepolicy import CodePolicy
 from daemon.server import Context
 
 from .dispatch import handles
 
 
 class MaintenanceHandlers:
-    def __init__(self, maintenance: Maintenance) -> None:
+    def __init__(self, maintenance: Maintenance, code_policy: CodePolicy) -> None:
         self.maintenance = maintenance
+        self.code_policy = code_policy
 
     @handles(q.MaintainSet)
     async def maintain_set(self, req: q.MaintainSet, ctx: Context) -> r.MaintainPolicyInfo:
+        if "command" in req.set:  # [policy] run_code: who chooses a command the daemon's hosts run
+            self.code_policy.require_command(ctx.caller, req.name, "command")
         info = await asyncio.to_thread(self.maintenance.set_policy, req, ctx.caller.user)
         self.maintenance.reschedule(info)
         return info
@@ -29,6 +33,8 @@ class MaintenanceHandlers:
 
     @handles(q.MaintainRunNow)
     async def maintain_run_now(self, req: q.MaintainRunNow, ctx: Context) -> r.MaintainRunInfo:
+        champion = (await asyncio.to_thread(self.maintenance.policy, req.name)).champion  # [policy] run_code
+        await self.code_policy.require(ctx.caller, req.name, champion, "train", training=True)
         return await self.maintenance.run_now(req.name, trigger=f"manual ({ctx.caller.user})")
 
     @handles(q.MaintainRuns)
@@ -45,6 +51,9 @@ class MaintenanceHandlers:
 
     @handles(q.MaintainDecide)
     async def maintain_decide(self, req: q.MaintainDecide, ctx: Context) -> r.MaintainRunInfo:
+        run = await asyncio.to_thread(self.maintenance.store.get, req.run) if req.approve else None
+        if run is not None:  # [policy] run_code: promoting rolls the challenger's code out
+            await self.code_policy.require(ctx.caller, run.model, run.challenger, "promote")
         return await self.maintenance.decide(req, ctx.caller.user)
 
     @handles(q.MaintainCancel)

@@ -119,7 +119,9 @@ class RegistryHandlers:
     @handles(q.Push)
     async def push(self, req: q.Push, ctx: Context) -> r.PushResult:
         self.deployments.signing.check_push_alias(req.alias)
-        return self._pushed(req, await asyncio.to_thread(self.registry.push, req, ctx.caller.user))
+        out = await asyncio.to_thread(self.registry.push, req, ctx.caller.user)
+        await self.deployments.code_policy.pushed(ctx.caller, out, req.alias)  # [policy] run_code, pickle scan
+        return self._pushed(req, out)
 
     @handles(q.PushFiles)
     async def push_files(self, req: q.PushFiles, ctx: Context) -> r.PushResult:
@@ -138,6 +140,7 @@ class RegistryHandlers:
             return out.model_copy(update={"bytes_copied": sum(i.size for i in items if i.copied)})
 
         out = await asyncio.get_running_loop().run_in_executor(self.ingest_pool, ingest_then_push)
+        await self.deployments.code_policy.pushed(ctx.caller, out, req.alias)  # [policy] run_code, pickle scan
         return self._pushed(req, out)
 
     @handles(q.Checkout)
@@ -166,6 +169,7 @@ class RegistryHandlers:
     @handles(q.AliasSet)
     async def alias_set(self, req: q.AliasSet, ctx: Context) -> r.AliasEventInfo:
         await self.deployments.signing.require(req.name, req.version, "promote")
+        await self.deployments.code_policy.require_move(ctx.caller, req.name, req.alias, req.version)
         return self._alias_moved(await asyncio.to_thread(self.registry.alias_set, req, ctx.caller.user))
 
     @handles(q.AliasRemove)
@@ -174,6 +178,8 @@ class RegistryHandlers:
 
     @handles(q.Rollback)
     async def rollback(self, req: q.Rollback, ctx: Context) -> r.AliasEventInfo:
+        policy = self.deployments.code_policy  # [policy] run_code: the version the alias moves back to
+        await policy.require_move(ctx.caller, req.name, req.alias, policy.rollback_target(req.name, req.alias))
         return self._alias_moved(await asyncio.to_thread(self.registry.rollback, req, ctx.caller.user))
 
     @handles(q.AliasHistoryRequest)

@@ -32,6 +32,7 @@ from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
 from daemon.protocol.events import AlertEvent
 from daemon.protocol.manifest import MANIFEST_FILE, Manifest, parse_manifest
+from daemon.registry.codepolicy import CodePolicy
 from daemon.registry.service import Registry
 from daemon.registry.signing import SigningPolicy
 from daemon.store.db import Db
@@ -209,8 +210,11 @@ class Maintenance:
         sources: Callable[[str], list[fb.Source]] | None = None,
         feedback_inputs: bool = True,
         signing: SigningPolicy | None = None,
+        code_policy: CodePolicy | None = None,
     ) -> None:
         self.registry = registry
+        self.code_policy = code_policy
+        """``[policy] run_code``: no run (scheduled ones too) evaluates or trains unapproved code."""
         self.signing = signing
         """``[signing] require``: a challenger is promoted only with a verified signature under "promote"."""
         self.store = store
@@ -472,6 +476,10 @@ class Maintenance:
         assert champion is not None
         assert p.holdout is not None
         assert p.target is not None
+        if self.code_policy is not None:  # [policy] run_code (docs/security.md)
+            refusal = await asyncio.to_thread(self.code_policy.start_refusal, model, champion, p.command)
+            if refusal is not None:
+                raise _StepFailed(run, refusal)
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         logfile = workdir / "run.log"
         limits = Limits(timeout_seconds=p.timeout_seconds, memory_mb=p.memory_mb)
@@ -537,6 +545,8 @@ class Maintenance:
             return number, (f"pushed as {model}:{number} (parent {champion})", {})
 
         run, number = await self._step(run, "push", push)
+        if self.code_policy is not None:  # the challenger of an approved champion's run is approved with it
+            await asyncio.to_thread(self.code_policy.inherit, model, number, champion, f"maintenance run {run.id}")
         self.notify("version", model, number, None)
         run = run.model_copy(update={"challenger": number, "reason": verdict})
         if p.promote == "approve":

@@ -600,6 +600,19 @@ class SignVersion(BaseRequest[r.SignResult]):
     signature: Annotated[str, Field(min_length=1, max_length=MAX_SIGNATURE_BYTES)]
 
 
+class ApproveCode(BaseRequest[r.CodeApprovalInfo]):
+    """An admin approves running the code of one version (``python`` flavour, a pickle the scan refused,
+    ``trusted = true``): operators may then deploy it and roll it out under ``[policy] run_code = "admin"``.
+    ``digest`` (optional) pins the content reviewed: a version whose digest differs is refused."""
+
+    role: ClassVar[Role] = "admin"
+    changes_state: ClassVar[bool] = True
+
+    op: Literal["versions.approve_code"] = "versions.approve_code"
+    ref: RefStr
+    digest: Sha256 | None = None
+    reason: Line = ""
+
 
 Request = Annotated[
     Ping
@@ -649,7 +662,8 @@ Request = Annotated[
     | DeploymentTokenStatus
     | RotateDeploymentToken
     | UseDeploymentToken
-    | SignVersion,
+    | SignVersion
+    | ApproveCode,
     Field(discriminator="op"),
 ]
 

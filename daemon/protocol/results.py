@@ -86,6 +86,31 @@ class SignatureInfo(Result):
     checked_at: datetime = Field(description="when the daemon last checked it against the allowed-signers file")
 
 
+class CodeInfo(Result):
+    """Whether a version's manifest makes code run (docs/security.md, "Code-running manifests and pickle
+    files"): the pickle scan of its model file and an admin's approval."""
+
+    pickle_scan: str | None = Field(
+        default=None,
+        description='"ok (23 globals, all allowed)" or "refused: posix.system in model.pkl"; None: no pickle',
+    )
+    pickle_ok: bool | None = Field(default=None, description="the scan found only allowed globals (None: no pickle)")
+    runs_code: list[str] = Field(
+        default_factory=list, description='the manifest keys that make code run, e.g. flavor = "python"'
+    )
+    approved_by: str | None = Field(default=None, description="the admin who approved running its code")
+    approved_at: datetime | None = None
+
+
+class CodeApprovalInfo(Result):
+    model: str
+    version: int
+    approved_by: str
+    approved_at: datetime
+    runs_code: list[str] = Field(default_factory=list, description="what the approval lets run")
+    reason: str = ""
+
+
 class VersionSummary(Result):
     model: str
     number: int
@@ -166,6 +191,7 @@ class VersionDetail(Result):
     children: list[int]
     lineage: list[int] = Field(description="ancestors, nearest first")
     signatures: list[SignatureInfo] = Field(default_factory=list, description="verified first")
+    code: CodeInfo | None = Field(default=None, description="the pickle scan and the code approval")
 
 
 class PushResult(Result):

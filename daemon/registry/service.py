@@ -42,6 +42,7 @@ from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, 
 from daemon.protocol.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from daemon.protocol.names import Ref, check_alias, check_model_name, check_tag_key, check_tag_value, parse_ref
 from daemon.registry import convert, queries, sql
+from daemon.registry.codescan import code_info
 from daemon.registry.diff import diff_versions
 from daemon.registry.objects import Ingested, ObjectStore, Progress
 from daemon.registry.queries import model_id
@@ -419,7 +420,8 @@ class Registry:
         """A version with its files (by path), children, and lineage (ancestors that still exist)."""
         with self._db.read() as conn:
             model, number = sql.resolve(conn, _ref(req.ref))
-            return sql.detail(conn, model, number)
+            detail = sql.detail(conn, model, number)
+            return detail.model_copy(update={"code": code_info(conn, model.id, number, detail.manifest)})
 
     @_guarded
     def diff(self, req: q.Diff) -> r.VersionDiff:

@@ -427,6 +427,25 @@ def v13_deployment_credentials(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+V14_VERSION_CODE = """
+CREATE TABLE version_code (
+    version_id INTEGER NOT NULL PRIMARY KEY REFERENCES versions (id) ON DELETE CASCADE,
+    scan JSON,
+    scanned_at FLOAT,
+    approved_by VARCHAR,
+    approved_at FLOAT,
+    approval_reason VARCHAR
+);
+"""
+
+
+def v14_version_code(conn: Connection) -> None:
+    """What a version's model file would import when unpickled (the pickle scan, ``scan`` NULL when it is no
+    pickle) and an admin's approval to run its code (docs/security.md); gone with the version."""
+    for statement in _statements(V14_VERSION_CODE):
+        conn.exec_driver_sql(statement)
+
+
 Migration = Callable[[Connection], None]
 
 #: Migration ``i`` (0-based) brings the schema from version ``i`` to ``i + 1``.
@@ -444,6 +463,7 @@ MIGRATIONS: list[Migration] = [
     v11_audit,
     v12_version_signatures,
     v13_deployment_credentials,
+    v14_version_code,
 ]
 
 

@@ -135,6 +135,19 @@ class VersionSignatureRow(SQLModel, table=True):
     checked_at: datetime = _ts()
 
 
+class VersionCodeRow(SQLModel, table=True):
+    """A version's pickle scan and code approval (``daemon/registry/codepolicy.py``); gone with the version."""
+
+    __tablename__ = "version_code"
+
+    version_id: int = Field(foreign_key="versions.id", ondelete="CASCADE", primary_key=True)
+    scan: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    scanned_at: float | None = None
+    approved_by: str | None = None
+    approved_at: float | None = None
+    approval_reason: str | None = None
+
+
 class StatCacheRow(SQLModel, table=True):
     """(device, inode, size, mtime, ctime) of a file already ingested → its sha256: skip re-reading it."""
 

@@ -191,6 +191,17 @@ def print_model(console: Console, m: r.ModelSummary) -> None:
     console.print(plain(f"aliases: {aliases_of(m.aliases)}"))
 
 
+def code_rows(code: r.CodeInfo | None) -> list[tuple[str, str]]:
+    """``pickle scan: ok (23 globals, all allowed)`` and what in the manifest runs code (docs/security.md)."""
+    if code is None:
+        return []
+    rows = [("pickle scan", code.pickle_scan)] if code.pickle_scan else []
+    if code.runs_code:
+        approval = f"approved by {code.approved_by}" if code.approved_by else "not approved"
+        rows.append(("runs code", f"{'; '.join(code.runs_code)} ({approval})"))
+    return rows
+
+
 def print_version(console: Console, d: r.VersionDetail) -> None:
     v = d.version
     console.print(plain(f"{v.model}:{v.number}"), style="bold")
@@ -204,6 +215,7 @@ def print_version(console: Console, d: r.VersionDetail) -> None:
         ("by", f"{v.created_by} at {when(v.created_at)}"),
         *(("signed", signer(sig, long=True)) for sig in d.signatures),
         *([("signed", "unsigned")] if not d.signatures else []),
+        *code_rows(d.code),
         ("source", (d.source.git_commit or "-") + (" (dirty)" if d.source.git_dirty else "")),
         ("size", f"{size(v.size)} in {v.file_count} files"),
         ("lineage", " ← ".join(str(n) for n in [v.number, *d.lineage])),

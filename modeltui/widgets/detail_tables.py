@@ -30,6 +30,18 @@ class ParamsTable(KeyedTable):
         self.replace_rows(rows)
 
 
+def code_pairs(detail: VersionDetail) -> list[tuple[str, str]]:
+    """The pickle scan and what runs code (docs/security.md), as ``modeltui show`` says them."""
+    code = detail.code
+    if code is None:
+        return []
+    pairs = [("pickle scan", code.pickle_scan)] if code.pickle_scan else []
+    if code.runs_code:
+        approval = f"approved by {code.approved_by}" if code.approved_by else "not approved"
+        pairs.append(("runs code", f"{'; '.join(code.runs_code)} ({approval})"))
+    return pairs
+
+
 def signer_pairs(detail: VersionDetail) -> list[tuple[str, str]]:
     """Who signed the version (docs/security.md, "Signed versions"): one row per signature, or "unsigned"."""
     if not detail.signatures:
@@ -54,6 +66,7 @@ class LineageTable(KeyedTable):
             ("source path", source.path or "-"),
             ("flavor", v.flavor),
             ("model file", detail.model_file),
+            *code_pairs(detail),
             ("digest", v.digest),
             ("created by", v.created_by),
             ("created at", when(v.created_at)),

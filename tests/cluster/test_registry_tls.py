@@ -6,6 +6,7 @@ that the credentials never follow a redirect to another host."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import http.server
@@ -213,7 +214,7 @@ def test_two_cluster_daemons_transfer_a_version_through_the_tls_registry(
 # -- the Docker engine pushes an image to it --------------------------------------------------------------------
 
 
-def _tiny_image(api: Any, repository: str) -> None:
+def _tiny_image(api: Any, repository: str, tag: str = "1") -> None:
     """A one-file image made by import (no build, no base image): enough for a push."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -221,7 +222,7 @@ def _tiny_image(api: Any, repository: str) -> None:
         info = tarfile.TarInfo("hello.txt")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    api.import_image_from_data(buf.getvalue(), repository=repository, tag="1")
+    api.import_image_from_data(buf.getvalue(), repository=repository, tag=tag)
 
 
 def test_the_docker_engine_pushes_with_auth_config_and_a_wrong_password_fails_clearly(reg: TlsRegistry) -> None:
@@ -330,3 +331,49 @@ def test_a_token_realm_over_plain_http_elsewhere_gets_no_credentials(
     with pytest.raises(ArtifactError, match="refusing to ask for a token over plain HTTP"):
         store.ping()
     assert [path for path, _ in handler.log] == ["/v2/"]
+
+
+def test_the_docker_backend_pushes_with_the_settings_credentials(reg: TlsRegistry, tmp_path: Path) -> None:
+    """The daemon's wiring: ``[registry]`` settings → the Docker backend (as the daemon builds it) → the push of
+    ``ensure_image`` (the image exists, so nothing is built: only the push runs)."""
+    docker = pytest.importorskip("docker")
+    from daemon.app import _docker_backend
+    from daemon.deploy import image as img
+    from daemon.deploy.base import InstanceSpec
+    from daemon.protocol.deploy import ContainerOptions
+    from daemon.settings import load_settings
+
+    secret = tmp_path / "registry-password"
+    secret.write_text(PASSWORD)
+    secret.chmod(0o600)
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[docker]\nregistry = "{reg.address}"\n[registry]\ntls = true\nca_file = "{reg.cert}"\n'
+        f'username = "{USER}"\npassword_file = "{secret}"\n'
+    )
+    settings = load_settings(config, environ={"MODELTUI_STATE_DIR": str(tmp_path / "state")})
+    backend = _docker_backend(settings, "registry-tls-test")
+    assert backend is not None
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        need(False, f"Docker engine not reachable ({exc}); run scripts/services.sh as root")
+    model, digest = f"tls-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    tag = img.image_tag(reg.address, model, 1, digest)
+    _tiny_image(client.api, tag.rpartition(":")[0], tag.rpartition(":")[2])
+    spec = InstanceSpec(
+        deployment="d", instance_id="i", model=model, version=1, digest=digest, model_dir=tmp_path, public_port=1,
+        admin_port=2, env={}, options=ContainerOptions(), log_dir=tmp_path / "logs",
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        with reg.engine_trusts_it():
+            assert asyncio.run(backend.ensure_image(spec, lines.append)) == tag
+        store = ArtifactStore(reg.address, timeout_s=10, access=access(reg))
+        _, _, body = store._request("GET", f"/v2/{tag.split('/', 1)[1].rpartition(':')[0]}/tags/list", (200,))
+        assert json.loads(body)["tags"] == [tag.rpartition(":")[2]], lines
+    finally:
+        client.api.remove_image(tag, force=True)
+        client.close()
+        asyncio.run(backend.close())

@@ -77,6 +77,7 @@ REQUESTS: list[BaseModel] = [
     q.AlertRemove(deployment="churn-prod", name="drift-x"),
     q.SignVersion(ref="m:3", digest=SHA,
                   signature="-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n"),
+    q.ApproveCode(ref="m:3", digest=SHA, reason="reviewed predict.py"),
 ]
 INSTANCE = deploy.InstanceInfo(id="ab12", version=2, key="123:456", admin_url="http://127.0.0.1:4000",
                                started_at=NOW)
@@ -103,6 +104,12 @@ RESULTS: list[r.Result] = [
                     requirements=["scikit-learn"], source=r.SourceInfo(git_commit="f" * 40), files=[FILE],
                     children=[3], lineage=[1]),
     r.PushResult(version=SUMMARY, created=True),
+    r.VersionDetail(version=SUMMARY, description="d", model_file="model.pkl", manifest="name='m'", params={},
+                    metrics={}, signature={}, requirements=[], source=r.SourceInfo(), files=[FILE], children=[],
+                    lineage=[], code=r.CodeInfo(pickle_scan="refused: posix.system in model.pkl", pickle_ok=False,
+                                                runs_code=["trusted = true"], approved_by="root", approved_at=NOW)),
+    r.CodeApprovalInfo(model="m", version=3, approved_by="root", approved_at=NOW, runs_code=['flavor = "python"'],
+                       reason="reviewed"),
     r.SignResult(version=SUMMARY, signature=SIGNED),
     r.VersionList.model_validate({"items": [SUMMARY], "total": 1, "signed": {SUMMARY.number: SIGNED}}),
     r.UploadResult(items=[r.UploadedObject(path="a", sha256=SHA, size=1, copied=False)]),

@@ -35,7 +35,7 @@ def test_changes_need_more_than_a_viewer_and_reads_need_no_more() -> None:
         if t.changes_state:
             assert t.role in ("operator", "admin"), t.__name__
     assert {t for t in q.REQUEST_TYPES if t.role == "admin"} == {q.DaemonStop, q.RemoveModel,
-                                                                 q.RemoveVersion, q.Gc}  # fmt: skip
+                                                                 q.RemoveVersion, q.Gc, q.ApproveCode}  # fmt: skip
     assert q.AuditRequest.role == "operator"  # who did what: not for every viewer
 
 
