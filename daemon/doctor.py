@@ -129,6 +129,11 @@ async def docker(deployments: DeploymentManager) -> r.DoctorCheck | None:
         fix = ("start the engine (systemctl start docker) or set [docker] host / DOCKER_HOST; the daemon's user "
                "needs /run/docker.sock (group docker, which is root-equivalent)")  # fmt: skip
         return check("docker", "fail" if used else "warn", f"the engine does not answer: {exc}", fix)
+    if used and getattr(getattr(backend, "settings", None), "network", None) == "host":
+        return check("docker", "warn", "the engine answers; containers share the host's network ([docker] network "
+                     "= host): they reach the host's loopback services and other deployments' admin ports",
+                     "set [docker] network = \"bridge\" where the engine has bridge networking "
+                     "(docs/deploy-docker.md, Networks)")  # fmt: skip
     return check("docker", "ok", "the engine answers")
 
 

@@ -223,10 +223,15 @@ def dockerfile(base_image: str, labels: dict[str, str]) -> str:
     layers go from the most to the least shared (venv, runtime, model), so versions with the same
     requirements reuse every layer but the model's."""
     label_lines = "".join(f"LABEL {json.dumps(k)}={json.dumps(v)}\n" for k, v in sorted(labels.items()))
+    # 401: /health needs a token ([serving] health_open = false) and the image has none; the runtime answers
+    # on its admin port, which is all this check can know (the daemon's own check sends the admin token).
     probe = (
-        "import os,urllib.request;"
-        "urllib.request.urlopen('http://%s:%s/health' % (os.environ.get('MODELTUI_ADMIN_HOST', '127.0.0.1'),"
-        " os.environ['MODELTUI_ADMIN_PORT']), timeout=3)"
+        "import os,sys,urllib.error,urllib.request\n"
+        "try:\n"
+        " urllib.request.urlopen('http://%s:%s/health' % (os.environ.get('MODELTUI_ADMIN_HOST', '127.0.0.1'),"
+        " os.environ['MODELTUI_ADMIN_PORT']), timeout=3)\n"
+        "except urllib.error.HTTPError as e:\n"
+        " sys.exit(e.code != 401)\n"
     )
     healthcheck = json.dumps([f"{VENV}/bin/python", "-c", probe])
     entrypoint = json.dumps([f"{VENV}/bin/python", "-m", "daemon.serving", "--model-dir", MODEL_DIR])

@@ -5,8 +5,13 @@ one that pins the exact arguments that may reach ``containers.run``."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -212,6 +217,32 @@ def test_limits_default_from_settings_and_a_deployment_overrides_them(tmp_path: 
         with pytest.raises(ValidationError):
             DockerSection(**bad)  # type: ignore[arg-type]
     assert "RUN find / -xdev -perm /6000 -exec chmod a-s {} +" in img.dockerfile("base", {})
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (401, True), (503, False), (404, False)])
+def test_the_image_healthcheck_passes_when_the_runtime_answers_200_or_needs_a_token(status: int, healthy: bool) -> None:
+    """401: ``/health`` needs a token (``health_open = false``), which the image does not have; the daemon's
+    own check sends the admin token. The probe is the one in the generated Dockerfile, run for real."""
+    line = next(x for x in img.dockerfile("base", {}).splitlines() if x.startswith("HEALTHCHECK "))
+    argv = json.loads(line.split(" CMD ", 1)[1])
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/health" else 500)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "MODELTUI_ADMIN_PORT": str(server.server_address[1])}
+        res = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (res.returncode == 0) is healthy, res.stderr
 
 
 def test_hostile_options_env_and_requirements_are_refused(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from daemon.deploy.base import owner_id
 from daemon.deploy.image import VENV
-from tests.helpers.daemon import DaemonProcess, daemon_env, deployment
+from tests.helpers.daemon import DaemonProcess, cli_json, daemon_env, deployment
 from tests.helpers.docker_engine import docker_daemon_running, engine_problem
 from tests.helpers.endpoints import predictions
 from tests.helpers.models import python_model
@@ -39,6 +39,8 @@ for url in sys.argv[1:]:
         out[url] = f"{type(e).__name__}: {e}"
 print(json.dumps(out))
 """
+#: One model for the module's two daemons: the same files make the same image tag, so the second reuses it.
+MODEL = f"hd{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -71,15 +73,15 @@ def in_container(container: str, *argv: str) -> subprocess.CompletedProcess[str]
     return subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True, timeout=60)
 
 
-def deploy_two(d: DaemonProcess, tmp: Path) -> Deployed:
-    name = f"hd{uuid.uuid4().hex[:8]}"
+def deploy_two(d: DaemonProcess, tmp: Path, prefix: str) -> Deployed:
+    name = MODEL
     assert d.cli("push", str(python_model(tmp / "m", name=name))).returncode == 0
-    res = d.cli("deploy", f"{name}:1", "--name", f"{name}-a", "--backend", "docker", timeout=300)
+    res = d.cli("deploy", f"{name}:1", "--name", f"{prefix}-a", "--backend", "docker", timeout=300)
     assert res.returncode == 0, res.stderr
-    res = d.cli("deploy", f"{name}:1", "--name", f"{name}-b", "--backend", "docker", "--cpus", "0.5",
+    res = d.cli("deploy", f"{name}:1", "--name", f"{prefix}-b", "--backend", "docker", "--cpus", "0.5",
                 "--memory", "256", timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    return Deployed(d, deployment(d, f"{name}-a"), deployment(d, f"{name}-b"))
+    return Deployed(d, deployment(d, f"{prefix}-a"), deployment(d, f"{prefix}-b"))
 
 
 def check_hardened(attrs: dict[str, Any], *, nano_cpus: int, memory: int) -> None:
@@ -134,7 +136,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterat
     config = f'[docker]\nnetwork = "bridge"\nwheelhouse = "{wheelhouse}"\n'
     with docker_daemon_running(lambda: made, config) as (d, _client):
         try:
-            yield deploy_two(d, base)
+            yield deploy_two(d, base, "br")
         finally:
             d.stop()
             d.kill_deployments()
@@ -162,6 +164,8 @@ def test_bridge_containers_are_hardened_and_serve(bridge: Deployed) -> None:
     wait_for(lambda: deployment(bridge.d, a["name"])["health"] == "healthy", "the daemon's health check")
     wait_for(lambda: healthy(a["instance"]["key"]), "the image's HEALTHCHECK", timeout=120)
     check_inside(a["instance"]["key"])
+    doctor = {c["name"]: c for c in cli_json(bridge.d, "doctor")["checks"]}
+    assert doctor["docker"]["status"] == "ok", doctor["docker"]
 
 
 def test_bridge_container_cannot_reach_another_deployment_or_host_loopback(bridge: Deployed) -> None:
@@ -214,3 +218,45 @@ def test_undeploy_removes_the_deployment_network(bridge: Deployed, tmp_path: Pat
         assert client.networks.list(names=[inspect(bridge.a["instance"]["key"])["HostConfig"]["NetworkMode"]])
     finally:
         client.close()
+
+
+# -- the host network (the default): the admin token guards the admin routes ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def on_host(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Deployed]:
+    """One daemon with the default ``[docker] network = "host"`` and two deployments of one model."""
+    base = tmp_path_factory.mktemp("hardening-host")
+    (base / "home").mkdir()
+    env = daemon_env(base)
+    made = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
+    with docker_daemon_running(lambda: made, f'[docker]\nwheelhouse = "{wheelhouse}"\n') as (d, _client):
+        try:
+            yield deploy_two(d, base, "ho")
+        finally:
+            d.stop()
+            d.kill_deployments()
+
+
+def test_host_network_containers_are_hardened_and_another_deployment_needs_the_admin_token(on_host: Deployed) -> None:
+    a, b = on_host.a, on_host.b
+    attrs = inspect(a["instance"]["key"])
+    check_hardened(attrs, nano_cpus=1_000_000_000, memory=1024 << 20)
+    assert attrs["HostConfig"]["NetworkMode"] == "host"
+    check_hardened(inspect(b["instance"]["key"]), nano_cpus=500_000_000, memory=256 << 20)
+    assert predictions(a["endpoint"], [2.5]) == [5.0]
+    check_inside(a["instance"]["key"])
+
+    # b's container shares the host's loopback with a's admin port: the rows of a's clients need the admin
+    # token, which only the daemon holds; what reveals no input still answers (docs/security.md)
+    rows = f"{a['instance']['admin_url']}/feedback/rows"
+    health = f"{a['instance']['admin_url']}/health"
+    seen = probe(b["instance"]["key"], rows, health)
+    assert seen[rows] == 401
+    assert seen[health] == 200
+
+    # the daemon says that containers share the host's network
+    doctor = {c["name"]: c for c in cli_json(on_host.d, "doctor")["checks"]}
+    assert doctor["docker"]["status"] == "warn"
+    assert "host's network" in doctor["docker"]["detail"]
+    assert "share the host's network" in (on_host.d.state_dir / "daemon.log").read_text()
