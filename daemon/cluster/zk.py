@@ -237,6 +237,11 @@ class Zk:
         """Fail at once with UNAVAILABLE when the shared registry cannot be written."""
         if self.refused and self.state == CONNECTED:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot {what}: {self.refused}")
+        if self.state == CONNECTED and not self.connected:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                f"cannot {what}: ZooKeeper ({self.cfg.zookeeper}) is checking this daemon's access; try again",
+            )
         if not self.connected:
             raise ProtocolError(
                 ErrorCode.UNAVAILABLE,

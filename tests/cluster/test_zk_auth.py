@@ -6,6 +6,7 @@ credential file others can read is refused like ssh refuses such a key."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from daemon.settings import ClusterSection, ConfigError, zk_credentials
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.models import make_model_dir
 from tests.helpers.prerequisites import need
+from tests.helpers.rawsock import RawClient
 from tests.helpers.zookeeper import JAVA_DIR, ZkEnsemble
 
 REGISTRY = "127.0.0.1:5000"
@@ -60,8 +63,29 @@ def member(factory: Callable[[str], DaemonProcess], name: str, zk: ZkEnsemble, c
     return d.start()
 
 
+def together(*starts: Callable[[], DaemonProcess]) -> list[DaemonProcess]:
+    """Start daemons at once (each start waits for its socket; a loaded machine makes that seconds)."""
+    with ThreadPoolExecutor(len(starts)) as pool:
+        return list(pool.map(lambda start: start(), starts))
+
+
+def status(d: DaemonProcess) -> dict[str, Any]:
+    """``cluster status`` over the socket (no CLI process per look)."""
+    raw = RawClient(d.socket)
+    try:
+        result: dict[str, Any] = raw.request({"op": "cluster.status"})["result"]
+        return result
+    finally:
+        raw.close()
+
+
+def refused(d: DaemonProcess) -> dict[str, Any] | None:
+    got = status(d)
+    return got if got["state"] == "refused" else None
+
+
 def state(d: DaemonProcess) -> str:
-    return str(cli_json(d, "cluster", "status")["state"])
+    return str(status(d)["state"])
 
 
 def client(zk: ZkEnsemble, credential: str | None) -> KazooClient:
@@ -122,12 +146,15 @@ def test_every_node_is_the_credentials_only_and_nothing_opens_it_without_it(
     need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
     top = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
     chroot = f"{top}/team"  # the chroot's parent is made by the daemon too
-    a = member(daemon_factory, "a", zk, chroot)
-    b = member(daemon_factory, "b", zk, chroot)
-    wait_for(lambda: len(cli_json(a, "cluster", "status")["hosts"]) == 2, "both daemons registered")
+    a, b = together(lambda: member(daemon_factory, "a", zk, chroot), lambda: member(daemon_factory, "b", zk, chroot))
+    wait_for(lambda: len(status(a)["hosts"]) == 2, "both daemons registered")
     # Two daemons with one credential share the registry as without one.
     assert a.cli("push", str(make_model_dir(tmp_path / "m")), "--alias", "production").returncode == 0
-    wait_for(lambda: cli_json(b, "show", "demo@production")["version"]["number"] == 1, "the push seen on B")
+    on_b = RawClient(b.socket)
+    try:
+        wait_for(lambda: on_b.request({"op": "versions.log", "name": "demo"}).get("result", {}).get("total"), "B")
+    finally:
+        on_b.close()
     assert b.cli("tag", "demo:1", "team=ml").returncode == 0
     wait_for(lambda: owner.get_children(f"{chroot}/leader/jobs"), "the election's candidates")
 
@@ -175,30 +202,31 @@ def test_a_wrong_or_missing_credential_is_named_and_the_daemon_serves_from_its_c
     chroot = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
     a = member(daemon_factory, "a", zk, chroot)
     wait_for(lambda: state(a) == "connected", "A connected")
-    wrong = member(daemon_factory, "wrong", zk, chroot, WRONG)
-    bare = member(daemon_factory, "bare", zk, chroot, None, 'zk_auth = "none"')
+    wrong, bare = together(lambda: member(daemon_factory, "wrong", zk, chroot, WRONG),
+                           lambda: member(daemon_factory, "bare", zk, chroot, None, 'zk_auth = "none"'))  # fmt: skip
     for d, setting in ((wrong, "zk_credentials_file"), (bare, 'zk_auth = "none"')):
-        status = wait_for(lambda d=d: (s := cli_json(d, "cluster", "status"))["state"] == "refused" and s, "refused")
-        assert "NoAuth" in status["problem"], status
-        assert setting in status["problem"], status
-        assert "refuses access" in d.cli("cluster", "status").stdout  # the human form says it too
-        done = d.cli("doctor", "--json")
-        check = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["zookeeper"]
-        assert done.returncode == 1
-        assert check["status"] == "fail"
-        assert setting in check["detail"], check
-        assert "zk_credentials_file" in check["fix"]
-        # Writes that need the shared registry are refused as when ZooKeeper is away (exit 7), naming why ...
-        moved = d.cli("alias", "set", "demo", "production", "1")
-        assert moved.returncode == 7, moved.stderr
-        assert "refuses access" in moved.stderr
-        # ... reads answer from the cache, and the log says why, with the setting.
-        assert d.cli("ls").returncode == 0
-        log = daemon_log(d)
+        got = wait_for(functools.partial(refused, d), "refused")
+        assert "NoAuth" in got["problem"], got
+        assert setting in got["problem"], got
+        log = daemon_log(d)  # the log says why, with the setting
         assert "ZooKeeper refuses access" in log
         assert setting in log
+    assert "refuses access" in wrong.cli("cluster", "status").stdout  # the human form says it too
+    done = wrong.cli("doctor", "--json")
+    check = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["zookeeper"]
+    assert done.returncode == 1
+    assert check["status"] == "fail"
+    assert "zk_credentials_file" in check["detail"], check
+    assert "zk_credentials_file" in check["fix"]
+    # Writes that need the shared registry are refused as when ZooKeeper is away (exit 7), naming why; reads
+    # answer from the cache.
+    moved = wrong.cli("alias", "set", "demo", "production", "1")
+    assert moved.returncode == 7, moved.stderr
+    assert "refuses access" in moved.stderr
+    assert wrong.cli("ls").returncode == 0
     # Neither got in: A sees only itself.
-    assert [h["id"] for h in cli_json(a, "cluster", "status")["hosts"]] == [cli_json(a, "cluster", "status")["host_id"]]
+    seen = status(a)
+    assert [h["id"] for h in seen["hosts"]] == [seen["host_id"]]
 
 
 def test_a_world_open_tree_of_an_older_cluster_is_locked_at_start(
