@@ -18,11 +18,13 @@ umask is 007). Without a switch the workload directory is the state directory it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
 import shutil
 import stat
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +114,31 @@ class WorkloadIdentity:
                     dirs[:] = [d for d in dirs if not (Path(top) / d).is_symlink()]
             else:
                 self._grant(path, write)
+
+    def make_room(self, output: Path) -> bool:
+        """Blocking. Before a worker writes ``output``: an empty directory the daemon made there is removed and
+        its parent opened to the workload group (write, with the sticky bit: the daemon's own files in it stay
+        the daemon's), so the worker makes ``output`` itself and owns what it writes. True when the worker must
+        make it (there is a switch)."""
+        if not self.switches:
+            return False
+        output = Path(output)
+        with contextlib.suppress(FileNotFoundError):
+            if output.is_dir() and not output.is_symlink() and output.lstat().st_uid == os.geteuid():
+                output.rmdir()  # only when empty; otherwise OSError, as the caller checked it was empty
+        self.share([output.parent])
+        st = output.parent.lstat()
+        if st.st_uid == os.geteuid():
+            os.chmod(output.parent, stat.S_IMODE(st.st_mode) | stat.S_IRWXG | stat.S_ISVTX)
+        return True
+
+    def hand_back(self, output: Path) -> None:
+        """Blocking. After a worker wrote ``output``: its files are given group read and write (by a short
+        process as the workload account, their owner), so the daemon can read, add to and remove them."""
+        if not self.switches or not Path(output).exists():
+            return
+        argv = self.wrap(["chmod", "-R", "g+rwX", "--", str(output)])
+        subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False)
 
     def _grant(self, path: Path, write: bool, *, only_search: bool = False) -> None:
         st = path.lstat()

@@ -250,6 +250,9 @@ def write_challenger(
         return {n for n in names if (Path(directory) / n).resolve() == source_model}
 
     shutil.copytree(champion_dir, out, ignore=skip, dirs_exist_ok=True, symlinks=False)
+    for copied in [out, *out.rglob("*")]:  # the champion's files are read-only (0400): the copies are ours to write
+        if not copied.is_symlink():
+            copied.chmod(copied.stat().st_mode | 0o200)
     target = out / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     new_trusted = trusted

@@ -75,11 +75,13 @@ PYTHON_NAMES = ("python", "python3")
 # Runs with -I -S: no site, no environment; sets the address-space limit (and, run as the workload account,
 # a umask that lets the daemon's group read what the worker writes), then becomes the real command.
 _LAUNCHER = """\
-import os, resource, sys
+import json, os, resource, sys
 limit = int(sys.argv[1])
 if sys.argv[2] != "-":
     os.umask(int(sys.argv[2], 8))
-del sys.argv[2]
+for made in json.loads(sys.argv[3]):  # output directories, made as the worker's own
+    os.makedirs(made, exist_ok=True)
+del sys.argv[2:4]
 _, hard = resource.getrlimit(resource.RLIMIT_AS)
 if hard != resource.RLIM_INFINITY:
     limit = min(limit, hard)
@@ -377,15 +379,17 @@ def _run(
     if cancel is not None and cancel.cancelled:
         raise WorkerError(f"{what} not started: cancelled ({cancel.reason})", kind="cancelled")
     identity = workload.current()
-    umask = "-"
+    umask, made = "-", list[str]()
     if identity is not None:
         try:
             identity.check()
         except workload.WorkloadError as exc:
             raise WorkerError(f"{what} not started: {exc}", kind="failed") from None
-        identity.share([p for p in reads if p is not None], writes)
+        identity.share([p for p in reads if p is not None])
+        made = [str(w) for w in writes if identity.make_room(w)]  # the worker makes them: they are its own
         umask = "007" if identity.switches else "-"
-    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(limits.memory_mb * 1024 * 1024), umask]
+    memory = str(limits.memory_mb * 1024 * 1024)
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, memory, umask, json.dumps(made)]
     if identity is not None:
         launcher = identity.wrap(launcher)
     env = dict(os.environ, PYTHONUNBUFFERED="1") | (env or {})
@@ -428,6 +432,9 @@ def _run(
         else:
             end = _status(returncode) if exited else "timed out: process group killed"
         fh.write(f"{sep}=== {end}\n".encode())
+    if identity is not None:
+        for path in made:
+            identity.hand_back(Path(path))  # what the worker wrote, readable and writable by the daemon's group
     return _Outcome(returncode, not exited, output, proc.pid, cancelled)
 
 

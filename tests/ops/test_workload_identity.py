@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.daemon import DaemonProcess
+from tests.helpers.example_data import EXAMPLE_MODEL
+from tests.helpers.paths import EXAMPLE
 from tests.helpers.real_users import ACCESS_CONFIG, SERVICE, WORKLOAD, cli, system_daemon_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -179,3 +181,36 @@ def test_without_the_capabilities_workloads_do_not_start_as_the_daemon(tmp_path:
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
         gen.close()
+
+
+def test_a_maintenance_runs_workers_run_as_the_workload_account(system_daemon: DaemonProcess) -> None:
+    """The evaluation and search workers of an operator's maintenance run: what they write is the workload
+    account's (they ran as it), the daemon still reads it back (gate, push), and the run is audited as the
+    operator who started it."""
+    d = system_daemon
+    run = pwd.getpwnam(WORKLOAD)
+    model = d.state_dir.parent / "bc"
+    shutil.copytree(EXAMPLE, model)
+    manifest = model / "modeltui.toml"  # no training command: the built-in search makes the challenger
+    manifest.write_text(manifest.read_text().split("[training]")[0])
+    for p in [model, *model.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    pushed = cli(d, "mtui-bob", "push", str(model), "--alias", "production")
+    assert pushed.returncode == 0, pushed.stderr
+    spec = json.dumps({"method": "random", "space": {"clf__C": [0.01, 0.1, 1.0]}, "n_candidates": 3, "cv": 2})
+    policy = ["data=train.csv", "holdout=eval.csv", "target=target", "metric=f1", f"search={spec}", "promote=approve"]
+    done = cli(d, "mtui-bob", "maintain", "set", EXAMPLE_MODEL, *policy)
+    assert done.returncode == 0, done.stderr
+    ran = cli(d, "mtui-bob", "maintain", "run-now", EXAMPLE_MODEL, "--wait", "--json")
+    got = json.loads(ran.stdout)
+    assert got["state"] in ("awaiting_approval", "rejected"), Path(got["log"]).read_text()[-3000:]
+    assert [s["state"] for s in got["steps"][:3]] == ["done"] * 3, got["steps"]
+    challenger = Path(got["log"]).parent / "challenger"
+    owners = {p.stat().st_uid for p in [challenger, *challenger.rglob("*")]}
+    assert owners == {run.pw_uid}, owners
+    # The daemon's own state is not where the run's files are.
+    assert d.state_dir not in challenger.parents
+
+    items = json.loads(cli(d, "mtui-bob", "audit", "--json").stdout)["items"]
+    assert ("maintain.run_now", "mtui-bob") in {(e["op"], e["user"]) for e in items if e["result"] == "ok"}
+    assert not [e for e in items if e["user"] in (SERVICE, WORKLOAD)], items
