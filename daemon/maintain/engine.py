@@ -580,14 +580,22 @@ class Maintenance:
         figures = {"rows": float(len(rows)), "train_rows": float(len(train_rows)), "holdout_rows": float(held)}
         return (target, train_csv, holdout_csv), (message, figures)
 
+    async def _check_signed(self, model: str, number: int, alias: str) -> None:
+        """``[signing] require``: "promote" refuses the alias move; "deploy" refuses it too when a deployment
+        follows the alias (its rollout would be refused, and the run would wait for it in vain)."""
+        if self.signing is None:
+            return
+        await self.signing.require(model, number, "promote")
+        if any(d.ref == f"{model}@{alias}" for d in self.deployments(model)):
+            await self.signing.require(model, number, "deploy")
+
     async def _promote(self, run: r.MaintainRunInfo, p: pol.Policy, reason: str) -> r.MaintainRunInfo:
         model, number = run.model, run.challenger
         assert number is not None
-        if self.signing is not None:
-            try:
-                await self.signing.require(model, number, "promote")
-            except ProtocolError as exc:
-                raise _StepFailed(run, f"promote refused: {exc.message}") from None
+        try:
+            await self._check_signed(model, number, p.alias)
+        except ProtocolError as exc:
+            raise _StepFailed(run, f"promote refused: {exc.message}") from None
 
         def promote() -> tuple[None, tuple[str, dict[str, float]]]:
             self.registry.alias_set(q.AliasSet(name=model, alias=p.alias, version=number, reason=reason[:1000]), USER)
@@ -665,8 +673,8 @@ class Maintenance:
             return run
         info = await asyncio.to_thread(self.policy, run.model)
         p = pol.Policy.model_validate(info.policy)
-        if self.signing is not None and run.challenger is not None:  # refused: the run still awaits approval
-            await self.signing.require(run.model, run.challenger, "promote")
+        if run.challenger is not None:  # [signing] require: refused, the run still awaits approval
+            await self._check_signed(run.model, run.challenger, p.alias)
         try:
             run = await self._promote(run, p, f"maintenance run {run.id} approved by {user}: {reason}")
         except _StepFailed as failed:
