@@ -152,17 +152,44 @@ def check_loopback_address(value: str) -> str:
         except ValueError:
             loopback = False
         if not loopback:
-            raise ValueError(f"{value!r}: the exporter serves on a loopback address only (127.0.0.1, ::1)")
+            raise ValueError(
+                f"{value!r}: the exporter serves plain HTTP on a loopback address only (127.0.0.1, ::1); "
+                "beyond loopback set [exporter] tls_cert and tls_key, or allow_plain_http = true"
+            )
+    return value
+
+
+def check_host_port(value: str) -> str:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6); port 0: any free port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: use HOST:PORT, e.g. 127.0.0.1:9464 (port 0: any free port)")
     return value
 
 
 class ExporterSection(_Section):
-    """The daemon's own Prometheus ``/metrics`` (see docs/monitoring.md, "Exporter and Prometheus")."""
+    """The daemon's own Prometheus ``/metrics`` (see docs/monitoring.md, "Exporter and Prometheus").
+
+    It has no authentication: on loopback it serves plain HTTP; beyond loopback only with ``tls_cert`` and
+    ``tls_key`` (HTTPS), or when ``allow_plain_http`` says so (docs/security.md, "TLS")."""
 
     enabled: bool = True
-    address: Annotated[str, AfterValidator(check_loopback_address)] = "127.0.0.1:9464"
+    address: Annotated[str, AfterValidator(check_host_port)] = "127.0.0.1:9464"
+    #: PEM certificate (chain) and key: serve HTTPS (both or neither)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: serve plain HTTP on an address beyond loopback (refused otherwise: anyone on the network reads it)
+    allow_plain_http: bool = False
     #: the derived metrics (rates, latency quantiles, quality, drift) are computed over this window
     window_seconds: Annotated[int, Field(ge=10, le=30 * 86400)] = 300
+
+    @model_validator(mode="after")
+    def _beyond_loopback(self) -> ExporterSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key (or neither)")
+        if self.tls_cert is None and not self.allow_plain_http:
+            check_loopback_address(self.address)
+        return self
 
     @property
     def host(self) -> str:
@@ -508,7 +535,9 @@ def load_settings(
         gc_grace_seconds=parsed.store.gc_grace_seconds,
         deploy=parsed.deploy,
         monitor=parsed.monitor,
-        exporter=parsed.exporter,
+        exporter=parsed.exporter.model_copy(
+            update={k: _resolve(base, v) for k in ("tls_cert", "tls_key") if (v := getattr(parsed.exporter, k))}
+        ),
         access=parsed.access,
         serving=parsed.serving.model_copy(
             update={k: _resolve(base, v) for k in ("tls_cert", "tls_key") if (v := getattr(parsed.serving, k))}

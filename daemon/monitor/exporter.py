@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -404,16 +405,23 @@ class Exporter:
 
     @property
     def url(self) -> str | None:
-        """``http://HOST:PORT/metrics`` with the bound port, while serving."""
+        """``http(s)://HOST:PORT/metrics`` with the bound port, while serving."""
         if self._server is None or not self._server.sockets:
             return None
         host, port = self._server.sockets[0].getsockname()[:2]
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+        scheme = "https" if self.settings.tls_cert is not None else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
     async def start(self) -> str:
-        """Bind and serve; returns the URL (port 0 in the settings: the port the system chose)."""
+        """Bind and serve (HTTPS with ``tls_cert``/``tls_key``); returns the URL (port 0 in the settings: the
+        port the system chose). A certificate that cannot be loaded raises (``ssl.SSLError`` is an OSError)."""
         s = self.settings
-        self._server = await asyncio.start_server(self._connection, s.host, s.port, limit=MAX_REQUEST_HEAD)
+        tls = None
+        if s.tls_cert is not None and s.tls_key is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            await asyncio.to_thread(tls.load_cert_chain, s.tls_cert, s.tls_key)
+        self._server = await asyncio.start_server(self._connection, s.host, s.port, limit=MAX_REQUEST_HEAD, ssl=tls)
         url = self.url
         assert url is not None
         return url

@@ -84,6 +84,17 @@ with error_code ``LOADING`` and ``Retry-After: 1``:
 * ``GET /metrics`` → Prometheus text format 0.0.4 (below).
 * ``GET /version`` → the runtime's version as bare text (MLflow's ``ScoringServerClient.get_version``).
 
+Authentication (``auth.py``; the daemon sets it through the environment, never argv, and the runtime removes
+these variables before loading the model): ``MODELTUI_TOKEN_SHA256`` / ``MODELTUI_ADMIN_TOKEN_SHA256`` are
+the SHA-256 hashes of the clients' and the admin bearer tokens, compared with ``hmac.compare_digest``;
+``MODELTUI_AUTH=on`` makes ``/predict``, ``/invocations`` and ``/feedback`` need a token;
+``MODELTUI_HEALTH_OPEN=0`` / ``MODELTUI_METRICS_OPEN=0`` close ``/health`` (``/ping``, ``/health/live``) and
+``/metrics``. The admin routes (``GET /feedback/rows``, ``POST /admin/token`` ``{"token_sha256": HEX}``, which
+swaps the clients' hash at once) need the admin token whenever its hash is set. No or a wrong token: 401
+with ``WWW-Authenticate: Bearer``; the clients' token on an admin route: 403. ``MODELTUI_TLS_CERT`` /
+``MODELTUI_TLS_KEY`` (PEM files) make the public port HTTPS (``SERVING host:P (TLS)``). Without any of
+these the runtime answers as it always did.
+
 Metrics (labels are bounded: at most 50 classes per label, then ``other``; at most 100 features):
 
 * ``modeltui_model_info{name,version,flavor}``, ``modeltui_model_ready`` (gauges);
