@@ -587,10 +587,11 @@ class DeploymentManager:
         found = await asyncio.to_thread(self.registry.deployments.events, sup.rec.name, events) if events else []
         return r.DeploymentDetail(deployment=info, events=found)
 
-    async def deploy(self, req: q.Deploy, progress: ProgressLine) -> r.DeploymentDetail:
+    async def deploy(self, req: q.Deploy, progress: ProgressLine, user: str = "") -> r.DeploymentDetail:
         rec = await self._new_record(req)
+        by = f" for {user}" if user else ""  # who its instances (and their restarts) act for: the event log says
         await asyncio.to_thread(
-            self.registry.deployments.create, rec, f"deploy {rec.ref} (version {rec.version}) on port {rec.port}"
+            self.registry.deployments.create, rec, f"deploy {rec.ref} (version {rec.version}) on port {rec.port}{by}"
         )
         # The clients' token is made now and shown once, in this answer (a crash before this line leaves a
         # deployment without one: ``deploy token NAME --rotate`` makes it).

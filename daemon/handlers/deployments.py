@@ -27,7 +27,7 @@ class DeploymentHandlers:
     @handles(q.Deploy)
     async def deploy(self, req: q.Deploy, ctx: Context) -> r.DeploymentDetail:
         await self.deployments.code_policy.require_ref(ctx.caller, req.ref, "deploy")  # [policy] run_code
-        return await self.deployments.deploy(req, lambda line: ctx.progress(0, 0, line))
+        return await self.deployments.deploy(req, lambda line: ctx.progress(0, 0, line), ctx.caller.user)
 
     @handles(q.Undeploy)
     async def undeploy(self, req: q.Undeploy, ctx: Context) -> r.DeploymentDetail:

@@ -104,6 +104,30 @@ def cli(d: DaemonProcess, user: str, *args: str) -> subprocess.CompletedProcess[
     return as_user(user, [python_for_users(), "-m", "modeltui", "--socket", str(d.socket), "--no-start", *args], env)
 
 
+def start_system_daemon(d: DaemonProcess) -> None:
+    """Start (or start again, after ``d.stop()``) the daemon of :func:`system_daemon_process` as the unit would:
+    the service user with the ambient capabilities to run workloads as another uid; return once it answers."""
+    svc = pwd.getpwnam(SERVICE)
+    base = d.state_dir.parent
+    setpriv = [
+        shutil.which("setpriv") or "setpriv",
+        f"--reuid={svc.pw_uid}",
+        f"--regid={svc.pw_gid}",
+        "--clear-groups",
+        f"--inh-caps={DAEMON_CAPS}",
+        f"--ambient-caps={DAEMON_CAPS}",
+        "--",
+    ]
+    with open(base / "daemon.out", "ab") as out:
+        d.proc = subprocess.Popen([*setpriv, python_for_users(), "-m", "daemon", "run"], env=d.env, stdout=out,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not (d.socket.exists() and d.ping()):
+        assert d.proc.poll() is None, (base / "daemon.out").read_text()
+        assert time.monotonic() < deadline, "the daemon did not start"
+        time.sleep(0.05)
+
+
 def system_daemon_process(config: str, prefix: str) -> Iterator[DaemonProcess]:
     """A system-mode daemon running as the service user with ``config`` as its daemon.toml (plus ``[workloads]
     user = WORKLOAD`` unless it has a ``[workloads]`` section), for a fixture to yield from; it is stopped (and
@@ -127,24 +151,8 @@ def system_daemon_process(config: str, prefix: str) -> Iterator[DaemonProcess]:
         (base / name).mkdir(mode=0o755 if name == "run" else 0o700)
         os.chown(base / name, svc.pw_uid, svc.pw_gid)
     d = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
-    with open(base / "daemon.out", "wb") as out:
-        setpriv = [
-            shutil.which("setpriv") or "setpriv",
-            f"--reuid={svc.pw_uid}",
-            f"--regid={svc.pw_gid}",
-            "--clear-groups",
-            f"--inh-caps={DAEMON_CAPS}",
-            f"--ambient-caps={DAEMON_CAPS}",
-            "--",
-        ]
-        d.proc = subprocess.Popen([*setpriv, python_for_users(), "-m", "daemon", "run"], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while not (d.socket.exists() and d.ping()):
-            assert d.proc.poll() is None, (base / "daemon.out").read_text()
-            assert time.monotonic() < deadline, "the daemon did not start"
-            time.sleep(0.05)
+        start_system_daemon(d)
         yield d
     finally:
         d.stop()

@@ -26,7 +26,8 @@ import pytest
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.example_data import EXAMPLE_MODEL
 from tests.helpers.paths import EXAMPLE
-from tests.helpers.real_users import ACCESS_CONFIG, SERVICE, WORKLOAD, cli, system_daemon_process
+from tests.helpers.real_users import ACCESS_CONFIG, SERVICE, WORKLOAD, cli, start_system_daemon, system_daemon_process
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -82,9 +83,14 @@ def predict(X):
 '''
 
 
+#: Operators may deploy code-running models here (the policy's loosened setting, as before it existed): the
+#: uid is what must hold then.
+CONFIG = ACCESS_CONFIG + '[policy]\nrun_code = "operators"\n'
+
+
 @pytest.fixture(scope="module")
 def system_daemon() -> Iterator[DaemonProcess]:
-    yield from system_daemon_process(ACCESS_CONFIG, "mtui-workload-")
+    yield from system_daemon_process(CONFIG, "mtui-workload-")
 
 
 def probe_model(d: DaemonProcess) -> Path:
@@ -118,6 +124,8 @@ def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_
     assert deployed.returncode == 0, deployed.stderr
     detail = json.loads(deployed.stdout)["deployment"]
     assert detail["state"] == "running", detail
+    events = json.loads(cli(d, "mtui-bob", "ps", "probe", "--events", "5", "--json").stdout)["events"]
+    assert any("for mtui-bob" in e["message"] for e in events), events  # whom its instances act for
 
     body = json.dumps({"inputs": [[0], [1], [2], [3], [4], [5], [6]]}).encode()
     req = urllib.request.Request(
@@ -162,13 +170,25 @@ def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_
     assert ("deployments.create", "mtui-bob") in done, done
     assert not [e for e in items if e["user"] in (SERVICE, WORKLOAD)], items
 
+    # A restarted daemon adopts the instance (found by its uid, or by the zygote's record, which it trusts only
+    # for a process of the workload account) instead of starting another; then it can still stop it.
+    d.stop()
+    start_system_daemon(d)
+
+    def adopted() -> bool:
+        got = json.loads(cli(d, "mtui-bob", "ps", "probe", "--json").stdout)["deployment"]
+        return bool(got["state"] == "running" and got["health"] == "healthy")
+
+    wait_for(adopted, "the restarted daemon to report the deployment running")
+    assert d.serving_pids("probe") == pids
     assert cli(d, "mtui-bob", "undeploy", "probe").returncode == 0
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), "the workload's processes to end")
 
 
 def test_without_the_capabilities_workloads_do_not_start_as_the_daemon(tmp_path: Path) -> None:
     """A daemon that cannot switch (here: the workload account does not exist) refuses to deploy and says
     which setting decides; it never runs the model as itself."""
-    config = ACCESS_CONFIG + '[workloads]\nuser = "mtui-nosuchuser"\n'
+    config = CONFIG + '[workloads]\nuser = "mtui-nosuchuser"\n'
     gen = system_daemon_process(config, "mtui-workload-none-")
     d = next(gen)
     try:
