@@ -1,0 +1,125 @@
+"""The run-code policy's decisions against a real registry (no daemon): what runs code, who may, approvals, the
+gate before any start (system mode only), maintenance runs and their challengers, the recorded pickle scan."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.protocol import requests as q
+from daemon.protocol.errors import ProtocolError
+from daemon.registry.codepolicy import PICKLE_ALLOW_ENV, CodePolicy
+from daemon.registry.service import Registry
+from daemon.settings import load_settings
+
+Ingest = Callable[[Registry, Path], q.PushFile]
+OWNER = os.getuid()
+
+
+@dataclass(frozen=True)
+class Who:
+    uid: int
+    user: str
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+
+ADMIN = Who(OWNER, "owner")
+OPERATOR = Who(OWNER + 4242, "bob", frozenset({"ops"}))
+
+
+class _System:
+    def __reduce__(self) -> Any:
+        return (os.system, ("true",))
+
+
+def _policy(reg: Registry, tmp_path: Path, run_code: str, mode: str = "system") -> CodePolicy:
+    cfg = tmp_path / f"daemon-{run_code}-{mode}.toml"
+    cfg.write_text(f'[access]\noperators = ["@ops"]\n[policy]\nrun_code = "{run_code}"\n')
+    env = {"MODELTUI_MODE": mode, "MODELTUI_STATE_DIR": str(tmp_path / "state")}
+    return CodePolicy(reg, load_settings(cfg, environ=env))
+
+
+def _push(reg: Registry, ingest: Ingest, d: Path, manifest: str, files: dict[str, bytes]) -> int:
+    d.mkdir()
+    (d / "modeltui.toml").write_text(manifest)
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    pushed = [ingest(reg, p) for p in sorted(d.iterdir())]
+    return reg.push(q.Push(files=pushed), "bob").version.number
+
+
+PY = 'name = "py"\nflavor = "python"\nmodel_file = "predict.py:predict"\n'
+EVIL = 'name = "evil"\nflavor = "sklearn"\nmodel_file = "model.pkl"\ntrusted = true\n'
+TRAIN = '\n[training]\ncommand = "python train.py --out {output}"\n'
+
+
+def test_operators_are_refused_admins_approve_and_approvals_open_the_gate(
+    reg: Registry, tmp_path: Path, ingest_path: Ingest
+) -> None:
+    n = _push(reg, ingest_path, tmp_path / "py", PY, {"predict.py": b"def predict(X):\n    return X\n"})
+    policy = _policy(reg, tmp_path, "admin")
+    with pytest.raises(ProtocolError) as refused:
+        policy.check(OPERATOR, "py", n, "deploy")
+    assert refused.value.code == "FORBIDDEN"
+    assert '[policy] run_code = "admin"' in refused.value.message
+    assert 'flavor = "python"' in refused.value.message
+    with pytest.raises(ProtocolError):  # whoever causes a start (a rollout, a scheduled run): not approved
+        policy.runtime_env("py", n)
+    assert policy.start_refusal("py", n, None) is not None
+
+    policy.check(ADMIN, "py", n, "deploy")  # the admin may, and that approves the version
+    assert policy.version_code("py", n).approved_by == "owner"
+    policy.check(OPERATOR, "py", n, "deploy")
+    assert policy.runtime_env("py", n) == {}
+    assert policy.start_refusal("py", n, None) is None
+
+
+def test_operators_setting_and_user_mode(reg: Registry, tmp_path: Path, ingest_path: Ingest) -> None:
+    n = _push(reg, ingest_path, tmp_path / "py", PY, {"predict.py": b"def predict(X):\n    return X\n"})
+    _policy(reg, tmp_path, "operators").check(OPERATOR, "py", n, "deploy")
+    assert _policy(reg, tmp_path, "operators").version_code("py", n).approved_by is None  # allowed, not approved
+    assert _policy(reg, tmp_path, "admin", mode="user").runtime_env("py", n) == {}  # only the owner reaches it
+
+
+def test_a_refused_pickle_is_code_and_the_runtime_gets_exactly_its_globals(
+    reg: Registry, tmp_path: Path, ingest_path: Ingest
+) -> None:
+    n = _push(reg, ingest_path, tmp_path / "evil", EVIL, {"model.pkl": pickle.dumps(_System())})
+    policy = _policy(reg, tmp_path, "admin")
+    code = policy.version_code("evil", n)  # scanned on first need (the daemon scans right after the push)
+    assert code.scan is not None
+    assert code.refused_globals == ["posix.system"]
+    assert any(k.startswith("trusted = true") and "posix.system" in k for k in code.runs_code)
+    with pytest.raises(ProtocolError, match=r"posix\.system"):
+        policy.check(OPERATOR, "evil", n, "deploy")
+    policy.approve(f"evil:{n}", None, "reviewed", "owner")
+    assert policy.runtime_env("evil", n) == {PICKLE_ALLOW_ENV: "posix.system"}
+    shown = reg.show(q.Show(ref=f"evil:{n}")).code
+    assert shown is not None
+    assert shown.pickle_scan == "refused: posix.system in model.pkl"
+    assert shown.approved_by == "owner"
+
+
+def test_training_commands_and_challengers(reg: Registry, tmp_path: Path, ingest_path: Ingest) -> None:
+    files = {"model.skops": b"not read", "train.py": b""}
+    sk = 'name = "sk"\nflavor = "sklearn"\nmodel_file = "model.skops"\n'
+    n = _push(reg, ingest_path, tmp_path / "sk", sk + TRAIN, files)
+    policy = _policy(reg, tmp_path, "admin")
+    command = "python train.py --out {output}"
+    assert policy.start_refusal("sk", n, command) is not None  # the manifest's own command, not approved
+    assert policy.start_refusal("sk", n, "python other.py") is None  # set by maintain set (checked there)
+    assert policy.start_refusal("sk", n, None) is None  # no command runs: nothing here runs code
+    with pytest.raises(ProtocolError):
+        policy.require_command(OPERATOR, "sk", "command")
+    policy.require_command(ADMIN, "sk", "command")
+
+    policy.approve(f"sk:{n}", None, "", "owner")
+    child = _push(reg, ingest_path, tmp_path / "sk2", sk + TRAIN, {**files, "model.skops": b"retrained"})
+    policy.inherit("sk", child, n, "maintenance run 1")
+    assert policy.version_code("sk", child).approved_by == "owner"
