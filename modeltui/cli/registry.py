@@ -21,7 +21,7 @@ from . import render
 from .common import check_ref_arg, emit, err, fail, json_option, main, out, parse_tags, parse_time, run, validated
 from .deployments import rollout_waiter
 from .manifest import build_manifest, write_manifest
-from .signing import key_option, say_signed, sign_version
+from .signing import find_key, key_option, say_signed, sign_version
 from .transfer import checkout, push_directory
 
 
@@ -73,9 +73,13 @@ def push(ctx: click.Context, directory: Path, name: str | None, message: str, ta
         if not sign_it:
             return await pushing(client, alias)
         # Signed before the alias moves: under [signing] require = "promote" an alias moves to signed versions only.
+        found = await asyncio.to_thread(find_key, key)  # no key to sign with: nothing is pushed
         pushed, copied = await pushing(client, None)
         v = pushed.version
-        signed.append(await sign_version(client, v.model, v.number, v.digest, key))
+        try:
+            signed.append(await sign_version(client, v.model, v.number, v.digest, key, found))
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, f"pushed {v.model}:{v.number} but did not sign it: {exc.message}") from None
         if alias is not None:
             move = q.AliasSet(name=v.model, alias=alias, version=v.number, reason=f"push --sign {v.number}")
             await client.call(move)

@@ -57,9 +57,15 @@ def _agent_key() -> str | None:
     return lines[0] if lines else None
 
 
-def find_key(explicit: Path | None) -> tuple[Path | None, str | None]:
+#: A key file, or a literal public key the agent holds.
+Key = tuple[Path | None, str | None]
+
+
+def find_key(explicit: Path | None) -> Key:
     """(a key file, or a literal public key the agent holds), in the order the module says."""
     if explicit is not None:
+        if not explicit.exists():
+            raise _bad(f"{explicit}: no such key file")
         return explicit, None
     if os.environ.get(ENV_KEY):
         return Path(os.environ[ENV_KEY]).expanduser(), None
@@ -108,9 +114,14 @@ def sign_statement(data: bytes, key: Path | None, literal: str | None) -> str:
     return done.stdout.decode("ascii", "replace")
 
 
-async def sign_version(client: DaemonClient, model: str, number: int, digest: str, key: Path | None) -> r.SignResult:
-    """Sign ``model:number`` (whose content is ``digest``) with the user's key and record the signature."""
-    path, literal = await asyncio.to_thread(find_key, key)
+async def sign_version(
+    client: DaemonClient, model: str, number: int, digest: str, key: Path | None, found: Key | None = None
+) -> r.SignResult:
+    """Sign ``model:number`` (whose content is ``digest``) with the user's key (``found`` already, or looked for
+    from ``key``) and record the signature."""
+    if found is None:
+        found = await asyncio.to_thread(find_key, key)
+    path, literal = found
     armored = await asyncio.to_thread(sign_statement, statement(model, digest), path, literal)
     return await client.call(q.SignVersion(ref=f"{model}:{number}", digest=digest, signature=armored))
 

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,6 +101,16 @@ def test_a_signed_push_is_verified_and_shown_with_its_signer(
     assert f"verified {ALICE}" in d.cli("log", "signed").stdout
 
 
+def test_no_key_to_sign_with_pushes_nothing(d: DaemonProcess, tmp_path: Path) -> None:
+    model = make_model_dir(tmp_path / "m", name="keyless")
+    res = d.cli("push", str(model), "--sign", "-k", str(tmp_path / "missing"))
+    assert res.returncode == 4
+    assert "missing: no such key file" in res.stderr
+    with pytest.raises(ProtocolError) as caught:
+        call(d, q.Log(name="keyless"))
+    assert caught.value.code is ErrorCode.NOT_FOUND
+
+
 def test_a_key_not_allowed_is_recorded_as_such_and_does_not_count(
     d: DaemonProcess, keys: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -173,9 +184,19 @@ def test_a_tampered_signature_is_refused_and_never_recorded(
         assert caught.value.code is ErrorCode.INVALID, caught.value
         assert says in caught.value.message
     assert call(d, q.Show(ref="tampered:1")).signatures == []
+    # push --sign says which version it pushed when the daemon refuses the signature
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh-keygen").write_text(f"#!/bin/sh\ncat <<'EOF'\n{bad}EOF\n")
+    (fake / "ssh-keygen").chmod(0o755)
+    env = {**d.env, "PATH": f"{fake}:{d.env['PATH']}"}
+    cmd = [sys.executable, "-m", "modeltui", "push", str(tmp_path / "m"), "--sign", "-k", str(keys["alice"])]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 4
+    assert "pushed tampered:1 but did not sign it: the signature does not verify" in res.stderr
     audit = call(d, q.AuditRequest(limit=50))
     refused = [e for e in audit.items if e.op == "versions.sign" and e.result == "INVALID"]
-    assert len(refused) == 3, audit
+    assert len(refused) == 4, audit  # the three above and push --sign's
 
 
 def test_promote_needs_a_verified_signature_and_a_revoked_signer_stops_counting(
