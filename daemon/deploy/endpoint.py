@@ -8,6 +8,7 @@ always binds 127.0.0.1; the Docker backend binds ``[docker] bind_address`` (``0.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from daemon.serving.auth import (
     ENV_ADMIN,
@@ -23,6 +24,9 @@ from daemon.settings import Settings
 from daemon.store.credentials import Credentials
 
 from .base import BackendError
+
+#: a certificate chain longer than this is not handed to clients
+MAX_CERT_BYTES = 64 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -72,6 +76,18 @@ def runtime_env(settings: Settings, backend: str, creds: Credentials) -> dict[st
         env[ENV_TLS_CERT] = str(serving.tls_cert)
         env[ENV_TLS_KEY] = str(serving.tls_key)
     return env
+
+
+def tls_cert_pem(path: Path) -> str | None:
+    """Blocking: the certificate file's text (PEM, public), for clients to pin; None when unreadable."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CERT_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > MAX_CERT_BYTES or b"-----BEGIN CERTIFICATE-----" not in data:
+        return None
+    return data.decode("ascii", errors="replace")
 
 
 def scheme(settings: Settings, backend: str) -> str:

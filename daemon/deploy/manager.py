@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
-from daemon.protocol.deploy import ContainerOptions
+from daemon.protocol.deploy import ContainerOptions, DeploymentInfo
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict, invalid, not_found
 from daemon.protocol.events import DeploymentEvent, Event, LogEvent
 from daemon.protocol.names import parse_ref
@@ -52,7 +52,7 @@ from .base import (
     ProgressLine,
     free_port,
 )
-from .endpoint import auth_required, runtime_env
+from .endpoint import auth_required, runtime_env, scheme, tls_cert_pem
 from .health import http_status
 from .image import Pruned
 
@@ -459,6 +459,8 @@ class DeploymentManager:
         self.publish = publish
         self.listeners = listeners
         self.supervisors: dict[str, Supervisor] = {}
+        #: ``[serving] tls_cert``'s text, read once when a client first asks (for it to pin)
+        self._tls_pem: str | None = None
         self.tailers: dict[str, asyncio.Task[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -582,8 +584,15 @@ class DeploymentManager:
             raise not_found(f"no deployment named {name!r}")
         return sup
 
-    async def _detail(self, sup: Supervisor, events: int = 20) -> r.DeploymentDetail:
+    def _info(self, sup: Supervisor) -> DeploymentInfo:
+        """The deployment as clients see it: its endpoint's scheme is https when its runtimes serve TLS."""
         info = sup.rec.info(sup.rollout_to)
+        if info.endpoint and scheme(self.settings, sup.rec.backend) == "https":
+            info = info.model_copy(update={"endpoint": "https://" + info.endpoint.removeprefix("http://")})
+        return info
+
+    async def _detail(self, sup: Supervisor, events: int = 20) -> r.DeploymentDetail:
+        info = self._info(sup)
         found = await asyncio.to_thread(self.registry.deployments.events, sup.rec.name, events) if events else []
         return r.DeploymentDetail(deployment=info, events=found)
 
@@ -614,6 +623,8 @@ class DeploymentManager:
     async def token(self, name: str, *, reveal: bool) -> r.DeploymentToken:
         sup = self._get(name)
         creds = await asyncio.to_thread(self.registry.credentials.get, name)
+        if self._tls_pem is None and self.settings.serving.tls_cert is not None:
+            self._tls_pem = await asyncio.to_thread(tls_cert_pem, self.settings.serving.tls_cert)
         return self._token_result(sup, creds, reveal=reveal)
 
     def _token_result(self, sup: Supervisor, creds: Credentials | None, *, reveal: bool) -> r.DeploymentToken:
@@ -622,6 +633,7 @@ class DeploymentManager:
             name=sup.rec.name,
             exists=has,
             required=auth_required(self.settings, sup.rec.backend),
+            tls_cert_pem=self._tls_pem if scheme(self.settings, sup.rec.backend) == "https" else None,
             created_at=datetime.fromtimestamp(creds.created_at, UTC) if creds else None,
             rotated_at=datetime.fromtimestamp(creds.rotated_at, UTC) if creds else None,
             token=creds.token if reveal and creds is not None and creds.token else None,
@@ -650,7 +662,6 @@ class DeploymentManager:
     async def _changed_token(self, sup: Supervisor, told: bool) -> None:
         how = "the running instance took it" if told else "restarting the instance to take it"
         await asyncio.to_thread(self.registry.deployments.save, sup.rec, ("token", f"new clients' token ({how})"))
-
 
     async def _new_record(self, req: q.Deploy) -> DeploymentRecord:
         """The deployment ``req`` asks for, checked against the backends and the deployments there are."""
@@ -729,7 +740,7 @@ class DeploymentManager:
     def list(self, model: str | None) -> r.DeploymentList:
         return r.DeploymentList(
             items=[
-                s.rec.info(s.rollout_to) for n, s in sorted(self.supervisors.items()) if model in (None, s.rec.model)
+                self._info(s) for n, s in sorted(self.supervisors.items()) if model in (None, s.rec.model)
             ]
         )
 

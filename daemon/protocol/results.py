@@ -321,6 +321,9 @@ class DeploymentToken(Result):
     created_at: datetime | None = None
     rotated_at: datetime | None = None
     token: str | None = None
+    tls_cert_pem: str | None = Field(
+        default=None, description="the certificate the endpoint presents (https): clients trust exactly it"
+    )
 
 
 class RemoteDeployment(Result):

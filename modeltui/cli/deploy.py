@@ -25,7 +25,7 @@ from .. import format as fmt
 from ..client import DaemonClient
 from . import render
 from .common import check_ref_arg, emit, err, fail, json_option, main, out, parse_pairs, run
-from .deployments import find_deployment
+from .deployments import EndpointAccess, endpoint_access, find_deployment
 from .predictions import print_prediction
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -311,16 +311,21 @@ def _request_body(path: Path) -> tuple[str, bytes, str]:
 def predict(ctx: click.Context, target: str, input_file: Path, as_json: bool) -> None:
     """Send INPUT to the deployment serving TARGET; print each row's prediction id (for `modeltui feedback`)
     and prediction, or with --json the answer with its "ids"."""
-    detail = run(ctx, lambda c: find_deployment(c, target, with_token=True))
+
+    async def find(c: DaemonClient) -> tuple[r.DeploymentDetail, EndpointAccess]:
+        found = await find_deployment(c, target)
+        return found, await endpoint_access(c, found.deployment.name)
+
+    detail, access = run(ctx, find)
     d = detail.deployment
     endpoint = d.endpoint
     if not endpoint:
         fail(f"deployment {d.name} is {d.state}, not serving: {d.message}", EXIT_CODES[ErrorCode.UNAVAILABLE])
     path, body, ctype = _request_body(input_file)
-    headers = {"Content-Type": ctype} | ({"Authorization": f"Bearer {detail.token}"} if detail.token else {})
+    headers = {"Content-Type": ctype} | ({"Authorization": f"Bearer {access.token}"} if access.token else {})
     req = urllib.request.Request(endpoint + path, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=60, context=access.tls) as resp:
             answer = resp.read()
             headers = dict(resp.headers.items())
     except urllib.error.HTTPError as exc:

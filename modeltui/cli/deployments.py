@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
+from dataclasses import dataclass
 
 from daemon.protocol import requests as q
 from daemon.protocol import results as r
@@ -18,30 +20,46 @@ from ..client import DaemonClient
 TOKEN_ENV = "MODELTUI_TOKEN"
 
 
-async def endpoint_token(c: DaemonClient, name: str) -> str | None:
-    """The token ``predict``/``feedback`` send to ``name``'s endpoint: ``$MODELTUI_TOKEN``, else, when the
-    endpoint asks for one, the deployment's own from the daemon (operators; a viewer gets None and the
-    endpoint's 401 says what is missing). Never printed."""
-    if os.environ.get(TOKEN_ENV):
-        return os.environ[TOKEN_ENV]
+@dataclass(frozen=True)
+class EndpointAccess:
+    """What ``predict``/``feedback`` need to reach a deployment's endpoint: the bearer token to send (None:
+    none) and, for an https endpoint, the TLS context that trusts exactly the certificate it presents."""
+
+    token: str | None = None
+    tls: ssl.SSLContext | None = None
+
+
+def pinned_context(pem: str) -> ssl.SSLContext:
+    """Trust exactly this certificate (self-signed or a CA's leaf: partial chains allowed); the host name is
+    not checked, as the endpoint is addressed as 127.0.0.1 whatever name the certificate carries."""
+    ctx = ssl.create_default_context(cadata=pem)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.check_hostname = False
+    return ctx
+
+
+async def endpoint_access(c: DaemonClient, name: str) -> EndpointAccess:
+    """The token: ``$MODELTUI_TOKEN``, else, when the endpoint asks for one, the deployment's own from the
+    daemon (operators; a viewer gets None and the endpoint's 401 says what is missing); never printed. The
+    TLS context from the certificate the daemon's ``[serving] tls_cert`` names."""
     status = await c.call(q.DeploymentTokenStatus(name=name))
+    tls = pinned_context(status.tls_cert_pem) if status.tls_cert_pem else None
+    if os.environ.get(TOKEN_ENV):
+        return EndpointAccess(os.environ[TOKEN_ENV], tls)
     if not status.required or not status.exists:
-        return None
+        return EndpointAccess(None, tls)
     try:
-        return (await c.call(q.UseDeploymentToken(name=name))).token
+        token = (await c.call(q.UseDeploymentToken(name=name))).token
     except ProtocolError as exc:
-        if exc.code == ErrorCode.FORBIDDEN:
-            return None
-        raise
+        if exc.code != ErrorCode.FORBIDDEN:
+            raise
+        token = None
+    return EndpointAccess(token, tls)
 
 
-async def find_deployment(c: DaemonClient, target: str, *, with_token: bool = False) -> r.DeploymentDetail:
-    """A deployment by name, else the running deployment of a ref (``NAME@ALIAS``, ``NAME:N``, ``NAME``); with
-    ``with_token`` its ``token`` is what to send to its endpoint (:func:`endpoint_token`)."""
-    detail = await _find(c, target)
-    if with_token:
-        detail = detail.model_copy(update={"token": await endpoint_token(c, detail.deployment.name)})
-    return detail
+async def find_deployment(c: DaemonClient, target: str) -> r.DeploymentDetail:
+    """A deployment by name, else the running deployment of a ref (``NAME@ALIAS``, ``NAME:N``, ``NAME``)."""
+    return await _find(c, target)
 
 
 async def _find(c: DaemonClient, target: str) -> r.DeploymentDetail:

@@ -44,7 +44,7 @@ from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
 
 from ..client import DaemonClient
 from .common import emit, err, fail, json_option, main, out, run
-from .deployments import find_deployment
+from .deployments import EndpointAccess, endpoint_access, find_deployment
 
 MAX_LINES = 1_000_000
 CHUNK = 1000
@@ -225,11 +225,18 @@ def _post(conn: http.client.HTTPConnection, path: str, items: list[Item], token:
         return resp.status, {"message": data[:300].decode(errors="replace")}
 
 
-def send_labels(d: DeploymentInfo, items: list[Item], token: str | None = None) -> tuple[int, int]:
+def send_labels(d: DeploymentInfo, items: list[Item], access: EndpointAccess | None = None) -> tuple[int, int]:
     """POST ``items`` to the deployment's ``/feedback`` in chunks of :data:`CHUNK`: (matched, unknown). A
     deployment that does not answer, or refuses a chunk, ends the command saying how many were sent."""
     url = urlsplit(d.endpoint or "")
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=60)
+    access = access or EndpointAccess()
+    host = url.hostname or "127.0.0.1"
+    conn = (
+        http.client.HTTPSConnection(host, url.port or 443, timeout=60, context=access.tls)
+        if url.scheme == "https"
+        else http.client.HTTPConnection(host, url.port or 80, timeout=60)
+    )
+    token = access.token
     path = url.path.rstrip("/") + "/feedback"
     matched = unknown = sent = 0
     try:
@@ -272,25 +279,26 @@ def feedback(ctx: click.Context, target: str, file: Path, as_json: bool) -> None
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_CODES[ErrorCode.INVALID])
 
-    async def body(c: DaemonClient) -> tuple[r.DeploymentDetail, str | None]:
-        detail = await find_deployment(c, target, with_token=True)
+    async def body(c: DaemonClient) -> tuple[r.DeploymentDetail, EndpointAccess, str | None]:
+        detail = await find_deployment(c, target)
         d = detail.deployment
+        access = await endpoint_access(c, d.name)
         if kind != "csv" or d.version is None:
-            return detail, None
+            return detail, access, None
         try:
             version = await c.call(q.Show(ref=f"{d.model}:{d.version}"))
         except ProtocolError:
-            return detail, None  # the version is gone from the registry: send the labels as strings
-        return detail, output_type(version.signature)
+            return detail, access, None  # the version is gone from the registry: send the labels as strings
+        return detail, access, output_type(version.signature)
 
-    detail, out_type = run(ctx, body)
+    detail, access, out_type = run(ctx, body)
     d = detail.deployment
     if not d.endpoint:
         fail(f"deployment {d.name} is {d.state}, not serving: {d.message}", EXIT_CODES[ErrorCode.UNAVAILABLE])
     if kind == "csv":
         for item in items:
             item["label"] = typed_label(item["label"], out_type)
-    matched, unknown = send_labels(d, items, detail.token)
+    matched, unknown = send_labels(d, items, access)
     sent = len(items)
     result = {
         "deployment": d.name,

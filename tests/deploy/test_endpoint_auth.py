@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from daemon.deploy.endpoint import auth_required, beyond_loopback, runtime_env
+from daemon.deploy.tls import self_signed
 from daemon.settings import DockerSection, ServingSection, load_settings
 from daemon.store.credentials import Credentials
 from tests.helpers.daemon import DaemonProcess, admin_token, cli_json, daemon_env
@@ -28,11 +30,16 @@ from tests.helpers.paths import EXAMPLE
 
 pytestmark = pytest.mark.integration
 
+#: the runtimes' certificate (set by the module's fixture)
+CERT = ""
+
 CONFIG = """
 [serving]
 auth = "on"
 health_open = false
 metrics_open = false
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
 
 [monitor]
 scrape_interval_seconds = 0.5
@@ -45,6 +52,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProc
     (base / "home").mkdir()
     env = daemon_env(base)
     (base / "daemon.toml").write_text(CONFIG)
+    global CERT
+    CERT = str(self_signed(base / "tls", "localhost")[0])
     d = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
     example = base / "breast_cancer"
     shutil.copytree(EXAMPLE, example)
@@ -64,7 +73,11 @@ def request(
 ) -> tuple[int, dict[str, str], Any]:
     """A plain ``http.client`` call, as any MLflow-style client makes it."""
     u = urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=30)
+    conn = (
+        http.client.HTTPSConnection("localhost", u.port, timeout=30, context=ssl.create_default_context(cafile=CERT))
+        if u.scheme == "https"
+        else http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=30)
+    )
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
     try:
         conn.request(method or ("GET" if body is None else "POST"), path, None if body is None else json.dumps(body),
@@ -78,10 +91,10 @@ def request(
 
 def curl_status(url: str, body: str, token: str | None) -> int:
     args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
-            "-H", "Content-Type: application/json", "-d", body]  # fmt: skip
+            "-H", "Content-Type: application/json", "-d", body, "--cacert", CERT]  # fmt: skip
     if token:
         args += ["-H", f"Authorization: Bearer {token}"]
-    done = subprocess.run([*args, url], capture_output=True, text=True, check=False)
+    done = subprocess.run([*args, url.replace("127.0.0.1", "localhost")], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return int(done.stdout)
 
@@ -92,6 +105,9 @@ def test_token_needed_on_the_public_routes(setup: tuple[DaemonProcess, dict[str,
     assert token
     assert len(token) >= 40
     endpoint = detail["deployment"]["endpoint"]
+    assert endpoint.startswith("https://127.0.0.1:")  # [serving] tls_cert: the public port speaks TLS only
+    with pytest.raises((http.client.HTTPException, OSError)):
+        request(endpoint.replace("https://", "http://"), "/health")
     columns, rows, _ = eval_table(example)
     body = {"dataframe_split": {"columns": columns, "data": rows[:2]}}
     assert curl_status(endpoint + "/invocations", json.dumps(body), None) == 401
