@@ -20,8 +20,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from daemon.deploy.base import BackendError, InstanceSpec
+from daemon.deploy.docker import run_kwargs
 from daemon.deploy.endpoint import auth_required, beyond_loopback, runtime_env
 from daemon.deploy.tls import self_signed
+from daemon.protocol.deploy import ContainerOptions
+from daemon.serving.auth import sha256_hex
 from daemon.settings import DockerSection, ServingSection, load_settings
 from daemon.store.credentials import Credentials
 from tests.helpers.daemon import DaemonProcess, admin_token, cli_json, daemon_env
@@ -232,3 +236,33 @@ def test_self_signed_pair_from_the_command_line(tmp_path: Path) -> None:
     again = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert again.returncode == 1
     assert "exists" in again.stderr
+
+
+def test_docker_containers_get_the_hashes_in_their_environment_only(tmp_path: Path) -> None:
+    """The Docker backend passes the runtime's settings as environment (``docker inspect`` shows hashes,
+    never a token) and a deployment's own environment cannot set them (MODELTUI_* is reserved)."""
+    base = load_settings("/nonexistent/modeltui-test.toml", state_dir=str(tmp_path), socket=str(tmp_path / "s"))
+    beyond = base.model_copy(update={"docker": DockerSection(bind_address="0.0.0.0")})
+    creds = Credentials("the-clients-token", "the-admin-token", 0.0, 0.0)
+    spec = InstanceSpec(
+        deployment="dep", instance_id="abcd", model="m", version=1, digest="d" * 64, model_dir=tmp_path,
+        public_port=18080, admin_port=18081, env={"GREETING": "hi"}, options=ContainerOptions(),
+        log_dir=tmp_path / "logs", runtime_env=runtime_env(beyond, "docker", creds),
+    )  # fmt: skip
+    kw = run_kwargs(spec, beyond.docker, image="i", owner="o")
+    env = kw["environment"]
+    assert env["MODELTUI_AUTH"] == "on"
+    assert env["MODELTUI_TOKEN_SHA256"] == sha256_hex("the-clients-token")
+    assert env["MODELTUI_ADMIN_TOKEN_SHA256"] == sha256_hex("the-admin-token")
+    assert env["GREETING"] == "hi"
+    flat = json.dumps(kw, default=str)
+    assert "the-clients-token" not in flat
+    assert "the-admin-token" not in flat
+    with pytest.raises(BackendError, match="reserved"):
+        run_kwargs(
+            InstanceSpec(**{**spec.__dict__, "env": {"MODELTUI_AUTH": "off"}}), beyond.docker, image="i", owner="o"
+        )
+    # TLS files are the process backend's: a container cannot read them
+    tls = beyond.model_copy(update={"serving": ServingSection(tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem")})
+    with pytest.raises(BackendError, match="process backend only"):
+        runtime_env(tls, "docker", creds)
