@@ -534,6 +534,10 @@ class DeploymentManager:
             for name, sup in list(self.supervisors.items()):
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(sup.backend.rotate, name)
+            try:  # [signing] allowed_signers edited: what show says of each signature follows
+                await self.signing.refresh()
+            except (ProtocolError, OSError) as exc:
+                log.warning("could not check the signatures again: %s", exc)
 
     # -- queries for the layers above (monitor, maintenance, doctor, handlers) ----------------------------------
 

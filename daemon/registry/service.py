@@ -495,6 +495,12 @@ class Registry:
             return r.SignResult(version=found, signature=signed)
 
     @_guarded
+    def all_signatures(self) -> list[tuple[int, str, int, str, str, str, str | None]]:
+        """Every recorded signature: (id, model, number, digest, armored text, status, principal)."""
+        with self._db.read() as conn:
+            return sql.all_signatures(conn)
+
+    @_guarded
     def record_signature_checks(self, checks: list[tuple[int, str, str | None]]) -> None:
         """Store the outcome (status, principal) of checking signatures again, by id."""
         now = utcnow()

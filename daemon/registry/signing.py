@@ -118,6 +118,8 @@ class SigningPolicy:
         self.checker = SignatureChecker(section)
         #: Told the model whose recorded signatures were checked again (the daemon drops its cached reads).
         self.on_checked: Callable[[str], None] = lambda model: None
+        #: (device, inode, size, mtime) of the allowed-signers file when every signature was last checked
+        self._seen: tuple[int, int, int, int] | Literal["never"] | None = "never"
 
     async def sign(self, req: q.SignVersion, user: str) -> r.SignResult:
         model, number, digest = await asyncio.to_thread(self.registry.resolve, req.ref)
@@ -141,6 +143,46 @@ class SigningPolicy:
     def applies(self, stage: Stage) -> bool:
         require = self.section.require
         return require == "promote" or (require == "deploy" and stage == "deploy")
+
+    def _stamp(self) -> tuple[int, int, int, int] | None:
+        path = self.section.allowed_signers
+        if path is None:
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+    async def refresh(self) -> int:
+        """When the allowed-signers file changed (edited, replaced, added or removed) since the last look,
+        check every recorded signature against it again, so ``show`` and ``log`` say "not allowed" for a
+        signer taken out of it (and "verified" for one put in) without waiting for a deploy. The daemon calls
+        this periodically, off the event loop's hot paths; returns how many signatures changed status."""
+        stamp = await asyncio.to_thread(self._stamp)
+        if stamp == self._seen:
+            return 0
+        self._seen = stamp
+        changed: list[tuple[int, str, str | None]] = []
+        models: set[str] = set()
+        for sid, model, _number, digest, text, status, principal in await asyncio.to_thread(
+            self.registry.all_signatures
+        ):
+            try:
+                verdict = await asyncio.to_thread(self.checker.check, model, digest, text)
+            except ProtocolError as exc:
+                if exc.code is not ErrorCode.INVALID:
+                    raise
+                verdict = Verdict("not allowed", None)
+            if (verdict.status, verdict.principal) != (status, principal):
+                changed.append((sid, verdict.status, verdict.principal))
+                models.add(model)
+        if changed:
+            await asyncio.to_thread(self.registry.record_signature_checks, changed)
+            for model in models:
+                self.on_checked(model)
+            log.info("the allowed-signers file changed: %d signature(s) changed status", len(changed))
+        return len(changed)
 
     def check_push_alias(self, alias: str | None) -> None:
         """A push cannot move an alias under "promote": the version it makes has no signature yet."""

@@ -412,6 +412,16 @@ def signature_texts(conn: sqlite3.Connection, mid: int, number: int) -> list[tup
     return [(int(i), str(text)) for i, text in rows]
 
 
+def all_signatures(conn: sqlite3.Connection) -> list[tuple[int, str, int, str, str, str, str | None]]:
+    """(id, model, number, digest, armored text, status, principal) of every recorded signature."""
+    return list(
+        conn.execute(
+            "SELECT s.id, m.name, v.number, v.digest, s.signature, s.status, s.principal FROM version_signatures s "
+            "JOIN versions v ON v.id = s.version_id JOIN models m ON m.id = v.model_id ORDER BY s.id"
+        )
+    )
+
+
 def put_signature(conn: sqlite3.Connection, mid: int, number: int, values: dict[str, Any]) -> None:
     """Record a signature of a version; the same key's earlier signature of it is replaced."""
     conn.execute(

@@ -231,3 +231,11 @@ def test_promote_needs_a_verified_signature_and_a_revoked_signer_stops_counting(
     assert "no signature of promoted:1 is by a signer" in caught.value.message
     [sig] = call(d, q.Show(ref="promoted:1")).signatures
     assert (sig.status, sig.principal) == ("not allowed", None)
+
+    # alice is back: the daemon notices the edited file by itself (it looks every 10 s), and show says so
+    allowed.write_text(signer_line(ALICE, keys["alice"]) + signer_line("mallory@example.com", keys["mallory"]))
+    wait_for(
+        lambda: call(d, q.Show(ref="promoted:1")).signatures[0].status == "verified",
+        "the signature verified again after the allowed-signers file changed",
+        timeout=60,
+    )
