@@ -17,6 +17,8 @@ from daemon.protocol.errors import ProtocolError
 from daemon.registry.codepolicy import PICKLE_ALLOW_ENV, CodePolicy
 from daemon.registry.service import Registry
 from daemon.settings import load_settings
+from modeltui.cli.render import code_rows
+from modeltui.widgets.detail_tables import code_pairs
 
 Ingest = Callable[[Registry, Path], q.PushFile]
 OWNER = os.getuid()
@@ -100,10 +102,16 @@ def test_a_refused_pickle_is_code_and_the_runtime_gets_exactly_its_globals(
         policy.check(OPERATOR, "evil", n, "deploy")
     policy.approve(f"evil:{n}", None, "reviewed", "owner")
     assert policy.runtime_env("evil", n) == {PICKLE_ALLOW_ENV: "posix.system"}
-    shown = reg.show(q.Show(ref=f"evil:{n}")).code
+    detail = reg.show(q.Show(ref=f"evil:{n}"))
+    shown = detail.code
     assert shown is not None
     assert shown.pickle_scan == "refused: posix.system in model.pkl"
     assert shown.approved_by == "owner"
+    # what `modeltui show` and the TUI's version detail print from it
+    rows = dict(code_rows(shown))
+    assert rows["pickle scan"] == "refused: posix.system in model.pkl"
+    assert rows["runs code"].endswith("(approved by owner)")
+    assert dict(code_pairs(detail)) == rows
 
 
 def test_training_commands_and_challengers(reg: Registry, tmp_path: Path, ingest_path: Ingest) -> None:
