@@ -168,6 +168,7 @@ class Cluster:
         if self.zk.connected:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.presence.leave)
+        self.zk.cancel_check()
         await asyncio.to_thread(self.zk.stop)
 
     def is_leader(self, job: str) -> bool:

@@ -123,6 +123,7 @@ class Zk:
 
     async def _check(self, generation: int, new_session: bool) -> None:
         """Check (and keep checking while refused) this session's access; then tell the listeners."""
+        failures = 0
         while generation == self._generation:
             try:
                 await asyncio.to_thread(self.check_access)
@@ -132,7 +133,9 @@ class Zk:
                     log.error("%s", refused)
                 self.refused = refused
             except Exception as exc:  # a connection loss mid-check (a state change follows), a timeout
-                log.warning("ZooKeeper access check failed (%s); trying again", exc)
+                failures += 1
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "ZooKeeper access check failed (%s); trying again", exc)  # fmt: skip
             else:
                 if generation == self._generation:
                     if self.refused:
@@ -207,6 +210,12 @@ class Zk:
     def start(self) -> None:
         """Connect in the background: the daemon serves from its cache until ZooKeeper answers."""
         self.client.start_async()
+
+    def cancel_check(self) -> None:
+        """On the event loop, before :meth:`stop`: no access check runs on."""
+        self._generation += 1
+        if self._checking is not None:
+            self._checking.cancel()
 
     def stop(self) -> None:
         """Blocking: close the session (ephemeral nodes go at once)."""

@@ -15,7 +15,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +59,7 @@ def member(factory: Callable[[str], DaemonProcess], name: str, zk: ZkEnsemble, c
         f'[cluster]\nzookeeper = "{zk.connect_string()}"\nchroot = "{chroot}"\nregistry = "{REGISTRY}"\n'
         f"session_timeout_seconds = 4\n{extra}\n[exporter]\nenabled = false\n"
     )
-    return d.start()
-
-
-def together(*starts: Callable[[], DaemonProcess]) -> list[DaemonProcess]:
-    """Start daemons at once (each start waits for its socket; a loaded machine makes that seconds)."""
-    with ThreadPoolExecutor(len(starts)) as pool:
-        return list(pool.map(lambda start: start(), starts))
+    return d.start(timeout=60)  # only a hang takes that long, however loaded the machine
 
 
 def status(d: DaemonProcess) -> dict[str, Any]:
@@ -146,7 +139,7 @@ def test_every_node_is_the_credentials_only_and_nothing_opens_it_without_it(
     need(registry_up(), f"no OCI registry on {REGISTRY}; run scripts/services.sh as root")
     top = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
     chroot = f"{top}/team"  # the chroot's parent is made by the daemon too
-    a, b = together(lambda: member(daemon_factory, "a", zk, chroot), lambda: member(daemon_factory, "b", zk, chroot))
+    a, b = member(daemon_factory, "a", zk, chroot), member(daemon_factory, "b", zk, chroot)
     wait_for(lambda: len(status(a)["hosts"]) == 2, "both daemons registered")
     # Two daemons with one credential share the registry as without one.
     assert a.cli("push", str(make_model_dir(tmp_path / "m")), "--alias", "production").returncode == 0
@@ -202,8 +195,8 @@ def test_a_wrong_or_missing_credential_is_named_and_the_daemon_serves_from_its_c
     chroot = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
     a = member(daemon_factory, "a", zk, chroot)
     wait_for(lambda: state(a) == "connected", "A connected")
-    wrong, bare = together(lambda: member(daemon_factory, "wrong", zk, chroot, WRONG),
-                           lambda: member(daemon_factory, "bare", zk, chroot, None, 'zk_auth = "none"'))  # fmt: skip
+    wrong = member(daemon_factory, "wrong", zk, chroot, WRONG)
+    bare = member(daemon_factory, "bare", zk, chroot, None, 'zk_auth = "none"')
     for d, setting in ((wrong, "zk_credentials_file"), (bare, 'zk_auth = "none"')):
         got = wait_for(functools.partial(refused, d), "refused")
         assert "NoAuth" in got["problem"], got
