@@ -480,6 +480,9 @@ class Maintenance:
             refusal = await asyncio.to_thread(self.code_policy.start_refusal, model, champion, p.command)
             if refusal is not None:
                 raise _StepFailed(run, refusal)
+        champ_env = (
+            None if self.code_policy is None else await asyncio.to_thread(self.code_policy.pickle_env, model, champion)
+        )
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         logfile = workdir / "run.log"
         limits = Limits(timeout_seconds=p.timeout_seconds, memory_mb=p.memory_mb)
@@ -496,7 +499,8 @@ class Maintenance:
             holdout = holdout_csv if p.holdout == pol.FEEDBACK else holdout
 
         def score(model_dir: Path, metrics: list[str] | None = None) -> tuple[float, tuple[str, dict[str, float]]]:
-            got = evaluate(model_dir, holdout, target, metrics or [p.metric], limits, logfile, token)
+            allow = champ_env if model_dir == champ_dir else None  # an approved champion's refused pickle globals
+            got = evaluate(model_dir, holdout, target, metrics or [p.metric], limits, logfile, token, allow)
             return got[p.metric], (f"{p.metric} {got[p.metric]:.6f} on {p.holdout}", got)
 
         def score_searched(model_dir: Path) -> tuple[float, tuple[str, dict[str, float]]]:

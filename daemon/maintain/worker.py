@@ -184,6 +184,7 @@ def evaluate(
     limits: Limits,
     log: Path,
     cancel: Cancel | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Score the model in ``model_dir`` on ``data`` and return ``{metric: value}`` for ``metrics``.
 
@@ -218,7 +219,7 @@ def evaluate(
     root = Path(daemon.__path__[0]).resolve().parent
     with tempfile.TemporaryFile() as result:
         outcome = _run(argv, cwd=root, limits=limits, log=log, stdout=result, what="evaluate", title=str(model_dir),
-                       cancel=cancel, reads=(model_dir, data))  # fmt: skip
+                       cancel=cancel, reads=(model_dir, data), env=env)  # fmt: skip
         if outcome.returncode != 0 or outcome.timed_out or outcome.cancelled:
             raise _failure("evaluating " + str(model_dir), outcome, limits)
         result.seek(0)

@@ -285,6 +285,11 @@ class CodePolicy:
         manifest_command = command is not None and command == code.training
         return self._unapproved(code, code.runs_code + (["[training] command"] if manifest_command else []))
 
+    def pickle_env(self, model: str, number: int) -> dict[str, str]:
+        """What a worker loading ``model:number`` needs (checked already): the refused globals it may load."""
+        refused = self.version_code(model, number).refused_globals
+        return {PICKLE_ALLOW_ENV: ",".join(refused)} if refused else {}
+
     def runtime_env(self, model: str, number: int) -> dict[str, str]:
         """Before an instance of ``model:number`` starts (blocking): FORBIDDEN under ``"admin"`` for code that no
         admin approved, whoever caused the start; else what the runtime needs (the refused globals it may load)."""
