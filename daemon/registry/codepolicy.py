@@ -108,8 +108,9 @@ class CodePolicy:
             return {"file": path, "globals": [], "refused": [], "refused_count": 0, "error": "the file is missing"}
         try:
             fd = self.registry.objects.open_object(str(sha[0]))
-        except ProtocolError as exc:  # a mirrored version whose objects are not on this host yet
-            return {"file": path, "globals": [], "refused": [], "refused_count": 0, "error": exc.message[:200]}
+        except ProtocolError as exc:  # a mirrored version whose objects are not on this host yet: not recorded
+            return {"file": path, "globals": [], "refused": [], "refused_count": 0, "error": exc.message[:200],
+                    "missing": True}  # fmt: skip
         with os.fdopen(fd, "rb") as fh:
             return scan_stream(fh, path).as_dict()
 
@@ -141,6 +142,8 @@ class CodePolicy:
             if not is_pickle_name(manifest.model_path):
                 return None
             scan = self._scan_file(conn, int(vid), manifest.model_path)
+        if scan.pop("missing", False):
+            return scan  # refused for now; scanned again once the file is here
         with self.registry._write_sql() as conn:
             conn.execute(
                 "INSERT INTO version_code (version_id, scan, scanned_at) VALUES (?, ?, ?) "

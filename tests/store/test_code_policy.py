@@ -3,6 +3,7 @@ gate before any start (system mode only), maintenance runs and their challengers
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from collections.abc import Callable
@@ -131,3 +132,22 @@ def test_training_commands_and_challengers(reg: Registry, tmp_path: Path, ingest
     child = _push(reg, ingest_path, tmp_path / "sk2", sk + TRAIN, {**files, "model.skops": b"retrained"})
     policy.inherit("sk", child, n, "maintenance run 1")
     assert policy.version_code("sk", child).approved_by == "owner"
+
+
+def test_a_file_not_here_yet_is_refused_and_scanned_once_it_is(
+    reg: Registry, tmp_path: Path, ingest_path: Ingest
+) -> None:
+    payload = pickle.dumps({"pad": b"x" * (2 << 20), "m": _System()})  # big enough to be a file object
+    n = _push(reg, ingest_path, tmp_path / "evil", EVIL, {"model.pkl": payload})
+    policy = _policy(reg, tmp_path, "admin")
+    stored = reg.objects.path_of(hashlib.sha256(payload).hexdigest())
+    aside = stored.with_name("aside")
+    stored.rename(aside)  # as a cluster host has a mirrored version before its files arrive
+    try:
+        early = policy.version_code("evil", n)
+        assert early.scan is not None
+        assert early.scan["error"]
+        assert early.runs_code  # refused meanwhile
+    finally:
+        aside.rename(stored)
+    assert policy.version_code("evil", n).refused_globals == ["posix.system"]  # not the early error
