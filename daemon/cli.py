@@ -9,12 +9,13 @@ from systemd (EX_OSERR), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from daemon import __version__
 from daemon.server import AlreadyRunning
-from daemon.settings import ConfigError, load_settings
+from daemon.settings import ConfigError, forget_secrets, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"modeltuid: configuration error: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG
+    forget_secrets(os.environ)  # read into the settings: no child (workers, pip, ssh-keygen) inherits them
     if args.command == "check-config":
         print(settings.model_dump_json(indent=2))
         print(f"log file: {settings.log_file}")

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -323,6 +323,16 @@ def zk_credentials(cluster: ClusterSection, env: Mapping[str, str], base: Path) 
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: not UTF-8 text") from None
     return SecretStr(_check_zk_credential(text.strip("\r\n"), where))
+
+
+#: Secrets the settings read from the environment: the daemon removes them from its own environment once
+#: loaded, so that no process it starts (maintenance workers, pip, ssh-keygen) inherits them.
+SECRET_ENV = (ZK_CREDENTIALS_ENV,)
+
+
+def forget_secrets(environ: MutableMapping[str, str]) -> None:
+    for name in SECRET_ENV:
+        environ.pop(name, None)
 
 
 def _check_zk_credential(value: str, where: str) -> str:

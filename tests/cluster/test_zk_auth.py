@@ -296,3 +296,25 @@ def test_a_cluster_without_a_credential_does_not_start(tmp_path: Path) -> None:
                            text=True, timeout=60, check=False)  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert "svc:pw" not in shown.stdout  # check-config never shows it
+
+
+def test_the_daemon_forgets_the_credential_from_its_environment(tmp_path: Path) -> None:
+    """Read into the settings, then removed from the daemon's environment: maintenance workers, pip and
+    ssh-keygen, which inherit it, never see the credential."""
+    config = tmp_path / "daemon.toml"
+    config.write_text('[cluster]\nzookeeper = "127.0.0.1:2181"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTUI_")}
+    env |= {"MODELTUI_CONFIG": str(config), "MODELTUI_STATE_DIR": str(tmp_path / "state")}
+    env["MODELTUI_ZK_CREDENTIALS"] = "svc:do-not-inherit"
+    probe = (
+        "import contextlib, io, os, subprocess, sys\n"
+        "from daemon.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['check-config']) == 0\n"
+        "print('MODELTUI_ZK_CREDENTIALS' in os.environ, subprocess.run(['env'], capture_output=True, text=True).stdout)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("False ")
+    assert "do-not-inherit" not in done.stdout
