@@ -17,16 +17,30 @@ import os
 import pwd
 import shutil
 import stat
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from daemon.deploy import workload
+from daemon.settings import Settings, load_settings
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.example_data import EXAMPLE_MODEL
 from tests.helpers.paths import EXAMPLE
-from tests.helpers.real_users import ACCESS_CONFIG, SERVICE, WORKLOAD, cli, start_system_daemon, system_daemon_process
+from tests.helpers.prerequisites import need
+from tests.helpers.real_users import (
+    ACCESS_CONFIG,
+    SERVICE,
+    WORKLOAD,
+    as_user,
+    cli,
+    ensure_accounts,
+    python_for_users,
+    start_system_daemon,
+    system_daemon_process,
+)
 from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -234,3 +248,102 @@ def test_a_maintenance_runs_workers_run_as_the_workload_account(system_daemon: D
     items = json.loads(cli(d, "mtui-bob", "audit", "--json").stdout)["items"]
     assert ("maintain.run_now", "mtui-bob") in {(e["op"], e["user"]) for e in items if e["result"] == "ok"}
     assert not [e for e in items if e["user"] in (SERVICE, WORKLOAD)], items
+
+
+# -- the setting, without a daemon (fast) ---------------------------------------------------------------------
+
+
+def settings_for(tmp_path: Path, workloads: str, mode: str = "system") -> Settings:
+    (tmp_path / "daemon.toml").write_text(workloads)
+    env = {"MODELTUI_MODE": mode, "MODELTUI_STATE_DIR": str(tmp_path / "state")}
+    return load_settings(tmp_path / "daemon.toml", environ=env)
+
+
+def test_a_missing_account_fails_closed_naming_the_setting(tmp_path: Path) -> None:
+    got = workload.setup(settings_for(tmp_path, '[workloads]\nuser = "mtui-nosuchuser"\n'))
+    assert not got.switches
+    assert got.problem is not None
+    assert "[workloads] user = 'mtui-nosuchuser'" in got.problem
+    assert "no user 'mtui-nosuchuser'" in got.problem
+    with pytest.raises(workload.WorkloadError, match="nothing runs as the daemon instead"):
+        got.wrap(["python"])
+
+
+def test_the_default_in_system_mode_is_modeltui_run_and_user_mode_runs_as_the_user(tmp_path: Path) -> None:
+    system = workload.setup(settings_for(tmp_path, ""))
+    assert system.user == "modeltui-run"  # made at install; missing here, so refused (fail closed)
+    user = workload.setup(settings_for(tmp_path, "", mode="user"))
+    assert (user.user, user.problem, user.switches) == ("", None, False)
+    assert user.wrap(["python", "-V"]) == ["python", "-V"]
+    assert user.root == tmp_path / "state"  # laid out as before: everything in the state directory
+
+
+def test_the_explicit_opt_out_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    got = workload.setup(settings_for(tmp_path, '[workloads]\nuser = ""\n'))
+    assert (got.user, got.problem) == ("", None)
+    assert any('[workloads] user = ""' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_the_daemons_own_user_or_root_is_refused(tmp_path: Path) -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    got = workload.setup(settings_for(tmp_path, f'[workloads]\nuser = "{me}"\n'))
+    assert got.problem is not None
+    assert "own user" in got.problem or "is root" in got.problem
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A directory other users can reach (pytest's tmp_path lives under a 0700 directory of root's)."""
+    path = Path(tempfile.mkdtemp(prefix="mtui-workload-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_daemon_without_the_capabilities_refuses(open_tmp: Path) -> None:
+    """The service user started without the unit's ambient capabilities: it cannot switch, and says so."""
+    tmp_path = open_tmp
+    need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
+    ensure_accounts()
+    svc = pwd.getpwnam(SERVICE)
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "state").mkdir(mode=0o700)
+    os.chown(tmp_path / "state", svc.pw_uid, svc.pw_gid)
+    (tmp_path / "daemon.toml").write_text(f'[workloads]\nuser = "{WORKLOAD}"\n')
+    os.chmod(tmp_path / "daemon.toml", 0o644)
+    ask = (
+        "from daemon.settings import load_settings; from daemon.deploy import workload; import sys;"
+        "print(workload.setup(load_settings(sys.argv[1])).problem)"
+    )
+    env = {"MODELTUI_MODE": "system", "MODELTUI_STATE_DIR": str(tmp_path / "state"), "PATH": os.environ["PATH"]}
+    done = as_user(SERVICE, [python_for_users(), "-c", ask, str(tmp_path / "daemon.toml")], env)
+    assert done.returncode == 0, done.stderr
+    assert "lacks CAP_SETUID, CAP_SETGID, CAP_KILL" in done.stdout, done.stdout
+    assert "AmbientCapabilities=" in done.stdout
+
+
+def test_as_root_the_workload_directory_is_prepared_and_shared_with_the_workload_group(open_tmp: Path) -> None:
+    tmp_path = open_tmp
+    need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
+    ensure_accounts()
+    run = pwd.getpwnam(WORKLOAD)
+    got = workload.setup(settings_for(tmp_path, f'[workloads]\nuser = "{WORKLOAD}"\n'))
+    assert got.switches, got.problem
+    root = tmp_path / "state-workloads"
+    assert got.root == root
+    for sub, mode in (("", 0o750), ("deploy/models", 0o750), ("deploy/instances", 0o770), ("maintenance", 0o750)):
+        st = (root / sub).stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (run.pw_gid, mode), sub
+    argv = got.wrap(["python", "-V"])
+    assert argv[1:-2] == [f"--reuid={run.pw_uid}", f"--regid={run.pw_gid}", "--clear-groups", "--inh-caps=-all",
+                          "--ambient-caps=-all", "--no-new-privs", "--"]  # fmt: skip
+    version = root / "deploy" / "models" / "m-1"
+    (version / "sub").mkdir(parents=True, mode=0o700)
+    (version / "sub" / "model.bin").write_bytes(b"x")
+    os.chmod(version / "sub" / "model.bin", 0o400)
+    got.share([version])
+    assert stat.S_IMODE((version / "sub").stat().st_mode) == 0o750
+    assert stat.S_IMODE((version / "sub" / "model.bin").stat().st_mode) == 0o440
+    assert (version / "sub" / "model.bin").stat().st_gid == run.pw_gid
+    read = as_user(WORKLOAD, ["cat", str(version / "sub" / "model.bin")], {"PATH": os.environ["PATH"]})
+    assert (read.returncode, read.stdout) == (0, "x"), read.stderr
