@@ -165,6 +165,19 @@ def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_
             assert int(st[caps], 16) == 0, (caps, st[caps])
         assert st["NoNewPrivs"] == "1"
 
+    # A deployment with its own environment starts cold (a fresh interpreter, not a fork of the zygote): the
+    # same account, the same refusals.
+    cold = cli(d, "mtui-bob", "deploy", "probe:1", "--name", "probe-cold", "--env", "OMP_NUM_THREADS=1", "--json")
+    assert cold.returncode == 0, cold.stderr
+    endpoint = json.loads(cold.stdout)["deployment"]["endpoint"]
+    req = urllib.request.Request(endpoint + "/predict", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert json.loads(resp.read())["predictions"] == [errno.EACCES, errno.EACCES, -1, *[run.pw_uid] * 2,
+                                                          run.pw_gid, 0]  # fmt: skip
+    (cold_pid,) = d.serving_pids("probe-cold")
+    assert status(cold_pid)["Uid"].split() == [str(run.pw_uid)] * 4
+    assert cli(d, "mtui-bob", "undeploy", "probe-cold").returncode == 0
+
     # The daemon's state stays its own; the workload directory is shared with the workload group only.
     assert stat.S_IMODE(d.state_dir.stat().st_mode) == 0o700
     workloads = d.state_dir.with_name(d.state_dir.name + "-workloads")
