@@ -236,6 +236,10 @@ class ClusterSection(_Section):
     zk_auth: Literal["digest", "none"] = "digest"
     #: a file holding ``user:password``, readable by the daemon's user only (MODELTUI_ZK_CREDENTIALS wins)
     zk_credentials_file: Annotated[str, Field(max_length=4096)] = ""
+    #: TLS to ZooKeeper's ``secureClientPort`` (the certificate and its host name are checked), so that the
+    #: credential and the nodes never cross the network in clear; ``zk_ca_file``: the CA ("" = the system's)
+    zk_tls: bool = False
+    zk_ca_file: Annotated[str, Field(max_length=4096)] = ""
 
     @property
     def enabled(self) -> bool:

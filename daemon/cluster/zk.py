@@ -58,6 +58,13 @@ def digest_acl(credentials: str) -> list[ACL]:
     return [make_digest_acl(user, password, all=True)]
 
 
+def tls_options(cfg: ClusterSection) -> dict[str, Any]:
+    """kazoo's TLS arguments for ``[cluster] zk_tls``: the server's certificate and host name are verified."""
+    if not cfg.zk_tls:
+        return {}
+    return {"use_ssl": True, "verify_certs": True, "check_hostname": True, "ca": cfg.zk_ca_file or None}
+
+
 def is_world_open(acls: list[ACL]) -> bool:
     return any(a.id.scheme == "world" and a.id.id == "anyone" for a in acls)
 
@@ -83,6 +90,7 @@ class Zk:
             command_retry=KazooRetry(max_tries=2, delay=0.1, deadline=cfg.write_timeout_seconds),
             auth_data=[("digest", credentials)] if credentials else None,
             default_acl=self.acl,
+            **tls_options(cfg),
         )
         self.refused = ""
         """Why ZooKeeper refuses this daemon's access to the chroot ("" = it does not, or not checked yet)."""

@@ -23,12 +23,13 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
 from daemon.cluster.zk import digest_acl
+from daemon.deploy.tls import self_signed
 from daemon.settings import ClusterSection, ConfigError, zk_credentials
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.models import make_model_dir
 from tests.helpers.prerequisites import need
 from tests.helpers.rawsock import RawClient
-from tests.helpers.zookeeper import JAVA_DIR, ZkEnsemble
+from tests.helpers.zookeeper import JAVA_DIR, TLS_JARS, ZkEnsemble, java_missing
 
 REGISTRY = "127.0.0.1:5000"
 CREDENTIAL = "modeltui:the-cluster-secret"
@@ -318,3 +319,43 @@ def test_the_daemon_forgets_the_credential_from_its_environment(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("False ")
     assert "do-not-inherit" not in done.stdout
+
+
+def test_over_tls_the_server_is_verified_and_the_nodes_still_carry_the_acl(
+    daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path
+) -> None:
+    """``zk_tls``: the daemon talks to ZooKeeper's secureClientPort (a real ZooKeeper with a PEM key store),
+    checks its certificate against ``zk_ca_file``, and a server it cannot verify never gets the credential."""
+    problem = java_missing() or next((f"{j} missing" for j in TLS_JARS if not (JAVA_DIR / j).exists()), None)
+    need(problem is None, f"ZooKeeper over TLS: {problem}; run scripts/services.sh as root")
+    cert, key = self_signed(tmp_path / "pki", "127.0.0.1")
+    stranger, _ = self_signed(tmp_path / "other-pki", "127.0.0.1")
+    chroot = f"/modeltui-tls-{uuid.uuid4().hex[:8]}"
+    with ZkEnsemble(tmp_path / "zk", tls=(cert, key)) as ensemble:
+        ensemble.start(timeout_s=30)
+
+        def tls_member(name: str, ca: Path) -> DaemonProcess:
+            d = daemon_factory(name)
+            d.env["MODELTUI_ZK_CREDENTIALS"] = CREDENTIAL
+            Path(d.env["MODELTUI_CONFIG"]).write_text(
+                f'[cluster]\nzookeeper = "{ensemble.secure_connect_string()}"\nchroot = "{chroot}"\n'
+                f'zk_tls = true\nzk_ca_file = "{ca}"\nsession_timeout_seconds = 4\n[exporter]\nenabled = false\n'
+            )
+            return d.start(timeout=60)
+
+        d = tls_member("d", cert)
+        wait_for(lambda: state(d) == "connected", "connected over TLS", 30)
+        c = KazooClient(hosts=ensemble.secure_connect_string(), use_ssl=True, ca=str(cert),
+                        auth_data=[("digest", CREDENTIAL)])  # fmt: skip
+        c.start(15)
+        try:
+            wait_for(lambda: c.get_children(f"{chroot}/hosts"), "registered over TLS")
+            nodes = tree(c, chroot)
+            assert {n: c.get_acls(n)[0] for n in nodes} == dict.fromkeys(nodes, digest_acl(CREDENTIAL))
+        finally:
+            c.stop()
+            c.close()
+        wary = tls_member("wary", stranger)  # trusts another CA: the handshake fails before any credential
+        time.sleep(3)
+        assert state(wary) != "connected"
+        assert len(status(d)["hosts"]) == 1

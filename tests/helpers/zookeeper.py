@@ -33,6 +33,9 @@ JAVA_DIR = Path("/usr/share/java")
 #: brings several competing slf4j bindings (nop, simple, jdk14, log4j12, ...) and log4j-over-slf4j next to
 #: log4j-1.2, so the binding is chosen by directory order. Name exactly one binding: slf4j-log4j12 + log4j 1.2.
 JARS = ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar")
+#: TLS (``secureClientPort``) needs Netty's server connection factory: the codec and resolver jars are not in
+#: zookeeper.jar's manifest Class-Path.
+TLS_JARS = ("netty-codec.jar", "netty-resolver.jar")
 MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 JVM_FLAGS = (
     "-Xms32m",
@@ -110,8 +113,9 @@ def four_letter(port: int, cmd: str, timeout: float = 2.0) -> str:
 class ZkServer:
     """One ZooKeeper server process (standalone or one member of an ensemble)."""
 
-    def __init__(self, myid: int, directory: Path, client_port: int, config: str) -> None:
+    def __init__(self, myid: int, directory: Path, client_port: int, config: str, jars: tuple[str, ...] = JARS) -> None:
         self.myid = myid
+        self.jars = jars
         self.dir = directory
         self.data_dir = directory / "data"
         self.log_file = directory / "zookeeper.log"
@@ -147,7 +151,7 @@ class ZkServer:
         """Start the JVM (returns at once; see ``wait_serving``). Starting a running server is a no-op."""
         if self.running:
             return
-        classpath = ":".join([str(self.dir), *(str(JAVA_DIR / jar) for jar in JARS)])
+        classpath = ":".join([str(self.dir), *(str(JAVA_DIR / jar) for jar in self.jars)])
         argv = [
             "java",
             *JVM_FLAGS,
@@ -246,13 +250,28 @@ class ZkEnsemble:
         init_limit: int = 20,
         sync_limit: int = 10,
         max_session_timeout_ms: int = 60_000,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
+        """``tls``: (certificate, key) PEM files; each server then also serves TLS on a ``secureClientPort``
+        (``secure_connect_string()``) with that pair, without asking clients for certificates."""
         if size < 1:
             raise ValueError("size must be at least 1")
         self.base = base
         self.size = size
-        ports = free_ports(3 * size)
-        client_ports, peer_ports, election_ports = ports[:size], ports[size : 2 * size], ports[2 * size :]
+        ports = free_ports(4 * size)
+        client_ports, peer_ports, election_ports = ports[:size], ports[size : 2 * size], ports[2 * size : 3 * size]
+        self.secure_ports = ports[3 * size :] if tls else []
+        secure = ""
+        if tls:
+            base.mkdir(parents=True, exist_ok=True)
+            pem = base / "zk-server.pem"  # ZooKeeper's PEM key store: the key and the certificate in one file
+            pem.write_text(tls[1].read_text() + tls[0].read_text())
+            pem.chmod(0o600)
+            secure = (
+                "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
+                f"ssl.keyStore.location={pem}\nssl.keyStore.type=PEM\n"
+                f"ssl.trustStore.location={tls[0]}\nssl.trustStore.type=PEM\nssl.clientAuth=none\n"
+            )
         # No server.N lines for a single server: QuorumPeerMain then runs it in standalone mode.
         members = "".join(f"server.{i + 1}=127.0.0.1:{peer_ports[i]}:{election_ports[i]}\n" for i in range(size))
         if size == 1:
@@ -275,7 +294,10 @@ class ZkEnsemble:
                 "forceSync=no\n"
                 "autopurge.purgeInterval=0\n" + members
             )
-            self.servers.append(ZkServer(i + 1, directory, client_ports[i], config))
+            if tls:
+                config += f"secureClientPort={self.secure_ports[i]}\nsecureClientPortAddress=127.0.0.1\n" + secure
+            jars = JARS + TLS_JARS if tls else JARS
+            self.servers.append(ZkServer(i + 1, directory, client_ports[i], config, jars))
 
     def __enter__(self) -> ZkEnsemble:
         return self
@@ -294,6 +316,10 @@ class ZkEnsemble:
     def connect_string(self) -> str:
         """``127.0.0.1:p1,127.0.0.1:p2,...`` for every member (running or not)."""
         return ",".join(s.address for s in self.servers)
+
+    def secure_connect_string(self) -> str:
+        """The TLS ports (``tls`` given), in the form of :meth:`connect_string`."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.secure_ports)
 
     def start(self, i: int | None = None, *, timeout_s: float = 30.0, wait: bool = True) -> None:
         """Start every server (``i`` None) or server ``i``; with ``wait``, until each one serves clients.
