@@ -16,6 +16,7 @@ import stat
 from typing import TYPE_CHECKING, Literal
 
 from daemon.cluster.artifacts import ArtifactStore
+from daemon.deploy import workload
 from daemon.deploy.manager import DeploymentManager
 from daemon.protocol import results as r
 from daemon.settings import RegistryAccess, Settings
@@ -158,6 +159,25 @@ def exporter(settings: Settings, url: str | None) -> r.DoctorCheck | None:
     return check("exporter", "ok", f"serving {url}")
 
 
+def workloads(settings: Settings) -> r.DoctorCheck | None:
+    """Who deployments and maintenance workers run as (docs/security.md); None outside a daemon."""
+    identity = workload.current()
+    if identity is None:
+        return None
+    if identity.problem is not None:
+        return check("workloads", "fail", identity.problem,
+                     "create the account and give the daemon CAP_SETUID CAP_SETGID CAP_KILL (docs/operations.md, "
+                     "Install), or set [workloads] user")  # fmt: skip
+    if identity.user:
+        detail = f"run as {identity.user} (uid {identity.uid}), their files in {identity.root}"
+        return check("workloads", "ok", detail)
+    if settings.mode == "system":
+        return check("workloads", "warn", "run as the daemon's own user ([workloads] user = \"\"): model code is "
+                     "admin on the socket and reads the state directory",
+                     "create modeltui-run and unset [workloads] user (docs/security.md)")  # fmt: skip
+    return check("workloads", "ok", "run as you (user mode: there is no second account; docs/security.md)")
+
+
 async def run_checks(
     settings: Settings, deployments: DeploymentManager, cluster: Cluster | None, exporter_url: str | None
 ) -> list[r.DoctorCheck]:
@@ -168,6 +188,7 @@ async def run_checks(
         await asyncio.to_thread(socket_file, settings),
     ]
     optional = [zookeeper(settings, cluster), await docker(deployments), exporter(settings, exporter_url)]
+    optional.append(workloads(settings))
     if settings.docker.registry:
         used = deployments.uses_backend("docker")
         image = settings.registry_access(settings.docker.registry)

@@ -178,6 +178,10 @@ def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_
     assert status(cold_pid)["Uid"].split() == [str(run.pw_uid)] * 4
     assert cli(d, "mtui-bob", "undeploy", "probe-cold").returncode == 0
 
+    checks = {c["name"]: c for c in json.loads(cli(d, "mtui-bob", "doctor", "--json").stdout)["checks"]}
+    assert checks["workloads"]["status"] == "ok", checks["workloads"]
+    assert f"run as {WORKLOAD} (uid {run.pw_uid})" in checks["workloads"]["detail"]
+
     # The daemon's state stays its own; the workload directory is shared with the workload group only.
     assert stat.S_IMODE(d.state_dir.stat().st_mode) == 0o700
     workloads = d.state_dir.with_name(d.state_dir.name + "-workloads")
@@ -225,6 +229,9 @@ def test_without_the_capabilities_workloads_do_not_start_as_the_daemon(tmp_path:
         assert deployed.returncode != 0
         assert "[workloads] user" in deployed.stderr + deployed.stdout, deployed.stderr
         assert d.serving_pids("probe") == []
+        checks = {c["name"]: c for c in json.loads(cli(d, "mtui-bob", "doctor", "--json").stdout)["checks"]}
+        assert checks["workloads"]["status"] == "fail", checks["workloads"]
+        assert "[workloads] user = 'mtui-nosuchuser'" in checks["workloads"]["detail"]
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
         next(gen, None)  # past its yield: the daemon is stopped and its directory removed
