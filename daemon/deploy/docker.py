@@ -165,6 +165,13 @@ def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner
     return kw
 
 
+def _read_timeout(exc: BaseException) -> bool:
+    """requests wraps a read timeout on the engine's unix socket in a ConnectionError: not an engine outage."""
+    return isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
+    )
+
+
 def container_name(deployment: str, instance_id: str) -> str:
     return f"modeltui-{deployment}-{instance_id}"
 
@@ -505,6 +512,8 @@ class DockerBackend(Backend):
             except BackendError:
                 return None
             except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+                if _read_timeout(exc):
+                    continue  # still running: over a unix socket the timeout comes wrapped in a ConnectionError
                 log.warning("waiting for container %s: %s; retrying until the engine answers", cid[:12], exc)
                 cancelled.wait(1.0)
         return None

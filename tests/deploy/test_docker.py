@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -470,6 +471,31 @@ async def test_sklearn_example_through_the_wheelhouse(backend: DockerBackend, tm
     wheels = {p.name.split("-")[0].lower() for p in backend.wheelhouse.glob("*/*.whl")}
     assert {"scikit_learn", "skops", "numpy", "scipy"} <= wheels
     await backend.stop(inst, grace=5)
+
+
+async def test_waiting_on_a_running_container_is_quiet(
+    engine: docker.DockerClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each wait is one request with a read timeout; its expiry means "still running", which over the engine's
+    unix socket arrives as a ConnectionError. It was logged as an unreachable engine every few seconds."""
+    owner = f"test-{uuid.uuid4().hex[:12]}"
+    b = DockerBackend(DockerSection(timeout_seconds=0.5), state_dir=tmp_path, owner=owner)
+    c = engine.containers.run(
+        BASE_IMAGE, ["sleep", "60"], detach=True, network_mode="none", labels={"modeltui.owner": owner}
+    )
+    try:
+        inst = Instance("docker", "dep", "i1", 1, c.id, free_port(), free_port(), datetime.now(UTC))
+        caplog.set_level(logging.INFO, logger="daemon.deploy.docker")
+        waiter = asyncio.ensure_future(b.wait(inst))
+        await asyncio.sleep(2.0)  # several timed-out waits
+        assert not waiter.done()
+        c.kill()
+        assert await asyncio.wait_for(waiter, 30) == 137
+        assert "not reachable" not in caplog.text
+        assert "retrying" not in caplog.text
+    finally:
+        await b.close()
+        c.remove(force=True)
 
 
 async def test_wait_survives_the_engine_going_away(backend: DockerBackend, tmp_path: Path) -> None:
