@@ -128,7 +128,8 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterat
     """One daemon with ``[docker] network = "bridge"`` and two deployments of one model (one image build)."""
     problem = engine_problem()
     need(problem is None, problem or "")
-    need(Path("/sys/class/net/docker0").exists(), "the engine has no bridge network (docker0)")
+    if not Path("/sys/class/net/docker0").exists():  # a legitimate engine setup, where only host networking works
+        pytest.skip("the engine has no bridge networking (no docker0: dockerd --bridge=none --iptables=false)")
     base = tmp_path_factory.mktemp("hardening")
     (base / "home").mkdir()
     env = daemon_env(base)
