@@ -78,7 +78,7 @@ class DeployCommand(click.Command):
         rest = ctx.meta.pop("deploy.token", None)
         if rest is None:
             return super().invoke(ctx)
-        with token.make_context("deploy token", list(rest), parent=ctx) as sub:
+        with token.make_context("deploy token", list(rest), parent=ctx.parent) as sub:
             return token.invoke(sub)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
