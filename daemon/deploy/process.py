@@ -303,10 +303,10 @@ class ProcessBackend(Backend):
         finally:
             os.close(fd)
 
-    def _scan(self) -> list[Instance]:
+    def _scan(self, uid: int | None = None) -> list[Instance]:
         prefix = f"{self.owner}/"
         found: list[Instance] = []
-        uid = self.identity.process_uid
+        uid = self.identity.process_uid if uid is None else uid
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -348,15 +348,17 @@ class ProcessBackend(Backend):
             )
         return found
 
-    def _scan_records(self) -> list[Instance]:
+    def _scan_records(self, records: Path | None = None, uid: int | None = None) -> list[Instance]:
         """Instances forked by a zygote, from their records; records of ended processes are removed."""
         found: list[Instance] = []
-        for path in self.records.glob("*.json") if self.records.is_dir() else []:
+        records = self.records if records is None else records
+        uid = self.identity.process_uid if uid is None else uid
+        for path in records.glob("*.json") if records.is_dir() else []:
             try:
                 rec = json.loads(path.read_text())
                 alive = rec["owner"] == self.owner and _start_ticks(int(rec["pid"])) == int(rec["ticks"])
                 # A record is written where workloads write: it names only a process of theirs.
-                alive = alive and self.identity.owns(int(rec["pid"]))
+                alive = alive and os.stat(f"/proc/{int(rec['pid'])}").st_uid == uid
             except (OSError, ValueError, KeyError, TypeError):
                 alive = False
             if not alive:
@@ -378,7 +380,32 @@ class ProcessBackend(Backend):
         return found
 
     async def discover(self) -> list[Instance]:
-        return await asyncio.to_thread(lambda: self._scan() + self._scan_records())
+        found = await asyncio.to_thread(lambda: self._scan() + self._scan_records())
+        for old in await asyncio.to_thread(self._legacy):
+            # Started before [workloads] user applied: it holds the daemon's identity. Stopped, not adopted:
+            # the deployment's supervisor starts it again as the workload account.
+            log.warning(
+                "stopping instance %s of %s: it runs as the daemon's own user; it starts again as %s",
+                old.instance_id,
+                old.deployment,
+                self.identity.user,
+            )
+            await self._stop(old, grace=self.settings.stop_grace_seconds)
+        return found
+
+    def _legacy(self) -> list[Instance]:
+        """Instances running as the daemon's own uid while workloads have their own (an upgrade, or the opt-out
+        withdrawn): cold-started ones by their command line, forked ones by the zygote's old records."""
+        if not self.identity.switches:
+            return []
+        old_records = self.log_root.parent / "deploy" / "instances"
+        legacy = self._scan(os.geteuid())
+        if old_records != self.records:
+            legacy += self._scan_records(old_records, os.geteuid())
+            for path in old_records.glob("*.json"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return legacy
 
     async def close(self) -> None:
         await self.zygote.close()

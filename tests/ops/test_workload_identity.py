@@ -12,6 +12,7 @@ connected, was welcomed as admin, and read the database.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import pwd
@@ -367,3 +368,37 @@ def test_as_root_the_workload_directory_is_prepared_and_shared_with_the_workload
     assert (version / "sub" / "model.bin").stat().st_gid == run.pw_gid
     read = as_user(WORKLOAD, ["cat", str(version / "sub" / "model.bin")], {"PATH": os.environ["PATH"]})
     assert (read.returncode, read.stdout) == (0, "x"), read.stderr
+
+
+def test_instances_left_from_before_the_switch_are_replaced_not_adopted() -> None:
+    """An upgrade (or the opt-out withdrawn): an instance still running as the daemon's own user is stopped at
+    start and the deployment starts again as the workload account, instead of serving on with the daemon's
+    identity."""
+    gen = system_daemon_process(CONFIG + '[workloads]\nuser = ""\n', "mtui-workload-upgrade-")
+    d = next(gen)
+    try:
+        svc, run = pwd.getpwnam(SERVICE), pwd.getpwnam(WORKLOAD)
+        model = probe_model(d)
+        assert cli(d, "mtui-bob", "push", str(model)).returncode == 0
+        for name, extra in (("forked", []), ("cold", ["--env", "OMP_NUM_THREADS=1"])):
+            done = cli(d, "mtui-bob", "deploy", "probe:1", "--name", name, *extra)
+            assert done.returncode == 0, done.stderr
+        before = {name: d.serving_pids(name) for name in ("forked", "cold")}
+        for pids in before.values():
+            assert [status(pid)["Uid"].split()[0] for pid in pids] == [str(svc.pw_uid)]  # the opt-out: as the daemon
+        d.stop()
+        config = d.state_dir.parent / "daemon.toml"
+        config.write_text(config.read_text().replace('user = ""', f'user = "{WORKLOAD}"'))
+        start_system_daemon(d)
+
+        def replaced(name: str) -> list[int]:
+            got = json.loads(cli(d, "mtui-bob", "ps", name, "--json").stdout)["deployment"]
+            pids = d.serving_pids(name)
+            return pids if got["health"] == "healthy" and pids and pids != before[name] else []
+
+        for name in ("forked", "cold"):
+            pids = wait_for(functools.partial(replaced, name), f"{name} to run again as the workload account")
+            assert [status(pid)["Uid"].split()[0] for pid in pids] == [str(run.pw_uid)]
+            assert not any(Path(f"/proc/{pid}").exists() for pid in before[name])
+    finally:
+        next(gen, None)
