@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
+    AuthFailedError,
     ConnectionLoss,
     KazooException,
     NoAuthError,
     NoNodeError,
     OperationTimeoutError,
+    SessionClosedRequireSaslError,
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
@@ -135,8 +137,8 @@ class Zk:
         while generation == self._generation:
             try:
                 await asyncio.to_thread(self.check_access)
-            except NoAuthError:
-                refused = self._refusal()
+            except (NoAuthError, AuthFailedError, SessionClosedRequireSaslError) as exc:
+                refused = self._refusal(exc)
                 if refused != self.refused:
                     log.error("%s", refused)
                 self.refused = refused
@@ -153,7 +155,18 @@ class Zk:
                 return
             await asyncio.sleep(RECHECK_S if self.refused else 1.0)
 
-    def _refusal(self) -> str:
+    def _refusal(self, exc: Exception) -> str:
+        if isinstance(exc, SessionClosedRequireSaslError):
+            return (
+                "ZooKeeper requires SASL authentication (enforce.auth.schemes) and closes this session: modeltui "
+                'authenticates with digest ([cluster] zk_auth = "digest"): let the ensemble accept digest too; '
+                "serving from this host's cache"
+            )
+        if isinstance(exc, AuthFailedError):
+            return (
+                "ZooKeeper rejected the credential of [cluster] zk_credentials_file (or MODELTUI_ZK_CREDENTIALS) "
+                "(AUTH_FAILED); serving from this host's cache"
+            )
         if self.acl is None:
             how = (
                 '[cluster] zk_auth = "none" but its nodes need a credential: set zk_auth = "digest" and '

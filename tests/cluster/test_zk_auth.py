@@ -359,3 +359,22 @@ def test_over_tls_the_server_is_verified_and_the_nodes_still_carry_the_acl(
         time.sleep(3)
         assert state(wary) != "connected"
         assert len(status(d)["hosts"]) == 1
+
+
+def test_an_ensemble_that_requires_sasl_is_named_as_the_reason(
+    daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path
+) -> None:
+    """A server that enforces SASL closes the digest session at its first request (kazoo's
+    SessionClosedRequireSaslError): the daemon says so instead of retrying silently."""
+    need(java_missing() is None, f"{java_missing()}; run scripts/services.sh as root")
+    with ZkEnsemble(tmp_path / "zk") as ensemble:
+        server = ensemble[0]
+        server.cfg_file.write_text(
+            server.cfg_file.read_text() + "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n"
+            "enforce.auth.enabled=true\nenforce.auth.schemes=sasl\n"
+        )
+        ensemble.start(timeout_s=30)
+        d = member(daemon_factory, "d", ensemble, "/modeltui")
+        got = wait_for(functools.partial(refused, d), "refused", 30)
+        assert "requires SASL" in got["problem"], got
+        assert "zk_auth" in got["problem"], got
