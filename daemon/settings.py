@@ -293,6 +293,15 @@ def zk_credentials(cluster: ClusterSection, env: Mapping[str, str], base: Path) 
     owner (the daemon's user, or root) can read or write: like ssh with a private key, a credential others can
     read is refused rather than used."""
     zookeeper = env.get("MODELTUI_ZOOKEEPER", cluster.zookeeper)
+    if zookeeper and cluster.zk_tls and cluster.zk_ca_file:  # checked here: kazoo would only fail per connection
+        ca = Path(cluster.zk_ca_file)
+        if not ca.is_absolute():
+            raise ConfigError(f"[cluster] zk_ca_file {ca}: use an absolute path")
+        try:
+            with ca.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"[cluster] zk_ca_file {ca}: cannot read: {exc.strerror}") from None
     if not zookeeper or cluster.zk_auth == "none":
         return None
     if env.get(ZK_CREDENTIALS_ENV):

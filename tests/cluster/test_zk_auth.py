@@ -378,3 +378,13 @@ def test_an_ensemble_that_requires_sasl_is_named_as_the_reason(
         got = wait_for(functools.partial(refused, d), "refused", 30)
         assert "requires SASL" in got["problem"], got
         assert "zk_auth" in got["problem"], got
+
+
+def test_an_unreadable_or_relative_zk_ca_file_is_refused_at_start(tmp_path: Path) -> None:
+    tls = ON.model_copy(update={"zk_tls": True, "zk_auth": "none"})
+    with pytest.raises(ConfigError, match=r"zk_ca_file .*cannot read"):
+        zk_credentials(tls.model_copy(update={"zk_ca_file": str(tmp_path / "missing.pem")}), {}, tmp_path)
+    with pytest.raises(ConfigError, match=r"zk_ca_file .*absolute"):
+        zk_credentials(tls.model_copy(update={"zk_ca_file": "ca.pem"}), {}, tmp_path)
+    (tmp_path / "ca.pem").write_text("x")
+    assert zk_credentials(tls.model_copy(update={"zk_ca_file": str(tmp_path / "ca.pem")}), {}, tmp_path) is None
