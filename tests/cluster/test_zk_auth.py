@@ -205,6 +205,9 @@ def test_a_wrong_or_missing_credential_is_named_and_the_daemon_serves_from_its_c
         log = daemon_log(d)  # the log says why, with the setting
         assert "ZooKeeper refuses access" in log
         assert setting in log
+    for d in (a, wrong):  # and never a password
+        assert "the-cluster-secret" not in daemon_log(d)
+        assert "not-the-secret" not in daemon_log(d)
     assert "refuses access" in wrong.cli("cluster", "status").stdout  # the human form says it too
     done = wrong.cli("doctor", "--json")
     check = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["zookeeper"]
