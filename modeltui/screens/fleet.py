@@ -310,6 +310,9 @@ class FleetScreen(PollingScreen):
         member = literal(status.host or status.host_id or "?")
         state = literal(status.state)
         first = f"cluster [b {tone}]{state}[/]  {staleness(stale_seconds)}  this member [b]{member}[/b]"
+        if status.problem:  # ZooKeeper refuses this daemon's credential: say why instead of the leaders
+            title.update(f"{first}\n[{tone}]{literal(status.problem)}[/]")
+            return
         names = {h.id: h.host for h in status.hosts}
         leaders = "  ".join(
             f"{literal(job)}: {literal(names.get(leader, leader) if leader else 'none')}"

@@ -6,6 +6,7 @@ credential file others can read is refused like ssh refuses such a key."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -21,14 +22,17 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
+from textual.widgets import Static
 
 from daemon.cluster.zk import digest_acl
 from daemon.deploy.tls import self_signed
 from daemon.settings import ClusterSection, ConfigError, zk_credentials
+from modeltui.screens import FleetScreen
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.models import make_model_dir
 from tests.helpers.prerequisites import need
 from tests.helpers.rawsock import RawClient
+from tests.helpers.tui import SIZE, make_app, until
 from tests.helpers.zookeeper import JAVA_DIR, TLS_JARS, ZkEnsemble, java_missing
 
 REGISTRY = "127.0.0.1:5000"
@@ -391,3 +395,25 @@ def test_an_unreadable_or_relative_zk_ca_file_is_refused_at_start(tmp_path: Path
         zk_credentials(tls.model_copy(update={"zk_ca_file": "ca.pem"}), {}, tmp_path)
     (tmp_path / "ca.pem").write_text("x")
     assert zk_credentials(tls.model_copy(update={"zk_ca_file": str(tmp_path / "ca.pem")}), {}, tmp_path) is None
+
+
+async def test_the_fleet_view_says_why_zookeeper_refuses_the_daemon(
+    daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, owner: KazooClient
+) -> None:
+    chroot = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
+    owner.ensure_path(chroot)  # the cluster's tree, locked to its credential
+    d = member(daemon_factory, "wrong", zk, chroot, WRONG)
+    await asyncio.to_thread(wait_for, functools.partial(refused, d), "refused")
+    app = make_app(d)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected", "connected")
+        await pilot.press("F")
+        await until(pilot, lambda: isinstance(app.screen, FleetScreen), "fleet screen")
+        screen = app.screen
+
+        def shown() -> str:
+            return str(screen.query_one("#fleet-title", Static).render())
+
+        await until(pilot, lambda: "refuses access" in shown(), "the reason in the title", 15)
+        assert "refused" in shown()
+        assert "zk_credentials_file" in shown()
