@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -78,6 +79,17 @@ def _read_from(path: Path, pos: int) -> tuple[bytes, int]:
     except FileNotFoundError:
         return b"", pos
     return data, pos + len(data)
+
+
+def _read_record(path: Path) -> bytes:
+    """A zygote record: written where workloads write, so read without following a link, only if regular."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        return os.read(fd, 64 * 1024)
+    finally:
+        os.close(fd)
 
 
 class ProcessBackend(Backend):
@@ -355,7 +367,7 @@ class ProcessBackend(Backend):
         uid = self.identity.process_uid if uid is None else uid
         for path in records.glob("*.json") if records.is_dir() else []:
             try:
-                rec = json.loads(path.read_text())
+                rec = json.loads(_read_record(path))
                 alive = rec["owner"] == self.owner and _start_ticks(int(rec["pid"])) == int(rec["ticks"])
                 # A record is written where workloads write: it names only a process of theirs.
                 alive = alive and os.stat(f"/proc/{int(rec['pid'])}").st_uid == uid

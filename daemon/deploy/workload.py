@@ -132,13 +132,35 @@ class WorkloadIdentity:
             os.chmod(output.parent, stat.S_IMODE(st.st_mode) | stat.S_IRWXG | stat.S_ISVTX)
         return True
 
-    def hand_back(self, output: Path) -> None:
-        """Blocking. After a worker wrote ``output``: its files are given group read and write (by a short
-        process as the workload account, their owner), so the daemon can read, add to and remove them."""
-        if not self.switches or not Path(output).exists():
+    def take_back(self, output: Path) -> None:
+        """Blocking. After a worker wrote ``output``: the daemon takes its own copy, so that nothing a workload
+        controls (the tree is the workload account's: any workload process may change it) is read through or
+        written through later. The worker's tree is moved aside; its regular files and directories are copied
+        back into ``output`` without following any symbolic link (each directory opened with O_NOFOLLOW
+        relative to its parent: a link swapped in meanwhile fails the copy); links and special files are left
+        out. The copy is the daemon's, shared read-only with the workload group; the worker's tree is removed.
+        Raises OSError when the copy fails."""
+        if not self.switches:
             return
-        argv = self.wrap(["chmod", "-R", "g+rwX", "--", str(output)])
-        subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False)
+        output = Path(output)
+        aside = output.with_name(f".{output.name}.worker")
+        try:
+            os.rename(output, aside)  # the daemon owns the parent: the worker cannot swap it back
+        except FileNotFoundError:
+            return
+        try:
+            top = os.open(aside, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.mkdir(output, 0o700)
+                _copy_tree(top, output)
+            finally:
+                os.close(top)
+        finally:
+            # What the worker wrote becomes removable by the daemon (group write, set by its owner), then goes.
+            argv = self.wrap(["chmod", "-R", "g+rwX", "--", str(aside)])
+            subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False)
+            shutil.rmtree(aside, ignore_errors=True)
+        self.share([output])
 
     def _grant(self, path: Path, write: bool, *, only_search: bool = False) -> None:
         st = path.lstat()
@@ -158,6 +180,44 @@ class WorkloadIdentity:
                 want |= stat.S_IWUSR  # the daemon clears out what a worker wrote
         if want != mode:
             os.chmod(path, want)
+
+
+#: The most a worker's output may hold, in files (a bound on what the daemon copies back).
+MAX_OUTPUT_FILES = 100_000
+
+
+def _copy_tree(src_dir: int, dest: Path, budget: list[int] | None = None) -> None:
+    """Copy the regular files and directories under the open directory ``src_dir`` into ``dest`` (exists),
+    opening every entry relative to its parent without following links."""
+    budget = [MAX_OUTPUT_FILES] if budget is None else budget
+    with os.scandir(src_dir) as entries:
+        names = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in entries]
+    for name, is_dir, is_file in names:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise OSError(f"more than {MAX_OUTPUT_FILES} files in a worker's output")
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        if is_dir:
+            fd = os.open(name, flags | os.O_DIRECTORY, dir_fd=src_dir)
+            try:
+                os.mkdir(dest / name, 0o700)
+                _copy_tree(fd, dest / name, budget)
+            finally:
+                os.close(fd)
+        elif is_file:
+            fd = os.open(name, flags | os.O_NONBLOCK, dir_fd=src_dir)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO or device meanwhile
+                    continue
+                mode = 0o700 if st.st_mode & stat.S_IXUSR else 0o600
+                out = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+                with open(out, "wb") as f:
+                    while chunk := os.read(fd, 1 << 20):
+                        f.write(chunk)
+            finally:
+                os.close(fd)
+        # symbolic links, sockets, FIFOs, devices: left out
 
 
 def _capabilities() -> int:

@@ -435,7 +435,7 @@ def _run(
         fh.write(f"{sep}=== {end}\n".encode())
     if identity is not None:
         for path in made:
-            identity.hand_back(Path(path))  # what the worker wrote, readable and writable by the daemon's group
+            identity.take_back(Path(path))  # the daemon's own copy of what the worker wrote (no link followed)
     return _Outcome(returncode, not exited, output, proc.pid, cancelled)
 
 

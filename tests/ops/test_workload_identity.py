@@ -20,6 +20,7 @@ import stat
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,34 +135,91 @@ def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), "the workload's processes to end")
 
 
-def test_a_maintenance_runs_workers_run_as_the_workload_account(system_daemon: DaemonProcess) -> None:
-    """The evaluation and search workers of an operator's maintenance run: what they write is the workload
-    account's (they ran as it), the daemon still reads it back (gate, push), and the run is audited as the
-    operator who started it."""
-    d = system_daemon
-    run = pwd.getpwnam(WORKLOAD)
-    model = d.state_dir.parent / "bc"
+#: A training command that copies the champion as the challenger and reports what its process could reach.
+PROBE_TRAIN = """\
+import json, os, shutil, socket, sys
+
+champion, out = sys.argv[1], sys.argv[2]
+for name in os.listdir(champion):
+    if os.path.isfile(os.path.join(champion, name)):
+        shutil.copyfile(os.path.join(champion, name), os.path.join(out, name))
+
+
+def attempt(action):
+    try:
+        action()
+        return 0
+    except OSError as exc:
+        return exc.errno
+
+
+def connect():
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect({socket!r})
+
+
+def read_db():
+    open({db!r}, "rb").close()
+
+
+report = {{"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "socket": attempt(connect),
+          "db": attempt(read_db)}}
+with open(os.path.join(out, "probe.json"), "w") as f:
+    json.dump(report, f)
+"""
+
+
+def maintained_model(d: DaemonProcess, name: str, training: str, *extra: str) -> None:
+    """The example as ``name`` with ``training`` in place of its [training] section, pushed at production by
+    the operator, with a policy that trains on train.csv and gates on eval.csv (promotion waits for approval)."""
+    model = d.state_dir.parent / name
     shutil.copytree(EXAMPLE, model)
-    manifest = model / "modeltui.toml"  # no training command: the built-in search makes the challenger
-    manifest.write_text(manifest.read_text().split("[training]")[0])
+    manifest = model / "modeltui.toml"
+    text = manifest.read_text().split("[training]")[0].replace(f'name = "{EXAMPLE_MODEL}"', f'name = "{name}"')
+    manifest.write_text(text + training)
+    (model / "probe_train.py").write_text(PROBE_TRAIN.format(socket=str(d.socket), db=str(d.state_dir / "registry.db")))
     for p in [model, *model.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     pushed = cli(d, "mtui-bob", "push", str(model), "--alias", "production")
     assert pushed.returncode == 0, pushed.stderr
-    spec = json.dumps({"method": "random", "space": {"clf__C": [0.01, 0.1, 1.0]}, "n_candidates": 3, "cv": 2})
-    policy = ["data=train.csv", "holdout=eval.csv", "target=target", "metric=f1", f"search={spec}", "promote=approve"]
-    done = cli(d, "mtui-bob", "maintain", "set", EXAMPLE_MODEL, *policy)
+    policy = ["data=train.csv", "holdout=eval.csv", "target=target", "metric=f1", "promote=approve"]
+    done = cli(d, "mtui-bob", "maintain", "set", name, *policy, *extra)
     assert done.returncode == 0, done.stderr
-    ran = cli(d, "mtui-bob", "maintain", "run-now", EXAMPLE_MODEL, "--wait", "--json")
-    got = json.loads(ran.stdout)
+
+
+def maintain(d: DaemonProcess, name: str) -> tuple[dict[str, Any], Path]:
+    """Run ``name``'s maintenance as the operator; the finished run and its challenger (the daemon's copy)."""
+    ran = cli(d, "mtui-bob", "maintain", "run-now", name, "--wait", "--json")
+    got: dict[str, Any] = json.loads(ran.stdout)
     assert got["state"] in ("awaiting_approval", "rejected"), Path(got["log"]).read_text()[-3000:]
     assert [s["state"] for s in got["steps"][:3]] == ["done"] * 3, got["steps"]
-    challenger = Path(got["log"]).parent / "challenger"
-    owners = {p.stat().st_uid for p in [challenger, *challenger.rglob("*")]}
-    assert owners == {run.pw_uid}, owners
-    # The daemon's own state is not where the run's files are.
-    assert d.state_dir not in challenger.parents
+    return got, Path(got["log"]).parent / "challenger"
+
+
+def test_a_maintenance_runs_workers_run_as_the_workload_account(system_daemon: DaemonProcess) -> None:
+    """An operator's maintenance runs: the training command (and the evaluation and search workers) run as
+    the workload account and reach nothing of the daemon; the daemon reads back its own copy of what they
+    wrote (gate, metrics, push); the runs are audited as the operator."""
+    d = system_daemon
+    run, svc = pwd.getpwnam(WORKLOAD), pwd.getpwnam(SERVICE)
+    maintained_model(d, "bc-trained", '[training]\ncommand = "python probe_train.py {model_dir} {output}"\n')
+    got, challenger = maintain(d, "bc-trained")
+    assert got["trigger"] == "manual (mtui-bob)"
+    probe = json.loads((challenger / "probe.json").read_text())
+    assert probe == {"uid": run.pw_uid, "gid": run.pw_gid, "groups": [], "socket": errno.EACCES,
+                     "db": errno.EACCES}  # fmt: skip
+    assert d.state_dir not in challenger.parents  # the run's files are not in the daemon's state
+    # The daemon's own copy: nothing in it is the workload's (any workload process could change that).
+    assert {p.stat().st_uid for p in [challenger, *challenger.rglob("*")]} == {svc.pw_uid}
+
+    # The built-in search too (it rewrites the champion's copied, read-only files in its output).
+    spec = json.dumps({"method": "random", "space": {"clf__C": [0.01, 0.1, 1.0]}, "n_candidates": 3, "cv": 2})
+    maintained_model(d, "bc-searched", "", f"search={spec}")
+    got, challenger = maintain(d, "bc-searched")
+    assert [s["name"] for s in got["steps"][:3]] == ["evaluate_champion", "search", "evaluate_challenger"]
 
     items = json.loads(cli(d, "mtui-bob", "audit", "--json").stdout)["items"]
-    assert ("maintain.run_now", "mtui-bob") in {(e["op"], e["user"]) for e in items if e["result"] == "ok"}
+    runs = [e for e in items if e["op"] == "maintain.run_now" and e["result"] == "ok"]
+    assert {e["user"] for e in runs} == {"mtui-bob"}, runs
+    assert len(runs) == 2
     assert not [e for e in items if e["user"] in (SERVICE, WORKLOAD)], items

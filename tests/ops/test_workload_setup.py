@@ -187,3 +187,36 @@ def test_instances_left_from_before_the_switch_are_replaced_not_adopted() -> Non
             assert not any(Path(f"/proc/{pid}").exists() for pid in before[name])
     finally:
         next(gen, None)
+
+
+def test_a_workers_output_is_taken_back_without_following_its_links(open_tmp: Path) -> None:
+    """A hostile worker (or any process of the workload account) links its output to the daemon's files: the
+    daemon's copy holds the worker's regular files only, never what a link points at, and is the daemon's."""
+    need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
+    ensure_accounts()
+    run = pwd.getpwnam(WORKLOAD)
+    got = workload.setup(settings_for(open_tmp, f'[workloads]\nuser = "{WORKLOAD}"\n'))
+    assert got.switches, got.problem
+    secret = open_tmp / "state" / "registry.db"
+    secret.parent.mkdir(mode=0o700, exist_ok=True)
+    secret.write_bytes(b"the daemon's database")
+    workdir = got.root / "maintenance" / "run-1"
+    output = workdir / "challenger"
+    workdir.mkdir(parents=True)
+    output.mkdir()
+    assert got.make_room(output)
+    assert not output.exists()  # the worker makes it, as its own
+    script = (
+        "import os, sys; out = sys.argv[1]; os.makedirs(out + '/sub');"
+        "open(out + '/modeltui.toml', 'w').write('name = 1');"
+        "os.symlink(sys.argv[2], out + '/model.skops'); os.symlink(os.path.dirname(sys.argv[2]), out + '/state');"
+        "os.mkfifo(out + '/sub/pipe')"
+    )
+    made = as_user(WORKLOAD, ["python3", "-c", script, str(output), str(secret)], {"PATH": os.environ["PATH"]})
+    assert made.returncode == 0, made.stderr
+    got.take_back(output)
+    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*")) == ["modeltui.toml", "sub"]
+    assert (output / "modeltui.toml").read_text() == "name = 1"
+    assert {p.stat().st_uid for p in [output, *output.rglob("*")]} == {os.geteuid()}
+    assert (output / "modeltui.toml").stat().st_gid == run.pw_gid  # shared read-only with the workload group
+    assert not (workdir / ".challenger.worker").exists()
