@@ -132,8 +132,8 @@ def system_daemon_process(config: str, prefix: str) -> Iterator[DaemonProcess]:
     """A system-mode daemon running as the service user with ``config`` as its daemon.toml (plus ``[workloads]
     user = WORKLOAD`` unless it has a ``[workloads]`` section), for a fixture to yield from; it is stopped (and
     what it started killed) afterwards. Started as the unit starts it: the service user with the ambient
-    capabilities to run workloads as another uid, and the workload directory systemd makes
-    (``StateDirectory=modeltui modeltui-workloads``), beside the state directory."""
+    capabilities to run workloads as another uid, and the workload directory made at install beside the state
+    directory (here 0700 and the service user's group: the daemon fixes both at start)."""
     need(os.geteuid() == 0 and shutil.which("useradd") is not None, "root and useradd (to make test users)")
     ensure_accounts()
     svc = pwd.getpwnam(SERVICE)

@@ -421,7 +421,7 @@ def test_unit_file_says_what_the_daemon_relies_on() -> None:
         "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30s", "Restart": "on-failure",
         "KillMode": "process", "User": "modeltui", "Group": "modeltui", "Environment": "MODELTUI_MODE=system",
         "ExecStart": f"{INSTALLED_EXEC} run", "RuntimeDirectory": "modeltui", "RuntimeDirectoryMode": "0750",
-        "StateDirectory": "modeltui modeltui-workloads", "StateDirectoryMode": "0700",
+        "StateDirectory": "modeltui", "StateDirectoryMode": "0700", "ReadWritePaths": "-/var/lib/modeltui-workloads",
         "ConfigurationDirectory": "modeltui", "UMask": "0077", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
         # workloads start as their own uid and nothing else (docs/security.md)
         "CapabilityBoundingSet": "CAP_SETUID CAP_SETGID CAP_KILL",
