@@ -12,8 +12,10 @@ as the daemon instead: every workload start fails with a message naming the sett
 What workloads read (a version's files) and write (a worker's challenger) lives in the *workload
 directory*, beside the 0700 state directory (``STATE-workloads``, or ``[workloads] dir``): 0750 owned by the
 daemon with the workload group, the daemon being a member of that group (it adds it to its own groups at
-start with CAP_SETGID), so it can hand files over (group read) and read back what workers write (their
-umask is 007). Without a switch the workload directory is the state directory itself, laid out as before.
+start with CAP_SETGID), so it can hand files over (group read). What a worker writes is the workload
+account's, so the daemon never reads or writes through it: it takes its own copy, following no link
+(:meth:`WorkloadIdentity.take_back`). Without a switch the workload directory is the state directory itself,
+laid out as before.
 """
 
 from __future__ import annotations
