@@ -83,15 +83,9 @@ class WorkloadIdentity:
             *argv,
         ]
 
-    def owns(self, pid: int) -> bool:
-        """The process runs as a workload (the daemon's own uid when there is no switch)."""
-        try:
-            return os.stat(f"/proc/{pid}").st_uid == (self.uid if self.user else os.geteuid())
-        except OSError:
-            return False
-
     @property
     def process_uid(self) -> int:
+        """The uid workload processes run as (the daemon's own when there is no switch)."""
         return self.uid if self.user else os.geteuid()
 
     def share(self, readable: Iterable[Path] = (), writable: Iterable[Path] = ()) -> None:
