@@ -98,6 +98,9 @@ class WorkloadIdentity:
             path = Path(path)
             if not path.exists():
                 continue
+            if self.root not in path.parents:  # never the state directory's files, whatever a caller passes
+                log.warning("not sharing %s with the workload account: it is outside %s", path, self.root)
+                continue
             for parent in path.parents:
                 if parent == self.root or self.root not in parent.parents:
                     break
