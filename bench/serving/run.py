@@ -642,6 +642,8 @@ def write_results(path: Path, r: dict[str, Any], md_table: str, args: argparse.N
         "## Not measured by this script",
         "",
         "- Docker build and push times: `bench/serving/docker_times.py` (figures in `docs/deploy-docker.md`).",
+        "- Endpoint authentication and TLS (auth off / on / on + TLS, and MLflow's uvicorn with TLS): "
+        "`bench/serving/auth_tls.py` (figures in `bench/serving/AUTH_TLS.md`).",
         "",
         "## Reproduce",
         "",
