@@ -38,7 +38,7 @@ from daemon.protocol.names import parse_ref
 from daemon.registry.codepolicy import CodePolicy
 from daemon.registry.service import Registry
 from daemon.registry.signing import SigningPolicy
-from daemon.serving.auth import sha256_hex
+from daemon.serving.auth import ENV_TOKEN, sha256_hex
 from daemon.settings import Settings
 from daemon.store.credentials import Credentials
 from daemon.store.deployments import DeploymentRecord
@@ -106,6 +106,8 @@ class Supervisor:
         self.task: asyncio.Task[None] | None = None
         #: the token the daemon's own calls to this deployment's runtimes send (loaded before the first)
         self.admin_token: str | None = None
+        #: the clients' token hash of the last rotation: an instance started with another one is told it
+        self.token_hash: str | None = None
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
 
@@ -159,12 +161,24 @@ class Supervisor:
 
     async def _launch(self, version: int) -> Instance:
         """Start ``version`` and return it once healthy; anything short of that stops it and raises."""
-        inst = await self.backend.start(await self._spec(version), self._progress)
+        spec = await self._spec(version)
+        inst = await self.backend.start(spec, self._progress)
         if inst.image:
             self.rec.image = inst.image
         self._progress(f"waiting for version {version} to become healthy")
         await self._until_healthy(inst)
+        given = spec.runtime_env.get(ENV_TOKEN)
+        if self.token_hash is not None and self.token_hash != given:  # rotated while it started: tell it now
+            await self.tell_token(inst, self.token_hash)
         return inst
+
+    async def tell_token(self, inst: Instance, token_hash: str) -> bool:
+        """Hand the clients' token hash to a running instance (``POST /admin/token``); True when it took it."""
+        body = json.dumps({"token_sha256": token_hash}).encode()
+        status = await http_status(
+            inst.admin_port, "/admin/token", method="POST", body=body, token=self.admin_token, within=5.0
+        )
+        return status == 200
 
     async def _spec(self, version: int) -> InstanceSpec:
         """What the backend needs to start ``version``: its files (materialized from the registry) and ports."""
@@ -644,21 +658,17 @@ class DeploymentManager:
         )
 
     async def rotate_token(self, name: str) -> r.DeploymentToken:
-        """A new clients' token: stored first (a restart from now on gets its hash), then handed to the running
-        instance on its admin port (``POST /admin/token``), which takes it for every request from then on.
-        An instance that cannot be told (starting, or gone) is restarted so none keeps the old token."""
+        """A new clients' token: stored first (a start from now on gets its hash), then handed to the running
+        instance on its admin port (``POST /admin/token``), which takes it for every request from then on; an
+        instance starting meanwhile (a rollout, a restart) is told once healthy. A running instance that cannot
+        be told is restarted so none keeps the old token."""
         sup = self._get(name)
         creds = await asyncio.to_thread(self.registry.credentials.rotate, name)
         sup.admin_token = creds.admin_token
-        body = json.dumps({"token_sha256": sha256_hex(creds.token)}).encode()
+        sup.token_hash = sha256_hex(creds.token)
         inst = sup.current
-        told = inst is None
-        if inst is not None:
-            status = await http_status(
-                inst.admin_port, "/admin/token", method="POST", body=body, token=creds.admin_token, within=5.0
-            )
-            told = status == 200
-        if sup.rollout_to is not None or not told:
+        told = inst is None or await sup.tell_token(inst, sup.token_hash)
+        if not told:
             sup.commands.put_nowait(("restart", None))
         await self._changed_token(sup, told)
         return self._token_result(sup, creds, reveal=True)
@@ -743,9 +753,7 @@ class DeploymentManager:
 
     def list(self, model: str | None) -> r.DeploymentList:
         return r.DeploymentList(
-            items=[
-                self._info(s) for n, s in sorted(self.supervisors.items()) if model in (None, s.rec.model)
-            ]
+            items=[self._info(s) for n, s in sorted(self.supervisors.items()) if model in (None, s.rec.model)]
         )
 
     async def get(self, name: str, events: int) -> r.DeploymentDetail:

@@ -31,6 +31,7 @@ from daemon.store.credentials import Credentials
 from tests.helpers.daemon import DaemonProcess, admin_token, cli_json, daemon_env
 from tests.helpers.example_data import eval_rows, eval_table
 from tests.helpers.paths import EXAMPLE
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +190,16 @@ def test_rotation_without_a_restart(setup: tuple[DaemonProcess, dict[str, Any], 
     status = d.cli("deploy", "token", "bc")
     assert new not in status.stdout
     assert detail["token"] not in status.stdout
+    # a restarted instance starts with the new token's hash
+    assert d.cli("restart", "bc").returncode == 0
+
+    def restarted() -> bool:
+        dep = cli_json(d, "ps", "bc")["deployment"]
+        return bool(dep["instance"]) and dep["instance"]["key"] != before and dep["state"] == "running"
+
+    wait_for(restarted, "the restarted instance", 60)
+    assert request(endpoint, "/predict", {"inputs": rows[:1]}, new)[0] == 200
+    assert request(endpoint, "/predict", {"inputs": rows[:1]}, detail["token"])[0] == 401
 
 
 def test_the_auto_rule() -> None:
@@ -266,3 +277,23 @@ def test_docker_containers_get_the_hashes_in_their_environment_only(tmp_path: Pa
     tls = beyond.model_copy(update={"serving": ServingSection(tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem")})
     with pytest.raises(BackendError, match="process backend only"):
         runtime_env(tls, "docker", creds)
+
+
+def test_rotation_while_the_instance_starts(setup: tuple[DaemonProcess, dict[str, Any], Path]) -> None:
+    """Rotated before the first instance is healthy (its spec may hold the old hash): once running, only
+    the new token works, whichever came first."""
+    d, _, example = setup
+    rows, _ = eval_rows(example)
+    first = cli_json(d, "deploy", "breast-cancer@production", "--name", "early", "--no-wait")
+    rotated = cli_json(d, "deploy", "token", "early", "--rotate")["token"]
+
+    def running() -> dict[str, Any] | None:
+        dep: dict[str, Any] = cli_json(d, "ps", "early")["deployment"]
+        return dep if dep["state"] == "running" and dep["endpoint"] else None
+
+    dep = wait_for(running, "the early deployment", 60)
+    try:
+        assert request(dep["endpoint"], "/predict", {"inputs": rows[:1]}, rotated)[0] == 200
+        assert request(dep["endpoint"], "/predict", {"inputs": rows[:1]}, first["token"])[0] == 401
+    finally:
+        d.cli("undeploy", "early")
