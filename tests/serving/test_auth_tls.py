@@ -23,6 +23,7 @@ from daemon.deploy.tls import self_signed
 from daemon.serving import auth as auth_mod
 from daemon.serving.auth import ADMIN, CLIENT, NONE, Auth, sha256_hex
 from tests.helpers.paths import REPO
+from tests.helpers.prerequisites import need
 from tests.helpers.serving import write_python_model
 
 CLIENT_TOKEN = "client-token-" + "x" * 30
@@ -265,3 +266,41 @@ def test_environment_is_read_and_removed() -> None:
         Auth.from_env({"MODELTUI_TOKEN_SHA256": "abc"})
     with pytest.raises(ValueError, match="on or off"):
         Auth.from_env({"MODELTUI_AUTH": "maybe"})
+
+
+MLFLOW_PYTHON = Path(os.environ.get("MODELTUI_MLFLOW_PYTHON", REPO / "bench/registry/.venv-mlflow/bin/python"))
+MLFLOW_CLIENT = """
+import json, sys
+import pandas as pd
+import requests
+import mlflow.pyfunc.scoring_server.client as scoring
+
+port, token = int(sys.argv[1]), sys.argv[2]
+session = requests.Session()  # the client calls requests.get/post: a session with the header stands in
+session.headers["Authorization"] = f"Bearer {token}"
+scoring.requests = session
+client = scoring.ScoringServerClient("127.0.0.1", port)
+client.wait_server_ready(timeout=30)
+df = pd.DataFrame({"x": [1.5, -2.0]})
+body = {"dataframe_split": df.to_dict(orient="split")}
+print(json.dumps({
+    "invoke": client.invoke(df)["predictions"],
+    "without": requests.post(f"http://127.0.0.1:{port}/invocations", json=body).status_code,
+}))
+"""
+
+
+def test_mlflows_client_works_when_it_sends_the_header(tmp_path: Path) -> None:
+    need(MLFLOW_PYTHON.exists(), f"no MLflow venv at {MLFLOW_PYTHON} (bash bench/registry/setup_mlflow.sh makes one)")
+    env = {"MODELTUI_AUTH": "on", "MODELTUI_TOKEN_SHA256": sha256_hex(CLIENT_TOKEN)}
+    rt = Runtime(tmp_path, env)
+    try:
+        done = subprocess.run(
+            [str(MLFLOW_PYTHON), "-c", MLFLOW_CLIENT, str(rt.public_port), CLIENT_TOKEN],
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out == {"invoke": [1, 0], "without": 401}
+    finally:
+        rt.stop()
