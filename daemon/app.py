@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
-from daemon import __version__
+from daemon import __version__, workload
 from daemon.access import Access
 from daemon.audit import AuditStore
-from daemon.deploy import workload
 from daemon.deploy.base import Backend, owner_id
 from daemon.deploy.manager import DeploymentManager
 from daemon.deploy.process import ProcessBackend

@@ -15,8 +15,8 @@ import sqlite3
 import stat
 from typing import TYPE_CHECKING, Literal
 
+from daemon import workload
 from daemon.cluster.artifacts import ArtifactStore
-from daemon.deploy import workload
 from daemon.deploy.manager import DeploymentManager
 from daemon.protocol import results as r
 from daemon.settings import RegistryAccess, Settings

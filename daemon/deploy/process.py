@@ -24,9 +24,9 @@ from pathlib import Path
 
 import daemon
 from daemon.settings import DeploySection
+from daemon.workload import WorkloadError, WorkloadIdentity
 
 from .base import Backend, BackendError, Instance, InstanceSpec, ProgressLine
-from .workload import WorkloadError, WorkloadIdentity
 from .zygote import Zygote
 
 log = logging.getLogger("modeltuid.deploy.process")

@@ -33,7 +33,7 @@ class Zygote:
         wrap: Callable[[list[str]], list[str]] = list,
     ) -> None:
         self.python = python
-        #: the command line as the workload account (daemon.deploy.workload); raises when it cannot be
+        #: the command line as the workload account (daemon.workload); raises when it cannot be
         self.wrap = wrap
         #: our end of the datagram pair that hands each child its log descriptor (the child cannot open the log)
         self._fds: socket.socket | None = None

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import daemon
-from daemon.deploy import workload
+from daemon import workload
 from daemon.protocol.manifest import MANIFEST_FILE, parse_manifest
 
 from .space import SearchSpec, search_argv
@@ -375,7 +375,7 @@ def _run(
     writes: tuple[Path, ...] = (),
 ) -> _Outcome:
     """Run ``argv`` under the limits; stderr (and stdout unless given) is appended to ``log``. It runs as the
-    workload account when the daemon has one (:mod:`daemon.deploy.workload`), which is then given ``reads``
+    workload account when the daemon has one (:mod:`daemon.workload`), which is then given ``reads``
     to read and ``writes`` to write in."""
     if cancel is not None and cancel.cancelled:
         raise WorkerError(f"{what} not started: cancelled ({cancel.reason})", kind="cancelled")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.deploy import workload
+from daemon import workload
 from daemon.settings import Settings, load_settings
 from tests.helpers.prerequisites import need
 from tests.helpers.real_users import (
@@ -118,7 +118,7 @@ def test_a_daemon_without_the_capabilities_refuses(open_tmp: Path) -> None:
     (tmp_path / "daemon.toml").write_text(f'[workloads]\nuser = "{WORKLOAD}"\n')
     os.chmod(tmp_path / "daemon.toml", 0o644)
     ask = (
-        "from daemon.settings import load_settings; from daemon.deploy import workload; import sys;"
+        "from daemon.settings import load_settings; from daemon import workload; import sys;"
         "print(workload.setup(load_settings(sys.argv[1])).problem)"
     )
     env = {"MODELTUI_MODE": "system", "MODELTUI_STATE_DIR": str(tmp_path / "state"), "PATH": os.environ["PATH"]}
