@@ -339,8 +339,9 @@ def zk_credentials(cluster: ClusterSection, env: Mapping[str, str], base: Path) 
 
 
 #: Secrets the settings read from the environment: the daemon removes them from its own environment once
-#: loaded, so that no process it starts (maintenance workers, pip, ssh-keygen) inherits them.
-SECRET_ENV = (ZK_CREDENTIALS_ENV,)
+#: loaded, so that no process it starts (maintenance workers, pip, ssh-keygen, openssl, the zygote, the
+#: runtimes) inherits them. Workers also start from an allow-list (daemon.maintain.worker.WORKER_ENV).
+SECRET_ENV = (ZK_CREDENTIALS_ENV, "MODELTUI_REGISTRY_USERNAME", "MODELTUI_REGISTRY_PASSWORD")
 
 
 def forget_secrets(environ: MutableMapping[str, str]) -> None:

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ SEARCH_PREFIX = "modeltui-search: "
 #: on a serving host takes CPU from the deployments (and on 2 cores made one fit 15× slower). These are set
 #: to 1 for the search unless the daemon's own environment sets them.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: The only variables of the daemon's environment a worker gets (an allow-list: the daemon's environment may
+#: hold credentials, and an operator's training command runs whatever the model's author wrote).
+WORKER_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "CUDA_VISIBLE_DEVICES", *THREAD_VARIABLES)
 #: How much of this run's log a WorkerError carries.
 TAIL_CHARS = 4000
 MEMORY_MARKERS = ("MemoryError", "Unable to allocate", "std::bad_alloc", "Cannot allocate memory", "out of memory")
@@ -393,7 +397,7 @@ def _run(
     launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, memory, umask, json.dumps(made)]
     if identity is not None:
         launcher = identity.wrap(launcher)
-    env = dict(os.environ, PYTHONUNBUFFERED="1") | (env or {})
+    env = worker_env(os.environ) | (env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -437,6 +441,11 @@ def _run(
         for path in made:
             identity.take_back(Path(path))  # the daemon's own copy of what the worker wrote (no link followed)
     return _Outcome(returncode, not exited, output, proc.pid, cancelled)
+
+
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a worker's environment starts from: :data:`WORKER_ENV` of ``environ``, nothing else."""
+    return {name: environ[name] for name in WORKER_ENV if name in environ} | {"PYTHONUNBUFFERED": "1"}
 
 
 def _wait_exited(pid: int, timeout: float) -> bool:
