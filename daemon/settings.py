@@ -146,16 +146,11 @@ def check_loopback_address(value: str) -> str:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r}: use HOST:PORT, e.g. 127.0.0.1:9464 (port 0: any free port)")
-    if host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(
-                f"{value!r}: the exporter serves plain HTTP on a loopback address only (127.0.0.1, ::1); "
-                "beyond loopback set [exporter] tls_cert and tls_key, or allow_plain_http = true"
-            )
+    if not is_loopback_host(host):
+        raise ValueError(
+            f"{value!r}: the exporter serves plain HTTP on a loopback address only (127.0.0.1, ::1); "
+            "beyond loopback set [exporter] tls_cert and tls_key, or allow_plain_http = true"
+        )
     return value
 
 
@@ -314,23 +309,7 @@ def zk_credentials(cluster: ClusterSection, env: Mapping[str, str], base: Path) 
         )
     path = _resolve(base, Path(cluster.zk_credentials_file))
     where = f"[cluster] zk_credentials_file {path}"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{where}: not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(
-                f"{where}: mode {stat.S_IMODE(st.st_mode):04o} lets others read or change it; a credential "
-                "must be readable by the daemon's user only (chmod 600)"
-            )
-        euid = os.geteuid()
-        if euid != 0 and st.st_uid not in (euid, 0):
-            raise ConfigError(f"{where}: owned by uid {st.st_uid}, not by the daemon's user ({euid}) or root")
-        data = f.read(4097)
+    data = read_secret_file(path, where, "a credential")
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -622,10 +601,10 @@ def _with_registry(settings: Settings, reg: RegistrySection, base: Path, env: Ma
     return settings.model_copy(update={"registry": reg, "registry_password": SecretStr(password) if password else None})
 
 
-def read_password_file(path: Path) -> str:
-    """The first line of ``path``; refused when its group or others may read or write it (like ssh's keys), or
-    when it belongs to another user than the daemon's (root's files excepted)."""
-    where = f"[registry] password_file {path}"
+def read_secret_file(path: Path, where: str, what: str) -> bytes:
+    """The first 4097 bytes of a secret file (``what``: "a password", for the message); refused unless it is a
+    regular file (no symlink followed) that its group and others may neither read nor change (like ssh's keys),
+    owned by the daemon's user (or root). ``where`` names the setting in every error."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -636,13 +615,20 @@ def read_password_file(path: Path) -> str:
             raise ConfigError(f"{where}: not a regular file")
         if st.st_mode & 0o077:
             raise ConfigError(
-                f"{where}: mode {stat.S_IMODE(st.st_mode):04o} lets its group or others read or change it; a "
-                "password must be readable by the daemon's user only (chmod 600)"
+                f"{where}: mode {stat.S_IMODE(st.st_mode):04o} lets its group or others read or change it; "
+                f"{what} must be readable by the daemon's user only (chmod 600)"
             )
         euid = os.geteuid()
         if euid != 0 and st.st_uid not in (euid, 0):
             raise ConfigError(f"{where}: owned by uid {st.st_uid}, not by the daemon's user ({euid}) or root")
-        data = f.read(4097)
+        return f.read(4097)
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of ``path``; refused when its group or others may read or write it (like ssh's keys), or
+    when it belongs to another user than the daemon's (root's files excepted)."""
+    where = f"[registry] password_file {path}"
+    data = read_secret_file(path, where, "a password")
     if len(data) > 4096:
         raise ConfigError(f"{where}: longer than 4096 bytes")
     try:

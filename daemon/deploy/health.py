@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-
-def bearer(token: str | None) -> str:
-    """The ``Authorization`` header line for ``token`` ("" for none)."""
-    return f"Authorization: Bearer {token}\r\n" if token else ""
+from daemon.serving.auth import bearer
 
 
 async def http_status(
@@ -28,7 +25,8 @@ async def http_status(
     try:
         async with asyncio.timeout(within):
             reader, writer = await asyncio.open_connection(host, port)
-            head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{bearer(token)}Connection: close\r\n"
+            auth = "".join(f"{name}: {value}\r\n" for name, value in bearer(token).items())
+            head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n"
             if body or method != "GET":
                 head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             writer.write(head.encode() + b"\r\n" + body)

@@ -25,6 +25,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon.serving.auth import bearer
+
 #: How often the daemon pulls labelled rows from the runtimes of models that train on feedback.
 PULL_SECONDS = 15.0
 #: Labelled rows kept per model (oldest dropped).
@@ -77,8 +79,7 @@ Rows = list[Labelled]
 def fetch(source: Source, after: int, limit: int = PAGE_ROWS) -> Page:
     """One page of the runtime's labelled rows after ``after``; blocking. Raises OSError or ValueError."""
     query = urllib.parse.urlencode({"after": after, "limit": limit})
-    headers = {"Authorization": f"Bearer {source.token}"} if source.token else {}
-    req = urllib.request.Request(f"{source.admin_url}/feedback/rows?{query}", headers=headers)
+    req = urllib.request.Request(f"{source.admin_url}/feedback/rows?{query}", headers=bearer(source.token))
     with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
         body = resp.read(MAX_PAGE_BYTES + 1)
     if len(body) > MAX_PAGE_BYTES:

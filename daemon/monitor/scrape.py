@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon.serving.auth import bearer
+
 from .derive import KEPT, Labels
 from .expo import Reader, fast_samples
 from .store import ScrapeResult
@@ -51,7 +53,7 @@ class ScrapeError(Exception):
 async def fetch(host: str, port: int, path: str = "/metrics", token: str | None = None) -> str:
     """One HTTP/1.1 GET with ``Connection: close`` (and the bearer ``token``); the body as text (200 only)."""
     reader, writer = await asyncio.open_connection(host, port)
-    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    auth = "".join(f"{name}: {value}\r\n" for name, value in bearer(token).items())
     try:
         line = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Accept: text/plain\r\nConnection: close\r\n\r\n"
         writer.write(line.encode())

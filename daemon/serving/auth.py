@@ -30,6 +30,12 @@ NONE, CLIENT, ADMIN = 0, 1, 2
 _BEARER = b"bearer "
 
 
+def bearer(token: str | None) -> dict[str, str]:
+    """The ``Authorization`` header presenting ``token`` ({} for none): the daemon's own requests to its runtimes
+    (health checks, token rotation, scrapes, feedback rows) build it here."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def sha256_hex(token: str | bytes) -> str:
     return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
 
