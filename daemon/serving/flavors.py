@@ -16,13 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from .manifest import ManifestError, ServingManifest, resolve_inside
+from .picklescan import PICKLE_ALLOW_ENV as PICKLE_ALLOW_ENV
 from .picklescan import PICKLE_SUFFIXES as PICKLE_SUFFIXES
-from .picklescan import scan_file
+from .picklescan import RestrictedGlobals, scan_file
 from .treefast import fast_predict
-
-#: Globals outside the pickle scan's allow-list that the daemon lets this process load (comma-separated): it
-#: sets them only for a version whose refused globals the run-code policy allowed (docs/security.md).
-PICKLE_ALLOW_ENV = "MODELTUI_PICKLE_ALLOW"
 
 
 class LoadError(Exception):
@@ -119,13 +116,7 @@ def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
                 f"(modeltui approve-code) or save the model with skops"
             )
         try:
-            if suffix == ".joblib":
-                model = importlib.import_module("joblib").load(path)
-            else:
-                import pickle
-
-                with path.open("rb") as fh:
-                    model = pickle.load(fh)  # the manifest marks this file trusted
+            model = _unpickle(path, suffix, frozenset(allow))
         except Exception as exc:
             raise LoadError(f"cannot load {manifest.model_file}: {exc}") from None
     else:
@@ -139,6 +130,27 @@ def _load_sklearn(model_dir: Path, manifest: ServingManifest) -> Model:
     if fast is not None:
         return Model("sklearn", fast, f"{type(model).__name__}, fast forest path", known)
     return Model("sklearn", predict, type(model).__name__, known)
+
+
+def _unpickle(path: Path, suffix: str, allow: frozenset[str]) -> Any:
+    """Unpickle the (scanned) file through an unpickler that loads only the allowed globals, each from the module
+    that defines it: what the scan could not see (a name re-exported from elsewhere) is refused here."""
+    import pickle
+
+    with path.open("rb") as fh:
+        if suffix != ".joblib":
+            restricted = type("_Restricted", (RestrictedGlobals, pickle.Unpickler), {"allow_extra": allow})
+            return restricted(fh).load()
+        jp: Any = importlib.import_module("joblib.numpy_pickle")
+        restricted = type("_Restricted", (RestrictedGlobals, jp.NumpyUnpickler), {"allow_extra": allow})
+        with jp._validate_fileobject_and_memmap(fh, str(path), None) as (fobj, _):
+            if isinstance(fobj, str):  # joblib < 0.10's format (the scan refuses it too)
+                raise LoadError("an old joblib format (before joblib 0.10): save it again")
+            try:
+                unpickler = restricted(str(path), fobj, True)
+            except TypeError:  # joblib before 1.5 has no ensure_native_byte_order argument
+                unpickler = restricted(str(path), fobj)
+            return unpickler.load()
 
 
 def _load_onnx(model_dir: Path, manifest: ServingManifest) -> Model:

@@ -23,6 +23,7 @@ import bz2
 import contextlib
 import gzip
 import lzma
+import pickle
 import pickletools
 import re
 import zlib
@@ -31,7 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .pickleallow import SKLEARN_CLASSES
+
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+#: Globals outside the allow-list that the daemon lets the runtime load (comma-separated): it sets them only for a
+#: version whose refused globals the run-code policy allowed (docs/security.md).
+PICKLE_ALLOW_ENV = "MODELTUI_PICKLE_ALLOW"
 #: Most distinct globals one file may name (a real scikit-learn pipeline names a few dozen).
 MAX_GLOBALS = 10_000
 #: Most refused globals kept in a result (the count is exact; the list is for messages).
@@ -61,11 +67,39 @@ _EXACT = {
     "scipy.sparse.csr.csr_matrix", "scipy.sparse.csc.csc_matrix", "scipy.sparse.coo.coo_matrix",
     "xgboost.core.Booster", "lightgbm.basic.Booster",
 }  # fmt: skip
-#: Modules whose classes (a name starting with a capital, or ``_`` and a capital) are allowed, and only there.
-_CLASS_MODULES = ("sklearn.", "xgboost.sklearn", "lightgbm.sklearn", "numpy.random.")
-#: Never allowed, whatever module re-exports them.
-_DENIED_NAMES = {"Popen", "Pickler", "Unpickler", "Parallel", "Memory", "TempMemmap", "FortranFile", "Thread"}
-_CLASS_NAME = re.compile(r"_?[A-Z][A-Za-z0-9_]*")
+#: The scikit-learn classes, by the module that defines each (generated from the installed scikit-learn), and the
+#: XGBoost and LightGBM estimators: a name is allowed only in the module that defines it, never in one that
+#: merely imports it (``sklearn.datasets._rcv1.GzipFile`` is gzip's, and opens files).
+_CLASSES: dict[str, frozenset[str]] = {m: frozenset(names.split()) for m, names in SKLEARN_CLASSES.items()}
+_CLASSES["xgboost.sklearn"] = frozenset(
+    {"XGBModel", "XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor"}
+)
+_CLASSES["lightgbm.sklearn"] = frozenset({"LGBMModel", "LGBMClassifier", "LGBMRegressor", "LGBMRanker"})
+#: Never allowed, whatever module defines them (also used to build the list).
+DENIED_NAMES = frozenset({"Popen", "Pickler", "Unpickler", "Parallel", "Memory", "TempMemmap", "FortranFile", "Thread"})
+#: Module name parts whose classes are never allowed: they read or write files, or talk to other processes.
+DENIED_MODULE_PARTS = frozenset(
+    {
+        "datasets",
+        "callback",
+        "externals",
+        "_testing",
+        "_mocking",
+        "conftest",
+        "_build_utils",
+        "__check_build",
+        "estimator_checks",
+    }
+)
+#: Where a few allowed globals really live (the object's ``__module__``) when a pickle names an older path.
+_MODULE_ALIASES = {
+    "numpy.core.multiarray": "numpy._core.multiarray",
+    "numpy.core.numeric": "numpy._core.numeric",
+    "numpy.ma.core": "numpy.ma",
+    "scipy.sparse.csr": "scipy.sparse._csr",
+    "scipy.sparse.csc": "scipy.sparse._csc",
+    "scipy.sparse.coo": "scipy.sparse._coo",
+}
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -81,9 +115,33 @@ def allowed(module: str, name: str, extra: Iterable[str] = ()) -> bool:
     if full in _EXACT:
         return True
     parts = module.split(".")
-    if any("test" in p or p == "externals" for p in parts) or name in _DENIED_NAMES:
+    if any("test" in p or p in DENIED_MODULE_PARTS for p in parts) or name in DENIED_NAMES:
         return False
-    return any(f"{module}.".startswith(p) or module == p for p in _CLASS_MODULES) and bool(_CLASS_NAME.fullmatch(name))
+    return name in _CLASSES.get(module, ())
+
+
+def defined_where_named(obj: Any, module: str) -> bool:
+    """Whether ``obj``, found as ``module.name``, is defined there (its ``__module__``), not re-exported from
+    elsewhere: what the runtime checks of every global it loads."""
+    actual = getattr(obj, "__module__", None)
+    return actual == module or (actual is not None and _MODULE_ALIASES.get(module) == actual)
+
+
+class RestrictedGlobals:
+    """A ``find_class`` for an unpickler: only what :func:`allowed` admits (and ``extra``), and only an object
+    defined in the module the pickle names. Mix it in before :class:`pickle.Unpickler` (or joblib's)."""
+
+    allow_extra: frozenset[str] = frozenset()
+
+    def find_class(self, module: str, name: str) -> Any:
+        if not allowed(module, name, self.allow_extra):
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        obj = super().find_class(module, name)  # type: ignore[misc]
+        if f"{module}.{name}" not in self.allow_extra and not defined_where_named(obj, module):
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is defined in {getattr(obj, '__module__', None)}, not {module}"
+            )
+        return obj
 
 
 @dataclass(frozen=True)
@@ -425,4 +483,17 @@ def _dtype_size(dtype: Any) -> tuple[int, bool]:
     return (elsize if elsize > 0 else size), False
 
 
-__all__ = ["PICKLE_SUFFIXES", "ScanResult", "allowed", "is_pickle_name", "scan_bytes", "scan_file", "scan_stream"]
+__all__ = [
+    "DENIED_MODULE_PARTS",
+    "DENIED_NAMES",
+    "PICKLE_ALLOW_ENV",
+    "PICKLE_SUFFIXES",
+    "RestrictedGlobals",
+    "ScanResult",
+    "allowed",
+    "defined_where_named",
+    "is_pickle_name",
+    "scan_bytes",
+    "scan_file",
+    "scan_stream",
+]

@@ -163,3 +163,93 @@ def test_runtime_loads_a_real_model_pickle_and_honours_the_daemons_allowance(
     assert s2.proc.wait(30) == 3
     assert "has no predict method" in s2.stderr()
     assert "pickle scan" not in s2.stderr()
+
+
+# -- names a scikit-learn module merely imports (review finding 3) ------------------------------------------------
+
+
+def _crafted(module: str, name: str, args: tuple[Any, ...]) -> bytes:
+    """A pickle of ``module.name(*args)`` (what unpickling would call), written opcode by opcode."""
+    body = pickle.dumps(args, protocol=2)[2:-1]
+    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + body + b"R."
+
+
+def _re_exports(made: Path) -> dict[str, bytes]:
+    """The review's examples: each would create, truncate or connect something (or bind a method) if unpickled."""
+    calls: dict[str, tuple[Any, ...]] = {
+        "sklearn.datasets._rcv1.GzipFile": (str(made / "gz"), "wb"),
+        "sklearn.datasets._base.NamedTemporaryFile": ("wb", -1, None, None, "", "", str(made), False),
+        "sklearn.datasets._base.Path": (str(made / "p"),),
+        "sklearn.callback._transport.Listener": (str(made / "sock"), "AF_UNIX"),
+        "sklearn.callback._transport.Client": (str(made / "c"),),
+        "sklearn.utils._available_if.MethodType": (1, 2),
+    }
+    return {full: _crafted(*full.rsplit(".", 1), args) for full, args in calls.items()}
+
+
+def test_re_exported_names_are_refused_by_the_scan_and_the_loader(tmp_path: Path) -> None:
+    from daemon.serving import flavors
+    from daemon.serving.manifest import read_manifest
+
+    made = tmp_path / "made"
+    made.mkdir()
+    for full, payload in _re_exports(made).items():
+        module, _, name = full.rpartition(".")
+        assert not allowed(module, name), full
+        result = scan_bytes(payload, "model.pkl")
+        assert not result.ok, (full, result)
+        assert full in result.refused, (full, result)
+        for file in ("model.pkl", "model.joblib"):
+            d = _pickle_dir(tmp_path / f"{name}-{file}", payload, file)
+            with pytest.raises(flavors.LoadError, match="pickle scan refused"):
+                flavors.load_model(d, read_manifest(d))
+            # the loader itself, without the scan in front of it: refused when the pickle names the global
+            with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+                flavors._unpickle(d / file, Path(file).suffix, frozenset())
+    assert list(made.iterdir()) == []  # nothing was created
+
+
+def test_the_loader_checks_where_an_allowed_name_is_defined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were a re-export ever on the allow-list, the loader still refuses it: the object's ``__module__`` is
+    not the module the pickle names."""
+    from daemon.serving import flavors, picklescan
+
+    made = tmp_path / "made"
+    made.mkdir()
+    monkeypatch.setitem(picklescan._CLASSES, "sklearn.datasets._rcv1", frozenset({"GzipFile"}))
+    monkeypatch.setattr(picklescan, "DENIED_MODULE_PARTS", frozenset())
+    payload = _re_exports(made)["sklearn.datasets._rcv1.GzipFile"]
+    assert scan_bytes(payload, "model.pkl").ok  # the (broken) list lets it through the scan
+    for file in ("model.pkl", "model.joblib"):
+        (tmp_path / file).write_bytes(payload)
+        with pytest.raises(pickle.UnpicklingError, match=r"defined in gzip, not sklearn\.datasets\._rcv1"):
+            flavors._unpickle(tmp_path / file, Path(file).suffix, frozenset())
+    assert list(made.iterdir()) == []
+
+
+def test_the_allow_list_is_what_the_installed_scikit_learn_defines() -> None:
+    """daemon/serving/pickleallow.py is what tests/helpers/pickle_allow.py builds now, and each name in it is a
+    class its module defines (regenerate with ``.venv/bin/python -m tests.helpers.pickle_allow``)."""
+    import importlib
+
+    from daemon.serving.pickleallow import SKLEARN_CLASSES
+    from tests.helpers.pickle_allow import TARGET, build, render
+
+    assert TARGET.read_text() == render(build())
+    assert "sklearn.datasets._rcv1" not in SKLEARN_CLASSES
+    for module_name, names in SKLEARN_CLASSES.items():
+        module = importlib.import_module(module_name)
+        for name in names.split():
+            obj = getattr(module, name)
+            assert isinstance(obj, type), (module_name, name)
+            assert obj.__module__ == module_name, (module_name, name, obj.__module__)
+
+
+def test_library_prefixes_match_whole_module_names() -> None:
+    assert allowed("xgboost.sklearn", "XGBClassifier")
+    assert allowed("lightgbm.sklearn", "LGBMRegressor")
+    for module in ("xgboost.sklearnx", "xgboost.sklearn_evil", "lightgbm.sklearnmod", "sklearnx.base", "sklearn"):
+        assert not allowed(module, "XGBClassifier"), module
+        assert not allowed(module, "LGBMRegressor"), module
+    assert not allowed("sklearn.base", "NotDefinedThere")
+    assert not allowed("numpy.random.extra", "Evil")
