@@ -1,9 +1,10 @@
 """Images for Docker deployments: the generated Dockerfile, the offline wheelhouse, build and push.
 
-Builds need no network: the model's requirements (plus numpy, which the runtime needs) are turned into
-wheels on the host with the daemon's own pip (``pip wheel``), cached by the requirement list, copied into
-the build context and installed in the image with ``pip install --no-index``. That is right for air-gapped
-servers, and needed where a container does not trust the host's certificates. The image's Python minor
+Builds need no network: the model's requirements (plus numpy, which the runtime needs) are fetched as
+wheels on the host with the daemon's own pip (``pip wheel --only-binary=:all:``: a requirement published
+only as an sdist is refused, since building it would run its setup code as the daemon), cached by the
+requirement list, copied into the build context and installed in the image with ``pip install --no-index``.
+That is right for air-gapped servers, and needed where a container does not trust the host's certificates. The image's Python minor
 version must match the host's (the wheels are built for it): Debian 12 gives 3.11 on both sides.
 
 The image holds only the serving runtime (``daemon/serving``, which imports nothing else from ``daemon``)
@@ -45,6 +46,8 @@ STRIP_SETID = "find / -xdev -perm /6000 -exec chmod a-s {} +"
 #: no URLs or paths: the wheelhouse is built from the daemon's configured index only.
 _REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]*\])?[A-Za-z0-9 <>=!~*.,;()'\"_+-]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+#: pip's words for a requirement with no wheel it may use (``--only-binary=:all:``: an sdist is never built).
+_NO_WHEEL_RE = re.compile(r"No matching distribution found for (\S+)")
 #: A runaway wheel build must not hold a deployment forever.
 WHEEL_TIMEOUT_SECONDS = 1800.0
 
@@ -185,7 +188,7 @@ async def ensure_wheelhouse(root: Path, requirements: list[str], progress: Calla
         progress(f"wheelhouse {key}: pip wheel {' '.join(requirements)}")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-input",
-            "--prefer-binary", "-w", str(tmp), *requirements,
+            "--only-binary=:all:", "-w", str(tmp), *requirements,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         assert proc.stdout is not None
@@ -206,6 +209,13 @@ async def ensure_wheelhouse(root: Path, requirements: list[str], progress: Calla
             raise
         if status != 0:
             shutil.rmtree(tmp, ignore_errors=True)
+            missing = [m.group(1) for m in map(_NO_WHEEL_RE.search, tail) if m]
+            if missing:
+                raise ImageError(
+                    f"no wheel of {', '.join(dict.fromkeys(missing))} for this Python on the package index: the daemon "
+                    "installs wheels only (building an sdist would run its setup code as the daemon); publish a "
+                    "wheel to the index, or drop the requirement: " + " | ".join(tail[-3:])
+                )
             raise ImageError(f"building wheels for {requirements} failed (pip exit {status}): " + " | ".join(tail[-5:]))
         (tmp / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
         shutil.rmtree(dest, ignore_errors=True)
