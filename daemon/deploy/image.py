@@ -4,8 +4,9 @@ Builds need no network: the model's requirements (plus numpy, which the runtime 
 wheels on the host with the daemon's own pip (``pip wheel --only-binary=:all:``: a requirement published
 only as an sdist is refused, since building it would run its setup code as the daemon), cached by the
 requirement list, copied into the build context and installed in the image with ``pip install --no-index``.
-That is right for air-gapped servers, and needed where a container does not trust the host's certificates. The image's Python minor
-version must match the host's (the wheels are built for it): Debian 12 gives 3.11 on both sides.
+That is right for air-gapped servers, and needed where a container does not trust the host's certificates.
+The image's Python minor version must match the host's (the wheels are built for it): Debian 12 gives 3.11
+on both sides.
 
 The image holds only the serving runtime (``daemon/serving``, which imports nothing else from ``daemon``)
 and the model's files, runs as an unprivileged uid and has no setuid or setgid file (:data:`STRIP_SETID`).
