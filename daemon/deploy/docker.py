@@ -7,16 +7,18 @@ hangs the daemon, and the daemon starts fine without Docker (the client is made 
 
 Containers carry ``modeltui.owner`` (a stable id of the daemon's state directory), which is how
 :meth:`DockerBackend.discover` finds them again after a daemon restart. What a container may be given is
-decided in one place, :func:`run_kwargs`, from a fixed allowlist: never privileged, no mounts, devices,
-capabilities or namespaces of the host. Every container is hardened the same way (:func:`hardening`): a
-read-only root filesystem with a small tmpfs on ``/tmp``, every capability dropped, no-new-privileges, a
-pids limit, memory and CPU limits (the deployment's or ``[docker]``'s), an unprivileged uid.
+decided in one place, :func:`run_kwargs`, from a fixed allowlist: never privileged, no devices, capabilities
+or namespaces of the host, no mounts but the daemon's read-only copy of the TLS certificate and key. Every
+container is hardened the same way (:func:`hardening`): a read-only root filesystem with a small tmpfs on
+``/tmp``, every capability dropped, no-new-privileges, a pids limit, memory and CPU limits (the deployment's
+or ``[docker]``'s), an unprivileged uid.
 
 Networks: with ``network = "bridge"`` each deployment gets its own user-defined bridge network
 (:func:`network_name`), so containers of different deployments cannot reach each other and none reaches the
 host's loopback services; only the public port is published on ``bind_address``, the admin port on
-127.0.0.1 only (for the daemon). With ``network = "host"`` containers share the host's network: the admin
-routes are then only as private as the runtime's admin credential makes them (see docs/security.md).
+127.0.0.1 only (for the daemon). With ``network = "host"`` containers share the host's network: the public
+port listens on ``bind_address``, the admin port on 127.0.0.1 only (``--admin-host``), where other local
+users and containers still reach it: its routes are as private as the admin token makes them.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from typing import Any, TypeVar
 import docker
 import docker.constants
 import docker.errors
+import docker.types
 import docker.utils
 import requests.exceptions
 import urllib3.exceptions
 
 from daemon.protocol.deploy import check_env_name, check_env_value
+from daemon.serving.auth import ENV_TLS_CERT, ENV_TLS_KEY
 from daemon.settings import DockerSection
 
 from . import image as img
@@ -59,12 +63,15 @@ ALLOWED_RUN_KEYS = frozenset(
     {
         "image", "command", "name", "detach", "labels", "environment", "user", "network_mode", "ports",
         "nano_cpus", "mem_limit", "log_config", "restart_policy",
-        "read_only", "tmpfs", "cap_drop", "security_opt", "pids_limit",
+        "read_only", "tmpfs", "cap_drop", "security_opt", "pids_limit", "mounts",
     }
 )  # fmt: skip
 #: The keys :func:`hardening` sets: always present, never loosened by a deployment.
 HARDENING_KEYS = frozenset({"read_only", "tmpfs", "cap_drop", "security_opt", "pids_limit", "user"})
 LABEL_DEPLOYMENT = "modeltui.deployment"
+#: where a container finds the daemon's copy of ``[serving] tls_cert``/``tls_key`` (read-only)
+TLS_MOUNT = "/run/modeltui-tls"
+TLS_CERT_NAME, TLS_KEY_NAME = "cert.pem", "key.pem"
 
 
 #: What a missing, hung or restarting engine raises (API errors with a status are handled before these).
@@ -102,27 +109,71 @@ def hardening(settings: DockerSection) -> dict[str, Any]:
     }
 
 
+def stage_tls(root: Path, deployment: str, cert: Path, key: Path) -> Path:
+    """Blocking: copy ``[serving] tls_cert``/``tls_key`` to ``root/deployment`` for a container to mount
+    read-only (a container cannot read the host's files otherwise, and the key must not be readable by the
+    workload's uid anywhere else). ``root`` is 0700 (no other host user gets in); the copy of the key is owned
+    by the container's uid with mode 0400 when the daemon can chown (it runs as root), else mode 0644, which
+    only the daemon and the container can reach. Copied again at every start: a renewed certificate counts."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    target = root / deployment
+    target.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(target, 0o755)  # the container's uid must enter its mount point; root above keeps others out
+    uid, gid = (int(part) for part in img.RUN_AS.split(":"))
+    for src, name, secret in ((cert, TLS_CERT_NAME, False), (key, TLS_KEY_NAME, True)):
+        try:
+            data = src.read_bytes()
+        except OSError as exc:
+            raise BackendError(f"cannot read [serving] {'tls_key' if secret else 'tls_cert'} {src}: {exc}") from None
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            if secret and os.geteuid() == 0:
+                os.chown(tmp, uid, gid)
+                os.chmod(tmp, 0o400)
+            else:
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, target / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return target
+
+
 def network_name(owner: str, deployment: str) -> str:
     """The bridge network of one deployment (``network = "bridge"``); the owner keeps two daemons apart."""
     return f"modeltui-{owner}-{deployment}"
 
 
-def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner: str) -> dict[str, Any]:
+def run_kwargs(
+    spec: InstanceSpec, settings: DockerSection, *, image: str, owner: str, tls_dir: Path | None = None
+) -> dict[str, Any]:
     """The complete ``containers.run`` arguments for one instance: only allowlisted keys, only from
-    ``ContainerOptions`` and the backend's own settings."""
+    ``ContainerOptions`` and the backend's own settings. When the runtime serves TLS, ``tls_dir`` (the
+    daemon's copy from :func:`stage_tls`) is mounted read-only at :data:`TLS_MOUNT`: the only mount."""
     env = check_env(spec.env)
     bridge = settings.network == "bridge"
     if bridge:  # the container's own network namespace: listen on all of it; only published ports are reachable
-        listen, admin_host = "0.0.0.0", "127.0.0.1"
-    else:
-        listen = settings.bind_address
-        admin_host = listen if listen not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    env.update(spec.runtime_env, MODELTUI_ADMIN_PORT=str(spec.admin_port), MODELTUI_ADMIN_HOST=admin_host)
+        listen = admin_listen = "0.0.0.0"
+    else:  # the host's network: the admin port on its loopback only, whatever bind_address is
+        listen, admin_listen = settings.bind_address, "127.0.0.1"
+    runtime = dict(spec.runtime_env)
+    mounts: list[Any] = []
+    if ENV_TLS_CERT in runtime or ENV_TLS_KEY in runtime:
+        if tls_dir is None:
+            raise BackendError("TLS for a container needs the daemon's copy of the certificate and key")
+        runtime.update({ENV_TLS_CERT: f"{TLS_MOUNT}/{TLS_CERT_NAME}", ENV_TLS_KEY: f"{TLS_MOUNT}/{TLS_KEY_NAME}"})
+        mounts.append(docker.types.Mount(TLS_MOUNT, str(tls_dir), type="bind", read_only=True))
+    env.update(runtime, MODELTUI_ADMIN_PORT=str(spec.admin_port), MODELTUI_ADMIN_HOST="127.0.0.1")
     opts = spec.options
     kw: dict[str, Any] = {
         "image": image,
         "command": [
-            "--host", listen, "--port", str(spec.admin_port), "--public-port", str(spec.public_port),
+            "--host", listen, "--admin-host", admin_listen,
+            "--port", str(spec.admin_port), "--public-port", str(spec.public_port),
             "--model-version", str(spec.version), "--instance", spec.instance_id,
             *([] if spec.feedback_inputs else ["--no-feedback-inputs"]),
         ],
@@ -145,6 +196,8 @@ def run_kwargs(spec: InstanceSpec, settings: DockerSection, *, image: str, owner
         "restart_policy": {"Name": "no"},  # the daemon supervises and restarts
         **hardening(settings),
     }  # fmt: skip
+    if mounts:  # the only mount ever: the daemon's read-only copy of [serving] tls_cert/tls_key
+        kw["mounts"] = mounts
     if not bridge:
         kw["network_mode"] = "host"
     else:
@@ -359,10 +412,14 @@ class DockerBackend(Backend):
         return True
 
     async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
-        run_kwargs(spec, self.settings, image="-", owner=self.owner)  # bad env or options fail before a build
+        tls_dir = self.state_dir / "docker-tls" / spec.deployment
+        run_kwargs(spec, self.settings, image="-", owner=self.owner, tls_dir=tls_dir)  # bad input fails before a build
         await self.ping()
         tag = await self.ensure_image(spec, progress)
-        kw = run_kwargs(spec, self.settings, image=tag, owner=self.owner)
+        kw = run_kwargs(spec, self.settings, image=tag, owner=self.owner, tls_dir=tls_dir)
+        if "mounts" in kw:
+            cert, key = Path(spec.runtime_env[ENV_TLS_CERT]), Path(spec.runtime_env[ENV_TLS_KEY])
+            await asyncio.to_thread(stage_tls, tls_dir.parent, spec.deployment, cert, key)
         self._warn_host_network()
         progress(f"starting container {kw['name']}")
         attrs = await self._call(lambda: self._run(kw))

@@ -22,6 +22,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m daemon.serving", description="Serve one model version over HTTP.")
     ap.add_argument("--model-dir", type=Path, required=True, help="directory holding modeltui.toml and the model")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ap.add_argument(
+        "--admin-host",
+        default=None,
+        help="address of the instance's own (admin) port (default: --host); --public-port listens on --host",
+    )
     ap.add_argument("--port", type=int, default=0, help="port (0: pick a free one; default 0)")
     ap.add_argument(
         "--public-port",
@@ -49,6 +54,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--max-batch-size must be at least 1")
     if not 0 <= args.max_wait_ms <= 10_000:
         ap.error("--max-wait-ms must be between 0 and 10000")
+    if args.admin_host is None:
+        args.admin_host = args.host
     return args
 
 
@@ -86,8 +93,9 @@ async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    host, port = await app.server.start(args.host, args.port)
+    host, port = await app.server.start(args.admin_host, args.port)
     shown = f"[{host}]" if ":" in host else host
+    public_shown = f"[{args.host}]" if ":" in args.host else args.host
     sys.stdout.write(f"LISTENING {shown}:{port}\n")
     sys.stdout.flush()
     load = asyncio.ensure_future(asyncio.to_thread(_load, model_dir, manifest))
@@ -114,7 +122,7 @@ async def _serve(args: argparse.Namespace) -> int:
     app.set_model(model, features)
     if public is not None:
         await app.server.listen_shared(public, tls)
-        sys.stdout.write(f"SERVING {shown}:{args.public_port}{' (TLS)' if tls else ''}\n")
+        sys.stdout.write(f"SERVING {public_shown}:{args.public_port}{' (TLS)' if tls else ''}\n")
         sys.stdout.flush()
     print(
         f"modeltui-serving: {app.version_label} ({model.flavor}: {model.detail}) ready on {shown}:{port}",
@@ -140,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modeltui-serving: {exc}", file=sys.stderr, flush=True)
         return 2
     except OSError as exc:
-        print(f"modeltui-serving: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{args.admin_host}:{args.port}"
+        print(f"modeltui-serving: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

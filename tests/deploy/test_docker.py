@@ -169,10 +169,11 @@ async def test_only_allowlisted_arguments_reach_containers_run(tmp_path: Path, n
         }
         assert kw["network_mode"] == "modeltui-o1-dep"  # the deployment's own network, made before the run
         assert fake.api.networks["modeltui-o1-dep"]["Labels"] == {"modeltui.owner": "o1", "modeltui.deployment": "dep"}
-        assert kw["command"][:2] == ["--host", "0.0.0.0"]  # inside its own namespace; only published ports reach it
+        # inside its own namespace; only published ports reach it (the admin port on the host's loopback)
+        assert kw["command"][:4] == ["--host", "0.0.0.0", "--admin-host", "0.0.0.0"]
     else:
         assert kw["network_mode"] == "host"
-        assert kw["command"][:2] == ["--host", "127.0.0.1"]
+        assert kw["command"][:4] == ["--host", "127.0.0.1", "--admin-host", "127.0.0.1"]
         assert fake.api.networks == {}
     assert set(kw) == expected
     assert expected <= ALLOWED_RUN_KEYS
@@ -259,6 +260,13 @@ def test_hostile_options_env_and_requirements_are_refused(tmp_path: Path) -> Non
         with pytest.raises(img.ImageError):
             img.check_requirement(req)
     assert img.check_requirement("scikit-learn[alldeps]>=1.5,<2; python_version >= '3.11'")
+
+
+def test_on_the_host_network_the_admin_port_stays_on_loopback_whatever_bind_address_is(tmp_path: Path) -> None:
+    spec = _spec(python_model(tmp_path / "m"), tmp_path)
+    for bind in ("0.0.0.0", "::", "192.0.2.7"):
+        command = run_kwargs(spec, DockerSection(bind_address=bind), image="i", owner="o")["command"]
+        assert command[:4] == ["--host", bind, "--admin-host", "127.0.0.1"], command
 
 
 def test_the_container_command_passes_the_feedback_inputs_setting(tmp_path: Path) -> None:
