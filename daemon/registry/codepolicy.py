@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from daemon.access import Access
 from daemon.protocol import results as r
 from daemon.protocol.errors import ErrorCode, ProtocolError, conflict
 from daemon.protocol.manifest import parse_manifest
-from daemon.serving.picklescan import is_pickle_name, scan_stream
+from daemon.serving.picklescan import PICKLE_ALLOW_ENV, is_pickle_name, scan_stream
 
 from .codescan import code_info, runs_code
 
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
     from daemon.registry.service import Registry
     from daemon.settings import Settings
 
-#: The runtime's environment variable naming the refused globals it may load (daemon/serving/flavors.py).
-PICKLE_ALLOW_ENV = "MODELTUI_PICKLE_ALLOW"
 SETTING = '[policy] run_code = "admin"'
 
 
@@ -90,24 +87,12 @@ class CodePolicy:
 
     # -- reading and recording (blocking: call these in a thread) ----------------------------------------------
 
-    def _row(self, conn: sqlite3.Connection, model: str, number: int) -> tuple[Any, ...]:
-        row = conn.execute(
-            "SELECT v.id, v.manifest, v.digest, c.scan, c.scanned_at, c.approved_by, c.approved_at "
-            "FROM versions v JOIN models m ON m.id = v.model_id LEFT JOIN version_code c ON c.version_id = v.id "
-            "WHERE m.name = ? AND v.number = ?",
-            (model, number),
-        ).fetchone()
-        if row is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"{model} has no version {number}")
-        return tuple(row)
-
-    def _scan_file(self, conn: sqlite3.Connection, version_id: int, path: str) -> dict[str, Any]:
-        found = conn.execute("SELECT sha256 FROM files WHERE version_id = ? AND path = ?", (version_id, path))
-        sha = found.fetchone()
+    def _scan_file(self, version_id: int, path: str) -> dict[str, Any]:
+        sha = self.registry.code.file_sha256(version_id, path)
         if sha is None:
             return {"file": path, "globals": [], "refused": [], "refused_count": 0, "error": "the file is missing"}
         try:
-            fd = self.registry.objects.open_object(str(sha[0]))
+            fd = self.registry.objects.open_object(sha)
         except ProtocolError as exc:  # a mirrored version whose objects are not on this host yet: not recorded
             return {"file": path, "globals": [], "refused": [], "refused_count": 0, "error": exc.message[:200],
                     "missing": True}  # fmt: skip
@@ -116,40 +101,33 @@ class CodePolicy:
 
     def version_code(self, model: str, number: int) -> VersionCode:
         """The version's code facts; scans its pickle (and records the result) when nobody has yet."""
-        with self.registry._db.read() as conn:
-            vid, manifest_text, digest, scan_json, scanned_at, approved_by, approved_at = self._row(conn, model, number)
-        manifest = parse_manifest(str(manifest_text).encode())
-        scan = json.loads(scan_json) if scan_json else None
-        if scanned_at is None and is_pickle_name(manifest.model_path):
+        row = self.registry.code.get(model, number)
+        manifest = parse_manifest(row.manifest.encode())
+        scan = json.loads(row.scan) if row.scan else None
+        if row.scanned_at is None and is_pickle_name(manifest.model_path):
             scan = self.record_scan(model, number)
         return VersionCode(
             model,
             number,
-            int(vid),
-            str(digest),
+            row.version_id,
+            row.digest,
             runs_code(manifest, scan),
             manifest.training.command if manifest.training else None,
             scan,
-            approved_by,
-            approved_at,
+            row.approved_by,
+            row.approved_at,
         )
 
     def record_scan(self, model: str, number: int) -> dict[str, Any] | None:
         """Scan the version's model file if it is a pickle and record the result (None: no pickle)."""
-        with self.registry._db.read() as conn:
-            vid, manifest_text, *_ = self._row(conn, model, number)
-            manifest = parse_manifest(str(manifest_text).encode())
-            if not is_pickle_name(manifest.model_path):
-                return None
-            scan = self._scan_file(conn, int(vid), manifest.model_path)
+        row = self.registry.code.get(model, number)
+        manifest = parse_manifest(row.manifest.encode())
+        if not is_pickle_name(manifest.model_path):
+            return None
+        scan = self._scan_file(row.version_id, manifest.model_path)
         if scan.pop("missing", False):
             return scan  # refused for now; scanned again once the file is here
-        with self.registry._write_sql() as conn:
-            conn.execute(
-                "INSERT INTO version_code (version_id, scan, scanned_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (version_id) DO UPDATE SET scan = excluded.scan, scanned_at = excluded.scanned_at",
-                (vid, json.dumps(scan), time.time()),
-            )
+        self.registry.code.record_scan(row.version_id, json.dumps(scan), time.time())
         if self.on_recorded is not None:
             self.on_recorded(model)
         return scan
@@ -166,13 +144,7 @@ class CodePolicy:
 
     def _approve(self, code: VersionCode, user: str, reason: str) -> float:
         now = time.time()
-        with self.registry._write_sql() as conn:
-            conn.execute(
-                "INSERT INTO version_code (version_id, approved_by, approved_at, approval_reason) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (version_id) DO UPDATE SET approved_by = excluded.approved_by, "
-                "approved_at = excluded.approved_at, approval_reason = excluded.approval_reason",
-                (code.version_id, user, now, reason),
-            )
+        self.registry.code.approve(code.version_id, user, now, reason)
         if self.on_recorded is not None:
             self.on_recorded(code.model)
         return now
@@ -239,13 +211,7 @@ class CodePolicy:
     def rollback_target(self, model: str, alias: str) -> int | None:
         """The version a rollback of ``model@alias`` would move to (None: nothing to check; the registry
         then says why it cannot roll back)."""
-        with self.registry._db.read() as conn:
-            row = conn.execute(
-                "SELECT e.from_version FROM alias_events e JOIN models m ON m.id = e.model_id "
-                "WHERE m.name = ? AND e.alias = ? ORDER BY e.at DESC, e.id DESC LIMIT 1",
-                (model, alias),
-            ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        return self.registry.code.last_move_from(model, alias)
 
     def approve(self, ref: str, digest: str | None, reason: str, user: str) -> r.CodeApprovalInfo:
         """``modeltui approve-code``: an admin's approval, recorded with the version (blocking)."""

@@ -32,13 +32,19 @@ def runs_code(manifest: Manifest, scan: dict[str, Any] | None) -> list[str]:
     reasons: list[str] = []
     if manifest.flavor == "python":
         reasons.append(f'flavor = "python" (runs {manifest.model_path})')
+    skops = manifest.model_path.lower().endswith(".skops")  # as the runtime picks its loader
     if manifest.trusted is True:
         if is_pickle_name(manifest.model_path):
             if scan is None or not scan_ok(scan):
                 found = scan_summary(scan) if scan else "not scanned"
                 reasons.append(f"trusted = true on a pickle the scan refused ({found})")
-        elif manifest.model_path.endswith(".skops"):
+        elif skops:
             reasons.append(f"trusted = true (skops loads every type in {manifest.model_path})")
+    elif isinstance(manifest.trusted, list) and manifest.trusted and skops:  # skops loads the listed types too
+        listed = ", ".join(manifest.trusted[:3]) + (
+            f" and {len(manifest.trusted) - 3} more" if len(manifest.trusted) > 3 else ""
+        )
+        reasons.append(f"trusted = [{listed}] (skops loads the listed types from {manifest.model_path})")
     return reasons
 
 

@@ -54,6 +54,7 @@ from daemon.store.engine import DB_NAME, make_engine, read_session, write_sessio
 from daemon.store.faults import Faults
 from daemon.store.migrations import migrate
 from daemon.store.tables import AliasEventRow, AliasRow, FileRow, ModelRow, VersionRow, utcnow
+from daemon.store.version_code import CodeStore
 
 __all__ = ["Ingested", "Registry", "SharedRegistry", "version_digest"]
 
@@ -184,6 +185,8 @@ class Registry:
         self._stat_cache = StatCache(self.state_dir / DB_NAME, self._lock, busy_timeout_s=busy_timeout_s)
         self.deployments = DeploymentStore(self._db, self._lock)
         self.credentials = CredentialStore(self._db, self._lock)
+        #: The run-code policy's records (pickle scans, approvals): daemon/registry/codepolicy.py.
+        self.code = CodeStore(self._db, self._lock, self._faults)
         #: Set by the daemon when a cluster is configured: pushes and alias moves go there too.
         self.shared: SharedRegistry | None = None
         self.objects = ObjectStore(
@@ -767,9 +770,12 @@ class Registry:
             return event
 
     @_guarded
-    def rollback(self, req: q.Rollback, user: str) -> r.AliasEventInfo:
+    def rollback(
+        self, req: q.Rollback, user: str, *, checked: bool = False, expect: int | None = None
+    ) -> r.AliasEventInfo:
         """Move an alias back to where its latest move took it from (so two rollbacks toggle, like ``cd -``);
-        this also restores an alias that was removed."""
+        this also restores an alias that was removed. ``checked``: the caller checked ``expect`` as the target
+        (signing, run code); CONFLICT if the alias moved meanwhile and the rollback would now go elsewhere."""
         self._require_shared("roll an alias back")
         with self._write_sql() as conn:
             model = sql.get_model(conn, req.name)
@@ -782,6 +788,8 @@ class Registry:
                     f"{model.name}@{req.alias} has no previous version to roll back to "
                     f"(its last move created it at version {last.to_version})"
                 )
+            if checked and target != expect:
+                raise conflict(f"{model.name}@{req.alias} moved while its rollback was checked; roll back again")
             if not sql.version_exists(conn, model.id, target):
                 raise conflict(
                     f"cannot roll {model.name}@{req.alias} back to version {target}: that version was removed"

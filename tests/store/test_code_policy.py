@@ -151,3 +151,35 @@ def test_a_file_not_here_yet_is_refused_and_scanned_once_it_is(
     finally:
         aside.rename(stored)
     assert policy.version_code("evil", n).refused_globals == ["posix.system"]  # not the early error
+
+
+def test_a_skops_trusted_list_is_code(reg: Registry, tmp_path: Path, ingest_path: Ingest) -> None:
+    """``trusted = ["builtins.eval"]`` makes skops load that type: an operator's deploy is refused under the
+    default policy until an admin approves (review finding 4); an empty list trusts nothing more."""
+    listed = 'name = "sk"\nflavor = "sklearn"\nmodel_file = "Model.SKOPS"\ntrusted = ["builtins.eval"]\n'
+    n = _push(reg, ingest_path, tmp_path / "sk", listed, {"Model.SKOPS": b"not read"})
+    policy = _policy(reg, tmp_path, "admin")
+    code = policy.version_code("sk", n)
+    assert code.runs_code == ["trusted = [builtins.eval] (skops loads the listed types from Model.SKOPS)"]
+    with pytest.raises(ProtocolError, match=r"builtins\.eval") as refused:
+        policy.check(OPERATOR, "sk", n, "deploy")
+    assert refused.value.code == "FORBIDDEN"
+    with pytest.raises(ProtocolError):  # and no start whoever causes it
+        policy.runtime_env("sk", n)
+    policy.approve(f"sk:{n}", None, "reviewed", "owner")
+    policy.check(OPERATOR, "sk", n, "deploy")
+    assert policy.runtime_env("sk", n) == {}
+
+    empty = 'name = "sk0"\nflavor = "sklearn"\nmodel_file = "model.skops"\ntrusted = []\n'
+    m = _push(reg, ingest_path, tmp_path / "sk0", empty, {"model.skops": b"not read"})
+    assert policy.version_code("sk0", m).runs_code == []
+    policy.check(OPERATOR, "sk0", m, "deploy")
+
+
+def test_the_policy_uses_no_private_registry_state() -> None:
+    """codepolicy.py reads and records through the registry's public CodeStore (review finding 15)."""
+    import daemon.registry.codepolicy as codepolicy
+
+    source = Path(codepolicy.__file__).read_text()
+    assert "registry._" not in source
+    assert "sqlite3" not in source
