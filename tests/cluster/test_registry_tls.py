@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from daemon.cluster.artifacts import ArtifactError, ArtifactFile, ArtifactStore
@@ -226,7 +227,6 @@ def _tiny_image(api: Any, repository: str, tag: str = "1") -> None:
 
 
 def test_the_docker_engine_pushes_with_auth_config_and_a_wrong_password_fails_clearly(reg: TlsRegistry) -> None:
-    docker = pytest.importorskip("docker")
     from daemon.deploy.image import ImageError, push_image
 
     try:
@@ -336,7 +336,6 @@ def test_a_token_realm_over_plain_http_elsewhere_gets_no_credentials(
 def test_the_docker_backend_pushes_with_the_settings_credentials(reg: TlsRegistry, tmp_path: Path) -> None:
     """The daemon's wiring: ``[registry]`` settings → the Docker backend (as the daemon builds it) → the push of
     ``ensure_image`` (the image exists, so nothing is built: only the push runs)."""
-    docker = pytest.importorskip("docker")
     from daemon.app import _docker_backend
     from daemon.deploy import image as img
     from daemon.deploy.base import InstanceSpec
