@@ -111,6 +111,9 @@ class ProcessBackend(Backend):
         #: one JSON file per instance forked by the zygote (their command line is the zygote's); written by
         #: the zygote, so in the workload directory: trusted only for processes that run as the workload
         self.records = records
+        #: the daemon's own copy of each such record, in the state directory (no workload can change it):
+        #: adoption takes the deployment and the ports from here, the workload's file is only a hint
+        self.own_records = log_root.parent / "deploy" / "forked"
         self.python = python
         #: who the instances run as (default: as the daemon, with their files in the state directory)
         self.identity = identity or WorkloadIdentity("", os.geteuid(), os.getegid(), records.parent.parent)
@@ -229,6 +232,7 @@ class ProcessBackend(Backend):
             forked = await self.zygote.spawn(self._runtime_args(spec), env, log_path, record, label)
             if forked is not None:
                 progress(f"started version {spec.version} (pid {forked[0]}, forked from the warm zygote)")
+                await asyncio.to_thread(self._keep_record, {**label, "pid": forked[0], "ticks": forked[1]})
                 return self._instance(spec, *forked)
         progress(f"starting version {spec.version} as a new local process")
         return await asyncio.to_thread(self._spawn, spec, env)
@@ -293,8 +297,19 @@ class ProcessBackend(Backend):
         try:
             await self._stop(instance, grace)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                (self.records / f"{instance.instance_id}.json").unlink()
+            for where in (self.records, self.own_records):
+                with contextlib.suppress(FileNotFoundError):
+                    (where / f"{instance.instance_id}.json").unlink()
+
+    def _keep_record(self, record: dict[str, object]) -> None:
+        """The daemon's own record of an instance the zygote forked (written whole, then renamed)."""
+        self.own_records.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.own_records / f"{record['instance_id']}.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
 
     async def _stop(self, instance: Instance, grace: float) -> None:
         fd = self._open(instance)
@@ -361,9 +376,10 @@ class ProcessBackend(Backend):
         return found
 
     def _scan_records(self, records: Path | None = None, uid: int | None = None) -> list[Instance]:
-        """Instances forked by a zygote, from their records; records of ended processes are removed."""
+        """Instances forked by a zygote, from the records in ``records`` (default: the daemon's own, the only
+        ones trusted for adoption); records of ended processes are removed."""
         found: list[Instance] = []
-        records = self.records if records is None else records
+        records = self.own_records if records is None else records
         uid = self.identity.process_uid if uid is None else uid
         for path in records.glob("*.json") if records.is_dir() else []:
             try:
@@ -391,8 +407,22 @@ class ProcessBackend(Backend):
             )
         return found
 
+    def _unowned(self, found: list[Instance]) -> list[Instance]:
+        """Live processes the zygote's records (written where workloads write) name but the daemon's own records
+        do not: forked before the daemon kept its own copy, or a record a workload made up. Never adopted."""
+        known = {inst.key for inst in found}
+        return [inst for inst in self._scan_records(self.records) if inst.key not in known]
+
     async def discover(self) -> list[Instance]:
         found = await asyncio.to_thread(lambda: self._scan() + self._scan_records())
+        for odd in await asyncio.to_thread(self._unowned, found):
+            log.warning(
+                "stopping process %s (named by a zygote record of %s): the daemon has no record of its own "
+                "for it; the deployment's supervisor starts it again",
+                odd.key,
+                odd.deployment,
+            )
+            await self._stop(odd, grace=self.settings.stop_grace_seconds)
         for old in await asyncio.to_thread(self._legacy):
             # Started before [workloads] user applied: it holds the daemon's identity. Stopped, not adopted:
             # the deployment's supervisor starts it again as the workload account.
