@@ -178,9 +178,15 @@ class RegistryHandlers:
 
     @handles(q.Rollback)
     async def rollback(self, req: q.Rollback, ctx: Context) -> r.AliasEventInfo:
-        policy = self.deployments.code_policy  # [policy] run_code: the version the alias moves back to
-        await policy.require_move(ctx.caller, req.name, req.alias, policy.rollback_target(req.name, req.alias))
-        return self._alias_moved(await asyncio.to_thread(self.registry.rollback, req, ctx.caller.user))
+        # The version the alias moves back to passes what alias_set checks ([signing] require = "promote",
+        # [policy] run_code), and the registry moves it there only if that is still the target.
+        policy = self.deployments.code_policy
+        target = await asyncio.to_thread(policy.rollback_target, req.name, req.alias)
+        if target is not None:
+            await self.deployments.signing.require(req.name, target, "promote")
+        await policy.require_move(ctx.caller, req.name, req.alias, target)
+        move = await asyncio.to_thread(self.registry.rollback, req, ctx.caller.user, checked=True, expect=target)
+        return self._alias_moved(move)
 
     @handles(q.AliasHistoryRequest)
     async def alias_history(self, req: q.AliasHistoryRequest, ctx: Context) -> Serialized:

@@ -239,3 +239,29 @@ def test_promote_needs_a_verified_signature_and_a_revoked_signer_stops_counting(
         "the signature verified again after the allowed-signers file changed",
         timeout=60,
     )
+
+
+def test_a_rollback_under_promote_needs_the_target_signed(
+    daemon_factory: Any, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """A rollback moves an alias like alias set does: to an unsigned version it is refused (review finding 8)."""
+    d: DaemonProcess = daemon_factory()
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(signer_line(ALICE, keys["alice"]))
+    d.start()  # no signing requirement yet: version 1 goes to production unsigned
+    name = "rolled"
+    first, second = make_model_dir(tmp_path / "a", name=name), make_model_dir(tmp_path / "b", name=name, weights=b"w2")
+    assert cli_json(d, "push", str(first), "--alias", "production")["version"]["number"] == 1
+    assert cli_json(d, "push", str(second), "--sign", "-k", str(keys["alice"]))["version"]["number"] == 2
+    d.stop()
+    Path(d.env["MODELTUI_CONFIG"]).write_text(f'[signing]\nallowed_signers = "{allowed}"\nrequire = "promote"\n')
+    d.start()
+    call(d, q.AliasSet(name=name, alias="production", version=2))  # signed: allowed
+    with pytest.raises(ProtocolError) as caught:
+        call(d, q.Rollback(name=name, alias="production"))
+    assert caught.value.code is ErrorCode.CONFLICT
+    assert f"{name}:1 is unsigned" in caught.value.message
+    assert call(d, q.Show(ref=f"{name}@production")).version.number == 2  # the alias did not move
+    signed = d.cli("sign", f"{name}:1", "-k", str(keys["alice"]))
+    assert signed.returncode == 0, signed.stderr
+    assert call(d, q.Rollback(name=name, alias="production")).to_version == 1
