@@ -142,7 +142,7 @@ def _unpickle(path: Path, suffix: str, allow: frozenset[str]) -> Any:
             restricted = type("_Restricted", (RestrictedGlobals, pickle.Unpickler), {"allow_extra": allow})
             return restricted(fh).load()
         jp: Any = importlib.import_module("joblib.numpy_pickle")
-        restricted = type("_Restricted", (RestrictedGlobals, jp.NumpyUnpickler), {"allow_extra": allow})
+        restricted = _joblib_unpickler(jp, allow)
         with jp._validate_fileobject_and_memmap(fh, str(path), None) as (fobj, _):
             if isinstance(fobj, str):  # joblib < 0.10's format (the scan refuses it too)
                 raise LoadError("an old joblib format (before joblib 0.10): save it again")
@@ -151,6 +151,27 @@ def _unpickle(path: Path, suffix: str, allow: frozenset[str]) -> Any:
             except TypeError:  # joblib before 1.5 has no ensure_native_byte_order argument
                 unpickler = restricted(str(path), fobj)
             return unpickler.load()
+
+
+def _joblib_unpickler(jp: Any, allow: frozenset[str]) -> Any:
+    """joblib's unpickler with the restricted ``find_class``, reading an object array's nested pickle stream
+    with a restricted unpickler too (joblib before 1.6 reads it with a bare ``pickle.load``)."""
+    import pickle
+
+    nested = type("_Nested", (RestrictedGlobals, pickle.Unpickler), {"allow_extra": allow})
+
+    def load_build(self: Any) -> None:
+        state, wrapper = self.stack[-1], self.stack[-2] if len(self.stack) > 1 else None
+        dtype = state.get("dtype") if isinstance(state, dict) else None
+        if isinstance(wrapper, jp.NumpyArrayWrapper) and getattr(dtype, "hasobject", False):
+            jp.Unpickler.load_build(self)
+            self.stack[-1] = nested(self.file_handle).load()
+            return
+        jp.NumpyUnpickler.load_build(self)
+
+    dispatch = dict(jp.NumpyUnpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
+    return type("_Restricted", (RestrictedGlobals, jp.NumpyUnpickler), {"allow_extra": allow, "dispatch": dispatch})
 
 
 def _load_onnx(model_dir: Path, manifest: ServingManifest) -> Model:

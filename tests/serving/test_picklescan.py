@@ -253,3 +253,41 @@ def test_library_prefixes_match_whole_module_names() -> None:
         assert not allowed(module, "LGBMRegressor"), module
     assert not allowed("sklearn.base", "NotDefinedThere")
     assert not allowed("numpy.random.extra", "Evil")
+
+
+class _Touch:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_the_loader_restricts_a_joblib_object_arrays_nested_pickle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """joblib before 1.6 reads an object array's nested pickle with a bare ``pickle.load``: the loader reads
+    it with its own restricted unpickler, whichever joblib is installed (simulated here)."""
+    from joblib import numpy_pickle as jp  # type: ignore[import-untyped]
+
+    from daemon.serving import flavors
+
+    original = jp.NumpyArrayWrapper.read_array
+
+    def old_read_array(self: Any, unpickler: Any, *args: Any) -> Any:
+        if self.dtype.hasobject:
+            return pickle.load(unpickler.file_handle)
+        return original(self, unpickler, *args)
+
+    monkeypatch.setattr(jp.NumpyArrayWrapper, "read_array", old_read_array)
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.joblib"
+    path.write_bytes(_joblib({"w": np.arange(10), "o": np.array([1, _Touch(marker)], dtype=object)}))
+    with pytest.raises(pickle.UnpicklingError, match=r"posix\.system is not allowed"):
+        flavors._unpickle(path, ".joblib", frozenset())
+    assert not marker.exists()
+    # an allowed object array still loads
+    path.write_bytes(_joblib({"w": np.arange(10), "o": np.array([1, "a", None], dtype=object)}))
+    got = flavors._unpickle(path, ".joblib", frozenset())
+    assert got["o"].tolist() == [1, "a", None]
+    assert got["w"].tolist() == list(range(10))
