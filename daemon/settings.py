@@ -82,13 +82,14 @@ class ServingSection(_Section):
     always binds 127.0.0.1)."""
 
     #: auto: the prediction and feedback routes need the deployment's token when it is beyond loopback, and
-    #: stay open on loopback (as before); on/off: always/never. The admin routes always need the admin token.
+    #: in system mode on loopback too (every local user reaches it); only a user-mode daemon's loopback
+    #: runtimes stay open; on/off: always/never. The admin routes always need the admin token.
     auth: Literal["auto", "on", "off"] = "auto"
     #: ``/health`` (and ``/ping``, ``/health/live``) answer without a token: load balancers probe them, and
     #: they reveal nothing about inputs
     health_open: bool = True
-    #: ``/metrics`` without a token; None: open on loopback, closed beyond it (it carries per-feature
-    #: histograms of the clients' inputs). The daemon's scrapes always send the admin token.
+    #: ``/metrics`` without a token; None: open on loopback in user mode, closed beyond it and in system mode
+    #: (it carries per-feature histograms of the clients' inputs). The daemon's scrapes send the admin token.
     metrics_open: bool | None = None
     #: PEM certificate (chain) and key: the runtime's public port serves HTTPS (both or neither;
     #: ``modeltuid tls self-signed`` makes a pair for a first try)

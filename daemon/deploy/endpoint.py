@@ -7,7 +7,7 @@ always binds 127.0.0.1; the Docker backend binds ``[docker] bind_address`` (``0.
 
 from __future__ import annotations
 
-import ipaddress
+import os
 from pathlib import Path
 
 from daemon.serving.auth import (
@@ -20,23 +20,11 @@ from daemon.serving.auth import (
     ENV_TOKEN,
     sha256_hex,
 )
-from daemon.settings import Settings
+from daemon.settings import Settings, is_loopback_host
 from daemon.store.credentials import Credentials
-
-from .base import BackendError
 
 #: a certificate chain longer than this is not handed to clients
 MAX_CERT_BYTES = 64 * 1024
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or an address in 127.0.0.0/8 or ::1; ``0.0.0.0``, ``::``, "" and names are not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind_host(settings: Settings, backend: str) -> str:
@@ -45,21 +33,25 @@ def bind_host(settings: Settings, backend: str) -> str:
 
 
 def beyond_loopback(settings: Settings, backend: str) -> bool:
-    return not is_loopback(bind_host(settings, backend))
+    return not is_loopback_host(bind_host(settings, backend))
 
 
 def auth_required(settings: Settings, backend: str) -> bool:
-    """Whether the prediction and feedback routes need the clients' token (``[serving] auth``)."""
+    """Whether the prediction and feedback routes need the clients' token (``[serving] auth``). ``auto``:
+    beyond loopback, and on loopback too in system mode (every local user reaches 127.0.0.1 of a shared
+    host); only a user-mode daemon's loopback runtimes stay open."""
     mode = settings.serving.auth
-    return mode == "on" or (mode == "auto" and beyond_loopback(settings, backend))
+    if mode == "auto":
+        return settings.mode == "system" or beyond_loopback(settings, backend)
+    return mode == "on"
 
 
 def runtime_env(settings: Settings, backend: str, creds: Credentials) -> dict[str, str]:
     """The runtime's ``MODELTUI_*`` settings: token hashes (never the tokens), which routes are open, TLS."""
     serving = settings.serving
     metrics_open = serving.metrics_open
-    if metrics_open is None:
-        metrics_open = not beyond_loopback(settings, backend)
+    if metrics_open is None:  # its histograms are the clients' inputs: closed wherever auth is needed by auto
+        metrics_open = settings.mode != "system" and not beyond_loopback(settings, backend)
     env = {
         ENV_AUTH: "on" if auth_required(settings, backend) else "off",
         ENV_TOKEN: sha256_hex(creds.token) if creds.token else "",
@@ -67,15 +59,32 @@ def runtime_env(settings: Settings, backend: str, creds: Credentials) -> dict[st
         ENV_HEALTH_OPEN: "1" if serving.health_open else "0",
         ENV_METRICS_OPEN: "1" if metrics_open else "0",
     }
-    if serving.tls_cert is not None and serving.tls_key is not None:
-        if backend != "process":
-            raise BackendError(
-                "[serving] tls_cert/tls_key are used by the process backend only: a container cannot read "
-                "files of the host (put a TLS-terminating proxy in front of the Docker backend's port)"
-            )
+    if serving.tls_cert is not None and serving.tls_key is not None:  # Docker mounts a copy (docker.stage_tls)
         env[ENV_TLS_CERT] = str(serving.tls_cert)
         env[ENV_TLS_KEY] = str(serving.tls_key)
     return env
+
+
+class CertText:
+    """``[serving] tls_cert``'s text for clients to pin, read again when the file changes (a renewal)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int, int] | None = None
+        self._pem: str | None = None
+
+    def get(self) -> str | None:
+        """Blocking: the current certificate (None when unreadable)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._seen = None
+            return None
+        seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if seen != self._seen:
+            self._pem = tls_cert_pem(self.path)
+            self._seen = seen if self._pem is not None else None
+        return self._pem
 
 
 def tls_cert_pem(path: Path) -> str | None:
@@ -92,5 +101,4 @@ def tls_cert_pem(path: Path) -> str | None:
 
 def scheme(settings: Settings, backend: str) -> str:
     """The public endpoint's scheme."""
-    tls = settings.serving.tls_cert is not None and backend == "process"
-    return "https" if tls else "http"
+    return "https" if settings.serving.tls_cert is not None else "http"

@@ -52,7 +52,7 @@ from .base import (
     ProgressLine,
     free_port,
 )
-from .endpoint import auth_required, runtime_env, scheme, tls_cert_pem
+from .endpoint import CertText, auth_required, runtime_env, scheme
 from .health import http_status
 from .image import Pruned
 
@@ -180,6 +180,16 @@ class Supervisor:
         )
         return status == 200
 
+    async def _tell_adopted(self, inst: Instance) -> None:
+        """An adopted instance gets the current clients' token hash: a daemon that died between storing a
+        rotated token and telling the instance left it accepting the old one."""
+        with contextlib.suppress(ProtocolError, OSError):
+            creds = await asyncio.to_thread(self.m.registry.credentials.get, self.rec.name)
+            if creds is not None and creds.token:
+                self.token_hash = sha256_hex(creds.token)
+                if not await self.tell_token(inst, self.token_hash):  # the health checks decide what follows
+                    log.warning("could not tell the adopted instance %s of %s its token", inst.key, self.rec.name)
+
     async def _spec(self, version: int) -> InstanceSpec:
         """What the backend needs to start ``version``: its files (materialized from the registry) and ports."""
         dest = self.backend.models_root(self.m.state_dir / "deploy" / "models")  # where workloads may read
@@ -195,16 +205,18 @@ class Supervisor:
             model_dir=model_dir,
             public_port=self.rec.port,
             admin_port=free_port(),
-            env=dict(self.rec.env) | await asyncio.to_thread(self.m.code_policy.runtime_env, self.rec.model, version),
+            env=dict(self.rec.env),
             options=ContainerOptions.model_validate(self.rec.options),
             log_dir=self.m.state_dir / "deployments" / self.rec.name,
             feedback_inputs=self.m.settings.deploy.feedback_inputs,
-            runtime_env=runtime_env(self.m.settings, self.rec.backend, creds),
+            # the approval of a pickle is the daemon's word, like the tokens: not the deployment's own env
+            runtime_env=runtime_env(self.m.settings, self.rec.backend, creds)
+            | await asyncio.to_thread(self.m.code_policy.runtime_env, self.rec.model, version),
         )
 
     async def _credentials(self) -> Credentials:
-        """The deployment's tokens (an admin token is made for one deployed before tokens existed)."""
-        creds, _ = await asyncio.to_thread(self.m.registry.credentials.ensure, self.rec.name, with_token=False)
+        """The deployment's tokens (made with its row, or at the daemon's start for an older one)."""
+        creds, _ = await asyncio.to_thread(self.m.registry.credentials.ensure, self.rec.name, with_token=True)
         self.admin_token = creds.admin_token
         return creds
 
@@ -327,6 +339,7 @@ class Supervisor:
             self.first_start.set_result(None)
             note = f"adopted {self.current.key} after a daemon restart"
             await self.change_state("running", "unknown", event="adopted", message=note)
+            await self._tell_adopted(self.current)
             await self._check_health()
         else:
             self.first_start.set_result(None)
@@ -473,8 +486,8 @@ class DeploymentManager:
         self.publish = publish
         self.listeners = listeners
         self.supervisors: dict[str, Supervisor] = {}
-        #: ``[serving] tls_cert``'s text, read once when a client first asks (for it to pin)
-        self._tls_pem: str | None = None
+        #: ``[serving] tls_cert``'s text for clients to pin, read again when the file changes
+        self._cert = CertText(settings.serving.tls_cert) if settings.serving.tls_cert is not None else None
         self.tailers: dict[str, asyncio.Task[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -491,6 +504,9 @@ class DeploymentManager:
     async def start(self) -> None:
         """Adopt what still runs, stop what nobody owns any more, start what should run and does not."""
         records = await asyncio.to_thread(self.registry.deployments.all)
+        # deployments made before tokens existed get theirs now; a running instance is told on adoption
+        for name in await asyncio.to_thread(self.registry.credentials.provide_missing):
+            log.info("made the endpoint tokens of deployment %s (deployed before they existed)", name)
         for used in {rec.backend for rec in records}:
             self._warm(used)
         running: dict[str, list[Instance]] = {}
@@ -617,12 +633,10 @@ class DeploymentManager:
     async def deploy(self, req: q.Deploy, progress: ProgressLine, user: str = "") -> r.DeploymentDetail:
         rec = await self._new_record(req)
         by = f" for {user}" if user else ""  # who its instances (and their restarts) act for: the event log says
-        await asyncio.to_thread(
+        # the tokens are made with the row, in one transaction, and the clients' token shown once, in this answer
+        creds = await asyncio.to_thread(
             self.registry.deployments.create, rec, f"deploy {rec.ref} (version {rec.version}) on port {rec.port}{by}"
         )
-        # The clients' token is made now and shown once, in this answer (a crash before this line leaves a
-        # deployment without one: ``deploy token NAME --rotate`` makes it).
-        creds, _ = await asyncio.to_thread(self.registry.credentials.ensure, rec.name, with_token=True)
         self.publish(DeploymentEvent(kind="created", deployment=rec.name, state=rec.state, version=rec.version))
         self._warm(rec.backend)
         sup = self._supervise(rec, None, fresh=True)
@@ -641,17 +655,20 @@ class DeploymentManager:
     async def token(self, name: str, *, reveal: bool) -> r.DeploymentToken:
         sup = self._get(name)
         creds = await asyncio.to_thread(self.registry.credentials.get, name)
-        if self._tls_pem is None and self.settings.serving.tls_cert is not None:
-            self._tls_pem = await asyncio.to_thread(tls_cert_pem, self.settings.serving.tls_cert)
-        return self._token_result(sup, creds, reveal=reveal)
+        return self._token_result(sup, creds, await self._cert_pem(), reveal=reveal)
 
-    def _token_result(self, sup: Supervisor, creds: Credentials | None, *, reveal: bool) -> r.DeploymentToken:
+    async def _cert_pem(self) -> str | None:
+        return await asyncio.to_thread(self._cert.get) if self._cert is not None else None
+
+    def _token_result(
+        self, sup: Supervisor, creds: Credentials | None, pem: str | None, *, reveal: bool
+    ) -> r.DeploymentToken:
         has = creds is not None and bool(creds.token)
         return r.DeploymentToken(
             name=sup.rec.name,
             exists=has,
             required=auth_required(self.settings, sup.rec.backend),
-            tls_cert_pem=self._tls_pem if scheme(self.settings, sup.rec.backend) == "https" else None,
+            tls_cert_pem=pem if scheme(self.settings, sup.rec.backend) == "https" else None,
             created_at=datetime.fromtimestamp(creds.created_at, UTC) if creds else None,
             rotated_at=datetime.fromtimestamp(creds.rotated_at, UTC) if creds else None,
             token=creds.token if reveal and creds is not None and creds.token else None,
@@ -671,7 +688,7 @@ class DeploymentManager:
         if not told:
             sup.commands.put_nowait(("restart", None))
         await self._changed_token(sup, told)
-        return self._token_result(sup, creds, reveal=True)
+        return self._token_result(sup, creds, await self._cert_pem(), reveal=True)
 
     async def _changed_token(self, sup: Supervisor, told: bool) -> None:
         how = "the running instance took it" if told else "restarting the instance to take it"

@@ -1,14 +1,16 @@
 """Each deployment's bearer tokens, in the registry's database (so a backup keeps them and a crash leaves
 the old pair or the new one, never half).
 
-``token`` is the clients' token (shown once when made; ``""`` for a deployment made before tokens existed,
-until ``modeltui deploy token NAME --rotate``); ``admin_token`` only the daemon uses (health checks, scrapes,
-feedback pulls, rotation). The runtimes only ever receive their SHA-256 hashes.
+``token`` is the clients' token (shown once when made, in the same transaction as the deployment's row, see
+``DeploymentStore.create``; a deployment made before tokens existed gets both at the next daemon start,
+``provide_missing``); ``admin_token`` only the daemon uses (health checks, scrapes, feedback pulls,
+rotation). The runtimes only ever receive their SHA-256 hashes.
 """
 
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +31,18 @@ class Credentials:
     admin_token: str
     created_at: float
     rotated_at: float
+
+
+def insert(conn: sqlite3.Connection, deployment_id: int, *, with_token: bool = True) -> Credentials:
+    """Make a deployment's credentials inside the caller's transaction."""
+    now = time.time()
+    made = Credentials(new_token() if with_token else "", new_token(), now, now)
+    conn.execute(
+        "INSERT INTO deployment_credentials (deployment_id, token, admin_token, created_at, rotated_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (deployment_id, made.token, made.admin_token, now, now),
+    )
+    return made
 
 
 class CredentialStore:
@@ -60,14 +74,31 @@ class CredentialStore:
             ).fetchone()
             if got is not None:
                 return Credentials(got[0], got[1], got[2], got[3]), False
+            return insert(conn, row[0], with_token=with_token), True
+
+    def provide_missing(self) -> list[str]:
+        """Give every deployment without credentials (made before they existed) both tokens, and every one
+        with an admin token only (made by an earlier version) a clients' token, in one transaction; the
+        names, sorted."""
+        with self._lock, self._db.write() as conn:
+            bare = conn.execute(
+                "SELECT d.id, d.name FROM deployments d LEFT JOIN deployment_credentials c "
+                "ON c.deployment_id = d.id WHERE c.deployment_id IS NULL ORDER BY d.name"
+            ).fetchall()
+            for dep_id, _ in bare:
+                insert(conn, dep_id)
+            tokenless = conn.execute(
+                "SELECT d.name FROM deployments d JOIN deployment_credentials c ON c.deployment_id = d.id "
+                "WHERE c.token = '' ORDER BY d.name"
+            ).fetchall()
             now = time.time()
-            made = Credentials(new_token() if with_token else "", new_token(), now, now)
-            conn.execute(
-                "INSERT INTO deployment_credentials (deployment_id, token, admin_token, created_at, rotated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (row[0], made.token, made.admin_token, now, now),
-            )
-            return made, True
+            for (name,) in tokenless:
+                conn.execute(
+                    "UPDATE deployment_credentials SET token = ?, rotated_at = ? WHERE deployment_id = "
+                    "(SELECT id FROM deployments WHERE name = ?)",
+                    (new_token(), now, name),
+                )
+        return sorted([n for _, n in bare] + [n for (n,) in tokenless])
 
     def rotate(self, deployment: str) -> Credentials:
         """A new clients' token (the admin token stays); made in one transaction."""

@@ -17,6 +17,8 @@ from typing import Any
 from daemon.protocol.deploy import ContainerOptions, DeploymentEventInfo, DeploymentInfo, InstanceInfo
 from daemon.protocol.errors import conflict, not_found
 
+from . import credentials
+from .credentials import Credentials
 from .db import Db, db_time, from_db_time
 from .tables import utcnow
 
@@ -142,7 +144,8 @@ class DeploymentStore:
         self._db = db
         self._lock = lock
 
-    def create(self, rec: DeploymentRecord, message: str) -> None:
+    def create(self, rec: DeploymentRecord, message: str) -> Credentials:
+        """Store a new deployment with its credentials, in one transaction (shown once, by the caller)."""
         with self._lock, self._db.write() as conn:
             if conn.execute("SELECT 1 FROM deployments WHERE name = ?", (rec.name,)).fetchone():
                 raise conflict(f"a deployment named {rec.name!r} exists; undeploy it or choose another --name")
@@ -154,6 +157,7 @@ class DeploymentStore:
             marks = ", ".join("?" * len(fields(rec)))
             cur = conn.execute(f"INSERT INTO deployments ({COLUMNS}) VALUES ({marks})", _values(rec))
             self._add_event(conn, int(cur.lastrowid or 0), "created", rec.version, message)
+            return credentials.insert(conn, int(cur.lastrowid or 0))
 
     def save(self, rec: DeploymentRecord, event: tuple[str, str] | None = None) -> None:
         """Write the record back (all columns); ``event`` = (kind, message) is appended in the same commit."""

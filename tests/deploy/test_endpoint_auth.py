@@ -6,8 +6,10 @@ predict``/``feedback`` still work, and ``deploy token --rotate`` swaps the token
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -15,19 +17,23 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from daemon.deploy.base import BackendError, InstanceSpec
-from daemon.deploy.docker import run_kwargs
-from daemon.deploy.endpoint import auth_required, beyond_loopback, runtime_env
+from daemon.deploy.docker import TLS_MOUNT, run_kwargs
+from daemon.deploy.endpoint import CertText, auth_required, beyond_loopback, runtime_env
+from daemon.deploy.manager import Supervisor
 from daemon.deploy.tls import self_signed
 from daemon.protocol.deploy import ContainerOptions
+from daemon.registry.service import Registry
 from daemon.serving.auth import sha256_hex
 from daemon.settings import DockerSection, ServingSection, load_settings
 from daemon.store.credentials import Credentials
+from daemon.store.deployments import DeploymentRecord
 from tests.helpers.daemon import DaemonProcess, admin_token, cli_json, daemon_env
 from tests.helpers.example_data import eval_rows, eval_table
 from tests.helpers.paths import EXAMPLE
@@ -230,6 +236,59 @@ def test_the_auto_rule() -> None:
     assert "client" not in env.values()
     assert "admin" not in env.values()
     assert runtime_env(settings(), "process", creds)["MODELTUI_METRICS_OPEN"] == "1"
+    # system mode: every local user reaches 127.0.0.1, so auto authenticates on loopback too; off opens it
+    system = base.model_copy(update={"mode": "system"})
+    assert auth_required(system, "process")
+    assert auth_required(system, "docker")
+    assert runtime_env(system, "process", creds)["MODELTUI_AUTH"] == "on"
+    assert runtime_env(system, "process", creds)["MODELTUI_METRICS_OPEN"] == "0"
+    assert not auth_required(system.model_copy(update={"serving": ServingSection(auth="off")}), "process")
+
+
+def test_the_certificate_is_read_again_when_renewed(tmp_path: Path) -> None:
+    """What ``deploy token`` gives clients to pin follows the file: a renewed certificate replaces the old."""
+    first, _ = self_signed(tmp_path / "a", "localhost")
+    second, _ = self_signed(tmp_path / "b", "localhost")
+    cert = tmp_path / "cert.pem"
+    shutil.copyfile(first, cert)
+    text = CertText(cert)
+    assert text.get() == first.read_text()
+    assert text.get() == first.read_text()
+    shutil.copyfile(second, cert)
+    os.utime(cert, ns=(cert.stat().st_atime_ns, cert.stat().st_mtime_ns + 1_000_000_000))
+    assert text.get() == second.read_text()
+    cert.unlink()
+    assert text.get() is None
+
+
+def test_an_approved_pickle_reaches_a_container(tmp_path: Path) -> None:
+    """The approval of a pickle (MODELTUI_PICKLE_ALLOW) is the daemon's word: it goes with the runtime's own
+    settings, so Docker's check of the deployment's environment (MODELTUI_* reserved) lets it through and
+    the process backend still forks from the zygote (a deployment's own environment forces a cold start)."""
+    settings = load_settings("/nonexistent/modeltui-test.toml", state_dir=str(tmp_path), socket=str(tmp_path / "s"))
+    creds = Credentials("client", "admin", 0.0, 0.0)
+    manager = SimpleNamespace(
+        settings=settings,
+        state_dir=tmp_path,
+        backends={"docker": SimpleNamespace(models_root=lambda default: default)},
+        registry=SimpleNamespace(
+            materialize=lambda model, version, dest: tmp_path,
+            resolve=lambda ref: ("m", 1, "d" * 64),
+            credentials=SimpleNamespace(ensure=lambda name, with_token: (creds, False)),
+        ),
+        code_policy=SimpleNamespace(runtime_env=lambda model, version: {"MODELTUI_PICKLE_ALLOW": "m.Thing"}),
+    )
+    rec = DeploymentRecord(
+        name="dep", model="m", ref="m:1", alias=None, version=1, backend="docker", port=18000, env={}, options={}
+    )
+
+    async def spec() -> InstanceSpec:
+        return await Supervisor(manager, rec, None, fresh=True)._spec(1)  # type: ignore[arg-type]
+
+    got = asyncio.run(spec())
+    assert got.env == {}
+    kw = run_kwargs(got, settings.docker, image="i", owner="o")
+    assert kw["environment"]["MODELTUI_PICKLE_ALLOW"] == "m.Thing"
 
 
 def test_self_signed_pair_from_the_command_line(tmp_path: Path) -> None:
@@ -273,10 +332,15 @@ def test_docker_containers_get_the_hashes_in_their_environment_only(tmp_path: Pa
         run_kwargs(
             InstanceSpec(**{**spec.__dict__, "env": {"MODELTUI_AUTH": "off"}}), beyond.docker, image="i", owner="o"
         )
-    # TLS files are the process backend's: a container cannot read them
+    # TLS in a container: the daemon's copy of the files, mounted read-only (the only mount)
     tls = beyond.model_copy(update={"serving": ServingSection(tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem")})
-    with pytest.raises(BackendError, match="process backend only"):
-        runtime_env(tls, "docker", creds)
+    tls_spec = InstanceSpec(**{**spec.__dict__, "runtime_env": runtime_env(tls, "docker", creds)})
+    with pytest.raises(BackendError, match="copy of the certificate"):
+        run_kwargs(tls_spec, tls.docker, image="i", owner="o")
+    kw = run_kwargs(tls_spec, tls.docker, image="i", owner="o", tls_dir=tmp_path / "copy")
+    [mount] = kw["mounts"]
+    assert (mount["Source"], mount["Target"], mount["ReadOnly"]) == (str(tmp_path / "copy"), TLS_MOUNT, True)
+    assert kw["environment"]["MODELTUI_TLS_KEY"] == f"{TLS_MOUNT}/key.pem"
 
 
 def test_rotation_while_the_instance_starts(setup: tuple[DaemonProcess, dict[str, Any], Path]) -> None:
@@ -297,3 +361,30 @@ def test_rotation_while_the_instance_starts(setup: tuple[DaemonProcess, dict[str
         assert request(dep["endpoint"], "/predict", {"inputs": rows[:1]}, first["token"])[0] == 401
     finally:
         d.cli("undeploy", "early")
+
+
+def test_an_adopted_instance_is_told_the_current_token(setup: tuple[DaemonProcess, dict[str, Any], Path]) -> None:
+    """A daemon that died between storing a rotated token and telling the instance: the next daemon adopts
+    the instance and tells it the stored token, so the old one stops working. (Last in the module: it
+    restarts the daemon.)"""
+    d, detail, example = setup
+    rows, _ = eval_rows(example)
+    endpoint = detail["deployment"]["endpoint"]
+    old = cli_json(d, "deploy", "token", "bc", "--rotate")["token"]
+    assert request(endpoint, "/predict", {"inputs": rows[:1]}, old)[0] == 200
+    d.stop()  # the instance keeps running
+    reg = Registry(d.state_dir)
+    try:
+        new = reg.credentials.rotate("bc").token  # stored, never told: as a crash right after the store leaves it
+    finally:
+        reg.close()
+    assert request(endpoint, "/predict", {"inputs": rows[:1]}, old)[0] == 200
+    d.start()
+
+    def adopted() -> bool:
+        events = cli_json(d, "ps", "bc", "--events", "5")["events"]
+        return any(e["kind"] == "adopted" for e in events)
+
+    wait_for(adopted, "the adoption", 60)
+    wait_for(lambda: request(endpoint, "/predict", {"inputs": rows[:1]}, old)[0] == 401, "the old token refused", 30)
+    assert request(endpoint, "/predict", {"inputs": rows[:1]}, new)[0] == 200

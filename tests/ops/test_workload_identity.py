@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import stat
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,15 +56,23 @@ def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_
     assert pushed.returncode == 0, pushed.stderr
     deployed = cli(d, "mtui-bob", "deploy", "probe:1", "--name", "probe", "--json")
     assert deployed.returncode == 0, deployed.stderr
-    detail = json.loads(deployed.stdout)["deployment"]
+    answer = json.loads(deployed.stdout)
+    detail = answer["deployment"]
     assert detail["state"] == "running", detail
     events = json.loads(cli(d, "mtui-bob", "ps", "probe", "--events", "5", "--json").stdout)["events"]
     assert any("for mtui-bob" in e["message"] for e in events), events  # whom its instances act for
 
     body = json.dumps({"inputs": [[0], [1], [2], [3], [4], [5], [6]]}).encode()
-    req = urllib.request.Request(
-        detail["endpoint"] + "/predict", data=body, headers={"Content-Type": "application/json"}
-    )
+    # a system daemon's loopback endpoints need the token ([serving] auth = "auto"): any local user reaches them
+    plain = {"Content-Type": "application/json"}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(
+            urllib.request.Request(detail["endpoint"] + "/predict", data=body, headers=plain), timeout=60
+        )
+    refused.value.close()
+    assert refused.value.code == 401
+    headers = plain | {"Authorization": f"Bearer {answer['token']}"}
+    req = urllib.request.Request(detail["endpoint"] + "/predict", data=body, headers=headers)
     with urllib.request.urlopen(req, timeout=60) as resp:
         sock_errno, db_errno, role, uid, euid, gid, groups = json.loads(resp.read())["predictions"]
     assert sock_errno == errno.EACCES, f"the workload reached the daemon's socket (errno {sock_errno})"
@@ -89,7 +98,8 @@ def test_an_operators_model_runs_as_the_workload_account_and_reaches_nothing_of_
     cold = cli(d, "mtui-bob", "deploy", "probe:1", "--name", "probe-cold", "--env", "OMP_NUM_THREADS=1", "--json")
     assert cold.returncode == 0, cold.stderr
     endpoint = json.loads(cold.stdout)["deployment"]["endpoint"]
-    req = urllib.request.Request(endpoint + "/predict", data=body, headers={"Content-Type": "application/json"})
+    headers = plain | {"Authorization": f"Bearer {json.loads(cold.stdout)['token']}"}
+    req = urllib.request.Request(endpoint + "/predict", data=body, headers=headers)
     with urllib.request.urlopen(req, timeout=60) as resp:
         assert json.loads(resp.read())["predictions"] == [errno.EACCES, errno.EACCES, -1, *[run.pw_uid] * 2,
                                                           run.pw_gid, 0]  # fmt: skip
