@@ -14,36 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kazoo.client import KazooClient
 
-from daemon.cluster.zk import digest_acl
-from tests.helpers.daemon import DaemonProcess
+from tests.helpers.cluster import daemon_log, zk_client
+from tests.helpers.cluster import member as cluster_member
+from tests.helpers.daemon import DaemonProcess, cli_json
+from tests.helpers.docker_engine import REGISTRY, registry_up
 from tests.helpers.example_data import eval_features
 from tests.helpers.models import make_model_dir
 from tests.helpers.prerequisites import need
 from tests.helpers.rawsock import RawClient
 from tests.helpers.zookeeper import ZkEnsemble
 
-REGISTRY = "127.0.0.1:5000"
 #: The credential every test daemon of a cluster shares ([cluster] zk_auth = "digest", the default).
 CREDENTIAL = "modeltui:cluster-test-secret"
-
-
-def zk_client(zk: ZkEnsemble, credential: str | None = CREDENTIAL) -> KazooClient:
-    """A started kazoo client authenticated as the test daemons are (``None``: no credential at all)."""
-    client = KazooClient(
-        hosts=zk.connect_string(),
-        auth_data=[("digest", credential)] if credential else None,
-        default_acl=digest_acl(credential) if credential else None,
-    )
-    client.start(10)
-    return client
-
-
-def cli_json(d: DaemonProcess, *args: str) -> Any:
-    done = d.cli(*args, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.05) -> Any:
@@ -61,23 +44,9 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0, every: 
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def registry_up() -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def member(daemon_factory: Callable[[str], DaemonProcess], name: str, zk: ZkEnsemble, chroot: str,
            cluster: str = "") -> DaemonProcess:  # fmt: skip
-    d = daemon_factory(name)
-    d.env.setdefault("MODELTUI_ZK_CREDENTIALS", CREDENTIAL)
-    Path(d.env["MODELTUI_CONFIG"]).write_text(
-        f'[cluster]\nzookeeper = "{zk.connect_string()}"\nchroot = "{chroot}"\nregistry = "{REGISTRY}"\n'
-        f"session_timeout_seconds = 4\n{cluster}\n[exporter]\nenabled = false\n"
-    )
-    return d.start()
+    return cluster_member(daemon_factory, name, zk, chroot, CREDENTIAL, cluster)
 
 
 def connected(d: DaemonProcess) -> dict[str, Any]:
@@ -97,13 +66,6 @@ def pair(
     a, b = member(daemon_factory, "a", zk, chroot), member(daemon_factory, "b", zk, chroot)
     wait_for(lambda: len((connected(a) or {}).get("hosts", [])) == 2, "both daemons registered")
     return a, b
-
-
-def daemon_log(d: DaemonProcess) -> str:
-    """Everything the daemon logged (its stdout/stderr and its log file)."""
-    out = d.state_dir.parent / "daemon.out"
-    log = d.state_dir / "daemon.log"
-    return "".join(p.read_text(errors="replace") for p in (out, log) if p.exists())
 
 
 def test_a_push_on_a_is_deployable_on_b_and_a_sees_it_running_at_its_endpoint(
@@ -220,7 +182,7 @@ def test_an_alias_moved_elsewhere_meanwhile_is_a_conflict_not_an_overwrite(
         assert a.cli("push", str(make_model_dir(tmp_path / f"m{i}", weights=f"w{i}".encode()))).returncode == 0
     assert a.cli("alias", "set", "demo", "production", "1").returncode == 0
     wait_for(lambda: cli_json(b, "show", "demo@production")["version"]["number"] == 1, "alias on B")
-    client = zk_client(zk)
+    client = zk_client(zk, CREDENTIAL)
     try:
         path = f"{chroot}/models/demo/aliases/production"
         data, _ = client.get(path)
@@ -286,7 +248,7 @@ def test_the_whole_ensemble_away_for_30_s_reads_answer_writes_fail_fast_and_ever
 def test_hostile_or_corrupt_nodes_are_ignored_and_the_daemon_keeps_serving(
     daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, chroot: str
 ) -> None:
-    client = zk_client(zk)
+    client = zk_client(zk, CREDENTIAL)
     try:
         good = {"version": 1, "by": "x", "at": "2026-01-01T00:00:00Z"}
         for path, data in {
@@ -400,7 +362,7 @@ def test_versions_that_appear_after_their_model_was_seen_are_still_synced(
 
     d = member(daemon_factory, "a", zk, chroot)
     wait_for(lambda: connected(d), "connected")
-    client = zk_client(zk)
+    client = zk_client(zk, CREDENTIAL)
     try:
         client.create(f"{chroot}/models/late", b"", makepath=True)
         time.sleep(0.5)  # the daemon syncs "late": nothing below it yet

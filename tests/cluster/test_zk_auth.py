@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,43 +27,24 @@ from daemon.cluster.zk import digest_acl
 from daemon.deploy.tls import self_signed
 from daemon.settings import ClusterSection, ConfigError, zk_credentials
 from modeltui.screens import FleetScreen
+from tests.helpers import cluster
+from tests.helpers.cluster import daemon_log, zk_client
 from tests.helpers.daemon import DaemonProcess
+from tests.helpers.docker_engine import REGISTRY, registry_up
 from tests.helpers.models import make_model_dir
 from tests.helpers.prerequisites import need
 from tests.helpers.rawsock import RawClient
 from tests.helpers.tui import SIZE, make_app, until
+from tests.helpers.waiting import wait_for
 from tests.helpers.zookeeper import JAVA_DIR, TLS_JARS, ZkEnsemble, java_missing
 
-REGISTRY = "127.0.0.1:5000"
 CREDENTIAL = "modeltui:the-cluster-secret"
 WRONG = "modeltui:not-the-secret"
 
 
-def cli_json(d: DaemonProcess, *args: str) -> Any:
-    done = d.cli(*args, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if got := check():
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def member(factory: Callable[[str], DaemonProcess], name: str, zk: ZkEnsemble, chroot: str,
            credential: str | None = CREDENTIAL, extra: str = "") -> DaemonProcess:  # fmt: skip
-    d = factory(name)
-    if credential is not None:
-        d.env["MODELTUI_ZK_CREDENTIALS"] = credential
-    Path(d.env["MODELTUI_CONFIG"]).write_text(
-        f'[cluster]\nzookeeper = "{zk.connect_string()}"\nchroot = "{chroot}"\nregistry = "{REGISTRY}"\n'
-        f"session_timeout_seconds = 4\n{extra}\n[exporter]\nenabled = false\n"
-    )
-    return d.start(timeout=60)  # only a hang takes that long, however loaded the machine
+    return cluster.member(factory, name, zk, chroot, credential, extra)
 
 
 def status(d: DaemonProcess) -> dict[str, Any]:
@@ -86,19 +66,9 @@ def state(d: DaemonProcess) -> str:
     return str(status(d)["state"])
 
 
-def client(zk: ZkEnsemble, credential: str | None) -> KazooClient:
-    c = KazooClient(
-        hosts=zk.connect_string(),
-        auth_data=[("digest", credential)] if credential else None,
-        default_acl=digest_acl(credential) if credential else None,
-    )
-    c.start(10)
-    return c
-
-
 @pytest.fixture
 def owner(zk: ZkEnsemble) -> Iterator[KazooClient]:
-    c = client(zk, CREDENTIAL)
+    c = zk_client(zk, CREDENTIAL)
     yield c
     c.stop()
     c.close()
@@ -112,19 +82,6 @@ def tree(c: KazooClient, top: str) -> list[str]:
         out.append(path)
         todo += [f"{path}/{child}" for child in c.get_children(path)]
     return sorted(out)
-
-
-def daemon_log(d: DaemonProcess) -> str:
-    paths = (d.state_dir.parent / "daemon.out", d.state_dir / "daemon.log")
-    return "".join(p.read_text(errors="replace") for p in paths if p.exists())
-
-
-def registry_up() -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def zkcli(zk: ZkEnsemble, commands: str) -> str:
@@ -162,7 +119,7 @@ def test_every_node_is_the_credentials_only_and_nothing_opens_it_without_it(
     assert {n: owner.get_acls(n)[0] for n in nodes} == dict.fromkeys(nodes, digest_acl(CREDENTIAL))
 
     for credential in (None, WRONG):
-        other = client(zk, credential)
+        other = zk_client(zk, credential)
         try:
             for n in nodes:
                 with pytest.raises(NoAuthError):
@@ -234,7 +191,7 @@ def test_a_world_open_tree_of_an_older_cluster_is_locked_at_start(
     daemon_factory: Callable[[str], DaemonProcess], zk: ZkEnsemble, owner: KazooClient
 ) -> None:
     chroot = f"/modeltui-auth-{uuid.uuid4().hex[:8]}"
-    old = client(zk, None)  # a daemon of before: no credential, every node world:anyone
+    old = zk_client(zk, None)  # a daemon of before: no credential, every node world:anyone
     try:
         old.create(f"{chroot}/models/legacy/aliases/production", b"{}", makepath=True)
         old.create(f"{chroot}/hosts/old-daemon", b"{}", ephemeral=True, makepath=True)
