@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.protocol.results import FeatureDrift, SignatureInfo
+from daemon.protocol.results import CodeInfo, FeatureDrift, SignatureInfo
 
 # -- text from the registry ------------------------------------------------------------------------------------
 #: Invisible characters that reorder what follows them (a "Trojan Source" line can read as another).
@@ -83,6 +83,18 @@ def signer(sig: SignatureInfo | None, *, long: bool = False) -> str:
     key = f"{sig.key_type.removeprefix('ssh-').upper()} {sig.fingerprint}"
     who = f"{sig.principal} " if sig.principal else ""
     return printable(f"{sig.status} {who}({key}, sent by {sig.signed_by})")
+
+
+def code_rows(code: CodeInfo | None) -> list[tuple[str, str]]:
+    """``pickle scan: ok (23 globals, all allowed)`` and what in the manifest runs code (docs/security.md), as
+    ``modeltui show`` and the TUI's version detail both say them."""
+    if code is None:
+        return []
+    rows = [("pickle scan", code.pickle_scan)] if code.pickle_scan else []
+    if code.runs_code:
+        approval = f"approved by {code.approved_by}" if code.approved_by else "not approved"
+        rows.append(("runs code", f"{'; '.join(code.runs_code)} ({approval})"))
+    return rows
 
 
 def size(n: int | None) -> str:

@@ -15,7 +15,19 @@ from rich.text import Text
 from daemon.protocol import results as r
 from daemon.protocol.deploy import DeploymentInfo
 
-from ..format import DEPLOYMENT_TONE, PALETTE, aliases_of, duration, printable, signer, size, tags_of, uptime, when
+from ..format import (
+    DEPLOYMENT_TONE,
+    PALETTE,
+    aliases_of,
+    code_rows,
+    duration,
+    printable,
+    signer,
+    size,
+    tags_of,
+    uptime,
+    when,
+)
 from ..hints import push_example
 
 
@@ -189,17 +201,6 @@ def print_model(console: Console, m: r.ModelSummary) -> None:
         console.print(plain(m.description, newlines=True))
     console.print(f"versions: {m.versions}  latest: {m.latest or '-'}  created: {when(m.created_at)}")
     console.print(plain(f"aliases: {aliases_of(m.aliases)}"))
-
-
-def code_rows(code: r.CodeInfo | None) -> list[tuple[str, str]]:
-    """``pickle scan: ok (23 globals, all allowed)`` and what in the manifest runs code (docs/security.md)."""
-    if code is None:
-        return []
-    rows = [("pickle scan", code.pickle_scan)] if code.pickle_scan else []
-    if code.runs_code:
-        approval = f"approved by {code.approved_by}" if code.approved_by else "not approved"
-        rows.append(("runs code", f"{'; '.join(code.runs_code)} ({approval})"))
-    return rows
 
 
 def print_version(console: Console, d: r.VersionDetail) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from daemon.protocol.results import FileInfo, VersionDetail
 
-from ..format import signer, size, value, version_label, when
+from ..format import code_rows, signer, size, value, version_label, when
 from .keyed_table import KeyedTable
 
 
@@ -32,14 +32,7 @@ class ParamsTable(KeyedTable):
 
 def code_pairs(detail: VersionDetail) -> list[tuple[str, str]]:
     """The pickle scan and what runs code (docs/security.md), as ``modeltui show`` says them."""
-    code = detail.code
-    if code is None:
-        return []
-    pairs = [("pickle scan", code.pickle_scan)] if code.pickle_scan else []
-    if code.runs_code:
-        approval = f"approved by {code.approved_by}" if code.approved_by else "not approved"
-        pairs.append(("runs code", f"{'; '.join(code.runs_code)} ({approval})"))
-    return pairs
+    return code_rows(detail.code)
 
 
 def signer_pairs(detail: VersionDetail) -> list[tuple[str, str]]:
