@@ -14,7 +14,8 @@ arguments end it with status 2 before anything listens.
 ``--public-port P`` (used by the deployment backends) additionally binds ``P`` with SO_REUSEPORT once the
 model is loaded and prints ``SERVING host:P``: instances of one deployment share the port, so a rollout
 starts the new version beside the old, and the kernel sends it traffic only after it is ready (exit status
-4 when ``P`` is taken by something else). ``--port`` stays the instance's own admin port.
+4 when ``P`` is taken by something else). ``--port`` stays the instance's own admin port, which listens on
+``--admin-host`` (default: ``--host``) while ``P`` listens on ``--host``.
 
 This package imports nothing else from ``daemon`` (it is copied into Docker images on its own) and needs
 only the standard library and numpy. scikit-learn/skops are imported by the ``sklearn`` flavor and
