@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from daemon.deploy import image as img
 from daemon.deploy.base import BackendError, BackendUnavailable, Instance, InstanceSpec, free_port
-from daemon.deploy.docker import ALLOWED_RUN_KEYS, DockerBackend, run_kwargs
+from daemon.deploy.docker import ALLOWED_RUN_KEYS, DockerBackend, run_kwargs, stage_tls
 from daemon.protocol.deploy import ContainerOptions
 from daemon.settings import DockerSection
 from tests.helpers.docker_engine import (
@@ -267,6 +267,29 @@ def test_on_the_host_network_the_admin_port_stays_on_loopback_whatever_bind_addr
     for bind in ("0.0.0.0", "::", "192.0.2.7"):
         command = run_kwargs(spec, DockerSection(bind_address=bind), image="i", owner="o")["command"]
         assert command[:4] == ["--host", bind, "--admin-host", "127.0.0.1"], command
+
+
+def test_the_tls_copy_a_container_mounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root the key copy is the container uid's alone; otherwise 0644 behind the daemon's 0700 directory.
+    A later start copies again (a renewed certificate) without leaving temporary files."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("CERT1")
+    key.write_text("KEY")
+    key.chmod(0o600)
+    out = stage_tls(tmp_path / "copies", "dep", cert, key)
+    assert out == tmp_path / "copies" / "dep"
+    assert (tmp_path / "copies").stat().st_mode & 0o777 == 0o700
+    if os.geteuid() == 0:
+        st = (out / "key.pem").stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (10001, 10001, 0o400)
+    cert.write_text("CERT2")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # a daemon that cannot chown
+    stage_tls(tmp_path / "copies", "dep", cert, key)
+    assert (out / "cert.pem").read_text() == "CERT2"
+    assert (out / "key.pem").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in out.iterdir()) == ["cert.pem", "key.pem"]
+    with pytest.raises(BackendError, match="tls_key"):
+        stage_tls(tmp_path / "copies", "dep", cert, tmp_path / "missing.pem")
 
 
 def test_the_container_command_passes_the_feedback_inputs_setting(tmp_path: Path) -> None:
