@@ -5,6 +5,7 @@ come from scripts/services.sh; the bridge tests need the engine's bridge network
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import uuid
@@ -123,6 +124,21 @@ def healthy(container: str) -> bool:
 # -- the bridge network: each deployment on its own ----------------------------------------------------------
 
 
+@contextlib.contextmanager
+def two_deployed(base: Path, config: str, prefix: str) -> Iterator[Deployed]:
+    """A Docker-backend daemon under ``base`` with ``config`` and two deployments of one model (``deploy_two``);
+    stopped, and its containers removed, afterwards."""
+    (base / "home").mkdir()
+    env = daemon_env(base)
+    made = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
+    with docker_daemon_running(lambda: made, config) as (d, _client):
+        try:
+            yield deploy_two(d, base, prefix)
+        finally:
+            d.stop()
+            d.kill_deployments()
+
+
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Deployed]:
     """One daemon with ``[docker] network = "bridge"`` and two deployments of one model (one image build)."""
@@ -131,17 +147,9 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterat
     # An engine without bridge networking (dockerd --bridge=none) is a legitimate setup, where only host
     # networking works: skipped there, but CI's engine (scripts/services.sh: a plain dockerd) has docker0.
     need(Path("/sys/class/net/docker0").exists(), "the engine has no bridge networking (no docker0)")
-    base = tmp_path_factory.mktemp("hardening")
-    (base / "home").mkdir()
-    env = daemon_env(base)
-    made = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
     config = f'[docker]\nnetwork = "bridge"\nwheelhouse = "{wheelhouse}"\n'
-    with docker_daemon_running(lambda: made, config) as (d, _client):
-        try:
-            yield deploy_two(d, base, "br")
-        finally:
-            d.stop()
-            d.kill_deployments()
+    with two_deployed(tmp_path_factory.mktemp("hardening"), config, "br") as deployed:
+        yield deployed
 
 
 def test_bridge_containers_are_hardened_and_serve(bridge: Deployed) -> None:
@@ -228,16 +236,10 @@ def test_undeploy_removes_the_deployment_network(bridge: Deployed, tmp_path: Pat
 @pytest.fixture(scope="module")
 def on_host(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Deployed]:
     """One daemon with the default ``[docker] network = "host"`` and two deployments of one model."""
-    base = tmp_path_factory.mktemp("hardening-host")
-    (base / "home").mkdir()
-    env = daemon_env(base)
-    made = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
-    with docker_daemon_running(lambda: made, f'[docker]\nwheelhouse = "{wheelhouse}"\n') as (d, _client):
-        try:
-            yield deploy_two(d, base, "ho")
-        finally:
-            d.stop()
-            d.kill_deployments()
+    with two_deployed(
+        tmp_path_factory.mktemp("hardening-host"), f'[docker]\nwheelhouse = "{wheelhouse}"\n', "ho"
+    ) as deployed:
+        yield deployed
 
 
 def test_host_network_containers_are_hardened_and_another_deployment_needs_the_admin_token(on_host: Deployed) -> None:
