@@ -401,6 +401,23 @@ def test_rollback_to_removed_version_is_conflict(reg: Registry, push) -> None:
     assert code_of(exc) == ErrorCode.CONFLICT
 
 
+def test_a_checked_rollback_moves_only_to_the_target_that_was_checked(reg: Registry, push) -> None:
+    """The handler checks the target (signing, run code) first: if the alias moved meanwhile, the rollback
+    would go elsewhere, and is refused instead (review 15 finding 8)."""
+    for i in range(3):
+        push(weights=f"w{i}".encode())
+    reg.alias_set(q.AliasSet(name="iris", alias="production", version=1), "a")
+    reg.alias_set(q.AliasSet(name="iris", alias="production", version=2), "a")  # checked target: 1
+    reg.alias_set(q.AliasSet(name="iris", alias="production", version=3), "b")  # moved meanwhile: now 2
+    with pytest.raises(ProtocolError, match="moved while its rollback was checked") as exc:
+        reg.rollback(q.Rollback(name="iris", alias="production"), "a", checked=True, expect=1)
+    assert code_of(exc) == ErrorCode.CONFLICT
+    assert reg.show(q.Show(ref="iris@production")).version.number == 3
+    with pytest.raises(ProtocolError, match="moved while"):  # checked "nothing to roll back to", now there is
+        reg.rollback(q.Rollback(name="iris", alias="production"), "a", checked=True, expect=None)
+    assert reg.rollback(q.Rollback(name="iris", alias="production"), "a", checked=True, expect=2).to_version == 2
+
+
 def test_gc_keeps_referenced_objects(reg: Registry, push, tmp_path: Path) -> None:
     push()
     second = push(weights=b"only-in-v2")
