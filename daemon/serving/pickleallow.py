@@ -1,8 +1,9 @@
 # ruff: noqa: E501
-"""The scikit-learn classes a pickle may name (built from scikit-learn 1.9.1 by
-tests/helpers/pickle_allow.py: ``.venv/bin/python -m tests.helpers.pickle_allow``; do not edit).
+"""The scikit-learn classes and functions and the numpy types a pickle may name (built from
+scikit-learn 1.9.1 and numpy 2.4.6 by tests/helpers/pickle_allow.py:
+``.venv/bin/python -m tests.helpers.pickle_allow``; do not edit).
 
-Each module with the classes it defines; a name another module re-exports is not here.
+Each module with what it defines; a name another module re-exports is not here.
 """
 
 SKLEARN_CLASSES: dict[str, str] = {
@@ -193,4 +194,17 @@ SKLEARN_CLASSES: dict[str, str] = {
     "sklearn.utils.metaestimators": "_BaseComposition",
     "sklearn.utils.optimize": "_LineSearchError",
     "sklearn.utils.parallel": "_FuncWrapper",
+}
+#: The univariate score functions (a selector's score_func) and the trees' newObj (cls.__new__(cls)).
+SKLEARN_FUNCTIONS: dict[str, str] = {
+    "sklearn.feature_selection._mutual_info": "mutual_info_classif mutual_info_regression",
+    "sklearn.feature_selection._univariate_selection": "chi2 f_classif f_oneway f_regression r_regression",
+    "sklearn.metrics._dist_metrics": "newObj",
+    "sklearn.neighbors._ball_tree": "newObj",
+    "sklearn.neighbors._kd_tree": "newObj",
+}
+#: numpy's scalar types (a parameter such as OneHotEncoder's dtype) and their numpy.dtypes classes.
+NUMPY_TYPES: dict[str, str] = {
+    "numpy": "bool bool_ complex128 complex64 float16 float32 float64 int16 int32 int64 int8 uint16 uint32 uint64 uint8",
+    "numpy.dtypes": "BoolDType Complex128DType Complex64DType Float16DType Float32DType Float64DType Int16DType Int32DType Int64DType Int8DType UInt16DType UInt32DType UInt64DType UInt8DType",
 }

@@ -5,8 +5,9 @@ Unpickling imports whatever a ``GLOBAL``/``STACK_GLOBAL``/``INST`` opcode names 
 ``NEWOBJ``, ``BUILD``), so a pickle is exactly as safe as the globals it names. This module walks the opcodes
 with :func:`pickletools.genops` and a small symbolic stack (strings and containers only: nothing is imported,
 constructed or called) and collects every global. A global outside :func:`allowed` is refused: like skops'
-trusted types, the list holds the numpy, scikit-learn, SciPy-sparse, XGBoost and LightGBM classes and the few
-functions their pickles use, and plain builtins such as ``set`` or ``slice`` — never ``os``, ``subprocess``,
+trusted types, the list holds the numpy, scikit-learn, SciPy-sparse, XGBoost and LightGBM classes, numpy's scalar
+types and the few functions their pickles use (scikit-learn's univariate score functions among them), and plain
+builtins such as ``set`` or ``slice`` — never ``os``, ``subprocess``,
 ``builtins.eval``/``exec``/``getattr``/``__import__``, or dotted attribute paths (``module`` + ``"os.system"``).
 
 joblib files are a pickle stream with each numpy array's raw bytes written right after its
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .pickleallow import SKLEARN_CLASSES
+from .pickleallow import NUMPY_TYPES, SKLEARN_CLASSES, SKLEARN_FUNCTIONS
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 #: Globals outside the allow-list that the daemon lets the runtime load (comma-separated): it sets them only for a
@@ -67,10 +68,14 @@ _EXACT = {
     "scipy.sparse.csr.csr_matrix", "scipy.sparse.csc.csc_matrix", "scipy.sparse.coo.coo_matrix",
     "xgboost.core.Booster", "lightgbm.basic.Booster",
 }  # fmt: skip
-#: The scikit-learn classes, by the module that defines each (generated from the installed scikit-learn), and the
-#: XGBoost and LightGBM estimators: a name is allowed only in the module that defines it, never in one that
-#: merely imports it (``sklearn.datasets._rcv1.GzipFile`` is gzip's, and opens files).
-_CLASSES: dict[str, frozenset[str]] = {m: frozenset(names.split()) for m, names in SKLEARN_CLASSES.items()}
+#: The scikit-learn classes, score functions and tree reconstructors and numpy's scalar types, by the module that
+#: defines each (generated from the installed scikit-learn and numpy), and the XGBoost and LightGBM estimators: a
+#: name is allowed only in the module that defines it, never in one that merely imports it
+#: (``sklearn.datasets._rcv1.GzipFile`` is gzip's, and opens files).
+_CLASSES: dict[str, frozenset[str]] = {}
+for _table in (SKLEARN_CLASSES, SKLEARN_FUNCTIONS, NUMPY_TYPES):
+    for _module, _names in _table.items():
+        _CLASSES[_module] = _CLASSES.get(_module, frozenset()) | frozenset(_names.split())
 _CLASSES["xgboost.sklearn"] = frozenset(
     {"XGBModel", "XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor"}
 )

@@ -232,16 +232,30 @@ def test_the_allow_list_is_what_the_installed_scikit_learn_defines() -> None:
     class its module defines (regenerate with ``.venv/bin/python -m tests.helpers.pickle_allow``)."""
     import importlib
 
-    from daemon.serving.pickleallow import SKLEARN_CLASSES
-    from tests.helpers.pickle_allow import TARGET, build, render
+    from daemon.serving.pickleallow import NUMPY_TYPES, SKLEARN_CLASSES, SKLEARN_FUNCTIONS
+    from tests.helpers.pickle_allow import TARGET, build, build_functions, build_numpy, render
 
-    assert TARGET.read_text() == render(build())
+    assert TARGET.read_text() == render(build(), build_functions(), build_numpy())
     assert "sklearn.datasets._rcv1" not in SKLEARN_CLASSES
     for module_name, names in SKLEARN_CLASSES.items():
         module = importlib.import_module(module_name)
         for name in names.split():
             obj = getattr(module, name)
             assert isinstance(obj, type), (module_name, name)
+            assert obj.__module__ == module_name, (module_name, name, obj.__module__)
+    for module_name, names in SKLEARN_FUNCTIONS.items():  # functions, each defined where it is named
+        module = importlib.import_module(module_name)
+        for name in names.split():
+            obj = getattr(module, name)
+            assert callable(obj), (module_name, name)
+            assert not isinstance(obj, type), (module_name, name)
+            assert obj.__module__ == module_name, (module_name, name, obj.__module__)
+    for module_name, names in NUMPY_TYPES.items():  # scalar types and their dtype classes only
+        module = importlib.import_module(module_name)
+        for name in names.split():
+            obj = getattr(module, name)
+            assert isinstance(obj, type), (module_name, name)
+            assert issubclass(obj, (np.number, np.bool_, np.dtype)), (module_name, name)
             assert obj.__module__ == module_name, (module_name, name, obj.__module__)
 
 
@@ -291,3 +305,132 @@ def test_the_loader_restricts_a_joblib_object_arrays_nested_pickle(
     got = flavors._unpickle(path, ".joblib", frozenset())
     assert got["o"].tolist() == [1, "a", None]
     assert got["w"].tolist() == list(range(10))
+
+
+# -- common fitted models: neighbours, univariate selectors, encoders (review finding) ----------------------------
+
+
+def _common_models() -> dict[str, tuple[Any, str]]:
+    """Unfitted estimators, each with the data it fits on ("num": 4 floats, "cat": 2 small integer codes)."""
+    from sklearn.cluster import KMeans
+    from sklearn.compose import ColumnTransformer
+    from sklearn.decomposition import PCA, TruncatedSVD
+    from sklearn.ensemble import IsolationForest
+    from sklearn.feature_selection import (
+        SelectKBest,
+        chi2,
+        f_classif,
+        f_regression,
+        mutual_info_classif,
+        mutual_info_regression,
+        r_regression,
+    )
+    from sklearn.impute import SimpleImputer
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+    from sklearn.svm import SVC
+
+    models: dict[str, tuple[Any, str]] = {}
+    for algorithm in ("auto", "kd_tree", "ball_tree"):
+        models[f"KNeighborsClassifier-{algorithm}"] = (KNeighborsClassifier(3, algorithm=algorithm), "num")
+        models[f"KNeighborsRegressor-{algorithm}"] = (KNeighborsRegressor(3, algorithm=algorithm), "num")
+        models[f"NearestNeighbors-{algorithm}"] = (NearestNeighbors(n_neighbors=3, algorithm=algorithm), "num")
+    for score in (f_classif, f_regression, chi2, mutual_info_classif, mutual_info_regression, r_regression):
+        models[f"SelectKBest-{score.__name__}"] = (SelectKBest(score, k=2), "num")
+    models["OneHotEncoder"] = (OneHotEncoder(handle_unknown="ignore"), "cat")
+    models["OrdinalEncoder"] = (OrdinalEncoder(), "cat")
+    models["StandardScaler+LogisticRegression"] = (make_pipeline(StandardScaler(), LogisticRegression()), "num")
+    models["ColumnTransformer-OneHotEncoder"] = (ColumnTransformer([("onehot", OneHotEncoder(), [0, 1])]), "cat")
+    models["SimpleImputer"] = (SimpleImputer(), "num")
+    models["PCA"] = (PCA(2), "num")
+    models["TruncatedSVD"] = (TruncatedSVD(2, random_state=0), "num")
+    models["KMeans"] = (KMeans(2, n_init=2, random_state=0), "num")
+    models["IsolationForest"] = (IsolationForest(n_estimators=5, random_state=0), "num")
+    models["SVC"] = (SVC(), "num")
+    models["MLPClassifier"] = (MLPClassifier((5,), max_iter=500, random_state=0), "num")
+    return models
+
+
+def _outputs(model: Any, x: Any) -> Any:
+    """What the model computes: predictions, a transform (dense), or a neighbour query."""
+    if hasattr(model, "predict"):
+        return np.asarray(model.predict(x))
+    if hasattr(model, "transform"):
+        out = model.transform(x)
+        return out.toarray() if hasattr(out, "toarray") else np.asarray(out)
+    return model.kneighbors(x)
+
+
+@pytest.mark.parametrize("case", sorted(_common_models()))
+def test_common_fitted_models_pass_the_scan_and_load_through_the_runtime(tmp_path: Path, case: str) -> None:
+    """Nearest-neighbour models (their trees pickle ``newObj``), SelectKBest with each score function,
+    encoders (``dtype=numpy.float64``) and other everyday estimators: the scan allows them, the runtime's
+    restricted unpickler loads them, and the loaded model computes what the original did."""
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+
+    from daemon.serving import flavors
+    from daemon.serving.manifest import read_manifest
+
+    estimator, data = _common_models()[case]
+    rng = np.random.default_rng(0)
+    x = rng.random((80, 4)) if data == "num" else rng.integers(0, 3, (80, 2)).astype(float)
+    y = (x[:, 0] > (0.5 if data == "num" else 1)).astype(int)
+    target = x[:, 1] * 2 if "Regressor" in case or "regression" in case else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of the small fits
+        model = estimator.fit(x, target)
+        # the loader serves what predicts: a transformer goes in front of a classifier
+        served = model
+        if not hasattr(model, "predict") and hasattr(model, "transform"):
+            served = make_pipeline(clone(estimator), LogisticRegression()).fit(x, y)
+    expected = _outputs(model, x)
+    for protocol in (2, 4, 5):
+        got = scan_bytes(pickle.dumps(model, protocol=protocol), "m.pkl")
+        assert got.ok, (case, protocol, got)
+    for compress in (0, 3):
+        got = scan_bytes(_joblib(model, compress), "m.joblib")
+        assert got.ok, (case, compress, got)
+    for file, payload in (("model.pkl", pickle.dumps(model)), ("model.joblib", _joblib(model))):
+        (tmp_path / file).write_bytes(payload)
+        loaded = flavors._unpickle(tmp_path / file, Path(file).suffix, frozenset())
+        for want, have in zip(np.atleast_1d(expected), np.atleast_1d(_outputs(loaded, x)), strict=True):
+            np.testing.assert_array_equal(want, have)
+    if not hasattr(served, "predict"):  # NearestNeighbors answers queries only
+        d = _pickle_dir(tmp_path / "served", _joblib(served), "model.joblib")
+        with pytest.raises(flavors.LoadError, match="has no predict method"):
+            flavors.load_model(d, read_manifest(d))
+        return
+    for file, payload in (("model.pkl", pickle.dumps(served)), ("model.joblib", _joblib(served))):
+        d = _pickle_dir(tmp_path / f"served-{file}", payload, file)
+        loaded_model = flavors.load_model(d, read_manifest(d))
+        assert loaded_model.predict(x) == served.predict(x).tolist(), (case, file)
+
+
+def test_the_new_allowed_names_stay_narrow() -> None:
+    """The score functions, ``newObj`` and numpy's scalar types are allowed only where they are defined, and
+    nothing else of numpy's or those modules' functions comes with them."""
+    for module, name in [
+        ("sklearn.feature_selection._univariate_selection", "f_classif"),
+        ("sklearn.feature_selection._mutual_info", "mutual_info_classif"),
+        ("sklearn.neighbors._kd_tree", "newObj"),
+        ("sklearn.neighbors._ball_tree", "newObj"),
+        ("numpy", "float64"),
+        ("numpy", "bool_"),
+        ("numpy.dtypes", "Float64DType"),
+    ]:
+        assert allowed(module, name), (module, name)
+    for module, name in [
+        ("sklearn.feature_selection", "f_classif"),  # a re-export
+        ("sklearn.feature_selection._univariate_selection", "check_array"),
+        ("sklearn.neighbors", "newObj"),
+        ("sklearn.neighbors._kd_tree", "KDTree.__new__"),
+        ("numpy", "load"), ("numpy", "fromfile"), ("numpy", "loadtxt"), ("numpy", "save"), ("numpy", "memmap"),
+        ("numpy", "frompyfunc"), ("numpy", "vectorize"), ("numpy", "object_"), ("numpy.core.numerictypes", "float64"),
+        ("numpy.dtypes", "ObjectDType"),
+    ]:  # fmt: skip
+        assert not allowed(module, name), (module, name)
