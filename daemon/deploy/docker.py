@@ -243,6 +243,12 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(f"{head}.{micro}{tz or '+00:00'}")
 
 
+def local_engine(where: str) -> bool:
+    """Whether ``where`` (``[docker] host`` or ``DOCKER_HOST``) is an engine on this machine: a unix socket.
+    A tcp:// or ssh:// engine may be another machine, where a bind mount names that machine's path."""
+    return where.startswith(("unix:", "http+unix:", "/"))
+
+
 class DockerBackend(Backend):
     """Runs deployments as containers of the Docker Engine at ``settings.host`` (or ``DOCKER_HOST``)."""
 
@@ -414,6 +420,13 @@ class DockerBackend(Backend):
     async def start(self, spec: InstanceSpec, progress: ProgressLine) -> Instance:
         tls_dir = self.state_dir / "docker-tls" / spec.deployment
         run_kwargs(spec, self.settings, image="-", owner=self.owner, tls_dir=tls_dir)  # bad input fails before a build
+        tls = ENV_TLS_CERT in spec.runtime_env or ENV_TLS_KEY in spec.runtime_env
+        if tls and not local_engine(self.where):
+            raise BackendError(
+                f"[serving] tls_cert/tls_key need a local Docker engine, but [docker] host (or DOCKER_HOST) is "
+                f"{self.where}: a container mounts the daemon's copy of the certificate and key from this machine; "
+                "use the engine's unix socket, or remove tls_cert/tls_key"
+            )
         await self.ping()
         tag = await self.ensure_image(spec, progress)
         kw = run_kwargs(spec, self.settings, image=tag, owner=self.owner, tls_dir=tls_dir)
@@ -423,6 +436,11 @@ class DockerBackend(Backend):
         self._warn_host_network()
         progress(f"starting container {kw['name']}")
         attrs = await self._call(lambda: self._run(kw))
+        if not tls:  # TLS was turned off: the key's copy goes once no instance of the deployment mounts it
+            try:
+                await asyncio.to_thread(self._drop_tls_copy, spec.deployment, True)
+            except Exception as exc:  # the container runs: a later start or the undeploy removes the copy
+                log.warning("could not remove the TLS copy of deployment %s: %s", spec.deployment, exc)
         return Instance(
             backend=self.name,
             deployment=spec.deployment,
@@ -435,6 +453,25 @@ class DockerBackend(Backend):
             image=tag,
             extra={"container": kw["name"]},
         )
+
+    def _drop_tls_copy(self, deployment: str, unless_mounted: bool) -> None:
+        """Blocking: delete the deployment's copy of ``tls_cert``/``tls_key`` (``STATE/docker-tls/<deployment>``).
+        With ``unless_mounted``, keep it while a container of the deployment mounts it (the old instance during
+        a rollout)."""
+        target = self.state_dir / "docker-tls" / deployment
+        if not target.exists():
+            return
+        if unless_mounted:
+            labels = [f"{LABEL_OWNER}={self.owner}", f"{LABEL_DEPLOYMENT}={deployment}"]
+            for c in self._api().containers(all=True, filters={"label": labels}):
+                if any(m.get("Destination") == TLS_MOUNT for m in c.get("Mounts") or []):
+                    return
+        shutil.rmtree(target, ignore_errors=True)
+
+    def remove_logs(self, deployment: str) -> None:
+        """The engine keeps a container's logs (removed with it); what the daemon keeps of a removed deployment
+        is its copy of the TLS certificate and key."""
+        self._drop_tls_copy(deployment, unless_mounted=False)
 
     def _run(self, kw: dict[str, Any]) -> dict[str, Any]:
         api = self._api()

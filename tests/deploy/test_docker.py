@@ -29,6 +29,7 @@ from daemon.deploy import image as img
 from daemon.deploy.base import BackendError, BackendUnavailable, Instance, InstanceSpec, free_port
 from daemon.deploy.docker import ALLOWED_RUN_KEYS, DockerBackend, run_kwargs, stage_tls
 from daemon.protocol.deploy import ContainerOptions
+from daemon.serving.auth import ENV_TLS_CERT, ENV_TLS_KEY
 from daemon.settings import DockerSection
 from tests.helpers.docker_engine import (
     BASE_IMAGE,
@@ -106,6 +107,10 @@ class _FakeApi:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.networks: dict[str, dict[str, Any]] = {}
+        self.listing: list[dict[str, Any]] = []
+
+    def containers(self, **kw: Any) -> list[dict[str, Any]]:
+        return self.listing
 
     def ping(self) -> bool:
         return True
@@ -290,6 +295,45 @@ def test_the_tls_copy_a_container_mounts(tmp_path: Path, monkeypatch: pytest.Mon
     assert sorted(p.name for p in out.iterdir()) == ["cert.pem", "key.pem"]
     with pytest.raises(BackendError, match="tls_key"):
         stage_tls(tmp_path / "copies", "dep", cert, tmp_path / "missing.pem")
+
+
+async def test_the_tls_copy_goes_at_undeploy_and_at_a_start_without_tls_once_unmounted(tmp_path: Path) -> None:
+    """Review finding 5: the key's copy outlived the deployment and the TLS setting. A start without TLS keeps
+    it while a container of the deployment (a rollout's old instance) still mounts it."""
+    b = DockerBackend(DockerSection(registry=""), state_dir=tmp_path, owner="o1")
+    fake = _FakeClient()
+    b._client = fake
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("CERT")
+    key.write_text("KEY")
+    copy = stage_tls(tmp_path / "docker-tls", "dep", cert, key)
+    spec = _spec(python_model(tmp_path / "m"), tmp_path)
+    fake.api.listing = [{"Id": "old", "Mounts": [{"Type": "bind", "Destination": "/run/modeltui-tls"}]}]
+    await b.start(spec, print)
+    assert (copy / "key.pem").exists()  # the old instance still serves with it
+    fake.api.listing = [{"Id": "new", "Mounts": []}]
+    await b.start(spec, print)
+    assert not copy.exists()
+    stage_tls(tmp_path / "docker-tls", "dep", cert, key)
+    stage_tls(tmp_path / "docker-tls", "other", cert, key)
+    b.remove_logs("dep")  # what undeploy calls once the deployment's instances are stopped
+    assert not copy.exists()
+    assert (tmp_path / "docker-tls" / "other" / "key.pem").exists()
+    await b.close()
+
+
+@pytest.mark.parametrize("host", ["tcp://192.0.2.7:2376", "ssh://user@engine.example"])
+async def test_tls_with_a_remote_engine_is_refused_before_touching_it(tmp_path: Path, host: str) -> None:
+    """Review finding 5: the bind mount would name a path on the engine's machine."""
+    b = DockerBackend(DockerSection(host=host), state_dir=tmp_path, owner="o")
+    spec = _spec(python_model(tmp_path / "m"), tmp_path)
+    spec.runtime_env.update({ENV_TLS_CERT: str(tmp_path / "c.pem"), ENV_TLS_KEY: str(tmp_path / "k.pem")})
+    with pytest.raises(BackendError, match=r"tls_cert/tls_key need a local Docker engine.*\[docker\] host") as info:
+        await b.start(spec, print)
+    assert host in str(info.value)
+    assert not isinstance(info.value, BackendUnavailable)
+    assert not (tmp_path / "docker-tls").exists()
+    await b.close()
 
 
 def test_the_container_command_passes_the_feedback_inputs_setting(tmp_path: Path) -> None:
