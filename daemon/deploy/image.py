@@ -210,12 +210,14 @@ async def ensure_wheelhouse(root: Path, requirements: list[str], progress: Calla
             raise
         if status != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            missing = [m.group(1) for m in map(_NO_WHEEL_RE.search, tail) if m]
-            if missing:
+            said = [line for line in tail if _NO_WHEEL_RE.search(line)]
+            if said:  # pip says so for a missing wheel, a misspelt name or version, and an unreachable index alike
+                missing = [m.group(1) for m in map(_NO_WHEEL_RE.search, said) if m]
                 raise ImageError(
-                    f"no wheel of {', '.join(dict.fromkeys(missing))} for this Python on the package index: the daemon "
-                    "installs wheels only (building an sdist would run its setup code as the daemon); publish a "
-                    "wheel to the index, or drop the requirement: " + " | ".join(tail[-3:])
+                    f"no wheel of {', '.join(dict.fromkeys(missing))} for this Python on the package index, or the "
+                    f"index is unreachable (pip: {said[-1].strip()!r}): the daemon installs wheels only (building an "
+                    "sdist would run its setup code as the daemon); check the requirement's name and version and "
+                    "that the index answers, publish a wheel to the index, or drop the requirement"
                 )
             raise ImageError(f"building wheels for {requirements} failed (pip exit {status}): " + " | ".join(tail[-5:]))
         (tmp / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))

@@ -68,9 +68,19 @@ SEARCH_PREFIX = "modeltui-search: "
 #: on a serving host takes CPU from the deployments (and on 2 cores made one fit 15× slower). These are set
 #: to 1 for the search unless the daemon's own environment sets them.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: How a training command reaches the network the way the daemon's host does: proxies (both spellings), the
+#: CA bundles of OpenSSL, requests and curl, and pip's index settings.
+NETWORK_VARIABLES = (
+    "http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "PIP_FIND_LINKS", "PIP_NO_INDEX",
+)  # fmt: skip
 #: The only variables of the daemon's environment a worker gets (an allow-list: the daemon's environment may
 #: hold credentials, and an operator's training command runs whatever the model's author wrote).
-WORKER_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "CUDA_VISIBLE_DEVICES", *THREAD_VARIABLES)
+WORKER_ENV = (
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR", "CUDA_VISIBLE_DEVICES",
+    *THREAD_VARIABLES, *NETWORK_VARIABLES,
+)  # fmt: skip
 #: How much of this run's log a WorkerError carries.
 TAIL_CHARS = 4000
 MEMORY_MARKERS = ("MemoryError", "Unable to allocate", "std::bad_alloc", "Cannot allocate memory", "out of memory")

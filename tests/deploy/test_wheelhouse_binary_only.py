@@ -4,6 +4,7 @@ backend never runs as the daemon (it would: the daemon's uid is admin-equivalent
 from __future__ import annotations
 
 import asyncio
+import socket
 import tarfile
 from pathlib import Path
 
@@ -56,4 +57,21 @@ def test_an_sdist_only_requirement_is_refused_and_never_built(tmp_path: Path, mo
     message = str(info.value)
     assert "no wheel of mtui-sdist-only" in message
     assert "wheels only" in message
+    assert "(pip: 'ERROR: No matching distribution found for mtui-sdist-only')" in message
     assert not list((tmp_path / "wheels").glob("cp*")), "no wheelhouse is left behind"
+
+
+def test_an_unreachable_index_is_named_as_a_possible_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding 8: pip says "No matching distribution" for an index it cannot reach too; the error quotes
+    pip and names that cause. The index is a closed local port: refused at once, no retries."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "5")
+    with pytest.raises(ImageError) as info:
+        asyncio.run(ensure_wheelhouse(tmp_path / "wheels", ["mtui-nowhere"], lambda line: None))
+    message = str(info.value)
+    assert "or the index is unreachable" in message
+    assert "(pip: 'ERROR: No matching distribution found for mtui-nowhere')" in message

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.maintain.worker import Limits, WorkerError, train
+from daemon.maintain.worker import Limits, WorkerError, train, worker_env
 from daemon.settings import SECRET_ENV, ZK_CREDENTIALS_ENV, forget_secrets
 from tests.helpers.daemon import DaemonProcess, cli_json
 from tests.helpers.example_data import EXAMPLE_MODEL, shifted_model
@@ -41,6 +41,17 @@ def test_a_training_command_sees_no_credential_of_the_daemon(
     assert not any(value in json.dumps(seen) for value in SECRETS.values())
     assert seen["PATH"]
     assert (seen["OMP_NUM_THREADS"], seen["PYTHONUNBUFFERED"]) == ("2", "1")
+
+
+def test_a_worker_keeps_the_hosts_proxy_ca_and_index_settings() -> None:
+    """Review finding 9: a training command that downloads (data, pip) needs them; credentials still stay."""
+    network = {
+        "http_proxy": "http://proxy:3128", "HTTPS_PROXY": "http://proxy:3128", "no_proxy": "localhost",
+        "NO_PROXY": "localhost", "SSL_CERT_FILE": "/etc/ca.pem", "REQUESTS_CA_BUNDLE": "/etc/ca.pem",
+        "PIP_INDEX_URL": "https://index.internal/simple",
+    }  # fmt: skip
+    env = worker_env({**SECRETS, **network, "PATH": "/usr/bin"})
+    assert env == {**network, "PATH": "/usr/bin", "PYTHONUNBUFFERED": "1"}
 
 
 def test_the_daemon_forgets_every_credential_it_read_from_its_environment() -> None:
