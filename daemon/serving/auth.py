@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import ssl
+import sys
+import time
 from collections.abc import MutableMapping
+from typing import Any
 
 ENV_TOKEN = "MODELTUI_TOKEN_SHA256"
 ENV_ADMIN = "MODELTUI_ADMIN_TOKEN_SHA256"
@@ -97,18 +101,72 @@ class Auth:
         return ADMIN if is_admin else CLIENT if is_client else NONE
 
 
+#: how often (at most) a new connection looks whether the certificate or key files changed
+RELOAD_CHECK_SECONDS = 1.0
+
+
+def _server_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _signature(*paths: str) -> tuple[tuple[int, int, int], ...]:
+    out = []
+    for path in paths:
+        st = os.stat(path)
+        out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+class ReloadingContext(ssl.SSLContext):
+    """The listener's context: each new connection (``wrap_bio``, which asyncio calls once per accepted
+    connection) gets a context loaded from the certificate and key files as they are now, looked at (``stat``)
+    at most once a second, so a renewed certificate serves new connections without a restart; connections
+    already open keep theirs. A pair that does not load (e.g. the key not yet replaced) keeps the previous one
+    and is tried again on the next check."""
+
+    def __new__(cls, cert: str, key: str) -> ReloadingContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.paths = (cert, key)
+        self.current = _server_context(cert, key)
+        self.seen = _signature(cert, key)
+        self.checked = time.monotonic()
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self.checked < RELOAD_CHECK_SECONDS:
+            return
+        self.checked = now
+        try:
+            seen = _signature(*self.paths)
+            if seen == self.seen:
+                return
+            self.current = _server_context(*self.paths)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"modeltui-serving: keeping the previous TLS certificate: {exc}", file=sys.stderr, flush=True)
+            return
+        self.seen = seen
+        print("modeltui-serving: TLS certificate reloaded", file=sys.stderr, flush=True)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self._refresh()
+        return self.current.wrap_bio(*args, **kwargs)
+
+
 def tls_context(env: MutableMapping[str, str]) -> ssl.SSLContext | None:
-    """A server context from ``MODELTUI_TLS_CERT`` / ``MODELTUI_TLS_KEY`` (PEM files), or None when unset."""
+    """A server context from ``MODELTUI_TLS_CERT`` / ``MODELTUI_TLS_KEY`` (PEM files), or None when unset;
+    it reloads the files when they change (:class:`ReloadingContext`)."""
     cert = env.pop(ENV_TLS_CERT, "")
     key = env.pop(ENV_TLS_KEY, "")
     if not cert and not key:
         return None
     if not cert or not key:
         raise ValueError(f"TLS needs both {ENV_TLS_CERT} and {ENV_TLS_KEY}")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
+    return ReloadingContext(cert, key)
 
 
 __all__ = ["ADMIN", "CLIENT", "NONE", "Auth", "sha256_hex", "tls_context"]

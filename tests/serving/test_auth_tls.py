@@ -25,6 +25,7 @@ from daemon.serving.auth import ADMIN, CLIENT, NONE, Auth, sha256_hex
 from tests.helpers.paths import REPO
 from tests.helpers.prerequisites import need
 from tests.helpers.serving import write_python_model
+from tests.helpers.waiting import wait_for
 
 CLIENT_TOKEN = "client-token-" + "x" * 30
 ADMIN_TOKEN = "admin-token-" + "y" * 30
@@ -302,5 +303,40 @@ def test_mlflows_client_works_when_it_sends_the_header(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         out = json.loads(done.stdout.strip().splitlines()[-1])
         assert out == {"invoke": [1, 0], "without": 401}
+    finally:
+        rt.stop()
+
+
+def test_a_renewed_certificate_serves_new_connections(tmp_path: Path) -> None:
+    """The certificate and key files replaced (a renewal): new connections get the new certificate, so a
+    client pinning it connects with no restart; a connection already open keeps working."""
+    old_cert, old_key = self_signed(tmp_path / "old", "localhost")
+    new_cert, new_key = self_signed(tmp_path / "new", "localhost")
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(old_cert, live / "cert.pem")
+    shutil.copy(old_key, live / "key.pem")
+    env = {"MODELTUI_TLS_CERT": str(live / "cert.pem"), "MODELTUI_TLS_KEY": str(live / "key.pem")}
+    rt = Runtime(tmp_path, env)
+    try:
+        kept = tls_conn(rt, old_cert)
+        assert call(kept, "POST", "/predict", ROWS)[0] == 200
+        for src, name in ((new_key, "key.pem"), (new_cert, "cert.pem")):
+            shutil.copy(src, live / f".{name}")
+            os.replace(live / f".{name}", live / name)
+
+        def pinned_new_connects() -> bool:
+            conn = tls_conn(rt, new_cert)
+            try:
+                return call(conn, "POST", "/predict", ROWS)[0] == 200
+            except OSError:  # ssl.SSLCertVerificationError while the old certificate is served
+                return False
+            finally:
+                conn.close()
+
+        wait_for(pinned_new_connects, "a client pinning the renewed certificate", 30)
+        assert call(kept, "POST", "/predict", ROWS)[0] == 200
+        kept.close()
+        assert "TLS certificate reloaded" in rt.log.read_text()
     finally:
         rt.stop()
