@@ -161,13 +161,18 @@ def _joblib_unpickler(jp: Any, allow: frozenset[str]) -> Any:
     nested = type("_Nested", (RestrictedGlobals, pickle.Unpickler), {"allow_extra": allow})
 
     def load_build(self: Any) -> None:
-        state, wrapper = self.stack[-1], self.stack[-2] if len(self.stack) > 1 else None
-        dtype = state.get("dtype") if isinstance(state, dict) else None
-        if isinstance(wrapper, jp.NumpyArrayWrapper) and getattr(dtype, "hasobject", False):
-            jp.Unpickler.load_build(self)
-            self.stack[-1] = nested(self.file_handle).load()
+        # Build first, then ask the wrapper itself: its dtype may have come through REDUCE, not the BUILD state.
+        jp.Unpickler.load_build(self)
+        wrapper = self.stack[-1]
+        if not isinstance(wrapper, jp.NumpyArrayWrapper):  # joblib's old NDArrayWrapper is never allowed
             return
-        jp.NumpyUnpickler.load_build(self)
+        self.stack.pop()
+        if getattr(getattr(wrapper, "dtype", None), "hasobject", False):
+            self.stack.append(nested(self.file_handle).load())
+        elif hasattr(self, "ensure_native_byte_order"):  # what NumpyUnpickler.load_build does after building
+            self.stack.append(wrapper.read(self, self.ensure_native_byte_order))
+        else:  # joblib before 1.5
+            self.stack.append(wrapper.read(self))
 
     dispatch = dict(jp.NumpyUnpickler.dispatch)
     dispatch[pickle.BUILD[0]] = load_build

@@ -23,11 +23,13 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import importlib
 import lzma
 import pickle
 import pickletools
 import re
 import zlib
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +46,13 @@ MAX_GLOBALS = 10_000
 #: Most refused globals kept in a result (the count is exact; the list is for messages).
 MAX_REFUSED_SHOWN = 50
 
-_BUILTINS = {"builtins", "__builtin__"}
+_BUILTINS = {"builtins"}
 _SAFE_BUILTINS = {
     "set", "frozenset", "slice", "complex", "bytearray", "bytes", "range", "int", "float", "str", "list",
     "tuple", "dict", "bool", "object",
 }  # fmt: skip
 _EXACT = {
-    "copyreg._reconstructor", "copy_reg._reconstructor", "_codecs.encode",
+    "copyreg._reconstructor", "_codecs.encode",
     "collections.OrderedDict", "collections.defaultdict", "collections.deque",
     "numpy.dtype", "numpy.ndarray",
     "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
@@ -62,7 +64,7 @@ _EXACT = {
     "numpy.random.bit_generator.__pyx_unpickle_SeedSequence", "numpy.random._mt19937.MT19937",
     "numpy.random._pcg64.PCG64", "numpy.random._pcg64.PCG64DXSM", "numpy.random._philox.Philox",
     "numpy.random._sfc64.SFC64", "numpy.random.mtrand.RandomState", "numpy.random._generator.Generator",
-    "joblib.numpy_pickle.NumpyArrayWrapper", "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    "joblib.numpy_pickle.NumpyArrayWrapper",
     "scipy.sparse._csr.csr_matrix", "scipy.sparse._csc.csc_matrix", "scipy.sparse._coo.coo_matrix",
     "scipy.sparse._csr.csr_array", "scipy.sparse._csc.csc_array", "scipy.sparse._coo.coo_array",
     "scipy.sparse.csr.csr_matrix", "scipy.sparse.csc.csc_matrix", "scipy.sparse.coo.coo_matrix",
@@ -108,8 +110,17 @@ _MODULE_ALIASES = {
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
+def modern_name(module: str, name: str) -> tuple[str, str]:
+    """What an unpickler imports when a protocol 0-2 pickle names ``module.name``: it maps Python 2's names
+    (``__builtin__.set`` is ``builtins.set``, ``copy_reg`` is ``copyreg``) as ``fix_imports`` does."""
+    if (module, name) in NAME_MAPPING:
+        return NAME_MAPPING[(module, name)]
+    return IMPORT_MAPPING.get(module, module), name
+
+
 def allowed(module: str, name: str, extra: Iterable[str] = ()) -> bool:
-    """Whether unpickling may import ``module.name``; ``extra`` names more (exactly) that someone allowed."""
+    """Whether unpickling may import ``module.name`` (today's names: see :func:`modern_name`); ``extra`` names
+    more (exactly, as the pickle names them) that someone allowed."""
     full = f"{module}.{name}"
     if full in extra:
         return True
@@ -134,19 +145,25 @@ def defined_where_named(obj: Any, module: str) -> bool:
 
 class RestrictedGlobals:
     """A ``find_class`` for an unpickler: only what :func:`allowed` admits (and ``extra``), and only an object
-    defined in the module the pickle names. Mix it in before :class:`pickle.Unpickler` (or joblib's)."""
+    defined in the module the pickle names. Mix it in before :class:`pickle.Unpickler` (or joblib's).
+
+    A protocol 0-2 pickle's Python 2 names are mapped by the unpickler (:func:`modern_name`); the C unpickler
+    does not say which protocol it read, so an old name passes when its modern name is allowed and the object
+    found is that very object."""
 
     allow_extra: frozenset[str] = frozenset()
 
     def find_class(self, module: str, name: str) -> Any:
-        if not allowed(module, name, self.allow_extra):
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        full, modern = f"{module}.{name}", modern_name(module, name)
+        mapped = modern != (module, name) and allowed(*modern)
+        if not allowed(module, name, self.allow_extra) and not mapped:
+            raise pickle.UnpicklingError(f"global {full} is not allowed")
         obj = super().find_class(module, name)  # type: ignore[misc]
-        if f"{module}.{name}" not in self.allow_extra and not defined_where_named(obj, module):
-            raise pickle.UnpicklingError(
-                f"global {module}.{name} is defined in {getattr(obj, '__module__', None)}, not {module}"
-            )
-        return obj
+        if full in self.allow_extra or (allowed(module, name) and defined_where_named(obj, module)):
+            return obj
+        if mapped and obj is getattr(importlib.import_module(modern[0]), modern[1], None):
+            return obj
+        raise pickle.UnpicklingError(f"global {full} is defined in {getattr(obj, '__module__', None)}, not {module}")
 
 
 @dataclass(frozen=True)
@@ -315,13 +332,14 @@ def _pop_mark(stack: list[Any]) -> list[Any]:
     raise _Unreadable("a MARK is missing")
 
 
-def _record(module: Any, name: Any, state: _Scan, extra: frozenset[str]) -> _Global:
+def _record(module: Any, name: Any, state: _Scan, extra: frozenset[str], proto: int) -> _Global:
     if not isinstance(module, str) or not isinstance(name, str):
         full = "(a global the scan cannot name)"
         ok = False
     else:
         full = f"{module}.{name}"
-        ok = allowed(module, name, extra)
+        # a protocol 0-2 stream's names are mapped by the unpickler (fix_imports): judge what it imports
+        ok = full in extra or allowed(*(modern_name(module, name) if proto < 3 else (module, name)))
     if full not in state.found:
         if len(state.found) >= MAX_GLOBALS:
             raise _Unreadable(f"it names more than {MAX_GLOBALS} globals")
@@ -338,13 +356,14 @@ _CONSTANTS = _STRINGS | {
     "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
     "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
 }  # fmt: skip
-_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper", "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"}
+_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper"}
 
 
 def _scan_one(fh: Any, state: _Scan, extra: frozenset[str]) -> None:
     """One pickle stream, up to its STOP; the stream position is then just after it."""
     stack: list[Any] = []
     memo: dict[int, Any] = {}
+    proto = 0  # a stream without PROTO is protocol 0 or 1
 
     def pop() -> Any:
         if not stack or stack[-1] is _MARK:
@@ -357,7 +376,9 @@ def _scan_one(fh: Any, state: _Scan, extra: frozenset[str]) -> None:
             stack.append(arg)
         elif n in ("NONE", "NEWTRUE", "NEWFALSE"):
             stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[n])
-        elif n in ("PROTO", "FRAME"):
+        elif n == "PROTO":
+            proto = int(str(arg))
+        elif n == "FRAME":
             pass
         elif n == "STOP":
             return
@@ -403,12 +424,12 @@ def _scan_one(fh: Any, state: _Scan, extra: frozenset[str]) -> None:
             stack.append(memo.get(int(str(arg)), _OPAQUE))
         elif n in ("GLOBAL", "INST"):
             module, _, name = str(arg).partition(" ")
-            g = _record(module, name, state, extra)
+            g = _record(module, name, state, extra, proto)
             stack.append(_Obj(g, tuple(_pop_mark(stack))) if n == "INST" else g)
         elif n == "STACK_GLOBAL":
             name = pop()
             module = pop()
-            stack.append(_record(module, name, state, extra))
+            stack.append(_record(module, name, state, extra, proto))
         elif n == "OBJ":
             items = _pop_mark(stack)
             stack.append(_Obj(items[0] if items else _OPAQUE, tuple(items[1:])))
@@ -424,7 +445,7 @@ def _scan_one(fh: Any, state: _Scan, extra: frozenset[str]) -> None:
             target = stack[-1] if stack else None
             if isinstance(target, _Obj):
                 target.state = built
-                if isinstance(target.func, _Global) and target.func.name in _WRAPPERS:
+                if _is_wrapper(target):
                     _after_wrapper(fh, target, state, extra)
         elif n in ("NEXT_BUFFER", "READONLY_BUFFER"):
             stack.append(_OPAQUE)
@@ -434,6 +455,15 @@ def _scan_one(fh: Any, state: _Scan, extra: frozenset[str]) -> None:
         else:
             raise _Unreadable(f"unexpected opcode {n}")
     raise _Unreadable("the pickle stream has no STOP")
+
+
+def _is_wrapper(obj: _Obj) -> bool:
+    """A joblib array wrapper: made by NEWOBJ/REDUCE on its class, or (protocols 0 and 1) by
+    ``copyreg._reconstructor(NumpyArrayWrapper, object, None)``."""
+    func = obj.func
+    if isinstance(func, _Global) and func.name in ("copyreg._reconstructor", "copy_reg._reconstructor"):
+        func = obj.args[0] if isinstance(obj.args, tuple) and obj.args else None
+    return isinstance(func, _Global) and func.name in _WRAPPERS
 
 
 def _dict(items: list[Any]) -> dict[Any, Any]:
@@ -498,6 +528,7 @@ __all__ = [
     "allowed",
     "defined_where_named",
     "is_pickle_name",
+    "modern_name",
     "scan_bytes",
     "scan_file",
     "scan_stream",

@@ -434,3 +434,88 @@ def test_the_new_allowed_names_stay_narrow() -> None:
         ("numpy.dtypes", "ObjectDType"),
     ]:  # fmt: skip
         assert not allowed(module, name), (module, name)
+
+
+# -- old protocols and crafted joblib wrappers (second review, findings 1 and 6) ----------------------------------
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_old_protocol_pickles_pass_the_scan_and_load_through_the_runtime(tmp_path: Path, protocol: int) -> None:
+    """Protocols 0-2 name Python 2's modules (``__builtin__.set``, ``copy_reg._reconstructor``), which the
+    unpickler maps to today's (``_compat_pickle``): the scan and the loader map them the same way."""
+    from daemon.serving import flavors
+    from daemon.serving.manifest import read_manifest
+
+    plain = {"set": {1, 2}, "frozenset": frozenset({3}), "slice": slice(1, 5, 2), "complex": complex(1, 2)}
+    for kind, value in plain.items():
+        payload = pickle.dumps(value, protocol=protocol)
+        assert scan_bytes(payload, "m.pkl").ok, (kind, scan_bytes(payload, "m.pkl"))
+        (tmp_path / f"{kind}.pkl").write_bytes(payload)
+        assert flavors._unpickle(tmp_path / f"{kind}.pkl", ".pkl", frozenset()) == value, kind
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 2))
+    y = (x[:, 0] > 0.5).astype(int)
+    model = LogisticRegression().fit(x, y)
+    for file, payload in (
+        ("model.pkl", pickle.dumps(model, protocol=protocol)),
+        ("model.joblib", _joblib_protocol(model, protocol)),
+    ):
+        assert scan_bytes(payload, file).ok, (file, scan_bytes(payload, file))
+        d = _pickle_dir(tmp_path / f"served-{file}", payload, file)
+        assert flavors.load_model(d, read_manifest(d)).predict(x) == model.predict(x).tolist()
+
+
+def _joblib_protocol(obj: Any, protocol: int) -> bytes:
+    out = io.BytesIO()
+    joblib.dump(obj, out, protocol=protocol)
+    return out.getvalue()
+
+
+def test_old_module_names_stay_as_narrow_as_the_new_ones() -> None:
+    """The mapping opens nothing new: ``__builtin__.eval`` is ``builtins.eval``, refused at every protocol."""
+    for protocol in (0, 2, 4):
+        payload = bytes([0x80, protocol]) if protocol else b""
+        payload += b"c__builtin__\neval\n(S'1'\ntR."
+        assert not scan_bytes(payload, "m.pkl").ok
+    assert not allowed("__builtin__", "eval")
+    assert not allowed("copy_reg", "add_extension")
+    # joblib's pre-0.21 copy under sklearn.externals cannot import today, and externals are never allowed
+    assert not allowed("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper")
+
+
+def _reduced_wrapper(nested: bytes, state: bytes) -> bytes:
+    """A joblib stream whose object-array wrapper is made by REDUCE (``NumpyArrayWrapper(ndarray, (2,), "C",
+    dtype("O"))``) and then given ``state`` by BUILD, without a dtype: ``nested`` follows as joblib would."""
+    args = pickle.dumps((np.ndarray, (2,), "C", np.dtype("O")), protocol=2)[2:-1]
+    return b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n" + args + b"R" + state + b"b" + nested + b"."
+
+
+@pytest.mark.parametrize("state", [b"}", b"N}\x86", b"}X\x05\x00\x00\x00orderX\x01\x00\x00\x00Cs"])
+def test_a_reduced_joblib_wrapper_cannot_sidestep_the_nested_restriction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: bytes
+) -> None:
+    """The loader decides "object array" from the built wrapper, not from the BUILD state: a wrapper whose dtype
+    came through REDUCE still has its nested pickle read by the restricted unpickler (joblib before 1.6 would
+    ``pickle.load`` it; simulated here). The scan refuses such a file outright."""
+    from joblib import numpy_pickle as jp
+
+    from daemon.serving import flavors
+
+    original = jp.NumpyArrayWrapper.read_array
+
+    def old_read_array(self: Any, unpickler: Any, *args: Any) -> Any:
+        if self.dtype.hasobject:
+            return pickle.load(unpickler.file_handle)
+        return original(self, unpickler, *args)
+
+    monkeypatch.setattr(jp.NumpyArrayWrapper, "read_array", old_read_array)
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.joblib"
+    path.write_bytes(_reduced_wrapper(pickle.dumps(_Touch(marker), protocol=2), state))
+    assert not scan_file(path).ok
+    with pytest.raises(pickle.UnpicklingError, match=r"posix\.system is not allowed"):
+        flavors._unpickle(path, ".joblib", frozenset())
+    assert not marker.exists()
+    # the same wrapper holding allowed objects reads as the array it describes
+    path.write_bytes(_reduced_wrapper(pickle.dumps(np.array([1, "a"], dtype=object), protocol=2), state))
+    assert flavors._unpickle(path, ".joblib", frozenset()).tolist() == [1, "a"]
