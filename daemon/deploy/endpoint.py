@@ -65,6 +65,16 @@ def runtime_env(settings: Settings, backend: str, creds: Credentials) -> dict[st
     return env
 
 
+#: the runtime settings fixed at its start that /admin/token does not change (the token hash it does)
+ROUTE_KEYS = (ENV_AUTH, ENV_HEALTH_OPEN, ENV_METRICS_OPEN, ENV_TLS_CERT, ENV_TLS_KEY)
+
+
+def route_settings(env: dict[str, str]) -> dict[str, str]:
+    """Which routes a runtime started with ``env`` leaves open, and its TLS files: recorded with the instance;
+    an adopted instance whose record differs from what :func:`runtime_env` gives now is restarted."""
+    return {key: env.get(key, "") for key in ROUTE_KEYS}
+
+
 class CertText:
     """``[serving] tls_cert``'s text for clients to pin, read again when the file changes (a renewal)."""
 

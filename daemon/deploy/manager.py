@@ -52,7 +52,7 @@ from .base import (
     ProgressLine,
     free_port,
 )
-from .endpoint import CertText, auth_required, runtime_env, scheme
+from .endpoint import CertText, auth_required, route_settings, runtime_env, scheme
 from .health import http_status
 from .image import Pruned
 
@@ -79,9 +79,10 @@ class LaunchError(Exception):
     """An instance did not become healthy; the message says why (exit status, last log line, timeout)."""
 
 
-def _instance_record(inst: Instance) -> dict[str, Any]:
+def _instance_record(inst: Instance, routes: dict[str, str] | None) -> dict[str, Any]:
     data = asdict(inst)
     data["started_at"] = inst.started_at.isoformat()
+    data["routes"] = routes  # what it was started with (endpoint.route_settings); None: not known
     return data
 
 
@@ -108,6 +109,8 @@ class Supervisor:
         self.admin_token: str | None = None
         #: the clients' token hash of the last rotation: an instance started with another one is told it
         self.token_hash: str | None = None
+        #: route_settings of the instance _launch started last (recorded by _adopt)
+        self.launched_routes: dict[str, str] | None = None
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
 
@@ -162,7 +165,9 @@ class Supervisor:
     async def _launch(self, version: int) -> Instance:
         """Start ``version`` and return it once healthy; anything short of that stops it and raises."""
         spec = await self._spec(version)
+        routes = route_settings(spec.runtime_env)
         inst = await self.backend.start(spec, self._progress)
+        self.launched_routes = routes
         if inst.image:
             self.rec.image = inst.image
         self._progress(f"waiting for version {version} to become healthy")
@@ -180,15 +185,27 @@ class Supervisor:
         )
         return status == 200
 
-    async def _tell_adopted(self, inst: Instance) -> None:
+    async def _tell_adopted(self, inst: Instance, recorded: dict[str, Any] | None) -> None:
         """An adopted instance gets the current clients' token hash: a daemon that died between storing a
-        rotated token and telling the instance left it accepting the old one."""
-        with contextlib.suppress(ProtocolError, OSError):
-            creds = await asyncio.to_thread(self.m.registry.credentials.get, self.rec.name)
-            if creds is not None and creds.token:
+        rotated token and telling the instance left it accepting the old one. One that cannot be told (e.g. a
+        runtime older than ``/admin/token``), or that was started with other route settings than the daemon's
+        settings give now (``[serving]`` changed, or an older daemon started it), is restarted."""
+        why = ""
+        try:
+            creds = await self._credentials()
+            wanted = route_settings(runtime_env(self.m.settings, self.rec.backend, creds))
+            if (recorded or {}).get("routes") != wanted:
+                why = "its [serving] route or TLS settings changed"
+            elif creds.token:
                 self.token_hash = sha256_hex(creds.token)
-                if not await self.tell_token(inst, self.token_hash):  # the health checks decide what follows
-                    log.warning("could not tell the adopted instance %s of %s its token", inst.key, self.rec.name)
+                if not await self.tell_token(inst, self.token_hash):
+                    why = "it could not be told the clients' token"
+        except (ProtocolError, OSError) as exc:
+            log.warning("could not check the adopted instance %s of %s: %s", inst.key, self.rec.name, exc)
+        if why:
+            log.warning("restarting the adopted instance %s of %s: %s", inst.key, self.rec.name, why)
+            await self._changed(event="restart", message=f"restarting the adopted instance: {why}")
+            self.commands.put_nowait(("restart", None))
 
     async def _spec(self, version: int) -> InstanceSpec:
         """What the backend needs to start ``version``: its files (materialized from the registry) and ports."""
@@ -259,7 +276,7 @@ class Supervisor:
 
     def _adopt(self, inst: Instance) -> None:
         self.current = inst
-        self.rec.instance = _instance_record(inst)
+        self.rec.instance = _instance_record(inst, self.launched_routes)
         self.rec.version = inst.version
         self.rec.started_at = inst.started_at
 
@@ -337,9 +354,10 @@ class Supervisor:
                     ok = await self._start_current(target, reason="started", fresh=True)
         elif self.current is not None:
             self.first_start.set_result(None)
+            recorded = self.rec.instance
             note = f"adopted {self.current.key} after a daemon restart"
             await self.change_state("running", "unknown", event="adopted", message=note)
-            await self._tell_adopted(self.current)
+            await self._tell_adopted(self.current, recorded)
             await self._check_health()
         else:
             self.first_start.set_result(None)
@@ -488,6 +506,8 @@ class DeploymentManager:
         self.supervisors: dict[str, Supervisor] = {}
         #: ``[serving] tls_cert``'s text for clients to pin, read again when the file changes
         self._cert = CertText(settings.serving.tls_cert) if settings.serving.tls_cert is not None else None
+        #: the certificate text the Docker containers were last started or restarted with (None: not yet read)
+        self._container_pem: str | None = None
         self.tailers: dict[str, asyncio.Task[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -568,6 +588,22 @@ class DeploymentManager:
                 await self.signing.refresh()
             except (ProtocolError, OSError) as exc:
                 log.warning("could not check the signatures again: %s", exc)
+            await self._renewed_certificate()
+
+    async def _renewed_certificate(self) -> None:
+        """``[serving] tls_cert`` renewed: a process runtime reloads the files itself, a container only has the
+        copy made at its start, so each running container is restarted (a rollout of the same version: the
+        old one serves until the new one is healthy) to serve the certificate clients now pin."""
+        pem = await self._cert_pem()
+        if pem is None:
+            return
+        seen, self._container_pem = self._container_pem, pem
+        if seen is None or seen == pem:
+            return
+        for name, sup in self.supervisors.items():
+            if sup.rec.backend == "docker" and sup.current is not None:
+                log.info("restarting %s to serve the renewed certificate", name)
+                sup.commands.put_nowait(("restart", None))
 
     # -- queries for the layers above (monitor, maintenance, doctor, handlers) ----------------------------------
 

@@ -7,10 +7,12 @@ predict``/``feedback`` still work, and ``deploy token --rotate`` swaps the token
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
 import shutil
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -361,6 +363,53 @@ def test_rotation_while_the_instance_starts(setup: tuple[DaemonProcess, dict[str
         assert request(dep["endpoint"], "/predict", {"inputs": rows[:1]}, first["token"])[0] == 401
     finally:
         d.cli("undeploy", "early")
+
+
+def _restarted_instance(d: DaemonProcess, why: str) -> None:
+    """Wait for the adopted instance of ``bc`` to be restarted by the new daemon for ``why``, and running."""
+
+    def restarted() -> bool:
+        dep = cli_json(d, "ps", "bc", "--events", "10")
+        told = [e["at"] for e in dep["events"] if why in e["message"]]
+        done = [e["at"] for e in dep["events"] if e["kind"] == "rolled-out"]
+        return dep["deployment"]["state"] == "running" and bool(told) and any(at >= max(told) for at in done)
+
+    wait_for(restarted, f"the adopted instance restarted ({why})", 90)
+
+
+def test_an_adopted_instance_that_cannot_be_told_is_restarted(
+    setup: tuple[DaemonProcess, dict[str, Any], Path],
+) -> None:
+    """The new daemon cannot tell the adopted instance the token (here its admin token is not the one the
+    instance knows, as with credentials made after it started): it restarts it, so the old token stops."""
+    d, detail, example = setup
+    rows, _ = eval_rows(example)
+    endpoint = detail["deployment"]["endpoint"]
+    old = cli_json(d, "deploy", "token", "bc", "--rotate")["token"]
+    d.stop()  # the instance keeps running
+    with contextlib.closing(sqlite3.connect(d.state_dir / "registry.db")) as db, db:
+        db.execute("DELETE FROM deployment_credentials")  # the next daemon makes new ones
+    d.start()
+    _restarted_instance(d, "could not be told")
+    assert request(endpoint, "/predict", {"inputs": rows[:1]}, old)[0] == 401
+    new = cli_json(d, "deploy", "token", "bc", "--rotate")["token"]
+    assert request(endpoint, "/predict", {"inputs": rows[:1]}, new)[0] == 200
+
+
+def test_an_adopted_instance_with_other_route_settings_is_restarted(
+    setup: tuple[DaemonProcess, dict[str, Any], Path],
+) -> None:
+    """``[serving]`` changed while the daemon was down: the adopted instance, started with the old route
+    settings, is restarted with the new ones (here /metrics opens)."""
+    d, detail, _ = setup
+    endpoint = detail["deployment"]["endpoint"]
+    assert request(endpoint, "/metrics")[0] == 401
+    d.stop()
+    config = d.state_dir.parent / "daemon.toml"
+    config.write_text(config.read_text().replace("metrics_open = false", "metrics_open = true"))
+    d.start()
+    _restarted_instance(d, "route or TLS settings changed")
+    assert request(endpoint, "/metrics")[0] == 200
 
 
 def test_an_adopted_instance_is_told_the_current_token(setup: tuple[DaemonProcess, dict[str, Any], Path]) -> None:
