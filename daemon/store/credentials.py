@@ -63,7 +63,8 @@ class CredentialStore:
 
     def ensure(self, deployment: str, *, with_token: bool) -> tuple[Credentials, bool]:
         """The deployment's credentials, made now if it has none (True then): an admin token always, a
-        clients' token when ``with_token`` (a new deployment; an older one gets its token on rotation)."""
+        clients' token when ``with_token`` (a new deployment; one made before credentials existed gets both
+        at the daemon's start, :meth:`provide_missing`)."""
         with self._lock, self._db.write() as conn:
             row = conn.execute("SELECT id FROM deployments WHERE name = ?", (deployment,)).fetchone()
             if row is None:
