@@ -28,7 +28,7 @@ import pytest
 from daemon.deploy.base import BackendError, InstanceSpec
 from daemon.deploy.docker import TLS_MOUNT, run_kwargs
 from daemon.deploy.endpoint import CertText, auth_required, beyond_loopback, runtime_env
-from daemon.deploy.manager import Supervisor
+from daemon.deploy.manager import DeploymentManager, Supervisor
 from daemon.deploy.tls import self_signed
 from daemon.protocol.deploy import ContainerOptions
 from daemon.registry.service import Registry
@@ -437,3 +437,31 @@ def test_an_adopted_instance_is_told_the_current_token(setup: tuple[DaemonProces
     wait_for(adopted, "the adoption", 60)
     wait_for(lambda: request(endpoint, "/predict", {"inputs": rows[:1]}, old)[0] == 401, "the old token refused", 30)
     assert request(endpoint, "/predict", {"inputs": rows[:1]}, new)[0] == 200
+
+
+def test_a_renewed_certificate_restarts_running_containers() -> None:
+    """Containers only have the copy of tls_cert made at their start: a renewal restarts the running ones
+    (process runtimes reload the files themselves, tests/serving/test_auth_tls.py)."""
+    pem = ["A"]
+
+    async def cert_pem() -> str:
+        return pem[0]
+
+    def sup(backend: str, running: bool) -> SimpleNamespace:
+        rec = SimpleNamespace(backend=backend)
+        return SimpleNamespace(rec=rec, current=object() if running else None, commands=asyncio.Queue())
+
+    sups = {"d": sup("docker", True), "idle": sup("docker", False), "p": sup("process", True)}
+    m = SimpleNamespace(_cert_pem=cert_pem, _container_pem=None, supervisors=sups)
+
+    async def tick() -> None:
+        await DeploymentManager._renewed_certificate(m)  # type: ignore[arg-type]
+
+    asyncio.run(tick())
+    asyncio.run(tick())  # unchanged
+    assert all(s.commands.empty() for s in sups.values())
+    pem[0] = "B"
+    asyncio.run(tick())
+    assert sups["d"].commands.get_nowait() == ("restart", None)
+    assert sups["idle"].commands.empty()
+    assert sups["p"].commands.empty()
