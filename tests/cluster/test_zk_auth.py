@@ -196,7 +196,9 @@ def test_a_world_open_tree_of_an_older_cluster_is_locked_at_start(
         old.create(f"{chroot}/models/legacy/aliases/production", b"{}", makepath=True)
         old.create(f"{chroot}/hosts/old-daemon", b"{}", ephemeral=True, makepath=True)
         d = member(daemon_factory, "d", zk, chroot)
-        wait_for(lambda: state(d) == "connected", "connected")
+        # "connected" is shown as soon as the session is; the access check (which locks the tree) follows
+        wait_for(lambda: "locked to this cluster's credential" in daemon_log(d), "the tree locked")
+        assert state(d) == "connected"
         nodes = tree(owner, chroot)
         assert f"{chroot}/hosts/old-daemon" in nodes
         assert {n: owner.get_acls(n)[0] for n in nodes} == dict.fromkeys(nodes, digest_acl(CREDENTIAL))
@@ -204,7 +206,6 @@ def test_a_world_open_tree_of_an_older_cluster_is_locked_at_start(
             old.get_children(chroot)
         with pytest.raises(NoAuthError):
             old.create(f"{chroot}/models/new", b"")
-        assert "locked to this cluster's credential" in daemon_log(d)
     finally:
         old.stop()
         old.close()
