@@ -49,6 +49,7 @@ class Runtime:
             [sys.executable, "-m", "daemon.serving", "--model-dir", str(model), "--port", "0",
              "--public-port", str(self.public_port)],
             stdout=subprocess.PIPE, stderr=err, env={**os.environ, "PYTHONPATH": str(REPO), **env}, cwd=REPO,
+            bufsize=0,  # unbuffered: a buffered readline could take both lines at once and select() then waits
         )  # fmt: skip
         err.close()
         assert self.proc.stdout is not None
