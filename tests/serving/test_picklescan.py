@@ -269,6 +269,20 @@ def test_library_prefixes_match_whole_module_names() -> None:
     assert not allowed("numpy.random.extra", "Evil")
 
 
+def simulate_old_joblib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """joblib before 1.6: an object array's nested pickle is read with a bare ``pickle.load``."""
+    from joblib import numpy_pickle as jp  # type: ignore[import-untyped]
+
+    original = jp.NumpyArrayWrapper.read_array
+
+    def old_read_array(self: Any, unpickler: Any, *args: Any) -> Any:
+        if self.dtype.hasobject:
+            return pickle.load(unpickler.file_handle)
+        return original(self, unpickler, *args)
+
+    monkeypatch.setattr(jp.NumpyArrayWrapper, "read_array", old_read_array)
+
+
 class _Touch:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -282,18 +296,10 @@ def test_the_loader_restricts_a_joblib_object_arrays_nested_pickle(
 ) -> None:
     """joblib before 1.6 reads an object array's nested pickle with a bare ``pickle.load``: the loader reads
     it with its own restricted unpickler, whichever joblib is installed (simulated here)."""
-    from joblib import numpy_pickle as jp  # type: ignore[import-untyped]
 
     from daemon.serving import flavors
 
-    original = jp.NumpyArrayWrapper.read_array
-
-    def old_read_array(self: Any, unpickler: Any, *args: Any) -> Any:
-        if self.dtype.hasobject:
-            return pickle.load(unpickler.file_handle)
-        return original(self, unpickler, *args)
-
-    monkeypatch.setattr(jp.NumpyArrayWrapper, "read_array", old_read_array)
+    simulate_old_joblib(monkeypatch)
     marker = tmp_path / "pwned"
     path = tmp_path / "model.joblib"
     path.write_bytes(_joblib({"w": np.arange(10), "o": np.array([1, _Touch(marker)], dtype=object)}))
@@ -497,18 +503,10 @@ def test_a_reduced_joblib_wrapper_cannot_sidestep_the_nested_restriction(
     """The loader decides "object array" from the built wrapper, not from the BUILD state: a wrapper whose dtype
     came through REDUCE still has its nested pickle read by the restricted unpickler (joblib before 1.6 would
     ``pickle.load`` it; simulated here). The scan refuses such a file outright."""
-    from joblib import numpy_pickle as jp
 
     from daemon.serving import flavors
 
-    original = jp.NumpyArrayWrapper.read_array
-
-    def old_read_array(self: Any, unpickler: Any, *args: Any) -> Any:
-        if self.dtype.hasobject:
-            return pickle.load(unpickler.file_handle)
-        return original(self, unpickler, *args)
-
-    monkeypatch.setattr(jp.NumpyArrayWrapper, "read_array", old_read_array)
+    simulate_old_joblib(monkeypatch)
     marker = tmp_path / "pwned"
     path = tmp_path / "model.joblib"
     path.write_bytes(_reduced_wrapper(pickle.dumps(_Touch(marker), protocol=2), state))
