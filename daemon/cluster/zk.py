@@ -96,6 +96,9 @@ class Zk:
         )
         self.refused = ""
         """Why ZooKeeper refuses this daemon's access to the chroot ("" = it does not, or not checked yet)."""
+        self.closes_sessions = False
+        """The refusal is SASL enforcement: the server closes every session at its first request, so the
+        suspensions that follow are its answer, not an outage (status keeps saying refused, logs stay quiet)."""
         self.verified: int | None = None
         """The session whose access check passed (the session is usable only once it has)."""
         self._generation = 0
@@ -122,7 +125,8 @@ class Zk:
         if new == CONNECTED:
             self.session = session
         if new != self.state:
-            log.info("ZooKeeper %s%s", new, " (new session)" if new_session else "")
+            level = logging.DEBUG if self.closes_sessions else logging.INFO
+            log.log(level, "ZooKeeper %s%s", new, " (new session)" if new_session else "")
             self.state, self.since = new, self.clock()
         self._generation += 1
         self.verified = None
@@ -139,6 +143,7 @@ class Zk:
                 await asyncio.to_thread(self.check_access)
             except (NoAuthError, AuthFailedError, SessionClosedRequireSaslError) as exc:
                 refused = self._refusal(exc)
+                self.closes_sessions = isinstance(exc, SessionClosedRequireSaslError)
                 if refused != self.refused:
                     log.error("%s", refused)
                 self.refused = refused
@@ -150,7 +155,7 @@ class Zk:
                 if generation == self._generation:
                     if self.refused:
                         log.info("ZooKeeper now grants access to %s", self.cfg.chroot)
-                    self.refused, self.verified = "", self.session
+                    self.refused, self.verified, self.closes_sessions = "", self.session, False
                     self._tell(CONNECTED, new_session)
                 return
             await asyncio.sleep(RECHECK_S if self.refused else 1.0)
@@ -255,9 +260,11 @@ class Zk:
     @property
     def shown_state(self) -> str:
         """The state ``cluster status`` reports: ``refused`` while ZooKeeper refuses the credential."""
-        if self.state == CONNECTED and self.refused:
-            return REFUSED
-        return self.state
+        return REFUSED if self._refusing else self.state
+
+    @property
+    def _refusing(self) -> bool:
+        return bool(self.refused) and (self.state == CONNECTED or (self.state == SUSPENDED and self.closes_sessions))
 
     def staleness(self) -> float:
         """Seconds the cache may be behind ZooKeeper: 0 while connected, else since the connection was lost."""
@@ -265,7 +272,7 @@ class Zk:
 
     def require(self, what: str) -> None:
         """Fail at once with UNAVAILABLE when the shared registry cannot be written."""
-        if self.refused and self.state == CONNECTED:
+        if self._refusing:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"cannot {what}: {self.refused}")
         if self.state == CONNECTED and not self.connected:
             raise ProtocolError(

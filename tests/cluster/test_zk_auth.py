@@ -343,6 +343,12 @@ def test_an_ensemble_that_requires_sasl_is_named_as_the_reason(
         got = wait_for(functools.partial(refused, d), "refused", 30)
         assert "requires SASL" in got["problem"], got
         assert "zk_auth" in got["problem"], got
+        # the server closes every new session too: the reconnects in between are its answer, not an outage
+        seen = set()
+        for _ in range(15):
+            seen.add(state(d))
+            time.sleep(0.1)
+        assert seen == {"refused"}, seen
 
 
 def test_an_unreadable_or_relative_zk_ca_file_is_refused_at_start(tmp_path: Path) -> None:
