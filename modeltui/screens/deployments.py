@@ -2,7 +2,8 @@
 
 Both views re-read on deployment events (debounced by the App), never on a timer; the only timer re-renders
 uptime locally, to the minute, so an idle view repaints nothing (docs/architecture.md). Undeploy, restart
-and rollback ask for confirmation and are hidden in read-only mode.
+and rollback ask for confirmation saying what will happen (the endpoint that stops answering; the version an
+alias goes back to and every deployment that follows it) and are hidden in read-only mode.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ from ..widgets import (
 from ..widgets.deployments_table import version_text
 from .alerts import AlertsScreen
 from .base import RegistryScreen
-from .dialogs import AliasChoice, ConfirmDialog, DeployChoice, DeployDialog, RollbackDialog
+from .dialogs import (
+    AliasChoice,
+    ConfirmDialog,
+    DeployChoice,
+    DeployDialog,
+    RollbackDialog,
+    ask_followers,
+    rollout_text,
+)
 from .metrics import MetricsScreen
 
 #: Lines of history asked for when a log view opens.
@@ -71,21 +80,23 @@ class _DeploymentActions(RegistryScreen):
             self.notify("no deployment selected", severity="warning")
         return d
 
-    def _confirm(self, question: str, then: Callable[[], None]) -> None:
-        def answered(yes: bool | None) -> None:
-            if yes:
+    def _confirm(self, question: str, then: Callable[[], None], *, yes: str = "Yes") -> None:
+        def answered(confirmed: bool | None) -> None:
+            if confirmed and not self.readonly:
                 then()
 
-        self.app.push_screen(ConfirmDialog(question), answered)
+        self.app.push_screen(ConfirmDialog(question, yes=yes), answered)
 
     def action_undeploy(self) -> None:
         d = self._chosen()
         if d is None:
             return
         name = d.name
-        question = (f"Undeploy [b]{name}[/b] ({d.ref}, {version_label(d.version)})?\n"
-                    f"Its {d.backend} instance stops and {d.endpoint or 'its endpoint'} stops answering.")
-        self._confirm(question, lambda: self.call(
+        endpoint = f"[b]{literal(d.endpoint)}[/b]" if d.endpoint else "its endpoint"
+        question = (f"Undeploy [b]{literal(name)}[/b] ({literal(d.ref)}, {version_label(d.version)})?\n"
+                    f"Its {d.backend} instance stops: {endpoint} stops answering and the traffic sent to it "
+                    "stops being served.")
+        self._confirm(question, yes="Undeploy", then=lambda: self.call(
             requests.Undeploy(name=name), lambda _d: self.after_undeploy(name),
             success=f"undeployed {name}",
         ))
@@ -95,9 +106,9 @@ class _DeploymentActions(RegistryScreen):
         if d is None:
             return
         name = d.name
-        question = (f"Restart [b]{name}[/b] ({d.ref})?\n"
+        question = (f"Restart [b]{literal(name)}[/b] ({literal(d.ref)})?\n"
                     "A new instance starts and replaces the running one once it is healthy.")
-        self._confirm(question, lambda: self.call(
+        self._confirm(question, yes="Restart", then=lambda: self.call(
             requests.RestartDeployment(name=name), lambda _d: self.reload(),
             success=f"restarting {name}",
         ))
@@ -113,7 +124,7 @@ class _DeploymentActions(RegistryScreen):
             self.notify(f"{d.name} is pinned to {d.ref}: only a deployment of NAME@ALIAS rolls back "
                         "(deploy another version instead)", severity="warning")
             return
-        model, name = ref.name, d.name
+        model = ref.name
 
         def got_history(history: results.AliasHistory) -> None:
             last = history.events[0] if history.events else None
@@ -125,12 +136,16 @@ class _DeploymentActions(RegistryScreen):
             def chosen(choice: AliasChoice | None) -> None:
                 if choice is None:
                     return
-                question = (f"Roll [b]{alias}[/b] of {model} back from [b]{now}[/b] to [b]{before}[/b]?\n"
-                            f"{name} then rolls out {before}.")
-                self._confirm(question, lambda: self.call(
-                    requests.Rollback(name=model, alias=alias, reason=choice.reason),
-                    lambda _info: self.reload(), success=f"rolled {model}@{alias} back to {before}",
-                ))
+
+                def confirm(following: list[DeploymentInfo]) -> None:
+                    question = (f"Roll [b]{alias}[/b] of {model} back from [b]{now}[/b] to [b]{before}[/b]?\n"
+                                + rollout_text(model, alias, before, following))
+                    self._confirm(question, yes="Roll back", then=lambda: self.call(
+                        requests.Rollback(name=model, alias=alias, reason=choice.reason),
+                        lambda _info: self.reload(), success=f"rolled {model}@{alias} back to {before}",
+                    ))
+
+                ask_followers(self, model, alias, confirm)
 
             self.app.push_screen(RollbackDialog(model, [alias], alias), chosen)
 
@@ -225,7 +240,7 @@ class DeploymentsScreen(_DeploymentActions):
                 return
             where = f"on port {choice.port}" if choice.port else "on a free port"
             question = f"Deploy [b]{choice.ref}[/b] with the {choice.backend} backend {where}?"
-            self._confirm(question, lambda: self._deploy(choice))
+            self._confirm(question, lambda: self._deploy(choice), yes="Deploy")
 
         self.app.push_screen(DeployDialog(current.ref if current else ""), chosen)
 

@@ -1,8 +1,14 @@
-"""Modal dialogs: move an alias, roll an alias back, deploy a version, confirm."""
+"""Modal dialogs: move an alias, roll an alias back, deploy a version, confirm.
+
+Safety rails: every action that stops traffic or moves an alias asks :class:`ConfirmDialog` first, saying
+what will happen; an alias move (set, rollback, promote) names the deployments that follow the alias and
+will roll out, asked of the daemon just before (:func:`ask_followers`). The dialog defaults to "no": enter
+on a fresh dialog cancels, only ``y`` (or the yes button) goes on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,10 +20,15 @@ from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static
 
-from daemon.protocol.deploy import Backend, check_deployment_name
-from daemon.protocol.names import check_alias, check_ref, check_text
+from daemon.protocol import requests, results
+from daemon.protocol.deploy import Backend, DeploymentInfo, check_deployment_name
+from daemon.protocol.names import check_alias, check_ref, check_text, parse_ref
 
-from ..widgets import QuietStatic
+from ..widgets import QuietStatic, literal
+from .base import RegistryScreen
+
+#: Followers named in a confirmation before the rest are counted ("and 3 more").
+FOLLOWERS_SHOWN = 6
 
 
 class AliasValidator(Validator):
@@ -251,8 +262,44 @@ class DeployDialog(ModalScreen[DeployChoice | None]):
             self.dismiss(DeployChoice(ref, "docker" if backend == "docker" else "process", port, name))
 
 
+def followers(deployments: Sequence[DeploymentInfo], model: str, alias: str) -> list[DeploymentInfo]:
+    """The deployments that follow ``MODEL@ALIAS`` (their ref names the alias): they roll out when it moves."""
+    found = []
+    for d in deployments:
+        try:
+            ref = parse_ref(d.ref)
+        except ValueError:
+            continue
+        if ref.name == model and ref.alias == alias:
+            found.append(d)
+    return sorted(found, key=lambda d: d.name)
+
+
+def rollout_text(model: str, alias: str, version: str, deployments: Sequence[DeploymentInfo]) -> str:
+    """The line a confirmation ends with: which deployments roll out ``version`` (markup, names literal)."""
+    if not deployments:
+        return f"No deployment follows {literal(model)}@{literal(alias)}: nothing rolls out."
+    names = ", ".join(f"[b]{literal(d.name)}[/b]" for d in deployments[:FOLLOWERS_SHOWN])
+    more = len(deployments) - FOLLOWERS_SHOWN
+    if more > 0:
+        names += f" and {more} more"
+    return (f"{len(deployments)} deployment(s) follow {literal(model)}@{literal(alias)} and roll out "
+            f"{version}: {names}.")
+
+
+def ask_followers(screen: RegistryScreen, model: str, alias: str,
+                  then: Callable[[list[DeploymentInfo]], None]) -> None:
+    """Ask the daemon which deployments follow ``MODEL@ALIAS`` now, then call ``then`` with them."""
+
+    def listed(listing: results.DeploymentList) -> None:
+        then(followers(listing.items, model, alias))
+
+    screen.call(requests.ListDeployments(model=model), listed, group="followers")
+
+
 class ConfirmDialog(ModalScreen[bool]):
-    """Yes or no."""
+    """Yes or no, defaulting to no: the focus starts on the no button, so enter cancels; ``y`` confirms,
+    ``n`` and escape cancel. ``yes`` names the action on its button ("Undeploy", "Move")."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
@@ -261,16 +308,17 @@ class ConfirmDialog(ModalScreen[bool]):
     ]
     AUTO_FOCUS = "#no"
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, *, yes: str = "Yes") -> None:
         super().__init__()
         self.question = question
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield QuietStatic(self.question, classes="title")
+            yield QuietStatic(self.question, classes="title", id="question")
             with Horizontal(classes="buttons"):
-                yield Button("Yes (y)", id="yes", variant="primary")
-                yield Button("No (n)", id="no")
+                yield Button(f"{self.yes} (y)", id="yes", variant="warning")
+                yield Button("Cancel (n)", id="no")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

@@ -7,7 +7,8 @@ one-second timer re-asks whenever a shown run is ``running`` (and every :data:`I
 otherwise, to catch runs started elsewhere); registry events (a challenger pushed, an alias moved) re-ask
 at once.
 
-``a`` approves and ``x`` rejects a run awaiting approval (a reason, then a confirmation), ``r`` starts a
+``a`` approves and ``x`` rejects a run awaiting approval (a reason, then a confirmation: an approval names
+the alias that moves, from which version to which, and the deployments that follow it and roll out), ``r`` starts a
 run of the highlighted run's model now (confirmed), ``p`` shows that model's effective policy. The three
 actions that change something are hidden and refused in read-only mode.
 """
@@ -26,12 +27,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from daemon.protocol import requests, results
+from daemon.protocol.deploy import DeploymentInfo
 from daemon.protocol.events import RegistryEvent
 
 from ..format import PALETTE, RUN_TONE, STEP_TONE, elapsed, short, version_label, when_short
 from ..widgets import KeyedTable, QuietStatic, literal
 from .base import PollingScreen
-from .dialogs import ConfirmDialog, ReasonValidator
+from .dialogs import ConfirmDialog, ReasonValidator, ask_followers, rollout_text
 
 #: Runs asked for (newest first).
 RUN_LIMIT = 200
@@ -337,12 +339,12 @@ class MaintenanceScreen(PollingScreen):
             self.notify("no maintenance run selected", severity="warning")
         return run
 
-    def _confirm(self, question: str, then: Callable[[], None]) -> None:
-        def answered(yes: bool | None) -> None:
-            if yes:
+    def _confirm(self, question: str, then: Callable[[], None], *, yes: str = "Yes") -> None:
+        def answered(confirmed: bool | None) -> None:
+            if confirmed and not self.readonly:
                 then()
 
-        self.app.push_screen(ConfirmDialog(question), answered)
+        self.app.push_screen(ConfirmDialog(question, yes=yes), answered)
 
     def _decided(self, run: results.MaintainRunInfo) -> None:
         self._show_run(run)
@@ -378,14 +380,35 @@ class MaintenanceScreen(PollingScreen):
         def reasoned(reason: str | None) -> None:
             if reason is None:
                 return
-            self._confirm(
-                question,
-                lambda: self.call(
-                    requests.MaintainDecide(run=run_id, approve=approve, reason=reason),
-                    self._decided,
-                    success=f"run {run_id} {verb}d",
-                ),
-            )
+
+            def ask(text: str) -> None:
+                self._confirm(
+                    text,
+                    lambda: self.call(
+                        requests.MaintainDecide(run=run_id, approve=approve, reason=reason),
+                        self._decided,
+                        success=f"run {run_id} {verb}d",
+                    ),
+                    yes=verb.capitalize(),
+                )
+
+            if not approve:
+                ask(question)
+                return
+
+            def got_policy(info: results.MaintainPolicyInfo) -> None:
+                alias = str(info.policy.get("alias") or "production")
+
+                def confirm(following: list[DeploymentInfo]) -> None:
+                    ask(
+                        f"Approve run [b]{run_id}[/b] of [b]{literal(model)}[/b] ({literal(scores(run))})?\n"
+                        f"[b]{literal(alias)}[/b] moves from {version_label(info.champion)} to "
+                        f"[b]{challenger}[/b]. " + rollout_text(model, alias, challenger, following)
+                    )
+
+                ask_followers(self, model, alias, confirm)
+
+            self.call(requests.MaintainPolicyRequest(name=model), got_policy, group="policy")
 
         title = (
             f"{verb.capitalize()} run [b]{run_id}[/b] of [b]{literal(model)}[/b] ({challenger}, {literal(scores(run))})"

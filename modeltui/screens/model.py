@@ -1,8 +1,12 @@
-"""Model screen: the versions of one model, its aliases, and the alias actions."""
+"""Model screen: the versions of one model, its aliases, and the alias actions.
+
+Moving an alias (``a``) or rolling it back (``r``) confirms first, naming the version the alias goes to and
+every deployment that follows the alias (they roll out), asked of the daemon just before the question.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from textual import on
@@ -12,12 +16,13 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Header, Static
 
 from daemon.protocol import requests, results
+from daemon.protocol.deploy import DeploymentInfo
 from daemon.protocol.events import RegistryEvent
 
-from ..format import aliases_of, short
+from ..format import aliases_of, short, version_label
 from ..widgets import QuietStatic, VersionsTable, literal
 from .base import RegistryScreen
-from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog
+from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog, ask_followers, rollout_text
 from .diff import DiffScreen
 from .history import HistoryScreen
 from .version import VersionScreen
@@ -129,6 +134,15 @@ class ModelScreen(RegistryScreen):
     def watch_page_offset(self) -> None:
         self.reload()
 
+    def _confirm(self, question: str, yes: str, then: Callable[[], None]) -> None:
+        """Ask (defaulting to no); ``then`` runs on yes, unless the App went read-only meanwhile."""
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed and not self.readonly:
+                then()
+
+        self.app.push_screen(ConfirmDialog(question, yes=yes), answered)
+
     def action_set_alias(self) -> None:
         if self.readonly:
             return
@@ -142,19 +156,23 @@ class ModelScreen(RegistryScreen):
             if choice is None:
                 return
             was = self.aliases.get(choice.alias)
+            if was == version:
+                self.notify(f"{choice.alias} already points to v{version}", severity="warning")
+                return
             move = f"from v{was} " if was is not None else ""
-            question = f"Move [b]{choice.alias}[/b] of {self.model_name} {move}to [b]v{version}[/b]?"
 
-            def confirmed(yes: bool | None) -> None:
-                if yes:
-                    self.call(
-                        requests.AliasSet(name=self.model_name, alias=choice.alias, version=version,
-                                          reason=choice.reason),
-                        lambda _info: self.reload(),
-                        success=f"{choice.alias} → v{version}",
-                    )
+            def confirm(following: list[DeploymentInfo]) -> None:
+                question = (f"Move [b]{literal(choice.alias)}[/b] of {literal(self.model_name)} {move}"
+                            f"to [b]v{version}[/b]?\n"
+                            + rollout_text(self.model_name, choice.alias, f"v{version}", following))
+                self._confirm(question, "Move", lambda: self.call(
+                    requests.AliasSet(name=self.model_name, alias=choice.alias, version=version,
+                                      reason=choice.reason),
+                    lambda _info: self.reload(),
+                    success=f"{choice.alias} → v{version}",
+                ))
 
-            self.app.push_screen(ConfirmDialog(question), confirmed)
+            ask_followers(self, self.model_name, choice.alias, confirm)
 
         self.app.push_screen(AliasDialog(self.model_name, version, suggestion), chosen)
 
@@ -171,17 +189,27 @@ class ModelScreen(RegistryScreen):
         def chosen(choice: AliasChoice | None) -> None:
             if choice is None:
                 return
-            question = (f"Roll [b]{choice.alias}[/b] of {self.model_name} back from "
-                        f"v{self.aliases.get(choice.alias)} to the version it pointed to before?")
+            alias, model = choice.alias, self.model_name
 
-            def confirmed(yes: bool | None) -> None:
-                if yes:
-                    self.call(
-                        requests.Rollback(name=self.model_name, alias=choice.alias, reason=choice.reason),
-                        lambda info: self.reload(),
-                        success=f"rolled {choice.alias} back",
-                    )
+            def got_history(history: results.AliasHistory) -> None:
+                last = history.events[0] if history.events else None
+                if last is None or last.from_version is None:
+                    self.notify(f"{model}@{alias} has no previous version to roll back to", severity="warning")
+                    return
+                now, before = version_label(last.to_version), version_label(last.from_version)
 
-            self.app.push_screen(ConfirmDialog(question), confirmed)
+                def confirm(following: list[DeploymentInfo]) -> None:
+                    question = (f"Roll [b]{literal(alias)}[/b] of {literal(model)} back from [b]{now}[/b] "
+                                f"to [b]{before}[/b]?\n" + rollout_text(model, alias, before, following))
+                    self._confirm(question, "Roll back", lambda: self.call(
+                        requests.Rollback(name=model, alias=alias, reason=choice.reason),
+                        lambda _info: self.reload(),
+                        success=f"rolled {alias} back to {before}",
+                    ))
+
+                ask_followers(self, model, alias, confirm)
+
+            self.call(requests.AliasHistoryRequest(name=model, alias=alias, limit=1), got_history,
+                      group="history")
 
         self.app.push_screen(RollbackDialog(self.model_name, sorted(self.aliases), suggestion), chosen)
