@@ -8,6 +8,7 @@ from .diff import DiffScreen
 from .fleet import FleetScreen
 from .help import HelpScreen
 from .history import HistoryScreen
+from .home import HomeScreen
 from .maintenance import MaintenanceScreen, PolicyDialog, ReasonDialog
 from .metrics import MetricsScreen
 from .model import ModelScreen
@@ -27,6 +28,7 @@ __all__ = [
     "FleetScreen",
     "HelpScreen",
     "HistoryScreen",
+    "HomeScreen",
     "MaintenanceScreen",
     "MetricsScreen",
     "ModelScreen",
