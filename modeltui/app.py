@@ -33,7 +33,15 @@ from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent,
 
 from .client import DaemonClient, DaemonUnavailable
 from .format import printable
-from .screens import AlertsScreen, FleetScreen, HelpScreen, MaintenanceScreen, ModelsScreen, RegistryScreen
+from .screens import (
+    AlertsScreen,
+    FleetScreen,
+    HelpScreen,
+    HomeScreen,
+    MaintenanceScreen,
+    ModelsScreen,
+    RegistryScreen,
+)
 from .screens.base import AnyCall
 from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode
 
@@ -316,7 +324,7 @@ class ModelTuiApp(App[None]):
         alerts, self._pending_alerts = self._pending_alerts, []
         if alerts:
             for screen in self.screen_stack:
-                if isinstance(screen, AlertsScreen):
+                if isinstance(screen, AlertsScreen | HomeScreen):  # the views that show alerts
                     screen.alerts_changed(alerts)
         if events:
             self._reload_all(events)
