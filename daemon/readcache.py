@@ -8,8 +8,11 @@ entry it stores is already stale and is never served. Bounded by total bytes, le
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+
+#: How many changed model names the cache remembers, for readers that catch up by name (the model index).
+CHANGE_LOG = 4096
 
 
 class ReadCache:
@@ -19,6 +22,7 @@ class ReadCache:
         self._size = 0
         self._generation: dict[str, int] = {}
         self._all = 0  # bumped by every change: for reads that span models (listing them)
+        self._log: deque[str] = deque(maxlen=CHANGE_LOG)  # the models of the last changes, oldest first
         self.hits = 0
         self.misses = 0
 
@@ -31,6 +35,19 @@ class ReadCache:
     def invalidate(self, model: str) -> None:
         self._generation[model] = self._generation.get(model, 0) + 1
         self._all += 1
+        self._log.append(model)
+
+    @property
+    def changes(self) -> int:
+        """How many changes there were so far (a mark for :meth:`changed_since`)."""
+        return self._all
+
+    def changed_since(self, mark: int) -> set[str] | None:
+        """The models changed after change number ``mark``; None when the log no longer reaches back."""
+        count = self._all - mark
+        if count > len(self._log):
+            return None
+        return set(list(self._log)[len(self._log) - count :]) if count > 0 else set()
 
     def get(self, key: bytes, models: Sequence[str] | None) -> bytes | None:
         entry = self._entries.get(key)

@@ -45,7 +45,9 @@ class RegistryHandlers:
     # -- models ----------------------------------------------------------------------------------------------
     @handles(q.ListModels)
     async def list_models(self, req: q.ListModels, ctx: Context) -> Serialized:
-        return await cached_read(self.cache, req, None, lambda: self.registry.list_models(req))
+        index = self.registry.model_index  # caught up on the models changed since it last read
+        upto, changed = self.cache.changes, self.cache.changed_since(index.mark)
+        return await cached_read(self.cache, req, None, lambda: self.registry.list_models(req, changed, upto))
 
     @handles(q.GetModel)
     async def get_model(self, req: q.GetModel, ctx: Context) -> Serialized:

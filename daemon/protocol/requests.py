@@ -101,12 +101,23 @@ class Subscribe(BaseRequest[r.Ack]):
     topics: Annotated[list[Literal["registry", "deployments", "alerts"]], Field(min_length=1, max_length=8)]
 
 
+#: The columns a models list shows, which ``models.list`` sorts by.
+ModelSort = Literal["name", "versions", "latest", "aliases", "updated", "description"]
+
+
 class ListModels(BaseRequest[r.ModelList]):
+    """A page of models: ``query`` is a name substring (older clients), ``pattern`` the `/` filter's regex
+    over every shown column (smart-case, a leading ``!`` inverts), sorted by ``sort``. ``limit`` reaches
+    10,000 so a client can fill its cache in a few requests."""
+
     role: ClassVar[Role] = "viewer"
 
     op: Literal["models.list"] = "models.list"
     query: Annotated[str, Field(max_length=128)] | None = None
-    limit: Annotated[int, Field(ge=1, le=1000)] = 200
+    pattern: Annotated[str, Field(max_length=256)] | None = None
+    sort: ModelSort = "name"
+    descending: bool = False
+    limit: Annotated[int, Field(ge=1, le=10000)] = 200
     offset: Count = 0
 
 

@@ -44,6 +44,7 @@ from daemon.protocol.names import Ref, check_alias, check_model_name, check_tag_
 from daemon.registry import convert, queries, sql
 from daemon.registry.codescan import code_info
 from daemon.registry.diff import diff_versions
+from daemon.registry.model_index import ModelIndex, compile_pattern
 from daemon.registry.objects import Ingested, ObjectStore, Progress
 from daemon.registry.queries import model_id
 from daemon.registry.statcache import StatCache
@@ -187,6 +188,8 @@ class Registry:
         self.credentials = CredentialStore(self._db, self._lock)
         #: The run-code policy's records (pickle scans, approvals): daemon/registry/codepolicy.py.
         self.code = CodeStore(self._db, self._lock, self._faults)
+        #: Every model's summary in memory for models.list (sort and filter on any column at 10,000 models).
+        self.model_index = ModelIndex(self._model_summaries)
         #: Set by the daemon when a cluster is configured: pushes and alias moves go there too.
         self.shared: SharedRegistry | None = None
         self.objects = ObjectStore(
@@ -352,15 +355,27 @@ class Registry:
     # -- models --------------------------------------------------------------------------------------------
 
     @_guarded
-    def list_models(self, req: q.ListModels) -> r.ModelList:
-        """Models whose name contains ``query`` (case-insensitive), by name, paged."""
-        where, args = ("WHERE instr(lower(m.name), ?) > 0", (req.query.lower(),)) if req.query else ("", ())
+    def list_models(
+        self, req: q.ListModels, changed: Collection[str] | None = None, upto: int | None = None
+    ) -> r.ModelList:
+        """A page of models from the in-memory index, after re-reading the ``changed`` models (all of them
+        for None: what a caller that does not track changes gets) as of change count ``upto``."""
+        compile_pattern(req.pattern or "")  # a bad regex is refused before anything is read
+        self.model_index.refresh(changed, upto)
+        return self.model_index.query(req)
+
+    def _model_summaries(self, names: Collection[str] | None) -> list[r.ModelSummary]:
+        """The summaries of the named models (every model for None), for the index."""
         with self._db.read() as conn:
-            total = conn.execute(f"SELECT count(*) FROM models m {where}", args).fetchone()[0]
-            items = sql.model_summaries(
-                conn, f"{where} ORDER BY m.name LIMIT ? OFFSET ?", (*args, req.limit, req.offset)
-            )
-            return r.ModelList.model_construct(items=items, total=int(total))
+            if names is None:
+                return sql.model_summaries(conn, "", ())
+            found: list[r.ModelSummary] = []
+            batch = list(names)
+            for start in range(0, len(batch), 500):  # under SQLite's limit on bound parameters
+                chunk = batch[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found += sql.model_summaries(conn, f"WHERE m.name IN ({marks})", tuple(chunk))
+            return found
 
     @_guarded
     def get_model(self, req: q.GetModel) -> r.ModelDetail:
