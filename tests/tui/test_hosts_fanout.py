@@ -1,0 +1,104 @@
+"""The fan-out (modeltui.fanout) with canned clients: every host is asked at once, a host that hangs or
+cannot be reached delays nobody else, and an unreachable host is tried again only after its backoff.
+The real-daemon proof is tests/tui/test_hosts.py."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from daemon.protocol import requests, results
+from daemon.protocol.errors import ErrorCode, ProtocolError
+from modeltui import fanout
+from modeltui.client import DaemonClient, DaemonUnavailable
+from modeltui.fanout import FanOut
+from modeltui.screens.hosts import FanOutCall, HostAnswer
+from tests.helpers.fake_client import FakeClient
+
+
+@dataclass(frozen=True)
+class Ctx:
+    name: str
+
+
+class Screen:
+    """Stands in for the screen that asked (only ``is_attached`` is read)."""
+
+    is_attached = True
+
+
+def listing() -> results.DeploymentList:
+    return results.DeploymentList(items=[])
+
+
+async def test_every_host_answers_as_it_comes_and_the_unreachable_wait_their_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout, "BACKOFF_FIRST", 0.5)
+    own = FakeClient().answer(requests.ListDeployments, listing())
+    b = FakeClient().answer(requests.ListDeployments, listing())
+    refusing = FakeClient().answer(requests.ListDeployments, ProtocolError(ErrorCode.FORBIDDEN, "no"))
+    opened: list[str] = []
+    hang = asyncio.Event()
+
+    async def opener(ctx: Any) -> DaemonClient:
+        opened.append(ctx.name)
+        if ctx.name == "slow":
+            await hang.wait()  # an ssh that connects and never answers
+        if ctx.name == "down":
+            raise DaemonUnavailable("no daemon answers on /nowhere.sock")
+        return {"b": b, "refusing": refusing}[ctx.name]
+
+    contexts = [Ctx("local"), Ctx("slow"), Ctx("b"), Ctx("down"), Ctx("refusing")]
+    fan = FanOut(lambda: contexts, lambda: ("local", own), opener, timeout=0.2)
+    answers: list[HostAnswer[Any]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    at: dict[str, float] = {}
+
+    def reply(answer: HostAnswer[Any]) -> None:
+        answers.append(answer)
+        at[answer.context] = loop.time() - start
+
+    call = FanOutCall(Screen(), requests.ListDeployments(), reply, group="list")  # type: ignore[arg-type]
+    await fan.ask(call)
+    by_host = {a.context: a for a in answers}
+    assert [a.context for a in answers][-1] == "slow"  # the one that hangs answers last, the others first
+    assert by_host["local"].result is not None
+    assert by_host["b"].result is not None
+    assert not by_host["down"].reachable
+    assert "no daemon answers" in by_host["down"].error
+    assert not by_host["slow"].reachable
+    assert by_host["slow"].error == "no answer within 0.2s"
+    assert by_host["refusing"].reachable
+    assert by_host["refusing"].error == "no"
+    assert max(at["local"], at["b"], at["down"]) < at["slow"]
+    assert own.sent_of(requests.ListDeployments)
+    assert b.sent_of(requests.ListDeployments)
+
+    # Asked again at once: the unreachable hosts answer their last error without a new try (backoff), the
+    # others over the clients already open.
+    opened.clear()
+    answers.clear()
+    await fan.ask(call)
+    assert opened == []
+    assert {a.context: a.reachable for a in answers} == {
+        "local": True, "slow": False, "b": True, "down": False, "refusing": True
+    }
+
+    # After the backoff, the host is tried again; only the current context's client survives a release.
+    await asyncio.sleep(0.6)
+    answers.clear()
+    other = Screen()
+    await fan.ask(FanOutCall(other, requests.ListDeployments(), reply, only=["down"]))  # type: ignore[arg-type]
+    assert opened == ["down"]
+    assert [a.context for a in answers] == ["down"]
+    await fan.release(call.screen)
+    assert not b.closed.is_set()  # another view still uses the clients
+    await fan.release(other)
+    assert b.closed.is_set()
+    assert refusing.closed.is_set()
+    assert not own.closed.is_set()
