@@ -5,7 +5,7 @@ Severity and state are coloured in the palette of :mod:`modeltui.format`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -31,6 +31,8 @@ class AlertsTable(_AlertTable):
     """One row per alert that holds now: firing first, then by severity."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ("state", "severity", "deployment", "rule", "value", "for", "expr")
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {"for": 1, "value": 2, "expr": 3}
+    FLEX_COLUMN = "expr"
     ORDER: ClassVar[dict[str, int]] = {"critical": 0, "warning": 1, "info": 2}
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
@@ -47,7 +49,7 @@ class AlertsTable(_AlertTable):
             (
                 f"{a.deployment}/{a.rule}",
                 (self.toned_alert(a.state), self.toned_alert(a.severity), Text(a.deployment), Text(a.rule),
-                 value_text(a.value), uptime(a.since, now), Text(short(a.expr, 30))),
+                 value_text(a.value), uptime(a.since, now), Text(short(a.expr, 80))),
             )
             for a in ordered
         )
@@ -57,13 +59,15 @@ class AlertHistoryTable(_AlertTable):
     """Transitions of alerts, newest first, as the daemon returns them."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ("at", "state", "severity", "deployment", "rule", "value", "message")
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {"message": 1, "value": 2, "severity": 3}
+    FLEX_COLUMN = "message"
 
     def show(self, transitions: Sequence[AlertTransitionInfo]) -> None:
         self.replace_rows(
             (
                 str(i),
                 (when_short(t.at), self.toned_alert(t.state), self.toned_alert(t.severity),
-                 Text(t.deployment), Text(t.rule), value_text(t.value), Text(short(t.message, 50))),
+                 Text(t.deployment), Text(t.rule), value_text(t.value), Text(short(t.message, 120))),
             )
             for i, t in enumerate(transitions)
         )

@@ -7,8 +7,9 @@ daemon and an idle table sends next to nothing to the terminal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from rich.text import Text
 from textual.message import Message
@@ -40,7 +41,13 @@ class DeploymentsTable(_ToneTable):
 
     COLUMNS = ("name", "ref", "version", "state", "health", "endpoint", "uptime", "restarts", "backend",
                "message")
-    UPTIME_COLUMN = COLUMNS.index("uptime")
+    # At 80 columns: name, state, health, endpoint, uptime, restarts whole and the message cut to the rest;
+    # backend, ref and version hide first (the detail view shows them).
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {
+        "endpoint": 1, "uptime": 1, "restarts": 1, "message": 2, "version": 3, "ref": 4, "backend": 5}
+    COLUMN_MAX: ClassVar[Mapping[str, int]] = {"endpoint": 16}
+    KEEP_END = frozenset({"endpoint"})
+    FLEX_COLUMN = "message"
 
     class DeploymentChosen(Message):
         """The user pressed enter on a deployment."""
@@ -77,7 +84,7 @@ class DeploymentsTable(_ToneTable):
                     uptime(d.started_at, now),
                     str(d.restarts),
                     d.backend,
-                    Text(short(d.message, 40)),  # daemon text: never parsed as markup
+                    Text(short(d.message, 60)),  # daemon text: never parsed as markup
                 ),
             )
             for d in sorted(deployments, key=lambda d: d.name)
@@ -86,16 +93,8 @@ class DeploymentsTable(_ToneTable):
     def tick(self, now: datetime | None = None) -> None:
         """Re-render the uptime column (called on a timer by the screen; no daemon call). Uptime is shown
         to the minute, so most ticks change nothing and repaint nothing; a change repaints its cell only."""
-        if not self.items:
-            return
-        now = now or datetime.now(UTC)
-        column = self.ordered_columns[self.UPTIME_COLUMN].key
-        for row in self.ordered_rows:
-            d = self.items.get(row.key.value or "")
-            if d is not None:
-                text = uptime(d.started_at, now)
-                if str(self.get_cell(row.key, column)) != text:
-                    self.set_cell(row.key.value or "", column, text)
+        if self.items:
+            self.show(list(self.items.values()), now)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -141,10 +140,12 @@ class DeploymentEventsTable(KeyedTable):
     """A deployment's recent events, as the daemon returns them."""
 
     COLUMNS = ("at", "kind", "version", "message")
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {"version": 1, "message": 2}
+    FLEX_COLUMN = "message"
 
     def show(self, events: Sequence[DeploymentEventInfo]) -> None:
         self.replace_rows(
             (str(i), (when_short(e.at), e.kind, version_label(e.version),
-                      Text(short(e.message, 60))))
+                      Text(short(e.message, 200))))
             for i, e in enumerate(events)
         )

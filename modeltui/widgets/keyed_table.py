@@ -6,21 +6,34 @@ some 4 KB a table at 120×40, sent over SSH each time. A view that re-reads ever
 even when nothing changed, so :meth:`KeyedTable.replace_rows` compares first: the same rows in the same
 order update only the cells that differ, and each of those repaints only its own cell. Every cell is shown
 as text (never parsed as markup) with its control characters spelt out (:func:`as_cell`).
+
+Every list behaves the same (k9s habits): ``/`` filters the rows over every shown column
+(:mod:`.list_filter`), ``<``/``>`` move the sort column and ``-`` reverses it, ``j``/``k``, ``g``/``G`` and
+``Home``/``End`` reach the real first and last row. The table keeps every row it was given and shows the
+ones that pass the filter, in the chosen order, so both survive the refreshes. Columns carry priorities: when
+the table is narrower than its columns, the least important hide first and :attr:`KeyedTable.FLEX_COLUMN`
+(a message, say) is cut to the room left, so the columns an operator needs stay whole at 80 columns.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
+from textual.actions import SkipAction
+from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
 from textual.geometry import Region
+from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from ..format import PALETTE, printable
+from .list_filter import FilterInput, RowFilter, compile_filter
 
 Cell = str | Text
 
@@ -51,23 +64,264 @@ def tone_css() -> str:
     )
 
 
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a cell's text: numbers by value (v9 before v10, 1.5 s before 12 s), the rest without case."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part.lower())
+                 for part in re.split(r"(\d+)", text) if part)
+
+
+def fit(cell: Text, width: int | None, *, keep_end: bool = False) -> Text:
+    """``cell`` cut to ``width`` cells with an ellipsis, at the end (or at the start with ``keep_end``:
+    an endpoint keeps its port); unchanged when it fits or there is no limit."""
+    if width is None or cell_len(cell.plain) <= width:
+        return cell
+    if keep_end:
+        tail = cell[len(cell.plain) - (width - 1):] if width > 1 else Text("")
+        return Text("…", style=cell.style) + tail
+    cut = cell.copy()
+    cut.truncate(width, overflow="ellipsis")
+    return cut
+
+
+Row = tuple[str, tuple[Text, ...]]
+
 class KeyedTable(DataTable[Cell]):
     """Subclasses set COLUMNS and call :meth:`replace_rows` with ``(key, cells)`` pairs; state words are
-    coloured with :meth:`toned`, in the one palette the CLI uses too."""
+    coloured with :meth:`toned`, in the one palette the CLI uses too.
+
+    Narrow terminals: :attr:`COLUMN_PRIORITY` ranks the columns (0, the default, never hides; the highest
+    number hides first), :attr:`COLUMN_MAX` caps a column's width and :attr:`FLEX_COLUMN` takes what room
+    is left, down to :attr:`FLEX_MIN`."""
 
     COLUMNS: ClassVar[Sequence[str]] = ()
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {}
+    """Column label → priority: 0 (default) never hides; higher numbers hide first when room is short."""
+    COLUMN_MAX: ClassVar[Mapping[str, int]] = {}
+    """Column label → the most cells it takes (longer cells end with …)."""
+    COLUMN_MIN: ClassVar[Mapping[str, int]] = {}
+    """Column label → the fewest cells it takes (a mark column shows even before anything is marked)."""
+    KEEP_END: ClassVar[frozenset[str]] = frozenset()
+    """Columns cut at the start rather than the end (an endpoint: the port matters most)."""
+    FLEX_COLUMN: ClassVar[str | None] = None
+    """The column cut to the room the others leave (a message), rather than hidden."""
+    FLEX_MIN: ClassVar[int] = 8
+    """Below this width the flex column hides like any other."""
+    LOCAL_FILTER: ClassVar[bool] = True
+    """False: ``/`` is left to the screen (a list filtered by the daemon)."""
+    SORTABLE: ClassVar[bool] = True
+    """False: the order is the subclass's own (a history, newest first)."""
+
     COMPONENT_CLASSES: ClassVar[set[str]] = {f"tone--{name}" for name in PALETTE}
-    DEFAULT_CSS = tone_css()
+    DEFAULT_CSS = tone_css() + """
+    KeyedTable.-filtered { border-top: solid $accent; border-title-color: $accent; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter", key_display="/", show=False),
+        Binding("less_than_sign", "sort(-1)", "Sort ←", key_display="<", show=False),
+        Binding("greater_than_sign", "sort(1)", "Sort →", key_display=">", show=False),
+        Binding("minus", "reverse", "Reverse sort", key_display="-", show=False),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g,home", "scroll_top", "First", show=False),
+        Binding("G,end", "scroll_bottom", "Last", show=False),
+    ]
 
     _repaint_only: Coordinate | None = None
     """Set around one ``update_cell``: the repaint it asks for covers this cell only."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
+        self._all: list[Row] = []
+        """Every row given to :meth:`replace_rows`, every column, in the subclass's order."""
+        self.filter_text = ""
+        """The ``/`` filter shown (``""``: none)."""
+        self._filter: RowFilter = compile_filter("")
+        self.sort_column: int | None = None
+        """Index in COLUMNS of the column the rows are sorted on (None: the subclass's order)."""
+        self.sort_reverse = False
+        """Whether that sort is descending."""
+        self._shown: tuple[int, ...] = tuple(range(len(self.COLUMNS)))
+        """Indexes in COLUMNS of the columns shown, in order."""
+        self._limits: dict[int, int] = {}
+        """Column index → the width its cells are cut to."""
 
     def on_mount(self) -> None:
-        self.add_columns(*self.COLUMNS)
+        self._add_columns()
 
+    # -- what is shown -------------------------------------------------------------------------------
+    @staticmethod
+    def column_key(label: str) -> str:
+        """The key of a column (its label; ``mark`` for the unlabelled mark column)."""
+        return label or "mark"
+
+    @property
+    def shown_columns(self) -> list[str]:
+        """Labels of the columns shown, in order (the rest hid for room)."""
+        return [self.COLUMNS[i] for i in self._shown]
+
+    def row_of(self, key: str) -> dict[str, str]:
+        """Every column of row ``key`` as plain text, shown or hidden for room (KeyError when absent)."""
+        for row_key, cells in self._all:
+            if row_key == key:
+                return {label: cell.plain for label, cell in zip(self.COLUMNS, cells, strict=False)}
+        raise KeyError(key)
+
+    def cell_of(self, key: str, label: str) -> Text:
+        """The cell of row ``key`` in column ``label`` as given (style included), shown or not."""
+        for row_key, cells in self._all:
+            if row_key == key:
+                return cells[list(self.COLUMNS).index(label)]
+        raise KeyError(key)
+
+    @property
+    def total(self) -> int:
+        """Rows given, before the filter."""
+        return len(self._all)
+
+    def _visible_rows(self) -> list[Row]:
+        rows = [(k, c) for k, c in self._all if self._filter([c[i].plain for i in self._shown if i < len(c)])]
+        if self.sort_column is not None:
+            col = self.sort_column
+            rows.sort(key=lambda r: natural_key(r[1][col].plain) if col < len(r[1]) else (),
+                      reverse=self.sort_reverse)
+        keep_end = [label in self.KEEP_END for label in self.COLUMNS]
+        return [(k, tuple(fit(c[i], self._limits.get(i), keep_end=keep_end[i]) for i in self._shown if i < len(c)))
+                for k, c in rows]
+
+    def _label(self, index: int) -> str:
+        label = self.COLUMNS[index]
+        if index == self.sort_column:
+            label += " ▼" if self.sort_reverse else " ▲"
+        return label
+
+    def _add_columns(self) -> None:
+        for i in self._shown:
+            label = self.COLUMNS[i]
+            self.add_column(self._label(i), key=self.column_key(label))
+
+    def _rebuild(self) -> None:
+        """Columns and rows anew (after a change of filter, sort or shown columns); the cursor stays on
+        its row when that row is still shown."""
+        keep = self.current_key
+        self.clear(columns=True)
+        self._add_columns()
+        for key, cells in self._visible_rows():
+            self.add_row(*cells, key=key)
+        if keep is not None and keep in self.rows:
+            self.move_cursor(row=self.get_row_index(keep), animate=False)
+        self._show_filter()
+
+    def _show_filter(self) -> None:
+        self.set_class(bool(self.filter_text), "-filtered")
+        self.border_title = (f"filter: /{self.filter_text} ({self.row_count} of {self.total})"
+                             if self.filter_text else None)
+
+    # -- filter ----------------------------------------------------------------------------------------
+    def set_filter(self, text: str) -> None:
+        """Show only the rows that :func:`compile_filter` ``(text)`` keeps (ValueError for a bad regex)."""
+        self._filter = compile_filter(text)
+        self.filter_text = text
+        self._rebuild()
+
+    def action_filter(self) -> None:
+        if not self.LOCAL_FILTER or "slash" in self.screen._bindings.key_to_bindings:
+            raise SkipAction  # the screen filters this list itself (through the daemon)
+        existing = self._filter_input()
+        if existing is not None:
+            existing.focus()
+            return
+        if isinstance(self.parent, Widget):
+            field = FilterInput(self, self.filter_text)
+            self.parent.mount(field, before=self)
+            field.focus()
+
+    def _filter_input(self) -> FilterInput | None:
+        if self.parent is None:
+            return None
+        return next((w for w in self.parent.query_children(FilterInput) if w.target is self), None)
+
+    def on_filter_input_applied(self, event: FilterInput.Applied) -> None:
+        event.stop()
+        if event.text != self.filter_text:
+            self.set_filter(event.text)
+        field = self._filter_input()
+        if field is not None:
+            field.show_count(self.row_count, self.total)
+            if event.done:
+                field.remove()
+                self.focus()
+
+    # -- sort ------------------------------------------------------------------------------------------
+    def action_sort(self, step: int) -> None:
+        """Sort on the next shown column to the right (``step`` 1) or left (-1), ascending."""
+        if not self.SORTABLE or not self._shown:
+            return
+        if self.sort_column in self._shown:
+            at = self._shown.index(self.sort_column) + step
+        else:
+            at = 0 if step > 0 else len(self._shown) - 1
+        self.sort_column = self._shown[at % len(self._shown)]
+        self.sort_reverse = False
+        self._rebuild()
+
+    def action_reverse(self) -> None:
+        """Reverse the sort (sorting on the first column if nothing was sorted)."""
+        if not self.SORTABLE or not self._shown:
+            return
+        if self.sort_column is None:
+            self.sort_column = self._shown[0]
+        self.sort_reverse = not self.sort_reverse
+        self._rebuild()
+
+    # -- columns by priority -----------------------------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_columns()
+
+    def _natural_widths(self) -> list[int]:
+        widths = [max(cell_len(self._label(i)), self.COLUMN_MIN.get(label, 0))
+                  for i, label in enumerate(self.COLUMNS)]
+        for _key, cells in self._all:
+            for i, cell in enumerate(cells[: len(widths)]):
+                widths[i] = max(widths[i], cell_len(cell.plain))
+        for i, label in enumerate(self.COLUMNS):
+            if label in self.COLUMN_MAX:
+                widths[i] = min(widths[i], max(self.COLUMN_MAX[label], cell_len(self._label(i))))
+        return widths
+
+    def _layout(self, room: int) -> tuple[tuple[int, ...], dict[int, int]]:
+        """The columns that fit in ``room`` cells and the widths they are cut to."""
+        widths = self._natural_widths()
+        pad = 2 * self.cell_padding
+        shown = list(range(len(self.COLUMNS)))
+        labels = list(self.COLUMNS)
+        flex = labels.index(self.FLEX_COLUMN) if self.FLEX_COLUMN is not None and self.FLEX_COLUMN in labels else None
+
+        def needed(columns: list[int]) -> int:
+            return sum(min(widths[i], self.FLEX_MIN) if i == flex else widths[i] for i in columns) + pad * len(columns)
+
+        by_priority = sorted((i for i in shown if self.COLUMN_PRIORITY.get(self.COLUMNS[i], 0) > 0),
+                             key=lambda i: (-self.COLUMN_PRIORITY[self.COLUMNS[i]], -i))
+        for i in by_priority:
+            if needed(shown) <= room:
+                break
+            shown.remove(i)
+        limits = {i: widths[i] for i in shown if self.COLUMNS[i] in self.COLUMN_MAX}
+        if flex in shown and flex is not None:
+            others = sum(widths[i] + pad for i in shown if i != flex)
+            limits[flex] = max(self.FLEX_MIN, min(widths[flex], room - others - pad))
+        return tuple(shown), limits
+
+    def _fit_columns(self) -> None:
+        room = self.size.width - self.styles.scrollbar_size_vertical
+        if room <= 0:
+            return
+        shown, limits = self._layout(room)
+        if (shown, limits) != (self._shown, self._limits):
+            self._shown, self._limits = shown, limits
+            self._rebuild()
+
+    # -- rows --------------------------------------------------------------------------------------------
     def tone(self, text: str, tone: str | None) -> Text:
         """``text`` in the colour of ``tone`` (a key of the palette; plain for ``None``)."""
         return Text(text, style=self.get_component_rich_style(f"tone--{tone}", partial=True) if tone else "")
@@ -87,12 +341,22 @@ class KeyedTable(DataTable[Cell]):
             return None
 
     def replace_rows(self, rows: Iterable[tuple[str, Sequence[Any]]]) -> None:
-        """Show these rows: cell by cell when the keys are the ones shown, in the same order (nothing is
-        repainted when nothing changed); else rebuilt, keeping the cursor on the same key."""
-        wanted = [(key, tuple(as_cell(cell) for cell in cells)) for key, cells in rows]
+        """Keep these rows and show those the filter passes, in the sort order: cell by cell when the keys
+        shown stay the same, in the same order (nothing is repainted when nothing changed); else rebuilt,
+        keeping the cursor on the same key."""
+        self._all = [(key, tuple(as_cell(cell) for cell in cells)) for key, cells in rows]
+        if self.is_mounted and self.size.width:
+            shown, limits = self._layout(self.size.width - self.styles.scrollbar_size_vertical)
+            if (shown, limits) != (self._shown, self._limits):
+                self._shown, self._limits = shown, limits
+                self._rebuild()
+                return
+        wanted = self._visible_rows()
         if [key for key, _cells in wanted] == self.keys():
             for key, cells in wanted:
                 self._update_row(key, cells)
+            if self.filter_text:
+                self._show_filter()
             return
         keep = self.current_key
         self.clear()
@@ -100,6 +364,7 @@ class KeyedTable(DataTable[Cell]):
             self.add_row(*cells, key=key)
         if keep is not None and keep in self.rows:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
+        self._show_filter()
 
     def _update_row(self, key: str, cells: Sequence[Any]) -> None:
         for column, cell in zip(self.ordered_columns, cells, strict=False):

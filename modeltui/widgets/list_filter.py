@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Input
 
 RowFilter = Callable[[Sequence[str]], bool]
@@ -44,14 +45,15 @@ def compile_filter(text: str) -> RowFilter:
 
 
 class FilterInput(Input):
-    """The line a `/` opens over a list: every keystroke posts :class:`Changed`; enter keeps the filter
-    and hands focus back, esc clears it. A bad regex shows in the border and keeps the last good one."""
+    """The line a `/` opens above a list: every keystroke applies the filter to its ``target`` (the list
+    that opened it) with :class:`Applied`; enter keeps the filter and hands focus back, esc clears it. A
+    bad regex turns the border red with the reason and the last good filter stays."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "clear filter", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter", show=False)]
 
     DEFAULT_CSS = """
-    FilterInput { height: 3; border: round $accent; }
-    FilterInput.-bad { border: round $error; }
+    FilterInput { height: 3; border: round $accent; padding: 0 1; }
+    FilterInput.-bad { border: round $error; border-title-color: $error; }
     """
 
     class Applied(Message):
@@ -62,31 +64,34 @@ class FilterInput(Input):
             self.text = text
             self.done = done
 
-    def __init__(self, value: str = "", *, id: str | None = None) -> None:
-        super().__init__(value=value, placeholder="regex; !regex inverts; enter keeps, esc clears", id=id)
+    def __init__(self, target: Widget, value: str = "", *, id: str | None = None) -> None:
+        super().__init__(value=value, placeholder="regex (!regex: the others) · enter keeps · esc clears", id=id)
+        self.target = target
+        """The list this input filters: it receives :class:`Applied`."""
         self.border_title = "/ filter"
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        event.stop()
+    def show_count(self, shown: int, total: int) -> None:
+        """Say how many rows pass (the border's title)."""
+        self.border_title = f"/ filter ({shown} of {total})"
+
+    def _apply(self, text: str, *, done: bool) -> None:
         try:
-            compile_filter(event.value)
+            compile_filter(text)
         except ValueError as exc:
             self.add_class("-bad")
             self.border_title = str(exc)
             return
         self.remove_class("-bad")
-        self.border_title = "/ filter"
-        self.post_message(self.Applied(event.value, done=False))
+        self.target.post_message(self.Applied(text, done=done))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._apply(event.value, done=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        try:
-            compile_filter(event.value)
-        except ValueError:
-            return  # the border already says why; the last good filter stays
-        self.post_message(self.Applied(event.value, done=True))
+        self._apply(event.value, done=True)
 
     def action_clear(self) -> None:
-        self.value = ""
         self.remove_class("-bad")
-        self.post_message(self.Applied("", done=True))
+        self.target.post_message(self.Applied("", done=True))
