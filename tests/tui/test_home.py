@@ -68,7 +68,7 @@ async def test_home_counts_and_lists_what_needs_attention_live() -> None:
         client.answer(requests.AlertsListRequest, r.AlertList(items=[]))
         client.push(AlertEvent(deployment="churn-production", rule="low-f1", severity="warning", state="resolved"))
         await until(pilot, lambda: "firing alerts: none" in text(screen, "#home-alerts-label"), "alerts re-read")
-        assert len(client.sent_of(requests.AlertsListRequest)) == asked + 1
+        assert len(client.sent_of(requests.AlertsListRequest)) > asked
         assert not screen.query_one(FiringAlertsTable).display
         assert "0 alert(s) firing" in text(screen, "#home-title")
 
