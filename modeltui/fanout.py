@@ -74,14 +74,15 @@ class FanOut:
         current: Callable[[], tuple[str, DaemonClient | None]],
         opener: Opener,
         *,
-        timeout: float = HOST_TIMEOUT,
+        timeout: float | None = None,
     ) -> None:
         self.contexts = contexts
         """The contexts to ask, as the App knows them now."""
         self.current = current
         """The current context's name and the App's client for it (None while not connected)."""
         self.opener = opener
-        self.timeout = timeout
+        self.timeout = HOST_TIMEOUT if timeout is None else timeout
+        """Seconds each host has to connect and answer (:data:`HOST_TIMEOUT` unless given)."""
         self.hosts: dict[str, _Host] = {}
         """Extra clients and backoff, by context name."""
         self._asking: set[tuple[int, str, str]] = set()
