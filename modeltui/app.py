@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from textual import on
 from textual.app import App
@@ -27,11 +27,13 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from daemon.protocol import requests
+from daemon.protocol import requests, results
 from daemon.protocol.errors import ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
+from .commands import PROVIDERS as COMMAND_PROVIDERS
+from .commands import CommandMode
 from .format import printable
 from .screens import (
     AlertsScreen,
@@ -47,6 +49,8 @@ from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode
 
 ConnectionState = Literal["connecting", "connected", "disconnected"]
 ClientFactory = Callable[[], Awaitable[DaemonClient]]
+
+R = TypeVar("R", bound=results.Result)
 
 #: Registry events arriving within this many seconds cause one refresh.
 DEBOUNCE_SECONDS = 0.1
@@ -65,6 +69,7 @@ class ModelTuiApp(App[None]):
         Binding("F", "fleet", "Fleet", key_display="F", show=False),
         Binding("M", "maintenance", "Maintenance", key_display="M", show=False),
         Binding("ctrl+r", "reconnect", "Reconnect"),
+        Binding("colon", "command_line", "Command", key_display=":", show=False),
     ]
 
     connection: reactive[ConnectionState] = reactive("connecting", init=False)
@@ -94,6 +99,9 @@ class ModelTuiApp(App[None]):
             super().__init__()
             self.event = event
 
+    COMMANDS = App.COMMANDS | set(COMMAND_PROVIDERS)
+    """Textual's own palette commands, the App's actions and the registry's objects (ctrl+p)."""
+
     def __init__(self, client_factory: ClientFactory, *, readonly: bool = False) -> None:
         super().__init__()
         self.client_factory = client_factory
@@ -106,6 +114,8 @@ class ModelTuiApp(App[None]):
         self._pending_alerts: list[AlertEvent] = []
         self._debounce: Timer | None = None
         self._lost_reason = ""
+        self.commands = CommandMode(self, self.ask)
+        """The command line (``:``): its history and the names it completes."""
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def get_driver_class(self) -> type[Driver]:
@@ -168,6 +178,14 @@ class ModelTuiApp(App[None]):
             client.remove_listener(self._on_daemon_event)
             await client.close()
             raise DaemonUnavailable("lost the connection to the daemon")
+
+    async def ask(self, request: requests.BaseRequest[R]) -> R | None:
+        """One call for the App's own needs (command completion, the palette's objects): None when not
+        connected; errors are the caller's."""
+        client = self.client
+        if client is None or client.closed.is_set():
+            return None
+        return await client.call(request)
 
     async def _client(self) -> DaemonClient | None:
         await self._connected.wait()
@@ -375,6 +393,10 @@ class ModelTuiApp(App[None]):
         if action == "reconnect":
             return self.connection == "disconnected"
         return True
+
+    def action_command_line(self) -> None:
+        """Open the command line at the bottom (``:models``, ``:deploy /fraud``, ``:ctx prod``…)."""
+        self.commands.open()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -1,0 +1,96 @@
+"""What the command line completes and the palette lists, read through the App and kept a few seconds.
+
+The App hands an :class:`Asker` (its one-call method) in: nothing here holds a client. Every read is
+bounded (at most :data:`LIMIT` objects) and gives up after :data:`WAIT_SECONDS`, answering with what it has,
+so a slow or absent daemon never holds the palette or the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+from daemon.protocol import requests, results
+from daemon.protocol.deploy import DeploymentInfo
+from daemon.protocol.errors import ProtocolError
+
+R = TypeVar("R", bound=results.Result)
+
+#: Objects of each kind one read returns at most.
+LIMIT = 20
+#: A read this recent is answered from memory.
+FRESH_SECONDS = 3.0
+#: A read that takes longer is abandoned (the last answer stays).
+WAIT_SECONDS = 2.0
+
+
+class Asker(Protocol):
+    """The App's call for its own layer: the result, or None when not connected."""
+
+    async def __call__(self, request: requests.BaseRequest[R]) -> R | None: ...
+
+
+class KnownNames:
+    """Deployments, models and maintenance runs the daemon has, and the contexts the App knows."""
+
+    def __init__(self, ask: Asker, contexts: Callable[[], Sequence[str]]) -> None:
+        self.ask = ask
+        self.contexts = contexts
+        self.deployment_list: list[DeploymentInfo] = []
+        self.run_list: list[results.MaintainRunInfo] = []
+        self._models: dict[str, list[results.ModelSummary]] = {}
+        self._read_at: dict[str, float] = {}
+
+    def known(self, kind: str) -> list[str]:
+        """Names of ``kind`` (``deployments``, ``models``, ``contexts``, ``hosts``) known now, without asking."""
+        if kind == "deployments":
+            return [d.name for d in self.deployment_list]
+        if kind == "models":
+            return [m.name for m in self._models.get("", [])]
+        if kind in ("contexts", "hosts"):
+            return list(self.contexts())
+        return []
+
+    async def refresh(self) -> None:
+        """Read what completion offers (deployments and models) unless read a moment ago."""
+        await asyncio.gather(self.deployments(), self.models())
+
+    async def deployments(self) -> list[DeploymentInfo]:
+        if self._stale("deployments"):
+            found = await self._read(requests.ListDeployments())
+            if found is not None:
+                self.deployment_list = found.items
+        return self.deployment_list
+
+    async def models(self, query: str = "") -> list[results.ModelSummary]:
+        """Models whose name holds ``query`` (the daemon's own match), at most :data:`LIMIT`."""
+        key = f"models:{query}"
+        if self._stale(key):
+            found = await self._read(requests.ListModels(query=query or None, limit=LIMIT))
+            if found is not None:
+                if len(self._models) > 64:  # what one palette session types, not more
+                    self._models.clear()
+                self._models[query] = found.items
+        return self._models.get(query, [])
+
+    async def runs(self) -> list[results.MaintainRunInfo]:
+        if self._stale("runs"):
+            found = await self._read(requests.MaintainRuns(limit=LIMIT))
+            if found is not None:
+                self.run_list = found.items
+        return self.run_list
+
+    def _stale(self, key: str) -> bool:
+        now = asyncio.get_running_loop().time()
+        if now - self._read_at.get(key, -FRESH_SECONDS) < FRESH_SECONDS:
+            return False
+        self._read_at[key] = now
+        return True
+
+    async def _read(self, request: requests.BaseRequest[R]) -> R | None:
+        """One bounded read; an error or a slow daemon answers None (the header already shows a lost daemon)."""
+        with contextlib.suppress(ProtocolError, TimeoutError):
+            return await asyncio.wait_for(self.ask(request), WAIT_SECONDS)
+        return None
