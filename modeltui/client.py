@@ -70,6 +70,9 @@ class DaemonClient:
         self._progress: dict[int, Callable[[int, int, str], None]] = {}
         self.readonly = False
         """``--readonly``: requests that change state are refused here, before anything is sent."""
+        self.can_pass_fds = True
+        """False over SSH (modeltui.ssh_transport): descriptors cannot cross, so requests that pass them are
+        refused here, before anything is sent; a push then sends its bytes inline (objects.put)."""
         self.closed = asyncio.Event()
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
@@ -159,6 +162,10 @@ class DaemonClient:
             raise DaemonUnavailable("the connection to the daemon is closed")
         if self.readonly and request.changes_state:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"{request.op_name} changes state: refused by --readonly")
+        if (fds or request.fd_count) and not self.can_pass_fds:
+            raise ProtocolError(
+                ErrorCode.INVALID, f"{request.op_name} passes file descriptors, which cannot cross this connection"
+            )
         req_id = next(self._ids)
         data = b'{"type":"request","id":%d,"request":%s}\n' % (req_id, request.model_dump_json().encode())
         if len(data) > frames.MAX_FRAME_BYTES:
@@ -230,21 +237,27 @@ async def connect(socket_path: Path, *, client_name: str = "modeltui", timeout: 
         sock.close()
         raise DaemonUnavailable(f"the daemon on {socket_path} does not answer: {exc}") from exc
     conn = FramedSocket(sock, frames.MAX_FRAME_BYTES)
+    welcome = await handshake(conn, f"the daemon on {socket_path}", client_name=client_name, timeout=timeout)
+    return DaemonClient(conn, welcome, socket_path)
+
+
+async def handshake(conn: FramedSocket, who: str, *, client_name: str, timeout: float) -> frames.Welcome:  # noqa: ASYNC109
+    """Say hello on a fresh connection and read the welcome; closes ``conn`` on failure."""
     try:
         hello = frames.Hello(protocol=frames.PROTOCOL_VERSION, client=client_name)
-        await conn.write(frames.encode(hello))
+        await asyncio.wait_for(conn.write(frames.encode(hello)), timeout)
         raw = await asyncio.wait_for(conn.read_frame(), timeout)
         reply = frames.SERVER_FRAME.validate_json(raw)
     except (ConnectionClosed, OSError, TimeoutError, ValidationError) as exc:
         conn.close()
-        raise DaemonUnavailable(f"the daemon on {socket_path} did not answer hello: {exc}") from exc
+        raise DaemonUnavailable(f"{who} did not answer hello: {exc or type(exc).__name__}") from exc
     if isinstance(reply, frames.ErrorFrame):
         conn.close()
         raise ProtocolError(reply.code, reply.message, reply.data)
     if not isinstance(reply, frames.Welcome):
         conn.close()
         raise ProtocolError(ErrorCode.BAD_FRAME, f"expected welcome, got {reply.type}")
-    return DaemonClient(conn, reply, socket_path)
+    return reply
 
 
 def spawn_daemon(socket_path: Path, *, config: str | None = None) -> subprocess.Popen[bytes]:

@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers.daemon import DaemonProcess, daemon_env
 from tests.helpers.paths import EXAMPLE
+from tests.helpers.prerequisites import need
+from tests.helpers.sshd import SshServer, sshd_binary, start_sshd
 
 
 @pytest.fixture
@@ -62,3 +64,16 @@ def example_dir(tmp_path: Path) -> Path:
     dest = tmp_path / "breast_cancer"
     shutil.copytree(EXAMPLE, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A real OpenSSH sshd on 127.0.0.1 that lets the tests in as the current user (tests/helpers/sshd.py)."""
+    binary = sshd_binary()
+    need(binary is not None and shutil.which("ssh") is not None, "OpenSSH (openssh-server) is not installed")
+    assert binary is not None
+    server = start_sshd(tmp_path_factory.mktemp("sshd"), binary)
+    try:
+        yield server
+    finally:
+        server.stop()

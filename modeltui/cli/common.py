@@ -27,7 +27,8 @@ from daemon.protocol.errors import EXIT_CODES, ErrorCode, ProtocolError
 from daemon.protocol.names import check_tag_key, check_tag_value, parse_ref
 
 from .. import __version__
-from ..client import DaemonClient, connect_or_start
+from ..client import DaemonClient
+from ..contexts import Context, ContextError, current_context_name, find_context, load_contexts, open_client
 from ..format import printable
 
 T = TypeVar("T")
@@ -48,6 +49,25 @@ class Globals(BaseModel):
     config: str | None
     start: bool
     readonly: bool
+    context: str | None = None
+
+
+def chosen_context(g: Globals) -> tuple[list[Context], Context]:
+    """Every context and the one to use (--context > $MODELTUI_CONTEXT > the config's current > local); a bad
+    client config or an unknown name ends the command with exit code 2."""
+    try:
+        contexts = load_contexts()
+        return contexts, find_context(contexts, current_context_name(g.context))
+    except ContextError as exc:
+        fail(str(exc), 2)
+
+
+async def connect_chosen(g: Globals, client_name: str = "modeltui-cli") -> DaemonClient:
+    """Connect to the chosen context (``local``: the socket found as always, started when none answers)."""
+    _, chosen = chosen_context(g)
+    client = await open_client(chosen, client_name=client_name, start=g.start, config=g.config, socket=g.socket)
+    client.readonly = g.readonly or chosen.readonly
+    return client
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -62,8 +82,7 @@ def run(ctx: click.Context, body: Callable[[DaemonClient], Awaitable[T]]) -> T:
     g: Globals = ctx.obj
 
     async def main() -> T:
-        client = await connect_or_start(g.socket, config=g.config, start=g.start, client_name="modeltui-cli")
-        client.readonly = g.readonly
+        client = await connect_chosen(g)
         async with client:
             return await body(client)
 
@@ -157,16 +176,19 @@ def has_terminal() -> bool:
 @click.option("--config", help="daemon config file used to find the socket")
 @click.option("--no-start", is_flag=True, help="do not start an embedded daemon when none answers")
 @click.option("--readonly", is_flag=True, help="send nothing that changes state (TUI: hide those actions)")
+@click.option("--context", "context", metavar="NAME",
+              help="the daemon to use, from the client config (default: $MODELTUI_CONTEXT, its current, local)")
 @click.version_option(__version__, prog_name="modeltui")
 @click.pass_context
-def main(ctx: click.Context, socket: str | None, config: str | None, no_start: bool, readonly: bool) -> None:
+def main(ctx: click.Context, socket: str | None, config: str | None, no_start: bool, readonly: bool,
+         context: str | None) -> None:  # fmt: skip
     """Model management over SSH: a TUI and a CLI for the modeltuid daemon.
 
     With no command, modeltui opens the TUI, which needs a terminal: over SSH use `ssh -t HOST modeltui`;
     without one it prints this help and exits 2. Every command runs without a terminal, and the queries
     take --json.
     """
-    ctx.obj = Globals(socket=socket, config=config, start=not no_start, readonly=readonly)
+    ctx.obj = Globals(socket=socket, config=config, start=not no_start, readonly=readonly, context=context)
     if ctx.invoked_subcommand is None:
         if not has_terminal():  # a TUI on a pipe waits for keys that never come (`ssh host modeltui`)
             click.echo(ctx.get_help(), err=True)
@@ -174,7 +196,14 @@ def main(ctx: click.Context, socket: str | None, config: str | None, no_start: b
         from ..app import ModelTuiApp  # the TUI (textual) loads only here
 
         g: Globals = ctx.obj
-        app = ModelTuiApp(lambda: connect_or_start(g.socket, config=g.config, start=g.start), readonly=readonly)
+        contexts, chosen = chosen_context(g)
+
+        def connect_to(c: Context) -> Awaitable[DaemonClient]:
+            return open_client(c, start=g.start, config=g.config, socket=g.socket)
+
+        # The factory follows the App's current context (reconnects after a switch go to the new one).
+        app = ModelTuiApp(lambda: connect_to(app.context), readonly=readonly, contexts=contexts,
+                          context=chosen.name, connect_context=connect_to)  # fmt: skip
         app.run()
         if app.return_code:  # a hung-up terminal ends the TUI with 129 (128 + SIGHUP)
             sys.exit(app.return_code)
