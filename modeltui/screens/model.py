@@ -85,13 +85,17 @@ class ModelScreen(RegistryScreen):
         table = self.query_one(VersionsTable)
         table.show(versions.items)
         last = self.page_offset + len(versions.items)
-        marks = ", ".join(f"v{n}" for n in table.marked) or "none"
-        self.query_one("#version-status", Static).update(
-            f"versions {self.page_offset + 1 if versions.items else 0}-{last} of {versions.total} · marked: {marks}"
-        )
+        self._range = f"versions {self.page_offset + 1 if versions.items else 0}-{last} of {versions.total}"
+        self._show_status()
         self._total = versions.total
 
     _total = 0
+    _range = "versions"
+
+    def _show_status(self) -> None:
+        """The status line: which versions show and which are marked (again after each mark)."""
+        marks = self.query_one(VersionsTable).marks_text
+        self.query_one("#version-status", Static).update(f"{self._range} · marked: {marks}")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in ("set_alias", "rollback") and self.readonly)
@@ -104,6 +108,7 @@ class ModelScreen(RegistryScreen):
     def action_mark(self) -> None:
         table = self.query_one(VersionsTable)
         table.toggle_mark()
+        self._show_status()
         marks = ", ".join(f"v{n}" for n in table.marked) or "none"
         self.notify(f"marked: {marks}" + (" — press d to diff" if len(table.marked) == 2 else ""),
                     timeout=2)

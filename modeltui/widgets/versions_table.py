@@ -31,8 +31,9 @@ class VersionsTable(KeyedTable):
     """
 
     COLUMNS = ("", "version", "aliases", "digest", "message", "tags", "created_by", "created_at", "size")
+    # At 80 columns created_by and created_at hide first; the message is cut to the room left.
     COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {
-        "created_at": 1, "message": 2, "size": 3, "tags": 4, "digest": 5, "created_by": 6}
+        "message": 1, "digest": 2, "tags": 3, "size": 4, "created_at": 5, "created_by": 6}
     COLUMN_MIN: ClassVar[Mapping[str, int]] = {"": 1}
     FLEX_COLUMN = "message"
 

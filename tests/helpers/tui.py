@@ -100,10 +100,7 @@ DEPLOYMENT_COLUMNS = list(DeploymentsTable.COLUMNS)
 
 def table_row(screen: DeploymentsScreen, name: str) -> dict[str, str]:
     """The deployments table's row of deployment ``name``, by column."""
-    for row in rows(screen.query_one(DeploymentsTable)):
-        if row[0] == name:
-            return dict(zip(DEPLOYMENT_COLUMNS, row, strict=True))
-    raise KeyError(name)
+    return screen.query_one(DeploymentsTable).row_of(name)  # columns hidden for room included
 
 
 async def open_deployments(pilot: Any) -> DeploymentsScreen:

@@ -28,7 +28,6 @@ from modeltui.widgets import DeploymentEventsTable, DeploymentFieldsTable, Deplo
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.models import echo_model
 from tests.helpers.tui import (
-    DEPLOYMENT_COLUMNS,
     SIZE,
     deploy,
     make_app,
@@ -129,7 +128,7 @@ async def test_table_shows_a_deployment_live(echo: DaemonProcess) -> None:
         assert d.endpoint is not None
         assert await asyncio.to_thread(predict, d.endpoint, 21.0) == [42.0]
         # State is coloured.
-        state = table.get_row_at(table.get_row_index(d.name))[DEPLOYMENT_COLUMNS.index("state")]
+        state = table.get_cell(d.name, "state")
         assert state.style  # type: ignore[union-attr]
 
         # Enter opens the detail: fields and recent events.
