@@ -19,7 +19,7 @@ from textual.screen import Screen
 
 from ..screens import DeploymentScreen, ModelScreen
 from .mode import CommandMode, context_names
-from .parse import Command
+from .parse import COMPLETE_WORDS, WORDS, Command
 
 #: The views the palette opens, with what each shows.
 VIEW_TITLES = {
@@ -31,11 +31,10 @@ VIEW_TITLES = {
     "fleet": "every host of the cluster and what it runs",
     "hosts": "every context's deployments in one list",
 }
-#: Actions of the App (not views) the palette offers: (action, title, help).
+#: Actions of the App (not views) the palette offers: (action, title, help). Textual's own commands add Quit.
 APP_ACTIONS = (
     ("reconnect", "Reconnect", "connect to the daemon again now"),
     ("help", "Help", "every key of every view"),
-    ("quit", "Quit", "leave modeltui"),
 )
 #: Screen actions the palette does not repeat (itself, and what the list above has).
 SKIPPED = frozenset({"command_palette", "command_line", "help", "quit", "reconnect", "back"})
@@ -64,7 +63,8 @@ class ActionsProvider(Provider):
     def entries(self) -> Iterator[Entry]:
         mode = _mode(self.app)
         for view, what in VIEW_TITLES.items():
-            yield f"{view} view", partial(mode.run, Command(view)), f"{what} (:{view})"
+            word = next(w for w in COMPLETE_WORDS if WORDS[w] == view)
+            yield f"{view} view", partial(mode.run, Command(view)), f"{what} (:{word})"
         for name in context_names(self.app):
             yield f"context {name}", partial(mode.run, Command("ctx", name=name)), f"switch to {name} (:ctx {name})"
         for action, title, what in APP_ACTIONS:

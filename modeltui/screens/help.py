@@ -42,7 +42,9 @@ INTRO = (
     "live: a push, an alias move or a deployment's change made elsewhere (e.g. with the CLI) shows up "
     "without a key press.\n"
     "Global keys: [b]?[/b] help · [b]q[/b] quit · [b]escape[/b] back · [b]F[/b] fleet · [b]M[/b] maintenance · "
-    "[b]ctrl+p[/b] command palette"
+    "[b]ctrl+p[/b] command palette (views, actions, models, deployments) · [b]:[/b] command line: "
+    ":models, :deploy, :alerts, :maint, :fleet, :hosts, :home, :logs NAME, :ctx NAME, :q; after a view "
+    "/REGEX, state=STATE, @HOST (:deploy /fraud state=crashloop); tab completes, up/down recall"
 )
 
 
