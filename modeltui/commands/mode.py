@@ -14,6 +14,8 @@ from textual.screen import Screen
 from textual.worker import Worker
 
 from ..screens import AlertsScreen, DeploymentScreen, DeploymentsScreen, FleetScreen, MaintenanceScreen
+from ..screens.base import RegistryScreen
+from ..widgets import KeyedTable
 from .line import CommandScreen
 from .names import Asker, KnownNames
 from .parse import Command
@@ -36,6 +38,20 @@ _PUSHED: dict[str, Callable[[Command], Screen[Any]]] = {
     "fleet": lambda c: FleetScreen(),
     "logs": lambda c: DeploymentScreen(c.name or "", tab="logs"),
 }
+
+
+def _filters_itself(screen: Screen[Any]) -> bool:
+    """Whether the view has its own ``apply_filter`` (the base one does nothing)."""
+    own = getattr(type(screen), "apply_filter", None)
+    return own is not None and own is not getattr(RegistryScreen, "apply_filter", None)
+
+
+def _filter_list(screen: Screen[Any], text: str) -> None:
+    """A view without its own ``apply_filter``: its first list takes the text filter, as ``/`` on it would."""
+    for table in screen.query(KeyedTable):
+        if table.LOCAL_FILTER:
+            table.set_filter(text)
+            return
 
 
 def context_names(app: App[Any]) -> list[str]:
@@ -78,6 +94,8 @@ class CommandMode:
         elif hasattr(self.app, "show_view"):
             self._shell().show_view(command.view, filter=command.filter, state=command.state, host=command.host,
                                     name=command.name)
+            if command.filter and not _filters_itself(self.app.screen):
+                self.app.screen.call_after_refresh(_filter_list, self.app.screen, command.filter)
         else:
             self._push(command)
 
