@@ -1,27 +1,43 @@
-"""Models screen: every model of the registry, paged on the daemon side, filtered with ``/``."""
+"""Models screen: every model of the registry in one virtual table, filtered (``/``) and sorted (``<`` ``>``
+``-``) by the daemon, drawn from a client-side cache of the rows fetched so far (:mod:`modeltui.model_cache`).
+
+The k9s pattern: what the cache has is drawn at once; what it lacks is asked for when it comes on screen,
+one window at a time (the first paint asks one screenful). A new filter or sort waits at most
+:data:`SETTLE_SECONDS` for its first answer before the table shows it with ``…`` rows, so typing never
+flashes an empty list. A registry event makes the rows stale: they stay drawn and the visible ones are
+asked again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Center, Middle
 from textual.reactive import reactive
-from textual.widgets import Footer, Header, Input, Static
+from textual.timer import Timer
+from textual.widgets import Input, Static
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
+from daemon.protocol.requests import ModelSort
 
+from ..model_cache import ListKey, ModelCache, ModelView
 from ..widgets import EmptyRegistry, ModelsTable, QuietStatic, literal
+from ..widgets.list_filter import compile_filter
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
+from ..widgets.virtual_table import VirtualTable
 from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentsScreen
 from .model import ModelScreen
 
-PAGE_SIZE = 100
+#: How long a new filter or sort keeps the previous rows on screen while its first answer is awaited.
+SETTLE_SECONDS = 0.25
 
 
 class ModelsScreen(RegistryScreen):
@@ -31,63 +47,151 @@ class ModelsScreen(RegistryScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("escape", "clear_filter", "Clear filter"),
-        Binding("right_square_bracket", "next_page", "Next page", key_display="]"),
-        Binding("left_square_bracket", "previous_page", "Prev page", key_display="["),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("d", "deployments", "Deployments"),
         Binding("A", "alerts", "Alerts", key_display="A"),
     ]
 
     filter_text: reactive[str] = reactive("", init=False)
-    """Text typed after ``/``: the daemon filters models with it."""
-    page_offset: reactive[int] = reactive(0, init=False)
-    """Index of the first model shown (pages of PAGE_SIZE)."""
-    total: reactive[int] = reactive(-1, init=False)
-    """How many models match (-1 until the first answer)."""
+    """Text typed after ``/``: the daemon filters the models with it (regex, ``!`` inverts, any column)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache = ModelCache()
+        """The rows fetched so far, by list."""
+        self.key = ListKey()
+        """The list asked for (filter and sort); the table may still show the previous one (settling)."""
+        self._settle: Timer | None = None
+
+    @property
+    def table(self) -> ModelsTable:
+        return self.query_one(ModelsTable)
+
+    @property
+    def total(self) -> int:
+        """How many models match (-1 until the first answer)."""
+        total = self.cache.view(self.key).total
+        return -1 if total is None else total
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Input(placeholder="filter models…", id="filter")
+        yield StatusHeader()
+        yield Input(placeholder="regex over every column; !regex inverts", id="filter")
         yield ModelsTable(id="models")
         with Middle(id="empty-box"), Center():
             yield EmptyRegistry(id="empty")
         yield QuietStatic("loading…", id="page-status", classes="status")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
+    # -- asking ---------------------------------------------------------------------------------------
     def reload(self) -> None:
-        self.call(
-            requests.ListModels(query=self.filter_text or None, limit=PAGE_SIZE, offset=self.page_offset),
-            self._show,
-            group="list",
-        )
+        """Something changed (or the App connected): every row is stale, the visible ones are asked again."""
+        self.cache.invalidate()
+        self._fetch()
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         return True
 
-    def _show(self, models: results.ModelList) -> None:
-        if not models.items and models.total and self.page_offset:
-            self.page_offset = max(0, self.page_offset - PAGE_SIZE)  # the page vanished: step back (reloads)
+    def _fetch(self) -> None:
+        table = self.table
+        first = table.first_shown if self._shows(self.key) else 0
+        for request in self.cache.wanted(self.key, first, first + table.page_height - 1):
+            self._ask(request)
+
+    def _ask(self, request: requests.ListModels) -> None:
+        generation = self.cache.generation
+
+        def got(answer: results.ModelList) -> None:
+            self._got(request, answer, generation)
+
+        # One worker per window and list: asking again (a reload before the connection is up) cancels the
+        # older ask rather than sending both.
+        self.call(request, got, group=f"list {request.model_dump_json()}")
+
+    def _got(self, request: requests.ListModels, answer: results.ModelList, generation: int) -> None:
+        view = self.cache.store(request, answer, generation)
+        if view.key != self.key:
+            return  # an answer for a list the user left: kept for coming back
+        if self._shows(view.key):
+            self.table.rows_changed()
+        else:
+            self._switch(view)
+        self._show_status()
+
+    def _shows(self, key: ListKey) -> bool:
+        source = self.table.source
+        return isinstance(source, ModelView) and source.key == key
+
+    def _switch(self, view: ModelView) -> None:
+        """Show ``view`` in the table, cursor on its first row."""
+        if self._settle is not None:
+            self._settle.stop()
+            self._settle = None
+        table = self.table
+        table.cursor = 0
+        table.scroll_to(y=0, animate=False, immediate=True)
+        table.set_source(view)
+        self._show_status()
+
+    def _change_list(self, key: ListKey) -> None:
+        """Ask for another filter or sort: drawn at once from the cache, else after its first answer (or
+        SETTLE_SECONDS, with ``…`` rows)."""
+        if key == self.key:
             return
-        self.query_one(ModelsTable).show(models.items)
-        self.total = models.total
-        empty = models.total == 0 and not self.filter_text
+        self.key = key
+        view = self.cache.view(key)
+        if view.total is not None:
+            self._switch(view)
+        else:
+            if self._settle is not None:
+                self._settle.stop()
+            self._settle = self.set_timer(SETTLE_SECONDS, lambda: self._switch(self.cache.view(self.key)))
+        self._fetch()
+
+    # -- showing --------------------------------------------------------------------------------------
+    def _show_status(self) -> None:
+        view = self.cache.view(self.key)
+        if view.total is None:
+            return
+        empty = view.total == 0 and not self.key.pattern
         self.set_class(empty, "-empty")
         status = self.query_one("#page-status", Static)
-        if models.total == 0:
-            status.update(literal(f"no model matches {self.filter_text!r}") if self.filter_text else "no models")
+        matching = literal(f" matching {self.key.pattern!r}") if self.key.pattern else ""
+        if view.total == 0:
+            status.update(literal(f"no model matches {self.key.pattern!r}") if self.key.pattern else "no models")
         else:
-            last = self.page_offset + len(models.items)
-            status.update(f"models {self.page_offset + 1}-{last} of {models.total}"
-                          + literal(f" matching {self.filter_text!r}" if self.filter_text else ""))
+            first = self.table.first_shown if self._shows(self.key) else 0
+            last = min(view.total, first + self.table.page_height)
+            status.update(f"models {first + 1}-{last} of {view.total}{matching}")
 
-    def watch_filter_text(self) -> None:
-        if self.page_offset:
-            self.page_offset = 0  # its watcher reloads
-        else:
-            self.reload()
+    @on(VirtualTable.Wanted)
+    def _wanted(self, event: VirtualTable.Wanted) -> None:
+        event.stop()
+        if self._shows(self.key):
+            for request in self.cache.wanted(self.key, event.first, event.last):
+                self._ask(request)
+            self._show_status()
 
-    def watch_page_offset(self) -> None:
-        self.reload()
+    @on(VirtualTable.Sorted)
+    def _sorted(self, event: VirtualTable.Sorted) -> None:
+        event.stop()
+        self._change_list(self.key._replace(sort=cast(ModelSort, event.column), descending=event.descending))
+
+    def watch_filter_text(self, text: str) -> None:
+        box = self.query_one("#filter", Input)
+        try:
+            compile_filter(text)
+        except ValueError as exc:
+            box.border_title = str(exc)
+            box.add_class("-bad")
+            return
+        box.border_title = "/ filter"
+        box.remove_class("-bad")
+        self._change_list(self.key._replace(pattern=text))
+
+    def apply_filter(self, text: str, *, state: str | None = None, host: str | None = None) -> None:
+        """Show the models matching ``text`` (``:models /text``); models have no state or host."""
+        self.query_one("#filter", Input).value = text
+        self.set_class(bool(text), "-filtering")
 
     # -- actions ---------------------------------------------------------------------------------------
     def action_filter(self) -> None:
@@ -99,15 +203,7 @@ class ModelsScreen(RegistryScreen):
         box = self.query_one("#filter", Input)
         self.remove_class("-filtering")
         box.value = ""
-        self.query_one(ModelsTable).focus()
-
-    def action_next_page(self) -> None:
-        if self.page_offset + PAGE_SIZE < self.total:
-            self.page_offset += PAGE_SIZE
-
-    def action_previous_page(self) -> None:
-        if self.page_offset:
-            self.page_offset = max(0, self.page_offset - PAGE_SIZE)
+        self.table.focus()
 
     def action_back(self) -> None:
         self.action_clear_filter()
@@ -124,7 +220,7 @@ class ModelsScreen(RegistryScreen):
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(ModelsTable).focus()
+        self.table.focus()
 
     @on(ModelsTable.ModelChosen)
     def _open(self, event: ModelsTable.ModelChosen) -> None:

@@ -1,22 +1,29 @@
-"""The table of models on the Models screen."""
+"""The table of models on the Models screen: a virtual table over the whole list (the daemon filters and
+sorts it; the screen's cache holds the rows fetched)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from textual.message import Message
-from textual.widgets import DataTable
 
 from daemon.protocol.results import ModelSummary
 
 from ..format import aliases_of, short, version_label, when
-from .keyed_table import KeyedTable
+from .virtual_table import FixedRows, VirtualTable
 
 
-class ModelsTable(KeyedTable):
+class ModelsTable(VirtualTable[ModelSummary]):
     """One row per model: name, versions, latest, aliases, updated, description."""
 
-    COLUMNS = ("name", "versions", "latest", "aliases", "updated", "description")
+    COLUMNS: ClassVar[Sequence[str]] = ("name", "versions", "latest", "aliases", "updated", "description")
+    #: The daemon's sort key of each column (the same names).
+    SORT_KEYS: ClassVar[Sequence[str]] = COLUMNS
+    COLUMN_PRIORITY: ClassVar[dict[str, int]] = {"updated": 2, "description": 1}
+    COLUMN_MIN: ClassVar[dict[str, int]] = {"name": 16, "aliases": 12}
+    COLUMN_MAX: ClassVar[dict[str, int]] = {"name": 40, "aliases": 30}
+    FLEX_COLUMN: ClassVar[str | None] = "description"
 
     class ModelChosen(Message):
         """The user pressed enter on a model."""
@@ -25,24 +32,23 @@ class ModelsTable(KeyedTable):
             super().__init__()
             self.name = name
 
-    def show(self, models: Sequence[ModelSummary]) -> None:
-        """Replace the rows, keeping the cursor on the same model."""
-        self.replace_rows(
-            (
-                m.name,
-                (
-                    m.name,
-                    str(m.versions),
-                    version_label(m.latest),
-                    aliases_of(m.aliases),
-                    when(m.updated_at),
-                    short(m.description, 50),
-                ),
-            )
-            for m in models
+    def cells(self, item: ModelSummary) -> tuple[str, ...]:
+        return (
+            item.name,
+            str(item.versions),
+            version_label(item.latest),
+            aliases_of(item.aliases),
+            when(item.updated_at),
+            short(item.description, 50),
         )
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def key_of(self, item: ModelSummary) -> str:
+        return item.name
+
+    def show(self, models: Sequence[ModelSummary]) -> None:
+        """Show exactly these models (a list not backed by the daemon's cache)."""
+        self.set_source(FixedRows(models))
+
+    def on_virtual_table_chosen(self, event: VirtualTable.Chosen) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            self.post_message(self.ModelChosen(event.row_key.value))
+        self.post_message(self.ModelChosen(event.key))

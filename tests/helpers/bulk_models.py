@@ -8,14 +8,17 @@ second version, so the list has columns worth filtering and sorting on (tests an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from daemon.protocol import requests
 from modeltui.client import DaemonClient, connect
+from tests.helpers.daemon import DaemonProcess, daemon_env
 
 ARTIFACT = b"a tiny model for the scale tests\n"
 MANIFEST = b'name = "bulk"\nflavor = "onnx"\nmodel_file = "model.bin"\n'
@@ -75,3 +78,18 @@ async def load_models(socket: Path, count: int, *, connections: int = 4, window:
         for client in clients:
             await client.close()
     return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def bulk_daemon(base: Path, count: int) -> Iterator[tuple[DaemonProcess, float]]:
+    """A started daemon in ``base`` holding ``count`` bulk models, and the seconds loading them took; stopped
+    on exit. For a module-scoped fixture: loading 10,000 models takes some 25 s."""
+    (base / "home").mkdir(parents=True, exist_ok=True)
+    env = daemon_env(base)
+    daemon = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env)
+    try:
+        daemon.start()
+        seconds = asyncio.run(load_models(daemon.socket, count))
+        yield daemon, seconds
+    finally:
+        daemon.stop()
