@@ -46,6 +46,7 @@ class DeploymentsTable(_ToneTable):
     COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {
         "endpoint": 1, "uptime": 1, "restarts": 1, "message": 2, "version": 3, "ref": 4, "backend": 5}
     COLUMN_MAX: ClassVar[Mapping[str, int]] = {"endpoint": 16}
+    COLUMN_SHORT: ClassVar[Mapping[str, str]] = {"restarts": "rst", "version": "ver"}
     KEEP_END = frozenset({"endpoint"})
     FLEX_COLUMN = "message"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -85,6 +85,17 @@ def fit(cell: Text, width: int | None, *, keep_end: bool = False) -> Text:
 
 Row = tuple[str, tuple[Text, ...]]
 
+
+class Layout(NamedTuple):
+    """How the columns fit the table's width."""
+
+    shown: tuple[int, ...]
+    """Indexes in COLUMNS of the columns shown, in order."""
+    limits: dict[int, int]
+    """Column index → the width its cells are cut to."""
+    short: bool
+    """Whether the headers are the short ones (COLUMN_SHORT)."""
+
 class KeyedTable(DataTable[Cell]):
     """Subclasses set COLUMNS and call :meth:`replace_rows` with ``(key, cells)`` pairs; state words are
     coloured with :meth:`toned`, in the one palette the CLI uses too.
@@ -102,6 +113,8 @@ class KeyedTable(DataTable[Cell]):
     """Column label → the fewest cells it takes (a mark column shows even before anything is marked)."""
     KEEP_END: ClassVar[frozenset[str]] = frozenset()
     """Columns cut at the start rather than the end (an endpoint: the port matters most)."""
+    COLUMN_SHORT: ClassVar[Mapping[str, str]] = {}
+    """Column label → a shorter header, used when room is short (before any column hides)."""
     FLEX_COLUMN: ClassVar[str | None] = None
     """The column cut to the room the others leave (a message), rather than hidden."""
     FLEX_MIN: ClassVar[int] = 8
@@ -141,10 +154,16 @@ class KeyedTable(DataTable[Cell]):
         """Index in COLUMNS of the column the rows are sorted on (None: the subclass's order)."""
         self.sort_reverse = False
         """Whether that sort is descending."""
-        self._shown: tuple[int, ...] = tuple(range(len(self.COLUMNS)))
-        """Indexes in COLUMNS of the columns shown, in order."""
-        self._limits: dict[int, int] = {}
-        """Column index → the width its cells are cut to."""
+        self._columns_layout = Layout(tuple(range(len(self.COLUMNS))), {}, short=False)
+        """The columns shown and how (every column, whole, until the table knows its width)."""
+
+    @property
+    def _shown(self) -> tuple[int, ...]:
+        return self._columns_layout.shown
+
+    @property
+    def _limits(self) -> dict[int, int]:
+        return self._columns_layout.limits
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -189,8 +208,10 @@ class KeyedTable(DataTable[Cell]):
         return [(k, tuple(fit(c[i], self._limits.get(i), keep_end=keep_end[i]) for i in self._shown if i < len(c)))
                 for k, c in rows]
 
-    def _label(self, index: int) -> str:
+    def _label(self, index: int, short: bool | None = None) -> str:
         label = self.COLUMNS[index]
+        if self._columns_layout.short if short is None else short:
+            label = self.COLUMN_SHORT.get(label, label)
         if index == self.sort_column:
             label += " ▼" if self.sort_reverse else " ▲"
         return label
@@ -278,48 +299,56 @@ class KeyedTable(DataTable[Cell]):
     def on_resize(self, event: events.Resize) -> None:
         self._fit_columns()
 
-    def _natural_widths(self) -> list[int]:
-        widths = [max(cell_len(self._label(i)), self.COLUMN_MIN.get(label, 0))
+    def _natural_widths(self, short: bool) -> list[int]:
+        widths = [max(cell_len(self._label(i, short)), self.COLUMN_MIN.get(label, 0))
                   for i, label in enumerate(self.COLUMNS)]
         for _key, cells in self._all:
             for i, cell in enumerate(cells[: len(widths)]):
                 widths[i] = max(widths[i], cell_len(cell.plain))
         for i, label in enumerate(self.COLUMNS):
             if label in self.COLUMN_MAX:
-                widths[i] = min(widths[i], max(self.COLUMN_MAX[label], cell_len(self._label(i))))
+                widths[i] = min(widths[i], max(self.COLUMN_MAX[label], cell_len(self._label(i, short))))
         return widths
 
-    def _layout(self, room: int) -> tuple[tuple[int, ...], dict[int, int]]:
-        """The columns that fit in ``room`` cells and the widths they are cut to."""
-        widths = self._natural_widths()
+    def _layout(self, room: int) -> Layout:
+        """The columns that fit in ``room`` cells, the widths they are cut to, and whether the headers are
+        the short ones (tried before any column hides)."""
         pad = 2 * self.cell_padding
-        shown = list(range(len(self.COLUMNS)))
         labels = list(self.COLUMNS)
         flex = labels.index(self.FLEX_COLUMN) if self.FLEX_COLUMN is not None and self.FLEX_COLUMN in labels else None
+        shown = list(range(len(labels)))
 
-        def needed(columns: list[int]) -> int:
+        def needed(widths: list[int], columns: list[int]) -> int:
             return sum(min(widths[i], self.FLEX_MIN) if i == flex else widths[i] for i in columns) + pad * len(columns)
 
-        by_priority = sorted((i for i in shown if self.COLUMN_PRIORITY.get(self.COLUMNS[i], 0) > 0),
-                             key=lambda i: (-self.COLUMN_PRIORITY[self.COLUMNS[i]], -i))
+        short = False
+        widths = self._natural_widths(short)
+        if self.COLUMN_SHORT and needed(widths, shown) > room:
+            short = True
+            widths = self._natural_widths(short)
+        by_priority = sorted((i for i in shown if self.COLUMN_PRIORITY.get(labels[i], 0) > 0),
+                             key=lambda i: (-self.COLUMN_PRIORITY[labels[i]], -i))
         for i in by_priority:
-            if needed(shown) <= room:
+            if needed(widths, shown) <= room:
                 break
             shown.remove(i)
-        limits = {i: widths[i] for i in shown if self.COLUMNS[i] in self.COLUMN_MAX}
-        if flex in shown and flex is not None:
+        limits = {i: widths[i] for i in shown if labels[i] in self.COLUMN_MAX}
+        if flex is not None and flex in shown:
             others = sum(widths[i] + pad for i in shown if i != flex)
             limits[flex] = max(self.FLEX_MIN, min(widths[flex], room - others - pad))
-        return tuple(shown), limits
+        return Layout(tuple(shown), limits, short)
 
-    def _fit_columns(self) -> None:
+    def _fit_columns(self) -> bool:
+        """Lay the columns out for the width the table has; True when that rebuilt the table."""
         room = self.size.width - self.styles.scrollbar_size_vertical
-        if room <= 0:
-            return
-        shown, limits = self._layout(room)
-        if (shown, limits) != (self._shown, self._limits):
-            self._shown, self._limits = shown, limits
-            self._rebuild()
+        if not self.is_mounted or room <= 0:
+            return False
+        layout = self._layout(room)
+        if layout == self._columns_layout:
+            return False
+        self._columns_layout = layout
+        self._rebuild()
+        return True
 
     # -- rows --------------------------------------------------------------------------------------------
     def tone(self, text: str, tone: str | None) -> Text:
@@ -345,12 +374,8 @@ class KeyedTable(DataTable[Cell]):
         shown stay the same, in the same order (nothing is repainted when nothing changed); else rebuilt,
         keeping the cursor on the same key."""
         self._all = [(key, tuple(as_cell(cell) for cell in cells)) for key, cells in rows]
-        if self.is_mounted and self.size.width:
-            shown, limits = self._layout(self.size.width - self.styles.scrollbar_size_vertical)
-            if (shown, limits) != (self._shown, self._limits):
-                self._shown, self._limits = shown, limits
-                self._rebuild()
-                return
+        if self._fit_columns():
+            return
         wanted = self._visible_rows()
         if [key for key, _cells in wanted] == self.keys():
             for key, cells in wanted:

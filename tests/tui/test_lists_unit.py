@@ -116,7 +116,9 @@ async def test_deployments_at_80_columns_keep_the_columns_an_operator_needs() ->
         table.show([deployment("fraud-scorer", "restarted after an out-of-memory kill at 03:12"),
                     deployment("churn", "")])
         await pilot.pause()
-        assert table.shown_columns == ["name", "state", "health", "endpoint", "uptime", "restarts", "message"]
+        assert table.shown_columns == [
+            "name", "version", "state", "health", "endpoint", "uptime", "restarts", "message"]
+        assert [str(c.label) for c in table.ordered_columns][-2] == "rst", "a short header before a column hides"
         row = dict(zip(table.shown_columns, rows(table)[1], strict=True))
         assert (row["name"], row["state"], row["health"]) == ("fraud-scorer", "running", "healthy")
         assert row["endpoint"] == "…127.0.0.1:40123", "shortened at the start: the port stays"
