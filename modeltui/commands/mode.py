@@ -7,6 +7,7 @@ It talks to the App through the names the shell gives every slice (``show_view``
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol, cast
 
 from textual.app import App
@@ -46,8 +47,13 @@ def _filters_itself(screen: Screen[Any]) -> bool:
     return own is not None and own is not getattr(RegistryScreen, "apply_filter", None)
 
 
-def _filter_list(screen: Screen[Any], text: str) -> None:
-    """A view without its own ``apply_filter``: its first list takes the text filter, as ``/`` on it would."""
+def _filter_list(screen: Screen[Any], command: Command) -> None:
+    """A view without its own ``apply_filter``: its first list takes the filter, as ``/`` on it would; a
+    state alone is the filter ``^STATE$`` (the state column shows the word), with a filter it is not applied."""
+    text = command.filter or f"^{command.state}$"
+    if command.filter and command.state:
+        screen.notify(f"this view filters on /{command.filter} only, not also on state={command.state}",
+                      severity="warning")
     for table in screen.query(KeyedTable):
         if table.LOCAL_FILTER:
             table.set_filter(text)
@@ -92,10 +98,13 @@ class CommandMode:
         elif command.view == "ctx":
             self._shell().switch_context(command.name or "")
         elif hasattr(self.app, "show_view"):
+            if command.view == "deployments" and command.host is not None:
+                command = replace(command, view="hosts")  # another host's deployments: the all-hosts view's tab
             self._shell().show_view(command.view, filter=command.filter, state=command.state, host=command.host,
                                     name=command.name)
-            if command.filter and not _filters_itself(self.app.screen):
-                self.app.screen.call_after_refresh(_filter_list, self.app.screen, command.filter)
+            screen = self.app.screen
+            if (command.filter or command.state) and not _filters_itself(screen):
+                screen.call_after_refresh(_filter_list, screen, command)
         else:
             self._push(command)
 

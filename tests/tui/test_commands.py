@@ -70,6 +70,14 @@ async def test_command_line_opens_views_filtered_completes_and_refuses_nonsense(
         await pilot.press(*"/iris", "enter")
         await until(pilot, lambda: isinstance(app.screen, DeploymentsScreen), "deployments view")
         await until(pilot, lambda: shown_deployments(app) == ["iris-production"], "only iris's deployment")
+        # A state: the deployments in it (both run; none is stopped).
+        await open_line(pilot)
+        await pilot.press(*"dp state=stopped", "enter")
+        await until(pilot, lambda: shown_deployments(app) == [], "no stopped deployment")
+        await open_line(pilot)
+        await pilot.press(*"dp state=running", "enter")
+        await until(pilot, lambda: sorted(shown_deployments(app)) == ["fraud-production", "iris-production"],
+                    "both running")
 
         # An unknown command or a bad regex leaves the line open with the reason on it.
         line = await open_line(pilot)
@@ -88,8 +96,10 @@ async def test_command_line_opens_views_filtered_completes_and_refuses_nonsense(
 
         # Up recalls this session's last command; logs completes deployment names (Tab) and opens the log.
         line = await open_line(pilot)
-        await pilot.press("up")
+        await pilot.press("up", "up", "up")
         assert line.query_one(CommandLine).value == "deploy /iris"
+        await pilot.press("down")
+        assert line.query_one(CommandLine).value == "dp state=stopped"
         line.query_one(CommandLine).value = ""
         await pilot.press(*"logs fr")
         await until(pilot, lambda: "fraud-production" in str(line.hint.render()), "name offered")
