@@ -2,7 +2,8 @@
 firing alerts, and maintenance runs awaiting approval.
 
 Deployments re-read on deployment events and alerts on alert events (both debounced by the App); runs have
-no events of their own, so they are polled every :data:`RUN_POLL_SECONDS` while the view is shown. Enter
+no events of their own: they are asked again shortly after a registry event (a run pushes its challenger just
+before it awaits approval) and every :data:`RUN_POLL_SECONDS` while the view is shown. Enter
 on a row opens the thing: a deployment its screen, an alert the alerts view, a run the maintenance view.
 Nothing here changes the registry.
 """
@@ -18,6 +19,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header
 
 from daemon.protocol import requests, results
@@ -31,8 +33,12 @@ from .base import PollingScreen
 from .deployments import DeploymentScreen
 from .maintenance import MaintenanceScreen, scores
 
-#: Seconds between two asks for the runs awaiting approval (they push no events).
-RUN_POLL_SECONDS = 5.0
+#: Seconds between two asks for the runs awaiting approval (they push no events of their own; over SSH every
+#: ask costs bytes, so the registry events below do most of the work and this is the safety net).
+RUN_POLL_SECONDS = 15.0
+#: After a registry event (a run pushes its challenger just before it awaits approval; an approval moves an
+#: alias), the runs are asked again this many seconds later, once the run's new state is stored.
+RUN_SETTLE_SECONDS = 1.5
 #: Runs asked for (newest first); the ones awaiting approval are among the latest.
 RUN_LIMIT = 200
 #: Deployment states listed first, worst first; every other state follows by name.
@@ -123,6 +129,7 @@ class HomeScreen(PollingScreen):
         self.firing: list[results.AlertStateInfo] | None = None
         self.pending_alerts = 0
         self.awaiting: list[results.MaintainRunInfo] | None = None
+        self._settle: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -149,7 +156,15 @@ class HomeScreen(PollingScreen):
         self._ask_runs()
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
-        return False  # a registry change reaches this view as deployment events (rollouts) or the runs poll
+        """Registry events re-read only the runs, a moment later (see RUN_SETTLE_SECONDS); deployments and
+        alerts have events of their own."""
+        if self._settle is None:
+            self._settle = self.set_timer(RUN_SETTLE_SECONDS, self._settled)
+        return False
+
+    def _settled(self) -> None:
+        self._settle = None
+        self._ask_runs()
 
     def deployments_changed(self, events: Sequence[DeploymentEvent]) -> None:
         self._ask_deployments()
