@@ -8,7 +8,7 @@ from typing import Any
 
 from daemon.protocol import requests
 from daemon.protocol import results as r
-from daemon.protocol.events import AlertEvent
+from daemon.protocol.events import AlertEvent, RegistryEvent
 from modeltui.screens import AlertsScreen, DeploymentScreen, HomeScreen, MaintenanceScreen
 from modeltui.screens.home import AwaitingRunsTable, FiringAlertsTable, NotRunningTable
 from modeltui.widgets import KeyedTable
@@ -71,6 +71,11 @@ async def test_home_counts_and_lists_what_needs_attention_live() -> None:
         assert len(client.sent_of(requests.AlertsListRequest)) > asked
         assert not screen.query_one(FiringAlertsTable).display
         assert "0 alert(s) firing" in text(screen, "#home-title")
+
+        # A registry event (a run pushes its challenger, an approval moves an alias) re-reads the runs soon after.
+        client.answer(requests.MaintainRuns, r.MaintainRunList(items=[]))
+        client.push(RegistryEvent(kind="alias.moved", model="churn", version=3, alias="production"))
+        await until(pilot, lambda: "runs awaiting approval: none" in text(screen, "#home-runs-label"), "runs re-read")
 
         # Enter on the stopped deployment opens its screen.
         assert screen.focused is screen.query_one(NotRunningTable)
