@@ -21,6 +21,8 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 [ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 # systemd-analyze (verify/security of config/modeltuid.service; systemd need not be PID 1).
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# OpenSSH (client and sshd): the contexts tests start their own sshd on loopback (tests/helpers/sshd.py).
+{ command -v ssh >/dev/null && [ -x /usr/sbin/sshd ]; } || need+=(openssh-server openssh-client)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     apt-get update -qq

@@ -16,6 +16,7 @@ from daemon.protocol import requests as q
 from daemon.protocol import results as r
 from daemon.protocol.names import parse_ref
 from daemon.readcache import ReadCache
+from daemon.registry.inline import InlineUploads
 from daemon.registry.service import Registry
 from daemon.server import Context, Serialized
 
@@ -41,6 +42,8 @@ class RegistryHandlers:
         self.ingest_pool = ingest_pool
         self.deployments = deployments
         """gc also prunes the images deployments no longer use."""
+        self.inline = InlineUploads(registry.objects.staging_dir, registry.ingest, registry.objects.reuse)
+        """objects.put uploads in progress (clients over SSH, which cannot pass descriptors)."""
 
     # -- models ----------------------------------------------------------------------------------------------
     @handles(q.ListModels)
@@ -117,6 +120,13 @@ class RegistryHandlers:
         loop = asyncio.get_running_loop()
         items = await loop.run_in_executor(self.ingest_pool, self._ingest, req.files, ctx)
         return r.UploadResult(items=items)
+
+    @handles(q.PutObject)
+    async def put_object(self, req: q.PutObject, ctx: Context) -> r.PutResult:
+        data = req.chunk()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.ingest_pool, self.inline.put, ctx.caller.uid, req.sha256, req.size,
+                                          req.offset, data)  # fmt: skip
 
     @handles(q.Push)
     async def push(self, req: q.Push, ctx: Context) -> r.PushResult:

@@ -8,6 +8,8 @@ that every request type has a role, a result and exactly one handler.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -22,6 +24,8 @@ from .signing import MAX_SIGNATURE_BYTES
 from .values import Count, Ordinal, UtcTime
 
 MAX_UPLOAD_FILES = 128
+#: Bytes of content per objects.put frame (base64 makes 4/3 of it, well inside the frame cap).
+MAX_PUT_CHUNK = 1 << 20
 MAX_CHECKOUT_FILES = 128
 #: A push lists every file in one frame; 50,000 entries stay well inside the frame cap.
 MAX_PUSH_FILES = 50_000
@@ -190,6 +194,37 @@ class Upload(BaseRequest[r.UploadResult]):
     @property
     def fd_count(self) -> int:
         return len(self.files)
+
+
+class PutObject(BaseRequest[r.PutResult]):
+    """Send one object's content inside frames, for a client that cannot pass descriptors (over SSH).
+
+    Chunks of at most MAX_PUT_CHUNK bytes (base64) go in order; the daemon appends each to a staging file
+    and, at the last, checks size and sha256 and stores the object as objects.upload does. Start with
+    ``offset`` 0 and no ``data``: the answer says whether the daemon has the object already (nothing to
+    send) or how much of an interrupted upload it holds (go on from there)."""
+
+    role: ClassVar[Role] = "operator"
+    changes_state: ClassVar[bool] = True
+
+    op: Literal["objects.put"] = "objects.put"
+    sha256: Sha256
+    size: Count
+    offset: Count = 0
+    data: Annotated[str, Field(max_length=4 * ((MAX_PUT_CHUNK + 2) // 3))] = ""
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError("data must be base64") from None
+        return value
+
+    def chunk(self) -> bytes:
+        """The content bytes this request carries."""
+        return base64.b64decode(self.data)
 
 
 class PushFile(BaseModel):
@@ -638,6 +673,7 @@ Request = Annotated[
     | Show
     | Diff
     | Upload
+    | PutObject
     | Push
     | PushFiles
     | Checkout

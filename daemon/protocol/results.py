@@ -213,6 +213,16 @@ class UploadResult(Result):
     items: list[UploadedObject]
 
 
+class PutResult(Result):
+    """Where an objects.put stands: ``stored`` once the daemon has the object (``copied``: by this upload)."""
+
+    sha256: str
+    size: int
+    received: int
+    stored: bool
+    copied: bool = False
+
+
 class CheckoutResult(Result):
     """A page of a version's files (sorted by path); one open read-only descriptor per file comes with
     the response, in this order."""

@@ -4,11 +4,16 @@ Push: the client opens each file and passes the open descriptors over the socket
 daemon can store files it could not open itself (it may run as another user); it streams them into its
 store, so memory stays bounded whatever the size. Checkout: the daemon passes read-only descriptors of its
 objects back, and the client copies and verifies them.
+
+Over SSH (a remote context) descriptors cannot cross: a push hashes each file, then sends what the daemon
+does not have already inside frames (objects.put, MAX_PUT_CHUNK bytes at a time, base64), then creates the
+version from the digests (versions.push). The local path is unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -123,9 +128,9 @@ def _open_all(directory: Path, files: list[LocalFile]) -> list[int]:
     return fds
 
 
-def _prepare(directory: Path) -> tuple[list[LocalFile], q.Source, list[int]]:
+def _prepare(directory: Path, open_first: bool = True) -> tuple[list[LocalFile], q.Source, list[int]]:
     """Everything local a push needs, in one trip off the event loop: the manifest checked, the files, the
-    git source, and the first upload batch opened."""
+    git source, and the first upload batch opened (unless ``open_first`` is false)."""
     manifest = read_manifest(directory)
     files = scan(directory)
     present = {f.path for f in files}
@@ -135,7 +140,7 @@ def _prepare(directory: Path) -> tuple[list[LocalFile], q.Source, list[int]]:
     for field_name, rel in needed:
         if rel not in present:  # say so before uploading gigabytes, not after
             raise _invalid(f"{MANIFEST_FILE}: {field_name} {rel!r} is not a file in {directory}")
-    return files, git_source(directory), _open_all(directory, files[:UPLOAD_BATCH])
+    return files, git_source(directory), _open_all(directory, files[:UPLOAD_BATCH]) if open_first else []
 
 
 async def push_directory(
@@ -149,9 +154,11 @@ async def push_directory(
     progress: Progress | None = None,
 ) -> tuple[r.PushResult, int]:
     """Upload a directory's files and create a version. Returns the result and the bytes actually copied."""
-    files, source, first_fds = await asyncio.to_thread(_prepare, directory)
+    files, source, first_fds = await asyncio.to_thread(_prepare, directory, client.can_pass_fds)
     total = sum(f.size for f in files)
     meta = {"name": name, "message": message, "tags": tags or {}, "alias": alias, "source": source}
+    if not client.can_pass_fds:
+        return await _push_inline(client, directory, files, meta, total, progress)
     if len(files) <= UPLOAD_BATCH:  # the common case: upload and create the version in one round trip
         pushed = await _push_in_one_trip(client, files, first_fds, meta, total, progress)
         return pushed, pushed.bytes_copied
@@ -217,6 +224,61 @@ async def _upload_in_batches(client: DaemonClient, directory: Path, files: list[
         if progress is not None:
             progress(done, total, "")
     return uploaded, copied
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_chunk(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(q.MAX_PUT_CHUNK)
+
+
+async def put_file(client: DaemonClient, path: Path, size: int, sha256: str,
+                   progress: Callable[[int], None] | None = None) -> r.PutResult:  # fmt: skip
+    """Send one file's content inside frames (objects.put): nothing when the daemon has it already, and an
+    interrupted upload goes on from where the daemon stands."""
+    state = await client.call(q.PutObject(sha256=sha256, size=size))
+    while not state.stored:
+        chunk = await asyncio.to_thread(_read_chunk, path, state.received)
+        if not chunk:
+            raise _invalid(f"{path} is shorter than when it was scanned; push again")
+        data = base64.b64encode(chunk).decode("ascii")
+        state = await client.call(q.PutObject(sha256=sha256, size=size, offset=state.received, data=data))
+        if progress is not None:
+            progress(state.received)
+    return state
+
+
+async def _push_inline(client: DaemonClient, directory: Path, files: list[LocalFile], meta: dict[str, Any],
+                       total: int, progress: Progress | None) -> tuple[r.PushResult, int]:  # fmt: skip
+    """A push without descriptors (over SSH): each file hashed, sent unless the daemon has it, then the
+    version made from the digests. Returns the result and the bytes actually sent."""
+    pushed: list[q.PushFile] = []
+    done = copied = 0
+    for f in files:
+        path = directory / f.path
+        sha256 = await asyncio.to_thread(_sha256_of, path)
+        base = done
+
+        def on_progress(n: int, base: int = base, name: str = f.path) -> None:
+            if progress is not None:
+                progress(base + n, total, name)
+
+        state = await put_file(client, path, f.size, sha256, on_progress)
+        done += f.size
+        copied += f.size if state.copied else 0
+        pushed.append(q.PushFile(path=f.path, sha256=sha256, size=f.size, executable=f.executable))
+        if progress is not None:
+            progress(done, total, "")
+    result = await client.call(q.Push.model_validate({"files": pushed, **meta}))
+    return result.model_copy(update={"bytes_copied": copied}), copied
 
 
 def _conflict(message: str) -> ProtocolError:
@@ -287,6 +349,9 @@ def write_files(result: r.CheckoutResult, fds: list[int], dest: Path) -> None:
 
 async def checkout(client: DaemonClient, ref: str, dest: Path, *, force: bool = False) -> r.CheckoutResult:
     """Write a version's files into ``dest``, byte-exact, verifying every sha256 before it is renamed in."""
+    if not client.can_pass_fds:
+        raise _invalid("checkout needs the daemon's file descriptors, which cannot cross SSH: run `modeltui "
+                       "checkout` on that host (or copy the files from there)")  # fmt: skip
     if not force and await asyncio.to_thread(_not_empty, dest):
         raise ProtocolError(ErrorCode.CONFLICT, f"{dest} is not empty; use --force to write into it")
     files: list[r.FileInfo] = []
