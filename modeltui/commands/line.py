@@ -15,7 +15,8 @@ from textual.widgets import Input, Static
 from .complete import CommandSuggester, NameSource, candidates, complete
 from .parse import WORDS, Command, CommandError, parse_command
 
-USAGE = "models deploy alerts maint fleet hosts home · logs NAME · ctx NAME · /REGEX state=S @HOST"
+#: What the line above the input says before anything is typed (fits 80 columns).
+USAGE = "models deploy alerts maint fleet hosts home logs ctx help q · /RE state= @HOST"
 
 Check = Callable[[Command], str | None]
 """What the App adds to the parser's checks (a context that does not exist): an error, or None."""
@@ -68,8 +69,8 @@ class CommandScreen(ModalScreen[Command | None]):
 
     DEFAULT_CSS = """
     CommandScreen { background: transparent; }
-    CommandScreen #command-box { dock: bottom; height: 2; background: $panel; }
-    CommandScreen #command-hint { height: 1; color: $text-muted; padding: 0 1; }
+    CommandScreen #command-box { dock: bottom; height: auto; background: $panel; }
+    CommandScreen #command-hint { height: auto; max-height: 3; color: $text-muted; padding: 0 1; }
     CommandScreen #command-hint.-error { color: $error; text-style: bold; }
     CommandScreen #command-row { height: 1; }
     CommandScreen #command-prompt { width: 2; padding: 0 0 0 1; color: $accent; text-style: bold; }
