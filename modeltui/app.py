@@ -14,8 +14,13 @@ The terminal is asked for clicks only, not every mouse motion, and a terminal th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal, TypeVar
+import importlib
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from textual import on
 from textual.app import App
@@ -24,6 +29,7 @@ from textual.driver import Driver
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
@@ -31,12 +37,16 @@ from daemon.protocol import requests, results
 from daemon.protocol.errors import ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
-from .client import DaemonClient, DaemonUnavailable
+from .client import DaemonClient, DaemonUnavailable, connect
 from .commands import PROVIDERS as COMMAND_PROVIDERS
 from .commands import CommandMode
+from .contexts import open_client
+from .fanout import FanOut
 from .format import printable
 from .screens import (
     AlertsScreen,
+    DeploymentScreen,
+    DeploymentsScreen,
     FleetScreen,
     HelpScreen,
     HomeScreen,
@@ -45,9 +55,11 @@ from .screens import (
     RegistryScreen,
 )
 from .screens.base import AnyCall
+from .screens.hosts import FanOutCall, FanOutRelease
 from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode
+from .widgets.status_header import ShellStatus
 
-ConnectionState = Literal["connecting", "connected", "disconnected"]
+ConnectionState = Literal["connecting", "connected", "disconnected", "reconnecting"]
 ClientFactory = Callable[[], Awaitable[DaemonClient]]
 
 R = TypeVar("R", bound=results.Result)
@@ -55,6 +67,52 @@ R = TypeVar("R", bound=results.Result)
 #: Registry events arriving within this many seconds cause one refresh.
 DEBOUNCE_SECONDS = 0.1
 CONNECT_WORKER = "connect"
+#: Automatic reconnection: the first try this long after the loss, doubling up to BACKOFF_MAX, ±20 % jitter.
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+
+#: The top-level views ``show_view`` switches between (the models view is always at the bottom).
+VIEWS = ("home", "models", "deployments", "alerts", "maint", "fleet", "hosts", "logs")
+
+
+class ContextLike(Protocol):
+    """What the App reads of a :class:`modeltui.contexts.Context` (a daemon the user can reach)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def color(self) -> str | None: ...
+    @property
+    def readonly(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """The context of an App given none: the local daemon its client factory reaches."""
+
+    name: str = "local"
+    color: str | None = None
+    readonly: bool = False
+    socket: Path | None = None
+
+
+def _screen_class(module: str, name: str) -> type[Screen[None]] | None:
+    """A screen class another part may not have added yet (the home and hosts views): None if absent."""
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return found if isinstance(found, type) and issubclass(found, Screen) else None
+
+
+def is_top_level(screen: Screen[Any]) -> bool:
+    """A view reached from anywhere (switched to, not stacked): the lists of everything of one kind."""
+    if isinstance(screen, AlertsScreen):
+        return screen.deployment is None
+    if isinstance(screen, MaintenanceScreen):
+        return screen.model is None
+    return isinstance(screen, DeploymentsScreen | FleetScreen) or type(screen).__name__ in ("HomeScreen",
+                                                                                           "HostsScreen")
 
 
 class ModelTuiApp(App[None]):
@@ -68,12 +126,14 @@ class ModelTuiApp(App[None]):
         # Works on every screen; not in the footer (the views' own keys fill it at 80 columns): the help lists it.
         Binding("F", "fleet", "Fleet", key_display="F", show=False),
         Binding("M", "maintenance", "Maintenance", key_display="M", show=False),
-        Binding("ctrl+r", "reconnect", "Reconnect"),
+        Binding("ctrl+r", "reconnect", "Reconnect now", show=False),
         Binding("colon", "command_line", "Command", key_display=":", show=False),
     ]
 
     connection: reactive[ConnectionState] = reactive("connecting", init=False)
     """State of the connection to the daemon, shown in the header."""
+    status: reactive[ShellStatus] = reactive(ShellStatus(), init=False)
+    """What every screen's header shows (context, connection, counts); replaced whole on each change."""
 
     class RegistryChanged(Message):
         """The daemon pushed a registry event (posted from the client's listener, on the event loop)."""
@@ -102,13 +162,33 @@ class ModelTuiApp(App[None]):
     COMMANDS = App.COMMANDS | set(COMMAND_PROVIDERS)
     """Textual's own palette commands, the App's actions and the registry's objects (ctrl+p)."""
 
-    def __init__(self, client_factory: ClientFactory, *, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        client_factory: ClientFactory,
+        *,
+        readonly: bool = False,
+        contexts: Sequence[ContextLike] | None = None,
+        context: str | None = None,
+        connect_context: Callable[[Any], Awaitable[DaemonClient]] | None = None,
+    ) -> None:
+        """``client_factory`` connects to the current context (``context``, by name, of ``contexts``; the
+        first when None); ``connect_context`` connects to any context on :meth:`switch_context`
+        (default: :func:`modeltui.contexts.open_client`)."""
         super().__init__()
         self.client_factory = client_factory
-        self.readonly = readonly
-        """Hide and block the actions that change the registry."""
+        """Connects to the current context (the log follower opens its own connections with it too)."""
+        self.contexts: list[Any] = list(contexts) if contexts else [LocalContext()]
+        """The daemons the user can reach (:class:`modeltui.contexts.Context`)."""
+        self.context: Any = next((c for c in self.contexts if c.name == context), self.contexts[0])
+        """The context shown."""
+        self._connect_context = connect_context
+        self._readonly_flag = readonly
+        self.readonly = readonly or bool(self.context.readonly)
+        """Hide and block the actions that change the registry (--readonly, the context's, or a viewer)."""
         self.client: DaemonClient | None = None
         self._connected = asyncio.Event()
+        self._retry_now = asyncio.Event()
+        self._pending_counts: set[str] = set()
         self._pending: list[RegistryEvent] = []
         self._pending_deployments: list[DeploymentEvent] = []
         self._pending_alerts: list[AlertEvent] = []
@@ -116,6 +196,8 @@ class ModelTuiApp(App[None]):
         self._lost_reason = ""
         self.commands = CommandMode(self, self.ask)
         """The command line (``:``): its history and the names it completes."""
+        self.fanout = FanOut(lambda: self.contexts, lambda: (self.context.name, self.client), self._open_other)
+        """Asks every context at once for the hosts and fleet views (:mod:`modeltui.fanout`)."""
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def get_driver_class(self) -> type[Driver]:
@@ -123,7 +205,7 @@ class ModelTuiApp(App[None]):
         return driver_for(super().get_driver_class(), mouse_mode())
 
     def on_mount(self) -> None:
-        self._update_subtitle()
+        self._update_status()
         self.push_screen(ModelsScreen())
         self._start_connect()
         if not self.is_headless:
@@ -140,44 +222,92 @@ class ModelTuiApp(App[None]):
         self.exit(return_code=HANGUP_STATUS)
 
     async def on_unmount(self) -> None:
+        await self.fanout.close()
         client, self.client = self.client, None
         if client is not None:
             client.remove_listener(self._on_daemon_event)
             await client.close()
 
     def _start_connect(self) -> None:
+        """(Re)start the connection loop (cancelling the one running, whose connection closes)."""
         self._connected.clear()
+        self._retry_now.clear()
         self.connection = "connecting"
-        self.run_worker(self._connect(), name=CONNECT_WORKER, group=CONNECT_WORKER, exclusive=True,
-                        exit_on_error=False)
+        _worker: Worker[None] = self.run_worker(self._connection_loop, name=CONNECT_WORKER, group=CONNECT_WORKER,
+                                                exclusive=True, exit_on_error=False)
 
-    async def _connect(self) -> None:
-        """Connect, subscribe, then wait: the worker fails with DaemonUnavailable when the connection drops."""
-        try:
-            client = await self.client_factory()
-            if client.welcome.role in (None, "viewer") and not self.readonly:
-                # The daemon would refuse every change anyway: do not offer them (docs/operations.md).
-                self.readonly = True
-                self.notify(f"{client.welcome.user} has the viewer role here: read-only", timeout=6)
-                self.screen.refresh_bindings()
-            client.readonly = self.readonly
+    async def _connection_loop(self) -> None:
+        """Connect, subscribe and serve until the connection drops; then wait (0.5 s doubling to 10 s, with
+        jitter, or until ctrl+r) and try again, for as long as the App runs. Input is never blocked: this
+        is a worker, and calls made meanwhile return at once without a client."""
+        delay = BACKOFF_FIRST
+        first = True
+        while True:
+            self._connected.clear()
+            if not first:
+                self.connection = "reconnecting"
             try:
-                await client.subscribe("registry", "deployments", "alerts")
-            except BaseException:
-                await client.close()
-                raise
-        finally:
-            self._connected.set()  # waiting calls go on (and find no client if this failed)
+                client = await self._open()
+            except Exception as exc:  # whatever the reason, the header says it and we try again
+                self._connected.set()  # waiting calls go on (and find no client)
+                self._lost(exc, announce=first or self._lost_reason == "")
+            else:
+                delay = BACKOFF_FIRST
+                await self._serve(client)
+                self._lost(DaemonUnavailable("lost the connection to the daemon"), announce=True)
+            first = False
+            await self._wait_retry(delay * random.uniform(0.8, 1.2))  # jitter, not secrets
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _open(self) -> DaemonClient:
+        """A subscribed client of the current context (read-only if the context, the flag or the role says)."""
+        client = await self.client_factory()
+        if client.welcome.role in (None, "viewer") and not self.readonly:
+            # The daemon would refuse every change anyway: do not offer them (docs/operations.md).
+            self._set_readonly(True)
+            self.notify(f"{client.welcome.user} has the viewer role here: read-only", timeout=6)
+        client.readonly = self.readonly
+        try:
+            await client.subscribe("registry", "deployments", "alerts")
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def _serve(self, client: DaemonClient) -> None:
+        """Use ``client`` until its connection closes (or the loop is cancelled: switching context, exit)."""
         self.client = client
+        self._connected.set()
         client.add_listener(self._on_daemon_event)
+        was = self._lost_reason
+        self._lost_reason = ""
         self.connection = "connected"
+        if was:
+            self.notify(f"connected to {self.context.name} again", timeout=4)
         self._reload_all(None)
-        await client.closed.wait()
-        if self.client is client:  # not closed by us on exit: the daemon went away
-            self.client = None
+        self._refresh_counts({"deployments", "alerts", "runs"})
+        try:
+            await client.closed.wait()
+        finally:
+            if self.client is client:
+                self.client = None
             client.remove_listener(self._on_daemon_event)
             await client.close()
-            raise DaemonUnavailable("lost the connection to the daemon")
+
+    async def _wait_retry(self, seconds: float) -> None:
+        """Count down to the next try in the header, second by second; ctrl+r cuts it short."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        self._retry_now.clear()
+        while (left := deadline - loop.time()) > 0:
+            self._update_status(retry_in=math.ceil(left))
+            try:
+                await asyncio.wait_for(self._retry_now.wait(), timeout=min(1.0, left))
+                break
+            except TimeoutError:
+                continue
+        self._retry_now.clear()
+        self._update_status(retry_in=None)
 
     async def ask(self, request: requests.BaseRequest[R]) -> R | None:
         """One call for the App's own needs (command completion, the palette's objects): None when not
@@ -214,6 +344,23 @@ class ModelTuiApp(App[None]):
             self.notify(message.success)
         if message.reply is not None and message.screen.is_attached:
             message.reply(result)
+
+    # -- asking every context at once (the hosts and fleet views) -------------------------------------
+    @on(FanOutCall)
+    def _on_fan_out(self, message: FanOutCall[Any]) -> None:
+        message.stop()
+        _worker: Worker[None] = self.run_worker(self.fanout.ask(message), group=f"fanout-{id(message.screen)}",
+                                                exit_on_error=False, name=f"fan-out {message.group}")
+
+    @on(FanOutRelease)
+    async def _on_fan_out_release(self, message: FanOutRelease) -> None:
+        await self.fanout.release(message.screen)
+
+    def _open_other(self, ctx: Any) -> Awaitable[DaemonClient]:
+        """A connection to a context beside the current one (the fan-out's): never starts a daemon."""
+        if self._connect_context is not None:
+            return self._connect_context(ctx)
+        return open_client(ctx, start=False, timeout=self.fanout.timeout)
 
     # -- following a deployment's log ------------------------------------------------------------------
     @on(RegistryScreen.Follow)
@@ -279,25 +426,29 @@ class ModelTuiApp(App[None]):
         if event.state != WorkerState.ERROR or worker.error is None:
             return
         error = worker.error
-        if isinstance(error, DaemonUnavailable) or worker.name == CONNECT_WORKER:
-            self._disconnected(error)
+        if worker.name == CONNECT_WORKER:  # a bug in the loop: say so; ctrl+r starts it again
+            self._lost(error, announce=True)
+        elif isinstance(error, DaemonUnavailable):
+            return  # the connection loop sees the connection close, says so in the header and reconnects
         elif isinstance(error, ProtocolError):
             if self.client is None or self.client.closed.is_set():
-                self._disconnected(error)
+                return
             else:
                 self.notify(error.message, title=error.code.value, severity="error", timeout=8)
         else:
             self.notify(f"{type(error).__name__}: {error}", title="unexpected error", severity="error",
                         timeout=8)
 
-    def _disconnected(self, error: BaseException) -> None:
-        reason = error.message if isinstance(error, ProtocolError) else str(error)
-        if self.connection == "disconnected" and reason == self._lost_reason:
-            return
+    def _lost(self, error: BaseException, *, announce: bool) -> None:
+        """Not connected: the header says why (on every screen); the first failure of an outage is notified."""
+        reason = error.message if isinstance(error, ProtocolError) else (str(error) or type(error).__name__)
+        changed = reason != self._lost_reason
         self._lost_reason = reason
         self.connection = "disconnected"
-        self.notify(f"{reason}\nPress ctrl+r to reconnect.", title="daemon unavailable", severity="error",
-                    timeout=30)
+        self._update_status(reason=reason)
+        if announce and changed:
+            self.notify(f"{reason}\nReconnecting by itself; ctrl+r tries now.", title="daemon unavailable",
+                        severity="error", timeout=10)
 
     # -- live updates ----------------------------------------------------------------------------------
     def _on_daemon_event(self, event: Event) -> None:
@@ -350,6 +501,10 @@ class ModelTuiApp(App[None]):
             for screen in self.screen_stack:
                 if isinstance(screen, RegistryScreen):
                     screen.deployments_changed(deployments)
+        # The header's counts: one call per kind per burst (maintenance runs have no events: the registry
+        # events a run causes, its challenger's push and a promotion's alias move, stand in for them).
+        kinds = {kind for kind, seen in (("deployments", deployments), ("alerts", alerts), ("runs", events)) if seen}
+        self._refresh_counts(kinds)
 
     def _reload_all(self, events: list[RegistryEvent] | None) -> None:
         """Re-read every registry screen in the stack that the events concern (all of them for None)."""
@@ -373,14 +528,21 @@ class ModelTuiApp(App[None]):
 
     # -- header ----------------------------------------------------------------------------------------
     def watch_connection(self) -> None:
-        self._update_subtitle()
+        self._update_status()
         self.refresh_bindings()
 
-    def _update_subtitle(self) -> None:
+    def _update_status(self, **changes: Any) -> None:
+        """Tell every header (through ``status``) what changed; the App's sub-title says it too."""
+        base = replace(self.status, context=self.context.name, color=self.context.color, readonly=self.readonly,
+                       connection=self.connection)
+        if self.connection != "disconnected":
+            base = replace(base, reason="", retry_in=None)
+        self.status = replace(base, **changes)
         parts = {
             "connecting": "connecting to the daemon…",
             "connected": "",
-            "disconnected": "DISCONNECTED from the daemon (ctrl+r reconnects)",
+            "reconnecting": "reconnecting to the daemon…",
+            "disconnected": "DISCONNECTED from the daemon (reconnecting; ctrl+r now)",
         }
         text = parts[self.connection]
         if self.readonly:
@@ -388,10 +550,40 @@ class ModelTuiApp(App[None]):
         self.sub_title = text
         self.set_class(self.connection == "disconnected", "-disconnected")
 
+    def _set_readonly(self, readonly: bool) -> None:
+        self.readonly = readonly
+        if self.client is not None:
+            self.client.readonly = readonly
+        self._update_status()
+        self.screen.refresh_bindings()
+
+    def _refresh_counts(self, kinds: set[str]) -> None:
+        """Re-count what the header shows for each kind, in one worker per kind (the newest wins)."""
+        for kind in kinds:
+            self.run_worker(self._count(kind), name="counts", group=f"count-{kind}", exclusive=True,
+                            exit_on_error=False)
+
+    async def _count(self, kind: str) -> None:
+        client = self.client
+        if client is None or client.closed.is_set():
+            return
+        try:
+            if kind == "deployments":
+                listing = await client.call(requests.ListDeployments())
+                self._update_status(not_running=sum(d.state != "running" for d in listing.items))
+            elif kind == "alerts":
+                alerts = await client.call(requests.AlertsListRequest())
+                self._update_status(firing=sum(a.state == "firing" for a in alerts.items))
+            elif kind == "runs":
+                runs = await client.call(requests.MaintainRuns(limit=1000))
+                self._update_status(awaiting=sum(r.state == "awaiting_approval" for r in runs.items))
+        except ProtocolError:
+            return  # not allowed, or gone: the header keeps the last count (the connection state says the rest)
+
     # -- actions ---------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "reconnect":
-            return self.connection == "disconnected"
+            return self.connection in ("disconnected", "reconnecting")
         return True
 
     def action_command_line(self) -> None:
@@ -403,15 +595,131 @@ class ModelTuiApp(App[None]):
             self.push_screen(HelpScreen())
 
     def action_fleet(self) -> None:
-        """Open the fleet view (every host of the cluster and what it runs), from any screen."""
-        if not isinstance(self.screen, FleetScreen):
-            self.push_screen(FleetScreen())
+        """Switch to the fleet view (every host of the cluster and what it runs), from any screen."""
+        self.show_view("fleet")
 
     def action_maintenance(self) -> None:
-        """Open the maintenance view (every maintenance run, approve or reject a challenger), from any screen."""
-        if not isinstance(self.screen, MaintenanceScreen):
-            self.push_screen(MaintenanceScreen())
+        """Switch to the maintenance view (every maintenance run, approve or reject a challenger)."""
+        self.show_view("maint")
+
+    def action_view(self, view: str) -> None:
+        """Switch to a top-level view (bindings: ``app.view('deployments')``)."""
+        self.show_view(view)
 
     def action_reconnect(self) -> None:
-        if self.connection == "disconnected":
+        """Try now rather than at the end of the countdown (or start again after a failure of the loop)."""
+        worker = next((w for w in self.workers if w.name == CONNECT_WORKER and not w.is_finished), None)
+        if worker is None:
             self._start_connect()
+        else:
+            self._retry_now.set()
+
+    # -- views: switched, not stacked ------------------------------------------------------------------
+    @staticmethod
+    def is_top_level(screen: Screen[Any]) -> bool:
+        """A view switched to, not stacked (the header's breadcrumb starts at it)."""
+        return is_top_level(screen)
+
+    def _base_index(self) -> int:
+        """Where the models view is in the stack (every other top-level view sits right above it)."""
+        for index, screen in enumerate(self.screen_stack):
+            if isinstance(screen, ModelsScreen):
+                return index
+        return len(self.screen_stack) - 1
+
+    def _pop_to(self, depth: int) -> None:
+        """Pop screens (drill-downs, dialogs, another view) until ``depth`` screens are left."""
+        while len(self.screen_stack) > max(depth, 1):
+            self.pop_screen()
+
+    def push_screen(self, screen: Any, *args: Any, **kwargs: Any) -> Any:
+        """A top-level view replaces the one shown (views are switched: ``M F M F esc`` is back on the models);
+        every other screen (a drill-down, a dialog, help) stacks as usual."""
+        if isinstance(screen, Screen) and is_top_level(screen) and any(
+            isinstance(s, ModelsScreen) for s in self.screen_stack
+        ):
+            self._pop_to(self._base_index() + 1)
+        return super().push_screen(screen, *args, **kwargs)
+
+    def show_view(self, view: str, *, filter: str = "", state: str | None = None, host: str | None = None,
+                  name: str | None = None) -> None:
+        """Switch to a top-level view (one of VIEWS; ``logs`` needs ``name``, a deployment) and apply the
+        filter. The home and hosts views fall back to the models until they exist."""
+        if view not in VIEWS:
+            raise ValueError(f"no view {view!r}: one of {', '.join(VIEWS)}")
+        top = self.screen_stack[self._base_index() + 1:] if len(self.screen_stack) > 1 else []
+        screen: Screen[Any] | None
+        if view == "logs":
+            if not name:
+                raise ValueError("the logs view needs a deployment name")
+            screen = DeploymentScreen(name, tab="logs")
+        else:
+            cls = self._view_class(view)
+            if cls is None:
+                screen = None
+            elif len(top) == 1 and type(top[0]) is cls and is_top_level(top[0]):
+                screen = top[0]  # already shown: keep it (and its state), only filter
+            else:
+                screen = cls()
+        if screen is None:  # the models
+            self._pop_to(self._base_index() + 1)
+            screen = self.screen_stack[-1]
+        elif screen is not self.screen:
+            self._pop_to(self._base_index() + 1)
+            super().push_screen(screen)
+        if filter or state or host:
+            apply = getattr(screen, "apply_filter", None)
+            if apply is not None:
+                screen.call_after_refresh(apply, filter, state=state, host=host)
+
+    def _view_class(self, view: str) -> type[Screen[Any]] | None:
+        """The screen class of a top-level view (None: the models view at the bottom)."""
+        classes: dict[str, type[Screen[Any]] | None] = {
+            "models": None,
+            "home": HomeScreen,
+            "deployments": DeploymentsScreen,
+            "alerts": AlertsScreen,
+            "maint": MaintenanceScreen,
+            "fleet": FleetScreen,
+            "hosts": _screen_class("modeltui.screens.hosts", "HostsScreen"),
+        }
+        return classes[view]
+
+    # -- contexts: every daemon the user can reach -----------------------------------------------------
+    def switch_context(self, name: str) -> None:
+        """Close the connection, connect to the context ``name``, and show its data in every view (the
+        drill-downs, which name objects of the other daemon, are closed)."""
+        ctx = next((c for c in self.contexts if c.name == name), None)
+        if ctx is None:
+            names = ", ".join(c.name for c in self.contexts)
+            self.notify(f"no context {name!r}: {names}", title="contexts", severity="error", timeout=6)
+            return
+        self.context = ctx
+        self.client_factory = self._factory_for(ctx)
+        self._lost_reason = ""
+        self.status = ShellStatus()
+        self._set_readonly(self._readonly_flag or bool(ctx.readonly))
+        self._pop_to(self._base_index() + 2 if len(self.screen_stack) > self._base_index() + 1
+                     and is_top_level(self.screen_stack[self._base_index() + 1]) else self._base_index() + 1)
+        self._start_connect()
+
+    def _factory_for(self, ctx: Any) -> ClientFactory:
+        """How to connect to ``ctx``: the App's ``connect_context``, else modeltui.contexts.open_client, else
+        (a context with a socket) a plain connection to that socket."""
+        connect_context = self._connect_context
+        if connect_context is not None:
+            return lambda: connect_context(ctx)
+        try:
+            open_client = importlib.import_module("modeltui.contexts").open_client
+        except (ImportError, AttributeError):
+            open_client = None
+        if open_client is not None:
+            return lambda: open_client(ctx)
+        socket = getattr(ctx, "socket", None)
+
+        async def fallback() -> DaemonClient:
+            if socket is None:
+                raise DaemonUnavailable(f"cannot reach the context {ctx.name!r}")
+            return await connect(Path(socket))
+
+        return fallback

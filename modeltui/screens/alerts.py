@@ -12,13 +12,15 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import AlertEvent, RegistryEvent
 
 from ..format import PALETTE
 from ..widgets import AlertHistoryTable, AlertsTable, QuietStatic, literal
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import RegistryScreen
 
 #: Transitions asked for (newest first).
@@ -44,7 +46,7 @@ class AlertsScreen(RegistryScreen):
         """The last answer shown."""
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic("alerts", id="alerts-title", classes="title")
         with TabbedContent(id="alerts-tabs", initial="current"):
             with TabPane("Current", id="current"):
@@ -52,7 +54,7 @@ class AlertsScreen(RegistryScreen):
             with TabPane("History", id="history"):
                 yield AlertHistoryTable(id="alerts-history")
         yield QuietStatic("loading…", id="alerts-status", classes="status")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"alerts of {self.deployment}" if self.deployment else "alerts"

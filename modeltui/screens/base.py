@@ -110,6 +110,9 @@ class RegistryScreen(Screen[None]):
     def deployments_changed(self, events: Sequence[DeploymentEvent]) -> None:
         """Deployment events arrived (debounced like registry events); views of deployments re-read here."""
 
+    def apply_filter(self, text: str, *, state: str | None = None, host: str | None = None) -> None:
+        """Show only what matches (``:deploy /fraud state=crashloop @host-b``): top-level views override it."""
+
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()

@@ -15,7 +15,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 
 from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
@@ -32,6 +32,8 @@ from ..widgets import (
     literal,
 )
 from ..widgets.deployments_table import version_text
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .dialogs import (
@@ -170,11 +172,11 @@ class DeploymentsScreen(_DeploymentActions):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic("deployments", id="deployments-title", classes="title")
         yield DeploymentsTable(id="deployments")
         yield QuietStatic("loading…", id="deployments-status", classes="status")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "deployments"
@@ -283,7 +285,7 @@ class DeploymentScreen(_DeploymentActions):
         """True while the log is being followed."""
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic(self.deployment_name, id="deployment-title", classes="title")
         with TabbedContent(id="tabs", initial=self.initial_tab):
             with TabPane("Logs", id="logs"):
@@ -292,7 +294,7 @@ class DeploymentScreen(_DeploymentActions):
                 yield DeploymentEventsTable(id="events-table")
             with TabPane("Info", id="info"):
                 yield DeploymentFieldsTable(id="fields")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"deployment {self.deployment_name}"

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
@@ -20,6 +20,8 @@ from ..widgets import (
     ValueChangesTable,
     literal,
 )
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import RegistryScreen
 
 
@@ -41,7 +43,7 @@ class DiffScreen(RegistryScreen):
         self.b = b
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic(f"{self.model_name}: v{self.a} → v{self.b}", id="diff-title", classes="title")
         with TabbedContent(id="tabs", initial="files"):
             with TabPane("Files", id="files"):
@@ -54,7 +56,7 @@ class DiffScreen(RegistryScreen):
                 yield ValueChangesTable(id="diff-signature")
             with TabPane("Requirements", id="requirements"):
                 yield RequirementsTable(id="diff-requirements")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"diff {self.model_name} v{self.a} → v{self.b}"

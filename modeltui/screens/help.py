@@ -9,8 +9,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Static
 
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .alerts import AlertsScreen
 from .base import RegistryScreen
 from .deployments import DeploymentScreen, DeploymentsScreen
@@ -63,13 +65,13 @@ class HelpScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         with VerticalScroll(id="help"):
             yield Static(INTRO, id="help-intro")
             for title, screen in VIEWS:
                 yield Static(f"[b]{title}[/b]", classes="help-title")
                 yield Static(_keys(screen), classes="help-keys")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "help"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from textual.app import ComposeResult
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Static
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
 from ..widgets import AliasHistoryTable, QuietStatic
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import RegistryScreen
 
 HISTORY_LIMIT = 1000
@@ -26,10 +28,10 @@ class HistoryScreen(RegistryScreen):
         self.model_name = model
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic(f"alias history of {self.model_name}", id="history-title", classes="title")
         yield AliasHistoryTable(id="history")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"alias history of {self.model_name}"

@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header
+from textual.widgets import DataTable
 
 from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
@@ -28,6 +28,8 @@ from daemon.protocol.events import AlertEvent, DeploymentEvent, RegistryEvent
 
 from ..format import ALERT_TONE, DEPLOYMENT_TONE, PALETTE, short, version_label, when_short
 from ..widgets import KeyedTable, QuietStatic
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .alerts import AlertsScreen
 from .base import PollingScreen
 from .deployments import DeploymentScreen
@@ -132,7 +134,7 @@ class HomeScreen(PollingScreen):
         self._settle: Timer | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic("home: loading…", id="home-title", classes="title")
         yield QuietStatic("deployments not running", id="home-deployments-label", classes="home-section")
         yield NotRunningTable(id="home-deployments")
@@ -140,7 +142,7 @@ class HomeScreen(PollingScreen):
         yield FiringAlertsTable(id="home-alerts")
         yield QuietStatic("runs awaiting approval", id="home-runs-label", classes="home-section")
         yield AwaitingRunsTable(id="home-runs")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "home"

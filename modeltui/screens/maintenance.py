@@ -24,7 +24,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 
 from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
@@ -32,6 +32,8 @@ from daemon.protocol.events import RegistryEvent
 
 from ..format import PALETTE, RUN_TONE, STEP_TONE, elapsed, short, version_label, when_short
 from ..widgets import KeyedTable, QuietStatic, literal
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import PollingScreen
 from .dialogs import ConfirmDialog, ReasonValidator, ask_followers, rollout_text
 
@@ -224,13 +226,13 @@ class MaintenanceScreen(PollingScreen):
         self.ticks = 0
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic("maintenance: loading…", id="maintenance-title", classes="title")
         yield MaintenanceRunsTable(id="maintenance-runs")
         with VerticalScroll(id="maintenance-detail-box"):
             yield QuietStatic("", id="maintenance-detail")
         yield QuietStatic("loading…", id="maintenance-status", classes="status")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"maintenance of {self.model}" if self.model else "maintenance"

@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.events import ScreenResume, ScreenSuspend
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
@@ -25,6 +25,8 @@ from daemon.protocol.events import DeploymentEvent, RegistryEvent
 from ..format import window
 from ..widgets import ClassMetricsTable, DriftTable, MetricsPlot, MetricsSummary, QuietStatic, literal
 from ..widgets.metrics_tables import target_state
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import RegistryScreen
 
 #: The windows the keys 1-4 choose, in seconds.
@@ -65,7 +67,7 @@ class MetricsScreen(RegistryScreen):
         self._gap: float | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic(self.deployment_name, id="metrics-title", classes="title")
         yield MetricsSummary(id="metrics-summary")
         with TabbedContent(id="metrics-tabs", initial="plots"):
@@ -78,7 +80,7 @@ class MetricsScreen(RegistryScreen):
                 yield ClassMetricsTable(id="metrics-classes")
             with TabPane("Drift", id="drift"):
                 yield DriftTable(id="metrics-drift")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"metrics {self.deployment_name}"

@@ -13,7 +13,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Static
 
 from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
@@ -21,6 +21,8 @@ from daemon.protocol.events import RegistryEvent
 
 from ..format import aliases_of, short, version_label
 from ..widgets import QuietStatic, VersionsTable, literal
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import RegistryScreen
 from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog, ask_followers, rollout_text
 from .diff import DiffScreen
@@ -55,11 +57,11 @@ class ModelScreen(RegistryScreen):
         self.model_name = name
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic(self.model_name, id="model-title", classes="title")
         yield VersionsTable(id="versions")
         yield QuietStatic("loading…", id="version-status", classes="status")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = self.model_name

@@ -7,13 +7,15 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane, TextArea
+from textual.widgets import Static, TabbedContent, TabPane, TextArea
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
 
 from ..format import printable, short, size, tags_of, when
 from ..widgets import FilesTable, LineageTable, ParamsTable, QuietStatic, literal
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import RegistryScreen
 
 
@@ -33,7 +35,7 @@ class VersionScreen(RegistryScreen):
         self.number = number
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic(f"{self.model_name}:{self.number}", id="version-title", classes="title")
         with TabbedContent(id="tabs", initial="manifest"):
             with TabPane("Manifest", id="manifest"):
@@ -44,7 +46,7 @@ class VersionScreen(RegistryScreen):
                 yield ParamsTable(id="params-table")
             with TabPane("Lineage", id="lineage"):
                 yield LineageTable(id="lineage-table")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.model_name}:{self.number}"

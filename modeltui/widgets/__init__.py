@@ -12,6 +12,8 @@ from .metrics_plots import MetricsPlot
 from .metrics_tables import ClassMetricsTable, DriftTable, MetricsSummary
 from .models_table import ModelsTable
 from .quiet_static import QuietStatic, literal
+from .shell_footer import ShellFooter
+from .status_header import ShellStatus, StatusHeader
 from .versions_table import VersionsTable
 
 __all__ = [
@@ -37,6 +39,9 @@ __all__ = [
     "ParamsTable",
     "QuietStatic",
     "RequirementsTable",
+    "ShellFooter",
+    "ShellStatus",
+    "StatusHeader",
     "ValueChangesTable",
     "VersionsTable",
     "literal",
