@@ -83,14 +83,14 @@ class SshDaemonClient(DaemonClient):
         self._stderr.cancel()
 
 
-async def _end(proc: asyncio.subprocess.Process) -> None:
-    """Wait a little for ssh to exit on its closed stdin, then SIGTERM, then SIGKILL."""
+async def _end(proc: asyncio.subprocess.Process, grace: float = EXIT_GRACE) -> None:
+    """Wait ``grace`` seconds for ssh to exit on its closed stdin, then SIGTERM, then SIGKILL."""
     for signal_it in (None, proc.terminate, proc.kill):
         if signal_it is not None:
             with contextlib.suppress(ProcessLookupError):
                 signal_it()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), EXIT_GRACE)
+            await asyncio.wait_for(proc.wait(), grace if signal_it is None else EXIT_GRACE)
             return
 
 
@@ -125,7 +125,7 @@ async def connect_ssh(
         welcome = await handshake(conn, f"context {name}", client_name=client_name, timeout=timeout)
     except DaemonUnavailable as exc:
         conn.close()
-        await _end(proc)
+        await _end(proc, grace=0.2)  # it failed or hangs: no need to wait for a polite end
         said = await stderr.last()
         stderr.cancel()
         why = f"ssh {dest} exited with status {proc.returncode}" if proc.returncode not in (None, 0, -15, -9) else ""
@@ -133,7 +133,7 @@ async def connect_ssh(
         raise DaemonUnavailable(f"context {name} ({SSH} {dest}) is unreachable: {detail}") from exc
     except BaseException:
         conn.close()
-        await _end(proc)
+        await _end(proc, grace=0.2)
         stderr.cancel()
         raise
     return SshDaemonClient(conn, welcome, remote_socket, proc, stderr)

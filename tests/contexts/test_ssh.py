@@ -3,9 +3,11 @@ with keys the test made) and ``modeltui-bridge``: what a user of ``--context`` a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from modeltui.client import DaemonUnavailable
+from modeltui.contexts import Context, open_client
 from tests.helpers.daemon import DaemonProcess, daemon_env
 from tests.helpers.models import make_model_dir
 from tests.helpers.sshd import BRIDGE, SshServer, closed_port
@@ -158,3 +162,21 @@ def test_a_killed_client_leaves_no_ssh_or_bridge_behind(hosts: Hosts) -> None:
         if holder.stdout is not None:
             holder.stdout.close()
     wait_for(lambda: not _carrying(hosts.marked_socket), "ssh and the bridge to end", timeout=30)
+
+
+
+def test_a_host_that_never_answers_fails_within_the_timeout(sshd: SshServer) -> None:
+    """A port that accepts and then says nothing (no SSH banner): the connect gives up after its timeout and
+    ends its ssh."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        ctx = Context(name="silent", ssh=sshd.host, bridge=BRIDGE, ssh_args=(*sshd.ssh_args, "-p", str(port)))
+
+        async def connect() -> None:
+            await asyncio.wait_for(open_client(ctx, timeout=1.0), 30)  # a hang fails here, not in CI's timeout
+
+        with pytest.raises(DaemonUnavailable, match="context silent"):
+            asyncio.run(connect())
+        assert not _carrying(f"-p {port} "), "ssh outlived the failed connect"
