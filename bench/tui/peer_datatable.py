@@ -1,5 +1,5 @@
 """The peer: Textual's own minimal DataTable app with the same rows the benchmark loads into modeltui
-(names from bench/tui/bulk.py, the models list's columns), no daemon, no header or footer logic. It is the
+(names from tests/helpers/bulk_models.py, the models list's columns), no daemon, no header or footer logic. It is the
 floor a Textual TUI can reach on this machine: what modeltui adds over it is modeltui's own cost.
 
     python bench/tui/peer_datatable.py COUNT
@@ -10,15 +10,17 @@ refilling the table: what a plain DataTable app does); ``escape`` clears it."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.tui.bulk import model_name
+
+def model_name(i: int) -> str:
+    """tests/helpers/bulk_models.py's names (not imported: that would load the client and pydantic, which
+    the peer does not need)."""
+    return f"bulk-{i:05d}"
 
 COLUMNS = ("model", "versions", "latest", "aliases", "updated", "description")
 
@@ -36,7 +38,7 @@ class PeerApp(App[None]):
 
     def __init__(self, count: int) -> None:
         super().__init__()
-        self.rows = [(model_name(i), "1", "1", "-", "2026-12-07 18:18:00", "") for i in range(count)]
+        self.rows = [(model_name(i), "1", "1", "-", "2026-12-07 18:18:00", "") for i in range(1, count + 1)]
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter")

@@ -4,9 +4,9 @@
                                       [--skip-ssh] [--skip-peer] [--results bench/tui/RESULTS.md] [--json F]
 
 The script starts its own ``modeltuid`` (temp state directory and socket), pushes models through the socket
-(bench/tui/bulk.py: one upload, then one ``versions.push`` per name), and runs ``modeltui`` (the console
+(tests/helpers/bulk_models.py: one upload, then one ``versions.push`` per name), and runs ``modeltui`` (the console
 script of this venv; a warm venv: one untimed start first) on a pty of 80x24 that it opens itself. Over
-SSH means ``ssh -tt`` to a private ``sshd`` on 127.0.0.1 (bench/tui/sshd.py) that runs the same TUI: every
+SSH means ``ssh -tt`` to a private ``sshd`` on 127.0.0.1 (tests/helpers/sshd.py) that runs the same TUI: every
 byte crosses a real SSH connection, as when an operator works on a remote host.
 
 Figures (each printed with the issue's target and, where there is one, the ratio against the peer):
@@ -48,20 +48,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.tui.bulk import TEAMS, load_models  # noqa: E402
-from bench.tui.sshd import Sshd, start_sshd  # noqa: E402
 from bench.tui.terminal import PtyProc, proc_cpu  # noqa: E402
 from daemon.protocol import requests as q  # noqa: E402
 from modeltui.client import connect  # noqa: E402
+from tests.helpers.bulk_models import load_models  # noqa: E402
 from tests.helpers.daemon import DaemonProcess, daemon_env  # noqa: E402
 from tests.helpers.models import python_model  # noqa: E402
+from tests.helpers.sshd import SshServer, sshd_binary, start_sshd  # noqa: E402
 
 PY = sys.executable
 MODELTUI = str(Path(PY).with_name("modeltui")) if Path(PY).with_name("modeltui").exists() else None
 PEER = ROOT / "bench" / "tui" / "peer_datatable.py"
-NAME = re.compile(r"\b(?:" + "|".join(TEAMS) + r")-[a-z]+-\d{5}\b")
+NAME = re.compile(r"\bbulk-\d{5}\b")
 EMPTY = "registry is empty"
-FILTER_TEXT = "fraud"
+#: Matches bulk-00777 and bulk-07770 .. bulk-07779 of 10,000 (tests/helpers/bulk_models.py names).
+FILTER_TEXT = "0777"
 QUIET = 0.020
 FILTER_QUIET = 0.300
 
@@ -85,13 +86,16 @@ class View:
     shows: str
 
 
-#: The top-level views (issue 16: switched with ``:`` commands; the start view is the models list).
+#: The top-level views, each reached with its ``:`` command from the start view (the models list); the text
+#: that shows it arrived is a key of its footer.
 VIEWS = (
     View("models", "", ""),
-    View("deployments", "d", "svc-"),
-    View("alerts", "A", "alerts"),
-    View("maint", "M", "maintenance"),
-    View("fleet", "F", "fleet"),
+    View("home", ":home\r", "Next list"),
+    View("deployments", ":deploy\r", "Logs"),
+    View("alerts", ":alerts\r", "Current"),
+    View("maint", ":maint\r", "Approve"),
+    View("fleet", ":fleet\r", "Hosts"),
+    View("hosts", ":hosts\r", "Next host"),
 )
 
 
@@ -120,7 +124,7 @@ class Bench:
         Path(self.env["MODELTUI_CONFIG"]).write_text("[exporter]\nenabled = false\n")
         self.daemon = DaemonProcess(Path(self.env["MODELTUI_STATE_DIR"]), Path(self.env["MODELTUI_SOCKET"]),
                                     env=self.env).start(timeout=60)  # fmt: skip
-        self.sshd: Sshd | None = None
+        self.sshd: SshServer | None = None
         self.out: dict[str, Any] = {"machine": machine()}
 
     # -- launching -----------------------------------------------------------------------------------------
@@ -135,7 +139,7 @@ class Bench:
             argv
         )
         # ssh itself gets the environment of whoever runs the bench (its agent and config are not used).
-        return PtyProc(self.sshd.ssh_argv(remote), self.env, cwd=self.env["HOME"])
+        return PtyProc(["ssh", "-tt", *self.sshd.ssh_args, self.sshd.host, remote], self.env, cwd=self.env["HOME"])
 
     # -- first paint ---------------------------------------------------------------------------------------
     def first_paint(self, launch: Callable[[], PtyProc], expect: str | re.Pattern[str], runs: int) -> list[float]:
@@ -249,11 +253,12 @@ class Bench:
             for view in VIEWS:
                 tui = tuis[view.name]
                 tui.wait_text(NAME, timeout=90)
-                for key in view.keys:
+                if view.keys:
                     mark = tui.mark()
-                    tui.key(key)
-                    if view.shows:
-                        tui.wait_text(view.shows, mark, timeout=30)
+                    tui.key(view.keys[0])
+                    time.sleep(0.3)  # the command line opens
+                    tui.key(view.keys[1:])
+                    tui.wait_text(view.shows, mark, timeout=30)
             if "peer DataTable" in tuis:
                 tuis["peer DataTable"].wait_text(NAME, timeout=90)
             time.sleep(5)  # settle: first answers, learned refresh intervals
@@ -362,17 +367,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["errors"] = {}
         try:
             if not args.skip_ssh:
-                bench.sshd = start_sshd(Path(tmp) / "ssh")
+                sshd = sshd_binary()
+                if sshd is None:
+                    raise SystemExit("no sshd: apt-get install openssh-server (or --skip-ssh)")
+                bench.sshd = start_sshd(Path(tmp) / "ssh", sshd)
             paints: dict[str, Any] = {}
             out["first_paint"] = paints
             with section("first paint", out):
                 paints["empty"] = bench.first_paint(lambda: bench.local(tui_argv()), EMPTY, args.paints)
-            load_models(bench.daemon.socket, Path(tmp), 3)
+            asyncio.run(load_models(bench.daemon.socket, 3))
             with section("first paint, a few models", out):
                 paints["few"] = bench.first_paint(lambda: bench.local(tui_argv()), NAME, args.paints)
-            t = time.monotonic()
-            load_models(bench.daemon.socket, Path(tmp), args.models - 3, start=3)
-            out["load_models_s"] = time.monotonic() - t
+            out["load_models_s"] = asyncio.run(load_models(bench.daemon.socket, args.models))  # 1-3 again: no-ops
             with section(f"first paint, {args.models} models", out):
                 paints["10k"] = bench.first_paint(lambda: bench.local(tui_argv()), NAME, args.paints)
             if not args.skip_peer:
