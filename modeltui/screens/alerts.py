@@ -35,7 +35,7 @@ class AlertsScreen(RegistryScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "tab('current')", "Current"),
         Binding("h", "tab('history')", "History"),
-        Binding("g", "refresh", "Refresh"),
+        Binding("R", "refresh", "Refresh", key_display="R"),  # g is the first row in every list
     ]
 
     def __init__(self, deployment: str | None = None) -> None:

@@ -161,14 +161,15 @@ class DeploymentsScreen(_DeploymentActions):
     AUTO_FOCUS = "#deployments"
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        # The footer shows the first three shown (? help lists them all).
         Binding("l", "logs", "Logs"),
         Binding("m", "metrics", "Metrics"),
-        Binding("A", "alerts", "Alerts", key_display="A", show=False),  # footer room: see ? and Models
+        Binding("r", "restart", "Restart"),
         Binding("n", "new", "New"),
         Binding("x", "undeploy", "Undeploy"),
         Binding("delete", "undeploy", "Undeploy", show=False),
-        Binding("r", "restart", "Restart"),
         Binding("b", "rollback", "Rollback"),
+        Binding("A", "alerts", "Alerts", key_display="A"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -268,8 +269,8 @@ class DeploymentScreen(_DeploymentActions):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "tab('logs')", "Logs"),
         Binding("e", "tab('events')", "Events"),
-        Binding("i", "tab('info')", "Info"),
         Binding("m", "metrics", "Metrics"),
+        Binding("i", "tab('info')", "Info"),
         Binding("f", "follow", "Follow", show=False),
         Binding("x", "undeploy", "Undeploy"),
         Binding("r", "restart", "Restart"),

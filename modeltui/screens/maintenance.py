@@ -210,7 +210,7 @@ class MaintenanceScreen(PollingScreen):
         Binding("r", "run_now", "Run now"),
         Binding("c", "cancel_run", "Cancel"),
         Binding("p", "policy", "Policy"),
-        Binding("g", "refresh", "Refresh", show=False),
+        Binding("R", "refresh", "Refresh", key_display="R", show=False),  # g: the first row of a list
     ]
 
     def __init__(self, model: str | None = None) -> None:

@@ -41,14 +41,15 @@ class MetricsScreen(RegistryScreen):
     """A deployment's derived metrics (``metrics.get``) with plots of request rate, p95 latency, F1 and drift."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "window(300)", "5m"),
+        # The footer shows the first three (? help lists them all).
+        Binding("p", "tab('plots')", "Plots"),
+        Binding("t", "tab('drift')", "Drift"),
         Binding("2", "window(3600)", "1h"),
+        Binding("1", "window(300)", "5m"),
         Binding("3", "window(21600)", "6h"),
         Binding("4", "window(86400)", "24h"),
-        Binding("p", "tab('plots')", "Plots"),
         Binding("c", "tab('classes')", "Classes"),
-        Binding("t", "tab('drift')", "Drift"),
-        Binding("g", "refresh", "Refresh", show=False),
+        Binding("R", "refresh", "Refresh", key_display="R", show=False),  # g: the first row of a list
     ]
 
     def __init__(self, name: str, *, window_seconds: int = 3600) -> None:
