@@ -61,6 +61,7 @@ def hosts(sshd: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config.write_text(
         f'[contexts.remote]\n{remote}remote_socket = "{there.socket}"\n'
         f'[contexts.marked]\n{remote}remote_socket = "{marked}"\n'
+        f'[contexts.ro]\nsocket = "{here.socket}"\nreadonly = true\n'
         f'[contexts.down]\nssh = "{sshd.host}"\nbridge = "{BRIDGE}"\n'
         f'ssh_args = {json.dumps([*sshd.ssh_args, "-p", str(closed_port())])}\n'
     )
@@ -92,6 +93,10 @@ def test_a_remote_context_lists_and_pushes_like_a_local_one(hosts: Hosts, tmp_pa
     assert again["bytes_copied"] == 0
     assert again["version"]["number"] == pushed["version"]["number"]
 
+    res = hosts.cli("--context", "ro", "push", str(model))  # a read-only context sends nothing that changes state
+    assert res.returncode == 6, res.stderr
+    assert "refused by --readonly" in res.stderr
+
     res = hosts.cli("--context", "remote", "checkout", "churn:1", str(tmp_path / "out"))
     assert res.returncode == 4, res.stderr
     assert "cannot cross SSH" in res.stderr
@@ -104,14 +109,16 @@ def test_an_unreachable_context_fails_at_once_saying_why(hosts: Hosts) -> None:
     assert "Connection refused" in res.stderr
     res = hosts.cli("--context", "nowhere", "ls")
     assert res.returncode == 2
-    assert "no context 'nowhere' (local, remote, marked, down)" in res.stderr
+    assert "no context 'nowhere' (local, remote, marked, ro, down)" in res.stderr
 
 
 def test_ctx_shows_every_context_and_which_answer(hosts: Hosts) -> None:
     res = hosts.cli("ctx", "--json", timeout=60)
     assert res.returncode == 0, res.stderr
     rows = {row["name"]: row for row in json.loads(res.stdout)}
-    assert list(rows) == ["local", "remote", "marked", "down"]
+    assert list(rows) == ["local", "remote", "marked", "ro", "down"]
+    assert rows["ro"]["readonly"]
+    assert rows["ro"]["reachable"]
     assert rows["local"]["reachable"]
     assert rows["local"]["current"]
     assert rows["local"]["where"] == str(hosts.here.socket)
