@@ -30,6 +30,7 @@ class Shell(Protocol):
     """What command mode uses of the App (modeltui.app.ModelTuiApp; this layer cannot import it)."""
 
     contexts: Sequence[Named]
+    context: Named
 
     def show_view(self, view: str, *, filter: str = "", state: str | None = None, host: str | None = None,
                   name: str | None = None) -> None: ...

@@ -58,17 +58,18 @@ Entry = tuple[str, Callable[[], Any], str]
 
 
 class ActionsProvider(Provider):
-    """Views, contexts, reconnect, help, quit, and the keys of the screen the palette was opened over."""
+    """Views, the other contexts, reconnect, help, and the keys of the screen the palette was opened over."""
 
     def entries(self) -> Iterator[Entry]:
         mode = _mode(self.app)
         for view, what in VIEW_TITLES.items():
             word = next(w for w in COMPLETE_WORDS if WORDS[w] == view)
             yield f"{view} view", partial(mode.run, Command(view)), f"{what} (:{word})"
-        for name in context_names(self.app):
+        current = mode.shell.context.name
+        for name in (n for n in context_names(self.app) if n != current):
             yield f"context {name}", partial(mode.run, Command("ctx", name=name)), f"switch to {name} (:ctx {name})"
         for action, title, what in APP_ACTIONS:
-            if self.app.check_action(action, ()) is not False and hasattr(self.app, f"action_{action}"):
+            if self.app.check_action(action, ()) is not False:
                 yield title, partial(self.app.call_later, self.app.run_action, action), what
         seen: set[str] = set()
         for key, active in self.screen.active_bindings.items():
