@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
@@ -33,7 +33,10 @@ class Asker(Protocol):
 
 
 class KnownNames:
-    """Deployments, models and maintenance runs the daemon has, and the contexts the App knows."""
+    """Deployments, models and maintenance runs the daemon has, and the contexts the App knows.
+
+    One read of each kind at a time: the palette cancels its search on every keystroke, so a read runs as a
+    task of its own that every asker shares (shielded), and what it found stays until it is stale."""
 
     def __init__(self, ask: Asker, contexts: Callable[[], Sequence[str]]) -> None:
         self.ask = ask
@@ -41,6 +44,7 @@ class KnownNames:
         self.deployment_list: list[DeploymentInfo] = []
         self.run_list: list[results.MaintainRunInfo] = []
         self._models: dict[str, list[results.ModelSummary]] = {}
+        self._reads: dict[str, asyncio.Future[Any]] = {}
         self._read_at: dict[str, float] = {}
 
     def known(self, kind: str) -> list[str]:
@@ -58,36 +62,37 @@ class KnownNames:
         await asyncio.gather(self.deployments(), self.models())
 
     async def deployments(self) -> list[DeploymentInfo]:
-        if self._stale("deployments"):
-            found = await self._read(requests.ListDeployments())
-            if found is not None:
-                self.deployment_list = found.items
+        found = await self._shared("deployments", requests.ListDeployments())
+        if found is not None:
+            self.deployment_list = found.items
         return self.deployment_list
 
     async def models(self, query: str = "") -> list[results.ModelSummary]:
         """Models whose name holds ``query`` (the daemon's own match), at most :data:`LIMIT`."""
-        key = f"models:{query}"
-        if self._stale(key):
-            found = await self._read(requests.ListModels(query=query or None, limit=LIMIT))
-            if found is not None:
-                if len(self._models) > 64:  # what one palette session types, not more
-                    self._models.clear()
-                self._models[query] = found.items
+        found = await self._shared(f"models:{query}", requests.ListModels(query=query or None, limit=LIMIT))
+        if found is not None:
+            if len(self._models) > 64:  # what one palette session types, not more
+                self._models.clear()
+            self._models[query] = found.items
         return self._models.get(query, [])
 
     async def runs(self) -> list[results.MaintainRunInfo]:
-        if self._stale("runs"):
-            found = await self._read(requests.MaintainRuns(limit=LIMIT))
-            if found is not None:
-                self.run_list = found.items
+        found = await self._shared("runs", requests.MaintainRuns(limit=LIMIT))
+        if found is not None:
+            self.run_list = found.items
         return self.run_list
 
-    def _stale(self, key: str) -> bool:
-        now = asyncio.get_running_loop().time()
-        if now - self._read_at.get(key, -FRESH_SECONDS) < FRESH_SECONDS:
-            return False
-        self._read_at[key] = now
-        return True
+    async def _shared(self, key: str, request: requests.BaseRequest[R]) -> R | None:
+        """The read of ``key`` running now or done less than :data:`FRESH_SECONDS` ago, else a new one."""
+        loop = asyncio.get_running_loop()
+        read = self._reads.get(key)
+        if read is None or (read.done() and loop.time() - self._read_at.get(key, 0.0) >= FRESH_SECONDS):
+            if len(self._reads) > 64:
+                self._reads = {k: r for k, r in self._reads.items() if not r.done()}
+            read = self._reads[key] = loop.create_task(self._read(request))
+            read.add_done_callback(lambda _done: self._read_at.__setitem__(key, loop.time()))
+        found: R | None = await asyncio.shield(read)
+        return found
 
     async def _read(self, request: requests.BaseRequest[R]) -> R | None:
         """One bounded read; an error or a slow daemon answers None (the header already shows a lost daemon)."""
