@@ -97,13 +97,16 @@ def test_refresh_rereads_only_the_changed_models() -> None:
     store = Store(summary("a", 1, {}, age=1), summary("b", 1, {}, age=1))
     index = ModelIndex(store.read)
     index.refresh(set(), upto=0)  # never built: reads everything once
+    assert names(index.query(q.ListModels(sort="versions", descending=True))) == ["b", "a"]  # ties: by name
     store.models["c"] = summary("c", 2, {}, age=0)
     store.models["a"] = summary("a", 5, {}, age=0)
     del store.models["b"]
     index.refresh({"a", "b", "c"}, upto=3)
     assert store.asked == [None, {"a", "b", "c"}]
     listed = index.query(q.ListModels(sort="versions"))
-    assert [(m.name, m.versions) for m in listed.items] == [("c", 2), ("a", 5)]
+    assert [(m.name, m.versions) for m in listed.items] == [("c", 2), ("a", 5)]  # the order patched
+    assert names(index.query(q.ListModels(sort="versions", descending=True))) == ["a", "c"]
+    assert names(index.query(q.ListModels(pattern="^5$"))) == ["a"]  # the filtered lists dropped
     assert index.mark == 3
 
 

@@ -9,9 +9,11 @@ name, versions, latest (``v3``), aliases (``production→3``), updated (UTC, to 
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC
 from typing import get_args
@@ -24,20 +26,30 @@ from daemon.protocol.errors import invalid
 Reader = Callable[[Collection[str] | None], list[r.ModelSummary]]
 
 SORT_COLUMNS: tuple[str, ...] = get_args(q.ModelSort)
+#: Filtered lists kept until the next change (scrolling a filtered list asks page after page of one).
+KEEP_FILTERED = 8
+#: More changed models than this at once: the sorted orders are sorted anew rather than patched.
+PATCH_LIMIT = 256
 
 
 @dataclass(frozen=True, slots=True)
 class _Row:
     summary: r.ModelSummary
     cells: tuple[str, ...]
-    """The visible columns as text, in SORT_COLUMNS order (what a pattern is matched against)."""
+    """The visible columns as text, in SORT_COLUMNS order."""
+    text: str
+    """The cells one per line: what a pattern is searched in (one search per model, not one per cell)."""
+    folded: str
+    """``text`` in lower case, for the patterns without a capital (faster than an IGNORECASE search)."""
 
 
-def _cells(m: r.ModelSummary) -> tuple[str, ...]:
+def _row(m: r.ModelSummary) -> _Row:
     latest = "-" if m.latest is None else f"v{m.latest}"
     aliases = ", ".join(f"{name}→{number}" for name, number in sorted(m.aliases.items())) or "-"
-    updated = m.updated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return (m.name, str(m.versions), latest, aliases, updated, m.description)
+    updated = m.updated_at.astimezone(UTC).isoformat(sep=" ", timespec="seconds")[:19]
+    cells = (m.name, str(m.versions), latest, aliases, updated, m.description)
+    text = "\n".join(cells)
+    return _Row(m, cells, text, text.lower())
 
 
 def _sort_key(column: str) -> Callable[[_Row], tuple[object, str]]:
@@ -52,30 +64,38 @@ def _sort_key(column: str) -> Callable[[_Row], tuple[object, str]]:
     return lambda row: (row.cells[index].casefold(), row.summary.name)
 
 
-def compile_pattern(text: str) -> Callable[[Sequence[str]], bool]:
+def compile_pattern(text: str) -> Callable[[_Row], bool]:
     """The `/` filter's syntax (the TUI's too): a regex searched in every cell, case-insensitive unless it
-    has a capital letter; a leading ``!`` keeps what does NOT match. A bad regex is INVALID."""
+    has a capital letter; a leading ``!`` keeps what does NOT match. A bad regex is INVALID.
+
+    The predicate takes a row's cells one per line: ``^``/``$`` anchor at each cell and ``.`` stays within
+    one (only a pattern that spells out a line break, ``\\s`` or ``[^x]`` say, can match across two)."""
     inverse = text.startswith("!")
     body = text[1:] if inverse else text
     if not body:
-        return lambda _cells: True
-    flags = 0 if any(c.isupper() for c in body) else re.IGNORECASE
+        return lambda _row: True
+    exact = any(c.isupper() for c in body)
     try:
-        search = re.compile(body, flags).search
+        search = re.compile(body, re.MULTILINE).search
     except re.error as exc:
         where = f" at {exc.pos}" if exc.pos is not None else ""
         raise invalid(f"bad regex {body!r}: {exc.msg}{where}") from None
-    return lambda cells: any(search(cell) for cell in cells) != inverse
+    if exact:
+        return (lambda row: search(row.text) is None) if inverse else (lambda row: search(row.text) is not None)
+    return (lambda row: search(row.folded) is None) if inverse else (lambda row: search(row.folded) is not None)
 
 
 class ModelIndex:
-    """Model summaries by name, with the sorted orders asked for so far (dropped on any change)."""
+    """Model summaries by name, with the sorted orders and the filtered lists asked for so far (orders are
+    patched on a change, filtered lists dropped)."""
 
     def __init__(self, read: Reader) -> None:
         self._read = read
         self._lock = threading.Lock()
         self._rows: dict[str, _Row] | None = None
-        self._orders: dict[tuple[str, bool], list[_Row]] = {}
+        self._orders: dict[str, list[_Row]] = {}
+        """Column → every row in ascending order (descending is the same list read backwards)."""
+        self._filtered: OrderedDict[tuple[str, str, str, bool], list[_Row]] = OrderedDict()
         self.mark = 0
         """The change count the index is current with (the read cache's, when it feeds the index)."""
 
@@ -84,16 +104,30 @@ class ModelIndex:
         may cover more than what changed since :attr:`mark`: re-reading a model twice is harmless."""
         with self._lock:
             if self._rows is None or changed is None:
-                self._rows = {m.name: _Row(m, _cells(m)) for m in self._read(None)}
+                self._rows = {m.name: _row(m) for m in self._read(None)}
                 self._orders.clear()
+                self._filtered.clear()
             elif changed:
-                for name in changed:
-                    self._rows.pop(name, None)
-                for m in self._read(changed):
-                    self._rows[m.name] = _Row(m, _cells(m))
-                self._orders.clear()
+                old = [row for name in changed if (row := self._rows.pop(name, None)) is not None]
+                new = [_row(m) for m in self._read(changed)]
+                self._rows.update((row.summary.name, row) for row in new)
+                self._patch_orders(old, new)
+                self._filtered.clear()
             if upto is not None:
                 self.mark = max(self.mark, upto)
+
+    def _patch_orders(self, old: list[_Row], new: list[_Row]) -> None:
+        if len(old) + len(new) > PATCH_LIMIT:
+            self._orders.clear()
+            return
+        for column, order in self._orders.items():
+            key = _sort_key(column)
+            for row in old:  # keys end with the name: each row has exactly one place
+                at = bisect.bisect_left(order, key(row), key=key)
+                if at < len(order) and order[at] is row:
+                    del order[at]
+            for row in new:
+                bisect.insort(order, row, key=key)
 
     def query(self, req: q.ListModels) -> r.ModelList:
         """The page ``req`` asks for: ``query`` (a name substring, for older clients) and ``pattern`` both
@@ -102,19 +136,34 @@ class ModelIndex:
         with self._lock:
             if self._rows is None:
                 raise RuntimeError("refresh the index before querying it")
-            rows = self._order(req.sort, req.descending)
-        if req.query:
-            needle = req.query.lower()
-            rows = [row for row in rows if needle in row.summary.name.lower()]
-        if keep is not None:
-            rows = [row for row in rows if keep(row.cells)]
+            rows = self._list(req.query or "", req.pattern or "", req.sort, req.descending, keep)
         page = rows[req.offset : req.offset + req.limit]
         return r.ModelList.model_construct(items=[row.summary for row in page], total=len(rows))
 
-    def _order(self, column: str, descending: bool) -> list[_Row]:
+    def _list(self, query: str, pattern: str, sort: str, descending: bool,
+              keep: Callable[[_Row], bool] | None) -> list[_Row]:
+        key = (query, pattern, sort, descending)
+        rows = self._filtered.get(key)
+        if rows is not None:
+            self._filtered.move_to_end(key)
+            return rows
+        rows = self._order(sort)
+        if descending:
+            rows = rows[::-1]
+        if query:
+            needle = query.lower()
+            rows = [row for row in rows if needle in row.summary.name.lower()]
+        if keep is not None:
+            rows = [row for row in rows if keep(row)]
+        if query or keep is not None or descending:
+            self._filtered[key] = rows
+            while len(self._filtered) > KEEP_FILTERED:
+                self._filtered.popitem(last=False)
+        return rows
+
+    def _order(self, column: str) -> list[_Row]:
         assert self._rows is not None
-        order = self._orders.get((column, descending))
+        order = self._orders.get(column)
         if order is None:
-            order = sorted(self._rows.values(), key=_sort_key(column), reverse=descending)
-            self._orders[(column, descending)] = order
+            order = self._orders[column] = sorted(self._rows.values(), key=_sort_key(column))
         return order

@@ -20,7 +20,7 @@ class ModelsTable(VirtualTable[ModelSummary]):
     COLUMNS: ClassVar[Sequence[str]] = ("name", "versions", "latest", "aliases", "updated", "description")
     #: The daemon's sort key of each column (the same names).
     SORT_KEYS: ClassVar[Sequence[str]] = COLUMNS
-    COLUMN_PRIORITY: ClassVar[dict[str, int]] = {"updated": 2, "description": 1}
+    COLUMN_PRIORITY: ClassVar[dict[str, int]] = {"description": 2, "updated": 1}
     COLUMN_MIN: ClassVar[dict[str, int]] = {"name": 16, "aliases": 12}
     COLUMN_MAX: ClassVar[dict[str, int]] = {"name": 40, "aliases": 30}
     FLEX_COLUMN: ClassVar[str | None] = "description"
