@@ -99,7 +99,7 @@ async def test_approve_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, di
         footer = screen.query_one(Footer)
         assert footer.region.y == 23
         keys = " ".join(str(w.render()) for w in footer.query("FooterKey"))
-        for word in ("Approve", "Reject", "Run now", "Cancel", "Policy"):  # g refresh: in the help (live anyway)
+        for word in ("? Help", "Approve", "Reject", "Run now"):  # Cancel, Policy, R refresh: in ? help
             assert word in keys, keys
         for key_widget in footer.query("FooterKey"):
             assert key_widget.region.right <= 80, str(key_widget.render())
