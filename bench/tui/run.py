@@ -492,7 +492,7 @@ def write_results(path: Path, table: str) -> None:
     old = path.read_text() if path.exists() else ""
     notes, _, earlier = old.partition("\n## Earlier runs\n")
     latest = notes.split("\n## Latest run", 1)
-    prefix = latest[0] if len(latest) > 1 else head
+    prefix = latest[0] if old.strip() else head
     previous = ("\n## Latest run" + latest[1]).replace("## Latest run", "### Run", 1) if len(latest) > 1 else ""
     path.write_text(f"{prefix.rstrip()}\n\n## Latest run ({stamp})\n\n{table}\n## Earlier runs\n"
                     f"{previous}{earlier}")  # fmt: skip
