@@ -236,6 +236,9 @@ async def connect(socket_path: Path, *, client_name: str = "modeltui", timeout: 
     except (TimeoutError, OSError) as exc:
         sock.close()
         raise DaemonUnavailable(f"the daemon on {socket_path} does not answer: {exc}") from exc
+    except asyncio.CancelledError:  # a caller's own timeout (the hosts view's per-host one): no leaked socket
+        sock.close()
+        raise
     conn = FramedSocket(sock, frames.MAX_FRAME_BYTES)
     welcome = await handshake(conn, f"the daemon on {socket_path}", client_name=client_name, timeout=timeout)
     return DaemonClient(conn, welcome, socket_path)
@@ -251,6 +254,9 @@ async def handshake(conn: FramedSocket, who: str, *, client_name: str, timeout: 
     except (ConnectionClosed, OSError, TimeoutError, ValidationError) as exc:
         conn.close()
         raise DaemonUnavailable(f"{who} did not answer hello: {exc or type(exc).__name__}") from exc
+    except asyncio.CancelledError:  # a caller's own timeout, or the App exiting: no leaked connection
+        conn.close()
+        raise
     if isinstance(reply, frames.ErrorFrame):
         conn.close()
         raise ProtocolError(reply.code, reply.message, reply.data)

@@ -10,19 +10,25 @@ A deployment serving another version than that is marked (a rollout in progress,
 The cluster cache changes without events reaching this daemon's clients, so the view re-asks every
 :data:`REFRESH_SECONDS` while it is shown; deployment events and registry events of a model a deployment
 follows re-ask at once. Each model is looked up once per refresh, however many deployments follow it.
+
+Without a cluster, the hosts are the user's contexts instead (:mod:`modeltui.screens.hosts`): every other
+context is asked for its deployments through the App's fan-out, each answer shown as it comes, and a
+context that cannot be reached shows as such in the hosts table. Their refs resolve in their own daemon's
+registry, so "should run" is not judged for them here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Static
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
@@ -30,7 +36,10 @@ from daemon.protocol.names import parse_ref
 
 from ..format import CLUSTER_TONE, DEPLOYMENT_TONE, PALETTE, short, staleness, version_label, when
 from ..widgets import KeyedTable, QuietStatic, literal
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import PollingScreen
+from .hosts import UNREACHABLE, HostAnswer, HostState, contexts_of, fan_out, release
 
 #: Seconds between two asks while the view is shown (the cluster cache has no events for clients).
 REFRESH_SECONDS = 2.0
@@ -44,6 +53,7 @@ DISABLED = "cluster not configured: set [cluster] zookeeper in the daemon's conf
 DRIFT = "⚠"
 #: Shown while a model's summary has not been read yet.
 PENDING = "…"
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class FleetRow:
     state: str
     health: str
     endpoint: str
+    context: bool = False
+    """From another context's daemon (no cluster): its ref resolves in that daemon's own registry."""
 
     @property
     def key(self) -> str:
@@ -139,6 +151,23 @@ class FleetHostsTable(_FleetTable):
             when(h.started_at),
         )
 
+    def show_contexts(self, current: str, hosts: Sequence[tuple[str, HostState]], rows: Sequence[FleetRow]) -> None:
+        """One row per context (no cluster): the current one marked; one that cannot be reached says why."""
+        self.replace_rows(self._context_row(current, name, state, rows) for name, state in hosts)
+
+    def _context_row(
+        self, current: str, name: str, state: HostState, rows: Sequence[FleetRow]
+    ) -> tuple[str, tuple[str | Text, ...]]:
+        if name != current and state.deployments is None:
+            word = UNREACHABLE if not state.reachable else "connecting…"
+            return name, ("", Text(name), self.tone(word, state.tone), "-", Text(short(state.error, 40)), "-", "-")
+        key, cells = self._row(
+            results.ClusterHost(id=name, host=name, pid=0, socket="", capabilities=[], started_at=_EPOCH,
+                                this=name == current),
+            [r for r in rows if r.host_id == name],
+        )
+        return key, (*cells[:2], Text("context"), *cells[3:5], "-", "-")
+
 
 class FleetDeploymentsTable(_FleetTable):
     """One row per deployment of any host, with the version its ref should run now. The columns a user
@@ -169,6 +198,8 @@ class FleetDeploymentsTable(_FleetTable):
         )
 
     def _target(self, r: FleetRow, target: Target) -> Text:
+        if r.context:
+            return self.tone("-", "off")  # its own registry: not read here
         if isinstance(target, str):
             return self.tone(target, "off")
         if target is None:
@@ -187,7 +218,7 @@ class FleetScreen(PollingScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("h", "focus_hosts", "Hosts"),
         Binding("d", "focus_deployments", "Deployments"),
-        Binding("g", "refresh", "Refresh"),
+        Binding("R", "refresh", "Refresh", key_display="R"),  # g is the first row in every list
     ]
 
     state: reactive[str] = reactive("loading", init=False)
@@ -201,18 +232,23 @@ class FleetScreen(PollingScreen):
         """The last ``deployments.list`` answer."""
         self.models: dict[str, results.ModelSummary | None] = {}
         """Summaries of the models deployments follow (None: not in the registry), as last read."""
+        self.others: dict[str, HostState] = {}
+        """Without a cluster: the other contexts' last answers, by name."""
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield StatusHeader()
         yield QuietStatic("fleet: loading…", id="fleet-title", classes="title")
         yield FleetHostsTable(id="fleet-hosts")
         yield FleetDeploymentsTable(id="fleet-deployments")
         yield QuietStatic("loading…", id="fleet-status", classes="status")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "fleet"
         super().on_mount()
+
+    def on_unmount(self) -> None:
+        release(self)
 
     # -- asking ----------------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -225,6 +261,29 @@ class FleetScreen(PollingScreen):
 
     def deployments_changed(self, events: Sequence[DeploymentEvent]) -> None:
         self.reload()
+
+    @property
+    def contexts_used(self) -> bool:
+        """No cluster, and the user has other contexts: they are the fleet."""
+        return self.status is not None and not self.status.enabled and len(contexts_of(self).contexts) > 1
+
+    def _ask_contexts(self) -> None:
+        app = contexts_of(self)
+        names = [c.name for c in app.contexts if c.name != app.context.name]
+        self.others = {n: self.others.get(n, HostState()) for n in names}
+        fan_out(self, requests.ListDeployments(), self._show_context, group="contexts", only=names)
+
+    def _show_context(self, answer: HostAnswer[results.DeploymentList]) -> None:
+        if answer.context not in self.others:
+            return  # the current context now (switched): its rows come from its own list
+        state = self.others[answer.context]
+        state.reachable, state.error = answer.reachable, answer.error.removeprefix(f"context {answer.context}: ")
+        if answer.result is not None:
+            state.deployments = list(answer.result.items)
+        elif not answer.reachable:
+            state.deployments = None
+        self._show_title()
+        self._show_deployments()
 
     def _resolve(self, model: str) -> None:
         """Read one model's summary (its aliases and latest version); a model absent from the registry
@@ -240,6 +299,10 @@ class FleetScreen(PollingScreen):
     def _show_status(self, status: results.ClusterStatus) -> None:
         self.status = status
         self.state = status.state if status.enabled else "disabled"
+        if self.contexts_used:
+            self._ask_contexts()
+        else:
+            self.others = {}
         self._show_title()
         self._show_deployments()
 
@@ -259,7 +322,7 @@ class FleetScreen(PollingScreen):
             return []
         status = self.status
         host_id = status.host_id if status is not None and status.enabled else ""
-        host = status.host if status is not None and status.enabled and status.host else THIS_HOST
+        host = self.this_host
         names = {h.id: h.host for h in status.hosts} if status is not None else {}
         mine = [
             FleetRow(
@@ -293,12 +356,36 @@ class FleetScreen(PollingScreen):
             )
             for d in self.listing.remote
         ]
-        return mine + others
+        return mine + others + self._context_rows()
+
+    @property
+    def this_host(self) -> str:
+        """What this daemon's rows say as their host."""
+        status = self.status
+        if status is not None and status.enabled and status.host:
+            return status.host
+        return contexts_of(self).context.name if self.others else THIS_HOST
+
+    def _context_rows(self) -> list[FleetRow]:
+        return [
+            FleetRow(name, name, False, d.name, d.model, d.ref, d.version, d.rollout_to, d.state, d.health,
+                     d.endpoint or "", context=True)
+            for name, state in self.others.items()
+            for d in state.deployments or ()
+        ]
 
     def _show_title(self) -> None:
         status = self.status
         title = self.query_one("#fleet-title", Static)
         if status is None:
+            return
+        if not status.enabled and self.others:
+            down = [n for n, s in self.others.items() if not s.reachable]
+            hosts = f"{len(self.others) + 1 - len(down)} of {len(self.others) + 1} answer"
+            if down:
+                hosts += f" ([{PALETTE['bad'].variable}]{literal(', '.join(down))} {UNREACHABLE}[/])"
+            title.update(f"no cluster: the contexts are the fleet, {hosts}\n"
+                         f"[{PALETTE['off'].variable}]{literal(DISABLED)}[/]")
             return
         if not status.enabled:
             title.update(f"cluster [b]disabled[/b]\n[{PALETTE['warn'].variable}]{literal(DISABLED)}[/]")
@@ -326,12 +413,18 @@ class FleetScreen(PollingScreen):
         rows = self.rows()
         enabled = self.status is not None and self.status.enabled
         hosts_table = self.query_one(FleetHostsTable)
-        hosts_table.display = enabled
+        hosts_table.display = enabled or bool(self.others)
         if enabled and self.status is not None:
             hosts_table.show(self.status.hosts, rows)
+        elif self.others:
+            current = contexts_of(self).context.name
+            mine = HostState(deployments=[], reachable=True)
+            hosts_table.show_contexts(current, [(current, mine), *self.others.items()],
+                                      [replace(r, host_id=current) if r.this else r for r in rows])
         self.query_one(FleetDeploymentsTable).show(rows, self.models)
         drifting = sum(
-            (isinstance(t := should_run(r.ref, self.models), int) and t != r.version) or t is None for r in rows
+            (isinstance(t := should_run(r.ref, self.models), int) and t != r.version) or t is None
+            for r in rows if not r.context
         )
         hosts = len({r.host_id for r in rows})
         text = f"{len(rows)} deployment(s) on {hosts} host(s)" if rows else "no deployments"

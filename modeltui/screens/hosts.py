@@ -13,7 +13,8 @@ asks a host again only once it answered, and waits longer and longer between tri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Protocol, TypeVar, cast
 
@@ -22,8 +23,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.message import Message
-from textual.widgets import Footer, Header, Static, Tab, Tabs
+from textual.widgets import Static, Tab, Tabs
 
 from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
@@ -31,7 +33,8 @@ from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
 from ..format import DEPLOYMENT_TONE, PALETTE, short, version_label
 from ..widgets import KeyedTable, QuietStatic, literal
-from ..widgets.list_filter import compile_filter
+from ..widgets.shell_footer import ShellFooter
+from ..widgets.status_header import StatusHeader
 from .base import PollingScreen, RegistryScreen
 
 R = TypeVar("R", bound=results.Result)
@@ -44,6 +47,8 @@ ALL_TAB = "hosts-all"
 CONNECTING = "connecting…"
 #: What a host's row says when it could not be reached.
 UNREACHABLE = "unreachable"
+#: What the row of a host that runs nothing says.
+NONE = "no deployments"
 
 
 # -- asking every host ---------------------------------------------------------------------------------
@@ -151,20 +156,30 @@ class HostsTable(KeyedTable):
     """One row per deployment of any host, the host first; one row for a host that has no answer (yet)."""
 
     COLUMNS = ("host", "name", "ref", "version", "state", "health", "endpoint", "message")
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {"ref": 1, "endpoint": 2, "health": 3}
+    COLUMN_MAX: ClassVar[Mapping[str, int]] = {"host": 16, "name": 24, "ref": 24}
+    KEEP_END = frozenset({"endpoint"})
+    FLEX_COLUMN = "message"
 
-    def show(self, hosts: Sequence[tuple[str, HostState]], keep: Callable[[Sequence[str]], bool]) -> None:
-        """Every host's rows in the contexts' order, those ``keep`` accepts (over the plain cells)."""
-        rows: list[tuple[str, tuple[str | Text, ...]]] = []
-        for host, state in hosts:
-            for key, cells in self._rows(host, state):
-                if keep([c.plain if isinstance(c, Text) else c for c in cells]):
-                    rows.append((key, cells))
-        self.replace_rows(rows)
+    def show(self, hosts: Sequence[tuple[str, HostState]], state: str | None = None) -> None:
+        """Every host's rows in the contexts' order (of deployments in ``state`` only, when given); the
+        ``/`` filter is the table's own, over every host."""
+        self.replace_rows(
+            (key, cells) for host, answer in hosts for key, cells in self._rows(host, answer)
+            if state is None or self._state_of(cells) == state
+        )
+
+    @staticmethod
+    def _state_of(cells: Sequence[str | Text]) -> str:
+        cell = cells[4]
+        return cell.plain if isinstance(cell, Text) else cell
 
     def _rows(self, host: str, state: HostState) -> list[tuple[str, tuple[str | Text, ...]]]:
         if state.deployments is None:
             word = UNREACHABLE if not state.reachable else (CONNECTING if not state.error else "error")
-            return [(f"{host}/", (host, self.tone(word, state.tone), "", "", "", "", "", short(state.error, 60)))]
+            return [(f"{host}/", (host, self.tone(word, state.tone), "", "", "", "", "", short(state.error, 200)))]
+        if not state.deployments:
+            return [(f"{host}/", (host, self.tone(NONE, "off"), "", "", "", "", "", state.error))]
         return [(f"{host}/{d.name}", self._cells(host, d)) for d in sorted(state.deployments, key=lambda d: d.name)]
 
     def _cells(self, host: str, d: DeploymentInfo) -> tuple[str | Text, ...]:
@@ -200,23 +215,23 @@ class HostsScreen(PollingScreen):
         """Each context's last answer, by name."""
         self.names: list[str] = []
         """The contexts' names, in the App's order (the tabs'), as last read."""
+        self._generation = 0
         self.tab: str | None = None
         """The context whose tab is chosen (None: all hosts)."""
-        self.filter_text = ""
-        """The filter applied to every host's rows (a regex; ``!`` inverts)."""
         self.state_filter: str | None = None
         """Only deployments in this state (``:hosts state=crashloop``), or every state."""
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Tabs(Tab("all hosts", id=ALL_TAB), id="hosts-tabs")
+        yield StatusHeader()
+        self.names = [c.name for c in contexts_of(self).contexts]
+        yield Tabs(Tab("all hosts", id=ALL_TAB), *(Tab(self._label(n), id=self._tab_id(n)) for n in self.names),
+                   id="hosts-tabs")
         yield HostsTable(id="hosts-table")
         yield QuietStatic("asking every host…", id="hosts-status", classes="status")
-        yield Footer(show_command_palette=False)
+        yield ShellFooter(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "hosts"
-        self._sync_tabs()
         super().on_mount()
 
     def on_unmount(self) -> None:
@@ -249,7 +264,7 @@ class HostsScreen(PollingScreen):
     def _answer(self, answer: HostAnswer[results.DeploymentList]) -> None:
         state = self.hosts.setdefault(answer.context, HostState())
         state.reachable = answer.reachable
-        state.error = answer.error
+        state.error = answer.error.removeprefix(f"context {answer.context}: ")  # the row names the host
         if answer.result is not None:
             state.deployments = list(answer.result.items)
         elif not answer.reachable or state.deployments is None:
@@ -265,12 +280,16 @@ class HostsScreen(PollingScreen):
         if names == self.names:
             return
         tabs = self.tabs
-        for i in range(len(self.names)):
-            tabs.remove_tab(f"host-{i}")
+        for name in self.names:
+            tabs.remove_tab(self._tab_id(name))
+        self._generation += 1  # new ids: a removed tab may still be mounted while its successor is added
         self.names = names
-        for i, name in enumerate(names):
-            tabs.add_tab(Tab(self._label(name), id=f"host-{i}"))
+        for name in names:
+            tabs.add_tab(Tab(self._label(name), id=self._tab_id(name)))
         self.hosts = {n: s for n, s in self.hosts.items() if n in names}
+
+    def _tab_id(self, name: str) -> str:
+        return f"host-{self._generation}-{self.names.index(name)}"
 
     def _label(self, name: str) -> Content:
         state = self.hosts.get(name, HostState())
@@ -278,13 +297,13 @@ class HostsScreen(PollingScreen):
 
     def _relabel(self, name: str) -> None:
         if name in self.names:
-            tab = self.tabs.query_one(f"#host-{self.names.index(name)}", Tab)
-            tab.label = self._label(name)
+            with contextlib.suppress(NoMatches):  # added, not mounted yet: it is made with its label
+                self.tabs.query_one(f"#{self._tab_id(name)}", Tab).label = self._label(name)
 
     @on(Tabs.TabActivated, "#hosts-tabs")
     def _tab_chosen(self, event: Tabs.TabActivated) -> None:
         tab_id = event.tab.id or ALL_TAB
-        self.tab = None if tab_id == ALL_TAB else self.names[int(tab_id.removeprefix("host-"))]
+        self.tab = None if tab_id == ALL_TAB else self.names[int(tab_id.rsplit("-", 1)[1])]
         app = contexts_of(self)
         if self.tab is not None and self.tab != app.context.name:
             app.switch_context(self.tab)
@@ -303,36 +322,29 @@ class HostsScreen(PollingScreen):
     def apply_filter(self, text: str, *, state: str | None = None, host: str | None = None) -> None:
         """Show the rows matching ``text`` (and ``state``), of ``host`` only when given (its tab)."""
         try:
-            compile_filter(text)
+            self.table.set_filter(text)
         except ValueError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), title="filter", severity="error")
             return
-        self.filter_text = text
         self.state_filter = state
         if host is not None and host in self.names:
-            self.tabs.active = f"host-{self.names.index(host)}"
-        elif host is None:
+            self.tabs.active = self._tab_id(host)
+        else:
             self._show()
 
     def _show(self) -> None:
-        matches = compile_filter(self.filter_text)
-        wanted = self.state_filter
-
-        def keep(cells: Sequence[str]) -> bool:
-            return matches(cells) and (wanted is None or cells[4] == wanted)
-
         shown = [(n, self.hosts.get(n, HostState())) for n in self.names if self.tab in (None, n)]
-        self.table.show(shown, keep)
+        self.table.show(shown, self.state_filter)
         self._status(shown)
 
     def _status(self, shown: Sequence[tuple[str, HostState]]) -> None:
         count = sum(len(s.deployments or ()) for _n, s in shown)
         down = [f"{n} {UNREACHABLE} ({s.error})" for n, s in shown if not s.reachable]
         waiting = [n for n, s in shown if s.reachable and s.deployments is None and not s.error]
-        text = f"{count} deployment(s) on {len(shown) - len(down) - len(waiting)} host(s)"
-        if self.filter_text or self.state_filter:
-            text += f" · {self.table.row_count} shown"
-        if waiting:
+        text = f"{count} deployment(s) on {len(shown) - len(down) - len(waiting)} of {len(shown)} host(s)"
+        if self.state_filter:
+            text += f" · state={self.state_filter}"
+        if waiting:  # before the reasons, which may be long and are cut at the right
             text += f" · waiting for {', '.join(waiting)}"
         if down:
             text += " · " + "; ".join(down)

@@ -1,0 +1,177 @@
+"""Every host in one TUI, driven with Textual's Pilot against two REAL daemons on two sockets (contexts ``a``
+and ``b``, one process deployment each), ``b`` again through a real ssh to 127.0.0.1 and modeltui-bridge
+(``b-ssh``), a context where nothing listens (``gone``) and one whose daemon takes the connection and never
+answers (``hang``): the hosts view lists every host's rows as they come (the hanging host holds back nobody),
+one filter applies to all, the tabs switch the context, and the fleet view (no cluster) shows the contexts'
+hosts."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from textual.widgets import Static, Tab, Tabs
+
+from modeltui import fanout
+from modeltui.app import ModelTuiApp
+from modeltui.client import connect
+from modeltui.contexts import Context
+from modeltui.screens import FleetScreen
+from modeltui.screens.hosts import CONNECTING, UNREACHABLE, HostsScreen, HostsTable
+from modeltui.widgets import KeyedTable
+from tests.helpers.daemon import DaemonProcess, daemon_env
+from tests.helpers.models import echo_model
+from tests.helpers.sshd import BRIDGE, SshServer
+from tests.helpers.tui import SIZE, push, rows, until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+@dataclass
+class Hosts:
+    a: DaemonProcess
+    b: DaemonProcess
+    gone: Path
+    """A socket path where nothing listens."""
+    hang: socket.socket
+    """Listening, never accepting: a connection is taken (queued) and hello is never answered."""
+    hang_path: Path
+    sshd: SshServer
+
+    def contexts(self) -> list[Context]:
+        return [
+            Context("a", socket=self.a.socket),
+            Context("b", socket=self.b.socket),
+            Context("b-ssh", ssh=self.sshd.host, ssh_args=self.sshd.ssh_args, bridge=BRIDGE,
+                    remote_socket=str(self.b.socket)),
+            Context("gone", socket=self.gone),
+            Context("hang", socket=self.hang_path),
+        ]
+
+
+def start_daemon(base: Path, model: str, deployment: str) -> DaemonProcess:
+    """A real daemon with the echo model pushed as ``model`` (alias production) and deployed as ``deployment``."""
+    (base / "home").mkdir(parents=True)
+    env = daemon_env(base)
+    d = DaemonProcess(Path(env["MODELTUI_STATE_DIR"]), Path(env["MODELTUI_SOCKET"]), env=env).start()
+    push(d, echo_model(base / model, model), "--alias", "production")
+    done = d.cli("deploy", f"{model}@production", "--name", deployment, "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+    return d
+
+
+@pytest.fixture(scope="module")
+def hosts(sshd: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    """Shared by the module's tests: starting two daemons and two deployments is the slow part."""
+    base = tmp_path_factory.mktemp("hosts")
+    made: list[DaemonProcess] = []
+    hang = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        made.append(start_daemon(base / "a", "fraud", "fraud-a"))
+        made.append(start_daemon(base / "b", "churn", "churn-b"))
+        hang.bind(str(base / "hang.sock"))
+        hang.listen(8)
+        yield Hosts(made[0], made[1], base / "nothing-here.sock", hang, base / "hang.sock", sshd)
+    finally:
+        hang.close()
+        for d in made:
+            d.stop()
+            d.kill_deployments()
+
+
+def make_app(hosts: Hosts, current: str = "a") -> ModelTuiApp:
+    ctx = {c.name: c for c in hosts.contexts()}[current]
+    assert ctx.socket is not None
+    path = ctx.socket
+    return ModelTuiApp(lambda: connect(path), contexts=hosts.contexts(), context=current)
+
+
+def by_host(table: KeyedTable) -> dict[str, list[str]]:
+    """Each host's rows' second cell (the deployment's name, or what the host's one row says)."""
+    shown: dict[str, list[str]] = {}
+    for row in rows(table):
+        shown.setdefault(row[0], []).append(row[1])
+    return shown
+
+
+def status(screen: HostsScreen) -> str:
+    return str(screen.query_one("#hosts-status", Static).render())
+
+
+def tab_labels(screen: HostsScreen) -> list[str]:
+    return [str(tab.label) for tab in screen.query_one(Tabs).query(Tab)]
+
+
+async def test_all_hosts_in_one_table_and_the_unreachable_ones_hold_back_nobody(
+    hosts: Hosts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hanging host is given all the time the test needs: its row must wait for it whatever the load.
+    monkeypatch.setattr(fanout, "HOST_TIMEOUT", 120.0)
+    app = make_app(hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected", "connected")
+        app.show_view("hosts")
+        await until(pilot, lambda: app.screen.query_one(HostsTable), "hosts view")
+        screen = app.screen
+        assert isinstance(screen, HostsScreen)
+        table = screen.query_one(HostsTable)
+        assert tab_labels(screen) == ["all hosts", "● a", "● b", "● b-ssh", "● gone", "● hang"]
+
+        # Every daemon's rows show (b's twice: over its socket and over ssh) while the hanging host has still
+        # not answered.
+        await until(pilot, lambda: by_host(table).get("a") == ["fraud-a"] and by_host(table).get("b") == ["churn-b"]
+                    and by_host(table).get("b-ssh") == ["churn-b"], "every host's rows", 20)
+        assert by_host(table)["hang"] == [CONNECTING]
+        await until(pilot, lambda: by_host(table).get("gone") == [UNREACHABLE], "gone unreachable")
+        assert table.row_of("gone/")["message"].startswith(f"no daemon answers on {hosts.gone}")
+        assert status(screen).startswith("3 deployment(s) on 3 of 5 host(s) · waiting for hang · gone unreachable (")
+        print("\n".join(" | ".join(r) for r in rows(table)))
+        print(status(screen))
+
+        # One filter over every host's rows (any column: the ref here).
+        screen.apply_filter("churn@")
+        await pilot.pause()
+        assert by_host(table) == {"b": ["churn-b"], "b-ssh": ["churn-b"]}
+        await pilot.press("slash", *"fraud", "enter")
+        await until(pilot, lambda: by_host(table) == {"a": ["fraud-a"]}, "typed filter")
+        screen.apply_filter("")
+        await pilot.pause()
+
+        # The hanging host's daemon goes away: its row says so, the others are untouched.
+        hosts.hang.close()
+        await until(pilot, lambda: by_host(table).get("hang") == [UNREACHABLE], "hang unreachable", 12)
+        assert by_host(table)["a"] == ["fraud-a"]
+        assert "did not answer hello" in table.row_of("hang/")["message"]
+        print("\n".join(" | ".join(r) for r in rows(table)))
+
+        # A host's tab lists its rows only and switches the App to it.
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await until(pilot, lambda: app.context.name == "b", "switched to b")
+        await until(pilot, lambda: app.connection == "connected", "connected to b")
+        await until(pilot, lambda: by_host(table) == {"b": ["churn-b"]}, "b's rows only")
+        assert isinstance(app.screen, HostsScreen)
+
+
+async def test_fleet_without_a_cluster_shows_the_contexts(hosts: Hosts) -> None:
+    app = make_app(hosts, current="b")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected", "connected")
+        app.show_view("fleet")
+        await until(pilot, lambda: app.screen.query_one("#fleet-deployments"), "fleet view")
+        screen = app.screen
+        assert isinstance(screen, FleetScreen)
+        deployments = screen.query_one("#fleet-deployments", KeyedTable)
+        hosts_table = screen.query_one("#fleet-hosts", KeyedTable)
+        await until(pilot, lambda: {r[0] for r in rows(deployments)} == {"b*", "a", "b-ssh"}, "every host's rows", 20)
+        assert sorted(r[1] for r in rows(deployments)) == ["churn-b", "churn-b", "fraud-a"]
+        assert hosts_table.display
+        await until(pilot, lambda: {r[1]: r[2] for r in rows(hosts_table)}.get("gone") == UNREACHABLE,
+                    "gone unreachable in the hosts table")
+        title = str(screen.query_one("#fleet-title", Static).render())
+        assert "no cluster: the contexts are the fleet" in title
+        print(title)
+        print("\n".join(" | ".join(r) for r in rows(hosts_table)))
+        print("\n".join(" | ".join(r) for r in rows(deployments)))
