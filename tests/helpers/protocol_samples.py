@@ -30,6 +30,7 @@ REQUESTS: list[BaseModel] = [
     q.DaemonStop(),
     q.Subscribe(topics=["registry"]),
     q.ListModels(query="churn", limit=10, offset=5),
+    q.ListModels(pattern="!production→\\d", sort="versions", descending=True, limit=10000),
     q.GetModel(name="m"),
     q.DescribeModel(name="m", description="about\nit"),
     q.RemoveModel(name="m", force=True),
