@@ -150,6 +150,7 @@ class KeyedTable(DataTable[Cell]):
         self.filter_text = ""
         """The ``/`` filter shown (``""``: none)."""
         self._filter: RowFilter = compile_filter("")
+        self._filter_title: str | None = None
         self.sort_column: int | None = None
         """Index in COLUMNS of the column the rows are sorted on (None: the subclass's order)."""
         self.sort_reverse = False
@@ -234,9 +235,12 @@ class KeyedTable(DataTable[Cell]):
         self._show_filter()
 
     def _show_filter(self) -> None:
+        """The filter and its count in the top border (only while a filter is on: no border, no row)."""
         self.set_class(bool(self.filter_text), "-filtered")
-        self.border_title = (f"filter: /{self.filter_text} ({self.row_count} of {self.total})"
-                             if self.filter_text else None)
+        title = f"filter: /{self.filter_text} ({self.row_count} of {self.total})" if self.filter_text else None
+        if title != self._filter_title:  # setting the border's title repaints the table, even to the same text
+            self._filter_title = title
+            self.border_title = Text(title) if title else None  # Text: a regex's [..] is not markup
 
     # -- filter ----------------------------------------------------------------------------------------
     def set_filter(self, text: str) -> None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widget import Widget
@@ -79,7 +80,7 @@ class FilterInput(Input):
             compile_filter(text)
         except ValueError as exc:
             self.add_class("-bad")
-            self.border_title = str(exc)
+            self.border_title = Text(str(exc))  # Text: the regex's [..] is not markup
             return
         self.remove_class("-bad")
         self.target.post_message(self.Applied(text, done=done))

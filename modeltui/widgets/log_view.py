@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import ClassVar
 
+from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.timer import Timer
 from textual.widget import Widget
@@ -78,7 +79,7 @@ class LogView(Log):
         self.clear()
         self.write_lines([line for line in self._kept if self._filter((line,))])
         self.set_class(bool(text), "-filtered")
-        self.border_title = f"filter: /{text}" if text else None
+        self.border_title = Text(f"filter: /{text}") if text else None  # Text: a regex's [..] is not markup
 
     def action_filter(self) -> None:
         if not isinstance(self.parent, Widget):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 
 from daemon.protocol.deploy import DeploymentInfo
 from modeltui.widgets import DeploymentsTable, KeyedTable, LogView
@@ -87,7 +88,11 @@ async def test_filter_sort_and_jump_on_any_keyed_table() -> None:
         field = app.query_one(FilterInput)
         assert "bad regex" in str(field.border_title)
         assert field.has_class("-bad")
-        await pilot.press("escape")
+        # A regex with brackets is shown as typed (never read as markup).
+        await pilot.press("ctrl+u", *"t[34]0$", "enter")
+        assert [r[0] for r in rows(table)] == ["t30", "t40"]
+        assert Content.from_markup(str(table.border_title)).plain == "filter: /t[34]0$ (2 of 41)"
+        await pilot.press("slash", "escape")
         assert table.row_count == 41
         assert table.border_title is None
         assert app.focused is table
