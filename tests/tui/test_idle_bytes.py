@@ -40,14 +40,14 @@ class View:
 
 VIEWS = (
     View("models", ()),
-    View("model versions", (("\r", "modeltui — breast-cancer"),)),
+    View("model versions", (("\r", "models › breast-cancer"),)),
     View("deployments", (("d", DEPLOYMENT),)),
     View("deployment log", (("d", DEPLOYMENT), ("\r", f"deployment {DEPLOYMENT}"))),
     View("deployment info", (("d", DEPLOYMENT), ("\r", f"deployment {DEPLOYMENT}"), ("i", "admin url"))),
     View("metrics", (("d", DEPLOYMENT), ("m", f"metrics {DEPLOYMENT}"))),
-    View("alerts", (("A", "modeltui — alerts"),)),
-    View("maintenance", (("M", "modeltui — maintenance"),)),
-    View("fleet", (("F", "modeltui — fleet"),)),
+    View("alerts", (("A", "local › alerts"),)),
+    View("maintenance", (("M", "local › maintenance"),)),
+    View("fleet", (("F", "local › fleet"),)),
 )
 
 
