@@ -278,24 +278,31 @@ class KeyedTable(DataTable[Cell]):
                 self.focus()
 
     # -- sort ------------------------------------------------------------------------------------------
+    @property
+    def _sortable(self) -> tuple[int, ...]:
+        """The shown columns a sort can be on (not an unlabelled mark column)."""
+        return tuple(i for i in self._shown if self.COLUMNS[i]) if self.SORTABLE else ()
+
     def action_sort(self, step: int) -> None:
         """Sort on the next shown column to the right (``step`` 1) or left (-1), ascending."""
-        if not self.SORTABLE or not self._shown:
+        columns = self._sortable
+        if not columns:
             return
-        if self.sort_column in self._shown:
-            at = self._shown.index(self.sort_column) + step
+        if self.sort_column in columns:
+            at = columns.index(self.sort_column) + step
         else:
-            at = 0 if step > 0 else len(self._shown) - 1
-        self.sort_column = self._shown[at % len(self._shown)]
+            at = 0 if step > 0 else len(columns) - 1
+        self.sort_column = columns[at % len(columns)]
         self.sort_reverse = False
         self._rebuild()
 
     def action_reverse(self) -> None:
         """Reverse the sort (sorting on the first column if nothing was sorted)."""
-        if not self.SORTABLE or not self._shown:
+        columns = self._sortable
+        if not columns:
             return
         if self.sort_column is None:
-            self.sort_column = self._shown[0]
+            self.sort_column = columns[0]
         self.sort_reverse = not self.sort_reverse
         self._rebuild()
 
