@@ -71,11 +71,16 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def fit(cell: Text, width: int | None, *, keep_end: bool = False) -> Text:
-    """``cell`` cut to ``width`` cells with an ellipsis, at the end (or at the start with ``keep_end``:
-    an endpoint keeps its port); unchanged when it fits or there is no limit."""
+    """``cell`` cut to ``width`` cells with an ellipsis, at the end (or, with ``keep_end``, a URL's scheme
+    first and then at the start: an endpoint keeps its port); unchanged when it fits or there is no limit."""
     if width is None or cell_len(cell.plain) <= width:
         return cell
     if keep_end:
+        scheme = cell.plain.find("://")
+        if scheme >= 0:
+            cell = cell[scheme + 3:]
+            if cell_len(cell.plain) <= width:
+                return cell
         tail = cell[len(cell.plain) - (width - 1):] if width > 1 else Text("")
         return Text("…", style=cell.style) + tail
     cut = cell.copy()

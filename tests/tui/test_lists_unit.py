@@ -5,13 +5,14 @@ canned rows (the Pilot tests against a daemon are in test_lists.py)."""
 from __future__ import annotations
 
 import pytest
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
 
 from daemon.protocol.deploy import DeploymentInfo
 from modeltui.widgets import DeploymentsTable, KeyedTable, LogView
-from modeltui.widgets.keyed_table import natural_key
+from modeltui.widgets.keyed_table import fit, natural_key
 from modeltui.widgets.list_filter import FilterInput, compile_filter
 from tests.helpers import canned
 from tests.helpers.tui import SIZE, rows, until
@@ -28,6 +29,12 @@ def test_compile_filter_is_a_smart_case_regex_over_any_cell_and_bang_inverts() -
     assert compile_filter("!crashloop")(row)
     with pytest.raises(ValueError, match=r"bad regex '\(fr': missing \)"):
         compile_filter("(fr")
+
+
+def test_a_long_endpoint_loses_its_scheme_then_its_start_never_its_port() -> None:
+    assert fit(Text("http://127.0.0.1:40123"), 16, keep_end=True).plain == "127.0.0.1:40123"
+    assert fit(Text("http://scorer.models.example.com:8443"), 16, keep_end=True).plain == "…xample.com:8443"
+    assert fit(Text("a message too long"), 9).plain == "a messag…"
 
 
 def test_natural_sort_puts_v10_after_v9() -> None:
@@ -126,7 +133,7 @@ async def test_deployments_at_80_columns_keep_the_columns_an_operator_needs() ->
         assert [str(c.label) for c in table.ordered_columns][-2] == "rst", "a short header before a column hides"
         row = dict(zip(table.shown_columns, rows(table)[1], strict=True))
         assert (row["name"], row["state"], row["health"]) == ("fraud-scorer", "running", "healthy")
-        assert row["endpoint"] == "…127.0.0.1:40123", "shortened at the start: the port stays"
+        assert row["endpoint"] == "127.0.0.1:40123", "shortened by its scheme: the host and port stay"
         assert (row["uptime"], row["restarts"]) == ("10d00h", "3")
         assert row["message"].startswith("restart")
         assert row["message"].endswith("…")
