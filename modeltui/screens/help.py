@@ -18,6 +18,8 @@ from .base import RegistryScreen
 from .deployments import DeploymentScreen, DeploymentsScreen
 from .diff import DiffScreen
 from .fleet import FleetScreen
+from .home import HomeScreen
+from .hosts import HostsScreen
 from .maintenance import MaintenanceScreen
 from .metrics import MetricsScreen
 from .model import ModelScreen
@@ -37,6 +39,8 @@ VIEWS: list[tuple[str, type[Screen[None]]]] = [
     ("Alerts: pending and firing alerts, and their history (A on Models and Deployments)", AlertsScreen),
     ("Fleet: every host of the cluster, its deployments, and what each should run (F anywhere)", FleetScreen),
     ("Maintenance: retraining runs, champion vs challenger, approve or reject (M anywhere)", MaintenanceScreen),
+    ("Home: deployments by state, firing alerts, runs awaiting approval (:home)", HomeScreen),
+    ("Hosts: every context's deployments, one tab per host and one for all (:hosts)", HostsScreen),
 ]
 
 INTRO = (
@@ -57,8 +61,8 @@ INTRO = (
 )
 
 
-def _keys(screen: type[Screen[None]]) -> Content:
-    """One line per binding the screen class itself declares: key, then what it does."""
+def _keys(screen: type[object]) -> Content:
+    """One line per binding the screen (or App) class itself declares: key, then what it does."""
     parts: list[tuple[str, str] | str] = []
     for binding in screen.__dict__.get("BINDINGS", []):
         if isinstance(binding, Binding):
@@ -75,6 +79,8 @@ class HelpScreen(Screen[None]):
         yield StatusHeader()
         with VerticalScroll(id="help"):
             yield Static(INTRO, id="help-intro")
+            yield Static("[b]Everywhere[/b]", classes="help-title")
+            yield Static(_keys(type(self.app)), classes="help-keys")
             for title, screen in VIEWS:
                 yield Static(f"[b]{title}[/b]", classes="help-title")
                 yield Static(_keys(screen), classes="help-keys")

@@ -189,7 +189,7 @@ class StatusHeader(Widget):
             return text
 
         full = SEPARATOR.join(trail)
-        fixed = len(label) + 1 + len(state) + (len(marker) + 2 if marker else 0) + 2
+        fixed = len(label) + 1 + len(state) + (len(marker) + 2 if marker else 0) + 3  # 2 between, 1 at the end
         if fixed + len(full) + len(counts) + 2 <= width:
             return build(full, counts, state)
         # Counts go first, then the middle of the breadcrumb, then the end of the state's reason.

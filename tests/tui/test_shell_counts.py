@@ -3,9 +3,14 @@ daemon): what needs the operator, kept current from events at one call per kind 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from textual.widgets import Static
+
 from daemon.protocol import requests
 from daemon.protocol import results as r
 from daemon.protocol.events import DeploymentEvent
+from modeltui.screens import HelpScreen
 from modeltui.widgets import StatusHeader
 from tests.helpers.canned import canned_client, deployment
 from tests.helpers.fake_client import fake_app
@@ -34,3 +39,26 @@ async def test_the_header_counts_what_needs_the_operator_and_follows_events_chea
         assert len(client.sent_of(requests.ListDeployments)) == asked + 1  # one call for the burst
         assert "1 firing · 1 to approve" in header()
         assert not client.sent_of(requests.MaintainRuns)[1:]  # no registry event: runs not asked again
+
+
+async def test_a_narrow_header_keeps_the_state_and_help_lists_every_key() -> None:
+    client = canned_client()
+    app = fake_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        bar = app.screen.query_one(StatusHeader)
+        await until(pilot, lambda: "1 to approve" in bar.text(80), "the counts")
+        narrow = bar.text(40)  # the counts go first; the state stays
+        assert "connected" in narrow
+        assert "firing" not in narrow
+        app.status = replace(app.status, connection="disconnected", reason="the daemon went away " * 5, retry_in=3)
+        text = bar.text(80)
+        assert len(text) <= 80
+        assert text.startswith(" local › models  ")
+        assert "DISCONNECTED, retry in 3s (ctrl+r): the daemon went away" in text
+        assert text.rstrip().endswith("…")
+
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+        shown = " ".join(str(s.render()) for s in app.screen.query(Static))
+        for words in ("Everywhere", "Reconnect now", "Maintenance", "Hosts:", "Home:", "Filter", "Rollback"):
+            assert words in shown, words
