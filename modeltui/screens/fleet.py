@@ -160,7 +160,7 @@ class FleetHostsTable(_FleetTable):
     ) -> tuple[str, tuple[str | Text, ...]]:
         if name != current and state.deployments is None:
             word = UNREACHABLE if not state.reachable else "connecting…"
-            return name, ("", Text(name), self.tone(word, state.tone), "-", Text(short(state.error, 40)), "-", "-")
+            return name, ("", Text(name), self.tone(word, state.tone), "-", Text(short(state.error, 24)), "-", "-")
         key, cells = self._row(
             results.ClusterHost(id=name, host=name, pid=0, socket="", capabilities=[], started_at=_EPOCH,
                                 this=name == current),

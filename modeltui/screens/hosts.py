@@ -14,6 +14,7 @@ asks a host again only once it answered, and waits longer and longer between tri
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Protocol, TypeVar, cast
@@ -25,7 +26,7 @@ from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.widgets import Static, Tab, Tabs
+from textual.widgets import DataTable, Static, Tab, Tabs
 
 from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
@@ -110,6 +111,9 @@ class ContextsHost(Protocol):
     def context(self) -> NamedContext: ...
 
     def switch_context(self, name: str) -> None: ...
+
+    def show_view(self, view: str, *, filter: str = "", state: str | None = None, host: str | None = None,
+                  name: str | None = None) -> None: ...
 
 
 def contexts_of(screen: RegistryScreen) -> ContextsHost:
@@ -205,8 +209,9 @@ class HostsScreen(PollingScreen):
     POLL_SECONDS = POLL_SECONDS
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open"),
         Binding("right_square_bracket", "next_tab", "Next host", key_display="]"),
-        Binding("left_square_bracket", "previous_tab", "Prev host", key_display="[", show=False),
+        Binding("left_square_bracket", "previous_tab", "Prev host", key_display="["),
     ]
 
     def __init__(self) -> None:
@@ -216,6 +221,8 @@ class HostsScreen(PollingScreen):
         self.names: list[str] = []
         """The contexts' names, in the App's order (the tabs'), as last read."""
         self._generation = 0
+        self._tones: dict[str, str] = {}
+        """Each tab's dot colour as shown (a tone of the palette)."""
         self.tab: str | None = None
         """The context whose tab is chosen (None: all hosts)."""
         self.state_filter: str | None = None
@@ -283,6 +290,7 @@ class HostsScreen(PollingScreen):
         for name in self.names:
             tabs.remove_tab(self._tab_id(name))
         self._generation += 1  # new ids: a removed tab may still be mounted while its successor is added
+        self._tones.clear()
         self.names = names
         for name in names:
             tabs.add_tab(Tab(self._label(name), id=self._tab_id(name)))
@@ -296,9 +304,14 @@ class HostsScreen(PollingScreen):
         return Content.from_markup(f"[{PALETTE[state.tone].variable}]●[/] {literal(name)}")
 
     def _relabel(self, name: str) -> None:
+        """A host's dot in its new colour; nothing is redrawn while its state stays (each poll answers)."""
         if name in self.names:
             with contextlib.suppress(NoMatches):  # added, not mounted yet: it is made with its label
-                self.tabs.query_one(f"#{self._tab_id(name)}", Tab).label = self._label(name)
+                tab = self.tabs.query_one(f"#{self._tab_id(name)}", Tab)
+                tone = self.hosts.get(name, HostState()).tone
+                if self._tones.get(name) != tone:  # (Content's == ignores colours)
+                    self._tones[name] = tone
+                    tab.label = self._label(name)
 
     @on(Tabs.TabActivated, "#hosts-tabs")
     def _tab_chosen(self, event: Tabs.TabActivated) -> None:
@@ -308,6 +321,27 @@ class HostsScreen(PollingScreen):
         if self.tab is not None and self.tab != app.context.name:
             app.switch_context(self.tab)
         self._show()
+
+    @on(DataTable.RowSelected, "#hosts-table")
+    def _row_chosen(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open()
+
+    def action_open(self) -> None:
+        """The deployment under the cursor in its own context's deployments view (switching to that context);
+        on a host's only row (unreachable, no deployments), that host's tab."""
+        key = self.table.current_key
+        if key is None:
+            return
+        host, _, name = key.partition("/")
+        if not name:
+            if host in self.names:
+                self.tabs.active = self._tab_id(host)
+            return
+        app = contexts_of(self)
+        if host != app.context.name:
+            app.switch_context(host)
+        app.show_view("deployments", filter=f"^{re.escape(name)}$")
 
     def action_next_tab(self) -> None:
         self.tabs.action_next_tab()

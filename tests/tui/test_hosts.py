@@ -19,11 +19,12 @@ from modeltui import fanout
 from modeltui.app import ModelTuiApp
 from modeltui.client import connect
 from modeltui.contexts import Context
-from modeltui.screens import FleetScreen
+from modeltui.screens import DeploymentsScreen, FleetScreen
 from modeltui.screens.hosts import CONNECTING, UNREACHABLE, HostsScreen, HostsTable
-from modeltui.widgets import KeyedTable
+from modeltui.widgets import DeploymentsTable, KeyedTable
 from tests.helpers.daemon import DaemonProcess, daemon_env
 from tests.helpers.models import echo_model
+from tests.helpers.snapshots import screen_text
 from tests.helpers.sshd import BRIDGE, SshServer
 from tests.helpers.tui import SIZE, push, rows, until
 
@@ -145,7 +146,11 @@ async def test_all_hosts_in_one_table_and_the_unreachable_ones_hold_back_nobody(
         await until(pilot, lambda: by_host(table).get("hang") == [UNREACHABLE], "hang unreachable", 12)
         assert by_host(table)["a"] == ["fraud-a"]
         assert "did not answer hello" in table.row_of("hang/")["message"]
-        print("\n".join(" | ".join(r) for r in rows(table)))
+        shown_text = screen_text(app)
+        print(shown_text)
+        lines = shown_text.splitlines()
+        assert lines[-1].lstrip().startswith("? Help"), lines[-1]  # ? help and the view's keys, at 80x24
+        assert any(line.lstrip().startswith("hang") and UNREACHABLE in line for line in lines)
 
         # A host's tab lists its rows only and switches the App to it.
         await pilot.press("right_square_bracket", "right_square_bracket")
@@ -153,6 +158,18 @@ async def test_all_hosts_in_one_table_and_the_unreachable_ones_hold_back_nobody(
         await until(pilot, lambda: app.connection == "connected", "connected to b")
         await until(pilot, lambda: by_host(table) == {"b": ["churn-b"]}, "b's rows only")
         assert isinstance(app.screen, HostsScreen)
+
+        # Back on all hosts; enter on the row b-ssh shows: the App switches to that context (over ssh) and
+        # opens its deployments view on that deployment.
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        await until(pilot, lambda: screen.tab is None and app.context.name == "a", "all hosts, context a")
+        await until(pilot, lambda: by_host(table).get("b-ssh") == ["churn-b"], "b-ssh's row")
+        table.move_cursor(row=table.get_row_index("b-ssh/churn-b"))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.context.name == "b-ssh" and app.connection == "connected", "on b-ssh", 20)
+        await until(pilot, lambda: [r[0] for r in rows(app.screen.query_one(DeploymentsTable))] == ["churn-b"],
+                    "b-ssh's deployment")
+        assert isinstance(app.screen, DeploymentsScreen)
 
 
 async def test_fleet_without_a_cluster_shows_the_contexts(hosts: Hosts) -> None:
@@ -172,6 +189,4 @@ async def test_fleet_without_a_cluster_shows_the_contexts(hosts: Hosts) -> None:
                     "gone unreachable in the hosts table")
         title = str(screen.query_one("#fleet-title", Static).render())
         assert "no cluster: the contexts are the fleet" in title
-        print(title)
-        print("\n".join(" | ".join(r) for r in rows(hosts_table)))
-        print("\n".join(" | ".join(r) for r in rows(deployments)))
+        print(screen_text(app))
