@@ -61,6 +61,8 @@ class ModelCache:
         self.window = window
         self._views: OrderedDict[ListKey, ModelView] = OrderedDict()
         self.generation = 0
+        self.everything: int | None = None
+        """How many models there are, unfiltered (the last answer without a filter said so)."""
         """Bumped by every change: answers to requests asked before it do not make a window fresh."""
 
     def view(self, key: ListKey) -> ModelView:
@@ -97,6 +99,8 @@ class ModelCache:
         window = request.offset // self.window
         view.asked.discard(window)
         view.total = answer.total
+        if not request.pattern:
+            self.everything = answer.total
         for i, item in enumerate(answer.items):
             view.rows[request.offset + i] = item
         if len(answer.items) < request.limit:  # the end of the list: drop rows past it (models removed)

@@ -19,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Center, Middle
 from textual.reactive import reactive
 from textual.timer import Timer
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 from daemon.protocol import requests, results
 from daemon.protocol.events import RegistryEvent
@@ -27,7 +27,7 @@ from daemon.protocol.requests import ModelSort
 
 from ..model_cache import ListKey, ModelCache, ModelView
 from ..widgets import EmptyRegistry, ModelsTable, QuietStatic, literal
-from ..widgets.list_filter import compile_filter
+from ..widgets.list_filter import FilterInput
 from ..widgets.shell_footer import ShellFooter
 from ..widgets.status_header import StatusHeader
 from ..widgets.virtual_table import VirtualTable
@@ -75,7 +75,7 @@ class ModelsScreen(RegistryScreen):
 
     def compose(self) -> ComposeResult:
         yield StatusHeader()
-        yield Input(placeholder="regex over every column; !regex inverts", id="filter")
+        yield FilterInput(self, id="filter")
         yield ModelsTable(id="models")
         with Middle(id="empty-box"), Center():
             yield EmptyRegistry(id="empty")
@@ -156,6 +156,9 @@ class ModelsScreen(RegistryScreen):
         self.set_class(empty, "-empty")
         status = self.query_one("#page-status", Static)
         matching = literal(f" matching {self.key.pattern!r}") if self.key.pattern else ""
+        if self.key.pattern:
+            everything = self.cache.everything
+            self.filter_box.show_count(view.total, view.total if everything is None else everything)
         if view.total == 0:
             status.update(literal(f"no model matches {self.key.pattern!r}") if self.key.pattern else "no models")
         else:
@@ -177,32 +180,27 @@ class ModelsScreen(RegistryScreen):
         self._change_list(self.key._replace(sort=cast(ModelSort, event.column), descending=event.descending))
 
     def watch_filter_text(self, text: str) -> None:
-        box = self.query_one("#filter", Input)
-        try:
-            compile_filter(text)
-        except ValueError as exc:
-            box.border_title = str(exc)
-            box.add_class("-bad")
-            return
-        box.border_title = "/ filter"
-        box.remove_class("-bad")
         self._change_list(self.key._replace(pattern=text))
 
     def apply_filter(self, text: str, *, state: str | None = None, host: str | None = None) -> None:
-        """Show the models matching ``text`` (``:models /text``); models have no state or host."""
-        self.query_one("#filter", Input).value = text
+        """Show the models matching ``text`` (``:models /text``); models have no state or host. A bad
+        regex shows in the filter line, as if typed."""
         self.set_class(bool(text), "-filtering")
+        self.filter_box.value = text
+
+    @property
+    def filter_box(self) -> FilterInput:
+        return self.query_one("#filter", FilterInput)
 
     # -- actions ---------------------------------------------------------------------------------------
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
         self.add_class("-filtering")
-        box.focus()
+        self.filter_box.focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
         self.remove_class("-filtering")
-        box.value = ""
+        self.filter_box.value = ""
+        self.filter_text = ""
         self.table.focus()
 
     def action_back(self) -> None:
@@ -214,13 +212,14 @@ class ModelsScreen(RegistryScreen):
     def action_alerts(self) -> None:
         self.app.push_screen(AlertsScreen())
 
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value.strip()
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.table.focus()
+    @on(FilterInput.Applied)
+    def _filter_applied(self, event: FilterInput.Applied) -> None:
+        event.stop()
+        self.filter_text = event.text.strip()
+        if event.done:
+            if not self.filter_text:
+                self.remove_class("-filtering")
+            self.table.focus()
 
     @on(ModelsTable.ModelChosen)
     def _open(self, event: ModelsTable.ModelChosen) -> None:

@@ -66,6 +66,7 @@ async def test_filter_any_column_inverse_and_sort_on_the_daemon(many_models: Dae
         await pilot.press("slash", *"production")  # an alias: not in any name
         await first_row_is(pilot, model_name(10))
         assert "of 1000 matching 'production'" in status(app)
+        assert "1000 of 10000" in screen_text(app)  # the filter line's count
         assert all(int(name[5:]) % 10 == 0 for name in names_on_screen(app))
 
         await pilot.press("home", "exclamation_mark")  # /!production: every model without the alias

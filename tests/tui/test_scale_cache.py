@@ -35,6 +35,10 @@ def test_asks_the_first_window_then_only_the_missing_visible_ones() -> None:
     assert (view.total, view.item(9).name if view.item(9) else None, view.item(10)) == (1000, "m9", None)
     assert windows(cache.wanted(key, 5, 25)) == [10, 20]
     assert windows(cache.wanted(key, 990, 2000)) == [990]  # never past the end
+    assert cache.everything is None  # a filtered list does not say how many models there are
+    everything = cache.wanted(ListKey(), 0, 5)[0]
+    cache.store(everything, page(everything, 4000), cache.generation)
+    assert cache.everything == 4000
 
 
 def test_a_change_makes_rows_stale_but_keeps_drawing_them() -> None:
