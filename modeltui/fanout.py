@@ -7,10 +7,10 @@ nobody else and the others' answers show at once.
 
 The current context is asked through the App's own client; the others through clients this object opens on
 first use and keeps while a view uses them (:meth:`FanOut.release` closes them when the last view goes, and
-the App's exit closes them all). A host that cannot be reached is tried again with backoff
-(:data:`BACKOFF_FIRST` doubling up to :data:`BACKOFF_MAX`): until its next try, an ask answers its last
-error at once, so a view that polls every few seconds neither waits for it nor hammers it. A host already
-being asked for the same view and group is not asked again until it answers (the asks stay bounded).
+the App's exit closes them all; the next view starts afresh). A host that cannot be reached is tried again
+with backoff (:data:`BACKOFF_FIRST` doubling up to :data:`BACKOFF_MAX`): until its next try, an ask answers
+its last error at once, so a view that polls every few seconds neither waits for it nor hammers it. A host
+already being asked for the same view and group is not asked again until it answers (the asks stay bounded).
 """
 
 from __future__ import annotations
@@ -170,13 +170,15 @@ class FanOut:
                 await client.close()
 
     async def release(self, screen: object) -> None:
-        """A view that asked has gone: once none is left, close the extra clients (backoff is kept)."""
+        """A view that asked has gone: once none is left, close the extra clients."""
         self._users.discard(id(screen))
         if not self._users:
             await self.close()
 
     async def close(self) -> None:
-        """Close every extra client (the App's own is the App's)."""
+        """Close every extra client (the App's own is the App's) and forget the hosts: an ask still running
+        fails on the closed client, and that must not count against the host the next time a view asks."""
         self._users.clear()
-        for host in list(self.hosts.values()):
+        hosts, self.hosts = list(self.hosts.values()), {}
+        for host in hosts:
             await self._drop(host)
