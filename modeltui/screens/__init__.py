@@ -9,6 +9,7 @@ from .fleet import FleetScreen
 from .help import HelpScreen
 from .history import HistoryScreen
 from .home import HomeScreen
+from .hosts import HostsScreen
 from .maintenance import MaintenanceScreen, PolicyDialog, ReasonDialog
 from .metrics import MetricsScreen
 from .model import ModelScreen
@@ -29,6 +30,7 @@ __all__ = [
     "HelpScreen",
     "HistoryScreen",
     "HomeScreen",
+    "HostsScreen",
     "MaintenanceScreen",
     "MetricsScreen",
     "ModelScreen",

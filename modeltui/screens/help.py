@@ -37,7 +37,8 @@ VIEWS: list[tuple[str, type[Screen[None]]]] = [
     ("Metrics: a deployment's rate, errors, latency, quality and drift, with plots (m on Deployments)",
      MetricsScreen),
     ("Alerts: pending and firing alerts, and their history (A on Models and Deployments)", AlertsScreen),
-    ("Fleet: every host of the cluster, its deployments, and what each should run (F anywhere)", FleetScreen),
+    ("Fleet: every host of the cluster, its deployments, and what each should run (F anywhere); without a "
+     "cluster, every context", FleetScreen),
     ("Maintenance: retraining runs, champion vs challenger, approve or reject (M anywhere)", MaintenanceScreen),
     ("Home: deployments by state, firing alerts, runs awaiting approval (:home)", HomeScreen),
     ("Hosts: every context's deployments, one tab per host and one for all (:hosts)", HostsScreen),
