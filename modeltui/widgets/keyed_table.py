@@ -101,6 +101,7 @@ class Layout(NamedTuple):
     short: bool
     """Whether the headers are the short ones (COLUMN_SHORT)."""
 
+
 class KeyedTable(DataTable[Cell]):
     """Subclasses set COLUMNS and call :meth:`replace_rows` with ``(key, cells)`` pairs; state words are
     coloured with :meth:`toned`, in the one palette the CLI uses too.
@@ -255,8 +256,9 @@ class KeyedTable(DataTable[Cell]):
         self._rebuild()
 
     def action_filter(self) -> None:
+        # A screen that binds `/` itself filters this list its own way (through the daemon): its key wins.
         if not self.LOCAL_FILTER or "slash" in self.screen._bindings.key_to_bindings:
-            raise SkipAction  # the screen filters this list itself (through the daemon)
+            raise SkipAction
         existing = self._filter_input()
         if existing is not None:
             existing.focus()
