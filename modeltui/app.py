@@ -188,7 +188,10 @@ class ModelTuiApp(App[None]):
         self.client: DaemonClient | None = None
         self._connected = asyncio.Event()
         self._retry_now = asyncio.Event()
-        self._pending_counts: set[str] = set()
+        self._deployment_states: dict[str, str] | None = None
+        """Each deployment's state, for the header's count (None until read; kept from events)."""
+        self._firing: set[tuple[str, str]] | None = None
+        """(deployment, rule) of the firing alerts, for the header's count (None until read)."""
         self._pending: list[RegistryEvent] = []
         self._pending_deployments: list[DeploymentEvent] = []
         self._pending_alerts: list[AlertEvent] = []
@@ -285,6 +288,7 @@ class ModelTuiApp(App[None]):
         if was:
             self.notify(f"connected to {self.context.name} again", timeout=4)
         self._reload_all(None)
+        self._deployment_states = self._firing = None  # events were missed while away: read them again
         self._refresh_counts({"deployments", "alerts", "runs"})
         try:
             await client.closed.wait()
@@ -501,10 +505,7 @@ class ModelTuiApp(App[None]):
             for screen in self.screen_stack:
                 if isinstance(screen, RegistryScreen):
                     screen.deployments_changed(deployments)
-        # The header's counts: one call per kind per burst (maintenance runs have no events: the registry
-        # events a run causes, its challenger's push and a promotion's alias move, stand in for them).
-        kinds = {kind for kind, seen in (("deployments", deployments), ("alerts", alerts), ("runs", events)) if seen}
-        self._refresh_counts(kinds)
+        self._count_events(deployments, alerts, events)
 
     def _reload_all(self, events: list[RegistryEvent] | None) -> None:
         """Re-read every registry screen in the stack that the events concern (all of them for None)."""
@@ -557,11 +558,50 @@ class ModelTuiApp(App[None]):
         self._update_status()
         self.screen.refresh_bindings()
 
+    # -- the header's counts -----------------------------------------------------------------------------
+    def _count_events(self, deployments: Sequence[DeploymentEvent], alerts: Sequence[AlertEvent],
+                      events: Sequence[RegistryEvent]) -> None:
+        """Keep the counts from a burst of events: deployment and alert events carry the new state, so they
+        cost no call (one re-read if an event lacks it); maintenance runs have no events, and the registry
+        events a run causes (its challenger's push, a promotion's alias move) re-read them, once per burst."""
+        kinds: set[str] = set()
+        if deployments:
+            states = self._deployment_states
+            for event in deployments:
+                if states is None or (event.kind == "created" and event.state is None):
+                    kinds.add("deployments")
+                    break
+                if event.kind == "removed":
+                    states.pop(event.deployment, None)
+                elif event.state is not None:
+                    states[event.deployment] = event.state
+            else:
+                self._update_status(not_running=self._not_running())
+        if alerts:
+            if self._firing is None:
+                kinds.add("alerts")
+            else:
+                for alert in alerts:
+                    if alert.state == "firing":
+                        self._firing.add((alert.deployment, alert.rule))
+                    else:
+                        self._firing.discard((alert.deployment, alert.rule))
+                self._update_status(firing=len(self._firing))
+        if events:
+            kinds.add("runs")
+        self._refresh_counts(kinds)
+
+    def _not_running(self) -> int:
+        return sum(state != "running" for state in (self._deployment_states or {}).values())
+
     def _refresh_counts(self, kinds: set[str]) -> None:
-        """Re-count what the header shows for each kind, in one worker per kind (the newest wins)."""
+        """Re-read what the header counts for each kind, in one worker per kind (the newest wins)."""
         for kind in kinds:
-            self.run_worker(self._count(kind), name="counts", group=f"count-{kind}", exclusive=True,
-                            exit_on_error=False)
+            async def count(kind: str = kind) -> None:  # a callable: a worker cancelled unstarted leaves nothing
+                await self._count(kind)
+
+            _worker: Worker[None] = self.run_worker(count, name="counts", group=f"count-{kind}", exclusive=True,
+                                                    exit_on_error=False)
 
     async def _count(self, kind: str) -> None:
         client = self.client
@@ -570,10 +610,12 @@ class ModelTuiApp(App[None]):
         try:
             if kind == "deployments":
                 listing = await client.call(requests.ListDeployments())
-                self._update_status(not_running=sum(d.state != "running" for d in listing.items))
+                self._deployment_states = {d.name: d.state for d in listing.items}
+                self._update_status(not_running=self._not_running())
             elif kind == "alerts":
                 alerts = await client.call(requests.AlertsListRequest())
-                self._update_status(firing=sum(a.state == "firing" for a in alerts.items))
+                self._firing = {(a.deployment, a.rule) for a in alerts.items if a.state == "firing"}
+                self._update_status(firing=len(self._firing))
             elif kind == "runs":
                 runs = await client.call(requests.MaintainRuns(limit=1000))
                 self._update_status(awaiting=sum(r.state == "awaiting_approval" for r in runs.items))

@@ -1,5 +1,5 @@
 """The header's counts against the fake client (fast; test_shell.py drives the same App against a real
-daemon): what needs the operator, kept current from events at one call per kind per burst."""
+daemon): what needs the operator, kept current from events (which carry the new states: no call for them)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ from dataclasses import replace
 
 from textual.widgets import Static
 
-from daemon.protocol import requests
-from daemon.protocol import results as r
-from daemon.protocol.events import DeploymentEvent
+from daemon.protocol.events import AlertEvent, DeploymentEvent
 from modeltui.screens import HelpScreen
 from modeltui.widgets import StatusHeader
-from tests.helpers.canned import canned_client, deployment
+from tests.helpers.canned import canned_client
 from tests.helpers.fake_client import fake_app
 from tests.helpers.tui import SIZE, until
 
 
-async def test_the_header_counts_what_needs_the_operator_and_follows_events_cheaply() -> None:
+async def test_the_header_counts_what_needs_the_operator_and_follows_events_without_calls() -> None:
     client = canned_client()  # fraud-production stopped, one alert firing, one run awaiting approval
     app = fake_app(client)
     async with app.run_test(size=SIZE) as pilot:
@@ -26,19 +24,17 @@ async def test_the_header_counts_what_needs_the_operator_and_follows_events_chea
 
         await until(pilot, lambda: "1 not running · 1 firing · 1 to approve" in header(), "the counts")
         assert header().rstrip().endswith("connected")
-        asked = len(client.sent_of(requests.ListDeployments))
+        sent = len(client.sent)
 
-        client.answer(requests.ListDeployments, r.DeploymentList(items=[
-            deployment("churn-production", "churn@production", 2, 8081),
-            deployment("fraud-production", "fraud@production", 1, 8083),
-        ]))
-        for _ in range(5):  # a burst: one re-count
-            client.push(DeploymentEvent(kind="changed", deployment="fraud-production", state="running"))
+        for state in ("starting", "running"):  # a burst
+            client.push(DeploymentEvent(kind="changed", deployment="fraud-production", state=state))
         await until(pilot, lambda: "not running" not in header(), "fraud-production runs again")
+        assert header().startswith(" local › models  ")
+        client.push(DeploymentEvent(kind="changed", deployment="churn-production", state="crashloop"))
+        client.push(AlertEvent(deployment="churn-production", rule="low-f1", severity="warning", state="resolved"))
+        await until(pilot, lambda: "1 not running · 1 to approve" in header(), "churn crashes, its alert resolved")
         await pilot.pause(0.3)
-        assert len(client.sent_of(requests.ListDeployments)) == asked + 1  # one call for the burst
-        assert "1 firing · 1 to approve" in header()
-        assert not client.sent_of(requests.MaintainRuns)[1:]  # no registry event: runs not asked again
+        assert client.sent[sent:] == []  # the events said it all: nothing asked
 
 
 async def test_a_narrow_header_keeps_the_state_and_help_lists_every_key() -> None:
