@@ -136,6 +136,7 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
         self.sort_reverse = False
         self._wanted: tuple[int, int] | None = None
         self._drawn = 0  # bumped by every change of rows: the layout is worked out again
+        self._on_screen: tuple[object, ...] = ()  # what rows_changed last saw on screen
         self._layout_memo: tuple[tuple[object, ...], tuple[list[int], list[int]]] | None = None
 
     # -- what a subclass says ---------------------------------------------------------------------------
@@ -154,13 +155,19 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
         self.rows_changed()
 
     def rows_changed(self) -> None:
-        """The source's rows or count changed: redraw and ask for what is on screen."""
+        """The source's rows or count may have changed: redraw if what is on screen did (a refresh that
+        brings the same rows sends nothing to the terminal), and ask for what is on screen."""
         count = self.source.count
-        self._drawn += 1
         self.virtual_size = Size(self.size.width, count + 1)  # +1: the header line
         if self.cursor >= count:
             self.cursor = max(0, count - 1)
-        self.refresh()
+        first = self.first_shown
+        on_screen = (id(self.source), count, first,
+                     tuple(self.source.item(i) for i in range(first, min(count, first + self.page_height))))
+        if on_screen != self._on_screen:
+            self._on_screen = on_screen
+            self._drawn += 1
+            self.refresh()
         self._post_wanted(force=True)
 
     @property
