@@ -10,12 +10,14 @@ from collections.abc import Iterator
 import pytest
 from textual.pilot import Pilot
 
+from daemon.protocol import requests
+from daemon.protocol.errors import ErrorCode, ProtocolError
 from modeltui.app import ModelTuiApp
 from modeltui.screens import ModelScreen, ModelsScreen
 from tests.helpers.bulk_models import bulk_daemon, model_name
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.snapshots import screen_text
-from tests.helpers.tui import SIZE, make_app, until
+from tests.helpers.tui import SIZE, make_app, query, until
 
 COUNT = 10_000
 
@@ -60,6 +62,9 @@ async def test_first_paint_and_the_real_end_of_the_list(many_models: DaemonProce
 
 
 async def test_filter_any_column_inverse_and_sort_on_the_daemon(many_models: DaemonProcess) -> None:
+    with pytest.raises(ProtocolError, match=r"bad regex '\(prod': missing \)") as bad:
+        await query(many_models, requests.ListModels(pattern="(prod"))
+    assert bad.value.code == ErrorCode.INVALID
     app = make_app(many_models)
     async with app.run_test(size=SIZE) as pilot:
         await first_row_is(pilot, model_name(1))
