@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Log
+from textual.widgets import Input, Log
 
 from ..format import printable
 from .list_filter import FilterInput, RowFilter, compile_filter
@@ -51,6 +51,12 @@ class LogView(Log):
         self._flush_timer: Timer | None = None
         self.received = 0
         """Lines received since the last :meth:`reset` (including those dropped by the cap)."""
+
+    def on_show(self) -> None:
+        """Shown (its tab chosen): take the keys, so ``/``, arrows and PgUp/PgDn act on the log at once —
+        unless the user is typing somewhere."""
+        if not isinstance(self.screen.focused, Input):
+            self.focus()
 
     def append(self, lines: Iterable[str]) -> None:
         """Queue a batch of lines; they are written on the next flush."""

@@ -12,9 +12,10 @@ import pytest
 from textual.widgets import Static
 
 from modeltui.client import connect
-from modeltui.screens import ModelScreen
-from modeltui.widgets import DeploymentsTable, VersionsTable
+from modeltui.screens import DeploymentScreen, ModelScreen
+from modeltui.widgets import DeploymentsTable, LogView, VersionsTable
 from tests.helpers.daemon import DaemonProcess
+from tests.helpers.endpoints import predictions
 from tests.helpers.models import echo_model
 from tests.helpers.tui import SIZE, deploy, make_app, open_deployments, push, rows, undeploy_all, until
 
@@ -100,6 +101,24 @@ async def test_deployments_at_80x24_keep_the_needed_columns_and_filter_on_state(
         table.focus()
         await pilot.press("slash", *"runn", "enter")
         assert table.row_count == 1, "running is in the state column"
+
+        # The log view filters its lines with the same `/`: the log takes the keys when its tab shows.
+        assert d.endpoint is not None
+        await asyncio.to_thread(predictions, d.endpoint, [4.0])
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DeploymentScreen), "the deployment's detail")
+        await pilot.press("l")
+        log = app.screen.query_one(LogView)
+        await until(pilot, lambda: any("4.0" in line for line in log.lines), "the log's tail")
+        assert app.focused is log
+        await pilot.press("slash", *"^zzz", "enter")
+        assert log.line_count == 0
+        await pilot.press("slash", "escape")
+        assert any("4.0" in line for line in log.lines)
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "back to the list")
+
+        table.focus()
         await pilot.press("slash", "ctrl+u", *"!running", "enter")
         assert table.row_count == 0
         assert table.border_title == "filter: /!running (0 of 1)"
