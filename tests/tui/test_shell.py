@@ -188,7 +188,7 @@ async def test_the_tui_reconnects_by_itself_and_shows_fresh_data(daemon: DaemonP
         assert "retry in" in header(app) or "reconnecting" in header(app)
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, ModelsScreen), "back on the models while disconnected")
-        assert "DISCONNECTED" in header(app)
+        await until(pilot, lambda: "DISCONNECTED" in header(app), "the models' header says so too")
         reachable.clear()
         await asyncio.to_thread(daemon.start)
         await asyncio.to_thread(push, daemon, make_model_dir(tmp_path / "late", "late-model"))
