@@ -93,3 +93,9 @@ async def test_filter_any_column_inverse_and_sort_on_the_daemon(many_models: Dae
         assert app.screen.model_name == model_name(9996)
         await pilot.press("escape")
         assert isinstance(app.screen, ModelsScreen)
+
+        # Another client describes a model: the daemon's index has it at once, in the description column.
+        await query(many_models, requests.DescribeModel(name=model_name(4321), description="a needle in the hay"))
+        await pilot.press("slash", *"needle")
+        await first_row_is(pilot, model_name(4321))
+        assert "of 1 matching 'needle'" in status(app)
