@@ -160,7 +160,7 @@ class FleetHostsTable(_FleetTable):
     ) -> tuple[str, tuple[str | Text, ...]]:
         if name != current and state.deployments is None:
             word = UNREACHABLE if not state.reachable else "connecting…"
-            return name, ("", Text(name), self.tone(word, state.tone), "-", Text(short(state.error, 24)), "-", "-")
+            return name, ("", Text(name), self.tone(word, state.tone), "-", Text(short(state.error, 20)), "-", "-")
         key, cells = self._row(
             results.ClusterHost(id=name, host=name, pid=0, socket="", capabilities=[], started_at=_EPOCH,
                                 this=name == current),
@@ -380,11 +380,11 @@ class FleetScreen(PollingScreen):
         if status is None:
             return
         if not status.enabled and self.others:
-            down = [n for n, s in self.others.items() if not s.reachable]
-            hosts = f"{len(self.others) + 1 - len(down)} of {len(self.others) + 1} answer"
-            if down:
-                hosts += f" ([{PALETTE['bad'].variable}]{literal(', '.join(down))} {UNREACHABLE}[/])"
-            title.update(f"no cluster: the contexts are the fleet, {hosts}\n"
+            down = sum(not s.reachable for s in self.others.values())
+            hosts = f"{len(self.others) + 1 - down} of {len(self.others) + 1} answer"
+            if down:  # which ones, and why: the hosts table says
+                hosts += f", [{PALETTE['bad'].variable}]{down} {UNREACHABLE}[/]"
+            title.update(f"no cluster: the contexts are the fleet ({hosts})\n"
                          f"[{PALETTE['off'].variable}]{literal(DISABLED)}[/]")
             return
         if not status.enabled:
@@ -414,6 +414,7 @@ class FleetScreen(PollingScreen):
         enabled = self.status is not None and self.status.enabled
         hosts_table = self.query_one(FleetHostsTable)
         hosts_table.display = enabled or bool(self.others)
+        self.set_class(not enabled and bool(self.others), "-contexts")
         if enabled and self.status is not None:
             hosts_table.show(self.status.hosts, rows)
         elif self.others:

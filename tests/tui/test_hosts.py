@@ -1,9 +1,9 @@
 """Every host in one TUI, driven with Textual's Pilot against two REAL daemons on two sockets (contexts ``a``
 and ``b``, one process deployment each), ``b`` again through a real ssh to 127.0.0.1 and modeltui-bridge
-(``b-ssh``), a context where nothing listens (``gone``) and one whose daemon takes the connection and never
-answers (``hang``): the hosts view lists every host's rows as they come (the hanging host holds back nobody),
-one filter applies to all, the tabs switch the context, and the fleet view (no cluster) shows the contexts'
-hosts."""
+(``b-ssh``), a context where nothing listens (``gone``), one whose daemon takes the connection and never
+answers (``hang``) and an ssh one whose server takes the TCP connection and never answers (``ssh-hang``):
+the hosts view lists every host's rows as they come (the hanging hosts hold back nobody), one filter applies
+to all, the tabs switch the context, and the fleet view (no cluster) shows the contexts' hosts."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ class Hosts:
     """Listening, never accepting: a connection is taken (queued) and hello is never answered."""
     hang_path: Path
     sshd: SshServer
+    ssh_hang: socket.socket
+    """A TCP port that takes connections and never answers (an ssh server that hangs)."""
+    ssh_hang_port: int
 
     def contexts(self) -> list[Context]:
         return [
@@ -50,6 +53,8 @@ class Hosts:
                     remote_socket=str(self.b.socket)),
             Context("gone", socket=self.gone),
             Context("hang", socket=self.hang_path),
+            Context("ssh-hang", ssh=self.sshd.host, bridge=BRIDGE,
+                    ssh_args=(*self.sshd.ssh_args, "-p", str(self.ssh_hang_port))),
         ]
 
 
@@ -70,14 +75,19 @@ def hosts(sshd: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     base = tmp_path_factory.mktemp("hosts")
     made: list[DaemonProcess] = []
     hang = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ssh_hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         made.append(start_daemon(base / "a", "fraud", "fraud-a"))
         made.append(start_daemon(base / "b", "churn", "churn-b"))
         hang.bind(str(base / "hang.sock"))
         hang.listen(8)
-        yield Hosts(made[0], made[1], base / "nothing-here.sock", hang, base / "hang.sock", sshd)
+        ssh_hang.bind(("127.0.0.1", 0))
+        ssh_hang.listen(8)
+        yield Hosts(made[0], made[1], base / "nothing-here.sock", hang, base / "hang.sock", sshd, ssh_hang,
+                    ssh_hang.getsockname()[1])
     finally:
         hang.close()
+        ssh_hang.close()
         for d in made:
             d.stop()
             d.kill_deployments()
@@ -119,16 +129,19 @@ async def test_all_hosts_in_one_table_and_the_unreachable_ones_hold_back_nobody(
         screen = app.screen
         assert isinstance(screen, HostsScreen)
         table = screen.query_one(HostsTable)
-        assert tab_labels(screen) == ["all hosts", "● a", "● b", "● b-ssh", "● gone", "● hang"]
+        assert tab_labels(screen) == ["all hosts", "● a", "● b", "● b-ssh", "● gone", "● hang", "● ssh-hang"]
 
         # Every daemon's rows show (b's twice: over its socket and over ssh) while the hanging host has still
         # not answered.
         await until(pilot, lambda: by_host(table).get("a") == ["fraud-a"] and by_host(table).get("b") == ["churn-b"]
                     and by_host(table).get("b-ssh") == ["churn-b"], "every host's rows", 20)
         assert by_host(table)["hang"] == [CONNECTING]
+        assert by_host(table)["ssh-hang"] == [CONNECTING]
         await until(pilot, lambda: by_host(table).get("gone") == [UNREACHABLE], "gone unreachable")
         assert table.row_of("gone/")["message"].startswith(f"no daemon answers on {hosts.gone}")
-        assert status(screen).startswith("3 deployment(s) on 3 of 5 host(s) · waiting for hang · gone unreachable (")
+        assert status(screen).startswith(
+            "3 deployment(s) on 3 of 6 host(s) · waiting for hang, ssh-hang · gone unreach"
+        )
         print("\n".join(" | ".join(r) for r in rows(table)))
         print(status(screen))
 
@@ -143,7 +156,9 @@ async def test_all_hosts_in_one_table_and_the_unreachable_ones_hold_back_nobody(
 
         # The hanging host's daemon goes away: its row says so, the others are untouched.
         hosts.hang.close()
+        hosts.ssh_hang.close()
         await until(pilot, lambda: by_host(table).get("hang") == [UNREACHABLE], "hang unreachable", 12)
+        await until(pilot, lambda: by_host(table).get("ssh-hang") == [UNREACHABLE], "ssh-hang unreachable", 12)
         assert by_host(table)["a"] == ["fraud-a"]
         assert "did not answer hello" in table.row_of("hang/")["message"]
         shown_text = screen_text(app)
