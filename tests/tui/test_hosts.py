@@ -185,6 +185,8 @@ async def test_all_hosts_in_one_table_and_the_unreachable_ones_hold_back_nobody(
         await until(pilot, lambda: [r[0] for r in rows(app.screen.query_one(DeploymentsTable))] == ["churn-b"],
                     "b-ssh's deployment")
         assert isinstance(app.screen, DeploymentsScreen)
+        # The hosts view is gone: the connections it opened to the other hosts are closed.
+        await until(pilot, lambda: not app.fanout.hosts, "the other hosts' connections closed")
 
 
 async def test_fleet_without_a_cluster_shows_the_contexts(hosts: Hosts) -> None:

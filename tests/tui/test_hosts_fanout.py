@@ -1,10 +1,11 @@
 """The fan-out (modeltui.fanout) with canned clients: every host is asked at once, a host that hangs or
-cannot be reached delays nobody else, and an unreachable host is tried again only after its backoff.
-The real-daemon proof is tests/tui/test_hosts.py."""
+cannot be reached delays nobody else, and an unreachable host is tried again only after its backoff; the
+hosts view re-asks only the current host on its events. The real-daemon proof is tests/tui/test_hosts.py."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +13,16 @@ import pytest
 
 from daemon.protocol import requests, results
 from daemon.protocol.errors import ErrorCode, ProtocolError
+from daemon.protocol.events import DeploymentEvent
 from modeltui import fanout
+from modeltui.app import ModelTuiApp
 from modeltui.client import DaemonClient, DaemonUnavailable
+from modeltui.contexts import Context
 from modeltui.fanout import FanOut
-from modeltui.screens.hosts import FanOutCall, HostAnswer
+from modeltui.screens.hosts import FanOutCall, HostAnswer, HostsScreen, HostsTable
+from tests.helpers import canned
 from tests.helpers.fake_client import FakeClient
+from tests.helpers.tui import SIZE, rows, until
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,14 @@ class Screen:
     """Stands in for the screen that asked (only ``is_attached`` is read)."""
 
     is_attached = True
+
+
+def fake_app_factory(client: FakeClient) -> Callable[[], Awaitable[DaemonClient]]:
+    async def connect() -> DaemonClient:
+        client.closed.clear()
+        return client
+
+    return connect
 
 
 def listing() -> results.DeploymentList:
@@ -102,3 +116,35 @@ async def test_every_host_answers_as_it_comes_and_the_unreachable_wait_their_bac
     assert b.closed.is_set()
     assert refusing.closed.is_set()
     assert not own.closed.is_set()
+
+
+async def test_the_current_hosts_events_refresh_it_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hosts view with canned clients: a deployment event of the current context re-asks that context at
+    once (no poll in between), and the other host is not asked again for it."""
+    monkeypatch.setattr(HostsScreen, "POLL_SECONDS", 600.0)  # only the event may cause the second ask
+    here = canned.canned_client()
+    there = FakeClient().answer(requests.ListDeployments, results.DeploymentList(
+        items=[canned.deployment("spam-b", "spam@production", 3, 9001)]))
+    extra = results.DeploymentList(
+        items=[*canned.deployments(), canned.deployment("new-one", "new@production", 1, 9003)]
+    )
+
+    async def connect_context(ctx: Any) -> DaemonClient:
+        return there
+
+    app = ModelTuiApp(fake_app_factory(here), contexts=[Context("a"), Context("b")], context="a",
+                      connect_context=connect_context)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected", "connected")
+        app.show_view("hosts")
+        await until(pilot, lambda: app.screen.query_one(HostsTable).row_count == 3, "both hosts' rows")
+        table = app.screen.query_one(HostsTable)
+        assert [r[:2] for r in rows(table)] == [
+            ["a", "churn-production"], ["a", "fraud-production"], ["b", "spam-b"]
+        ]
+        asked_there = len(there.sent_of(requests.ListDeployments))
+        here.answer(requests.ListDeployments, extra)
+        here.push(DeploymentEvent(kind="created", deployment="new-one"))
+        await until(pilot, lambda: table.row_count == 4, "the new deployment")
+        assert ["a", "new-one"] in [r[:2] for r in rows(table)]
+        assert len(there.sent_of(requests.ListDeployments)) == asked_there
