@@ -22,7 +22,9 @@ class ModelsTable(VirtualTable[ModelSummary]):
     SORT_KEYS: ClassVar[Sequence[str]] = COLUMNS
     COLUMN_PRIORITY: ClassVar[dict[str, int]] = {"description": 2, "updated": 1}
     COLUMN_MIN: ClassVar[dict[str, int]] = {"name": 16, "aliases": 12}
-    COLUMN_MAX: ClassVar[dict[str, int]] = {"name": 40, "aliases": 30}
+    COLUMN_MAX: ClassVar[dict[str, int]] = {"name": 64, "aliases": 48}
+    #: When room is short: then the columns that never hide take at most 76 cells, whole at 80 columns.
+    COLUMN_CUT: ClassVar[dict[str, int]] = {"name": 32, "aliases": 24}
     FLEX_COLUMN: ClassVar[str | None] = "description"
 
     class ModelChosen(Message):

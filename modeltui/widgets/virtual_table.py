@@ -68,6 +68,8 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
     """Column → the fewest cells it takes (its width does not jump for a screenful of short values)."""
     COLUMN_MAX: ClassVar[Mapping[str, int]] = {}
     """Column → the most cells it takes (longer cells end with …)."""
+    COLUMN_CUT: ClassVar[Mapping[str, int]] = {}
+    """Column → the width it may be cut down to when the columns that never hide do not fit."""
     FLEX_COLUMN: ClassVar[str | None] = None
     """The column that takes the room left (a description), hidden when that is under FLEX_MIN."""
     FLEX_MIN: ClassVar[int] = 12
@@ -300,13 +302,20 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
         flex = self.COLUMNS.index(self.FLEX_COLUMN) if self.FLEX_COLUMN in self.COLUMNS else None
         shown = list(range(len(self.COLUMNS)))
 
-        def needed() -> int:
-            return sum(self.FLEX_MIN if i == flex else widths[i] for i in shown) + self.GAP * (len(shown) - 1)
+        cut = [min(w, self.COLUMN_CUT.get(c, w)) for w, c in zip(widths, self.COLUMNS, strict=True)]
 
+        def needed(at: list[int] = widths) -> int:
+            return sum(self.FLEX_MIN if i == flex else at[i] for i in shown) + self.GAP * (len(shown) - 1)
+
+        # A column hides only when cutting those that may be cut would not make room.
         for i in sorted(shown, key=lambda i: (-self.COLUMN_PRIORITY.get(self.COLUMNS[i], 0), -i)):
-            if needed() <= room or not self.COLUMN_PRIORITY.get(self.COLUMNS[i], 0):
+            if needed(cut) <= room or not self.COLUMN_PRIORITY.get(self.COLUMNS[i], 0):
                 break
             shown.remove(i)
+        for i, column in enumerate(self.COLUMNS):  # still too wide: cut what may be cut, in order
+            excess = needed() - room
+            if excess > 0 and i in shown and column in self.COLUMN_CUT:
+                widths[i] = max(min(widths[i], self.COLUMN_CUT[column]), widths[i] - excess)
         if flex in shown:
             assert flex is not None
             widths[flex] = max(self.FLEX_MIN, room - sum(widths[i] + self.GAP for i in shown if i != flex))
