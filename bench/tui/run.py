@@ -68,10 +68,10 @@ FILTER_QUIET = 0.300
 
 TARGETS = {
     "first_paint_few": ("first paint, a few models", "<= 0.5 s"),
-    "first_paint_10k": ("first paint, 10,000 models", "<= 1 s"),
+    "first_paint_10k": ("first paint, --models models", "<= 1 s (10,000)"),
     "key_local": ("key to screen p95, local", "<= 30 ms"),
     "key_ssh": ("key to screen p95, over ssh", "<= 50 ms"),
-    "filter": ("filter over 10,000 models", "<= 50 ms"),
+    "filter": ("filter over --models models", "<= 50 ms (10,000)"),
     "idle_bytes": ("idle bytes per view over ssh", "<= 2 KB/min"),
     "idle_cpu": ("TUI CPU while idle", "<= 1 % of a core"),
 }
@@ -177,9 +177,13 @@ class Bench:
             press("k", "k")
         for _ in range(max(3, samples // 3)):
             press("down", "\x1b[B")
+        reached = {"G": 0, "g": 0}
+        last, first = f"bulk-{self.args.models:05d}", "bulk-00001"
         for _ in range(max(3, samples // 3)):
             press("G", "G")
+            reached["G"] += last in tui.screen().text()
             press("g", "g")
+            reached["g"] += first in tui.screen().text()
         for _ in range(max(3, samples // 6)):
             press("End", "\x1b[F")
             press("Home", "\x1b[H")
@@ -194,17 +198,20 @@ class Bench:
             if timing is not None:
                 filters.append(timing)
                 got.setdefault("letters", []).append(timing)
-                shown = set(NAME.findall(tui.text(mark)))
-                shows_only_matches &= bool(shown) and all(FILTER_TEXT in n for n in shown)
+            shown = NAME.findall(tui.screen().text())
+            shows_only_matches &= bool(shown) and all(FILTER_TEXT in n for n in shown)
             press("esc", "\x1b", 0.1)
             press("esc", "\x1b", 0.1)
-        every = [t[1] for label, ts in got.items() for t in ts]
+        # esc is reported on its own: a lone ESC byte waits out Textual's ESCDELAY (100 ms) before it is a key.
+        every = [t[1] for label, ts in got.items() for t in ts if label != "esc"]
         return {
             "per_key": {label: summary(ts) for label, ts in got.items()},
             "missed": missed,
             "all": summary_values(every),
             "filter": summary(filters),
             "filter_shows_only_matches": shows_only_matches,
+            "G_shows_last_model": f"{reached['G']} of {max(3, samples // 3)}",
+            "g_shows_first_model": f"{reached['g']} of {max(3, samples // 3)}",
         }
 
     def navigate(self, tui: PtyProc, remote: bool) -> dict[str, Any]:
@@ -407,7 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             names: list[str] = []
             with section(f"deploy {args.deployments}", out):
                 names = bench.deploy(args.deployments) if args.deployments else []
-                out["serving_rss_mb"] = serving_rss(bench.daemon) / 2**20
+                out["serving_pss_mb"] = serving_pss(bench.daemon) / 2**20
             with section(f"idle {args.idle_seconds:.0f} s", out):
                 out["idle"] = bench.idle(names, args.idle_seconds, args.churn_seconds)
         finally:
@@ -416,11 +423,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def serving_rss(daemon: DaemonProcess) -> int:
+def serving_pss(daemon: DaemonProcess) -> int:
+    """Bytes the serving processes hold, shared pages (the zygote's preloaded modules) divided among them."""
     total = 0
     for pid in daemon.serving_pids():
-        with contextlib.suppress(OSError, ValueError):
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            total += int(next(line for line in rollup if line.startswith("Pss:")).split()[1]) * 1024
     return total
 
 
@@ -435,8 +444,9 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
     def ratio(a: float | None, b: float | None) -> str:
         return f"{a / b:.2f}x" if a and b else "-"
 
+    many = (TARGETS["first_paint_10k"][0].replace("--models", f"{args.models:,}"), TARGETS["first_paint_10k"][1])
     for key, what, target in (("empty", "first paint, empty registry", "<= 0.5 s"),
-                              ("few", *TARGETS["first_paint_few"]), ("10k", *TARGETS["first_paint_10k"])):  # fmt: skip
+                              ("few", *TARGETS["first_paint_few"]), ("10k", *many)):  # fmt: skip
         if key in med:
             rows.append((what, ms(med[key]), target, ratio(med[key], med.get("peer_10k")) if key == "10k" else "-"))
     if "peer_10k" in med:
@@ -446,7 +456,8 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
         if not mine:
             continue
         peer = keys.get(f"peer_{place}")
-        rows.append((TARGETS[target][0] + " (all keys)", f"{ms(mine['all']['p95'])} (p50 {ms(mine['all']['p50'])})",
+        rows.append((TARGETS[target][0] + " (all keys but esc)",
+                     f"{ms(mine['all']['p95'])} (p50 {ms(mine['all']['p50'])})",
                      TARGETS[target][1], ratio(mine["all"]["p95"], peer and peer["all"]["p95"])))  # fmt: skip
         for label, s in mine["per_key"].items():
             ps = peer and peer["per_key"].get(label)
@@ -456,9 +467,12 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
         f = mine["filter"]
         if f["n"]:
             pf = peer and peer["filter"]
-            rows.append((f"{TARGETS['filter'][0]} ({place}), p50", ms(f["settled_p50"]) +
+            what = TARGETS["filter"][0].replace("--models", f"{args.models:,}")
+            rows.append((f"{what} ({place}), p50 (p95 {ms(f['settled_p95'])})", ms(f["settled_p50"]) +
                          ("" if mine["filter_shows_only_matches"] else " (NOT only matches)"),
                          TARGETS["filter"][1], ratio(f["settled_p50"], pf and pf["settled_p50"])))  # fmt: skip
+        rows.append((f"  G shows the last model / g the first ({place})",
+                     f"{mine.get('G_shows_last_model', '-')} / {mine.get('g_shows_first_model', '-')}", "", ""))
         if mine["missed"]:
             rows.append((f"  keys with no redraw within 5 s ({place})", json.dumps(mine["missed"]), "", ""))
     if idle:
@@ -474,7 +488,8 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [f"models: {args.models:,}" + (f" (loaded in {out['load_models_s']:.0f} s)" if "load_models_s" in out
                                            else "")]  # fmt: skip
     if idle:
-        lines[0] += (f"; deployments: {idle['deployments']} (serving RSS {out.get('serving_rss_mb', 0):.0f} MB), "
+        lines[0] += (f"; deployments: {idle['deployments']} "
+                     f"(serving PSS {out.get('serving_pss_mb', 0):.0f} MB), "
                      f"restarted one at a time every {args.churn_seconds:.0f} s ({idle['restarts']} restarts in the "
                      f"{idle['window_s']:.0f} s idle window)")  # fmt: skip
     lines[0] += f"; source: {args.source or 'this checkout'}; machine: {json.dumps(out['machine'])}"

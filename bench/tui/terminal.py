@@ -37,6 +37,8 @@ class PtyProc:
         self._chunks: list[tuple[float, bytes]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._screen = Screen(columns, rows)
+        self._fed = 0
         self.started = time.monotonic()
         self.proc = subprocess.Popen(list(argv), stdin=slave, stdout=slave, stderr=slave, env=full_env,
                                      start_new_session=True, cwd=cwd, preexec_fn=_own_terminal)  # fmt: skip
@@ -107,6 +109,13 @@ class PtyProc:
                 return got[0][0] - since, got[-1][0] - since
             time.sleep(0.002)
 
+    def screen(self) -> Screen:
+        """The terminal's screen after every byte so far (fed as they come: no rereading)."""
+        new = self.chunks(self._fed)
+        self._fed += len(new)
+        self._screen.feed(b"".join(d for _t, d in new))
+        return self._screen
+
     def tail(self, count: int = 1500) -> str:
         return self.text()[-count:]
 
@@ -142,3 +151,69 @@ def proc_cpu(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_SEQUENCE = re.compile(
+    r"\x1b\[([0-?]*)[ -/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|[\r\n\b]|[^\x1b\r\n\b]+"
+)
+
+
+class Screen:
+    """What a terminal of ``columns`` x ``rows`` shows after the bytes fed to it: cursor positioning, erases
+    and text (colours and modes ignored); enough to read which rows Textual drew, not a full emulator."""
+
+    def __init__(self, columns: int = 80, rows: int = 24) -> None:
+        self.columns, self.rows = columns, rows
+        self.cells = [[" "] * columns for _ in range(rows)]
+        self.x = self.y = 0
+
+    def feed(self, data: bytes) -> None:
+        for m in _SEQUENCE.finditer(data.decode(errors="replace")):
+            text = m.group(0)
+            if m.group(2) is not None:
+                self._csi(m.group(1), m.group(2))
+            elif text == "\r":
+                self.x = 0
+            elif text == "\n":
+                self.y = min(self.rows - 1, self.y + 1)
+            elif text == "\b":
+                self.x = max(0, self.x - 1)
+            elif not text.startswith("\x1b"):
+                for ch in text:
+                    if ch.isprintable() and self.x < self.columns:
+                        self.cells[self.y][self.x] = ch
+                        self.x += 1
+
+    def _csi(self, params: str, final: str) -> None:
+        if params.startswith("?"):
+            return  # private modes
+        nums = [int(p) if p.isdigit() else 0 for p in params.split(";")] if params else []
+        first = nums[0] if nums and nums[0] else 1
+        if final in "Hf":
+            self.y = min(self.rows, max(1, first)) - 1
+            self.x = min(self.columns, max(1, nums[1] if len(nums) > 1 and nums[1] else 1)) - 1
+        elif final == "A":
+            self.y = max(0, self.y - first)
+        elif final == "B":
+            self.y = min(self.rows - 1, self.y + first)
+        elif final == "C":
+            self.x = min(self.columns - 1, self.x + first)
+        elif final == "D":
+            self.x = max(0, self.x - first)
+        elif final == "G":
+            self.x = min(self.columns, first) - 1
+        elif final == "d":
+            self.y = min(self.rows, first) - 1
+        elif final == "K":
+            mode = nums[0] if nums else 0
+            start, end = {0: (self.x, self.columns), 1: (0, self.x + 1), 2: (0, self.columns)}.get(mode, (0, 0))
+            for i in range(start, end):
+                self.cells[self.y][i] = " "
+        elif final == "J" and (nums[0] if nums else 0) == 2:
+            self.cells = [[" "] * self.columns for _ in range(self.rows)]
+
+    def lines(self) -> list[str]:
+        return ["".join(row).rstrip() for row in self.cells]
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
