@@ -257,9 +257,6 @@ class HostsScreen(PollingScreen):
         self._sync_tabs()
         fan_out(self, requests.ListDeployments(), self._answer, group="list")
 
-    def poll(self) -> None:
-        self.reload()
-
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         return False
 
