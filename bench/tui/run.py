@@ -37,6 +37,7 @@ import platform
 import re
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -386,6 +387,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.sshd = start_sshd(Path(tmp) / "ssh", sshd)
             paints: dict[str, Any] = {}
             out["first_paint"] = paints
+            with section("import modeltui.app", out):
+                out["import_s"] = import_seconds(bench.env, args.paints)
             with section("first paint", out):
                 paints["empty"] = bench.first_paint(lambda: bench.local(tui_argv()), EMPTY, args.paints)
             asyncio.run(load_models(bench.daemon.socket, 3))
@@ -423,6 +426,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def import_seconds(env: dict[str, str], runs: int) -> list[float]:
+    """``python -c 'import modeltui.app'`` minus ``python -c pass``, each the median of ``runs``: the part of
+    a first paint spent importing before anything can be drawn."""
+
+    def median_run(code: str) -> float:
+        times = []
+        for _ in range(runs + 1):  # the first one warms the page cache, as for the first paints
+            t = time.monotonic()
+            subprocess.run([PY, "-c", code], env=env, check=True)
+            times.append(time.monotonic() - t)
+        return statistics.median(times[1:])
+
+    return [median_run("import modeltui.app"), median_run("pass")]
+
+
 def serving_pss(daemon: DaemonProcess) -> int:
     """Bytes the serving processes hold, shared pages (the zygote's preloaded modules) divided among them."""
     total = 0
@@ -449,6 +467,9 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
                               ("few", *TARGETS["first_paint_few"]), ("10k", *many)):  # fmt: skip
         if key in med:
             rows.append((what, ms(med[key]), target, ratio(med[key], med.get("peer_10k")) if key == "10k" else "-"))
+    if "import_s" in out:
+        app, bare = out["import_s"]
+        rows.append(("  of which: `import modeltui.app` (python alone)", f"{ms(app)} ({ms(bare)})", "", ""))
     if "peer_10k" in med:
         rows.append(("  peer: first paint, same rows", ms(med["peer_10k"]), "", ""))
     for place, target in (("local", "key_local"), ("ssh", "key_ssh")):
