@@ -127,6 +127,8 @@ class Bench:
                                     env=self.env).start(timeout=60)  # fmt: skip
         self.sshd: SshServer | None = None
         self.out: dict[str, Any] = {"machine": machine()}
+        self.first_bytes: list[float] = []
+        """When modeltui's first byte reached the terminal, of every timed start."""
 
     # -- launching -----------------------------------------------------------------------------------------
     def local(self, argv: list[str]) -> PtyProc:
@@ -144,6 +146,7 @@ class Bench:
 
     # -- first paint ---------------------------------------------------------------------------------------
     def first_paint(self, launch: Callable[[], PtyProc], expect: str | re.Pattern[str], runs: int) -> list[float]:
+        """Seconds from exec to ``expect`` drawn, per start; the first output byte's go to ``first_bytes``."""
         times = []
         for i in range(runs + 1):  # the first start warms the venv's files in the page cache: not counted
             tui = launch()
@@ -151,6 +154,7 @@ class Bench:
                 shown = tui.wait_text(expect, timeout=60)
                 if i:
                     times.append(shown - tui.started)
+                    self.first_bytes.append(tui.chunks()[0][0] - tui.started)
             finally:
                 tui.close()
         return times
@@ -397,6 +401,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["load_models_s"] = asyncio.run(load_models(bench.daemon.socket, args.models))  # 1-3 again: no-ops
             with section(f"first paint, {args.models} models", out):
                 paints["10k"] = bench.first_paint(lambda: bench.local(tui_argv()), NAME, args.paints)
+            out["first_byte"] = list(bench.first_bytes)
             if not args.skip_peer:
                 peer = [PY, str(PEER), str(args.models)]
                 with section("first paint, peer", out):
@@ -467,6 +472,8 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
                               ("few", *TARGETS["first_paint_few"]), ("10k", *many)):  # fmt: skip
         if key in med:
             rows.append((what, ms(med[key]), target, ratio(med[key], med.get("peer_10k")) if key == "10k" else "-"))
+    if out.get("first_byte"):
+        rows.append(("  of which: exec to the first byte written", ms(statistics.median(out["first_byte"])), "", ""))
     if "import_s" in out:
         app, bare = out["import_s"]
         rows.append(("  of which: `import modeltui.app` (python alone)", f"{ms(app)} ({ms(bare)})", "", ""))
