@@ -85,6 +85,9 @@ class View:
     name: str
     keys: str
     shows: str
+    old_keys: str = ""
+    """How the TUI before issue 16 reached it (``--source`` of an older tree), and what showed it then."""
+    old_shows: str = ""
 
 
 #: The top-level views, each reached with its ``:`` command from the start view (the models list); the text
@@ -92,10 +95,10 @@ class View:
 VIEWS = (
     View("models", "", ""),
     View("home", ":home\r", "Next list"),
-    View("deployments", ":deploy\r", "Logs"),
-    View("alerts", ":alerts\r", "Current"),
-    View("maint", ":maint\r", "Approve"),
-    View("fleet", ":fleet\r", "Hosts"),
+    View("deployments", ":deploy\r", "Logs", "d", "modeltui — deployments"),
+    View("alerts", ":alerts\r", "Current", "A", "modeltui — alerts"),
+    View("maint", ":maint\r", "Approve", "M", "modeltui — maintenance"),
+    View("fleet", ":fleet\r", "Hosts", "F", "modeltui — fleet"),
     View("hosts", ":hosts\r", "Next host"),
 )
 
@@ -274,8 +277,17 @@ class Bench:
                     try:
                         tui.wait_text(view.shows, mark, timeout=20)
                     except TimeoutError:  # an older tree (--source) may not have the view or its command
-                        unreachable[view.name] = f"{view.keys!r} did not show {view.shows!r}"
-                        tuis.pop(view.name).close()
+                        try:
+                            if not view.old_keys:
+                                raise
+                            tui.key("\x1b")
+                            time.sleep(0.5)
+                            mark = tui.mark()
+                            tui.key(view.old_keys)
+                            tui.wait_text(view.old_shows, mark, timeout=20)
+                        except TimeoutError:
+                            unreachable[view.name] = f"{view.keys!r} did not show {view.shows!r}"
+                            tuis.pop(view.name).close()
             if "peer DataTable" in tuis:
                 tuis["peer DataTable"].wait_text(NAME, timeout=90)
             time.sleep(5)  # settle: first answers, learned refresh intervals
