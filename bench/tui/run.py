@@ -269,25 +269,25 @@ class Bench:
             for view in VIEWS:
                 tui = tuis[view.name]
                 tui.wait_text(NAME, timeout=90)
-                if view.keys:
-                    mark = tui.mark()
-                    tui.key(view.keys[0])
+                # An older tree (--source, before issue 16) has no ``:`` commands: its own keys, where it had them.
+                keys, shows = (view.old_keys, view.old_shows) if self.args.source else (view.keys, view.shows)
+                if not view.keys:
+                    continue
+                mark = tui.mark()
+                if not keys:
+                    unreachable[view.name] = "no such view"
+                    tuis.pop(view.name).close()
+                    continue
+                if keys.startswith(":"):
+                    tui.key(":")
                     time.sleep(0.3)  # the command line opens
-                    tui.key(view.keys[1:])
-                    try:
-                        tui.wait_text(view.shows, mark, timeout=20)
-                    except TimeoutError:  # an older tree (--source) may not have the view or its command
-                        try:
-                            if not view.old_keys:
-                                raise
-                            tui.key("\x1b")
-                            time.sleep(0.5)
-                            mark = tui.mark()
-                            tui.key(view.old_keys)
-                            tui.wait_text(view.old_shows, mark, timeout=20)
-                        except TimeoutError:
-                            unreachable[view.name] = f"{view.keys!r} did not show {view.shows!r}"
-                            tuis.pop(view.name).close()
+                    keys = keys[1:]
+                tui.key(keys)
+                try:
+                    tui.wait_text(shows, mark, timeout=20)
+                except TimeoutError:
+                    unreachable[view.name] = f"{keys!r} did not show {shows!r}"
+                    tuis.pop(view.name).close()
             if "peer DataTable" in tuis:
                 tuis["peer DataTable"].wait_text(NAME, timeout=90)
             time.sleep(5)  # settle: first answers, learned refresh intervals
@@ -561,8 +561,9 @@ def main() -> None:
     p.add_argument("--deployments", type=int, default=50)
     p.add_argument("--idle-seconds", type=float, default=60.0)
     p.add_argument("--churn-seconds", type=float, default=10.0, help="restart one deployment this often")
-    p.add_argument("--source", type=Path, help="run the daemon and the TUI from this source tree instead "
-                   "(e.g. `git archive` of an older commit, for a before/after comparison)")
+    p.add_argument("--source", type=Path, help="run the daemon and the TUI from this source tree instead: "
+                   "`git archive` of a commit before issue 16, for a before/after comparison (views reached with "
+                   "that TUI's own keys)")
     p.add_argument("--skip-ssh", action="store_true")
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "tui" / "RESULTS.md")
