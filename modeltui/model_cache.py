@@ -77,12 +77,14 @@ class ModelCache:
 
     def wanted(self, key: ListKey, first: int, last: int) -> list[requests.ListModels]:
         """The requests for the windows holding rows ``first``..``last`` that are neither fresh nor asked
-        (each is then marked asked). Before the total is known only the first window is asked."""
+        (each is then marked asked). Before the total is known only the first window is asked. The window
+        of ``first`` is always one of them: a list known to be empty (or shorter than the screen) may have
+        grown since, and only an answer says so (unless that window is fresh: then the total is too)."""
         view = self.view(key)
         if view.total is None:
             last = min(last, self.window - 1) if not view.asked else -1
         else:
-            last = min(last, view.total - 1)
+            last = max(first, min(last, view.total - 1))
         out: list[requests.ListModels] = []
         for window in range(max(first, 0) // self.window, last // self.window + 1 if last >= 0 else 0):
             if window in view.fresh or window in view.asked:

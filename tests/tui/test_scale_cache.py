@@ -32,7 +32,8 @@ def test_asks_the_first_window_then_only_the_missing_visible_ones() -> None:
                                                                                          0, 10)
     assert cache.wanted(key, 0, 30) == []  # asked already
     view = cache.store(first, page(first, 1000), cache.generation)
-    assert (view.total, view.item(9).name if view.item(9) else None, view.item(10)) == (1000, "m9", None)
+    ninth = view.item(9)
+    assert (view.total, ninth.name if ninth else None, view.item(10)) == (1000, "m9", None)
     assert windows(cache.wanted(key, 5, 25)) == [10, 20]
     assert windows(cache.wanted(key, 990, 2000)) == [990]  # never past the end
     assert cache.everything is None  # a filtered list does not say how many models there are
@@ -55,6 +56,19 @@ def test_a_change_makes_rows_stale_but_keeps_drawing_them() -> None:
     shorter = cache.wanted(key, 20, 24)[0]
     view = cache.store(shorter, page(shorter, 21), cache.generation)  # models were removed meanwhile
     assert (view.total, view.item(20) is not None, view.item(21)) == (21, True, None)
+
+
+def test_an_empty_list_is_asked_again_after_a_change() -> None:
+    cache = ModelCache(window=10)
+    key = ListKey()
+    (req,) = cache.wanted(key, 0, 20)
+    cache.store(req, page(req, 0), cache.generation)
+    assert cache.wanted(key, 0, 20) == []  # known empty, and fresh
+    cache.invalidate()  # the first model pushed: only an answer says the list is no longer empty
+    (again,) = cache.wanted(key, 0, 20)
+    view = cache.store(again, page(again, 1), cache.generation)
+    first = view.item(0)
+    assert (view.total, first.name if first else None) == (1, "m0")
 
 
 def test_keeps_the_last_lists_looked_at() -> None:
