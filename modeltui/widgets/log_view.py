@@ -56,7 +56,7 @@ class LogView(Log):
         """Shown (its tab chosen): take the keys, so ``/``, arrows and PgUp/PgDn act on the log at once —
         unless the user is typing somewhere."""
         if not isinstance(self.screen.focused, Input):
-            self.focus()
+            self.focus(scroll_visible=False)
 
     def append(self, lines: Iterable[str]) -> None:
         """Queue a batch of lines; they are written on the next flush."""
