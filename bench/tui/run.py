@@ -404,42 +404,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if sshd is None:
                     raise SystemExit("no sshd: apt-get install openssh-server (or --skip-ssh)")
                 bench.sshd = start_sshd(Path(tmp) / "ssh", sshd)
-            paints: dict[str, Any] = {}
-            out["first_paint"] = paints
-            with section("import modeltui.app", out):
-                out["import_s"] = import_seconds(bench.env, args.paints)
-            with section("first paint", out):
-                paints["empty"] = bench.first_paint(lambda: bench.local(tui_argv()), EMPTY, args.paints)
-            asyncio.run(load_models(bench.daemon.socket, 3))
-            with section("first paint, a few models", out):
-                paints["few"] = bench.first_paint(lambda: bench.local(tui_argv()), NAME, args.paints)
-            out["load_models_s"] = asyncio.run(load_models(bench.daemon.socket, args.models))  # 1-3 again: no-ops
-            with section(f"first paint, {args.models} models", out):
-                paints["10k"] = bench.first_paint(lambda: bench.local(tui_argv()), NAME, args.paints)
-            out["first_byte"] = list(bench.first_bytes)
-            if not args.skip_peer:
-                peer = [PY, str(PEER), str(args.models)]
-                with section("first paint, peer", out):
-                    paints["peer_10k"] = bench.first_paint(lambda: bench.local(peer), NAME, args.paints)
-            keys: dict[str, Any] = {}
-            out["keys"] = keys
-            places = [("local", False)] + ([] if args.skip_ssh else [("ssh", True)])
-            for place, remote in places:
-                for who, argv in [("modeltui", tui_argv())] + (
-                    [] if args.skip_peer else [("peer", [PY, str(PEER), str(args.models)])]
-                ):
-                    with section(f"keys {who} {place}", out):
-                        tui = bench.over_ssh(argv, tag=f"keys-{who}") if remote else bench.local(argv)
-                        try:
-                            keys[f"{who}_{place}"] = bench.navigate(tui, remote)
-                        finally:
-                            tui.close()
+            if "paint" in args.parts:
+                paints: dict[str, Any] = {}
+                out["first_paint"] = paints
+                with section("import modeltui.app", out):
+                    out["import_s"] = import_seconds(bench.env, args.paints)
+                with section("first paint", out):
+                    paints["empty"] = bench.first_paint(lambda: bench.local(tui_argv()), EMPTY, args.paints)
+                asyncio.run(load_models(bench.daemon.socket, 3))
+                with section("first paint, a few models", out):
+                    paints["few"] = bench.first_paint(lambda: bench.local(tui_argv()), NAME, args.paints)
+                out["load_models_s"] = asyncio.run(load_models(bench.daemon.socket, args.models))  # 1-3: no-ops
+                with section(f"first paint, {args.models} models", out):
+                    paints["10k"] = bench.first_paint(lambda: bench.local(tui_argv()), NAME, args.paints)
+                out["first_byte"] = list(bench.first_bytes)
+                if not args.skip_peer:
+                    peer = [PY, str(PEER), str(args.models)]
+                    with section("first paint, peer", out):
+                        paints["peer_10k"] = bench.first_paint(lambda: bench.local(peer), NAME, args.paints)
+            else:
+                out["load_models_s"] = asyncio.run(load_models(bench.daemon.socket, args.models))
+            if "keys" in args.parts:
+                keys: dict[str, Any] = {}
+                out["keys"] = keys
+                places = [("local", False)] + ([] if args.skip_ssh else [("ssh", True)])
+                for place, remote in places:
+                    for who, argv in [("modeltui", tui_argv())] + (
+                        [] if args.skip_peer else [("peer", [PY, str(PEER), str(args.models)])]
+                    ):
+                        with section(f"keys {who} {place}", out):
+                            tui = bench.over_ssh(argv, tag=f"keys-{who}") if remote else bench.local(argv)
+                            try:
+                                keys[f"{who}_{place}"] = bench.navigate(tui, remote)
+                            finally:
+                                tui.close()
             names: list[str] = []
-            with section(f"deploy {args.deployments}", out):
-                names = bench.deploy(args.deployments) if args.deployments else []
-                out["serving_pss_mb"] = serving_pss(bench.daemon) / 2**20
-            with section(f"idle {args.idle_seconds:.0f} s", out):
-                out["idle"] = bench.idle(names, args.idle_seconds, args.churn_seconds)
+            if "idle" in args.parts:
+                with section(f"deploy {args.deployments}", out):
+                    names = bench.deploy(args.deployments) if args.deployments else []
+                    out["serving_pss_mb"] = serving_pss(bench.daemon) / 2**20
+                with section(f"idle {args.idle_seconds:.0f} s", out):
+                    out["idle"] = bench.idle(names, args.idle_seconds, args.churn_seconds)
         finally:
             bench.stop()
             os.chdir(ROOT)
@@ -567,6 +572,8 @@ def main() -> None:
     p.add_argument("--source", type=Path, help="run the daemon and the TUI from this source tree instead: "
                    "`git archive` of a commit before issue 16, for a before/after comparison (views reached with "
                    "that TUI's own keys)")
+    p.add_argument("--parts", type=lambda v: set(v.split(",")), default={"paint", "keys", "idle"},
+                   help="which parts run, comma-separated: paint,keys,idle (default: all)")
     p.add_argument("--skip-ssh", action="store_true")
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "tui" / "RESULTS.md")
