@@ -100,6 +100,44 @@ def _str(path: Path, key: str, value: object) -> str:
     return value
 
 
+#: ssh's options that take a value (``-p 22`` or ``-p22``), and those that take none.
+_SSH_VALUED = frozenset("BbcDEeFIiJLlmOopPQRSWw")
+_SSH_FLAGS = frozenset("46AaCfGgKkMNnqsTtVvXxYy")
+#: Options that would break the framing of the bridge's stdin/stdout (a tty, no command, a forward instead of
+#: the command, background, an escape character) or make ssh do something else and exit.
+_SSH_REFUSED = frozenset("tTfNWnsGVOQe")
+_SSH_REFUSED_OPTIONS = frozenset({"requesttty", "remotecommand", "sessiontype", "stdinnull", "escapechar",
+                                  "forkafterauthentication"})  # fmt: skip
+
+
+def _check_ssh_args(path: Path, where: str, args: list[str]) -> None:
+    """Options only: each element is an option (flags may be grouped: ``-vv``) or the value of the option
+    before it; no command words, no ``--`` and nothing that changes how the bridge's bytes flow."""
+    key = f"{path}: {where}.ssh_args"
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            raise ContextError(f"{key}: {arg!r} is not an ssh option (only options, the destination is ssh)")
+        for j, letter in enumerate(arg[1:], 1):
+            if letter in _SSH_REFUSED:
+                raise ContextError(f"{key}: -{letter} would break the link to the bridge: remove it")
+            if letter in _SSH_VALUED:
+                value = arg[j + 1 :]
+                if not value:  # the value is the next element
+                    i += 1
+                    if i == len(args):
+                        raise ContextError(f"{key}: -{letter} needs a value")
+                    value = args[i]
+                option = value.replace("=", " ").split(maxsplit=1)[0].lower() if letter == "o" and value.strip() else ""
+                if option in _SSH_REFUSED_OPTIONS:
+                    raise ContextError(f"{key}: -o {value} would break the link to the bridge: remove it")
+                break
+            if letter not in _SSH_FLAGS:
+                raise ContextError(f"{key}: -{letter} is not an ssh option")
+        i += 1
+
+
 def _context(path: Path, name: str, table: object) -> Context:
     where = f"contexts.{name}"
     if not NAME_RE.match(name):
@@ -130,6 +168,7 @@ def _context(path: Path, name: str, table: object) -> Context:
         args = table["ssh_args"]
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise ContextError(f"{path}: {where}.ssh_args must be a list of strings")
+        _check_ssh_args(path, where, args)
         fields["ssh_args"] = tuple(args)
     if "color" in table:
         color = _str(path, f"{where}.color", table["color"])

@@ -21,7 +21,7 @@ current = "prod-b"
 [contexts.prod-b]
 ssh = "ops@host-b"
 remote_socket = "/run/modeltui/modeltuid.sock"
-ssh_args = ["-F", "/etc/ssh/work"]
+ssh_args = ["-F", "/etc/ssh/work", "-vv", "-p2222", "-o", "ServerAliveInterval=10", "-Ci", "/k"]
 readonly = true
 [contexts.staging]
 socket = "/srv/staging.sock"
@@ -31,7 +31,8 @@ color = "#00ff00"
     assert [c.name for c in contexts] == ["local", "prod-b", "staging"]
     prod = find_context(contexts, "prod-b", path)
     assert prod == Context(name="prod-b", ssh="ops@host-b", remote_socket="/run/modeltui/modeltuid.sock",
-                           ssh_args=("-F", "/etc/ssh/work"), color="red", readonly=True)
+                           ssh_args=("-F", "/etc/ssh/work", "-vv", "-p2222", "-o", "ServerAliveInterval=10", "-Ci",
+                                     "/k"), color="red", readonly=True)
     assert prod.remote
     assert prod.bridge == "modeltui-bridge"
     assert find_context(contexts, "staging").socket == Path("/srv/staging.sock")
@@ -58,6 +59,14 @@ def test_no_config_is_just_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ('[contexts.a]\nremote_socket = "/s"\n', "contexts.a.remote_socket needs ssh"),
     ('[contexts.a]\nssh = "-oProxyCommand=x"\n', "contexts.a.ssh must be a destination"),
     ('[contexts.a]\nssh = "h"\nssh_args = "-v"\n', "contexts.a.ssh_args must be a list of strings"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["-t"]\n', "contexts.a.ssh_args: -t would break"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["-vN"]\n', "contexts.a.ssh_args: -N would break"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["-W", "h:22"]\n', "contexts.a.ssh_args: -W would break"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["--", "x"]\n', "contexts.a.ssh_args: '--' is not"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["-F", "/c", "ls"]\n', "contexts.a.ssh_args: 'ls' is not"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["-p"]\n', "contexts.a.ssh_args: -p needs a value"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["-Z"]\n', "contexts.a.ssh_args: -Z is not an ssh option"),
+    ('[contexts.a]\nssh = "h"\nssh_args = ["-o", "RequestTTY=yes"]\n', "ssh_args: -o RequestTTY=yes would break"),
     ('[contexts.a]\nssh = "h"\nreadonly = "yes"\n', "contexts.a.readonly must be true or false"),
     ('[contexts.a]\nssh = "h"\ncolor = "red; x"\n', "contexts.a.color must be"),
     ('current = "nope"\n', "current = 'nope' names no context (local)"),
