@@ -8,7 +8,7 @@ alias goes back to and every deployment that follows it) and are hidden in read-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -36,15 +36,7 @@ from ..widgets.shell_footer import ShellFooter
 from ..widgets.status_header import StatusHeader
 from .alerts import AlertsScreen
 from .base import RegistryScreen
-from .dialogs import (
-    AliasChoice,
-    ConfirmDialog,
-    DeployChoice,
-    DeployDialog,
-    RollbackDialog,
-    ask_followers,
-    rollout_text,
-)
+from .dialogs import DeployChoice, DeployDialog, confirm, roll_back
 from .metrics import MetricsScreen
 
 #: Lines of history asked for when a log view opens.
@@ -82,13 +74,6 @@ class _DeploymentActions(RegistryScreen):
             self.notify("no deployment selected", severity="warning")
         return d
 
-    def _confirm(self, question: str, then: Callable[[], None], *, yes: str = "Yes") -> None:
-        def answered(confirmed: bool | None) -> None:
-            if confirmed and not self.readonly:
-                then()
-
-        self.app.push_screen(ConfirmDialog(question, yes=yes), answered)
-
     def action_undeploy(self) -> None:
         d = self._chosen()
         if d is None:
@@ -98,7 +83,7 @@ class _DeploymentActions(RegistryScreen):
         question = (f"Undeploy [b]{literal(name)}[/b] ({literal(d.ref)}, {version_label(d.version)})?\n"
                     f"Its {d.backend} instance stops: {endpoint} stops answering and the traffic sent to it "
                     "stops being served.")
-        self._confirm(question, yes="Undeploy", then=lambda: self.call(
+        confirm(self, question, yes="Undeploy", then=lambda: self.call(
             requests.Undeploy(name=name), lambda _d: self.after_undeploy(name),
             success=f"undeployed {name}",
         ))
@@ -110,7 +95,7 @@ class _DeploymentActions(RegistryScreen):
         name = d.name
         question = (f"Restart [b]{literal(name)}[/b] ({literal(d.ref)})?\n"
                     "A new instance starts and replaces the running one once it is healthy.")
-        self._confirm(question, yes="Restart", then=lambda: self.call(
+        confirm(self, question, yes="Restart", then=lambda: self.call(
             requests.RestartDeployment(name=name), lambda _d: self.reload(),
             success=f"restarting {name}",
         ))
@@ -126,33 +111,7 @@ class _DeploymentActions(RegistryScreen):
             self.notify(f"{d.name} is pinned to {d.ref}: only a deployment of NAME@ALIAS rolls back "
                         "(deploy another version instead)", severity="warning")
             return
-        model = ref.name
-
-        def got_history(history: results.AliasHistory) -> None:
-            last = history.events[0] if history.events else None
-            if last is None or last.from_version is None:
-                self.notify(f"{model}@{alias} has no previous version to roll back to", severity="warning")
-                return
-            now, before = version_label(last.to_version), version_label(last.from_version)
-
-            def chosen(choice: AliasChoice | None) -> None:
-                if choice is None:
-                    return
-
-                def confirm(following: list[DeploymentInfo]) -> None:
-                    question = (f"Roll [b]{alias}[/b] of {model} back from [b]{now}[/b] to [b]{before}[/b]?\n"
-                                + rollout_text(model, alias, before, following))
-                    self._confirm(question, yes="Roll back", then=lambda: self.call(
-                        requests.Rollback(name=model, alias=alias, reason=choice.reason),
-                        lambda _info: self.reload(), success=f"rolled {model}@{alias} back to {before}",
-                    ))
-
-                ask_followers(self, model, alias, confirm)
-
-            self.app.push_screen(RollbackDialog(model, [alias], alias), chosen)
-
-        self.call(requests.AliasHistoryRequest(name=model, alias=alias, limit=1),
-                  got_history, group="history")
+        roll_back(self, ref.name, [alias])
 
 
 class DeploymentsScreen(_DeploymentActions):
@@ -242,8 +201,8 @@ class DeploymentsScreen(_DeploymentActions):
             if choice is None:
                 return
             where = f"on port {choice.port}" if choice.port else "on a free port"
-            question = f"Deploy [b]{choice.ref}[/b] with the {choice.backend} backend {where}?"
-            self._confirm(question, lambda: self._deploy(choice), yes="Deploy")
+            question = f"Deploy [b]{literal(choice.ref)}[/b] with the {choice.backend} backend {where}?"
+            confirm(self, question, lambda: self._deploy(choice), yes="Deploy")
 
         self.app.push_screen(DeployDialog(current.ref if current else ""), chosen)
 

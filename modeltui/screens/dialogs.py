@@ -3,7 +3,8 @@
 Safety rails: every action that stops traffic or moves an alias asks :class:`ConfirmDialog` first, saying
 what will happen; an alias move (set, rollback, promote) names the deployments that follow the alias and
 will roll out, asked of the daemon just before (:func:`ask_followers`). The dialog defaults to "no": enter
-on a fresh dialog cancels, only ``y`` (or the yes button) goes on.
+on a fresh dialog cancels, only ``y`` (or the yes button) goes on. Screens ask through :func:`confirm`, and
+roll an alias back through :func:`roll_back` (the model view and the deployments view share that flow).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from daemon.protocol import requests, results
 from daemon.protocol.deploy import Backend, DeploymentInfo, check_deployment_name
 from daemon.protocol.names import check_alias, check_ref, check_text, parse_ref
 
+from ..format import version_label
 from ..widgets import QuietStatic, literal
 from .base import RegistryScreen
 
@@ -326,3 +328,66 @@ class ConfirmDialog(ModalScreen[bool]):
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+
+def confirm(screen: RegistryScreen, question: str, then: Callable[[], None], *, yes: str = "Yes") -> None:
+    """Ask ``question`` (markup; defaulting to no); ``then`` runs on yes, unless the App went read-only
+    meanwhile."""
+
+    def answered(confirmed: bool | None) -> None:
+        if confirmed and not screen.readonly:
+            then()
+
+    screen.app.push_screen(ConfirmDialog(question, yes=yes), answered)
+
+
+def rollback_question(model: str, alias: str, now: str, before: str, following: Sequence[DeploymentInfo]) -> str:
+    """The confirmation of a rollback: where the alias goes back to and what rolls out (markup, names literal)."""
+    return (f"Roll [b]{literal(alias)}[/b] of {literal(model)} back from [b]{literal(now)}[/b] "
+            f"to [b]{literal(before)}[/b]?\n" + rollout_text(model, alias, before, following))
+
+
+def roll_back(screen: RegistryScreen, model: str, aliases: Sequence[str], suggestion: str | None = None) -> None:
+    """Roll an alias of ``model`` back to its previous version: ask which alias and why (:class:`RollbackDialog`),
+    the version it goes back to (its last move), the deployments that follow it; confirm; then ask the daemon
+    and reload ``screen``. With one alias to choose from, its history is asked first, so an alias with no
+    previous version says so before asking why."""
+
+    def previous(alias: str, then: Callable[[str, str], None]) -> None:
+        def got(history: results.AliasHistory) -> None:
+            last = history.events[0] if history.events else None
+            if last is None or last.from_version is None:
+                screen.notify(f"{model}@{alias} has no previous version to roll back to", severity="warning")
+                return
+            then(version_label(last.to_version), version_label(last.from_version))
+
+        screen.call(requests.AliasHistoryRequest(name=model, alias=alias, limit=1), got, group="history")
+
+    def ask(choice: AliasChoice, now: str, before: str) -> None:
+        alias = choice.alias
+
+        def asked(following: list[DeploymentInfo]) -> None:
+            confirm(screen, rollback_question(model, alias, now, before, following), yes="Roll back",
+                    then=lambda: screen.call(
+                        requests.Rollback(name=model, alias=alias, reason=choice.reason),
+                        lambda _info: screen.reload(), success=f"rolled {model}@{alias} back to {before}",
+                    ))
+
+        ask_followers(screen, model, alias, asked)
+
+    if len(aliases) == 1:
+        def known(now: str, before: str) -> None:
+            def chosen(choice: AliasChoice | None) -> None:
+                if choice is not None:
+                    ask(choice, now, before)
+
+            screen.app.push_screen(RollbackDialog(model, aliases), chosen)
+
+        previous(aliases[0], known)
+        return
+
+    def chosen(choice: AliasChoice | None) -> None:
+        if choice is not None:
+            previous(choice.alias, lambda now, before: ask(choice, now, before))
+
+    screen.app.push_screen(RollbackDialog(model, aliases, suggestion), chosen)

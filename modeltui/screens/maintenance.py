@@ -15,7 +15,7 @@ actions that change something are hidden and refused in read-only mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -35,7 +35,7 @@ from ..widgets import KeyedTable, QuietStatic, literal
 from ..widgets.shell_footer import ShellFooter
 from ..widgets.status_header import StatusHeader
 from .base import PollingScreen
-from .dialogs import ConfirmDialog, ReasonValidator, ask_followers, rollout_text
+from .dialogs import ReasonValidator, ask_followers, confirm, rollout_text
 
 #: Runs asked for (newest first).
 RUN_LIMIT = 200
@@ -341,13 +341,6 @@ class MaintenanceScreen(PollingScreen):
             self.notify("no maintenance run selected", severity="warning")
         return run
 
-    def _confirm(self, question: str, then: Callable[[], None], *, yes: str = "Yes") -> None:
-        def answered(confirmed: bool | None) -> None:
-            if confirmed and not self.readonly:
-                then()
-
-        self.app.push_screen(ConfirmDialog(question, yes=yes), answered)
-
     def _decided(self, run: results.MaintainRunInfo) -> None:
         self._show_run(run)
         self._status(f"run {run.id}: {run.state}" + (f" — {run.reason}" if run.reason else ""))
@@ -384,7 +377,8 @@ class MaintenanceScreen(PollingScreen):
                 return
 
             def ask(text: str) -> None:
-                self._confirm(
+                confirm(
+                    self,
                     text,
                     lambda: self.call(
                         requests.MaintainDecide(run=run_id, approve=approve, reason=reason),
@@ -401,14 +395,14 @@ class MaintenanceScreen(PollingScreen):
             def got_policy(info: results.MaintainPolicyInfo) -> None:
                 alias = str(info.policy.get("alias") or "production")
 
-                def confirm(following: list[DeploymentInfo]) -> None:
+                def followed(following: list[DeploymentInfo]) -> None:
                     ask(
                         f"Approve run [b]{run_id}[/b] of [b]{literal(model)}[/b] ({literal(scores(run))})?\n"
                         f"[b]{literal(alias)}[/b] moves from {version_label(info.champion)} to "
                         f"[b]{challenger}[/b]. " + rollout_text(model, alias, challenger, following)
                     )
 
-                ask_followers(self, model, alias, confirm)
+                ask_followers(self, model, alias, followed)
 
             self.call(requests.MaintainPolicyRequest(name=model), got_policy, group="policy")
 
@@ -440,7 +434,8 @@ class MaintenanceScreen(PollingScreen):
         def reasoned(reason: str | None) -> None:
             if reason is None:
                 return
-            self._confirm(
+            confirm(
+                self,
                 f"Cancel run [b]{run_id}[/b] of [b]{literal(model)}[/b]?\n{what.capitalize()}; the champion stays.",
                 lambda: self.call(
                     requests.MaintainCancel(run=run_id, reason=reason),
@@ -470,7 +465,8 @@ class MaintenanceScreen(PollingScreen):
             f"Start a maintenance run of [b]{literal(model)}[/b] now?\nIt evaluates the champion, "
             "trains a challenger and gates it by the model's policy."
         )
-        self._confirm(
+        confirm(
+            self,
             question,
             lambda: self.call(
                 requests.MaintainRunNow(name=model),

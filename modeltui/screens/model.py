@@ -6,7 +6,7 @@ every deployment that follows the alias (they roll out), asked of the daemon jus
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 from textual import on
@@ -19,17 +19,20 @@ from daemon.protocol import requests, results
 from daemon.protocol.deploy import DeploymentInfo
 from daemon.protocol.events import RegistryEvent
 
-from ..format import aliases_of, short, version_label
+from ..format import aliases_of, short
 from ..widgets import QuietStatic, VersionsTable, literal
 from ..widgets.shell_footer import ShellFooter
 from ..widgets.status_header import StatusHeader
 from .base import RegistryScreen
-from .dialogs import AliasChoice, AliasDialog, ConfirmDialog, RollbackDialog, ask_followers, rollout_text
+from .dialogs import AliasChoice, AliasDialog, ask_followers, confirm, roll_back, rollout_text
 from .diff import DiffScreen
 from .history import HistoryScreen
 from .version import VersionScreen
 
-PAGE_SIZE = 200
+#: Versions per versions.log request: the list comes page after page and shows whole (no paging).
+LOG_PAGE = 1000
+#: The most versions the table holds (a DataTable stays quick up to here); the status says how many more.
+MAX_VERSIONS = 5000
 
 
 class ModelScreen(RegistryScreen):
@@ -43,18 +46,18 @@ class ModelScreen(RegistryScreen):
         Binding("a", "set_alias", "Alias"),
         Binding("r", "rollback", "Rollback"),
         Binding("h", "history", "History"),
-        Binding("right_square_bracket", "next_page", "Next page", key_display="]", show=False),
-        Binding("left_square_bracket", "previous_page", "Prev page", key_display="[", show=False),
     ]
 
     aliases: reactive[dict[str, int]] = reactive(dict, init=False)
     """The model's aliases: name → version number."""
-    page_offset: reactive[int] = reactive(0, init=False)
-    """Index of the first version shown (newest first, pages of PAGE_SIZE)."""
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self.model_name = name
+        self._versions: dict[int, results.VersionSummary] = {}
+        """The versions fetched so far by this load, newest first."""
+        self._load = 0
+        """Bumped by each reload: pages of an older load are dropped."""
 
     def compose(self) -> ComposeResult:
         yield StatusHeader()
@@ -69,8 +72,19 @@ class ModelScreen(RegistryScreen):
 
     def reload(self) -> None:
         self.call(requests.GetModel(name=self.model_name), self._show_model, group="model")
-        page = requests.Log(name=self.model_name, limit=PAGE_SIZE, offset=self.page_offset)
-        self.call(page, self._show_versions, group="log")
+        self._load += 1
+        self._versions = {}
+        self._ask_versions(self._load, 0)
+
+    def _ask_versions(self, load: int, offset: int) -> None:
+        """Ask the page of versions at ``offset``; its answer asks the next until the list is whole."""
+        limit = min(LOG_PAGE, MAX_VERSIONS - offset)
+
+        def got(page: results.VersionList) -> None:
+            if load == self._load:
+                self._show_versions(load, page, more=len(page.items) == limit)
+
+        self.call(requests.Log(name=self.model_name, limit=limit, offset=offset), got, group="log")
 
     def wants(self, events: Sequence[RegistryEvent]) -> bool:
         return any(e.model == self.model_name for e in events)
@@ -83,15 +97,25 @@ class ModelScreen(RegistryScreen):
             text += f"\n{literal(short(m.description, 100))}"  # registry text: never markup
         self.query_one("#model-title", Static).update(text)
 
-    def _show_versions(self, versions: results.VersionList) -> None:
-        table = self.query_one(VersionsTable)
-        table.show(versions.items)
-        last = self.page_offset + len(versions.items)
-        self._range = f"versions {self.page_offset + 1 if versions.items else 0}-{last} of {versions.total}"
+    def _show_versions(self, load: int, page: results.VersionList, *, more: bool) -> None:
+        """Add a page; the table shows the first page at once, then the whole list when it is all here."""
+        first = not self._versions
+        for v in page.items:  # a version pushed meanwhile shifts the pages by one: no row twice
+            self._versions.setdefault(v.number, v)
+        count = len(self._versions)
+        more = more and count < min(page.total, MAX_VERSIONS)
+        if first or not more:
+            self.query_one(VersionsTable).show(list(self._versions.values()))
+        shown = self.query_one(VersionsTable).row_count
+        if more:
+            self._range = f"versions 1-{shown} of {page.total} · loading {count}…"
+            self._ask_versions(load, count)
+        elif page.total > count:
+            self._range = f"newest {count} of {page.total} versions (older: modeltui log --offset {count})"
+        else:
+            self._range = f"versions {1 if count else 0}-{count} of {page.total}"
         self._show_status()
-        self._total = versions.total
 
-    _total = 0
     _range = "versions"
 
     def _show_status(self) -> None:
@@ -130,26 +154,6 @@ class ModelScreen(RegistryScreen):
     def action_history(self) -> None:
         self.app.push_screen(HistoryScreen(self.model_name))
 
-    def action_next_page(self) -> None:
-        if self.page_offset + PAGE_SIZE < self._total:
-            self.page_offset += PAGE_SIZE
-
-    def action_previous_page(self) -> None:
-        if self.page_offset:
-            self.page_offset = max(0, self.page_offset - PAGE_SIZE)
-
-    def watch_page_offset(self) -> None:
-        self.reload()
-
-    def _confirm(self, question: str, yes: str, then: Callable[[], None]) -> None:
-        """Ask (defaulting to no); ``then`` runs on yes, unless the App went read-only meanwhile."""
-
-        def answered(confirmed: bool | None) -> None:
-            if confirmed and not self.readonly:
-                then()
-
-        self.app.push_screen(ConfirmDialog(question, yes=yes), answered)
-
     def action_set_alias(self) -> None:
         if self.readonly:
             return
@@ -168,18 +172,18 @@ class ModelScreen(RegistryScreen):
                 return
             move = f"from v{was} " if was is not None else ""
 
-            def confirm(following: list[DeploymentInfo]) -> None:
+            def ask(following: list[DeploymentInfo]) -> None:
                 question = (f"Move [b]{literal(choice.alias)}[/b] of {literal(self.model_name)} {move}"
                             f"to [b]v{version}[/b]?\n"
                             + rollout_text(self.model_name, choice.alias, f"v{version}", following))
-                self._confirm(question, "Move", lambda: self.call(
+                confirm(self, question, yes="Move", then=lambda: self.call(
                     requests.AliasSet(name=self.model_name, alias=choice.alias, version=version,
                                       reason=choice.reason),
                     lambda _info: self.reload(),
                     success=f"{choice.alias} → v{version}",
                 ))
 
-            ask_followers(self, self.model_name, choice.alias, confirm)
+            ask_followers(self, self.model_name, choice.alias, ask)
 
         self.app.push_screen(AliasDialog(self.model_name, version, suggestion), chosen)
 
@@ -191,32 +195,4 @@ class ModelScreen(RegistryScreen):
             return
         current = self.query_one(VersionsTable).current_version
         on_current = [a for a, n in self.aliases.items() if n == current]
-        suggestion = on_current[0] if on_current else None
-
-        def chosen(choice: AliasChoice | None) -> None:
-            if choice is None:
-                return
-            alias, model = choice.alias, self.model_name
-
-            def got_history(history: results.AliasHistory) -> None:
-                last = history.events[0] if history.events else None
-                if last is None or last.from_version is None:
-                    self.notify(f"{model}@{alias} has no previous version to roll back to", severity="warning")
-                    return
-                now, before = version_label(last.to_version), version_label(last.from_version)
-
-                def confirm(following: list[DeploymentInfo]) -> None:
-                    question = (f"Roll [b]{literal(alias)}[/b] of {literal(model)} back from [b]{now}[/b] "
-                                f"to [b]{before}[/b]?\n" + rollout_text(model, alias, before, following))
-                    self._confirm(question, "Roll back", lambda: self.call(
-                        requests.Rollback(name=model, alias=alias, reason=choice.reason),
-                        lambda _info: self.reload(),
-                        success=f"rolled {alias} back to {before}",
-                    ))
-
-                ask_followers(self, model, alias, confirm)
-
-            self.call(requests.AliasHistoryRequest(name=model, alias=alias, limit=1), got_history,
-                      group="history")
-
-        self.app.push_screen(RollbackDialog(self.model_name, sorted(self.aliases), suggestion), chosen)
+        roll_back(self, self.model_name, sorted(self.aliases), on_current[0] if on_current else None)

@@ -4,10 +4,12 @@ is tests/tui/test_confirm.py."""
 
 from __future__ import annotations
 
+from textual.content import Content
+
 from daemon.protocol import requests
 from daemon.protocol import results as r
 from modeltui.screens import ConfirmDialog, MaintenanceScreen, ReasonDialog
-from modeltui.screens.dialogs import followers, rollout_text
+from modeltui.screens.dialogs import followers, rollback_question, rollout_text
 from tests.helpers.canned import canned_client, deployment
 from tests.helpers.fake_client import fake_app
 from tests.helpers.tui import SIZE, until
@@ -26,6 +28,17 @@ def test_only_the_deployments_that_follow_the_alias_roll_out() -> None:
     assert rollout_text("iris", "production", "v2", []) == "No deployment follows iris@production: nothing rolls out."
     many = [deployment(f"d{i}", "churn@production", 2, 9000 + 2 * i) for i in range(8)]
     assert rollout_text("churn", "production", "v3", many).endswith("and 2 more.")
+
+
+
+def test_a_rollback_question_shows_names_as_they_are() -> None:
+    """The one rollback flow (model view and deployments view) puts names in its markup literally: a ``[`` in
+    a name neither breaks the question nor restyles it."""
+    following = [deployment("churn-a", "churn@production", 2, 8081)]
+    question = rollback_question("churn[b]", "pr[red]od", "v2", "v1", following)
+    plain = Content.from_markup(question).plain
+    assert plain == ("Roll pr[red]od of churn[b] back from v2 to v1?\n"
+                     "1 deployment(s) follow churn[b]@pr[red]od and roll out v1: churn-a."), plain
 
 
 async def test_approval_names_the_alias_move_and_the_rollout_and_enter_cancels() -> None:
