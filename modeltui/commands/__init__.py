@@ -5,7 +5,7 @@ holds; :mod:`.palette` holds the providers the App lists in ``COMMANDS``.
 """
 
 from .line import CommandLine, CommandScreen
-from .mode import CommandMode
+from .mode import CommandMode, apply_view_filter
 from .names import KnownNames
 from .palette import ActionsProvider, ObjectsProvider
 from .parse import Command, CommandError, parse_command
@@ -23,5 +23,6 @@ __all__ = [
     "CommandScreen",
     "KnownNames",
     "ObjectsProvider",
+    "apply_view_filter",
     "parse_command",
 ]

@@ -49,16 +49,23 @@ def _filters_itself(screen: Screen[Any]) -> bool:
     return own is not None and own is not RegistryScreen.apply_filter
 
 
-def _filter_list(screen: Screen[Any], command: Command) -> None:
-    """A view without its own ``apply_filter``: its first list takes the filter, as ``/`` on it would; a
-    state alone is the filter ``^STATE$`` (the state column shows the word), with a filter it is not applied."""
-    text = command.filter or f"^{command.state}$"
-    if command.filter and command.state:
-        screen.notify(f"this view filters on /{command.filter} only, not also on state={command.state}",
-                      severity="warning")
+def apply_view_filter(screen: Screen[Any], text: str, *, state: str | None = None,
+                      host: str | None = None) -> None:
+    """The one way a view gets ``show_view``'s filter: its own ``apply_filter`` when it has one, else its first
+    list takes the filter as ``/`` on it would; a state alone is the filter ``^STATE$`` (the state column shows
+    the word). Such a list cannot keep both (the command line refuses that): the state is then not applied and
+    a warning says so."""
+    if _filters_itself(screen):
+        cast(RegistryScreen, screen).apply_filter(text, state=state, host=host)
+        return
+    if text and state:
+        screen.notify(f"this view filters on /{text} only, not also on state={state}", severity="warning")
     for table in screen.query(KeyedTable):
         if table.LOCAL_FILTER:
-            table.set_filter(text)
+            try:
+                table.set_filter(text or (f"^{state}$" if state else ""))
+            except ValueError as exc:
+                screen.notify(str(exc), title="filter", severity="error")
             return
 
 
@@ -80,9 +87,12 @@ class CommandMode:
         self.app.push_screen(CommandScreen(self.history, self.names.known, self.check), callback=self.run)
 
     def check(self, command: Command) -> str | None:
-        """What the parser cannot know: whether the context exists."""
-        if command.view == "ctx" and command.name not in (known := context_names(self.app)):
+        """What the parser cannot know: whether the context (``:ctx``) or the host (``@HOST``) exists."""
+        known = context_names(self.app)
+        if command.view == "ctx" and command.name not in known:
             return f"no context {command.name!r}: " + ", ".join(known)
+        if command.host is not None and command.host not in known:
+            return f"no host {command.host!r}: the hosts are the contexts " + ", ".join(known)
         return None
 
     def run(self, command: Command | None) -> None:
@@ -100,6 +110,3 @@ class CommandMode:
                 command = replace(command, view="hosts")  # another host's deployments: the all-hosts view's tab
             self.shell.show_view(command.view, filter=command.filter, state=command.state, host=command.host,
                                  name=command.name)
-            screen = self.app.screen
-            if (command.filter or command.state) and not _filters_itself(screen):
-                screen.call_after_refresh(_filter_list, screen, command)

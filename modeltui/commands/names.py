@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -20,10 +21,20 @@ R = TypeVar("R", bound=results.Result)
 
 #: Objects of each kind one read returns at most.
 LIMIT = 20
+#: Letters of a palette query sent to the daemon at most (a pattern is at most 256 characters).
+PATTERN_LETTERS = 60
 #: A read this recent is answered from memory.
 FRESH_SECONDS = 3.0
 #: A read that takes longer is abandoned (the last answer stays).
 WAIT_SECONDS = 2.0
+
+
+def subsequence(query: str) -> str:
+    """The daemon's models.list ``pattern`` matching a cell that holds ``query``'s letters in this order (what
+    the palette's fuzzy matcher then ranks): lower case, so the daemon's smart case ignores case, as the
+    palette does; spaces left out; ``!`` escaped (first it would invert); long enough for the request."""
+    letters = [re.escape(c) if c != "!" else "\\!" for c in query.lower() if not c.isspace()]
+    return ".*".join(letters[:PATTERN_LETTERS])
 
 
 class Asker(Protocol):
@@ -68,8 +79,10 @@ class KnownNames:
         return self.deployment_list
 
     async def models(self, query: str = "") -> list[results.ModelSummary]:
-        """Models whose name holds ``query`` (the daemon's own match), at most :data:`LIMIT`."""
-        found = await self._shared(f"models:{query}", requests.ListModels(query=query or None, limit=LIMIT))
+        """Models with the letters of ``query`` in order in one of their cells (the palette's fuzzy match,
+        asked of the whole registry: "brcn" finds breast-cancer among 10,000), at most :data:`LIMIT`."""
+        pattern = subsequence(query)
+        found = await self._shared(f"models:{query}", requests.ListModels(pattern=pattern or None, limit=LIMIT))
         if found is not None:
             if len(self._models) > 64:  # what one palette session types, not more
                 self._models.clear()

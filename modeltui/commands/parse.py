@@ -47,8 +47,8 @@ STATES: dict[str, tuple[str, ...]] = {
     "alerts": get_args(AlertStateName),
     "maint": _RUN_STATES,
 }
-#: The views an ``@HOST`` applies to.
-HOST_VIEWS = frozenset({"deployments", "hosts", "fleet", "alerts", "home"})
+#: The views an ``@HOST`` applies to (``:deploy @HOST`` is that host's tab of the hosts view).
+HOST_VIEWS = frozenset({"deployments", "hosts"})
 #: The views a name is required for.
 NAMED = {"logs": "a deployment name", "ctx": "a context name"}
 OPTIONS_HINT = "options are /REGEX, state=STATE and @HOST"
@@ -96,6 +96,12 @@ def parse_command(text: str) -> Command:
         fields[key] = value
     if view in NAMED and "name" not in fields:
         raise CommandError(f":{view} needs {NAMED[view]} (:{view} NAME)")
+    if "filter" in fields and "state" in fields and view != "hosts" and "host" not in fields:
+        # Only the hosts view (where @HOST leads) keeps a state beside the list's filter; elsewhere one would
+        # be dropped.
+        with_host = " only with @HOST" if view in HOST_VIEWS else " only on :hosts"
+        raise CommandError(f":{_word(view)} applies /REGEX and state= together{with_host}: give one of them, "
+                           f"or :hosts /{fields['filter']} state={fields['state']}")
     return Command(view, filter=fields.get("filter", ""), state=fields.get("state"), host=fields.get("host"),
                    name=fields.get("name"))
 
@@ -117,7 +123,7 @@ def _option(view: str, token: str, seen: dict[str, str]) -> tuple[str, str]:
         return "filter", token[1:]
     if token.startswith("@"):
         if view not in HOST_VIEWS:
-            raise CommandError(f":{view} takes no @HOST (the views with hosts: {_names(HOST_VIEWS)})")
+            raise CommandError(f"@HOST applies to :deploy and :hosts (not :{_word(view)})")
         if len(token) == 1:
             raise CommandError("@ needs a host name (@HOST)")
         return "host", token[1:]
@@ -135,6 +141,11 @@ def _state(view: str, value: str) -> str:
     if value.lower() not in states:
         raise CommandError(f"no state {value!r} in {view}: {', '.join(states)}")
     return value.lower()
+
+
+def _word(view: str) -> str:
+    """What the user types for ``view`` (``deploy`` for the deployments)."""
+    return next((w for w in COMPLETE_WORDS if WORDS[w] == view), view)
 
 
 def _names(views: Collection[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from textual.command import Command, CommandList, CommandPalette
@@ -15,6 +16,7 @@ from modeltui.client import connect
 from modeltui.commands import CommandLine, CommandScreen
 from modeltui.screens import DeploymentScreen, DeploymentsScreen, ModelScreen, ModelsScreen
 from modeltui.widgets import DeploymentsTable
+from tests.helpers.bulk_models import load_models
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.models import echo_model
 from tests.helpers.tui import SIZE, deploy, make_app, push, rows, undeploy_all, until
@@ -90,6 +92,16 @@ async def test_command_line_opens_views_filtered_completes_and_refuses_nonsense(
         assert line.error is not None
         assert "bad regex" in line.error
         assert isinstance(app.screen, CommandScreen)
+        # An option the view would not honour is refused on the line, not silently dropped: @HOST outside
+        # :deploy and :hosts, a host that is no context, a filter and a state where only one would apply.
+        for text, reason in (("alerts @local", "@HOST applies to :deploy and :hosts"),
+                             ("deploy @nowhere", "no host 'nowhere': the hosts are the contexts local"),
+                             ("deploy /iris state=running", "/REGEX and state= together")):
+            line.query_one(CommandLine).value = text
+            await pilot.press("enter")
+            assert isinstance(app.screen, CommandScreen), text
+            assert line.error is not None
+            assert reason in line.error, (text, line.error)
         # esc cancels: the view under it is unchanged.
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, DeploymentsScreen), "back to deployments")
@@ -150,3 +162,19 @@ async def test_palette_lists_views_actions_and_objects(two_deployed: DaemonProce
         await until(pilot, lambda: isinstance(app.screen, ModelScreen), "model screen")
         assert isinstance(app.screen, ModelScreen)
         assert app.screen.model_name == "iris"
+
+
+async def test_palette_fuzzy_finds_a_model_beyond_the_first_twenty(two_deployed: DaemonProcess,
+                                                                   tmp_path: Path) -> None:
+    """The daemon is asked with the typed letters as a subsequence: "brcn" finds clinic-breast-cancer though
+    25 models come before it by name and none holds "brcn" as such."""
+    await load_models(two_deployed.socket, 25)
+    push(two_deployed, echo_model(tmp_path / "bc", "clinic-breast-cancer"))
+    app = make_app(two_deployed)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connection == "connected", "connected")
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
+        app.screen.query_one("CommandInput").value = "brcn"  # type: ignore[attr-defined]  # one search, no "br"
+        found = await palette_texts(pilot, "", "model clinic-breast-cancer")
+        assert "model bulk-00001" not in found

@@ -57,3 +57,12 @@ async def test_an_error_answers_what_was_known() -> None:
     names = KnownNames(daemon, list)
     assert await names.models("x") == []
     assert names.known("deployments") == []
+
+
+async def test_a_model_search_asks_the_whole_registry_for_the_letters_in_order() -> None:
+    daemon = Daemon()
+    names = KnownNames(daemon, list)
+    await names.models("Br c!")
+    await names.models()
+    asked = [r for r in daemon.asked if isinstance(r, requests.ListModels)]
+    assert [(r.pattern, r.query, r.limit) for r in asked] == [("b.*r.*c.*\\!", None, 20), (None, None, 20)]
