@@ -39,7 +39,7 @@ from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent,
 
 from .client import DaemonClient, DaemonUnavailable, connect
 from .commands import PROVIDERS as COMMAND_PROVIDERS
-from .commands import CommandMode
+from .commands import CommandMode, apply_view_filter
 from .contexts import open_client
 from .fanout import FanOut
 from .format import printable
@@ -710,9 +710,7 @@ class ModelTuiApp(App[None]):
             self._pop_to(self._base_index() + 1)
             super().push_screen(screen)
         if filter or state or host:
-            apply = getattr(screen, "apply_filter", None)
-            if apply is not None:
-                screen.call_after_refresh(apply, filter, state=state, host=host)
+            screen.call_after_refresh(apply_view_filter, screen, filter, state=state, host=host)
 
     def _view_class(self, view: str) -> type[Screen[Any]] | None:
         """The screen class of a top-level view (None: the models view at the bottom)."""
