@@ -100,7 +100,8 @@ class Dispatcher:
         except Exception as exc:
             await self._audit(request, ctx, ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}")
             raise
-        await self._audit(request, ctx, "ok", "")
+        if request.audited(result):  # objects.put: the call that stores the object, not every chunk
+            await self._audit(request, ctx, "ok", "")
         return result
 
     async def _audit(self, request: Any, ctx: Context, result: str, message: str) -> None:

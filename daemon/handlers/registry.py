@@ -123,10 +123,9 @@ class RegistryHandlers:
 
     @handles(q.PutObject)
     async def put_object(self, req: q.PutObject, ctx: Context) -> r.PutResult:
-        data = req.chunk()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.ingest_pool, self.inline.put, ctx.caller.uid, req.sha256, req.size,
-                                          req.offset, data)  # fmt: skip
+                                          req.offset, req.chunk())  # fmt: skip
 
     @handles(q.Push)
     async def push(self, req: q.Push, ctx: Context) -> r.PushResult:

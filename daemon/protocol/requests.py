@@ -12,7 +12,16 @@ import base64
 import binascii
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import results as r
 from .access import Role
@@ -66,6 +75,11 @@ class BaseRequest(BaseModel, Generic[R]):
     def op_name(self) -> str:
         """The wire name of this request (``op``)."""
         return str(type(self).model_fields["op"].default)
+
+    def audited(self, result: object) -> bool:
+        """Whether this call, which changed state and succeeded with ``result``, gets an audit entry (a
+        failure always does). A request sent in parts (objects.put) says yes only for the part that ends it."""
+        return True
 
     def parse_result(self, raw: bytes) -> R:
         """The daemon's answer to this request, as its declared result type."""
@@ -213,18 +227,23 @@ class PutObject(BaseRequest[r.PutResult]):
     offset: Count = 0
     data: Annotated[str, Field(max_length=4 * ((MAX_PUT_CHUNK + 2) // 3))] = ""
 
-    @field_validator("data")
-    @classmethod
-    def _base64(cls, value: str) -> str:
-        try:
-            base64.b64decode(value, validate=True)
+    _chunk: bytes = PrivateAttr(b"")
+
+    @model_validator(mode="after")
+    def _base64(self) -> PutObject:
+        try:  # decoded once, here: the handler takes the bytes from chunk()
+            self._chunk = base64.b64decode(self.data, validate=True)
         except binascii.Error:
             raise ValueError("data must be base64") from None
-        return value
+        return self
 
     def chunk(self) -> bytes:
         """The content bytes this request carries."""
-        return base64.b64decode(self.data)
+        return self._chunk
+
+    def audited(self, result: object) -> bool:
+        """One audit entry per object: for the call that stores it (or finds it stored), not every chunk."""
+        return isinstance(result, r.PutResult) and result.stored
 
 
 class PushFile(BaseModel):

@@ -4,6 +4,7 @@ with keys the test made) and ``modeltui-bridge``: what a user of ``--context`` a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -74,12 +75,18 @@ def hosts(sshd: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def test_a_remote_context_lists_and_pushes_like_a_local_one(hosts: Hosts, tmp_path: Path) -> None:
-    model = make_model_dir(tmp_path / "churn", "churn", weights=os.urandom(2_500_000),  # three objects.put chunks
+    weights = os.urandom(2_500_000)  # three objects.put chunks
+    model = make_model_dir(tmp_path / "churn", "churn", weights=weights,
                            extra={"sub/vocab.txt": b"a\nb\n", "empty.txt": b""})  # fmt: skip
     pushed = hosts.json("--context", "remote", "push", str(model))
     assert pushed["version"]["model"] == "churn"
     assert pushed["created"]
     assert pushed["bytes_copied"] >= 2_500_000
+    # The audit trail has one entry for the object sent, not one per chunk (nor for the probe before them).
+    audit = hosts.json("--context", "remote", "audit")["items"]
+    sha = hashlib.sha256(weights).hexdigest()
+    puts = [e for e in audit if e["op"] == "objects.put" and e["request"].get("sha256") == sha]
+    assert [(e["result"], e["request"]["size"]) for e in puts] == [("ok", 2_500_000)]
 
     assert [m["name"] for m in hosts.json("--context", "remote", "ls")["items"]] == ["churn"]
     assert hosts.json("ls")["items"] == []  # local is the other daemon
