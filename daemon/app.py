@@ -103,6 +103,7 @@ class DaemonApp:
         self.workloads = workload.WorkloadIdentity("", os.geteuid(), os.getegid(), settings.state_dir)
         self.exporter: Exporter | None = None
         self.ingest_pool: ThreadPoolExecutor | None = None
+        self.registry_handlers: RegistryHandlers | None = None
         self.dispatcher: Dispatcher | None = None
         self.server: Server | None = None
         #: the socket systemd passed, until the server owns it (closed here if startup fails before that)
@@ -164,9 +165,10 @@ class DaemonApp:
         scheduler.start()  # after the deployment manager: its instances are the targets
         exporter_url = await self._start_exporter(monitor, deployments) if s.exporter.enabled else None
         pool = self.ingest_pool = handler_pool()
+        registry_handlers = self.registry_handlers = RegistryHandlers(registry, changes, cache, pool, deployments)
         handlers = [
             OpsHandlers(s, registry, self.hub, audit, deployments, cluster, exporter_url, started, self.request_stop),
-            RegistryHandlers(registry, changes, cache, pool, deployments),
+            registry_handlers,
             DeploymentHandlers(deployments, cluster),
             MonitoringHandlers(monitor, alerts, deployments),
             MaintenanceHandlers(maintenance, deployments.code_policy),
@@ -383,6 +385,8 @@ class DaemonApp:
             await self.deployments.close()  # deployments keep running: the next daemon adopts them
         if self.ingest_pool is not None:
             await asyncio.to_thread(self.ingest_pool.shutdown, wait=True)
+        if self.registry_handlers is not None:  # objects.put uploads left: their descriptors and staging files
+            self.registry_handlers.inline.close()
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
         if self.registry is not None:

@@ -12,6 +12,7 @@ import pytest
 from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.registry.inline import InlineUploads
 from daemon.registry.objects import Ingested
+from tests.helpers.waiting import wait_for
 
 
 class Store:
@@ -78,3 +79,41 @@ def test_another_user_cannot_append_to_an_upload(tmp_path: Path) -> None:
     with pytest.raises(ProtocolError, match="no upload"):
         uploads.put(1001, sha, 6, 3, b"def")
     assert uploads.put(1000, sha, 6, 3, b"def").stored
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_idle_upload_is_dropped_by_the_sweep_and_its_writer_sees_it(tmp_path: Path) -> None:
+    store, clock = Store(), Clock()
+    uploads = InlineUploads(tmp_path, store.ingest, store.has, idle_seconds=60, clock=clock, sweep_seconds=None)
+    sha = hashlib.sha256(b"abcdef").hexdigest()
+    uploads.put(0, sha, 6, 0, b"abc")
+    partial = uploads._partials[(0, sha, 6)]  # a put that fetched it just before the sweep dropped it
+    clock.now += 30
+    uploads.expire()
+    assert len(list(tmp_path.iterdir())) == 1  # not idle long enough
+    clock.now += 61
+    uploads.expire()  # no other put needed: the timer calls this
+    assert list(tmp_path.iterdir()) == []
+    assert partial.fd == -1  # its descriptor is closed and marked so: nothing writes to a reused number
+    with pytest.raises(ProtocolError, match="no upload"):
+        uploads.put(0, sha, 6, 3, b"def")
+
+
+def test_close_drops_every_upload_and_the_timer_sweeps_by_itself(tmp_path: Path) -> None:
+    store = Store()
+    uploads = InlineUploads(tmp_path, store.ingest, store.has, idle_seconds=0.01, sweep_seconds=0.01)
+    uploads.put(0, hashlib.sha256(b"abcdef").hexdigest(), 6, 0, b"abc")
+    wait_for(lambda: list(tmp_path.iterdir()) == [], "the timer to drop the idle upload")
+    uploads = InlineUploads(tmp_path, store.ingest, store.has)  # the daemon's defaults: 15 minutes idle
+    uploads.put(0, hashlib.sha256(b"ghijkl").hexdigest(), 6, 0, b"ghi")
+    partial = next(iter(uploads._partials.values()))
+    uploads.close()  # at shutdown
+    assert list(tmp_path.iterdir()) == []
+    assert partial.fd == -1
