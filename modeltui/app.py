@@ -14,7 +14,6 @@ The terminal is asked for clicks only, not every mouse motion, and a terminal th
 from __future__ import annotations
 
 import asyncio
-import importlib
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,7 +36,7 @@ from daemon.protocol import requests, results
 from daemon.protocol.errors import ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
-from .client import DaemonClient, DaemonUnavailable, connect
+from .client import DaemonClient, DaemonUnavailable
 from .commands import PROVIDERS as COMMAND_PROVIDERS
 from .commands import CommandMode, apply_view_filter
 from .contexts import open_client
@@ -55,7 +54,8 @@ from .screens import (
     RegistryScreen,
 )
 from .screens.base import AnyCall
-from .screens.hosts import FanOutCall, FanOutRelease
+from .screens.home import RUN_LIMIT
+from .screens.hosts import FanOutCall, FanOutRelease, HostsScreen
 from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode
 from .widgets.status_header import ShellStatus
 
@@ -96,23 +96,13 @@ class LocalContext:
     socket: Path | None = None
 
 
-def _screen_class(module: str, name: str) -> type[Screen[None]] | None:
-    """A screen class another part may not have added yet (the home and hosts views): None if absent."""
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if isinstance(found, type) and issubclass(found, Screen) else None
-
-
 def is_top_level(screen: Screen[Any]) -> bool:
     """A view reached from anywhere (switched to, not stacked): the lists of everything of one kind."""
     if isinstance(screen, AlertsScreen):
         return screen.deployment is None
     if isinstance(screen, MaintenanceScreen):
         return screen.model is None
-    return isinstance(screen, DeploymentsScreen | FleetScreen) or type(screen).__name__ in ("HomeScreen",
-                                                                                           "HostsScreen")
+    return isinstance(screen, DeploymentsScreen | FleetScreen | HomeScreen | HostsScreen)
 
 
 class ModelTuiApp(App[None]):
@@ -182,6 +172,10 @@ class ModelTuiApp(App[None]):
         self.context: Any = next((c for c in self.contexts if c.name == context), self.contexts[0])
         """The context shown."""
         self._connect_context = connect_context
+        self.context_epoch = 0
+        """How many times the context was switched: a Call posted before a switch is never sent after it."""
+        self._waiting: set[AnyCall] = set()
+        """Calls waiting for a connection (not sent yet)."""
         self._readonly_flag = readonly
         self.readonly = readonly or bool(self.context.readonly)
         """Hide and block the actions that change the registry (--readonly, the context's, or a viewer)."""
@@ -340,14 +334,31 @@ class ModelTuiApp(App[None]):
         )
 
     async def _call(self, message: AnyCall) -> None:
-        client = await self._client()
-        if client is None:
+        if not self._same_context(message):
+            return
+        self._waiting.add(message)
+        try:
+            client = await self._client()
+        finally:
+            self._waiting.discard(message)
+        if client is None or not self._same_context(message):
             return
         result = await client.call(message.request, progress=message.progress)
         if message.success:
             self.notify(message.success)
-        if message.reply is not None and message.screen.is_attached:
+        if message.reply is not None and message.screen.is_attached and self._same_context(message):
             message.reply(result)
+
+    def _same_context(self, message: AnyCall) -> bool:
+        """Whether ``message`` was posted on the context shown; an action posted on another is not sent (and
+        the user is told), a read is dropped quietly (the views re-read the new context)."""
+        epoch, name = message.context
+        if epoch == self.context_epoch:
+            return True
+        if message.request.changes_state:
+            self.notify(f"{message.request.op_name} not sent: the context changed from {name} to "
+                        f"{self.context.name}", title="contexts", severity="warning", timeout=10)
+        return False
 
     # -- asking every context at once (the hosts and fleet views) -------------------------------------
     @on(FanOutCall)
@@ -617,7 +628,7 @@ class ModelTuiApp(App[None]):
                 self._firing = {(a.deployment, a.rule) for a in alerts.items if a.state == "firing"}
                 self._update_status(firing=len(self._firing))
             elif kind == "runs":
-                runs = await client.call(requests.MaintainRuns(limit=1000))
+                runs = await client.call(requests.MaintainRuns(limit=RUN_LIMIT))
                 self._update_status(awaiting=sum(r.state == "awaiting_approval" for r in runs.items))
         except ProtocolError:
             return  # not allowed, or gone: the header keeps the last count (the connection state says the rest)
@@ -721,7 +732,7 @@ class ModelTuiApp(App[None]):
             "alerts": AlertsScreen,
             "maint": MaintenanceScreen,
             "fleet": FleetScreen,
-            "hosts": _screen_class("modeltui.screens.hosts", "HostsScreen"),
+            "hosts": HostsScreen,
         }
         return classes[view]
 
@@ -734,6 +745,23 @@ class ModelTuiApp(App[None]):
             names = ", ".join(c.name for c in self.contexts)
             self.notify(f"no context {name!r}: {names}", title="contexts", severity="error", timeout=6)
             return
+        old = self.context.name
+        self.context_epoch += 1
+        # Nothing asked of the old context goes on: actions waiting for a connection would reach the new one,
+        # answers and counts on their way would show the old daemon's data under the new header.
+        unsent = sorted(m.request.op_name for m in self._waiting if m.request.changes_state)
+        for worker in self.workers:
+            if worker.group.startswith(("call", "count-")) and not worker.is_finished:
+                worker.cancel()
+        self.client = None  # the old connection closes as its loop is cancelled: nobody asks it meanwhile
+        if unsent:
+            self.notify(f"{', '.join(unsent)} not sent: the context changed from {old} to {name}",
+                        title="contexts", severity="warning", timeout=10)
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = None
+        self._pending, self._pending_deployments, self._pending_alerts = [], [], []
+        self._deployment_states = self._firing = None
         self.context = ctx
         self.client_factory = self._factory_for(ctx)
         self._lost_reason = ""
@@ -742,24 +770,13 @@ class ModelTuiApp(App[None]):
         self._pop_to(self._base_index() + 2 if len(self.screen_stack) > self._base_index() + 1
                      and is_top_level(self.screen_stack[self._base_index() + 1]) else self._base_index() + 1)
         self._start_connect()
+        for screen in self.screen_stack:
+            if isinstance(screen, RegistryScreen):
+                screen.context_changed(name)
 
     def _factory_for(self, ctx: Any) -> ClientFactory:
-        """How to connect to ``ctx``: the App's ``connect_context``, else modeltui.contexts.open_client, else
-        (a context with a socket) a plain connection to that socket."""
+        """How to connect to ``ctx``: the App's ``connect_context``, else :func:`modeltui.contexts.open_client`."""
         connect_context = self._connect_context
         if connect_context is not None:
             return lambda: connect_context(ctx)
-        try:
-            open_client = importlib.import_module("modeltui.contexts").open_client
-        except (ImportError, AttributeError):
-            open_client = None
-        if open_client is not None:
-            return lambda: open_client(ctx)
-        socket = getattr(ctx, "socket", None)
-
-        async def fallback() -> DaemonClient:
-            if socket is None:
-                raise DaemonUnavailable(f"cannot reach the context {ctx.name!r}")
-            return await connect(Path(socket))
-
-        return fallback
+        return lambda: open_client(ctx)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import DaemonClient, DaemonUnavailable, connect, connect_or_start
+from .production import default_color
 from .ssh_transport import connect_ssh
 
 LOCAL = "local"
@@ -175,8 +176,8 @@ def _context(path: Path, name: str, table: object) -> Context:
         if not COLOR_RE.match(color):
             raise ContextError(f"{path}: {where}.color must be a colour name or #hex, not {color!r}")
         fields["color"] = color
-    elif name.lower().startswith("prod"):
-        fields["color"] = "red"
+    elif (default := default_color(name)) is not None:
+        fields["color"] = default
     if "readonly" in table:
         if not isinstance(table["readonly"], bool):
             raise ContextError(f"{path}: {where}.readonly must be true or false")

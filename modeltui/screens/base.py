@@ -20,6 +20,8 @@ from textual.timer import Timer
 from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
+from ..widgets.keyed_table import KeyedTable
+
 R = TypeVar("R", bound=results.Result)
 
 
@@ -57,6 +59,10 @@ class RegistryScreen(Screen[None]):
             """Notification shown when the call succeeds (for actions)."""
             self.progress = progress
             """Called with (done, total, text) for each progress event of the request while it runs."""
+            host = screen.app
+            self.context: tuple[int, str] = (getattr(host, "context_epoch", 0),
+                                             str(getattr(getattr(host, "context", None), "name", "")))
+            """The App's context (switch count, name) when posted: the App never sends it to another one."""
 
     class Follow(Message):
         """Ask the App to follow a deployment's log (its last ``tail`` lines, then new ones as they come)
@@ -109,6 +115,13 @@ class RegistryScreen(Screen[None]):
 
     def deployments_changed(self, events: Sequence[DeploymentEvent]) -> None:
         """Deployment events arrived (debounced like registry events); views of deployments re-read here."""
+
+    def context_changed(self, name: str) -> None:
+        """The App switched to the context ``name`` (still connecting): forget what came from the other daemon,
+        so none of it shows under the new context's header. By default every keyed table is emptied; the
+        reload follows once the new context answers."""
+        for table in self.query(KeyedTable):
+            table.replace_rows([])
 
     def apply_filter(self, text: str, *, state: str | None = None, host: str | None = None) -> None:
         """Show only what matches (``:deploy /fraud state=crashloop @host-b``): top-level views override it."""

@@ -41,7 +41,8 @@ RUN_POLL_SECONDS = 15.0
 #: After a registry event (a run pushes its challenger just before it awaits approval; an approval moves an
 #: alias), the runs are asked again this many seconds later, once the run's new state is stored.
 RUN_SETTLE_SECONDS = 1.5
-#: Runs asked for (newest first); the ones awaiting approval are among the latest.
+#: Runs asked for (newest first); the ones awaiting approval are among the latest. The header counts the
+#: same runs (modeltui.app), so both say the same number.
 RUN_LIMIT = 200
 #: Deployment states listed first, worst first; every other state follows by name.
 STATE_ORDER = ("crashloop", "failed", "degraded", "starting", "building", "pending", "stopped", "running")
@@ -185,15 +186,6 @@ class HomeScreen(PollingScreen):
         self.call(requests.MaintainRuns(limit=RUN_LIMIT), self._show_runs, group="runs")
 
     # -- showing ---------------------------------------------------------------------------------------
-    @property
-    def counts(self) -> dict[str, int]:
-        """What needs attention, counted (for a header): not running, firing, awaiting approval."""
-        return {
-            "not_running": sum(d.state != "running" for d in self.deployments or ()),
-            "firing": len(self.firing or ()),
-            "awaiting": len(self.awaiting or ()),
-        }
-
     def _show_deployments(self, listing: results.DeploymentList) -> None:
         self.deployments = list(listing.items)
         down = [d for d in listing.items if d.state != "running"]

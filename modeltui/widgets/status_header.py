@@ -17,6 +17,8 @@ from textual.color import Color, ColorParseError
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 
+from ..production import default_color, is_production
+
 SEPARATOR = " › "
 
 #: What the header says for each connection state (disconnected adds the reason and the retry).
@@ -34,7 +36,7 @@ class ShellStatus:
 
     context: str = "local"
     color: str | None = None
-    """The context's colour cue (a Textual colour); red also puts a PROD label first."""
+    """The context's colour cue (a Textual colour); a red one also puts a PROD label first."""
     readonly: bool = False
     connection: str = "connecting"
     reason: str = ""
@@ -47,8 +49,9 @@ class ShellStatus:
 
     @property
     def production(self) -> bool:
-        """A red context: the header says PROD, whatever the terminal's colours."""
-        return effective_color(self.context, self.color) == "red"
+        """A production context (named prod* or coloured red): the header says PROD, whatever the terminal's
+        colours."""
+        return is_production(self.context, self.color)
 
     def state_text(self) -> str:
         text = STATE_TEXT.get(self.connection, self.connection)
@@ -72,9 +75,7 @@ class ShellStatus:
 
 def effective_color(context: str, color: str | None) -> str | None:
     """The context's colour, or red for a context named prod* that sets none."""
-    if color:
-        return color
-    return "red" if context.lower().startswith("prod") else None
+    return color or default_color(context)
 
 
 def crumbs(stack: Sequence[Screen[Any]], upto: Screen[Any],

@@ -3,6 +3,7 @@ contexts tests drive real ones): completion, the error for a context that does n
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from textual.command import Command, CommandList, CommandPalette
@@ -11,6 +12,9 @@ from daemon.protocol import requests, results
 from modeltui.app import ModelTuiApp
 from modeltui.client import DaemonClient
 from modeltui.commands import CommandLine, CommandScreen
+from modeltui.screens import DeploymentsScreen
+from modeltui.widgets import DeploymentsTable, StatusHeader
+from tests.helpers.canned import canned_client
 from tests.helpers.fake_client import FakeClient
 from tests.helpers.tui import SIZE, until
 
@@ -70,3 +74,31 @@ async def test_ctx_completes_refuses_unknown_and_switches() -> None:
         await until(pilot, lambda: "context local" in texts(), "context in the palette")
         await pilot.press("enter")
         await until(pilot, lambda: app.context.name == "local" and app.connection == "connected", "switched back")
+
+
+async def test_a_switch_to_a_context_that_never_answers_leaves_nothing_of_the_other() -> None:
+    """The deployments view and the header's counts of ``local`` are emptied as soon as ``prod-eu`` is chosen,
+    though prod-eu never answers (its rows would otherwise stay under its header for good)."""
+    client = canned_client()  # two deployments, one stopped; an alert firing; a run awaiting approval
+
+    async def connect_context(ctx: Ctx) -> DaemonClient:
+        await asyncio.Event().wait()  # prod-eu: connecting, for ever
+        raise AssertionError("unreachable")
+
+    async def connect() -> DaemonClient:
+        return client
+
+    app = ModelTuiApp(connect, contexts=[Ctx("local"), Ctx("prod-eu")], connect_context=connect_context)
+    async with app.run_test(size=SIZE) as pilot:
+        app.show_view("deployments")
+        await until(pilot, lambda: isinstance(app.screen, DeploymentsScreen), "the deployments view")
+        await until(pilot, lambda: app.screen.query_one(DeploymentsTable).row_count == 2, "local's deployments")
+        table = app.screen.query_one(DeploymentsTable)
+        bar = app.screen.query_one(StatusHeader)
+        await until(pilot, lambda: "1 firing" in bar.text(SIZE[0]), "local's counts")
+        app.switch_context("prod-eu")
+        await until(pilot, lambda: bar.text(SIZE[0]).startswith(" PROD  prod-eu › deployments"), "prod-eu's header")
+        await until(pilot, lambda: table.row_count == 0, "no deployment of local under prod-eu")
+        assert table.keys() == []
+        assert "firing" not in bar.text(SIZE[0])
+        assert app.connection == "connecting"

@@ -5,6 +5,7 @@ and read-only, and the reconnection by itself after the daemon was stopped and s
 from __future__ import annotations
 
 import asyncio
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,23 @@ from textual.color import Color
 from textual.pilot import Pilot
 from textual.widgets._footer import FooterKey
 
+from daemon.protocol import requests
 from modeltui.app import ModelTuiApp
 from modeltui.client import DaemonClient, DaemonUnavailable, connect
 from modeltui.contexts import Context
-from modeltui.screens import DeploymentsScreen, FleetScreen, ModelScreen, ModelsScreen, VersionScreen
+from modeltui.screens import (
+    DeploymentsScreen,
+    FleetScreen,
+    HelpScreen,
+    ModelScreen,
+    ModelsScreen,
+    RegistryScreen,
+    VersionScreen,
+)
 from modeltui.widgets import ModelsTable, ShellFooter, StatusHeader, VersionsTable
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.models import make_model_dir
-from tests.helpers.tui import SIZE, make_app, push, rows, until
+from tests.helpers.tui import SIZE, make_app, push, rows, show_json, until
 
 pytestmark = pytest.mark.integration
 
@@ -158,9 +168,61 @@ async def test_a_production_context_is_red_labelled_and_read_only(shell_daemon: 
         assert "diff" in shown
         assert not shown & {"set_alias", "rollback"}
         assert not any(k.endswith(("Alias", "Rollback")) for k in footer_keys(app))
-        await pilot.press("a")  # blocked as well as hidden
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, ModelScreen)
+        model = app.screen
+        # Blocked as well as hidden: keys are handled in order, so once help (pressed after) is up, `a` was
+        # handled too, and no dialog came between the model and the help.
+        await pilot.press("a", "question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help, pressed after a")
+        assert app.screen_stack[-2] is model
+
+
+async def test_switching_context_shows_none_of_the_old_data_and_sends_nothing_to_the_new(
+    shell_daemon: DaemonProcess,
+) -> None:
+    """Contexts ``a`` and ``b`` reach the one daemon, each through a gate the test opens: what ``a`` showed
+    is gone as soon as ``b`` is chosen, while ``b`` is still connecting; an alias move posted on one context
+    is not sent once the user switched to the other (the daemon never gets it), and the user is told."""
+    contexts = [Context(name="a", socket=shell_daemon.socket), Context(name="b", socket=shell_daemon.socket)]
+    gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+    gates["a"].set()
+
+    async def open_context(ctx: Context) -> DaemonClient:
+        await gates[ctx.name].wait()
+        assert ctx.socket is not None
+        return await connect(ctx.socket)
+
+    def told(text: str) -> bool:
+        return any(text in n.message for n in app._notifications)
+
+    move = requests.AliasSet(name="shell-demo", alias="leak", version=1)
+    app = ModelTuiApp(lambda: open_context(contexts[0]), contexts=contexts, context="a",
+                      connect_context=open_context)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(ModelsTable)
+        await until(pilot, lambda: "shell-demo" in names(table), "a's models")
+        app.show_view("deployments")
+        await until(pilot, lambda: isinstance(app.screen, DeploymentsScreen), "the deployments view")
+        # Posted on a, the switch before the App reads it: it never leaves.
+        app.screen.post_message(RegistryScreen.Call(app.screen, move))  # type: ignore[arg-type]
+        app.switch_context("b")
+        await until(pilot, lambda: told("aliases.set not sent: the context changed from a to b"), "told (a→b)")
+        await until(pilot, lambda: shown(app, " b › deployments"), "b's header")
+        assert "connecting" in header(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: shown(app, " b › models"), "b's models view, still connecting")
+        assert app.connection == "connecting"
+        assert "shell-demo" not in names(table), names(table)  # nothing of a under b's header
+
+        # Posted on b while it connects; the user switches back to a, which answers: not sent to a.
+        assert isinstance(app.screen, ModelsScreen)
+        app.screen.call(move, success="moved")
+        await until(pilot, lambda: [m.request for m in app._waiting if m.request.changes_state] == [move],
+                    "the move waits for b")
+        app.switch_context("a")
+        await until(pilot, lambda: told("aliases.set not sent: the context changed from b to a"), "told (b→a)")
+        await until(pilot, lambda: "shell-demo" in names(table), "a's models again")
+        assert "leak" not in json.dumps(await asyncio.to_thread(show_json, shell_daemon, "shell-demo"))
+        assert not told("moved")
 
 
 async def test_the_tui_reconnects_by_itself_and_shows_fresh_data(daemon: DaemonProcess, tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ from dataclasses import replace
 
 from textual.widgets import Static
 
+from daemon.protocol import requests
 from daemon.protocol.events import AlertEvent, DeploymentEvent
 from modeltui.screens import HelpScreen
+from modeltui.screens.home import RUN_LIMIT
 from modeltui.widgets import StatusHeader
 from tests.helpers.canned import canned_client
 from tests.helpers.fake_client import fake_app
@@ -24,6 +26,8 @@ async def test_the_header_counts_what_needs_the_operator_and_follows_events_with
 
         await until(pilot, lambda: "1 not running · 1 firing · 1 to approve" in header(), "the counts")
         assert header().rstrip().endswith("connected")
+        # The header counts the runs the home view lists (the same limit: both say the same number).
+        assert {r.limit for r in client.sent_of(requests.MaintainRuns)} == {RUN_LIMIT}  # type: ignore[attr-defined]
         sent = len(client.sent)
 
         for state in ("starting", "running"):  # a burst
@@ -52,6 +56,12 @@ async def test_a_narrow_header_keeps_the_state_and_help_lists_every_key() -> Non
         assert text.startswith(" local › models  ")
         assert "DISCONNECTED, retry in 3s (ctrl+r): the daemon went away" in text
         assert text.rstrip().endswith("…")
+
+        # The PROD label: a prod* name whatever its colour, or a red-ish colour whatever the name.
+        for context, color, prod in [("prod-eu", "blue", True), ("live", "#c00000", True), ("live", "dark_red", True),
+                                     ("live", "#3060c0", False), ("staging", None, False)]:
+            app.status = replace(app.status, context=context, color=color)
+            assert bar.text(80).startswith(" PROD ") is prod, (context, color, bar.text(80))
 
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
