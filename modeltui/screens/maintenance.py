@@ -15,7 +15,7 @@ actions that change something are hidden and refused in read-only mode.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -112,6 +112,11 @@ class MaintenanceRunsTable(KeyedTable):
     """One row per run, newest first; the state coloured. The columns a user checks first come first."""
 
     COLUMNS = ("run", "model", "state", "trigger", "metric", "started", "reason")
+    # At 80 columns: run, model, state and metric whole, the reason cut to the room left; the trigger hides
+    # first, then the start time (the detail pane below shows both).
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {"trigger": 2, "started": 1}
+    FLEX_COLUMN = "reason"
+
     def show(self, runs: Sequence[results.MaintainRunInfo]) -> None:
         self.replace_rows(
             (

@@ -18,6 +18,7 @@ from modeltui.screens import ConfirmDialog, HelpScreen, MaintenanceScreen, Polic
 from modeltui.widgets import KeyedTable
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.example_data import EXAMPLE_MODEL, shifted_model
+from tests.helpers.snapshots import screen_text
 from tests.helpers.tui import SIZE, make_app, rows, show_json, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -42,10 +43,8 @@ def awaiting(daemon: DaemonProcess, example_dir: Path, tmp_path: Path) -> tuple[
 
 
 def run_row(screen: MaintenanceScreen, run: int) -> dict[str, str]:
-    for row in rows(screen.query_one("#maintenance-runs", KeyedTable)):
-        if row[0] == str(run):
-            return dict(zip(COLUMNS, row, strict=True))
-    raise KeyError(run)
+    """Every column of the run's row, shown or hidden for room."""
+    return screen.query_one("#maintenance-runs", KeyedTable).row_of(str(run))
 
 
 def detail(screen: MaintenanceScreen) -> str:
@@ -153,6 +152,12 @@ async def test_cancel_a_run_awaiting_approval(awaiting: tuple[DaemonProcess, dic
         await pilot.press("y")
         await until(pilot, lambda: run_row(screen, run["id"])["state"] == "cancelled", "cancelled", timeout=20)
         assert "stale" in run_row(screen, run["id"])["reason"]
+        # At 80 columns the reason is on screen (cut to the room left; trigger and started hide first).
+        lines = screen_text(app).splitlines()
+        header = next(line for line in lines if line.lstrip().startswith("run "))
+        row = next(line for line in lines if line.lstrip().startswith(f"{run['id']} ") and "cancelled" in line)
+        assert "reason" in header, header
+        assert run_row(screen, run["id"])["reason"][:8] in row, row
         # Nothing left to cancel: refused politely (no dialog).
         await pilot.press("c")
         await pilot.pause(0.2)
