@@ -343,7 +343,14 @@ class ModelTuiApp(App[None]):
             self._waiting.discard(message)
         if client is None or not self._same_context(message):
             return
-        result = await client.call(message.request, progress=message.progress)
+        try:
+            result = await client.call(message.request, progress=message.progress)
+        except ProtocolError as exc:
+            if message.failed is None or isinstance(exc, DaemonUnavailable):
+                raise  # the App's one place says it (or the header does: the daemon is gone)
+            if message.screen.is_attached:
+                message.failed(exc)
+            return
         if message.success:
             self.notify(message.success)
         if message.reply is not None and message.screen.is_attached and self._same_context(message):

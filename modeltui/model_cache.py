@@ -118,6 +118,11 @@ class ModelCache:
         key = ListKey(request.pattern or "", request.sort, request.descending)
         self.view(key).asked.discard(request.offset // self.window)
 
+    def retry(self, key: ListKey) -> None:
+        """The asks of list ``key`` may never be answered (cancelled by a newer ask of the same window, for
+        another list): its windows not fresh may be asked again."""
+        self.view(key).asked.clear()
+
     def invalidate(self) -> None:
         """The registry changed: every row is stale (still drawn, asked again when visible)."""
         self.generation += 1

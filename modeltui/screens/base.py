@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from daemon.protocol import requests, results
+from daemon.protocol.errors import ProtocolError
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
 from ..widgets.keyed_table import KeyedTable
@@ -48,6 +49,7 @@ class RegistryScreen(Screen[None]):
             group: str | None = None,
             success: str | None = None,
             progress: Callable[[int, int, str], None] | None = None,
+            failed: Callable[[ProtocolError], None] | None = None,
         ) -> None:
             super().__init__()
             self.screen = screen
@@ -59,6 +61,8 @@ class RegistryScreen(Screen[None]):
             """Notification shown when the call succeeds (for actions)."""
             self.progress = progress
             """Called with (done, total, text) for each progress event of the request while it runs."""
+            self.failed = failed
+            """Told the daemon's error instead of the App's notification (the screen shows it where it belongs)."""
             host = screen.app
             self.context: tuple[int, str] = (getattr(host, "context_epoch", 0),
                                              str(getattr(getattr(host, "context", None), "name", "")))
@@ -98,10 +102,11 @@ class RegistryScreen(Screen[None]):
         group: str | None = None,
         success: str | None = None,
         progress: Callable[[int, int, str], None] | None = None,
+        failed: Callable[[ProtocolError], None] | None = None,
     ) -> None:
         """Post a :class:`Call` (to the App)."""
         self.post_message(self.Call(self, request, reply, group=group, success=success,
-                                    progress=progress))
+                                    progress=progress, failed=failed))
 
     def on_mount(self) -> None:
         self.reload()

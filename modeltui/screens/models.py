@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, cast
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -22,6 +23,7 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from daemon.protocol import requests, results
+from daemon.protocol.errors import ErrorCode, ProtocolError
 from daemon.protocol.events import RegistryEvent
 from daemon.protocol.requests import ModelSort
 
@@ -38,6 +40,9 @@ from .model import ModelScreen
 
 #: How long a new filter or sort keeps the previous rows on screen while its first answer is awaited.
 SETTLE_SECONDS = 0.25
+#: Keys typed within this long of each other are asked as one filter when the typing pauses (a word typed
+#: quickly is two queries, its first key and the whole word, not one a key).
+TYPING_SECONDS = 0.1
 
 
 class ModelsScreen(RegistryScreen):
@@ -62,6 +67,9 @@ class ModelsScreen(RegistryScreen):
         self.key = ListKey()
         """The list asked for (filter and sort); the table may still show the previous one (settling)."""
         self._settle: Timer | None = None
+        self._typing: Timer | None = None
+        self._asked_text = ""
+        """The filter text last asked for (typing in a burst asks only for the last)."""
 
     @property
     def table(self) -> ModelsTable:
@@ -103,9 +111,31 @@ class ModelsScreen(RegistryScreen):
         def got(answer: results.ModelList) -> None:
             self._got(request, answer, generation)
 
-        # One worker per window and list: asking again (a reload before the connection is up) cancels the
-        # older ask rather than sending both.
-        self.call(request, got, group=f"list {request.model_dump_json()}")
+        # One worker per window: asking again (a reload before the connection is up, the next filter typed)
+        # cancels the older ask of that window rather than sending both.
+        self.call(request, got, group=f"list {request.offset}", failed=lambda error: self._failed(request, error))
+
+    def _failed(self, request: requests.ListModels, error: ProtocolError) -> None:
+        """The daemon refused a window: it may be asked again; a filter it refuses (a bad regex) says why in
+        the filter line, and the list shown before it stays."""
+        self.cache.failed(request)
+        key = ListKey(request.pattern or "", request.sort, request.descending)
+        if key != self.key:
+            return
+        if error.code != ErrorCode.INVALID:
+            self.notify(error.message, title=error.code.value, severity="error", timeout=8)
+            return
+        source = self.table.source
+        if isinstance(source, ModelView) and source.key != key:
+            if self._settle is not None:
+                self._settle.stop()
+                self._settle = None
+            self.key = source.key  # drawn already
+        else:
+            self._change_list(key._replace(pattern=""))
+        box = self.filter_box
+        box.add_class("-bad")
+        box.border_title = Text(error.message)  # Text: the regex's [..] is not markup
 
     def _got(self, request: requests.ListModels, answer: results.ModelList, generation: int) -> None:
         view = self.cache.store(request, answer, generation)
@@ -138,6 +168,7 @@ class ModelsScreen(RegistryScreen):
         if key == self.key:
             return
         self.key = key
+        self.cache.retry(key)  # its asks in flight may have been cancelled by the list left since
         view = self.cache.view(key)
         if view.total is not None:
             self._switch(view)
@@ -180,7 +211,29 @@ class ModelsScreen(RegistryScreen):
         self._change_list(self.key._replace(sort=cast(ModelSort, event.column), descending=event.descending))
 
     def watch_filter_text(self, text: str) -> None:
-        self._change_list(self.key._replace(pattern=text))
+        """The first key after a pause is asked at once; the keys typed after it within TYPING_SECONDS of each
+        other go as one query when the typing pauses (each also cancels the ask before it, if not sent)."""
+        if self._typing is None:
+            self._apply_filter_text()
+        else:
+            self._typing.stop()
+        self._typing = self.set_timer(TYPING_SECONDS, self._typed)
+
+    def _typed(self) -> None:
+        self._typing = None
+        if self.filter_text != self._asked_text:
+            self._apply_filter_text()
+
+    def _apply_filter_text(self) -> None:
+        self._asked_text = self.filter_text
+        self._change_list(self.key._replace(pattern=self.filter_text))
+
+    def context_changed(self, name: str) -> None:
+        """Another daemon: nothing of the old one stays drawn; its rows are asked once it answers."""
+        self.cache = ModelCache()
+        self.set_class(False, "-empty")
+        self._switch(self.cache.view(self.key))
+        self.query_one("#page-status", Static).update(literal(f"connecting to {name}…"))
 
     def apply_filter(self, text: str, *, state: str | None = None, host: str | None = None) -> None:
         """Show the models matching ``text`` (``:models /text``); models have no state or host. A bad
