@@ -31,11 +31,6 @@ class CommandLine(Input):
         Binding("down", "history(1)", "next command", show=False),
     ]
 
-    DEFAULT_CSS = """
-    CommandLine { border: none; height: 1; padding: 0; width: 1fr; background: $panel; }
-    CommandLine:focus { border: none; }
-    """
-
     def __init__(self, history: list[str], names: NameSource) -> None:
         super().__init__(placeholder="command (tab completes, esc cancels)", suggester=CommandSuggester(names),
                          id="command-input")
@@ -66,15 +61,6 @@ class CommandScreen(ModalScreen[Command | None]):
     """One line at the bottom over the current screen; dismissed with the command to run, or None (esc)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel", show=False)]
-
-    DEFAULT_CSS = """
-    CommandScreen { background: transparent; }
-    CommandScreen #command-box { dock: bottom; height: auto; background: $panel; }
-    CommandScreen #command-hint { height: auto; max-height: 3; color: $text-muted; padding: 0 1; }
-    CommandScreen #command-hint.-error { color: $error; text-style: bold; }
-    CommandScreen #command-row { height: 1; }
-    CommandScreen #command-prompt { width: 2; padding: 0 0 0 1; color: $accent; text-style: bold; }
-    """
 
     def __init__(self, history: list[str], names: NameSource, check: Check) -> None:
         super().__init__()
@@ -127,6 +113,3 @@ class CommandScreen(ModalScreen[Command | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
-
-
-

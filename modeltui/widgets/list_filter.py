@@ -52,11 +52,6 @@ class FilterInput(Input):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter", show=False)]
 
-    DEFAULT_CSS = """
-    FilterInput { height: 3; border: round $accent; padding: 0 1; }
-    FilterInput.-bad { border: round $error; border-title-color: $error; }
-    """
-
     class Applied(Message):
         """The filter to show (``""`` for none); ``done`` when the user left the input."""
 
