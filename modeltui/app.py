@@ -371,7 +371,14 @@ class ModelTuiApp(App[None]):
     @on(FanOutCall)
     def _on_fan_out(self, message: FanOutCall[Any]) -> None:
         message.stop()
-        _worker: Worker[None] = self.run_worker(self.fanout.ask(message), group=f"fanout-{id(message.screen)}",
+        if not message.screen.is_attached:  # posted by a view already gone
+            return
+        self.fanout.register(message.screen)  # now: a release handled before the worker starts must win
+
+        async def ask() -> None:  # a callable, not a coroutine: a worker cancelled before it starts
+            await self.fanout.ask(message)  # leaves no never-awaited coroutine behind
+
+        _worker: Worker[None] = self.run_worker(ask, group=f"fanout-{id(message.screen)}",
                                                 exit_on_error=False, name=f"fan-out {message.group}")
 
     @on(FanOutRelease)
@@ -379,9 +386,8 @@ class ModelTuiApp(App[None]):
         await self.fanout.release(message.screen)
 
     def _open_other(self, ctx: Any) -> Awaitable[DaemonClient]:
-        """A connection to a context beside the current one (the fan-out's): never starts a daemon."""
-        if self._connect_context is not None:
-            return self._connect_context(ctx)
+        """A connection to a context beside the current one (the fan-out's): never starts a daemon, whatever
+        ``connect_context`` (the CLI's starts one for ``local`` unless --no-start) would do."""
         return open_client(ctx, start=False, timeout=self.fanout.timeout)
 
     # -- following a deployment's log ------------------------------------------------------------------

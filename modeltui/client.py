@@ -141,6 +141,7 @@ class DaemonClient:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
         self._conn.close()
+        self.closed.set()  # also when the reader was cancelled before it ever ran (its finally never did)
 
     async def __aenter__(self) -> DaemonClient:
         return self

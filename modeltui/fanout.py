@@ -7,7 +7,8 @@ nobody else and the others' answers show at once.
 
 The current context is asked through the App's own client; the others through clients this object opens on
 first use and keeps while a view uses them (:meth:`FanOut.release` closes them when the last view goes, and
-the App's exit closes them all; the next view starts afresh). A host that cannot be reached is tried again
+the App's exit closes them all; the next view starts afresh; a client that connects after that is closed at
+once). A host that cannot be reached is tried again
 with backoff (:data:`BACKOFF_FIRST` doubling up to :data:`BACKOFF_MAX`): until its next try, an ask answers
 its last error at once, so a view that polls every few seconds neither waits for it nor hammers it. A host
 already being asked for the same view and group is not asked again until it answers (the asks stay bounded).
@@ -35,6 +36,14 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 
 
+#: What an ask answers for a host once its view is gone (nobody is shown it).
+RELEASED = "the view that asked is gone"
+
+
+class _Released(Exception):
+    """Every view was released while a host was being connected: its client is not kept."""
+
+
 class HostContext(Protocol):
     """What the fan-out needs of a context (:class:`modeltui.contexts.Context`)."""
 
@@ -56,10 +65,10 @@ class _Host:
     failures: int = 0
     retry_at: float = 0.0
 
-    def failed(self, reason: str) -> None:
+    def failed(self, reason: str, now: float) -> None:
         self.error = reason
         self.failures += 1
-        self.retry_at = time.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failures - 1))
+        self.retry_at = now + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failures - 1))
 
     def reached(self) -> None:
         self.error, self.failures, self.retry_at = "", 0, 0.0
@@ -75,6 +84,7 @@ class FanOut:
         opener: Opener,
         *,
         timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.contexts = contexts
         """The contexts to ask, as the App knows them now."""
@@ -83,15 +93,23 @@ class FanOut:
         self.opener = opener
         self.timeout = HOST_TIMEOUT if timeout is None else timeout
         """Seconds each host has to connect and answer (:data:`HOST_TIMEOUT` unless given)."""
+        self.clock = clock
+        """Seconds, for the backoff (tests drive it by hand)."""
         self.hosts: dict[str, _Host] = {}
         """Extra clients and backoff, by context name."""
         self._asking: set[tuple[int, str, str]] = set()
         self._users: set[int] = set()
 
+    def register(self, screen: object) -> None:
+        """A view asks: the extra clients stay open until it is released. The App calls this when the call
+        arrives, not in the ask's worker: a release handled before the worker starts must not be undone."""
+        self._users.add(id(screen))
+
     async def ask(self, message: FanOutCall[Any]) -> None:
         """Ask every context (or ``message.only``) concurrently; each answer goes to ``message.reply`` as
-        soon as it comes, while the screen is still mounted."""
-        self._users.add(id(message.screen))
+        soon as it comes, while the screen is still mounted. A view already released is not asked for."""
+        if not self._uses(message):
+            return
         wanted = [c for c in self.contexts() if message.only is None or c.name in message.only]
         await asyncio.gather(*(self._ask_one(context, message) for context in wanted))
 
@@ -104,8 +122,12 @@ class FanOut:
             answer = await self._answer(context, message)
         finally:
             self._asking.discard(key)
-        if message.screen.is_attached:
+        if self._uses(message):
             message.reply(answer)
+
+    def _uses(self, message: FanOutCall[Any]) -> bool:
+        """Whether the view that asked is still shown and registered (not released)."""
+        return bool(message.screen.is_attached) and id(message.screen) in self._users
 
     async def _answer(self, context: HostContext, message: FanOutCall[Any]) -> HostAnswer[Any]:
         name = context.name
@@ -114,20 +136,24 @@ class FanOut:
             if own is None or own.closed.is_set():
                 return HostAnswer(name, error="not connected to the daemon", reachable=False)
             return await self._call(name, own, message, None)
+        if not self._uses(message):  # released while the others were asked: open nothing more
+            return HostAnswer(name, error=RELEASED, reachable=False)
         host = self.hosts.setdefault(name, _Host())
-        if host.client is None and time.monotonic() < host.retry_at:
+        if host.client is None and self.clock() < host.retry_at:
             return HostAnswer(name, error=host.error, reachable=False)
         try:
             async with asyncio.timeout(self.timeout):
                 client = await self._client(context, host)
+        except _Released:
+            return HostAnswer(name, error=RELEASED, reachable=False)
         except TimeoutError:
-            host.failed(f"no answer within {self.timeout:g}s")
+            host.failed(f"no answer within {self.timeout:g}s", self.clock())
             return HostAnswer(name, error=host.error, reachable=False)
         except ProtocolError as exc:
-            host.failed(exc.message)
+            host.failed(exc.message, self.clock())
             return HostAnswer(name, error=host.error, reachable=False)
         except OSError as exc:
-            host.failed(exc.strerror or str(exc))
+            host.failed(exc.strerror or str(exc), self.clock())
             return HostAnswer(name, error=host.error, reachable=False)
         return await self._call(name, client, message, host)
 
@@ -136,7 +162,14 @@ class FanOut:
             if host.client is not None and host.client.closed.is_set():
                 await self._drop(host)
             if host.client is None:
-                host.client = await self.opener(context)
+                if self.hosts.get(context.name) is not host:  # closed while waiting for the lock
+                    raise _Released
+                client = await self.opener(context)
+                if self.hosts.get(context.name) is not host:  # closed while connecting: nobody would close it
+                    with contextlib.suppress(Exception):
+                        await client.close()
+                    raise _Released
+                host.client = client
             return host.client
 
     async def _call(
@@ -159,7 +192,7 @@ class FanOut:
 
     async def _lost(self, name: str, host: _Host | None, reason: str) -> HostAnswer[Any]:
         if host is not None:
-            host.failed(reason)
+            host.failed(reason, self.clock())
             await self._drop(host)
         return HostAnswer(name, error=reason, reachable=False)
 

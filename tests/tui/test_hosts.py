@@ -7,6 +7,7 @@ to all, the tabs switch the context, and the fleet view (no cluster) shows the c
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from textual.widgets import Static, Tab, Tabs
 
 from modeltui import fanout
 from modeltui.app import ModelTuiApp
-from modeltui.client import connect
-from modeltui.contexts import Context
+from modeltui.client import DaemonClient, connect
+from modeltui.contexts import Context, open_client
 from modeltui.screens import DeploymentsScreen, FleetScreen
 from modeltui.screens.hosts import CONNECTING, UNREACHABLE, HostsScreen, HostsTable
 from modeltui.widgets import DeploymentsTable, KeyedTable
@@ -207,3 +208,54 @@ async def test_fleet_without_a_cluster_shows_the_contexts(hosts: Hosts) -> None:
         title = str(screen.query_one("#fleet-title", Static).render())
         assert "no cluster: the contexts are the fleet" in title
         print(screen_text(app))
+
+
+async def test_leaving_the_view_while_a_host_hangs_leaves_no_connection_and_starts_no_daemon(
+    hosts: Hosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contexts beside the current one are only ever connected to: ``local`` (the socket found as usual,
+    here one where no daemon runs) stays unreachable even when the App's ``connect_context`` (the CLI's)
+    would start a daemon. And a host that answers only after the user left the view (b, stopped, then
+    continued) gets its connection closed at once: nobody would close it later."""
+    monkeypatch.setattr(fanout, "HOST_TIMEOUT", 120.0)
+    local_socket = tmp_path / "local.sock"
+    monkeypatch.setenv("MODELTUI_SOCKET", str(local_socket))
+    contexts = [Context("a", socket=hosts.a.socket), Context("b", socket=hosts.b.socket), Context("local")]
+    path = hosts.a.socket
+    app = ModelTuiApp(lambda: connect(path), contexts=contexts, context="a",
+                      connect_context=lambda c: open_client(c, start=True))  # what the CLI passes
+    opened: list[str] = []
+    clients: list[DaemonClient] = []
+    open_other = app.fanout.opener
+
+    async def counting(ctx: Context) -> DaemonClient:
+        opened.append(ctx.name)
+        client = await open_other(ctx)
+        clients.append(client)
+        return client
+
+    app.fanout.opener = counting
+    assert hosts.b.proc is not None
+    hosts.b.proc.send_signal(signal.SIGSTOP)  # takes connections, answers nothing
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.connection == "connected", "connected")
+            app.show_view("hosts")
+            await until(pilot, lambda: app.screen.query_one(HostsTable), "hosts view")
+            table = app.screen.query_one(HostsTable)
+            await until(pilot, lambda: by_host(table).get("a") == ["fraud-a"]
+                        and by_host(table).get("local") == [UNREACHABLE], "a's rows, local unreachable", 20)
+            assert not local_socket.exists()  # no daemon was started for local
+            assert by_host(table)["b"] == [CONNECTING]
+            assert "b" in opened
+
+            app.show_view("models")  # leave while b still connects
+            await until(pilot, lambda: not isinstance(app.screen, HostsScreen) and not app.fanout.hosts,
+                        "the hosts view gone, its connections closed")
+            hosts.b.proc.send_signal(signal.SIGCONT)
+            await until(pilot, lambda: clients and all(c.closed.is_set() for c in clients),
+                        "b's late connection closed", 20)
+            assert not app.fanout.hosts
+            assert not local_socket.exists()
+    finally:
+        hosts.b.proc.send_signal(signal.SIGCONT)

@@ -48,10 +48,15 @@ def listing() -> results.DeploymentList:
     return results.DeploymentList(items=[])
 
 
-async def test_every_host_answers_as_it_comes_and_the_unreachable_wait_their_backoff(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(fanout, "BACKOFF_FIRST", 0.5)
+async def settled(until_true: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Let the loop run until ``until_true()`` (a generous deadline: only a failure waits for it)."""
+    async with asyncio.timeout(timeout):
+        while not until_true():
+            await asyncio.sleep(0.01)
+    assert until_true(), what
+
+
+async def test_every_host_answers_as_it_comes_and_the_unreachable_wait_their_backoff() -> None:
     own = FakeClient().answer(requests.ListDeployments, listing())
     b = FakeClient().answer(requests.ListDeployments, listing())
     refusing = FakeClient().answer(requests.ListDeployments, ProtocolError(ErrorCode.FORBIDDEN, "no"))
@@ -61,37 +66,36 @@ async def test_every_host_answers_as_it_comes_and_the_unreachable_wait_their_bac
     async def opener(ctx: Any) -> DaemonClient:
         opened.append(ctx.name)
         if ctx.name == "slow":
-            await hang.wait()  # an ssh that connects and never answers
+            await hang.wait()  # an ssh that connects and never answers, until the test lets it fail
+            raise TimeoutError
         if ctx.name == "down":
             raise DaemonUnavailable("no daemon answers on /nowhere.sock")
         return {"b": b, "refusing": refusing}[ctx.name]
 
+    now = [100.0]
     contexts = [Ctx("local"), Ctx("slow"), Ctx("b"), Ctx("down"), Ctx("refusing")]
-    fan = FanOut(lambda: contexts, lambda: ("local", own), opener, timeout=0.2)
+    fan = FanOut(lambda: contexts, lambda: ("local", own), opener, timeout=60, clock=lambda: now[0])
     answers: list[HostAnswer[Any]] = []
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    at: dict[str, float] = {}
-
-    def reply(answer: HostAnswer[Any]) -> None:
-        answers.append(answer)
-        at[answer.context] = loop.time() - start
-
-    call = FanOutCall(Screen(), requests.ListDeployments(), reply, group="list")  # type: ignore[arg-type]
-    await fan.ask(call)
+    call = FanOutCall(Screen(), requests.ListDeployments(), answers.append, group="list")  # type: ignore[arg-type]
+    fan.register(call.screen)
+    asking = asyncio.create_task(fan.ask(call))
+    # Every other host answers while the slow one still hangs.
+    await settled(lambda: len(answers) == 4, "the four others' answers")
     by_host = {a.context: a for a in answers}
-    assert [a.context for a in answers][-1] == "slow"  # the one that hangs answers last, the others first
+    assert "slow" not in by_host
     assert by_host["local"].result is not None
     assert by_host["b"].result is not None
     assert not by_host["down"].reachable
     assert "no daemon answers" in by_host["down"].error
-    assert not by_host["slow"].reachable
-    assert by_host["slow"].error == "no answer within 0.2s"
     assert by_host["refusing"].reachable
     assert by_host["refusing"].error == "no"
-    assert max(at["local"], at["b"], at["down"]) < at["slow"]
     assert own.sent_of(requests.ListDeployments)
     assert b.sent_of(requests.ListDeployments)
+    hang.set()
+    await asking
+    assert answers[-1].context == "slow"
+    assert not answers[-1].reachable
+    assert answers[-1].error == "no answer within 60s"
 
     # Asked again at once: the unreachable hosts answer their last error without a new try (backoff), the
     # others over the clients already open.
@@ -104,10 +108,11 @@ async def test_every_host_answers_as_it_comes_and_the_unreachable_wait_their_bac
     }
 
     # After the backoff, the host is tried again; only the current context's client survives a release.
-    await asyncio.sleep(0.6)
+    now[0] += fanout.BACKOFF_FIRST
     answers.clear()
     other = Screen()
-    await fan.ask(FanOutCall(other, requests.ListDeployments(), reply, only=["down"]))  # type: ignore[arg-type]
+    fan.register(other)
+    await fan.ask(FanOutCall(other, requests.ListDeployments(), answers.append, only=["down"]))  # type: ignore[arg-type]
     assert opened == ["down"]
     assert [a.context for a in answers] == ["down"]
     await fan.release(call.screen)
@@ -116,6 +121,51 @@ async def test_every_host_answers_as_it_comes_and_the_unreachable_wait_their_bac
     assert b.closed.is_set()
     assert refusing.closed.is_set()
     assert not own.closed.is_set()
+
+
+async def test_a_host_that_hangs_ends_with_the_timeout() -> None:
+    async def opener(ctx: Any) -> DaemonClient:
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError("unreachable")
+
+    fan = FanOut(lambda: [Ctx("slow")], lambda: ("local", None), opener, timeout=0.05)
+    answers: list[HostAnswer[Any]] = []
+    call = FanOutCall(Screen(), requests.ListDeployments(), answers.append)  # type: ignore[arg-type]
+    fan.register(call.screen)
+    await fan.ask(call)
+    assert [(a.context, a.reachable, a.error) for a in answers] == [("slow", False, "no answer within 0.05s")]
+
+
+async def test_a_view_released_before_or_while_asking_leaves_no_client_open() -> None:
+    """Leaving the view while a host still connects: the client that connects afterwards is closed at once
+    (nobody would close it later); a call whose view was released before its worker ran opens nothing."""
+    late = FakeClient().answer(requests.ListDeployments, listing())
+    go = asyncio.Event()
+    opened: list[str] = []
+
+    async def opener(ctx: Any) -> DaemonClient:
+        opened.append(ctx.name)
+        await go.wait()
+        return late
+
+    fan = FanOut(lambda: [Ctx("local"), Ctx("b")], lambda: ("local", None), opener, timeout=60)
+    answers: list[HostAnswer[Any]] = []
+    call = FanOutCall(Screen(), requests.ListDeployments(), answers.append)  # type: ignore[arg-type]
+    fan.register(call.screen)
+    asking = asyncio.create_task(fan.ask(call))
+    await settled(lambda: opened == ["b"], "b being connected")
+    await fan.release(call.screen)  # the view goes while b connects
+    go.set()
+    await asking
+    assert late.closed.is_set()
+    assert not fan.hosts
+    assert [a.context for a in answers] == ["local"]  # nothing more for the view that is gone
+
+    # The release was handled before the call's worker started: nothing is opened for it.
+    opened.clear()
+    await fan.ask(call)
+    assert opened == []
+    assert not fan.hosts
 
 
 async def test_the_current_hosts_events_refresh_it_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,8 +182,8 @@ async def test_the_current_hosts_events_refresh_it_alone(monkeypatch: pytest.Mon
     async def connect_context(ctx: Any) -> DaemonClient:
         return there
 
-    app = ModelTuiApp(fake_app_factory(here), contexts=[Context("a"), Context("b")], context="a",
-                      connect_context=connect_context)
+    app = ModelTuiApp(fake_app_factory(here), contexts=[Context("a"), Context("b")], context="a")
+    app.fanout.opener = connect_context
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.connection == "connected", "connected")
         app.show_view("hosts")
