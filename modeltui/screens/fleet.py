@@ -19,7 +19,7 @@ registry, so "should run" is not judged for them here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -128,6 +128,8 @@ class FleetHostsTable(_FleetTable):
     them run healthy."""
 
     COLUMNS = ("", "host", "id", "deployments", "healthy", "pid", "started")
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {"started": 1, "pid": 2}
+    """At 80 columns what a host runs stays whole; when it started and its pid hide first."""
 
     def show(self, hosts: Sequence[results.ClusterHost], rows: Sequence[FleetRow]) -> None:
         self.replace_rows(self._row(h, [r for r in rows if r.host_id == h.id]) for h in hosts)
@@ -174,6 +176,8 @@ class FleetDeploymentsTable(_FleetTable):
     compares come first, so they show at 80 columns."""
 
     COLUMNS = ("host", "name", "ref", "version", "should run", "state", "health", "endpoint", "model")
+    COLUMN_PRIORITY: ClassVar[Mapping[str, int]] = {"health": 1, "ref": 2, "endpoint": 3, "model": 4}
+    """Host, name, version, should run and state never hide; the model first, the health last."""
 
     def show(self, rows: Sequence[FleetRow], models: dict[str, results.ModelSummary | None]) -> None:
         self.replace_rows(

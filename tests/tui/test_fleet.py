@@ -18,7 +18,7 @@ from modeltui.screens.fleet import DISABLED, DRIFT, REFRESH_SECONDS, THIS_HOST, 
 from modeltui.widgets import KeyedTable
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.models import echo_model
-from tests.helpers.tui import SIZE, deploy, make_app, push, rows, show_json, undeploy_all, until
+from tests.helpers.tui import SIZE, deploy, make_app, push, show_json, undeploy_all, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -44,9 +44,13 @@ def broken_model(path: Path) -> Path:
 
 
 def fleet_row(screen: FleetScreen, name: str) -> dict[str, str]:
-    for row in rows(screen.query_one("#fleet-deployments", KeyedTable)):
-        if row[1] == name:
-            return dict(zip(COLUMNS, row, strict=True))
+    """Every column of the deployment's row, the hidden ones too (at 80 columns ref, endpoint, model hide)."""
+    table = screen.query_one("#fleet-deployments", KeyedTable)
+    shown = table.keys()
+    for key in shown:
+        row = table.row_of(key)
+        if row["name"] == name:
+            return row
     raise KeyError(name)
 
 
@@ -56,8 +60,9 @@ def title(screen: FleetScreen) -> str:
 
 def snapshot(screen: FleetScreen) -> str:
     """The screen as text: title, status and the deployments table's rows."""
-    table = rows(screen.query_one("#fleet-deployments", KeyedTable))
-    lines = [title(screen), " | ".join(COLUMNS), *(" | ".join(r) for r in table)]
+    table = screen.query_one("#fleet-deployments", KeyedTable)
+    keys = table.keys()
+    lines = [title(screen), " | ".join(COLUMNS), *(" | ".join(table.row_of(key).values()) for key in keys)]
     return "\n".join([*lines, str(screen.query_one("#fleet-status", Static).render())])
 
 
