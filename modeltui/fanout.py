@@ -114,7 +114,7 @@ class FanOut:
         await asyncio.gather(*(self._ask_one(context, message) for context in wanted))
 
     async def _ask_one(self, context: HostContext, message: FanOutCall[Any]) -> None:
-        key = (id(message.screen), message.group, context.name)
+        key = (id(message.screen), message.group or "", context.name)
         if key in self._asking:
             return
         self._asking.add(key)

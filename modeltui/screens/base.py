@@ -32,13 +32,31 @@ class TuiHost(Protocol):
     readonly: bool
 
 
+class ScreenRequest(Message, Generic[R]):
+    """What a screen asks the App to send for it (a :class:`RegistryScreen.Call` to its daemon, or the hosts
+    view's fan-out to every daemon): the request, the screen that gets the answer while it is mounted, the
+    group of its calls and the context it was posted on."""
+
+    def __init__(self, screen: RegistryScreen, request: requests.BaseRequest[R], *, group: str | None = None) -> None:
+        super().__init__()
+        self.screen = screen
+        self.request = request
+        self.group = group
+        """The screen's calls of one group: each kind of request says what it does with them."""
+        host = screen.app
+        self.context: tuple[int, str] = (getattr(host, "context_epoch", 0),
+                                         str(getattr(getattr(host, "context", None), "name", "")))
+        """The App's context (switch count, name) when posted: the App never sends it to another one."""
+
+
 class RegistryScreen(Screen[None]):
     """A view of registry data that can be re-read on demand and on live registry events."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
 
-    class Call(Message, Generic[R]):
-        """Ask the App to send ``request`` to the daemon and hand its result to ``reply``."""
+    class Call(ScreenRequest[R]):
+        """Ask the App to send ``request`` to the daemon and hand its result to ``reply``; calls of one screen
+        in the same group cancel each other (the newest wins)."""
 
         def __init__(
             self,
@@ -51,22 +69,14 @@ class RegistryScreen(Screen[None]):
             progress: Callable[[int, int, str], None] | None = None,
             failed: Callable[[ProtocolError], None] | None = None,
         ) -> None:
-            super().__init__()
-            self.screen = screen
-            self.request = request
+            super().__init__(screen, request, group=group)
             self.reply = reply
-            self.group = group
-            """Calls of one screen in the same group cancel each other (the newest wins)."""
             self.success = success
             """Notification shown when the call succeeds (for actions)."""
             self.progress = progress
             """Called with (done, total, text) for each progress event of the request while it runs."""
             self.failed = failed
             """Told the daemon's error instead of the App's notification (the screen shows it where it belongs)."""
-            host = screen.app
-            self.context: tuple[int, str] = (getattr(host, "context_epoch", 0),
-                                             str(getattr(getattr(host, "context", None), "name", "")))
-            """The App's context (switch count, name) when posted: the App never sends it to another one."""
 
     class Follow(Message):
         """Ask the App to follow a deployment's log (its last ``tail`` lines, then new ones as they come)

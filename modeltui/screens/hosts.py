@@ -36,7 +36,7 @@ from ..format import DEPLOYMENT_TONE, PALETTE, short, version_label
 from ..widgets import KeyedTable, QuietStatic, literal
 from ..widgets.shell_footer import ShellFooter
 from ..widgets.status_header import StatusHeader
-from .base import PollingScreen, RegistryScreen
+from .base import PollingScreen, RegistryScreen, ScreenRequest
 
 R = TypeVar("R", bound=results.Result)
 
@@ -64,9 +64,10 @@ class HostAnswer(Generic[R]):
     """False when the host could not be reached (no connection, or no answer in time)."""
 
 
-class FanOutCall(Message, Generic[R]):
+class FanOutCall(ScreenRequest[R]):
     """Ask the App to send ``request`` to every context (or those named in ``only``) at once and hand each
-    host's :class:`HostAnswer` to ``reply`` as it comes."""
+    host's :class:`HostAnswer` to ``reply`` as it comes; a host still answering an earlier call of this screen
+    and group is not asked again."""
 
     def __init__(
         self,
@@ -77,12 +78,8 @@ class FanOutCall(Message, Generic[R]):
         group: str = "",
         only: Sequence[str] | None = None,
     ) -> None:
-        super().__init__()
-        self.screen = screen
-        self.request = request
+        super().__init__(screen, request, group=group)
         self.reply = reply
-        self.group = group
-        """A host still answering an earlier call of this screen and group is not asked again."""
         self.only = None if only is None else tuple(only)
 
 

@@ -31,9 +31,10 @@ class Ctx:
 
 
 class Screen:
-    """Stands in for the screen that asked (only ``is_attached`` is read)."""
+    """Stands in for the screen that asked (only ``is_attached`` and ``app`` are read)."""
 
     is_attached = True
+    app = None
 
 
 def fake_app_factory(client: FakeClient) -> Callable[[], Awaitable[DaemonClient]]:
