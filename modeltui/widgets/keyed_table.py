@@ -30,7 +30,7 @@ from textual.coordinate import Coordinate
 from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from ..format import PALETTE, printable
 from .list_filter import FilterInput, RowFilter, compile_filter
@@ -146,6 +146,8 @@ class KeyedTable(DataTable[Cell]):
         Binding("G,end", "scroll_bottom", "Last", show=False),
     ]
 
+    _painted_widths: tuple[int, ...] = ()
+    """Column widths when the idle pass last measured them (their change drops the painted lines)."""
     _repaint_only: Coordinate | None = None
     """Set around one ``update_cell``: the repaint it asks for covers this cell only."""
 
@@ -434,6 +436,18 @@ class KeyedTable(DataTable[Cell]):
         if only is not None and not regions and not layout and not recompose:
             return self.refresh_coordinate(only)
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        """Textual's idle pass widens the columns for new or wider cells without changing the key of its
+        line caches: lines painted before it (a loaded machine paints between ``add_row`` and idle) would be
+        painted again as they were, cells cut to the old widths, for good. When the widths changed, drop them."""
+        super()._update_dimensions(new_rows)
+        widths = tuple(column.get_render_width(self) for column in self.ordered_columns)
+        if widths != self._painted_widths:
+            self._painted_widths = widths
+            self._clear_caches()
+            self._update_count += 1
+            self.refresh()
 
     def keys(self) -> list[str]:
         """Row keys in display order."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
@@ -160,3 +161,21 @@ async def test_slash_in_the_log_filters_lines() -> None:
         assert list(log.lines) == ["GET /health 200", "GET /health 200"]
         await pilot.press("slash", "escape")
         assert log.line_count == 5
+
+
+async def test_rows_drawn_before_a_wider_row_widened_their_column_are_drawn_again_whole() -> None:
+    """Under load the table can paint between ``add_row`` and the idle pass that widens the columns, and
+    again before the Resize that pass posts: the second paint must not reuse the first (the alerts snapshot
+    kept "firin" for "firing" that way, for good)."""
+    app = Lists()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(Things)
+        table.replace_rows([("a", ("a", "ok", "1"))])
+        await pilot.pause()
+        table.replace_rows([("a", ("a", "ok", "1")), ("b", ("b-a-much-longer-name", "crashlooping", "2"))])
+        for y in range(3):  # a paint before the idle pass: the columns are still as wide as before
+            table.render_line(y)
+        await table._on_idle(events.Idle())  # the idle pass widens the columns and asks for a repaint
+        shown = [table.render_line(y).text for y in range(3)]  # that repaint, before anything else runs
+        assert shown[0].split() == ["name", "state", "n"], shown
+        assert shown[2].split() == ["b-a-much-longer-name", "crashlooping", "2"], shown
