@@ -34,8 +34,11 @@ from textual.widgets.data_table import ColumnKey, RowKey
 
 from ..format import PALETTE, printable
 from .list_filter import FilterInput, RowFilter, compile_filter
+from .partial_updates import send_only_dirty_cells
 
 Cell = str | Text
+
+send_only_dirty_cells()  # a cell's repaint sends that cell, not the line up to it
 
 
 def as_cell(cell: object) -> Text:

@@ -4,12 +4,18 @@ canned rows (the Pilot tests against a daemon are in test_lists.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
+from rich.console import RenderableType
 from rich.text import Text
 from textual import events
+from textual._compositor import CompositorUpdate
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
+from textual.screen import Screen
 
 from daemon.protocol.deploy import DeploymentInfo
 from modeltui.widgets import DeploymentsTable, KeyedTable, LogView
@@ -179,3 +185,34 @@ async def test_rows_drawn_before_a_wider_row_widened_their_column_are_drawn_agai
         shown = [table.render_line(y).text for y in range(3)]  # that repaint, before anything else runs
         assert shown[0].split() == ["name", "state", "n"], shown
         assert shown[2].split() == ["b-a-much-longer-name", "crashlooping", "2"], shown
+
+
+async def test_an_uptime_tick_repaints_the_uptime_cells_only() -> None:
+    """Over SSH an idle deployments view must stay within 2 KB a minute: the minute's uptime change sends
+    its cells, not whole rows (what Textual would write is counted from the screen updates it makes)."""
+    app = Lists()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(DeploymentsTable)
+        now = datetime.now(UTC)
+        shown = [deployment(f"scorer-{i}", "restarted after an out-of-memory kill at 03:12").model_copy(
+            update={"started_at": now - timedelta(minutes=5 + i)}) for i in range(8)]
+        written: list[int] = []
+        display = app._display
+
+        def counting(screen: Screen[Any], renderable: RenderableType | None) -> None:
+            if isinstance(renderable, CompositorUpdate):
+                written.append(len(renderable.render_segments(app.console).encode()))
+            display(screen, renderable)
+
+        app._display = counting  # type: ignore[method-assign]
+        table.show(shown, now)
+        await until(pilot, lambda: written, "the first paint")
+        table.tick(now + timedelta(minutes=1))  # a first minute: what the first paint left pending goes out
+        await until(pilot, lambda: len(written) > 1, "the first minute painted")
+        await pilot.pause()
+        written.clear()
+        table.tick(now + timedelta(minutes=2))
+        await until(pilot, lambda: written, "the second minute painted")
+        await pilot.pause()
+        assert rows(table)[0][table.shown_columns.index("uptime")] == "7m"
+        assert 0 < sum(written) <= 8 * 40, f"{written} bytes for 8 cells of 8 characters (a row costs 180)"
