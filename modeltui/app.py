@@ -19,11 +19,12 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.command import Provider
 from textual.driver import Driver
 from textual.message import Message
 from textual.notifications import SeverityLevel
@@ -37,8 +38,6 @@ from daemon.protocol.errors import ProtocolError
 from daemon.protocol.events import AlertEvent, DeploymentEvent, Event, LogEvent, RegistryEvent
 
 from .client import DaemonClient, DaemonUnavailable
-from .commands import PROVIDERS as COMMAND_PROVIDERS
-from .commands import CommandMode, apply_view_filter
 from .contexts import open_client
 from .fanout import FanOut
 from .format import printable
@@ -58,6 +57,9 @@ from .screens.home import RUN_LIMIT
 from .screens.hosts import FanOutCall, FanOutRelease, HostsScreen
 from .terminal import HANGUP_STATUS, HangupWatch, driver_for, mouse_mode
 from .widgets.status_header import ShellStatus
+
+if TYPE_CHECKING:
+    from .commands import CommandMode
 
 ConnectionState = Literal["connecting", "connected", "disconnected", "reconnecting"]
 ClientFactory = Callable[[], Awaitable[DaemonClient]]
@@ -105,6 +107,20 @@ def is_top_level(screen: Screen[Any]) -> bool:
     return isinstance(screen, DeploymentsScreen | FleetScreen | HomeScreen | HostsScreen)
 
 
+# The palette's providers, loaded when ctrl+p is first used (Textual calls a callable in COMMANDS for its
+# class): modeltui.commands is not imported before the first paint.
+def _actions_provider() -> type[Provider]:
+    from .commands import ActionsProvider
+
+    return ActionsProvider
+
+
+def _objects_provider() -> type[Provider]:
+    from .commands import ObjectsProvider
+
+    return ObjectsProvider
+
+
 class ModelTuiApp(App[None]):
     """The modeltui terminal UI."""
 
@@ -149,7 +165,7 @@ class ModelTuiApp(App[None]):
             super().__init__()
             self.event = event
 
-    COMMANDS = App.COMMANDS | set(COMMAND_PROVIDERS)
+    COMMANDS = App.COMMANDS | {_actions_provider, _objects_provider}
     """Textual's own palette commands, the App's actions and the registry's objects (ctrl+p)."""
 
     def __init__(
@@ -191,10 +207,19 @@ class ModelTuiApp(App[None]):
         self._pending_alerts: list[AlertEvent] = []
         self._debounce: Timer | None = None
         self._lost_reason = ""
-        self.commands = CommandMode(self, self.ask)
-        """The command line (``:``): its history and the names it completes."""
+        self._commands: CommandMode | None = None
         self.fanout = FanOut(lambda: self.contexts, lambda: (self.context.name, self.client), self._open_other)
         """Asks every context at once for the hosts and fleet views (:mod:`modeltui.fanout`)."""
+
+    @property
+    def commands(self) -> CommandMode:
+        """The command line (``:``): its history and the names it completes. Made (and
+        :mod:`modeltui.commands` imported) when ``:`` or ctrl+p is first used, not before the first paint."""
+        if self._commands is None:
+            from .commands import CommandMode
+
+            self._commands = CommandMode(self, self.ask)
+        return self._commands
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def get_driver_class(self) -> type[Driver]:
@@ -734,6 +759,8 @@ class ModelTuiApp(App[None]):
             self._pop_to(self._base_index() + 1)
             super().push_screen(screen)
         if filter or state or host:
+            from .commands import apply_view_filter
+
             screen.call_after_refresh(apply_view_filter, screen, filter, state=state, host=host)
 
     def _view_class(self, view: str) -> type[Screen[Any]] | None:

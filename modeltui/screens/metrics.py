@@ -23,7 +23,7 @@ from daemon.protocol import requests, results
 from daemon.protocol.events import DeploymentEvent, RegistryEvent
 
 from ..format import window
-from ..widgets import ClassMetricsTable, DriftTable, MetricsPlot, MetricsSummary, QuietStatic, literal
+from ..widgets import ClassMetricsTable, DriftTable, MetricsSummary, QuietStatic, literal
 from ..widgets.metrics_tables import target_state
 from ..widgets.shell_footer import ShellFooter
 from ..widgets.status_header import StatusHeader
@@ -68,6 +68,8 @@ class MetricsScreen(RegistryScreen):
         self._gap: float | None = None
 
     def compose(self) -> ComposeResult:
+        from ..widgets.metrics_plots import MetricsPlot  # Plotext: imported when the view is first shown
+
         yield StatusHeader()
         yield QuietStatic(self.deployment_name, id="metrics-title", classes="title")
         yield MetricsSummary(id="metrics-summary")
@@ -130,6 +132,8 @@ class MetricsScreen(RegistryScreen):
         self.query_one(MetricsSummary).show(m)
         self.query_one(ClassMetricsTable).show(m)
         self.query_one(DriftTable).show(m)
+        from ..widgets.metrics_plots import MetricsPlot
+
         self.query_one("#plot-rate", MetricsPlot).show([(p.t, p.request_rate) for p in m.points], m.start, m.end)
         self.query_one("#plot-p95", MetricsPlot).show(
             [(p.t, None if p.p95_seconds is None else p.p95_seconds * 1000) for p in m.points], m.start, m.end
