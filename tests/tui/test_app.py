@@ -113,6 +113,10 @@ async def test_filter_asks_the_daemon(own_two_versions: DaemonProcess, tmp_path:
         await until(pilot, lambda: table.row_count == 2, "two models")
         await pilot.press("slash")
         assert isinstance(app.focused, Input)
+        footer = app.screen.query_one(Footer)
+        # The filter line takes every letter, `?` too; the footer still says where help is.
+        await until(pilot, lambda: "Filter" in " ".join(str(w.render()) for w in footer.query("FooterKey")), "keys")
+        assert "? Help" in " ".join(str(w.render()) for w in footer.query("FooterKey"))
         await pilot.press(*"oth")
         await until(pilot, lambda: [r[0] for r in rows(table)] == ["other"], "filtered list")
         await pilot.press("enter", "escape")
