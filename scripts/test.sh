@@ -47,7 +47,8 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports
-# Two workers, a test file per worker at a time (pytest-xdist, in the dev extra): most tests wait on real
-# processes rather than compute, so on a quiet 2-core machine a clean-clone run takes 12 min instead of 22 in
-# one process. `-n 0` (later arguments win) runs one process. The 30 slowest tests are listed at the end.
-.venv/bin/python -m pytest -n 2 --dist loadfile --durations=30 "$@"
+# Three workers, a test file per worker at a time (pytest-xdist, in the dev extra): most tests wait on real
+# processes rather than compute, so even on a 2-core machine a third worker helps: a quiet clean-clone run of
+# 1,508 tests took 13.4 min of pytest with -n 3 against 14.6 with -n 2. `-n 0` (later arguments win) runs one
+# process. The 30 slowest tests are listed at the end.
+.venv/bin/python -m pytest -n 3 --dist loadfile --durations=30 "$@"
